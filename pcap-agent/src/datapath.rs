@@ -1,0 +1,243 @@
+//! Loading the capture program, attaching it to interfaces, and reading its
+//! ring buffer and counters.
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    util::KernelVersion,
+};
+use pcap_common::{Counters, MAX_SNAPLEN};
+use thiserror::Error;
+use tracing::debug;
+
+use crate::{iface::Interface, tc_fallback};
+
+/// The compiled eBPF object, built by `build.rs` from the `pcap-ebpf` crate.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pcap-ebpf"));
+
+const INGRESS_PROGRAM: &str = "pcap_ingress";
+const EGRESS_PROGRAM: &str = "pcap_egress";
+
+/// Our programs and the hooks they attach to.
+const HOOKS: [(&str, TcAttachType); 2] =
+    [(INGRESS_PROGRAM, TcAttachType::Ingress), (EGRESS_PROGRAM, TcAttachType::Egress)];
+
+/// Names of our programs, as they appear in `bpftool prog` and `tc filter`.
+pub const PROGRAM_NAMES: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
+
+/// How to hook the program into the interface's TC path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// TCX links where the kernel has them (6.6+), else clsact filters.
+    #[default]
+    Auto,
+    /// TCX links only. They die with the process.
+    Tcx,
+    /// cls_bpf filters on a clsact (or existing ingress) qdisc, for kernels before 6.6.
+    Tc,
+}
+
+impl AttachMode {
+    fn uses_tcx(self) -> bool {
+        match self {
+            Self::Auto => KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)),
+            Self::Tcx => true,
+            Self::Tc => false,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error(
+        "loading the eBPF program was not permitted: run pcap-agent as root \
+         (it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+    )]
+    PermissionDenied,
+    #[error("cannot load the eBPF program: {0}")]
+    Load(#[source] Box<EbpfError>),
+    #[error("the kernel rejected the eBPF program {name}: {source}")]
+    Verify {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("cannot attach to {direction} of {interface}: {source}")]
+    Attach {
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(transparent)]
+    TcFallback(#[from] tc_fallback::TcFallbackError),
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, #[source] MapError),
+    #[error("snaplen {0} is out of range: use 1 to {MAX_SNAPLEN}")]
+    Snaplen(u32),
+    #[error("cannot count CPUs: {0}")]
+    Cpus(#[source] io::Error),
+}
+
+/// What one capture asks of the kernel.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Bytes to copy per packet, 1..=262144.
+    pub snaplen: u32,
+    /// Ring buffer size in bytes; rounded up to a power of two.
+    pub ring_bytes: u32,
+    pub attach: AttachMode,
+}
+
+/// A loaded, attached capture program with its own ring buffer and counters.
+///
+/// Dropping it detaches everything it attached.
+pub struct Datapath {
+    ebpf: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    tc: Option<tc_fallback::Attachments>,
+    nr_cpus: usize,
+    detached: bool,
+}
+
+impl Datapath {
+    /// Loads a fresh instance of the program and attaches it to both
+    /// directions of every interface. On error nothing stays attached.
+    pub fn attach(interfaces: &[Interface], options: &Options) -> Result<Self, DatapathError> {
+        if !(1..=MAX_SNAPLEN).contains(&options.snaplen) {
+            return Err(DatapathError::Snaplen(options.snaplen));
+        }
+        let ring_bytes = options.ring_bytes.max(4096).next_power_of_two();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SNAPLEN", &options.snaplen, true)
+            .map_max_entries("PACKETS", ring_bytes)
+            .map_max_entries("COUNTERS", interfaces.len().max(1) as u32)
+            .load(EBPF_OBJECT)
+            .map_err(|e| match &e {
+                EbpfError::MapError(MapError::CreateError { io_error, .. })
+                    if io_error.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    DatapathError::PermissionDenied
+                }
+                _ => DatapathError::Load(Box::new(e)),
+            })?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        let ring = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map"))
+            .map_err(|e| DatapathError::Map("PACKETS", e))?;
+        {
+            let mut counters: PerCpuHashMap<_, u32, Counters> =
+                PerCpuHashMap::try_from(ebpf.map_mut("COUNTERS").expect("COUNTERS map"))
+                    .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+            for interface in interfaces {
+                let zeros = PerCpuValues::try_from(vec![Counters::default(); nr_cpus])
+                    .map_err(|e| DatapathError::Map("COUNTERS", MapError::IoError(e)))?;
+                counters
+                    .insert(interface.index, zeros, 0)
+                    .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+            }
+        }
+        for name in PROGRAM_NAMES {
+            program(&mut ebpf, name).load().map_err(|e| match &e {
+                ProgramError::LoadError { io_error, .. }
+                    if io_error.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    DatapathError::PermissionDenied
+                }
+                _ => DatapathError::Verify { name, source: Box::new(e) },
+            })?;
+        }
+        let mut datapath = Self { ebpf, ring: Some(ring), tc: None, nr_cpus, detached: false };
+        if options.attach.uses_tcx() {
+            datapath.attach_tcx(interfaces)?;
+        } else {
+            let mut attachments = tc_fallback::Attachments::new()?;
+            let result = interfaces.iter().try_for_each(|interface| {
+                attachments.prepare(interface)?;
+                HOOKS.into_iter().try_for_each(|(name, attach_type)| {
+                    attachments.attach(interface, program(&mut datapath.ebpf, name), attach_type)
+                })
+            });
+            datapath.tc = Some(attachments);
+            result?;
+        }
+        Ok(datapath)
+    }
+
+    fn attach_tcx(&mut self, interfaces: &[Interface]) -> Result<(), DatapathError> {
+        // First on ingress and last on egress: we see what the wire sees,
+        // before and after any other program has had its say.
+        for interface in interfaces {
+            for (name, attach_type) in HOOKS {
+                let order = match attach_type {
+                    TcAttachType::Egress => LinkOrder::last(),
+                    _ => LinkOrder::first(),
+                };
+                program(&mut self.ebpf, name)
+                    .attach_with_options(&interface.name, attach_type, TcAttachOptions::TcxOrder(order))
+                    .map_err(|e| DatapathError::Attach {
+                        interface: interface.name.clone(),
+                        direction: direction_name(attach_type),
+                        source: Box::new(e),
+                    })?;
+                debug!(interface = interface.name, name, "attached TCX link");
+            }
+        }
+        Ok(())
+    }
+
+    /// The ring buffer. Taken by the reader; `None` once taken.
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// The program's counters for one interface, summed over CPUs.
+    pub fn counters(&self, ifindex: u32) -> Result<Counters, DatapathError> {
+        let counters: PerCpuHashMap<_, u32, Counters> =
+            PerCpuHashMap::try_from(self.ebpf.map("COUNTERS").expect("COUNTERS map"))
+                .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+        let per_cpu = counters.get(&ifindex, 0).map_err(|e| DatapathError::Map("COUNTERS", e))?;
+        Ok(per_cpu.iter().take(self.nr_cpus).fold(Counters::default(), |sum, c| sum.add(*c)))
+    }
+
+    /// Detaches the program from every interface. Packets already in the ring
+    /// stay there to be drained.
+    pub fn detach(&mut self) {
+        if self.detached {
+            return;
+        }
+        self.detached = true;
+        if let Some(tc) = self.tc.as_mut() {
+            tc.detach_all();
+        }
+        for name in PROGRAM_NAMES {
+            // Unloading a program detaches its TCX links; the program itself
+            // lives on in the kernel until no link or fd refers to it.
+            if let Err(e) = program(&mut self.ebpf, name).unload() {
+                debug!(name, error = %e, "unload");
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .unwrap_or_else(|| panic!("the eBPF object has no classifier {name}"))
+}
+
+pub(crate) fn direction_name(attach_type: TcAttachType) -> &'static str {
+    match attach_type {
+        TcAttachType::Ingress => "ingress",
+        TcAttachType::Egress => "egress",
+        TcAttachType::Custom(_) => "custom",
+    }
+}

@@ -1,0 +1,81 @@
+//! Interfaces a capture can attach to: name, index and link type.
+
+use std::{fs, io};
+
+use thiserror::Error;
+
+/// `LINKTYPE_ETHERNET`: frames start with an Ethernet header.
+pub const LINKTYPE_ETHERNET: u16 = 1;
+/// `LINKTYPE_RAW`: packets start with an IPv4 or IPv6 header.
+pub const LINKTYPE_RAW: u16 = 101;
+
+/// `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
+const ARPHRD_ETHER: u32 = 1;
+const ARPHRD_LOOPBACK: u32 = 772;
+const ARPHRD_NONE: u32 = 0xfffe;
+const ARPHRD_RAWIP: u32 = 519;
+
+#[derive(Debug, Error)]
+pub enum InterfaceError {
+    #[error("interface {0:?} does not exist (list interfaces with `ip link`)")]
+    NotFound(String),
+    #[error(
+        "interface {name:?} has hardware type {arphrd}, which pcap cannot capture yet \
+         (supported: Ethernet, loopback, raw IP)"
+    )]
+    UnsupportedType { name: String, arphrd: u32 },
+    #[error("interface name {0:?} is not valid: names are 1 to 15 bytes without '/' or spaces")]
+    InvalidName(String),
+    #[error("cannot read {path}: {source}")]
+    Sysfs { path: String, source: io::Error },
+}
+
+/// A network interface resolved for capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    /// The pcap link type of what the TC hook sees on this interface.
+    pub link_type: u16,
+}
+
+impl Interface {
+    /// Resolves `name` in the current network namespace.
+    pub fn lookup(name: &str) -> Result<Self, InterfaceError> {
+        let valid = (1..16).contains(&name.len())
+            && !name.contains(['/', ' ', '\t', '\n'])
+            && name != "."
+            && name != "..";
+        if !valid {
+            return Err(InterfaceError::InvalidName(name.to_owned()));
+        }
+        let index = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| InterfaceError::NotFound(name.to_owned()))?;
+        let path = format!("/sys/class/net/{name}/type");
+        let arphrd = fs::read_to_string(&path)
+            .map_err(|source| InterfaceError::Sysfs { path: path.clone(), source })?
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| InterfaceError::Sysfs {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })?;
+        let link_type = match arphrd {
+            ARPHRD_ETHER | ARPHRD_LOOPBACK => LINKTYPE_ETHERNET,
+            ARPHRD_NONE | ARPHRD_RAWIP => LINKTYPE_RAW,
+            _ => {
+                return Err(InterfaceError::UnsupportedType { name: name.to_owned(), arphrd });
+            }
+        };
+        Ok(Self { name: name.to_owned(), index, link_type })
+    }
+}
+
+/// Name of a link type as tcpdump prints it in "listening on" lines.
+pub fn link_type_name(link_type: u16) -> &'static str {
+    match link_type {
+        LINKTYPE_ETHERNET => "EN10MB (Ethernet)",
+        LINKTYPE_RAW => "RAW (Raw IP)",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,12 @@
+//! pcap-agent: eBPF packet capture on a host.
+//!
+//! Data flows from the kernel program ([`datapath`]) through its ring buffer
+//! to a [`capture`] loop that writes an [`output`].
+#![forbid(unsafe_code)]
+
+pub mod capture;
+pub mod clock;
+pub mod datapath;
+pub mod iface;
+pub mod output;
+pub mod tc_fallback;

@@ -1,0 +1,179 @@
+//! The `pcap-agent` command.
+
+use std::{fs::File, io, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use pcap_agent::{
+    capture::{self, Report, Spec},
+    datapath::{self, AttachMode},
+    iface::{Interface, link_type_name},
+    output::{Format, Output},
+};
+use pcap_common::MAX_SNAPLEN;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// eBPF packet capture for Cloud Foundry hosts.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture packets on local interfaces, like tcpdump.
+    Capture(CaptureArgs),
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// Interface to capture on (both directions). Repeat for several.
+    #[arg(short = 'i', long = "interface", required = true)]
+    interfaces: Vec<String>,
+    /// Bytes to keep of each packet: 1 to 262144; 0 means 262144, as in tcpdump.
+    #[arg(short = 's', long = "snapshot-length", default_value_t = MAX_SNAPLEN)]
+    snaplen: u32,
+    /// Exit after writing this many packets.
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Exit after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Write packets to FILE (`-` for stdout) instead of printing them.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// File format for -w.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Kernel ring buffer size in KiB (rounded up to a power of two), as tcpdump's -B.
+    #[arg(short = 'B', long = "buffer-size", value_name = "KiB", default_value_t = 8192)]
+    buffer_kib: u32,
+    /// How to attach to the TC hooks.
+    #[arg(long, value_enum, default_value_t)]
+    attach: AttachMode,
+    /// Filter expression (tcpdump syntax).
+    expression: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PCAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Capture(args) => run_capture(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcap-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_capture(args: CaptureArgs) -> anyhow::Result<()> {
+    let spec = spec(&args)?;
+    let mut output = match &args.write {
+        None => Output::lines(Box::new(io::stdout())),
+        Some(path) if path.as_os_str() == "-" => Output::file(args.format, Box::new(io::stdout())),
+        Some(path) => Output::file(
+            args.format,
+            Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let stop = async {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        let listening = || {
+            for interface in &spec.interfaces {
+                eprintln!(
+                    "pcap-agent: listening on {}, link-type {}, snapshot length {} bytes",
+                    interface.name,
+                    link_type_name(interface.link_type),
+                    spec.datapath.snaplen
+                );
+            }
+        };
+        anyhow::Ok(capture::run(&spec, &mut output, stop, listening).await?)
+    })?;
+    print_report(&report);
+    Ok(())
+}
+
+fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
+    if !args.expression.is_empty() {
+        anyhow::bail!(
+            "filter expressions are not supported yet (got {:?}); capture without one and filter \
+             when reading, e.g. `tshark -r FILE -Y ...`",
+            args.expression.join(" ")
+        );
+    }
+    let snaplen = match args.snaplen {
+        0 => MAX_SNAPLEN,
+        n if n <= MAX_SNAPLEN => n,
+        n => anyhow::bail!("invalid snaplen {n}: use 1 to {MAX_SNAPLEN} (or 0 for {MAX_SNAPLEN})"),
+    };
+    let duration = match args.duration {
+        None => None,
+        Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        Some(secs) => anyhow::bail!("invalid --duration {secs}: give a positive number of seconds"),
+    };
+    if args.count == Some(0) {
+        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
+    }
+    let ring_bytes = args
+        .buffer_kib
+        .checked_mul(1024)
+        .filter(|b| (4096..=1 << 30).contains(b))
+        .with_context(|| format!("invalid -B {}: give 4 to 1048576 KiB", args.buffer_kib))?;
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for name in &args.interfaces {
+        let interface = Interface::lookup(name)?;
+        if !interfaces.contains(&interface) {
+            interfaces.push(interface);
+        }
+    }
+    if args.format == Format::Pcap
+        && args.write.is_some()
+        && interfaces.iter().any(|i| i.link_type != interfaces[0].link_type)
+    {
+        anyhow::bail!("these interfaces have different link types, which classic pcap cannot hold: use --format pcapng");
+    }
+    Ok(Spec {
+        interfaces,
+        datapath: datapath::Options { snaplen, ring_bytes, attach: args.attach },
+        count: args.count,
+        duration,
+    })
+}
+
+/// tcpdump's three lines, then where every packet went.
+fn print_report(report: &Report) {
+    let total = report.total();
+    let k = &total.kernel;
+    eprintln!("{} packets captured", total.delivered);
+    eprintln!("{} packets received by filter", k.matched);
+    eprintln!("{} packets dropped by kernel", k.dropped());
+    eprintln!(
+        "per stage: {} seen, {} matched, {} written to ring, {} dropped (ring full), \
+         {} dropped (copy failed), {} written out, {} not written (packet limit)",
+        k.seen, k.matched, k.written, k.dropped_ring_full, k.dropped_copy_failed, total.delivered, total.after_limit
+    );
+}

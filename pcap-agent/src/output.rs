@@ -1,0 +1,147 @@
+//! Where captured packets go: a pcapng or pcap file (or stdout), or
+//! readable lines like tcpdump prints them.
+
+use std::io::{self, BufWriter, Write};
+
+use pcap_common::Direction;
+use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
+
+use crate::{capture::Report, iface::Interface};
+
+/// Buffer between the ring buffer and the file: large, to write in big chunks.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// One packet on its way out.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// Position of its interface in the capture's interface list.
+    pub interface: u32,
+    pub unix_ns: u64,
+    pub orig_len: u32,
+    pub data: &'a [u8],
+    pub direction: Option<Direction>,
+}
+
+/// File formats for `-w`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// pcapng: interface names, directions, nanoseconds and drop statistics.
+    #[default]
+    Pcapng,
+    /// Classic pcap with nanosecond timestamps.
+    Pcap,
+}
+
+pub enum Output {
+    /// A capture file.
+    File { format: Format, sink: Option<BufWriter<Box<dyn Write + Send>>>, writer: Option<Box<dyn CaptureWriter + Send>> },
+    /// One line per packet.
+    Lines(BufWriter<Box<dyn Write + Send>>),
+}
+
+impl Output {
+    pub fn file(format: Format, sink: Box<dyn Write + Send>) -> Self {
+        Self::File { format, sink: Some(BufWriter::with_capacity(WRITE_BUFFER, sink)), writer: None }
+    }
+
+    pub fn lines(sink: Box<dyn Write + Send>) -> Self {
+        Self::Lines(BufWriter::new(sink))
+    }
+
+    /// Writes the file's headers for the capture's interfaces.
+    pub fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
+        let Self::File { format, sink, writer } = self else { return Ok(()) };
+        let sink = sink.take().expect("begin is called once");
+        let mut new_writer: Box<dyn CaptureWriter + Send> = match format {
+            Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
+                sink,
+                &pcap_format::pcapng::SectionOptions {
+                    os: Some(&os_name()),
+                    user_application: Some(concat!("pcap-agent ", env!("CARGO_PKG_VERSION"))),
+                    hardware: None,
+                },
+            )?),
+            Format::Pcap => Box::new(pcap_format::pcap::PcapWriter::deferred(sink)),
+        };
+        for interface in interfaces {
+            new_writer
+                .add_interface(&pcap_format::Interface {
+                    name: interface.name.clone(),
+                    description: None,
+                    link_type: interface.link_type,
+                    snaplen,
+                })
+                .map_err(io::Error::other)?;
+        }
+        *writer = Some(new_writer);
+        Ok(())
+    }
+
+    pub fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<()> {
+        match self {
+            Self::File { writer, .. } => writer.as_mut().expect("begin was called").write_packet(
+                &pcap_format::Packet {
+                    interface_id: packet.interface,
+                    timestamp_ns: packet.unix_ns,
+                    original_len: packet.orig_len,
+                    data: packet.data,
+                    direction: packet.direction.map(|d| match d {
+                        Direction::Ingress => pcap_format::Direction::Inbound,
+                        Direction::Egress => pcap_format::Direction::Outbound,
+                    }),
+                    comment: None,
+                },
+            ),
+            Self::Lines(out) => {
+                let direction = match packet.direction {
+                    Some(Direction::Ingress) => "In ",
+                    Some(Direction::Egress) => "Out",
+                    None => "?  ",
+                };
+                writeln!(
+                    out,
+                    "{} {} {direction} {}",
+                    summary::format_time(packet.unix_ns),
+                    interface.name,
+                    summary::summarize(interface.link_type, packet.data)
+                )
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::File { writer, .. } => writer.as_mut().map_or(Ok(()), |w| w.flush()),
+            Self::Lines(out) => out.flush(),
+        }
+    }
+
+    /// Writes an interface statistics block per interface, then flushes.
+    pub fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
+        if let Self::File { writer: Some(writer), .. } = self {
+            for (id, (_, r)) in report.interfaces.iter().enumerate() {
+                writer.write_interface_statistics(&InterfaceStatistics {
+                    interface_id: id as u32,
+                    timestamp_ns: unix_ns,
+                    start_time_ns: None,
+                    end_time_ns: Some(unix_ns),
+                    if_received: Some(r.kernel.seen),
+                    if_dropped: None,
+                    filter_accepted: Some(r.kernel.matched),
+                    os_dropped: Some(r.kernel.dropped()),
+                    user_delivered: Some(r.delivered),
+                    comment: Some(&format!(
+                        "dropped: ring full {}, copy failed {}; not written after the packet limit {}",
+                        r.kernel.dropped_ring_full, r.kernel.dropped_copy_failed, r.after_limit
+                    )),
+                })?;
+            }
+        }
+        self.flush()
+    }
+}
+
+fn os_name() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("Linux {}", release.trim())
+}

@@ -1,0 +1,119 @@
+//! TC classifier that copies packets into a BPF ring buffer.
+//!
+//! One instance of this program is loaded per capture and attached to the
+//! ingress and egress hooks of every interface the capture covers. It never
+//! changes a packet or its fate: it always returns `TC_ACT_UNSPEC`, which TCX
+//! reads as "next program" and cls_bpf as "no verdict".
+#![no_std]
+#![no_main]
+
+mod copy;
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_tai_ns,
+    macros::{classifier, map},
+    maps::{PerCpuHashMap, RingBuf},
+    programs::TcContext,
+};
+use pcap_common::{Counters, Direction, FLAG_VLAN_REINSERTED, MAX_SNAPLEN, PacketHeader};
+
+/// Captured packets. User space sets the size when it loads the program.
+#[map]
+static PACKETS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Counters per interface index. User space inserts a zeroed entry for every
+/// interface before attaching, so the program never inserts.
+#[map]
+static COUNTERS: PerCpuHashMap<u32, Counters> = PerCpuHashMap::with_max_entries(256, 0);
+
+/// Bytes to copy per packet, 1..=MAX_SNAPLEN. Set by user space at load time.
+#[unsafe(no_mangle)]
+static SNAPLEN: u32 = MAX_SNAPLEN;
+
+/// `TC_ACT_UNSPEC`: let the packet go on as if we were not there.
+const TC_ACT_UNSPEC: i32 = -1;
+
+#[classifier]
+pub fn pcap_ingress(ctx: TcContext) -> i32 {
+    capture(&ctx, Direction::Ingress);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn pcap_egress(ctx: TcContext) -> i32 {
+    capture(&ctx, Direction::Egress);
+    TC_ACT_UNSPEC
+}
+
+/// Why an accepted packet did not reach the ring buffer.
+enum Drop {
+    RingFull,
+    CopyFailed,
+}
+
+#[inline(always)]
+fn capture(ctx: &TcContext, direction: Direction) {
+    // SAFETY: the kernel passes a valid `__sk_buff` to the program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a per-CPU value, and the program does not migrate CPUs while it runs.
+    let mut counters = COUNTERS.get_ptr_mut(ifindex).map(|c| unsafe { &mut *c });
+    if let Some(c) = counters.as_mut() {
+        c.seen += 1;
+        c.matched += 1;
+    }
+    let result = try_capture(ctx, direction, ifindex);
+    if let Some(c) = counters {
+        match result {
+            Ok(()) => c.written += 1,
+            Err(Drop::RingFull) => c.dropped_ring_full += 1,
+            Err(Drop::CopyFailed) => c.dropped_copy_failed += 1,
+        }
+    }
+}
+
+#[inline(always)]
+fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<(), Drop> {
+    let skb = ctx.skb.skb;
+    // SAFETY: the kernel passes a valid `__sk_buff` to the program.
+    let (mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs) = unsafe {
+        (
+            (*skb).mark,
+            (*skb).vlan_present != 0,
+            (*skb).vlan_proto,
+            (*skb).vlan_tci,
+            (*skb).gso_size,
+            (*skb).gso_segs,
+        )
+    };
+    // libpcap puts an out-of-band VLAN tag back into the frame; so do we.
+    let vlan = vlan_present.then_some(copy::VlanTag {
+        proto: vlan_proto as u16,
+        tci: vlan_tci as u16,
+    });
+    let orig_len = ctx.len() + if vlan.is_some() { copy::VLAN_TAG_LEN } else { 0 };
+    // SAFETY: a plain read of a constant that user space may have rewritten.
+    let snaplen = unsafe { core::ptr::read_volatile(&SNAPLEN) };
+    let header = PacketHeader {
+        // SAFETY: the helper takes no arguments.
+        tai_ns: unsafe { bpf_ktime_get_tai_ns() },
+        ifindex,
+        orig_len,
+        cap_len: if orig_len < snaplen { orig_len } else { snaplen },
+        mark,
+        gso_size,
+        gso_segs: gso_segs as u16,
+        direction: direction as u8,
+        flags: if vlan.is_some() { FLAG_VLAN_REINSERTED } else { 0 },
+    };
+    copy::emit(ctx, &header, vlan, &PACKETS)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,179 @@
+//! A small reader for classic pcap and pcapng files, enough to compare
+//! captures packet for packet and byte for byte.
+
+use anyhow::{Context as _, bail, ensure};
+
+/// Direction from pcapng `epb_flags`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub unix_ns: u64,
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+    /// Interface name (pcapng `if_name`), if the file has one.
+    pub interface: Option<String>,
+    pub direction: Option<Direction>,
+}
+
+/// pcapng interface statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Statistics {
+    pub interface: Option<String>,
+    pub received: Option<u64>,
+    pub filter_accept: Option<u64>,
+    pub os_dropped: Option<u64>,
+    pub user_delivered: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
+    pub link_types: Vec<u16>,
+    pub packets: Vec<Packet>,
+    pub statistics: Vec<Statistics>,
+}
+
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<Capture> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub fn parse(bytes: &[u8]) -> anyhow::Result<Capture> {
+    match bytes.get(..4) {
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => parse_pcapng(bytes),
+        Some(_) => parse_pcap(bytes),
+        None => bail!("file is shorter than a header"),
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn parse_pcap(b: &[u8]) -> anyhow::Result<Capture> {
+    ensure!(b.len() >= 24, "short pcap header");
+    let scale = match u32_at(b, 0) {
+        0xa1b2_c3d4 => 1_000,
+        0xa1b2_3c4d => 1,
+        magic => bail!("not a little-endian pcap file (magic {magic:#x})"),
+    };
+    let mut capture = Capture { link_types: vec![u32_at(b, 20) as u16], ..Capture::default() };
+    let mut at = 24;
+    while at < b.len() {
+        ensure!(at + 16 <= b.len(), "truncated record header at {at}");
+        let caplen = u32_at(b, at + 8) as usize;
+        ensure!(at + 16 + caplen <= b.len(), "truncated record at {at}");
+        capture.packets.push(Packet {
+            unix_ns: u64::from(u32_at(b, at)) * 1_000_000_000 + u64::from(u32_at(b, at + 4)) * scale,
+            orig_len: u32_at(b, at + 12),
+            data: b[at + 16..at + 16 + caplen].to_vec(),
+            interface: None,
+            direction: None,
+        });
+        at += 16 + caplen;
+    }
+    Ok(capture)
+}
+
+/// Options of a block body: (code, value) pairs.
+fn options(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let (code, len) = (u16_at(b, 0), u16_at(b, 2) as usize);
+        if code == 0 || b.len() < 4 + len {
+            break;
+        }
+        out.push((code, &b[4..4 + len]));
+        b = &b[4 + len.next_multiple_of(4)..];
+    }
+    out
+}
+
+struct Idb {
+    name: Option<String>,
+    ns_per_tick: u64,
+}
+
+fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
+    let mut capture = Capture::default();
+    let mut interfaces: Vec<Idb> = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        ensure!(at + 12 <= b.len(), "truncated block at {at}");
+        let (kind, len) = (u32_at(b, at), u32_at(b, at + 4) as usize);
+        ensure!(len >= 12 && len % 4 == 0 && at + len <= b.len(), "bad block length {len} at {at}");
+        ensure!(u32_at(b, at + len - 4) as usize == len, "trailing length mismatch at {at}");
+        let body = &b[at + 8..at + len - 4];
+        match kind {
+            0x0A0D_0D0A => {
+                ensure!(u32_at(body, 0) == 0x1A2B_3C4D, "not little-endian pcapng");
+                interfaces.clear();
+            }
+            1 => {
+                capture.link_types.push(u16_at(body, 0));
+                let mut idb = Idb { name: None, ns_per_tick: 1_000 };
+                for (code, value) in options(&body[8..]) {
+                    match code {
+                        2 => idb.name = Some(String::from_utf8_lossy(value).into_owned()),
+                        9 => {
+                            ensure!(value[0] & 0x80 == 0, "binary if_tsresol not supported");
+                            idb.ns_per_tick = 10u64.pow(9u32.saturating_sub(u32::from(value[0])));
+                        }
+                        _ => {}
+                    }
+                }
+                interfaces.push(idb);
+            }
+            6 => {
+                let idb = interfaces.get(u32_at(body, 0) as usize).context("EPB for unknown interface")?;
+                let ticks = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
+                let caplen = u32_at(body, 12) as usize;
+                let direction = options(&body[20 + caplen.next_multiple_of(4)..])
+                    .into_iter()
+                    .find(|(code, _)| *code == 2)
+                    .and_then(|(_, v)| match u32_at(v, 0) & 3 {
+                        1 => Some(Direction::Inbound),
+                        2 => Some(Direction::Outbound),
+                        _ => None,
+                    });
+                capture.packets.push(Packet {
+                    unix_ns: ticks * idb.ns_per_tick,
+                    orig_len: u32_at(body, 16),
+                    data: body[20..20 + caplen].to_vec(),
+                    interface: idb.name.clone(),
+                    direction,
+                });
+            }
+            5 => {
+                let mut stats = Statistics {
+                    interface: interfaces.get(u32_at(body, 0) as usize).and_then(|i| i.name.clone()),
+                    ..Statistics::default()
+                };
+                for (code, value) in options(&body[12..]) {
+                    let slot = match code {
+                        4 => &mut stats.received,
+                        6 => &mut stats.filter_accept,
+                        7 => &mut stats.os_dropped,
+                        8 => &mut stats.user_delivered,
+                        _ => continue,
+                    };
+                    *slot = Some(u64_at(value, 0));
+                }
+                capture.statistics.push(stats);
+            }
+            _ => {}
+        }
+        at += len;
+    }
+    Ok(capture)
+}

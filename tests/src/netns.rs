@@ -1,0 +1,84 @@
+//! Network namespaces and veth pairs that are deleted on drop, even when a
+//! test fails.
+
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace named `pcapt-<tag>-<pid>-<n>`, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let name = format!("pcapt-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        sh(&format!("ip netns add {name}"))?;
+        let ns = Self { name };
+        ns.sh("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs a shell command line inside this namespace.
+    pub fn sh(&self, line: &str) -> anyhow::Result<String> {
+        checked(self.command("sh").args(["-c", line]).output(), line)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its interfaces, and with them any
+        // TC programs attached to them.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs a shell command line in the current namespace.
+pub fn sh(line: &str) -> anyhow::Result<String> {
+    checked(Command::new("sh").args(["-c", line]).output(), line)
+}
+
+fn checked(output: std::io::Result<Output>, line: &str) -> anyhow::Result<String> {
+    let output = output.with_context(|| format!("cannot run `{line}`"))?;
+    if !output.status.success() {
+        bail!("`{line}` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Two namespaces joined by a veth pair `veth0` (in `a`, 10.0.0.1/24,
+/// fd00::1/64) and `veth1` (in `b`, 10.0.0.2/24, fd00::2/64).
+#[derive(Debug)]
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let a = Netns::new(&format!("{tag}a"))?;
+        let b = Netns::new(&format!("{tag}b"))?;
+        a.sh(&format!("ip link add veth0 type veth peer name veth1 netns {}", b.name))?;
+        for (ns, dev, v4, v6) in [(&a, "veth0", "10.0.0.1", "fd00::1"), (&b, "veth1", "10.0.0.2", "fd00::2")] {
+            ns.sh(&format!(
+                "sysctl -qw net.ipv6.conf.{dev}.accept_ra=0 net.ipv6.conf.all.accept_dad=0 && \
+                 ip addr add {v4}/24 dev {dev} && ip -6 addr add {v6}/64 dev {dev} nodad && \
+                 ip link set {dev} up"
+            ))?;
+        }
+        Ok(Self { a, b })
+    }
+}

@@ -1,0 +1,108 @@
+//! The binaries under test and reference tools, run as child processes that
+//! are stopped on drop. Readiness is read from their stderr, never guessed.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// How long a tool may take to say it is listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary (built by `cargo build --bins`), found next to
+/// the running executable or one directory up (tests live in `deps/`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("{name} is missing: run `cargo build --bins` (cargo xtask test does)"))
+}
+
+/// A running child whose stderr lines are collected.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+    stderr: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `command` with stderr captured.
+    pub fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child: Some(child), stderr: rx, seen: Vec::new() })
+    }
+
+    /// Waits for `count` stderr lines containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, count: usize) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => bail!("no {needle:?} on stderr; it said:\n{}", self.seen.join("\n")),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        kill(self.pid(), signal).context("kill")
+    }
+
+    /// Waits for exit; returns the status and every stderr line.
+    pub fn wait(mut self) -> anyhow::Result<(ExitStatus, Vec<String>)> {
+        let status = self.child.take().expect("running").wait()?;
+        self.seen.extend(self.stderr.iter());
+        Ok((status, std::mem::take(&mut self.seen)))
+    }
+
+    /// SIGINT, then wait.
+    pub fn interrupt(self) -> anyhow::Result<(ExitStatus, Vec<String>)> {
+        self.signal(Signal::SIGINT)?;
+        self.wait()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The number before `label` in a tool's stderr, e.g. "12 packets captured".
+pub fn stat(lines: &[String], label: &str) -> Option<u64> {
+    lines.iter().find_map(|l| l.strip_suffix(label)?.trim().parse().ok())
+}

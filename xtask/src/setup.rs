@@ -1,0 +1,74 @@
+//! `cargo xtask setup`: everything a fresh Debian 12 machine of this kind
+//! needs, each step skipped when already done (see docs/toolchain.md).
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::run;
+
+/// Debian packages: Debian's Rust 1.96 with its library sources (for
+/// `-Z build-std`), LLVM 22 for bpf-linker, and the reference tools.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpcap-dev",
+    "tcpdump",
+    "tshark",
+    "wireshark-common",
+    "netsniff-ng",
+    "iproute2",
+    "iputils-ping",
+    "bpftool",
+    "python3",
+];
+
+/// The rustup toolchain name for Debian's compiler; pcap-agent's build.rs uses it.
+const EBPF_TOOLCHAIN: &str = "pcap-bpf";
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    bpf_linker()?;
+    toolchain_link()
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker against LLVM 22");
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run(Command::new(env!("CARGO"))
+        .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path))
+}
+
+fn toolchain_link() -> anyhow::Result<()> {
+    let list = Command::new("rustup").args(["toolchain", "list"]).output().context("running rustup")?;
+    if String::from_utf8_lossy(&list.stdout).lines().any(|l| l.split_whitespace().next() == Some(EBPF_TOOLCHAIN)) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))
+}
