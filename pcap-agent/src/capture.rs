@@ -71,11 +71,13 @@ pub struct Report {
 
 impl Report {
     pub fn total(&self) -> InterfaceReport {
-        self.interfaces.iter().fold(InterfaceReport::default(), |sum, (_, r)| InterfaceReport {
-            kernel: sum.kernel.add(r.kernel),
-            delivered: sum.delivered + r.delivered,
-            after_limit: sum.after_limit + r.after_limit,
-        })
+        self.interfaces
+            .iter()
+            .fold(InterfaceReport::default(), |sum, (_, r)| InterfaceReport {
+                kernel: sum.kernel.add(r.kernel),
+                delivered: sum.delivered + r.delivered,
+                after_limit: sum.after_limit + r.after_limit,
+            })
     }
 }
 
@@ -103,7 +105,10 @@ pub async fn run(
         clock: WallClock::new()?,
         output,
     };
-    reader.output.begin(&spec.interfaces, spec.datapath.snaplen).map_err(CaptureError::Output)?;
+    reader
+        .output
+        .begin(&spec.interfaces, spec.datapath.snaplen)
+        .map_err(CaptureError::Output)?;
     on_attached();
 
     let deadline = async {
@@ -154,7 +159,10 @@ pub async fn run(
         tokio::task::yield_now().await;
     };
     if stop_reason != StopReason::OutputClosed {
-        reader.output.finish(&report, reader.clock.unix_ns(tai_now())).map_err(CaptureError::Output)?;
+        reader
+            .output
+            .finish(&report, reader.clock.unix_ns(tai_now()))
+            .map_err(CaptureError::Output)?;
     }
     Ok(report)
 }
@@ -173,8 +181,14 @@ impl Reader<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
         self.clock.refresh();
         while let Some(record) = ring.next() {
-            let Some(header) = PacketHeader::from_bytes(&record) else { continue };
-            let Some(slot) = self.interfaces.iter().position(|i| i.index == header.ifindex) else {
+            let Some(header) = PacketHeader::from_bytes(&record) else {
+                continue;
+            };
+            let Some(slot) = self
+                .interfaces
+                .iter()
+                .position(|i| i.index == header.ifindex)
+            else {
                 continue;
             };
             if self.remaining == Some(0) {

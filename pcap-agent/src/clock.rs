@@ -22,7 +22,10 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn new() -> nix::Result<Self> {
-        Ok(Self { offset_ns: tai_offset_ns()?, read_at: Instant::now() })
+        Ok(Self {
+            offset_ns: tai_offset_ns()?,
+            read_at: Instant::now(),
+        })
     }
 
     /// Unix time in nanoseconds of a `CLOCK_TAI` reading.

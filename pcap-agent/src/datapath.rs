@@ -22,8 +22,10 @@ const INGRESS_PROGRAM: &str = "pcap_ingress";
 const EGRESS_PROGRAM: &str = "pcap_egress";
 
 /// Our programs and the hooks they attach to.
-const HOOKS: [(&str, TcAttachType); 2] =
-    [(INGRESS_PROGRAM, TcAttachType::Ingress), (EGRESS_PROGRAM, TcAttachType::Egress)];
+const HOOKS: [(&str, TcAttachType); 2] = [
+    (INGRESS_PROGRAM, TcAttachType::Ingress),
+    (EGRESS_PROGRAM, TcAttachType::Egress),
+];
 
 /// Names of our programs, as they appear in `bpftool prog` and `tc filter`.
 pub const PROGRAM_NAMES: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
@@ -146,10 +148,19 @@ impl Datapath {
                 {
                     DatapathError::PermissionDenied
                 }
-                _ => DatapathError::Verify { name, source: Box::new(e) },
+                _ => DatapathError::Verify {
+                    name,
+                    source: Box::new(e),
+                },
             })?;
         }
-        let mut datapath = Self { ebpf, ring: Some(ring), tc: None, nr_cpus, detached: false };
+        let mut datapath = Self {
+            ebpf,
+            ring: Some(ring),
+            tc: None,
+            nr_cpus,
+            detached: false,
+        };
         if options.attach.uses_tcx() {
             datapath.attach_tcx(interfaces)?;
         } else {
@@ -176,7 +187,11 @@ impl Datapath {
                     _ => LinkOrder::first(),
                 };
                 program(&mut self.ebpf, name)
-                    .attach_with_options(&interface.name, attach_type, TcAttachOptions::TcxOrder(order))
+                    .attach_with_options(
+                        &interface.name,
+                        attach_type,
+                        TcAttachOptions::TcxOrder(order),
+                    )
                     .map_err(|e| DatapathError::Attach {
                         interface: interface.name.clone(),
                         direction: direction_name(attach_type),
@@ -198,8 +213,13 @@ impl Datapath {
         let counters: PerCpuHashMap<_, u32, Counters> =
             PerCpuHashMap::try_from(self.ebpf.map("COUNTERS").expect("COUNTERS map"))
                 .map_err(|e| DatapathError::Map("COUNTERS", e))?;
-        let per_cpu = counters.get(&ifindex, 0).map_err(|e| DatapathError::Map("COUNTERS", e))?;
-        Ok(per_cpu.iter().take(self.nr_cpus).fold(Counters::default(), |sum, c| sum.add(*c)))
+        let per_cpu = counters
+            .get(&ifindex, 0)
+            .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+        Ok(per_cpu
+            .iter()
+            .take(self.nr_cpus)
+            .fold(Counters::default(), |sum, c| sum.add(*c)))
     }
 
     /// Detaches the program from every interface. Packets already in the ring

@@ -53,7 +53,10 @@ impl Interface {
             .map_err(|_| InterfaceError::NotFound(name.to_owned()))?;
         let path = format!("/sys/class/net/{name}/type");
         let arphrd = fs::read_to_string(&path)
-            .map_err(|source| InterfaceError::Sysfs { path: path.clone(), source })?
+            .map_err(|source| InterfaceError::Sysfs {
+                path: path.clone(),
+                source,
+            })?
             .trim()
             .parse::<u32>()
             .map_err(|e| InterfaceError::Sysfs {
@@ -64,10 +67,17 @@ impl Interface {
             ARPHRD_ETHER | ARPHRD_LOOPBACK => LINKTYPE_ETHERNET,
             ARPHRD_NONE | ARPHRD_RAWIP => LINKTYPE_RAW,
             _ => {
-                return Err(InterfaceError::UnsupportedType { name: name.to_owned(), arphrd });
+                return Err(InterfaceError::UnsupportedType {
+                    name: name.to_owned(),
+                    arphrd,
+                });
             }
         };
-        Ok(Self { name: name.to_owned(), index, link_type })
+        Ok(Self {
+            name: name.to_owned(),
+            index,
+            link_type,
+        })
     }
 }
 

@@ -48,7 +48,12 @@ struct CaptureArgs {
     #[arg(long, value_enum, default_value_t)]
     format: Format,
     /// Kernel ring buffer size in KiB (rounded up to a power of two), as tcpdump's -B.
-    #[arg(short = 'B', long = "buffer-size", value_name = "KiB", default_value_t = 8192)]
+    #[arg(
+        short = 'B',
+        long = "buffer-size",
+        value_name = "KiB",
+        default_value_t = 8192
+    )]
     buffer_kib: u32,
     /// How to attach to the TC hooks.
     #[arg(long, value_enum, default_value_t)]
@@ -85,7 +90,9 @@ fn run_capture(args: CaptureArgs) -> anyhow::Result<()> {
         Some(path) if path.as_os_str() == "-" => Output::file(args.format, Box::new(io::stdout())),
         Some(path) => Output::file(
             args.format,
-            Box::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+            Box::new(
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            ),
         ),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -152,13 +159,21 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
     }
     if args.format == Format::Pcap
         && args.write.is_some()
-        && interfaces.iter().any(|i| i.link_type != interfaces[0].link_type)
+        && interfaces
+            .iter()
+            .any(|i| i.link_type != interfaces[0].link_type)
     {
-        anyhow::bail!("these interfaces have different link types, which classic pcap cannot hold: use --format pcapng");
+        anyhow::bail!(
+            "these interfaces have different link types, which classic pcap cannot hold: use --format pcapng"
+        );
     }
     Ok(Spec {
         interfaces,
-        datapath: datapath::Options { snaplen, ring_bytes, attach: args.attach },
+        datapath: datapath::Options {
+            snaplen,
+            ring_bytes,
+            attach: args.attach,
+        },
         count: args.count,
         duration,
     })
@@ -174,6 +189,12 @@ fn print_report(report: &Report) {
     eprintln!(
         "per stage: {} seen, {} matched, {} written to ring, {} dropped (ring full), \
          {} dropped (copy failed), {} written out, {} not written (packet limit)",
-        k.seen, k.matched, k.written, k.dropped_ring_full, k.dropped_copy_failed, total.delivered, total.after_limit
+        k.seen,
+        k.matched,
+        k.written,
+        k.dropped_ring_full,
+        k.dropped_copy_failed,
+        total.delivered,
+        total.after_limit
     );
 }

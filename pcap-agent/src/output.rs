@@ -34,14 +34,22 @@ pub enum Format {
 
 pub enum Output {
     /// A capture file.
-    File { format: Format, sink: Option<BufWriter<Box<dyn Write + Send>>>, writer: Option<Box<dyn CaptureWriter + Send>> },
+    File {
+        format: Format,
+        sink: Option<BufWriter<Box<dyn Write + Send>>>,
+        writer: Option<Box<dyn CaptureWriter + Send>>,
+    },
     /// One line per packet.
     Lines(BufWriter<Box<dyn Write + Send>>),
 }
 
 impl Output {
     pub fn file(format: Format, sink: Box<dyn Write + Send>) -> Self {
-        Self::File { format, sink: Some(BufWriter::with_capacity(WRITE_BUFFER, sink)), writer: None }
+        Self::File {
+            format,
+            sink: Some(BufWriter::with_capacity(WRITE_BUFFER, sink)),
+            writer: None,
+        }
     }
 
     pub fn lines(sink: Box<dyn Write + Send>) -> Self {
@@ -50,7 +58,14 @@ impl Output {
 
     /// Writes the file's headers for the capture's interfaces.
     pub fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
-        let Self::File { format, sink, writer } = self else { return Ok(()) };
+        let Self::File {
+            format,
+            sink,
+            writer,
+        } = self
+        else {
+            return Ok(());
+        };
         let sink = sink.take().expect("begin is called once");
         let mut new_writer: Box<dyn CaptureWriter + Send> = match format {
             Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
@@ -79,19 +94,22 @@ impl Output {
 
     pub fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<()> {
         match self {
-            Self::File { writer, .. } => writer.as_mut().expect("begin was called").write_packet(
-                &pcap_format::Packet {
-                    interface_id: packet.interface,
-                    timestamp_ns: packet.unix_ns,
-                    original_len: packet.orig_len,
-                    data: packet.data,
-                    direction: packet.direction.map(|d| match d {
-                        Direction::Ingress => pcap_format::Direction::Inbound,
-                        Direction::Egress => pcap_format::Direction::Outbound,
-                    }),
-                    comment: None,
-                },
-            ),
+            Self::File { writer, .. } => {
+                writer
+                    .as_mut()
+                    .expect("begin was called")
+                    .write_packet(&pcap_format::Packet {
+                        interface_id: packet.interface,
+                        timestamp_ns: packet.unix_ns,
+                        original_len: packet.orig_len,
+                        data: packet.data,
+                        direction: packet.direction.map(|d| match d {
+                            Direction::Ingress => pcap_format::Direction::Inbound,
+                            Direction::Egress => pcap_format::Direction::Outbound,
+                        }),
+                        comment: None,
+                    })
+            }
             Self::Lines(out) => {
                 let direction = match packet.direction {
                     Some(Direction::Ingress) => "In ",
@@ -118,7 +136,11 @@ impl Output {
 
     /// Writes an interface statistics block per interface, then flushes.
     pub fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
-        if let Self::File { writer: Some(writer), .. } = self {
+        if let Self::File {
+            writer: Some(writer),
+            ..
+        } = self
+        {
             for (id, (_, r)) in report.interfaces.iter().enumerate() {
                 writer.write_interface_statistics(&InterfaceStatistics {
                     interface_id: id as u32,

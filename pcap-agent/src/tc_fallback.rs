@@ -61,9 +61,16 @@ impl Attachments {
     pub fn new() -> Result<Self, TcFallbackError> {
         recover_stale(Path::new(STATE_DIR));
         let state_path = Path::new(STATE_DIR).join(std::process::id().to_string());
-        fs::create_dir_all(STATE_DIR)
-            .map_err(|source| TcFallbackError::State { path: STATE_DIR.into(), source })?;
-        Ok(Self { state_path, filters: Vec::new(), qdiscs: Vec::new(), state: String::new() })
+        fs::create_dir_all(STATE_DIR).map_err(|source| TcFallbackError::State {
+            path: STATE_DIR.into(),
+            source,
+        })?;
+        Ok(Self {
+            state_path,
+            filters: Vec::new(),
+            qdiscs: Vec::new(),
+            state: String::new(),
+        })
     }
 
     /// Makes sure `interface` has a clsact qdisc, adding one if needed.
@@ -99,7 +106,11 @@ impl Attachments {
         };
         // Priority 0 lets the kernel pick one ahead of existing filters.
         let id = program
-            .attach_with_options(name, attach_type, TcAttachOptions::Netlink(NlOptions::default()))
+            .attach_with_options(
+                name,
+                attach_type,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
             .map_err(attach_error)?;
         let link = program.take_link(id).map_err(attach_error)?;
         let priority = link.priority().map_err(attach_error)?;
@@ -114,8 +125,10 @@ impl Attachments {
 
     fn record(&mut self, line: &str) -> Result<(), TcFallbackError> {
         self.state.push_str(line);
-        fs::write(&self.state_path, &self.state)
-            .map_err(|source| TcFallbackError::State { path: self.state_path.clone(), source })
+        fs::write(&self.state_path, &self.state).map_err(|source| TcFallbackError::State {
+            path: self.state_path.clone(),
+            source,
+        })
     }
 
     /// Removes every filter and qdisc this process added.
@@ -141,57 +154,88 @@ impl Drop for Attachments {
 
 /// Removes the filters and qdiscs recorded by processes that no longer run.
 pub fn recover_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(pid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i32>().ok())
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok())
         else {
             continue;
         };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let Ok(state) = fs::read_to_string(&path) else { continue };
+        let Ok(state) = fs::read_to_string(&path) else {
+            continue;
+        };
         let mut summary = String::new();
+        let mut qdiscs = Vec::new();
         for line in state.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["filter", interface, direction, priority, handle] => {
-                    let attach_type =
-                        if *direction == "egress" { TcAttachType::Egress } else { TcAttachType::Ingress };
-                    let (Ok(priority), Ok(handle)) = (priority.parse::<u16>(), handle.parse::<u32>()) else {
-                        continue;
-                    };
-                    if let Ok(link) = SchedClassifierLink::attached(
-                        interface,
-                        attach_type,
-                        priority,
-                        TcHandle::from(handle),
-                        None,
-                    ) {
-                        let _ = link.detach();
+                    if detach_recorded(interface, direction, priority, handle) {
                         let _ = write!(summary, " {interface}/{direction}");
                     }
                 }
-                ["qdisc", interface] => delete_clsact(interface),
+                ["qdisc", interface] => qdiscs.push((*interface).to_owned()),
                 _ => {}
             }
         }
-        warn!(pid, removed = summary, "removed tc filters left by a dead pcap-agent");
+        // Qdiscs last: they are only removed once our filters are gone.
+        for interface in qdiscs {
+            delete_clsact(&interface);
+        }
+        warn!(
+            pid,
+            removed = summary,
+            "removed tc filters left by a dead pcap-agent"
+        );
         let _ = fs::remove_file(&path);
     }
 }
 
+/// Detaches a filter as recorded in a state file; false if it was not there.
+fn detach_recorded(interface: &str, direction: &str, priority: &str, handle: &str) -> bool {
+    let attach_type = if direction == "egress" {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    };
+    let (Ok(priority), Ok(handle)) = (priority.parse::<u16>(), handle.parse::<u32>()) else {
+        return false;
+    };
+    SchedClassifierLink::attached(
+        interface,
+        attach_type,
+        priority,
+        TcHandle::from(handle),
+        None,
+    )
+    .is_ok_and(|link| link.detach().is_ok())
+}
+
 /// The kind of the qdisc at handle ffff: (clsact or ingress), if any.
 fn qdisc_kind(interface: &str) -> Option<String> {
-    let output = Command::new("tc").args(["qdisc", "show", "dev", interface]).output().ok()?;
-    String::from_utf8_lossy(&output.stdout).lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let (Some("qdisc"), Some(kind), Some("ffff:")) = (words.next(), words.next(), words.next()) else {
-            return None;
-        };
-        Some(kind.to_owned())
-    })
+    let output = Command::new("tc")
+        .args(["qdisc", "show", "dev", interface])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            let (Some("qdisc"), Some(kind), Some("ffff:")) =
+                (words.next(), words.next(), words.next())
+            else {
+                return None;
+            };
+            Some(kind.to_owned())
+        })
 }
 
 /// Deletes our clsact qdisc from `interface` unless someone else's filters use it.
@@ -206,5 +250,7 @@ fn delete_clsact(interface: &str) {
         debug!(interface, "clsact qdisc still has filters; leaving it");
         return;
     }
-    let _ = Command::new("tc").args(["qdisc", "del", "dev", interface, "clsact"]).status();
+    let _ = Command::new("tc")
+        .args(["qdisc", "del", "dev", interface, "clsact"])
+        .status();
 }

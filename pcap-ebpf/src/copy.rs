@@ -35,7 +35,9 @@ pub fn emit(
         };
     }
     // Keep in step with `pcap_common::SIZE_CLASSES`.
-    classes!(128, 256, 512, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144);
+    classes!(
+        128, 256, 512, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144
+    );
     Err(Drop::CopyFailed)
 }
 
@@ -70,7 +72,12 @@ fn emit_class<const N: usize>(
 
 /// Copies the frame with its out-of-band VLAN tag put back after the MACs.
 #[inline(always)]
-fn copy_with_vlan<const N: usize>(ctx: &TcContext, data: *mut u8, cap_len: u32, tag: VlanTag) -> bool {
+fn copy_with_vlan<const N: usize>(
+    ctx: &TcContext,
+    data: *mut u8,
+    cap_len: u32,
+    tag: VlanTag,
+) -> bool {
     if cap_len <= MACS_LEN {
         return load::<N>(ctx, 0, data, cap_len);
     }
@@ -92,7 +99,13 @@ fn copy_with_vlan<const N: usize>(ctx: &TcContext, data: *mut u8, cap_len: u32, 
     }
     // SAFETY: 16 < N, and `load` bounds the length by N - 16.
     let rest = unsafe { data.add(after_tag as usize) };
-    load_bounded(ctx, MACS_LEN, rest, cap_len - after_tag, N as u32 - after_tag)
+    load_bounded(
+        ctx,
+        MACS_LEN,
+        rest,
+        cap_len - after_tag,
+        N as u32 - after_tag,
+    )
 }
 
 #[inline(always)]

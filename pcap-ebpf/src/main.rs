@@ -90,7 +90,12 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
         proto: vlan_proto as u16,
         tci: vlan_tci as u16,
     });
-    let orig_len = ctx.len() + if vlan.is_some() { copy::VLAN_TAG_LEN } else { 0 };
+    let orig_len = ctx.len()
+        + if vlan.is_some() {
+            copy::VLAN_TAG_LEN
+        } else {
+            0
+        };
     // SAFETY: a plain read of a constant that user space may have rewritten.
     let snaplen = unsafe { core::ptr::read_volatile(&SNAPLEN) };
     let header = PacketHeader {
@@ -98,12 +103,20 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
         tai_ns: unsafe { bpf_ktime_get_tai_ns() },
         ifindex,
         orig_len,
-        cap_len: if orig_len < snaplen { orig_len } else { snaplen },
+        cap_len: if orig_len < snaplen {
+            orig_len
+        } else {
+            snaplen
+        },
         mark,
         gso_size,
         gso_segs: gso_segs as u16,
         direction: direction as u8,
-        flags: if vlan.is_some() { FLAG_VLAN_REINSERTED } else { 0 },
+        flags: if vlan.is_some() {
+            FLAG_VLAN_REINSERTED
+        } else {
+            0
+        },
     };
     copy::emit(ctx, &header, vlan, &PACKETS)
 }

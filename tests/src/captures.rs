@@ -67,14 +67,18 @@ fn parse_pcap(b: &[u8]) -> anyhow::Result<Capture> {
         0xa1b2_3c4d => 1,
         magic => bail!("not a little-endian pcap file (magic {magic:#x})"),
     };
-    let mut capture = Capture { link_types: vec![u32_at(b, 20) as u16], ..Capture::default() };
+    let mut capture = Capture {
+        link_types: vec![u32_at(b, 20) as u16],
+        ..Capture::default()
+    };
     let mut at = 24;
     while at < b.len() {
         ensure!(at + 16 <= b.len(), "truncated record header at {at}");
         let caplen = u32_at(b, at + 8) as usize;
         ensure!(at + 16 + caplen <= b.len(), "truncated record at {at}");
         capture.packets.push(Packet {
-            unix_ns: u64::from(u32_at(b, at)) * 1_000_000_000 + u64::from(u32_at(b, at + 4)) * scale,
+            unix_ns: u64::from(u32_at(b, at)) * 1_000_000_000
+                + u64::from(u32_at(b, at + 4)) * scale,
             orig_len: u32_at(b, at + 12),
             data: b[at + 16..at + 16 + caplen].to_vec(),
             interface: None,
@@ -111,8 +115,14 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
     while at < b.len() {
         ensure!(at + 12 <= b.len(), "truncated block at {at}");
         let (kind, len) = (u32_at(b, at), u32_at(b, at + 4) as usize);
-        ensure!(len >= 12 && len % 4 == 0 && at + len <= b.len(), "bad block length {len} at {at}");
-        ensure!(u32_at(b, at + len - 4) as usize == len, "trailing length mismatch at {at}");
+        ensure!(
+            len >= 12 && len % 4 == 0 && at + len <= b.len(),
+            "bad block length {len} at {at}"
+        );
+        ensure!(
+            u32_at(b, at + len - 4) as usize == len,
+            "trailing length mismatch at {at}"
+        );
         let body = &b[at + 8..at + len - 4];
         match kind {
             0x0A0D_0D0A => {
@@ -121,7 +131,10 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
             }
             1 => {
                 capture.link_types.push(u16_at(body, 0));
-                let mut idb = Idb { name: None, ns_per_tick: 1_000 };
+                let mut idb = Idb {
+                    name: None,
+                    ns_per_tick: 1_000,
+                };
                 for (code, value) in options(&body[8..]) {
                     match code {
                         2 => idb.name = Some(String::from_utf8_lossy(value).into_owned()),
@@ -135,7 +148,9 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
                 interfaces.push(idb);
             }
             6 => {
-                let idb = interfaces.get(u32_at(body, 0) as usize).context("EPB for unknown interface")?;
+                let idb = interfaces
+                    .get(u32_at(body, 0) as usize)
+                    .context("EPB for unknown interface")?;
                 let ticks = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
                 let caplen = u32_at(body, 12) as usize;
                 let direction = options(&body[20 + caplen.next_multiple_of(4)..])
@@ -156,7 +171,9 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
             }
             5 => {
                 let mut stats = Statistics {
-                    interface: interfaces.get(u32_at(body, 0) as usize).and_then(|i| i.name.clone()),
+                    interface: interfaces
+                        .get(u32_at(body, 0) as usize)
+                        .and_then(|i| i.name.clone()),
                     ..Statistics::default()
                 };
                 for (code, value) in options(&body[12..]) {

@@ -18,7 +18,11 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> anyhow::Result<Self> {
-        let name = format!("pcapt-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "pcapt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         sh(&format!("ip netns add {name}"))?;
         let ns = Self { name };
         ns.sh("ip link set lo up")?;
@@ -42,7 +46,9 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace destroys its interfaces, and with them any
         // TC programs attached to them.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -54,7 +60,11 @@ pub fn sh(line: &str) -> anyhow::Result<String> {
 fn checked(output: std::io::Result<Output>, line: &str) -> anyhow::Result<String> {
     let output = output.with_context(|| format!("cannot run `{line}`"))?;
     if !output.status.success() {
-        bail!("`{line}` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "`{line}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -71,8 +81,14 @@ impl Pair {
     pub fn new(tag: &str) -> anyhow::Result<Self> {
         let a = Netns::new(&format!("{tag}a"))?;
         let b = Netns::new(&format!("{tag}b"))?;
-        a.sh(&format!("ip link add veth0 type veth peer name veth1 netns {}", b.name))?;
-        for (ns, dev, v4, v6) in [(&a, "veth0", "10.0.0.1", "fd00::1"), (&b, "veth1", "10.0.0.2", "fd00::2")] {
+        a.sh(&format!(
+            "ip link add veth0 type veth peer name veth1 netns {}",
+            b.name
+        ))?;
+        for (ns, dev, v4, v6) in [
+            (&a, "veth0", "10.0.0.1", "fd00::1"),
+            (&b, "veth1", "10.0.0.2", "fd00::2"),
+        ] {
             ns.sh(&format!(
                 "sysctl -qw net.ipv6.conf.{dev}.accept_ra=0 net.ipv6.conf.all.accept_dad=0 && \
                  ip addr add {v4}/24 dev {dev} && ip -6 addr add {v6}/64 dev {dev} nodad && \

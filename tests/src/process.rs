@@ -28,7 +28,9 @@ pub fn binary(name: &str) -> PathBuf {
         .take(2)
         .map(|dir| dir.join(name))
         .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("{name} is missing: run `cargo build --bins` (cargo xtask test does)"))
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: run `cargo build --bins` (cargo xtask test does)")
+        })
 }
 
 /// A running child whose stderr lines are collected.
@@ -55,7 +57,11 @@ impl Running {
                 }
             }
         });
-        Ok(Self { child: Some(child), stderr: rx, seen: Vec::new() })
+        Ok(Self {
+            child: Some(child),
+            stderr: rx,
+            seen: Vec::new(),
+        })
     }
 
     /// Waits for `count` stderr lines containing `needle`.
@@ -65,7 +71,10 @@ impl Running {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => bail!("no {needle:?} on stderr; it said:\n{}", self.seen.join("\n")),
+                Err(_) => bail!(
+                    "no {needle:?} on stderr; it said:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
         Ok(())
@@ -104,5 +113,7 @@ impl Drop for Running {
 
 /// The number before `label` in a tool's stderr, e.g. "12 packets captured".
 pub fn stat(lines: &[String], label: &str) -> Option<u64> {
-    lines.iter().find_map(|l| l.strip_suffix(label)?.trim().parse().ok())
+    lines
+        .iter()
+        .find_map(|l| l.strip_suffix(label)?.trim().parse().ok())
 }

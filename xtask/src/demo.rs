@@ -9,7 +9,7 @@ use pcap_tests::{
     process::{Running, binary},
 };
 
-use crate::{cargo, run as run_command, workspace_root};
+use crate::{cargo, run_command, workspace_root};
 
 /// Silk names the host side of a container's veth after its overlay IP.
 const HOST_VETH: &str = "s-010255077003";
@@ -20,7 +20,10 @@ pub fn run() -> anyhow::Result<()> {
     println!("== 1. a Diego cell and an app container in network namespaces");
     let cell = Netns::new("cell")?;
     let container = Netns::new("app")?;
-    cell.sh(&format!("ip link add {HOST_VETH} type veth peer name eth0 netns {}", container.name))?;
+    cell.sh(&format!(
+        "ip link add {HOST_VETH} type veth peer name eth0 netns {}",
+        container.name
+    ))?;
     cell.sh(&format!(
         "ip addr add 169.254.0.1 peer {CONTAINER_IP}/32 dev {HOST_VETH} && ip link set {HOST_VETH} up"
     ))?;
@@ -77,7 +80,10 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn binary_path() -> anyhow::Result<String> {
-    binary("pcap-agent").to_str().map(str::to_owned).context("non-UTF-8 target path")
+    binary("pcap-agent")
+        .to_str()
+        .map(str::to_owned)
+        .context("non-UTF-8 target path")
 }
 
 fn print_stats(lines: &[String]) {

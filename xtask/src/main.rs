@@ -48,7 +48,14 @@ fn main() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The system tests run the binaries, so build them first.
     cargo(&["build", "--bins"])?;
     cargo(&["test", "--workspace", "--", "--test-threads=1"])
@@ -56,12 +63,18 @@ fn test() -> anyhow::Result<()> {
 
 /// Runs `cargo ARGS` in the workspace and fails if it fails.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new(env!("CARGO")).args(args).current_dir(workspace_root()))
+    run_command(
+        Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 /// Runs a command, failing with its name if it fails.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }
@@ -69,5 +82,8 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_owned()
 }

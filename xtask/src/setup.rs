@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::run;
+use crate::run_command;
 
 /// Debian packages: Debian's Rust 1.96 with its library sources (for
 /// `-Z build-std`), LLVM 22 for bpf-linker, and the reference tools.
@@ -40,11 +40,13 @@ fn apt_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run_command(Command::new("apt-get").args(["update", "-q"]))?;
+    run_command(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn installed(package: &str) -> bool {
@@ -55,20 +57,42 @@ fn installed(package: &str) -> bool {
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
-    if Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker against LLVM 22");
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
-    run(Command::new(env!("CARGO"))
-        .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
-        .env("PATH", path))
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_command(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path),
+    )
 }
 
 fn toolchain_link() -> anyhow::Result<()> {
-    let list = Command::new("rustup").args(["toolchain", "list"]).output().context("running rustup")?;
-    if String::from_utf8_lossy(&list.stdout).lines().any(|l| l.split_whitespace().next() == Some(EBPF_TOOLCHAIN)) {
+    let list = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running rustup")?;
+    if String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(EBPF_TOOLCHAIN))
+    {
         return Ok(());
     }
-    run(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))
+    run_command(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))
 }
