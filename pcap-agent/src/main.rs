@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Capture(args) => run_capture(args),
+        Command::Capture(args) => run_capture(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,8 +83,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_capture(args: CaptureArgs) -> anyhow::Result<()> {
-    let spec = spec(&args)?;
+fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
+    let spec = spec(args)?;
     let mut output = match &args.write {
         None => Output::lines(Box::new(io::stdout())),
         Some(path) if path.as_os_str() == "-" => Output::file(args.format, Box::new(io::stdout())),

@@ -177,10 +177,10 @@ pub fn recover_stale(dir: &Path) {
         for line in state.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
-                ["filter", interface, direction, priority, handle] => {
-                    if detach_recorded(interface, direction, priority, handle) {
-                        let _ = write!(summary, " {interface}/{direction}");
-                    }
+                ["filter", interface, direction, priority, handle]
+                    if detach_recorded(interface, direction, priority, handle) =>
+                {
+                    let _ = write!(summary, " {interface}/{direction}");
                 }
                 ["qdisc", interface] => qdiscs.push((*interface).to_owned()),
                 _ => {}

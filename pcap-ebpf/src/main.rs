@@ -5,7 +5,12 @@
 //! changes a packet or its fate: it always returns `TC_ACT_UNSPEC`, which TCX
 //! reads as "next program" and cls_bpf as "no verdict".
 #![no_std]
-#![no_main]
+// On the host (clippy, tests) the crate builds as an ordinary binary.
+#![cfg_attr(target_arch = "bpf", no_main)]
+#![expect(
+    clippy::inline_always,
+    reason = "BPF-to-BPF calls would hide bounds from the verifier; everything inlines"
+)]
 
 mod copy;
 
@@ -34,12 +39,20 @@ static SNAPLEN: u32 = MAX_SNAPLEN;
 const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature #[classifier] requires"
+)]
 pub fn pcap_ingress(ctx: TcContext) -> i32 {
     capture(&ctx, Direction::Ingress);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature #[classifier] requires"
+)]
 pub fn pcap_egress(ctx: TcContext) -> i32 {
     capture(&ctx, Direction::Egress);
     TC_ACT_UNSPEC
@@ -97,7 +110,7 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
             0
         };
     // SAFETY: a plain read of a constant that user space may have rewritten.
-    let snaplen = unsafe { core::ptr::read_volatile(&SNAPLEN) };
+    let snaplen = unsafe { core::ptr::read_volatile(&raw const SNAPLEN) };
     let header = PacketHeader {
         // SAFETY: the helper takes no arguments.
         tai_ns: unsafe { bpf_ktime_get_tai_ns() },
@@ -121,11 +134,14 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
     copy::emit(ctx, &header, vlan, &PACKETS)
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

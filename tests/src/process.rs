@@ -117,3 +117,23 @@ pub fn stat(lines: &[String], label: &str) -> Option<u64> {
         .iter()
         .find_map(|l| l.strip_suffix(label)?.trim().parse().ok())
 }
+
+/// Polls `condition` every few milliseconds until it holds, failing after
+/// `timeout` with `what` in the message. For conditions that no event
+/// announces, such as "this file holds that marker".
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    const POLL: Duration = Duration::from_millis(5);
+    let deadline = std::time::Instant::now() + timeout;
+    let (_never_sent, ticks) = mpsc::channel::<()>();
+    while !condition()? {
+        if std::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting until {what}");
+        }
+        let _ = ticks.recv_timeout(POLL);
+    }
+    Ok(())
+}

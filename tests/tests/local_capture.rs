@@ -5,7 +5,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, ensure};
@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use pcap_tests::{
     captures::{self, Capture, Direction, Packet},
     netns::{Netns, Pair},
-    process::{Running, binary, stat},
+    process::{Running, binary, stat, wait_until},
 };
 
 fn now_ns() -> u64 {
@@ -70,21 +70,16 @@ fn sync_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow::Re
     ns.sh(&format!(
         "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"{marker}\", (\"{destination}\", 9))'"
     ))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (_never, poll) = std::sync::mpsc::channel::<()>();
     for file in files {
-        while !std::fs::read(file)?
-            .windows(marker.len())
-            .any(|w| w == marker.as_bytes())
-        {
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "tcpdump never wrote the marker to {}",
-                file.display()
-            );
-            // Poll the file every few milliseconds until the marker lands.
-            let _ = poll.recv_timeout(std::time::Duration::from_millis(5));
-        }
+        wait_until(
+            &format!("tcpdump writes the marker to {}", file.display()),
+            Duration::from_secs(10),
+            || {
+                Ok(std::fs::read(file)?
+                    .windows(marker.len())
+                    .any(|w| w == marker.as_bytes()))
+            },
+        )?;
     }
     Ok(())
 }
@@ -445,21 +440,18 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
             file.to_str().expect("utf-8"),
         ],
     )?;
-    let mut flood = Running::spawn(
+    let flood = Running::spawn(
         pair.a
             .command("ping")
             .args(["-f", "-s", "1400", "10.0.0.2"])
             .stdout(std::process::Stdio::null()),
     )?;
     // Let the flood run until the file holds data, then interrupt mid-flood.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the flood never filled the file"
-        );
-        std::thread::yield_now();
-    }
+    wait_until(
+        "the flood fills 1 MiB of the file",
+        Duration::from_secs(20),
+        || Ok(std::fs::metadata(&file).map_or(0, |m| m.len()) >= 1 << 20),
+    )?;
     let (status, lines) = ours.interrupt()?;
     flood.signal(Signal::SIGINT)?;
     let _ = flood.wait();
