@@ -19,6 +19,9 @@ use crate::{
 /// running on other CPUs were writing. An RCU grace period is far shorter.
 const FINAL_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
 
+/// How often to read the ring even when the program has not woken us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Error)]
 pub enum CaptureError {
     #[error(transparent)]
@@ -118,6 +121,10 @@ pub async fn run(
         }
     };
     tokio::pin!(stop, deadline);
+    // The program wakes us for a lone packet or a full batch; this tick
+    // collects the tail of a burst that woke no one.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_reason = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -128,6 +135,16 @@ pub async fn run(
                     Err(e) => return Err(CaptureError::Output(e)),
                 }
                 guard.clear_ready();
+                if reader.remaining == Some(0) {
+                    break StopReason::Count;
+                }
+            }
+            _ = tick.tick() => {
+                match reader.drain(ring.get_mut()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break StopReason::OutputClosed,
+                    Err(e) => return Err(CaptureError::Output(e)),
+                }
                 if reader.remaining == Some(0) {
                     break StopReason::Count;
                 }

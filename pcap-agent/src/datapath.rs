@@ -21,6 +21,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const INGRESS_PROGRAM: &str = "pcap_ingress";
 const EGRESS_PROGRAM: &str = "pcap_egress";
 
+/// The reader is woken when this fraction of the ring is waiting to be read.
+const WAKEUP_FRACTION: u32 = 16;
+
 /// Our programs and the hooks they attach to.
 const HOOKS: [(&str, TcAttachType); 2] = [
     (INGRESS_PROGRAM, TcAttachType::Ingress),
@@ -114,7 +117,14 @@ impl Datapath {
         }
         let ring_bytes = options.ring_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations to resolve: skip parsing the kernel's BTF.
+            .btf(None)
             .override_global("SNAPLEN", &options.snaplen, true)
+            .override_global(
+                "WAKEUP_BYTES",
+                &u64::from(ring_bytes / WAKEUP_FRACTION),
+                true,
+            )
             .map_max_entries("PACKETS", ring_bytes)
             .map_max_entries("COUNTERS", interfaces.len().max(1) as u32)
             .load(EBPF_OBJECT)

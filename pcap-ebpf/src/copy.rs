@@ -26,11 +26,12 @@ pub fn emit(
     header: &PacketHeader,
     vlan: Option<VlanTag>,
     ring: &RingBuf,
+    submit_flags: u64,
 ) -> Result<(), Drop> {
     macro_rules! classes {
         ($($n:literal),+) => {
             $(if header.cap_len <= $n {
-                return emit_class::<$n>(ctx, header, vlan, ring);
+                return emit_class::<$n>(ctx, header, vlan, ring, submit_flags);
             })+
         };
     }
@@ -47,6 +48,7 @@ fn emit_class<const N: usize>(
     header: &PacketHeader,
     vlan: Option<VlanTag>,
     ring: &RingBuf,
+    submit_flags: u64,
 ) -> Result<(), Drop> {
     let Some(mut entry) = ring.reserve::<Record<N>>(0) else {
         return Err(Drop::RingFull);
@@ -62,7 +64,7 @@ fn emit_class<const N: usize>(
         Some(tag) => copy_with_vlan::<N>(ctx, data, header.cap_len, tag),
     };
     if copied {
-        entry.submit(0);
+        entry.submit(submit_flags);
         Ok(())
     } else {
         entry.discard(0);

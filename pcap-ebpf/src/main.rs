@@ -15,9 +15,10 @@
 mod copy;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_tai_ns,
     macros::{classifier, map},
-    maps::{PerCpuHashMap, RingBuf},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use pcap_common::{Counters, Direction, FLAG_VLAN_REINSERTED, MAX_SNAPLEN, PacketHeader};
@@ -34,6 +35,18 @@ static COUNTERS: PerCpuHashMap<u32, Counters> = PerCpuHashMap::with_max_entries(
 /// Bytes to copy per packet, 1..=MAX_SNAPLEN. Set by user space at load time.
 #[unsafe(no_mangle)]
 static SNAPLEN: u32 = MAX_SNAPLEN;
+
+/// Bytes waiting in the ring at which the reader is woken. Set by user space
+/// at load time (a fraction of the ring size).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 19;
+
+/// When this CPU last woke the reader (`CLOCK_TAI` ns).
+#[map]
+static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Longest a packet waits in a quiet ring before the reader is woken.
+const WAKEUP_INTERVAL_NS: u64 = 10_000_000;
 
 /// `TC_ACT_UNSPEC`: let the packet go on as if we were not there.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -131,7 +144,29 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
             0
         },
     };
-    copy::emit(ctx, &header, vlan, &PACKETS)
+    copy::emit(ctx, &header, vlan, &PACKETS, wakeup_flags(header.tai_ns))
+}
+
+/// Waking the reader for every packet costs it a syscall per packet. Wake it
+/// only when enough bytes wait, or when this CPU has not woken it for a
+/// while: bursts are read in batches, a lone packet is still seen at once.
+#[inline(always)]
+fn wakeup_flags(now_ns: u64) -> u64 {
+    // SAFETY: a plain read of a constant that user space may have rewritten.
+    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU value, and the program does not migrate CPUs while it runs.
+    let last = unsafe { &mut *last };
+    if PACKETS.query(u64::from(BPF_RB_AVAIL_DATA)) >= threshold
+        || now_ns.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS
+    {
+        *last = now_ns;
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 #[cfg(target_arch = "bpf")]

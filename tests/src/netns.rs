@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use aya::programs::{SchedClassifier, TcAttachType};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -34,6 +35,28 @@ impl Netns {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name, program]);
         command
+    }
+
+    /// Names of the programs attached to `interface` with TCX, both directions.
+    pub fn tcx_programs(&self, interface: &str) -> anyhow::Result<Vec<String>> {
+        let netns = std::fs::File::open(format!("/run/netns/{}", self.name))?;
+        let interface = interface.to_owned();
+        // setns changes only the calling thread, so query from a thread of our own.
+        std::thread::spawn(move || -> anyhow::Result<Vec<String>> {
+            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut names = Vec::new();
+            for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, programs) = SchedClassifier::query_tcx(&interface, attach_type)?;
+                names.extend(
+                    programs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+                );
+            }
+            Ok(names)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the TCX query thread panicked"))?
     }
 
     /// Runs a shell command line inside this namespace.

@@ -463,11 +463,15 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
     Ok(())
 }
 
-/// No tc filter on `interface` runs our programs, and no program of ours is
-/// loaded at all (a TCX link would hold one). The tests run one at a time.
+/// Neither a TCX link nor a tc filter on `interface` runs a program of ours.
 fn assert_nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
+    let tcx = ns.tcx_programs(interface)?;
+    ensure!(
+        tcx.is_empty(),
+        "TCX programs left attached to {interface}: {tcx:?}"
+    );
     let listing = ns.sh(&format!(
-        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress; bpftool prog show"
+        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress"
     ))?;
     ensure!(
         !listing.contains("pcap_ingress") && !listing.contains("pcap_egress"),
@@ -543,10 +547,13 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
     let (status, lines) = ours.interrupt()?;
     ensure!(status.success(), "{lines:?}");
     let capture = captures::read_file(&file)?;
+    let is_echo_reply = |p: &Packet| {
+        p.data.len() > 34 && p.data[12..14] == [8, 0] && p.data[23] == 1 && p.data[34] == 0
+    };
     let replies = capture
         .packets
         .iter()
-        .filter(|p| p.direction == Some(Direction::Inbound) && p.data.len() > 34 && p.data[34] == 0)
+        .filter(|p| p.direction == Some(Direction::Inbound) && is_echo_reply(p))
         .count();
     ensure!(
         replies == 3,

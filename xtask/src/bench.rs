@@ -1,9 +1,295 @@
-//! `cargo xtask bench`: pcap against tcpdump under the same load.
+//! `cargo xtask bench`: pcap-agent against tcpdump on the same veth under the
+//! same trafgen load, alternating A/B, and docs/bench.md from the results.
+//!
+//! trafgen sends from namespace `a` out of veth0 on CPU 0; the capturing
+//! tool listens on veth1 in namespace `b`, pinned to CPU 1, writing to tmpfs.
+//! CPU time is the capturing process's own (user + system) rusage.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
 use clap::Args;
+use nix::sys::resource::{UsageWho, getrusage};
+use pcap_tests::{
+    netns::Pair,
+    process::{Running, stat, wait_until},
+};
+
+use crate::{cargo, workspace_root};
 
 #[derive(Debug, Args)]
-pub struct Options {}
+pub struct Options {
+    /// Runs per tool and packet size (alternating which tool goes first).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Packets per run for 64-byte frames (1500-byte runs send half as many).
+    #[arg(long, default_value_t = 2_000_000)]
+    packets: u64,
+    /// Where to write the report.
+    #[arg(long, default_value = "docs/bench.md")]
+    out: PathBuf,
+}
 
-pub fn run(_options: &Options) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tool {
+    Pcap,
+    Tcpdump,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pcap => "pcap-agent",
+            Self::Tcpdump => "tcpdump",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    offered: u64,
+    captured: u64,
+    dropped: u64,
+    cpu: Duration,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    cargo(&["build", "--release", "--bins"])?;
+    let agent = workspace_root().join("target/release/pcap-agent");
+    let pair = Pair::new("bench")?;
+    for (ns, dev) in [(&pair.a, "veth0"), (&pair.b, "veth1")] {
+        ns.sh(&format!("sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1"))?;
+    }
+    let mac = pair.b.sh("cat /sys/class/net/veth1/address")?;
+    let dir = Path::new("/dev/shm").join(format!("pcap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    let mut report = String::new();
+    let mut rows = Vec::new();
+    for (frame_len, packets) in [(60usize, options.packets), (1514, options.packets / 2)] {
+        let conf = dir.join(format!("udp-{frame_len}.cfg"));
+        std::fs::write(&conf, trafgen_config(mac.trim(), frame_len)?)?;
+        let mut results: Vec<(Tool, Run)> = Vec::new();
+        for round in 0..options.runs {
+            let order = if round % 2 == 0 {
+                [Tool::Pcap, Tool::Tcpdump]
+            } else {
+                [Tool::Tcpdump, Tool::Pcap]
+            };
+            for tool in order {
+                let run = measure(&pair, tool, &agent, &conf, packets, &dir)?;
+                eprintln!(
+                    "bench: {} {}B round {round}: {}/{} captured, {} dropped, {:.3}s CPU",
+                    tool.name(),
+                    frame_len + 4,
+                    run.captured,
+                    run.offered,
+                    run.dropped,
+                    run.cpu.as_secs_f64()
+                );
+                results.push((tool, run));
+            }
+        }
+        rows.push((
+            frame_len + 4,
+            summarize(&results, Tool::Pcap),
+            summarize(&results, Tool::Tcpdump),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    write_report(&mut report, options, &rows)?;
+    let out = workspace_root().join(&options.out);
+    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Mean captured/offered, CPU seconds per million captured packets, drops.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    captured_ratio: f64,
+    cpu_per_mpkt: f64,
+    dropped: u64,
+}
+
+fn summarize(results: &[(Tool, Run)], tool: Tool) -> Summary {
+    let runs: Vec<&Run> = results
+        .iter()
+        .filter(|(t, _)| *t == tool)
+        .map(|(_, r)| r)
+        .collect();
+    let n = runs.len() as f64;
+    Summary {
+        captured_ratio: runs
+            .iter()
+            .map(|r| r.captured as f64 / r.offered as f64)
+            .sum::<f64>()
+            / n,
+        cpu_per_mpkt: runs
+            .iter()
+            .map(|r| r.cpu.as_secs_f64() / (r.captured.max(1) as f64 / 1e6))
+            .sum::<f64>()
+            / n,
+        dropped: runs.iter().map(|r| r.dropped).sum(),
+    }
+}
+
+fn measure(
+    pair: &Pair,
+    tool: Tool,
+    agent: &Path,
+    conf: &Path,
+    packets: u64,
+    dir: &Path,
+) -> anyhow::Result<Run> {
+    let file = dir.join(match tool {
+        Tool::Pcap => "capture.pcapng",
+        Tool::Tcpdump => "capture.pcap",
+    });
+    let mut command = pair.b.command("taskset");
+    command.args(["-c", "1"]).stdout(Stdio::null());
+    match tool {
+        Tool::Pcap => command
+            .arg(agent)
+            .args(["capture", "-i", "veth1", "-B", "8192", "-w"]),
+        Tool::Tcpdump => command.args([
+            "tcpdump", "-i", "veth1", "-n", "-s", "262144", "-B", "8192", "-Z", "root", "-w",
+        ]),
+    };
+    command.arg(&file);
+    let mut capture = Running::spawn(&mut command)?;
+    capture.wait_for("listening on", 1)?;
+
+    let status = pair
+        .a
+        .command("taskset")
+        .args(["-c", "0", "trafgen", "--dev", "veth0", "--conf"])
+        .arg(conf)
+        .args(["--num", &packets.to_string(), "--cpus", "1", "--qdisc-path"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running trafgen")?;
+    ensure!(status.success(), "trafgen failed: {status}");
+
+    // Let the capturing tool catch up: its file stops growing.
+    let mut last = (0, Instant::now());
+    wait_until(
+        "the capture file stops growing",
+        Duration::from_secs(60),
+        || {
+            let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+            if size != last.0 {
+                last = (size, Instant::now());
+            }
+            Ok(last.1.elapsed() > Duration::from_millis(300))
+        },
+    )?;
+
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let (status, lines) = capture.interrupt()?;
+    let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    ensure!(status.success(), "{} failed: {lines:?}", tool.name());
+    let cpu = |u: &nix::sys::resource::Usage| {
+        let micros =
+            |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        Duration::from_micros(micros(u.user_time()) + micros(u.system_time()))
+    };
+    Ok(Run {
+        offered: packets,
+        captured: stat(&lines, "packets captured").context("no 'packets captured'")?,
+        dropped: stat(&lines, "packets dropped by kernel").context("no 'dropped by kernel'")?,
+        cpu: cpu(&after).saturating_sub(cpu(&before)),
+    })
+}
+
+/// A trafgen configuration for one UDP/IPv4 frame of `frame_len` bytes
+/// (without FCS) to `mac`.
+fn trafgen_config(mac: &str, frame_len: usize) -> anyhow::Result<String> {
+    let mut frame: Vec<u8> = Vec::with_capacity(frame_len);
+    for part in mac.split(':') {
+        frame.push(u8::from_str_radix(part, 16).context("bad MAC")?);
+    }
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let ip_len = (frame_len - 14) as u16;
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&[0, 9, 0, 9]);
+    frame.extend_from_slice(&(ip_len - 20).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.resize(frame_len, 0x41);
+    let bytes: Vec<String> = frame.iter().map(|b| format!("{b:#04x}")).collect();
+    Ok(format!("{{ {} }}\n", bytes.join(", ")))
+}
+
+fn write_report(
+    out: &mut String,
+    options: &Options,
+    rows: &[(usize, Summary, Summary)],
+) -> anyhow::Result<()> {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    writeln!(out, "# Benchmarks\n")?;
+    writeln!(out, "## Local capture: pcap-agent vs tcpdump\n")?;
+    writeln!(
+        out,
+        "Produced by `cargo xtask bench --runs {} --packets {}` on {} ({} CPUs), Linux {}.\n",
+        options.runs,
+        options.packets,
+        cpu_model,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        kernel.trim()
+    )?;
+    writeln!(
+        out,
+        "trafgen (one process, CPU 0, `--qdisc-path`) sends UDP frames at its maximum rate out of \
+         veth0; each tool captures veth1 (the peer, in another namespace) pinned to CPU 1 and writes \
+         to tmpfs with an 8 MiB kernel buffer (`-B 8192`), full snaplen. Runs alternate which tool \
+         goes first. CPU is the capturing process's user + system time (rusage); figures are means \
+         over the runs, drops are summed.\n"
+    )?;
+    writeln!(
+        out,
+        "| frame (with FCS) | tool | captured / offered | dropped | CPU s per M captured | CPU ratio pcap/tcpdump |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    for (len, ours, theirs) in rows {
+        let ratio = ours.cpu_per_mpkt / theirs.cpu_per_mpkt;
+        for (tool, s) in [("pcap-agent", ours), ("tcpdump", theirs)] {
+            writeln!(
+                out,
+                "| {len} B | {tool} | {:.4} | {} | {:.3} | {} |",
+                s.captured_ratio,
+                s.dropped,
+                s.cpu_per_mpkt,
+                if tool == "pcap-agent" {
+                    format!("{ratio:.2}")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    Ok(())
 }

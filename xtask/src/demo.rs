@@ -71,7 +71,7 @@ pub fn run() -> anyhow::Result<()> {
         "-e",
         "frame.interface_name",
         "-e",
-        "frame.p2p_dir",
+        "frame.packet_flags_direction",
         "-e",
         "_ws.col.Info",
     ]))?;
