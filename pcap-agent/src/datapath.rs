@@ -5,11 +5,11 @@ use std::io;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{MapData, MapError, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     util::KernelVersion,
 };
-use pcap_common::{Counters, MAX_SNAPLEN};
+use pcap_common::{Counters, MAX_SNAPLEN, slot};
 use thiserror::Error;
 use tracing::debug;
 
@@ -20,6 +20,12 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 const INGRESS_PROGRAM: &str = "pcap_ingress";
 const EGRESS_PROGRAM: &str = "pcap_egress";
+
+/// Programs the filter tail-calls on a match, and their `FILTERS` slots.
+const MATCHED_PROGRAMS: [(&str, u32); 2] = [
+    ("pcap_ingress_matched", slot::MATCHED_INGRESS),
+    ("pcap_egress_matched", slot::MATCHED_EGRESS),
+];
 
 /// The reader is woken when this fraction of the ring is waiting to be read.
 const WAKEUP_FRACTION: u32 = 16;
@@ -151,7 +157,10 @@ impl Datapath {
                     .map_err(|e| DatapathError::Map("COUNTERS", e))?;
             }
         }
-        for name in PROGRAM_NAMES {
+        let names = PROGRAM_NAMES
+            .into_iter()
+            .chain(MATCHED_PROGRAMS.map(|(name, _)| name));
+        for name in names {
             program(&mut ebpf, name).load().map_err(|e| match &e {
                 ProgramError::LoadError { io_error, .. }
                     if io_error.kind() == io::ErrorKind::PermissionDenied =>
@@ -164,6 +173,7 @@ impl Datapath {
                 },
             })?;
         }
+        install_matched_programs(&mut ebpf)?;
         let mut datapath = Self {
             ebpf,
             ring: Some(ring),
@@ -256,6 +266,27 @@ impl Drop for Datapath {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// Puts the matched programs into their `FILTERS` slots.
+fn install_matched_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let fds = MATCHED_PROGRAMS.map(|(name, slot)| {
+        program(ebpf, name)
+            .fd()
+            .and_then(|fd| Ok((fd.try_clone()?, slot)))
+    });
+    let mut filters = ProgramArray::try_from(ebpf.map_mut("FILTERS").expect("FILTERS map"))
+        .map_err(|e| DatapathError::Map("FILTERS", e))?;
+    for entry in fds {
+        let (fd, slot) = entry.map_err(|e| DatapathError::Verify {
+            name: "pcap_*_matched",
+            source: Box::new(e),
+        })?;
+        filters
+            .set(slot, &fd, 0)
+            .map_err(|e| DatapathError::Map("FILTERS", e))?;
+    }
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {

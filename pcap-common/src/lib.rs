@@ -16,6 +16,19 @@ pub const SIZE_CLASSES: [usize; 13] = [
     128, 256, 512, 1024, 1536, 2048, 4096, 8192, 16_384, 32_768, 65_536, 131_072, 262_144,
 ];
 
+/// Slots of the `FILTERS` program array. The entry program tail-calls the
+/// filter for its direction; on a match the filter writes its snap length to
+/// `skb->cb[0]` and tail-calls the matched program for that direction. An
+/// empty filter slot means "no filter": the entry program captures itself.
+pub mod slot {
+    pub const FILTER_INGRESS: u32 = 0;
+    pub const FILTER_EGRESS: u32 = 1;
+    pub const MATCHED_INGRESS: u32 = 2;
+    pub const MATCHED_EGRESS: u32 = 3;
+    /// Number of slots.
+    pub const COUNT: u32 = 4;
+}
+
 /// Direction of a packet relative to the interface it was captured on.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! TC classifier that copies packets into a BPF ring buffer.
 //!
-//! One instance of this program is loaded per capture and attached to the
-//! ingress and egress hooks of every interface the capture covers. It never
-//! changes a packet or its fate: it always returns `TC_ACT_UNSPEC`, which TCX
-//! reads as "next program" and cls_bpf as "no verdict".
+//! One instance of this program is loaded per capture and its entry points
+//! are attached to the ingress and egress hooks of every interface the
+//! capture covers. With a filter, the entry tail-calls the filter program
+//! (classic BPF from libpcap, translated to eBPF by user space), which
+//! tail-calls `pcap_*_matched` on a match. Nothing here changes a packet or
+//! its fate: every program returns `TC_ACT_UNSPEC`, which TCX reads as "next
+//! program" and cls_bpf as "no verdict".
 #![no_std]
 // On the host (clippy, tests) the crate builds as an ordinary binary.
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -18,10 +21,10 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_tai_ns,
     macros::{classifier, map},
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::TcContext,
 };
-use pcap_common::{Counters, Direction, FLAG_VLAN_REINSERTED, MAX_SNAPLEN, PacketHeader};
+use pcap_common::{Counters, Direction, FLAG_VLAN_REINSERTED, MAX_SNAPLEN, PacketHeader, slot};
 
 /// Captured packets. User space sets the size when it loads the program.
 #[map]
@@ -31,6 +34,10 @@ static PACKETS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// interface before attaching, so the program never inserts.
 #[map]
 static COUNTERS: PerCpuHashMap<u32, Counters> = PerCpuHashMap::with_max_entries(256, 0);
+
+/// The filter and matched programs; see `pcap_common::slot`.
+#[map]
+static FILTERS: ProgramArray = ProgramArray::with_max_entries(slot::COUNT, 0);
 
 /// Bytes to copy per packet, 1..=MAX_SNAPLEN. Set by user space at load time.
 #[unsafe(no_mangle)]
@@ -57,7 +64,7 @@ const TC_ACT_UNSPEC: i32 = -1;
     reason = "the signature #[classifier] requires"
 )]
 pub fn pcap_ingress(ctx: TcContext) -> i32 {
-    capture(&ctx, Direction::Ingress);
+    entry(&ctx, Direction::Ingress, slot::FILTER_INGRESS);
     TC_ACT_UNSPEC
 }
 
@@ -67,7 +74,27 @@ pub fn pcap_ingress(ctx: TcContext) -> i32 {
     reason = "the signature #[classifier] requires"
 )]
 pub fn pcap_egress(ctx: TcContext) -> i32 {
-    capture(&ctx, Direction::Egress);
+    entry(&ctx, Direction::Egress, slot::FILTER_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature #[classifier] requires"
+)]
+pub fn pcap_ingress_matched(ctx: TcContext) -> i32 {
+    capture(&ctx, Direction::Ingress, filter_snaplen(&ctx));
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature #[classifier] requires"
+)]
+pub fn pcap_egress_matched(ctx: TcContext) -> i32 {
+    capture(&ctx, Direction::Egress, filter_snaplen(&ctx));
     TC_ACT_UNSPEC
 }
 
@@ -77,17 +104,40 @@ enum Drop {
     CopyFailed,
 }
 
+/// This CPU's counters for the packet's interface.
 #[inline(always)]
-fn capture(ctx: &TcContext, direction: Direction) {
+fn counters(ctx: &TcContext) -> Option<&'static mut Counters> {
     // SAFETY: the kernel passes a valid `__sk_buff` to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: a per-CPU value, and the program does not migrate CPUs while it runs.
-    let mut counters = COUNTERS.get_ptr_mut(ifindex).map(|c| unsafe { &mut *c });
-    if let Some(c) = counters.as_mut() {
+    COUNTERS.get_ptr_mut(ifindex).map(|c| unsafe { &mut *c })
+}
+
+#[inline(always)]
+fn entry(ctx: &TcContext, direction: Direction, filter_slot: u32) {
+    if let Some(c) = counters(ctx) {
         c.seen += 1;
+    }
+    // SAFETY: `ctx` is this program's context. A tail call only returns when
+    // the slot is empty, which means the capture has no filter.
+    unsafe { FILTERS.tail_call(ctx, filter_slot) };
+    capture(ctx, direction, MAX_SNAPLEN);
+}
+
+/// The snap length the filter accepted the packet with (libpcap's `ret #k`).
+#[inline(always)]
+fn filter_snaplen(ctx: &TcContext) -> u32 {
+    ctx.cb()[0]
+}
+
+/// Counts and copies a packet the filter accepted.
+#[inline(always)]
+fn capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) {
+    let mut counters = counters(ctx);
+    if let Some(c) = counters.as_mut() {
         c.matched += 1;
     }
-    let result = try_capture(ctx, direction, ifindex);
+    let result = try_capture(ctx, direction, filter_snaplen);
     if let Some(c) = counters {
         match result {
             Ok(()) => c.written += 1,
@@ -98,11 +148,12 @@ fn capture(ctx: &TcContext, direction: Direction) {
 }
 
 #[inline(always)]
-fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<(), Drop> {
+fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Result<(), Drop> {
     let skb = ctx.skb.skb;
     // SAFETY: the kernel passes a valid `__sk_buff` to the program.
-    let (mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs) = unsafe {
+    let (ifindex, mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs) = unsafe {
         (
+            (*skb).ifindex,
             (*skb).mark,
             (*skb).vlan_present != 0,
             (*skb).vlan_proto,
@@ -123,7 +174,7 @@ fn try_capture(ctx: &TcContext, direction: Direction, ifindex: u32) -> Result<()
             0
         };
     // SAFETY: a plain read of a constant that user space may have rewritten.
-    let snaplen = unsafe { core::ptr::read_volatile(&raw const SNAPLEN) };
+    let snaplen = unsafe { core::ptr::read_volatile(&raw const SNAPLEN) }.min(filter_snaplen);
     let header = PacketHeader {
         // SAFETY: the helper takes no arguments.
         tai_ns: unsafe { bpf_ktime_get_tai_ns() },

@@ -623,21 +623,27 @@ fn captures_a_vxlan_device() -> anyhow::Result<()> {
     ensure!(status.success(), "{lines:?}");
     assert_readable(&file)?;
     let capture = captures::read_file(&file)?;
-    let on = |name: &str| {
+    let count = |name: &str, what: &dyn Fn(&Packet) -> bool| {
         capture
             .packets
             .iter()
-            .filter(|p| p.interface.as_deref() == Some(name))
+            .filter(|p| p.interface.as_deref() == Some(name) && what(p))
             .count()
     };
+    let ipv4 = |p: &Packet, protocol: u8| {
+        p.data.len() > 38 && p.data[12..14] == [8, 0] && p.data[23] == protocol
+    };
+    let echo = |p: &Packet| ipv4(p, 1) && matches!(p.data[34], 0 | 8);
+    let vxlan = |p: &Packet| ipv4(p, 17) && p.data[36..38] == 4789u16.to_be_bytes();
+    let echoes = count("silk-vtep", &echo);
     ensure!(
-        on("silk-vtep") >= 4,
-        "silk-vtep: {} packets",
-        on("silk-vtep")
+        echoes == 4,
+        "silk-vtep: {echoes} ICMP echo packets, expected 2 requests and 2 replies"
     );
+    let tunnelled = count("veth0", &vxlan);
     ensure!(
-        on("veth0") >= on("silk-vtep"),
-        "the underlay carries every overlay packet"
+        tunnelled >= echoes,
+        "veth0: {tunnelled} VXLAN packets for {echoes} overlay echoes"
     );
     std::fs::remove_dir_all(dir)?;
     Ok(())
