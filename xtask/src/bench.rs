@@ -182,7 +182,7 @@ fn measure(
     let mut last = (0, Instant::now());
     wait_until(
         "the capture file stops growing",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         || {
             let size = std::fs::metadata(&file).map_or(0, |m| m.len());
             if size != last.0 {
