@@ -1,7 +1,7 @@
 //! Loading the capture program, attaching it to interfaces, and reading its
 //! ring buffer and counters.
 
-use std::io;
+use std::{io, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -13,7 +13,11 @@ use pcap_common::{Counters, MAX_SNAPLEN, slot};
 use thiserror::Error;
 use tracing::debug;
 
-use crate::{iface::Interface, tc_fallback};
+use crate::{
+    filter::{Filter, FilterError},
+    iface::Interface,
+    tc_fallback,
+};
 
 /// The compiled eBPF object, built by `build.rs` from the `pcap-ebpf` crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pcap-ebpf"));
@@ -85,6 +89,8 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     TcFallback(#[from] tc_fallback::TcFallbackError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
     #[error("eBPF map {0}: {1}")]
     Map(&'static str, #[source] MapError),
     #[error("snaplen {0} is out of range: use 1 to {MAX_SNAPLEN}")]
@@ -101,6 +107,8 @@ pub struct Options {
     /// Ring buffer size in bytes; rounded up to a power of two.
     pub ring_bytes: u32,
     pub attach: AttachMode,
+    /// Which packets to capture; `None` for all.
+    pub filter: Option<Filter>,
 }
 
 /// A loaded, attached capture program with its own ring buffer and counters.
@@ -110,6 +118,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
     tc: Option<tc_fallback::Attachments>,
+    /// The filter programs, also held by the `FILTERS` program array.
+    _filter_programs: Option<[std::os::fd::OwnedFd; 2]>,
     nr_cpus: usize,
     detached: bool,
 }
@@ -174,10 +184,20 @@ impl Datapath {
             })?;
         }
         install_matched_programs(&mut ebpf)?;
+        let filter_programs = match &options.filter {
+            Some(filter) => {
+                let Some(aya::maps::Map::ProgramArray(filters)) = ebpf.map("FILTERS") else {
+                    unreachable!("the eBPF object has a FILTERS program array");
+                };
+                Some(filter.install(interfaces, filters.fd().as_fd())?)
+            }
+            None => None,
+        };
         let mut datapath = Self {
             ebpf,
             ring: Some(ring),
             tc: None,
+            _filter_programs: filter_programs,
             nr_cpus,
             detached: false,
         };

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod clock;
 pub mod datapath;
+pub mod filter;
 pub mod iface;
 pub mod output;
 pub mod tc_fallback;

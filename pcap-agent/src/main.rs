@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use pcap_agent::{
     capture::{self, Report, Spec},
     datapath::{self, AttachMode},
+    filter::Filter,
     iface::{Interface, link_type_name},
     output::{Format, Output},
 };
@@ -58,7 +59,10 @@ struct CaptureArgs {
     /// How to attach to the TC hooks.
     #[arg(long, value_enum, default_value_t)]
     attach: AttachMode,
-    /// Filter expression (tcpdump syntax).
+    /// Read the filter expression from FILE (an expression on the command line is then ignored).
+    #[arg(short = 'F', value_name = "FILE")]
+    filter_file: Option<PathBuf>,
+    /// Filter expression, in tcpdump's (libpcap's) language, run in the kernel.
     expression: Vec<String>,
 }
 
@@ -125,13 +129,6 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
 }
 
 fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
-    if !args.expression.is_empty() {
-        anyhow::bail!(
-            "filter expressions are not supported yet (got {:?}); capture without one and filter \
-             when reading, e.g. `tshark -r FILE -Y ...`",
-            args.expression.join(" ")
-        );
-    }
     let snaplen = match args.snaplen {
         0 => MAX_SNAPLEN,
         n if n <= MAX_SNAPLEN => n,
@@ -157,6 +154,17 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
             interfaces.push(interface);
         }
     }
+    let expression = match &args.filter_file {
+        Some(path) => {
+            if !args.expression.is_empty() {
+                tracing::warn!("-F given: ignoring the expression on the command line");
+            }
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read filter file {}", path.display()))?
+        }
+        None => args.expression.join(" "),
+    };
+    let filter = Filter::compile(&expression, &interfaces)?;
     if args.format == Format::Pcap
         && args.write.is_some()
         && interfaces
@@ -173,6 +181,7 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
             snaplen,
             ring_bytes,
             attach: args.attach,
+            filter,
         },
         count: args.count,
         duration,

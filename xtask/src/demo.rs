@@ -21,7 +21,9 @@ pub fn run() -> anyhow::Result<()> {
     let cell = Netns::new("cell")?;
     let container = Netns::new("app")?;
     cell.sh(&format!(
-        "ip link add {HOST_VETH} type veth peer name eth0 netns {}",
+        // Silk's MACs: aa:aa: (host side) and ee:ee: (container side) + the IP's bytes.
+        "ip link add {HOST_VETH} address aa:aa:0a:ff:4d:03 type veth \
+         peer name eth0 address ee:ee:0a:ff:4d:03 netns {}",
         container.name
     ))?;
     cell.sh(&format!(

@@ -1,0 +1,132 @@
+//! Filter expressions: compiled by libpcap for each link type the capture
+//! covers, translated to eBPF and run in the kernel in front of the capture
+//! program (see `pcap_filter`'s contract for the filter program).
+
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
+
+use pcap_common::slot;
+use pcap_filter::{
+    CbpfInsn, CompileError, InterfaceFilter, TailCall, TranslateError, build_filter_program,
+    sys::{self, LoadError, PROG_TYPE_SCHED_CLS},
+};
+use thiserror::Error;
+
+use crate::iface::Interface;
+
+#[derive(Debug, Error)]
+pub enum FilterError {
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
+    #[error("{0}")]
+    Load(#[from] Box<LoadError>),
+    #[error("cannot install the filter program: {0}")]
+    Install(#[source] std::io::Error),
+}
+
+/// An expression compiled for every link type of a capture's interfaces.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    expression: String,
+    /// One classic program per link type.
+    programs: Vec<(u16, Vec<CbpfInsn>)>,
+}
+
+impl Filter {
+    /// Compiles `expression` for the link types of `interfaces`. `None`
+    /// when there is nothing to filter: the expression is empty or accepts
+    /// every packet on every link type.
+    pub fn compile(
+        expression: &str,
+        interfaces: &[Interface],
+    ) -> Result<Option<Self>, CompileError> {
+        if expression.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut programs: Vec<(u16, Vec<CbpfInsn>)> = Vec::new();
+        for interface in interfaces {
+            if programs
+                .iter()
+                .all(|(link_type, _)| *link_type != interface.link_type)
+            {
+                programs.push((
+                    interface.link_type,
+                    pcap_filter::compile(expression, interface.link_type)?,
+                ));
+            }
+        }
+        if programs
+            .iter()
+            .all(|(_, program)| accepts_everything(program))
+        {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            expression: expression.to_owned(),
+            programs,
+        }))
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// Loads one filter program per direction and puts them into their
+    /// `FILTERS` slots. The programs live as long as the returned fds and the
+    /// program array hold them.
+    pub(crate) fn install(
+        &self,
+        interfaces: &[Interface],
+        filters_map: BorrowedFd<'_>,
+    ) -> Result<[OwnedFd; 2], FilterError> {
+        let ifindexes: Vec<(u16, Vec<u32>)> = self
+            .programs
+            .iter()
+            .map(|(link_type, _)| {
+                let indexes = interfaces
+                    .iter()
+                    .filter(|i| i.link_type == *link_type)
+                    .map(|i| i.index);
+                (*link_type, indexes.collect())
+            })
+            .collect();
+        let per_link_type: Vec<InterfaceFilter<'_>> = self
+            .programs
+            .iter()
+            .zip(&ifindexes)
+            .map(|((link_type, program), (_, ifindexes))| InterfaceFilter {
+                program,
+                link_type: *link_type,
+                ifindexes,
+            })
+            .collect();
+        let load = |name: &str,
+                    matched_slot: u32,
+                    filter_slot: u32|
+         -> Result<OwnedFd, FilterError> {
+            let tail_call = TailCall {
+                prog_array_fd: filters_map.as_raw_fd(),
+                index: matched_slot,
+            };
+            let insns = build_filter_program(&per_link_type, tail_call)?;
+            let fd = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", name).map_err(Box::new)?;
+            sys::map_update(filters_map, filter_slot, fd.as_fd()).map_err(FilterError::Install)?;
+            Ok(fd)
+        };
+        Ok([
+            load(
+                "pcap_filter_in",
+                slot::MATCHED_INGRESS,
+                slot::FILTER_INGRESS,
+            )?,
+            load("pcap_filter_out", slot::MATCHED_EGRESS, slot::FILTER_EGRESS)?,
+        ])
+    }
+}
+
+/// `ret #k` with k > 0 as the first instruction: every packet matches.
+fn accepts_everything(program: &[CbpfInsn]) -> bool {
+    const RET_K: u16 = 0x06;
+    program
+        .first()
+        .is_some_and(|insn| insn.code == RET_K && insn.k > 0)
+}

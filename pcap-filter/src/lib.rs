@@ -1,0 +1,34 @@
+//! tcpdump filter expressions, run in the kernel.
+//!
+//! The pipeline has three steps:
+//!
+//! 1. [`compile`]: libpcap compiles an expression into classic BPF exactly
+//!    as `tcpdump -r FILE EXPR` does for a file of the same link type.
+//! 2. [`translate`]: the classic program becomes part of a
+//!    `BPF_PROG_TYPE_SCHED_CLS` program that reads packet bytes only with
+//!    `bpf_skb_load_bytes`, sees an out-of-band VLAN tag where libpcap puts
+//!    it back, stores the verdict in `__sk_buff.cb[0]` and tail-calls the
+//!    capture program when the packet matches. [`ebpf`] holds the
+//!    instruction encoding and the assembler it uses.
+//! 3. [`sys`]: loading and test-running programs with the raw `bpf(2)`
+//!    system call.
+//!
+//! [`classic_like`] translates the same classic program the way the kernel
+//! runs a classic socket filter, as the baseline for benchmarks.
+//!
+//! Only [`sys`] and the private libpcap bindings use `unsafe`.
+#![deny(unsafe_code)]
+
+pub mod cbpf;
+pub mod classic_like;
+pub mod compile;
+pub mod ebpf;
+#[expect(unsafe_code, reason = "bindings to libpcap's compiler")]
+mod libpcap;
+#[expect(unsafe_code, reason = "the bpf(2) system call")]
+pub mod sys;
+pub mod translate;
+
+pub use cbpf::CbpfInsn;
+pub use compile::{CompileError, compile};
+pub use translate::{InterfaceFilter, TailCall, TranslateError, build_filter_program};

@@ -1,0 +1,126 @@
+//! The four libpcap functions the compiler needs. All of the crate's
+//! libpcap `unsafe` is here.
+
+use std::{
+    ffi::{CStr, CString, c_char, c_int, c_uint},
+    ptr::{self, NonNull},
+    sync::Mutex,
+};
+
+use crate::cbpf::CbpfInsn;
+
+/// `pcap_t`, opaque.
+#[repr(C)]
+struct PcapT {
+    _private: [u8; 0],
+}
+
+/// `struct bpf_insn` from `<pcap/bpf.h>`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BpfInsn {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+/// `struct bpf_program` from `<pcap/bpf.h>`.
+#[repr(C)]
+struct BpfProgram {
+    bf_len: c_uint,
+    bf_insns: *mut BpfInsn,
+}
+
+#[link(name = "pcap")]
+unsafe extern "C" {
+    fn pcap_open_dead(linktype: c_int, snaplen: c_int) -> *mut PcapT;
+    fn pcap_compile(
+        p: *mut PcapT,
+        fp: *mut BpfProgram,
+        expression: *const c_char,
+        optimize: c_int,
+        netmask: u32,
+    ) -> c_int;
+    fn pcap_geterr(p: *mut PcapT) -> *mut c_char;
+    fn pcap_freecode(fp: *mut BpfProgram);
+    fn pcap_close(p: *mut PcapT);
+}
+
+/// Serialises calls into libpcap's compiler: its name lookups
+/// (`getservbyname`, `getprotobyname`, ...) are not thread-safe.
+static COMPILER: Mutex<()> = Mutex::new(());
+
+/// Why [`compile`] failed.
+pub enum Failure {
+    /// `pcap_open_dead` returned NULL.
+    OpenDead,
+    /// `pcap_compile` failed with this message from `pcap_geterr`.
+    Compile(String),
+}
+
+/// A `pcap_t` from `pcap_open_dead`, closed on drop.
+struct Dead(NonNull<PcapT>);
+
+impl Drop for Dead {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from pcap_open_dead and is closed once.
+        unsafe { pcap_close(self.0.as_ptr()) };
+    }
+}
+
+/// Compiles `expression` with `pcap_compile` on a dead handle of link type
+/// `dlt` (a `DLT_` value) and snapshot length `snaplen`.
+pub fn compile(
+    expression: &CString,
+    dlt: c_int,
+    snaplen: c_int,
+    optimize: bool,
+    netmask: u32,
+) -> Result<Vec<CbpfInsn>, Failure> {
+    let _guard = COMPILER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // SAFETY: pcap_open_dead takes plain integers and returns a new handle or NULL.
+    let handle = NonNull::new(unsafe { pcap_open_dead(dlt, snaplen) }).ok_or(Failure::OpenDead)?;
+    let dead = Dead(handle);
+    let mut program = BpfProgram {
+        bf_len: 0,
+        bf_insns: ptr::null_mut(),
+    };
+    // SAFETY: the handle is valid, `program` is a writable bpf_program, and
+    // the expression is NUL-terminated and outlives the call.
+    let status = unsafe {
+        pcap_compile(
+            dead.0.as_ptr(),
+            &raw mut program,
+            expression.as_ptr(),
+            c_int::from(optimize),
+            netmask,
+        )
+    };
+    if status != 0 {
+        // SAFETY: pcap_geterr returns the handle's NUL-terminated error
+        // buffer, valid until the handle is closed; we copy it before that.
+        let message = unsafe { CStr::from_ptr(pcap_geterr(dead.0.as_ptr())) };
+        return Err(Failure::Compile(message.to_string_lossy().into_owned()));
+    }
+    let insns = if program.bf_insns.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: on success bf_insns points at bf_len instructions that
+        // stay valid until pcap_freecode.
+        let raw = unsafe { std::slice::from_raw_parts(program.bf_insns, program.bf_len as usize) };
+        raw.iter()
+            .map(|i| CbpfInsn {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    };
+    // SAFETY: `program` was filled by a successful pcap_compile and is freed once.
+    unsafe { pcap_freecode(&raw mut program) };
+    Ok(insns)
+}

@@ -1,0 +1,192 @@
+//! The shape of generated programs. The differential tests in `tests/` run
+//! them in the kernel.
+
+use super::*;
+use crate::{
+    cbpf::CbpfInsn,
+    compile::{LINKTYPE_RAW, compile},
+    ebpf::{HELPER_SKB_LOAD_BYTES, class},
+};
+
+const TAIL: TailCall = TailCall {
+    prog_array_fd: 42,
+    index: 3,
+};
+
+fn build(expression: &str, link_type: u16) -> Vec<Insn> {
+    let program = compile(expression, link_type).expect("compiles");
+    let filter = InterfaceFilter {
+        program: &program,
+        link_type,
+        ifindexes: &[],
+    };
+    build_filter_program(&[filter], TAIL).expect("translates")
+}
+
+/// Offsets of `ldx` loads from the context register.
+fn ctx_reads(insns: &[Insn]) -> Vec<i16> {
+    insns
+        .iter()
+        .filter(|i| i.code == 0x61 && i.src == CTX.0)
+        .map(|i| i.off)
+        .collect()
+}
+
+fn helper_calls(insns: &[Insn], id: i32) -> usize {
+    insns
+        .iter()
+        .filter(|i| i.code == 0x85 && i.imm == id)
+        .count()
+}
+
+#[test]
+fn never_uses_legacy_packet_loads() {
+    for expression in ["tcp port 80", "vlan and udp", "len > 100", "ip[2:2] > 576"] {
+        for insn in build(expression, LINKTYPE_ETHERNET) {
+            let legacy = insn.code & 0x07 == class::LD && matches!(insn.code & 0xe0, 0x20 | 0x40);
+            assert!(!legacy, "{expression}: {insn:?}");
+        }
+    }
+}
+
+#[test]
+fn returns_only_unspec_and_leaves_the_verdict_in_cb0() {
+    let insns = build("tcp", LINKTYPE_ETHERNET);
+    let exits: Vec<usize> = (0..insns.len())
+        .filter(|&i| insns[i].code == 0x95)
+        .collect();
+    assert_eq!(exits.len(), 1);
+    let before = insns[exits[0] - 1];
+    assert_eq!((before.code, before.dst, before.imm), (0xb7, 0, -1));
+    let cb0_stores = insns
+        .iter()
+        .filter(|i| i.code == 0x63 && i.dst == CTX.0 && i.off == CB0_OFFSET)
+        .count();
+    assert_eq!(cb0_stores, 2, "accept and reject");
+}
+
+#[test]
+fn tail_calls_the_given_slot() {
+    let insns = build("", LINKTYPE_ETHERNET);
+    assert_eq!(helper_calls(&insns, HELPER_TAIL_CALL), 1);
+    let map = insns.iter().position(|i| i.code == 0x18).expect("ld_imm64");
+    assert_eq!((insns[map].src, insns[map].imm), (1, 42));
+    assert_eq!((insns[map + 2].code, insns[map + 2].imm), (0xb4, 3));
+}
+
+#[test]
+fn accept_all_reads_nothing() {
+    let insns = build("", LINKTYPE_ETHERNET);
+    assert!(ctx_reads(&insns).is_empty());
+    assert_eq!(helper_calls(&insns, HELPER_SKB_LOAD_BYTES), 0);
+}
+
+#[test]
+fn ethernet_programs_have_a_vlan_path() {
+    // ldh [12]; jeq #0x800: one load in the plain path; in the VLAN path
+    // offset 12 is the tag's TPID, no load at all.
+    let insns = build("ip", LINKTYPE_ETHERNET);
+    assert_eq!(
+        ctx_reads(&insns),
+        [skb::VLAN_PRESENT, skb::VLAN_PROTO, skb::VLAN_TCI]
+    );
+    assert_eq!(helper_calls(&insns, HELPER_SKB_LOAD_BYTES), 1);
+    // ip[9] (offset 23) is read at 23 in the plain path, 19 with a tag.
+    let insns = build("ether[23] == 6", LINKTYPE_ETHERNET);
+    let offsets: Vec<i32> = insns
+        .iter()
+        .filter(|i| i.code == 0xb4 && i.dst == 2)
+        .map(|i| i.imm)
+        .collect();
+    assert_eq!(offsets, [23, 19]);
+}
+
+#[test]
+fn raw_ip_programs_have_no_vlan_path() {
+    let insns = build("tcp port 80", LINKTYPE_RAW);
+    assert!(ctx_reads(&insns).is_empty());
+}
+
+#[test]
+fn vlan_length_counts_the_tag() {
+    let insns = build("len > 100", LINKTYPE_ETHERNET);
+    let len_reads: Vec<usize> = (0..insns.len())
+        .filter(|&i| insns[i].code == 0x61 && insns[i].src == CTX.0 && insns[i].off == skb::LEN)
+        .collect();
+    assert_eq!(len_reads.len(), 2);
+    assert_ne!(
+        insns[len_reads[0] + 1].code,
+        0x04,
+        "plain path adds nothing"
+    );
+    assert_eq!(
+        (insns[len_reads[1] + 1].code, insns[len_reads[1] + 1].imm),
+        (0x04, 4)
+    );
+}
+
+#[test]
+fn control_block_source_reads_cb() {
+    let program = compile("ip", LINKTYPE_ETHERNET).unwrap();
+    let filter = InterfaceFilter {
+        program: &program,
+        link_type: LINKTYPE_ETHERNET,
+        ifindexes: &[],
+    };
+    let insns = build_filter_program_with(&[filter], TAIL, VlanSource::ControlBlock).unwrap();
+    assert_eq!(ctx_reads(&insns), [skb::CB1, skb::CB2, skb::CB3]);
+}
+
+#[test]
+fn several_filters_dispatch_on_ifindex() {
+    let accept = [CbpfInsn::stmt(0x06, 1)];
+    let reject = [CbpfInsn::stmt(0x06, 0)];
+    let filters = [
+        InterfaceFilter {
+            program: &accept,
+            link_type: LINKTYPE_ETHERNET,
+            ifindexes: &[4, 5],
+        },
+        InterfaceFilter {
+            program: &reject,
+            link_type: LINKTYPE_RAW,
+            ifindexes: &[9],
+        },
+    ];
+    let insns = build_filter_program(&filters, TAIL).unwrap();
+    assert_eq!(ctx_reads(&insns), [skb::IFINDEX]);
+    let compared: Vec<i32> = insns
+        .iter()
+        .filter(|i| i.code == 0x16)
+        .map(|i| i.imm)
+        .collect();
+    assert_eq!(compared, [4, 5, 9]);
+}
+
+#[test]
+fn rejects_what_cannot_run() {
+    assert_eq!(
+        build_filter_program(&[], TAIL),
+        Err(TranslateError::NoFilters)
+    );
+    let program = compile("ip6 protochain 6", LINKTYPE_ETHERNET).unwrap();
+    let filter = InterfaceFilter {
+        program: &program,
+        link_type: LINKTYPE_ETHERNET,
+        ifindexes: &[],
+    };
+    assert!(matches!(
+        build_filter_program(&[filter], TAIL),
+        Err(TranslateError::Program {
+            filter: 0,
+            source: ProgramError::BackwardJump { .. }
+        })
+    ));
+}
+
+#[test]
+fn division_by_x_checks_for_zero() {
+    let insns = build("ip[0] / ip[1] == 1", LINKTYPE_RAW);
+    let div = insns.iter().position(|i| i.code == 0x3c).expect("div32 x");
+    assert_eq!((insns[div - 1].code, insns[div - 1].imm), (0x16, 0));
+}

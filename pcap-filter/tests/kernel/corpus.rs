@@ -1,0 +1,316 @@
+//! The tcpdump test-suite captures, and every expression of
+//! `tests/expressions.txt` run over them by tcpdump and by our programs.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+    thread,
+    time::Instant,
+};
+
+use pcap_filter::{compile, compile::LINKTYPE_ETHERNET, translate::VlanSource};
+
+use crate::{
+    harness::{
+        Loaded, Tag, accepted, max_test_run_len, require_root, spawn_tcpdump, tcpdump_ddd,
+        tcpdump_read, temp_dir, write_numbered,
+    },
+    pcapfile,
+};
+
+/// Bytes `BPF_PROG_TEST_RUN` needs at least for a TC program (ETH_HLEN).
+pub const MIN_RUN_LEN: usize = 14;
+/// Bytes of an 802.1Q tag.
+const TAG_LEN: usize = 4;
+
+/// One packet of the corpus, as the tests run it.
+pub struct Packet {
+    /// Index into [`Corpus::files`].
+    pub file: usize,
+    /// Index of the packet in its file, as tcpdump reads it.
+    pub index: usize,
+    /// The captured bytes, cut to what `BPF_PROG_TEST_RUN` takes.
+    pub data: Vec<u8>,
+}
+
+/// All packets of all corpus files, in one numbered file for tcpdump.
+pub struct Corpus {
+    /// File names.
+    pub files: Vec<String>,
+    /// Packets in file order.
+    pub packets: Vec<Packet>,
+    /// Every packet, seconds = index into `packets`, wire length = captured
+    /// length: the packets exactly as the kernel tests see them.
+    pub merged: PathBuf,
+    /// Packets captured shorter than they were on the wire.
+    pub snapped: usize,
+    /// Packets cut to the test-run limit.
+    pub cut: usize,
+}
+
+impl Corpus {
+    /// `file:index` of a packet, for messages.
+    pub fn name(&self, packet: usize) -> String {
+        let p = &self.packets[packet];
+        format!("{}#{}", self.files[p.file], p.index)
+    }
+}
+
+/// Where the corpus is: `$PCAP_FILTER_CORPUS`, or `shared/` beside the
+/// workspace.
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("PCAP_FILTER_CORPUS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/tcpdump-tests"),
+        PathBuf::from,
+    )
+}
+
+/// The corpus, read once per test binary.
+pub fn corpus() -> &'static Corpus {
+    static CORPUS: OnceLock<Corpus> = OnceLock::new();
+    CORPUS.get_or_init(load)
+}
+
+fn load() -> Corpus {
+    let dir = corpus_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(".pcap"))
+        })
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no pcap files in {}", dir.display());
+    // What libpcap reads from each file, in two threads.
+    let halves: Vec<Vec<(usize, Vec<pcapfile::Record>)>> = thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let paths = &paths;
+                s.spawn(move || {
+                    paths
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % 2 == w)
+                        .map(|(i, p)| (i, read_checked(p)))
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("reader"))
+            .collect()
+    });
+    let mut per_file: Vec<(usize, Vec<pcapfile::Record>)> = halves.into_iter().flatten().collect();
+    per_file.sort_by_key(|(i, _)| *i);
+    let max = max_test_run_len();
+    let (mut packets, mut snapped, mut cut) = (Vec::new(), 0, 0);
+    for (file, records) in per_file {
+        for (index, record) in records.into_iter().enumerate() {
+            snapped += usize::from(record.data.len() < record.orig_len as usize);
+            let mut data = record.data;
+            if data.len() > max {
+                data.truncate(max);
+                cut += 1;
+            }
+            packets.push(Packet { file, index, data });
+        }
+    }
+    let merged = temp_dir("corpus").join("merged.pcap");
+    write_numbered(&merged, packets.iter().map(|p| p.data.clone()));
+    Corpus {
+        files: paths
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect(),
+        packets,
+        merged,
+        snapped,
+        cut,
+    }
+}
+
+/// The packets tcpdump reads from `path`, checked against our own reading
+/// of the file: the same records, except that libpcap cuts records to the
+/// file's snapshot length and stops at a record it finds invalid.
+fn read_checked(path: &Path) -> Vec<pcapfile::Record> {
+    let theirs = tcpdump_read(path);
+    let bytes = std::fs::read(path).expect("corpus file");
+    let ours = pcapfile::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(ours.link_type, 1, "{}: link type", path.display());
+    assert!(
+        theirs.len() <= ours.records.len(),
+        "{}: tcpdump read more packets than we did",
+        path.display()
+    );
+    let snaplen = ours.snaplen as usize;
+    for (i, (a, b)) in theirs.iter().zip(&ours.records).enumerate() {
+        assert!(
+            a.data == b.data[..b.data.len().min(snaplen)] && a.orig_len == b.orig_len,
+            "{} packet {i}: we read it differently from tcpdump",
+            path.display()
+        );
+    }
+    theirs
+}
+
+/// Expressions from `tests/expressions.txt`: one a line, `#` comments.
+pub fn expressions() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expressions.txt");
+    std::fs::read_to_string(path)
+        .expect("expressions.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// `frame` as the skb holds it when the kernel has taken bytes 12..16 as an
+/// out-of-band tag: what the capture puts back is `frame` again.
+pub fn untag(frame: &[u8]) -> (Vec<u8>, Tag) {
+    let tag = Tag {
+        tpid: u16::from_be_bytes([frame[12], frame[13]]),
+        tci: u16::from_be_bytes([frame[14], frame[15]]),
+    };
+    let mut skb = frame[..12].to_vec();
+    skb.extend_from_slice(&frame[12 + TAG_LEN..]);
+    (skb, tag)
+}
+
+/// What one expression did over the corpus.
+struct Outcome {
+    mismatches: Vec<String>,
+    accepted: usize,
+}
+
+fn check_expression(corpus: &Corpus, expression: &str, out: &Path) -> Outcome {
+    let mut mismatches = Vec::new();
+    let program = compile(expression, LINKTYPE_ETHERNET)
+        .unwrap_or_else(|e| panic!("{expression:?} does not compile: {e}"));
+    let theirs_program = tcpdump_ddd(&corpus.merged, expression);
+    if program != theirs_program {
+        mismatches.push(format!(
+            "{expression:?}: compiled program differs from tcpdump -ddd"
+        ));
+    }
+    let child = spawn_tcpdump(&corpus.merged, out, expression);
+    let plain = Loaded::ethernet(&program, VlanSource::Skb);
+    let tagged = Loaded::ethernet(&program, VlanSource::ControlBlock);
+    let mut ours = Vec::with_capacity(corpus.packets.len());
+    for packet in &corpus.packets {
+        let data = &packet.data;
+        let plain_verdict = (data.len() >= MIN_RUN_LEN).then(|| plain.verdict(data, None) != 0);
+        let tagged_verdict = (data.len() >= MIN_RUN_LEN + TAG_LEN).then(|| {
+            let (skb, tag) = untag(data);
+            tagged.verdict(&skb, Some(tag)) != 0
+        });
+        ours.push((plain_verdict, tagged_verdict));
+    }
+    let theirs: BTreeSet<u32> = accepted(child, out, expression).into_iter().collect();
+    for (i, &(plain_verdict, tagged_verdict)) in ours.iter().enumerate() {
+        let expected = theirs.contains(&(i as u32));
+        for (path, verdict) in [("plain", plain_verdict), ("vlan", tagged_verdict)] {
+            if verdict.is_some_and(|v| v != expected) {
+                mismatches.push(format!(
+                    "{expression:?} {} ({path} path): tcpdump {}, we {}",
+                    corpus.name(i),
+                    verdict_word(expected),
+                    verdict_word(!expected),
+                ));
+            }
+        }
+    }
+    Outcome {
+        mismatches,
+        accepted: theirs.len(),
+    }
+}
+
+fn verdict_word(accepted: bool) -> &'static str {
+    if accepted { "accepts" } else { "rejects" }
+}
+
+/// Every expression, every corpus packet, both paths (skb as captured, and
+/// bytes 12..16 held as an out-of-band VLAN tag): our verdict is tcpdump's.
+#[test]
+fn every_expression_agrees_with_tcpdump_on_every_corpus_packet() {
+    require_root();
+    let start = Instant::now();
+    let corpus = corpus();
+    let expressions = expressions();
+    assert!(
+        expressions.len() >= 300,
+        "{} expressions",
+        expressions.len()
+    );
+    let loaded_at = start.elapsed();
+    let dir = temp_dir("expressions");
+    let mismatches = Mutex::new(Vec::new());
+    let accepted_counts = Mutex::new(Vec::new());
+    let workers = thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(4);
+    thread::scope(|s| {
+        for w in 0..workers {
+            let (expressions, dir, mismatches, accepted_counts) =
+                (&expressions, &dir, &mismatches, &accepted_counts);
+            s.spawn(move || {
+                for (i, expression) in expressions.iter().enumerate() {
+                    if i % workers != w {
+                        continue;
+                    }
+                    let out = dir.join(format!("{i}.pcap"));
+                    let outcome = check_expression(corpus, expression, &out);
+                    std::fs::remove_file(&out).ok();
+                    mismatches.lock().expect("lock").extend(outcome.mismatches);
+                    accepted_counts
+                        .lock()
+                        .expect("lock")
+                        .push((expression.clone(), outcome.accepted));
+                }
+            });
+        }
+    });
+    let short: Vec<String> = (0..corpus.packets.len())
+        .filter(|&i| corpus.packets[i].data.len() < MIN_RUN_LEN)
+        .map(|i| corpus.name(i))
+        .collect();
+    let counts = accepted_counts.into_inner().expect("lock");
+    let total = corpus.packets.len();
+    let none = counts.iter().filter(|(_, n)| *n == 0).count();
+    let all = counts.iter().filter(|(_, n)| *n == total).count();
+    eprintln!(
+        "{} expressions x {total} packets from {} files in {:.1?} (corpus read in {loaded_at:.1?}); \
+         {} packets snapped short in their files, {} cut to {} bytes for BPF_PROG_TEST_RUN; \
+         expressions tcpdump matches on no packet: {none}, on every packet: {all}",
+        expressions.len(),
+        corpus.files.len(),
+        start.elapsed(),
+        corpus.snapped,
+        corpus.cut,
+        max_test_run_len(),
+    );
+    eprintln!(
+        "{} packets shorter than {MIN_RUN_LEN} bytes cannot be test-run and were skipped: {}",
+        short.len(),
+        short.join(", ")
+    );
+    assert!(short.len() <= 50, "too many short packets skipped");
+    let mismatches = mismatches.into_inner().expect("lock");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches with tcpdump:\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(100)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

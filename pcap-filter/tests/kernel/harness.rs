@@ -1,0 +1,226 @@
+//! Loading generated programs, running packets through them, and asking
+//! tcpdump for its verdicts.
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+};
+
+use pcap_filter::{
+    CbpfInsn, InterfaceFilter, TailCall,
+    compile::LINKTYPE_ETHERNET,
+    sys::{self, PROG_TYPE_SCHED_CLS, SK_BUFF_SIZE},
+    translate::{CB0_OFFSET, VlanSource, build_filter_program_with},
+};
+
+use crate::pcapfile::{self, Record};
+
+/// These tests load eBPF programs and run tcpdump.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the pcap-filter kernel tests need root (CAP_BPF)");
+}
+
+/// A scratch directory for this test binary.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pcap-filter-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A VLAN tag held out of band: TPID and TCI.
+#[derive(Clone, Copy, Debug)]
+pub struct Tag {
+    pub tpid: u16,
+    pub tci: u16,
+}
+
+/// A loaded filter program with its (empty) program array.
+pub struct Loaded {
+    prog: OwnedFd,
+    _prog_array: OwnedFd,
+}
+
+impl Loaded {
+    /// Builds and loads the program for one Ethernet filter.
+    pub fn ethernet(program: &[CbpfInsn], vlan: VlanSource) -> Self {
+        Self::load(
+            &[InterfaceFilter {
+                program,
+                link_type: LINKTYPE_ETHERNET,
+                ifindexes: &[],
+            }],
+            vlan,
+        )
+    }
+
+    /// Builds and loads the program for `filters`, with an empty prog array.
+    pub fn load(filters: &[InterfaceFilter<'_>], vlan: VlanSource) -> Self {
+        let prog_array = sys::map_create_prog_array(1).expect("prog array");
+        let (prog, _) = Self::load_with(filters, vlan, &prog_array);
+        Self {
+            prog,
+            _prog_array: prog_array,
+        }
+    }
+
+    /// Builds and loads the program tail-calling slot 0 of `prog_array`.
+    pub fn load_with(
+        filters: &[InterfaceFilter<'_>],
+        vlan: VlanSource,
+        prog_array: &OwnedFd,
+    ) -> (OwnedFd, usize) {
+        use std::os::fd::AsRawFd as _;
+        let tail_call = TailCall {
+            prog_array_fd: prog_array.as_raw_fd(),
+            index: 0,
+        };
+        let insns = build_filter_program_with(filters, tail_call, vlan).expect("translates");
+        let prog = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", "pcap_filter")
+            .unwrap_or_else(|e| panic!("{e}"));
+        (prog, insns.len())
+    }
+
+    /// The program's fd.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// Runs the program on `data`, returning cb[0]. Checks that it
+    /// returned -1 as it always must.
+    pub fn verdict(&self, data: &[u8], tag: Option<Tag>) -> u32 {
+        verdict_of(self.fd(), data, ctx(tag, 0))
+    }
+}
+
+/// A `struct __sk_buff` for ctx_in: the tag in cb[1..4] (see
+/// `VlanSource::ControlBlock`) and `ifindex` if nonzero.
+pub fn ctx(tag: Option<Tag>, ifindex: u32) -> [u8; SK_BUFF_SIZE] {
+    let mut ctx = [0u8; SK_BUFF_SIZE];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    if let Some(tag) = tag {
+        ctx[52..56].copy_from_slice(&1u32.to_ne_bytes());
+        ctx[56..58].copy_from_slice(&tag.tpid.to_be_bytes());
+        ctx[60..64].copy_from_slice(&u32::from(tag.tci).to_ne_bytes());
+    }
+    ctx
+}
+
+/// Runs `prog` once and returns cb[0], checking the return value is -1.
+pub fn verdict_of(prog: std::os::fd::BorrowedFd<'_>, data: &[u8], ctx: [u8; SK_BUFF_SIZE]) -> u32 {
+    let out = sys::prog_test_run(prog, data, Some(&ctx), 1)
+        .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", data.len()));
+    assert_eq!(out.retval, u32::MAX, "the filter program must return -1");
+    let at = CB0_OFFSET as usize;
+    u32::from_ne_bytes(out.ctx_out[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The largest packet `BPF_PROG_TEST_RUN` takes for a TC program.
+pub fn max_test_run_len() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let accept = [CbpfInsn::stmt(0x06, 1)];
+        let loaded = Loaded::ethernet(&accept, VlanSource::Skb);
+        let fits = |len: usize| {
+            sys::prog_test_run(loaded.fd(), &vec![0u8; len], Some(&ctx(None, 0)), 1).is_ok()
+        };
+        let (mut good, mut bad) = (14, 65_536);
+        assert!(fits(good));
+        while bad - good > 1 {
+            let mid = usize::midpoint(good, bad);
+            if fits(mid) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        good
+    })
+}
+
+/// Starts `tcpdump -r file -w out expr`; [`accepted`] reads the result.
+pub fn spawn_tcpdump(file: &Path, out: &Path, expression: &str) -> Child {
+    Command::new("tcpdump")
+        .arg("-r")
+        .arg(file)
+        .arg("-w")
+        .arg(out)
+        .arg(expression)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump runs")
+}
+
+/// Waits for tcpdump and returns the seconds field of every packet it
+/// wrote: our merged files number packets by their timestamps.
+pub fn accepted(child: Child, out: &Path, expression: &str) -> Vec<u32> {
+    let result = child.wait_with_output().expect("tcpdump");
+    assert!(
+        result.status.success(),
+        "tcpdump failed for {expression:?}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let bytes = std::fs::read(out).expect("tcpdump output");
+    let file = pcapfile::parse(&bytes).expect("tcpdump writes pcap");
+    file.records.iter().map(|r| r.ts_sec).collect()
+}
+
+/// The packets tcpdump reads from `file`, as it writes them back.
+pub fn tcpdump_read(file: &Path) -> Vec<Record> {
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(file)
+        .args(["-w", "-"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("tcpdump runs");
+    pcapfile::parse(&out.stdout)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .records
+}
+
+/// The classic program `tcpdump -ddd -r file expr` prints.
+pub fn tcpdump_ddd(file: &Path, expression: &str) -> Vec<CbpfInsn> {
+    let out = Command::new("tcpdump")
+        .args(["-ddd", "-r"])
+        .arg(file)
+        .arg(expression)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("tcpdump runs");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let n: Vec<u32> = line
+                .split_whitespace()
+                .map(|w| w.parse().expect("number"))
+                .collect();
+            CbpfInsn::jump(n[0] as u16, n[3], n[1] as u8, n[2] as u8)
+        })
+        .collect()
+}
+
+/// Writes packets numbered by their timestamps (seconds = index), with the
+/// wire length set to the captured length.
+pub fn write_numbered(path: &Path, packets: impl IntoIterator<Item = Vec<u8>>) {
+    let records: Vec<Record> = packets
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Record {
+            ts_sec: i as u32,
+            ts_frac: 0,
+            orig_len: data.len() as u32,
+            data,
+        })
+        .collect();
+    std::fs::write(path, pcapfile::write(1, &records)).expect("write pcap");
+}

@@ -1,0 +1,301 @@
+//! Filter expressions on live interfaces: concurrent captures with their own
+//! filters, out-of-band VLAN tags, and bad expressions.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    captures::{self, Packet},
+    netns::{Netns, Pair},
+    process::{Running, binary},
+};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pcap-filter-test-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn agent_command(ns: &Netns) -> Command {
+    let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
+    command.arg("capture");
+    command
+}
+
+/// Starts a capture of `interface` into `file` with `filter` and waits until it listens.
+fn capture(ns: &Netns, interface: &str, file: &Path, filter: &[&str]) -> anyhow::Result<Running> {
+    let mut command = agent_command(ns);
+    command.args(["-i", interface, "-w"]).arg(file).args(filter);
+    let mut running = Running::spawn(&mut command)?;
+    running.wait_for("listening on", 1)?;
+    Ok(running)
+}
+
+/// What `tcpdump -r FILE EXPR` keeps of a capture file.
+fn tcpdump_keeps(file: &Path, expression: &str, dir: &Path) -> anyhow::Result<Vec<Packet>> {
+    let out = dir.join("tcpdump-filtered.pcap");
+    let status = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(file)
+        .arg("-w")
+        .arg(&out)
+        .arg(expression)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running tcpdump")?;
+    ensure!(
+        status.success(),
+        "tcpdump -r {} {expression} failed",
+        file.display()
+    );
+    Ok(captures::read_file(&out)?.packets)
+}
+
+fn same_packets(ours: &[Packet], reference: &[Packet], what: &str) -> anyhow::Result<()> {
+    ensure!(
+        ours.len() == reference.len(),
+        "{what}: {} packets, tcpdump keeps {}",
+        ours.len(),
+        reference.len()
+    );
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        ensure!(
+            a.data == b.data && a.orig_len == b.orig_len,
+            "{what}: packet {i} differs"
+        );
+        ensure!(
+            a.unix_ns.abs_diff(b.unix_ns) < 1_000_000,
+            "{what}: packet {i} more than 1 ms apart"
+        );
+    }
+    Ok(())
+}
+
+fn send_traffic(pair: &Pair) -> anyhow::Result<()> {
+    pair.a.sh("ping -c 3 -i 0.1 10.0.0.2")?;
+    pair.a.sh(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range(5): s.sendto(bytes(100 + i), (\"10.0.0.2\", 9999))'",
+    )?;
+    pair.a.sh("ping -6 -c 2 -i 0.1 fd00::2")?;
+    Ok(())
+}
+
+#[test]
+fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()> {
+    let pair = Pair::new("conc")?;
+    let dir = temp_dir("conc");
+    let all_file = dir.join("all.pcapng");
+    let icmp_file = dir.join("icmp.pcapng");
+    let udp_file = dir.join("udp.pcapng");
+    let all = capture(&pair.a, "veth0", &all_file, &[])?;
+    let icmp = capture(&pair.a, "veth0", &icmp_file, &["icmp"])?;
+    let udp = capture(
+        &pair.a,
+        "veth0",
+        &udp_file,
+        &["udp", "and", "dst", "port", "9999"],
+    )?;
+    send_traffic(&pair)?;
+    // Stop the filtered captures first, so the unfiltered one saw everything they did.
+    let (icmp_status, icmp_lines) = icmp.interrupt()?;
+    let (udp_status, _) = udp.interrupt()?;
+    let (all_status, _) = all.interrupt()?;
+    ensure!(
+        icmp_status.success() && udp_status.success() && all_status.success(),
+        "{icmp_lines:?}"
+    );
+
+    let everything = captures::read_file(&all_file)?.packets;
+    let icmp = captures::read_file(&icmp_file)?.packets;
+    let udp = captures::read_file(&udp_file)?.packets;
+    ensure!(
+        icmp.len() >= 6 && udp.len() == 5,
+        "icmp {} packets, udp {} packets",
+        icmp.len(),
+        udp.len()
+    );
+    // Each filtered capture holds what tcpdump's filter keeps of the
+    // unfiltered one (only our test traffic matches these filters, and it
+    // runs while all three capture).
+    for (ours, expression) in [(&icmp, "icmp"), (&udp, "udp and dst port 9999")] {
+        same_packets(
+            ours,
+            &tcpdump_keeps(&all_file, expression, &dir)?,
+            expression,
+        )?;
+    }
+    ensure!(
+        everything.len() > icmp.len() + udp.len(),
+        "the unfiltered capture has more than both"
+    );
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[test]
+fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
+    let pair = Pair::new("vlan")?;
+    let dir = temp_dir("vlan");
+    // On veth1's ingress the kernel moves the 802.1Q tag out of band; the
+    // filter must see it where the capture (and libpcap) puts it back.
+    let expressions = [
+        "vlan 100 and ip",
+        "not vlan",
+        "vlan and udp",
+        "vlan 200",
+        "ip",
+    ];
+    let all_file = dir.join("all.pcapng");
+    let all = capture(&pair.b, "veth1", &all_file, &[])?;
+    let mut filtered = Vec::new();
+    for (i, expression) in expressions.iter().enumerate() {
+        let file = dir.join(format!("f{i}.pcapng"));
+        let words: Vec<&str> = expression.split(' ').collect();
+        filtered.push((capture(&pair.b, "veth1", &file, &words)?, file, *expression));
+    }
+    let mac = pair
+        .b
+        .sh("cat /sys/class/net/veth1/address")?
+        .trim()
+        .replace(':', "");
+    for vid in ["0064", "00c8", "2064"] {
+        pair.a.sh(&format!(
+            "python3 -c 'import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((\"veth0\", 0)); \
+             s.send(bytes.fromhex(\"{mac}\" \"020000000001\" \"8100 {vid} 0800 4500 0014 0000 0000 4011 0000 0a000001 0a000002\") + bytes(26))'"
+        ))?;
+    }
+    pair.a.sh("ping -c 1 10.0.0.2")?;
+    for (running, file, expression) in filtered {
+        running.interrupt()?;
+        let ours = captures::read_file(&file)?.packets;
+        all_matches_reference(&ours, &all_file, expression, &dir)?;
+    }
+    all.interrupt()?;
+    let everything = captures::read_file(&all_file)?.packets;
+    let tagged = everything
+        .iter()
+        .filter(|p| p.data[12..14] == [0x81, 0x00])
+        .count();
+    ensure!(
+        tagged == 3,
+        "{tagged} tagged frames captured (the tag was put back?)"
+    );
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+/// Our filtered capture holds what tcpdump's filter keeps of our unfiltered
+/// capture, which ran longer. The packets are matched by content, because
+/// the unfiltered capture also holds noise from before and after.
+fn all_matches_reference(
+    ours: &[Packet],
+    all_file: &Path,
+    expression: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let reference = tcpdump_keeps(all_file, expression, dir)?;
+    let first = ours.first().map_or(u64::MAX, |p| p.unix_ns);
+    let last = ours.last().map_or(0, |p| p.unix_ns);
+    let expected: Vec<Packet> = reference
+        .into_iter()
+        .filter(|p| p.unix_ns + 1_000_000 >= first && p.unix_ns <= last + 1_000_000)
+        .collect();
+    same_packets(ours, &expected, expression)
+}
+
+#[test]
+fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::Result<()> {
+    let pair = Pair::new("badf")?;
+    for expression in [
+        ["tcp", "port"].as_slice(),
+        ["host", "nosuchhost.invalid"].as_slice(),
+        ["ip", "and", "("].as_slice(),
+        ["ip", "and", "not", "ip"].as_slice(),
+    ] {
+        let ours = agent_command(&pair.a)
+            .args(["-i", "veth0", "-w", "/dev/null"])
+            .args(expression)
+            .output()?;
+        let theirs = Command::new("tcpdump")
+            .args(["-d", "-y", "EN10MB"])
+            .args(expression)
+            .output()?;
+        let ours_err = String::from_utf8_lossy(&ours.stderr);
+        let theirs_err = String::from_utf8_lossy(&theirs.stderr);
+        ensure!(
+            ours.status.code() == Some(1),
+            "{expression:?}: exit {:?}",
+            ours.status.code()
+        );
+        let their_message = theirs_err.trim().trim_start_matches("tcpdump: ");
+        ensure!(
+            ours_err.trim() == format!("pcap-agent: {their_message}"),
+            "{expression:?}: we say {ours_err:?}, tcpdump says {theirs_err:?}"
+        );
+        let tcx = pair.a.tcx_programs("veth0")?;
+        ensure!(tcx.is_empty(), "attached after a bad filter: {tcx:?}");
+    }
+    // -F reads the expression from a file, and names a missing one.
+    let missing = agent_command(&pair.a)
+        .args(["-i", "veth0", "-F", "/nonexistent/filter"])
+        .output()?;
+    ensure!(
+        missing.status.code() == Some(1)
+            && String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/filter"),
+        "-F with a missing file: {missing:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
+    let pair = Pair::new("ff")?;
+    let dir = temp_dir("ff");
+    let expression = dir.join("filter.txt");
+    std::fs::write(&expression, "icmp and\n  dst host 10.0.0.2\n")?;
+    let from_file = dir.join("from-file.pcapng");
+    let none = dir.join("none.pcapng");
+    let every = dir.join("every.pcapng");
+    let mut command = agent_command(&pair.a);
+    command
+        .args(["-i", "veth0", "-w"])
+        .arg(&from_file)
+        .arg("-F")
+        .arg(&expression);
+    let mut file_capture = Running::spawn(&mut command)?;
+    file_capture.wait_for("listening on", 1)?;
+    // tcpdump refuses `ip and not ip` ("expression rejects all packets");
+    // `len < 0` is rejected only when it runs.
+    let reject_all = capture(&pair.a, "veth0", &none, &["len", "<", "0"])?;
+    let accept_all = capture(&pair.a, "veth0", &every, &["ip", "or", "not", "ip"])?;
+    send_traffic(&pair)?;
+    let (_, reject_lines) = reject_all.interrupt()?;
+    file_capture.interrupt()?;
+    accept_all.interrupt()?;
+    let requests = captures::read_file(&from_file)?.packets;
+    ensure!(
+        requests.len() == 3,
+        "icmp to 10.0.0.2: {} packets",
+        requests.len()
+    );
+    ensure!(
+        captures::read_file(&none)?.packets.is_empty(),
+        "reject-all kept packets"
+    );
+    ensure!(
+        pcap_tests::process::stat(&reject_lines, "packets received by filter") == Some(0),
+        "reject-all: {reject_lines:?}"
+    );
+    ensure!(
+        captures::read_file(&every)?.packets.len() >= 3 + 3 + 5 + 4,
+        "accept-all missed packets"
+    );
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
