@@ -140,7 +140,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                match reader.drain(ring.get_mut()) {
+                match reader.drain(ring.get_mut()).and_then(|()| reader.output.flush()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break StopReason::OutputClosed,
                     Err(e) => return Err(CaptureError::Output(e)),
@@ -194,7 +194,7 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// Moves every record now in the ring to the output, then flushes it.
+    /// Moves every record now in the ring to the output.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
         self.clock.refresh();
         while let Some(record) = ring.next() {
@@ -227,7 +227,7 @@ impl Reader<'_> {
                 *remaining -= 1;
             }
         }
-        self.output.flush()
+        self.output.end_batch()
     }
 
     fn report(&self, datapath: &Datapath, stop: StopReason) -> Result<Report, DatapathError> {

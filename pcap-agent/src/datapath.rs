@@ -32,7 +32,7 @@ const MATCHED_PROGRAMS: [(&str, u32); 2] = [
 ];
 
 /// The reader is woken when this fraction of the ring is waiting to be read.
-const WAKEUP_FRACTION: u32 = 16;
+const WAKEUP_FRACTION: u32 = 4;
 
 /// Our programs and the hooks they attach to.
 const HOOKS: [(&str, TcAttachType); 2] = [

@@ -91,12 +91,15 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     let spec = spec(args)?;
     let mut output = match &args.write {
         None => Output::lines(Box::new(io::stdout())),
-        Some(path) if path.as_os_str() == "-" => Output::file(args.format, Box::new(io::stdout())),
+        Some(path) if path.as_os_str() == "-" => {
+            Output::file(args.format, Box::new(io::stdout()), true)
+        }
         Some(path) => Output::file(
             args.format,
             Box::new(
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
             ),
+            false,
         ),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

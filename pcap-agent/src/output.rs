@@ -36,6 +36,9 @@ pub enum Output {
     /// A capture file.
     File {
         format: Format,
+        /// Someone reads it as it is written (a pipe to Wireshark): flush
+        /// after every batch rather than when the buffer fills.
+        live: bool,
         sink: Option<BufWriter<Box<dyn Write + Send>>>,
         writer: Option<Box<dyn CaptureWriter + Send>>,
     },
@@ -44,9 +47,10 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn file(format: Format, sink: Box<dyn Write + Send>) -> Self {
+    pub fn file(format: Format, sink: Box<dyn Write + Send>, live: bool) -> Self {
         Self::File {
             format,
+            live,
             sink: Some(BufWriter::with_capacity(WRITE_BUFFER, sink)),
             writer: None,
         }
@@ -62,6 +66,7 @@ impl Output {
             format,
             sink,
             writer,
+            ..
         } = self
         else {
             return Ok(());
@@ -124,6 +129,14 @@ impl Output {
                     summary::summarize(interface.link_type, packet.data)
                 )
             }
+        }
+    }
+
+    /// After a batch of packets: flush what someone is watching live.
+    pub fn end_batch(&mut self) -> io::Result<()> {
+        match self {
+            Self::File { live: false, .. } => Ok(()),
+            _ => self.flush(),
         }
     }
 

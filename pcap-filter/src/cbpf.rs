@@ -144,7 +144,7 @@ pub mod misc {
     pub const TXA: u16 = 0x80;
 }
 
-/// Words of scratch memory, M[0] to M[15].
+/// Words of scratch memory, `M[0]` to `M[15]`.
 pub const MEMWORDS: u32 = 16;
 
 /// Why a classic program cannot be translated.
@@ -189,7 +189,7 @@ pub enum ProgramError {
 pub fn validate(program: &[CbpfInsn]) -> Result<(), ProgramError> {
     let last = program.last().ok_or(ProgramError::Empty)?;
     for (pc, insn) in program.iter().enumerate() {
-        if !valid_insn(insn) {
+        if !valid_insn(*insn) {
             return Err(ProgramError::InvalidInstruction {
                 pc,
                 code: insn.code,
@@ -219,7 +219,7 @@ pub fn validate(program: &[CbpfInsn]) -> Result<(), ProgramError> {
 }
 
 /// The instructions libpcap's interpreter runs, with their constraints on k.
-fn valid_insn(insn: &CbpfInsn) -> bool {
+fn valid_insn(insn: CbpfInsn) -> bool {
     use class::{ALU, JMP, LD, LDX, MISC, RET, ST, STX};
     let code = insn.code;
     let k = insn.k;
@@ -232,9 +232,9 @@ fn valid_insn(insn: &CbpfInsn) -> bool {
             _ => false,
         },
         LDX => match code {
-            0x01 | 0x81 => true,  // ldx #k, ldx len
+            // ldx #k, ldx len, ldxb 4*([k]&0xf)
+            0x01 | 0x81 | 0xb1 => true,
             0x61 => k < MEMWORDS, // ldx M[k]
-            0xb1 => true,         // ldxb 4*([k]&0xf)
             _ => false,
         },
         ST | STX => code & 0xf8 == 0 && k < MEMWORDS,

@@ -27,8 +27,10 @@ const TMP: Reg = Reg::R2;
 pub fn translate_classic_like(program: &[CbpfInsn]) -> Result<Vec<Insn>, ProgramError> {
     cbpf::validate(program)?;
     let mut asm = Asm::new();
-    asm.alu32_reg(Alu::Xor, A, A);
-    asm.alu32_reg(Alu::Xor, X, X);
+    // The kernel clears A and X with XOR; the verifier wants them written
+    // before they are read, so we move 0 into them.
+    asm.mov32_imm(A, 0);
+    asm.mov32_imm(X, 0);
     asm.mov64_reg(CTX, Reg::R1);
     let labels: Vec<Label> = program.iter().map(|_| asm.label()).collect();
     for (pc, insn) in program.iter().enumerate() {
@@ -62,11 +64,11 @@ pub fn translate_classic_like(program: &[CbpfInsn]) -> Result<Vec<Insn>, Program
             },
             class::ST => asm.stx(Size::W, Reg::FP, mem(), A),
             class::STX => asm.stx(Size::W, Reg::FP, mem(), X),
-            class::ALU => alu(&mut asm, insn),
+            class::ALU => alu(&mut asm, *insn),
             class::JMP if insn.code & 0xf0 == op::JA => {
                 asm.ja(labels[pc + 1 + k as usize]);
             }
-            class::JMP => jump(&mut asm, insn, target(insn.jt), target(insn.jf)),
+            class::JMP => jump(&mut asm, *insn, target(insn.jt), target(insn.jf)),
             class::RET => {
                 if insn.code & 0x18 == src::K {
                     asm.mov32_imm(A, k);
@@ -101,7 +103,7 @@ fn load_size(code: u16) -> Size {
     }
 }
 
-fn alu(asm: &mut Asm, insn: &CbpfInsn) {
+fn alu(asm: &mut Asm, insn: CbpfInsn) {
     let operation = match insn.code & 0xf0 {
         op::NEG => {
             asm.neg32(A);
@@ -137,7 +139,7 @@ fn alu(asm: &mut Asm, insn: &CbpfInsn) {
 /// The kernel's jump conversion: one jump when either target is the next
 /// instruction (inverting JEQ, JGT, JGE), else a jump and a JA; constants
 /// that are negative as `i32` go through a register.
-fn jump(asm: &mut Asm, insn: &CbpfInsn, on_true: Label, on_false: Label) {
+fn jump(asm: &mut Asm, insn: CbpfInsn, on_true: Label, on_false: Label) {
     let condition = match insn.code & 0xf0 {
         op::JEQ => Jmp::Eq,
         op::JGT => Jmp::Gt,
@@ -181,17 +183,17 @@ mod tests {
         let insns = translate_classic_like(&program).unwrap();
         let classic_loads = program
             .iter()
-            .filter(|i| i.code & 0x07 == 0 && matches!(i.code & 0xe0, 0x20 | 0x40))
+            .filter(|i| matches!(i.code & 0xe7, 0x20 | 0x40))
             .count();
         let ebpf_loads = insns
             .iter()
-            .filter(|i| i.code & 0x07 == 0 && matches!(i.code & 0xe0, 0x20 | 0x40))
+            .filter(|i| matches!(i.code & 0xe7, 0x20 | 0x40))
             .count();
         let msh = program.iter().filter(|i| i.code == 0xb1).count();
         assert_eq!(ebpf_loads, classic_loads + msh);
         assert_eq!(
             insns[..3].iter().map(|i| i.code).collect::<Vec<_>>(),
-            [0xac, 0xac, 0xbf]
+            [0xb4, 0xb4, 0xbf]
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The pipeline has three steps:
 //!
-//! 1. [`compile`]: libpcap compiles an expression into classic BPF exactly
+//! 1. [`compile`](mod@compile): libpcap compiles an expression into classic BPF exactly
 //!    as `tcpdump -r FILE EXPR` does for a file of the same link type.
 //! 2. [`translate`]: the classic program becomes part of a
 //!    `BPF_PROG_TYPE_SCHED_CLS` program that reads packet bytes only with
@@ -17,7 +17,7 @@
 //! runs a classic socket filter, as the baseline for benchmarks.
 //!
 //! Only [`sys`] and the private libpcap bindings use `unsafe`.
-#![deny(unsafe_code)]
+#![deny(unsafe_code, missing_docs)]
 
 pub mod cbpf;
 pub mod classic_like;

@@ -162,7 +162,9 @@ pub fn prog_load(
         Ok(fd) => return Ok(owned_fd(fd)),
         Err(e) => e,
     };
-    if first.kind() == io::ErrorKind::PermissionDenied {
+    // EPERM: no privilege, so no verification either. (The verifier's own
+    // refusals are EACCES or EINVAL.)
+    if first.raw_os_error() == Some(libc::EPERM) {
         return Err(LoadError {
             source: first,
             log: String::new(),

@@ -137,3 +137,15 @@ pub fn wait_until(
     }
     Ok(())
 }
+
+/// `pcap-agent ARGS` in `ns`, for runs that must end on their own (bad
+/// input): killed after 30 s so that a regression fails instead of hanging.
+pub fn agent_run(ns: &crate::netns::Netns, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let agent = binary("pcap-agent");
+    ns.command("timeout")
+        .args(["--signal=KILL", "30"])
+        .arg(&agent)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", agent.display()))
+}

@@ -12,7 +12,7 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     captures::{self, Packet},
     netns::{Netns, Pair},
-    process::{Running, binary},
+    process::{Running, agent_run, binary},
 };
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -218,10 +218,10 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
         ["ip", "and", "("].as_slice(),
         ["ip", "and", "not", "ip"].as_slice(),
     ] {
-        let ours = agent_command(&pair.a)
-            .args(["-i", "veth0", "-w", "/dev/null"])
-            .args(expression)
-            .output()?;
+        let ours = agent_run(
+            &pair.a,
+            &[&["capture", "-i", "veth0", "-w", "/dev/null"], expression].concat(),
+        )?;
         let theirs = Command::new("tcpdump")
             .args(["-d", "-y", "EN10MB"])
             .args(expression)
@@ -242,9 +242,10 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
         ensure!(tcx.is_empty(), "attached after a bad filter: {tcx:?}");
     }
     // -F reads the expression from a file, and names a missing one.
-    let missing = agent_command(&pair.a)
-        .args(["-i", "veth0", "-F", "/nonexistent/filter"])
-        .output()?;
+    let missing = agent_run(
+        &pair.a,
+        &["capture", "-i", "veth0", "-F", "/nonexistent/filter"],
+    )?;
     ensure!(
         missing.status.code() == Some(1)
             && String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/filter"),

@@ -34,6 +34,15 @@ pub fn reads_packet(program: &[CbpfInsn]) -> bool {
     })
 }
 
+/// Constant-offset packet loads `(k, bytes)`: the window's candidates.
+pub fn constant_loads(program: &[CbpfInsn]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    program.iter().filter_map(|i| match i.code {
+        0x20 | 0x28 | 0x30 => Some((i.k, load_size(i.code))), // ld{,h,b} [k]
+        0xb1 => Some((i.k, 1)),                               // ldxb 4*([k]&0xf)
+        _ => None,
+    })
+}
+
 /// Emits a validated program against `frame`. Every path ends in a jump to
 /// `exits.accept` (k in r1) or `exits.reject`.
 pub fn emit(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], frame: load::Frame) {
@@ -43,11 +52,11 @@ pub fn emit(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], frame: load::Fram
         let target = |skip: u32| labels[pc + 1 + skip as usize];
         let k = insn.k;
         match insn.code & 0x07 {
-            class::LD => load_a(asm, exits, frame, insn),
-            class::LDX => load_x(asm, exits, frame, insn),
+            class::LD => load_a(asm, exits, frame, *insn),
+            class::LDX => load_x(asm, exits, frame, *insn),
             class::ST => asm.stx(Size::W, Reg::FP, mem_offset(k), A),
             class::STX => asm.stx(Size::W, Reg::FP, mem_offset(k), X),
-            class::ALU => alu(asm, exits, insn),
+            class::ALU => alu(asm, exits, *insn),
             class::JMP if insn.code & 0xf0 == op::JA => {
                 if k != 0 {
                     asm.ja(target(k));
@@ -56,9 +65,9 @@ pub fn emit(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], frame: load::Fram
             class::JMP => {
                 let (jt, jf) = (u32::from(insn.jt), u32::from(insn.jf));
                 let next_is = |skip: u32| skip == 0;
-                conditional(asm, insn, target(jt), target(jf), next_is(jt), next_is(jf));
+                conditional(asm, *insn, target(jt), target(jf), next_is(jt), next_is(jf));
             }
-            class::RET => ret(asm, exits, insn),
+            class::RET => ret(asm, exits, *insn),
             _ => match insn.code & 0xf8 {
                 misc::TAX => asm.mov32_reg(X, A),
                 _ => asm.mov32_reg(A, X),
@@ -75,7 +84,7 @@ fn load_size(code: u16) -> u32 {
     }
 }
 
-fn load_a(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: &CbpfInsn) {
+fn load_a(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: CbpfInsn) {
     match insn.code & 0xe0 {
         mode::IMM => asm.mov32_imm(A, insn.k),
         mode::MEM => asm.ldx(Size::W, A, Reg::FP, mem_offset(insn.k)),
@@ -92,7 +101,7 @@ fn load_a(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: &CbpfInsn) {
     }
 }
 
-fn load_x(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: &CbpfInsn) {
+fn load_x(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: CbpfInsn) {
     match insn.code & 0xe0 {
         mode::IMM => asm.mov32_imm(X, insn.k),
         mode::MEM => asm.ldx(Size::W, X, Reg::FP, mem_offset(insn.k)),
@@ -108,7 +117,7 @@ fn load_x(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: &CbpfInsn) {
 
 fn packet_len(asm: &mut Asm, dst: Reg, frame: load::Frame) {
     asm.ldx(Size::W, dst, CTX, skb::LEN);
-    if frame == load::Frame::Vlan {
+    if let load::Frame::Vlan = frame {
         asm.alu32_imm(Alu::Add, dst, 4);
     }
 }
@@ -128,7 +137,7 @@ fn alu_op(code: u16) -> Alu {
     }
 }
 
-fn alu(asm: &mut Asm, exits: Exits, insn: &CbpfInsn) {
+fn alu(asm: &mut Asm, exits: Exits, insn: CbpfInsn) {
     if insn.code & 0xf0 == op::NEG {
         asm.neg32(A);
         return;
@@ -162,7 +171,7 @@ fn alu(asm: &mut Asm, exits: Exits, insn: &CbpfInsn) {
 /// A conditional jump; `t_next`/`f_next` say a target is the next instruction.
 fn conditional(
     asm: &mut Asm,
-    insn: &CbpfInsn,
+    insn: CbpfInsn,
     on_true: Label,
     on_false: Label,
     t_next: bool,
@@ -195,7 +204,7 @@ fn conditional(
     }
 }
 
-fn ret(asm: &mut Asm, exits: Exits, insn: &CbpfInsn) {
+fn ret(asm: &mut Asm, exits: Exits, insn: CbpfInsn) {
     if insn.code & 0x18 == src::A {
         asm.jmp32_imm(Jmp::Eq, A, 0, exits.reject);
         asm.mov32_reg(Reg::R1, A);

@@ -1,8 +1,13 @@
 //! Packet loads: `bpf_skb_load_bytes` into a stack buffer, then big-endian
 //! to host order; and the same loads against the frame with the
 //! out-of-band VLAN tag put back after the MAC addresses.
+//!
+//! Without a tag, one call at entry copies the first bytes of the packet
+//! (up to [`MAX_WINDOW`], as many as the program's constant-offset loads
+//! reach) into a stack window, and loads that fall inside it read the
+//! window after checking the copied length: no helper call per load.
 
-use super::{CTX, Exits, TAG};
+use super::{CTX, Exits, TAG, WINDOW_LEN};
 use crate::ebpf::{Alu, Asm, HELPER_SKB_LOAD_BYTES, Jmp, Reg, Size};
 
 /// Offset from the frame pointer of the 8-byte buffer loads go through.
@@ -13,14 +18,54 @@ const MACS: u32 = 12;
 const TAG_LEN: u32 = 4;
 /// Largest offset `bpf_skb_load_bytes` accepts.
 const MAX_OFFSET: u32 = i32::MAX as u32;
+/// Most bytes the window holds.
+pub const MAX_WINDOW: u32 = 128;
+/// Offset from the frame pointer of the window (below M[] at -72).
+const WINDOW: i16 = -72 - MAX_WINDOW as i16;
 
 /// Which frame the classic program sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// The skb's bytes as they are.
-    Plain,
+    /// The skb's bytes as they are; the first `window` bytes (0 for none)
+    /// were copied by [`prefetch`].
+    Plain {
+        /// Bytes the window was asked for.
+        window: u32,
+    },
     /// The skb's bytes with the tag in [`TAG`] inserted at offset 12.
     Vlan,
+}
+
+/// Bytes of window a program needs: the end of its farthest constant-offset
+/// load, if at most [`MAX_WINDOW`].
+pub fn window_for(loads: impl IntoIterator<Item = (u32, u32)>) -> u32 {
+    loads
+        .into_iter()
+        .map(|(k, n)| u64::from(k) + u64::from(n))
+        .filter(|&end| end <= u64::from(MAX_WINDOW))
+        .max()
+        .unwrap_or(0) as u32
+}
+
+/// Copies `min(skb->len, window)` bytes into the window and leaves that
+/// count in [`WINDOW_LEN`] (0 if the copy fails, which it cannot).
+pub fn prefetch(asm: &mut Asm, window: u32) {
+    let clamped = asm.label();
+    let done = asm.label();
+    asm.ldx(Size::W, Reg::R4, CTX, super::skb::LEN);
+    asm.jmp_imm(Jmp::Le, Reg::R4, window as i32, clamped);
+    asm.mov64_imm(Reg::R4, window as i32);
+    asm.bind(clamped);
+    asm.mov64_reg(WINDOW_LEN, Reg::R4);
+    asm.jmp_imm(Jmp::Eq, Reg::R4, 0, done);
+    asm.mov64_reg(Reg::R1, CTX);
+    asm.mov64_imm(Reg::R2, 0);
+    asm.mov64_reg(Reg::R3, Reg::FP);
+    asm.alu64_imm(Alu::Add, Reg::R3, i32::from(WINDOW));
+    asm.call(HELPER_SKB_LOAD_BYTES);
+    asm.jmp_imm(Jmp::Eq, Reg::R0, 0, done);
+    asm.mov64_imm(WINDOW_LEN, 0);
+    asm.bind(done);
 }
 
 /// Where a load starts.
@@ -36,7 +81,15 @@ pub enum Offset {
 /// rejects the packet when any byte is past the end. Clobbers r0-r5.
 pub fn emit(asm: &mut Asm, exits: Exits, frame: Frame, dst: Reg, offset: Offset, n: u32) {
     match (frame, offset) {
-        (Frame::Plain, offset) => skb_load(asm, exits, dst, offset, n),
+        (Frame::Plain { window }, Offset::Const(k))
+            if u64::from(k) + u64::from(n) <= u64::from(window) =>
+        {
+            window_load(asm, exits, dst, k, n);
+        }
+        (Frame::Plain { window }, Offset::R2) if window >= n => {
+            window_load_r2(asm, exits, dst, window, n);
+        }
+        (Frame::Plain { .. }, offset) => skb_load(asm, exits, dst, offset, n),
         (Frame::Vlan, Offset::Const(v)) => vlan_const(asm, exits, dst, v, n),
         (Frame::Vlan, Offset::R2) => vlan_r2(asm, exits, dst, n),
     }
@@ -77,21 +130,73 @@ fn call_load_bytes(asm: &mut Asm, exits: Exits, offset: Offset, n: u32) -> bool 
     true
 }
 
-/// A load from the skb's own bytes.
-fn skb_load(asm: &mut Asm, exits: Exits, dst: Reg, offset: Offset, n: u32) {
-    if !call_load_bytes(asm, exits, offset, n) {
-        return;
+/// A load from the window: rejects if the packet is shorter than `k + n`.
+///
+/// The verifier wants stack accesses naturally aligned (the window is
+/// 8-aligned), so a misaligned load is put together from aligned pieces,
+/// e.g. an IPv4 address at 26 from the halfwords at 26 and 28.
+fn window_load(asm: &mut Asm, exits: Exits, dst: Reg, k: u32, n: u32) {
+    asm.jmp_imm(Jmp::Lt, WINDOW_LEN, (k + n) as i32, exits.reject);
+    let (mut at, end) = (k, k + n);
+    let mut first = true;
+    while at < end {
+        let piece = [4, 2, 1]
+            .into_iter()
+            .find(|&size| at % size == 0 && at + size <= end)
+            .unwrap_or(1);
+        if first && piece == n {
+            read(asm, dst, WINDOW + at as i16, n);
+            return;
+        }
+        read(asm, Reg::R1, WINDOW + at as i16, piece);
+        append(asm, dst, Reg::R1, piece, &mut first);
+        at += piece;
     }
+}
+
+/// A load at r2 from the window when it lies inside, else with the helper.
+/// Variable stack offsets must be read a byte at a time (alignment).
+fn window_load_r2(asm: &mut Asm, exits: Exits, dst: Reg, window: u32, n: u32) {
+    let outside = asm.label();
+    let done = asm.label();
+    asm.jmp_imm(Jmp::Gt, Reg::R2, (window - n) as i32, outside);
+    // Inside the window but past the bytes copied: past the packet's end.
+    asm.mov64_reg(Reg::R3, Reg::R2);
+    asm.alu64_imm(Alu::Add, Reg::R3, n as i32);
+    asm.jmp_reg(Jmp::Gt, Reg::R3, WINDOW_LEN, exits.reject);
+    asm.mov64_reg(Reg::R3, Reg::FP);
+    asm.alu64_imm(Alu::Add, Reg::R3, i32::from(WINDOW));
+    asm.alu64_reg(Alu::Add, Reg::R3, Reg::R2);
+    let mut first = true;
+    for i in 0..n {
+        asm.ldx(Size::B, Reg::R1, Reg::R3, i as i16);
+        append(asm, dst, Reg::R1, 1, &mut first);
+    }
+    asm.ja(done);
+    asm.bind(outside);
+    skb_load(asm, exits, dst, Offset::R2, n);
+    asm.bind(done);
+}
+
+/// `dst = ntoh(*(n bytes *)(fp + at))`.
+fn read(asm: &mut Asm, dst: Reg, at: i16, n: u32) {
     match n {
-        1 => asm.ldx(Size::B, dst, Reg::FP, BUF),
+        1 => asm.ldx(Size::B, dst, Reg::FP, at),
         2 => {
-            asm.ldx(Size::H, dst, Reg::FP, BUF);
+            asm.ldx(Size::H, dst, Reg::FP, at);
             asm.be(dst, 16);
         }
         _ => {
-            asm.ldx(Size::W, dst, Reg::FP, BUF);
+            asm.ldx(Size::W, dst, Reg::FP, at);
             asm.be(dst, 32);
         }
+    }
+}
+
+/// A load from the skb's own bytes.
+fn skb_load(asm: &mut Asm, exits: Exits, dst: Reg, offset: Offset, n: u32) {
+    if call_load_bytes(asm, exits, offset, n) {
+        read(asm, dst, BUF, n);
     }
 }
 
@@ -144,12 +249,14 @@ fn vlan_r2(asm: &mut Asm, exits: Exits, dst: Reg, n: u32) {
     let first_straddle = MACS + 1 - n;
     asm.jmp_imm(Jmp::Lt, Reg::R2, first_straddle as i32, before_tag);
     // A few offsets touch the tag: one constant-offset load each.
-    let cases: Vec<_> = (first_straddle..MACS + TAG_LEN)
-        .map(|v| (v, asm.label()))
-        .collect();
-    for &(v, label) in &cases[..cases.len() - 1] {
+    // The last offset falls through the comparisons into its own case.
+    let last = MACS + TAG_LEN - 1;
+    let cases: Vec<_> = (first_straddle..last).map(|v| (v, asm.label())).collect();
+    for &(v, label) in &cases {
         asm.jmp_imm(Jmp::Eq, Reg::R2, v as i32, label);
     }
+    vlan_const(asm, exits, dst, last, n);
+    asm.ja(done);
     for (v, label) in cases {
         asm.bind(label);
         vlan_const(asm, exits, dst, v, n);

@@ -14,22 +14,30 @@
 //!   scratch M[0..16], loads past the end of the packet and division or
 //!   modulo by zero make the filter return 0, shifts by 32 or more give 0.
 //!   Packet bytes are read only with `bpf_skb_load_bytes`, so bytes outside
-//!   the linear area are seen too.
+//!   the linear area are seen too: one call at entry copies the first bytes
+//!   (as far as the program's constant offsets reach, at most 128) into a
+//!   stack window that most loads then read; loads beyond it call the
+//!   helper themselves.
 //! - On Ethernet ([`LINKTYPE_ETHERNET`]) interfaces, when the skb holds a
 //!   VLAN tag out of band (`vlan_present`), the filter sees the frame the
 //!   capture writes: the tag (TPID from `vlan_proto`, then `vlan_tci`, both
 //!   big-endian) after the 12 bytes of MAC addresses, the rest of the frame
 //!   4 bytes later, and a length 4 bytes longer.
 //! - The result k (the classic program's return value; [`SNAPLEN`] for
-//!   programs from [`crate::compile`]) is written to `__sk_buff.cb[0]`
+//!   programs from [`compile`](fn@crate::compile)) is written to `__sk_buff.cb[0]`
 //!   ([`CB0_OFFSET`]). When k is 0 the program returns `TC_ACT_UNSPEC`
 //!   (-1). Otherwise it tail-calls index [`TailCall::index`] of the program
 //!   array [`TailCall::prog_array_fd`], and returns -1 if the tail call
 //!   fails (empty slot).
 //! - It never returns anything but -1, and writes nothing but `cb[0]`.
+//! - Loading it needs `CAP_BPF` and `CAP_PERFMON`: loads at `X + k` read
+//!   the window at a variable stack offset, which the verifier allows only
+//!   with `CAP_PERFMON`.
 //!
 //! Registers: r6 holds the context, r7 is A, r8 is X, r9 the VLAN tag in
-//! the VLAN path. M[] and the load buffer live on the stack (72 bytes).
+//! the VLAN path and the window's length otherwise. M[], the load buffer
+//! and the window of the packet's first bytes live on the stack (200
+//! bytes).
 //!
 //! [`SNAPLEN`]: crate::compile::SNAPLEN
 
@@ -43,7 +51,7 @@ use thiserror::Error;
 use crate::{
     cbpf::{self, CbpfInsn, ProgramError},
     compile::LINKTYPE_ETHERNET,
-    ebpf::{Asm, AsmError, HELPER_TAIL_CALL, Insn, Jmp, Reg, Size},
+    ebpf::{Alu, Asm, AsmError, HELPER_TAIL_CALL, Insn, Jmp, Label, Reg, Size},
 };
 
 /// Offset of `cb[0]` in `struct __sk_buff`, where the program leaves k.
@@ -72,11 +80,13 @@ const A: Reg = Reg::R7;
 const X: Reg = Reg::R8;
 /// In the VLAN path: `TPID << 16 | TCI`, the 4 tag bytes as a big-endian word.
 const TAG: Reg = Reg::R9;
+/// In the plain path: how many bytes the window holds.
+const WINDOW_LEN: Reg = Reg::R9;
 
 /// One classic filter and the interfaces it applies to.
 #[derive(Clone, Copy, Debug)]
 pub struct InterfaceFilter<'a> {
-    /// The classic program, e.g. from [`crate::compile`].
+    /// The classic program, e.g. from [`compile`](fn@crate::compile).
     pub program: &'a [CbpfInsn],
     /// The `LINKTYPE_` value it was compiled for; VLAN tags are put back
     /// only for [`LINKTYPE_ETHERNET`].
@@ -177,9 +187,9 @@ pub fn build_filter_program_with(
 #[derive(Clone, Copy)]
 struct Exits {
     /// Accept with k (nonzero) in r1.
-    accept: crate::ebpf::Label,
+    accept: Label,
     /// Reject.
-    reject: crate::ebpf::Label,
+    reject: Label,
 }
 
 /// One filter: registers and scratch memory zeroed, then the classic
@@ -190,9 +200,10 @@ fn emit_filter(asm: &mut Asm, exits: Exits, filter: &InterfaceFilter<'_>, vlan: 
     for k in body::scratch_words_read(filter.program) {
         asm.st_imm(Size::W, Reg::FP, body::mem_offset(k), 0);
     }
+    let window = load::window_for(body::constant_loads(filter.program));
     let vlan_path = filter.link_type == LINKTYPE_ETHERNET && body::reads_packet(filter.program);
     if !vlan_path {
-        body::emit(asm, exits, filter.program, load::Frame::Plain);
+        emit_plain(asm, exits, filter.program, window);
         return;
     }
     let tagged = asm.label();
@@ -202,16 +213,24 @@ fn emit_filter(asm: &mut Asm, exits: Exits, filter: &InterfaceFilter<'_>, vlan: 
     };
     asm.ldx(Size::W, Reg::R1, CTX, present);
     asm.jmp32_imm(Jmp::Ne, Reg::R1, 0, tagged);
-    body::emit(asm, exits, filter.program, load::Frame::Plain);
+    emit_plain(asm, exits, filter.program, window);
     asm.bind(tagged);
     // TAG = be16(vlan_proto) << 16 | vlan_tci
     asm.ldx(Size::W, TAG, CTX, proto);
     asm.be(TAG, 16);
-    asm.alu32_imm(crate::ebpf::Alu::Lsh, TAG, 16);
+    asm.alu32_imm(Alu::Lsh, TAG, 16);
     asm.ldx(Size::W, Reg::R1, CTX, tci);
-    asm.alu32_imm(crate::ebpf::Alu::And, Reg::R1, 0xffff);
-    asm.alu32_reg(crate::ebpf::Alu::Or, TAG, Reg::R1);
+    asm.alu32_imm(Alu::And, Reg::R1, 0xffff);
+    asm.alu32_reg(Alu::Or, TAG, Reg::R1);
     body::emit(asm, exits, filter.program, load::Frame::Vlan);
+}
+
+/// The program against the skb's bytes, after filling the window.
+fn emit_plain(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], window: u32) {
+    if window > 0 {
+        load::prefetch(asm, window);
+    }
+    body::emit(asm, exits, program, load::Frame::Plain { window });
 }
 
 /// Accept: cb[0] = k, tail call; reject: cb[0] = 0; both return -1.

@@ -83,28 +83,53 @@ fn accept_all_reads_nothing() {
 
 #[test]
 fn ethernet_programs_have_a_vlan_path() {
-    // ldh [12]; jeq #0x800: one load in the plain path; in the VLAN path
-    // offset 12 is the tag's TPID, no load at all.
+    // ldh [12]; jeq #0x800. The plain path copies 14 bytes into the window
+    // (reading the length first); in the VLAN path offset 12 is the tag's
+    // TPID: no packet access at all.
     let insns = build("ip", LINKTYPE_ETHERNET);
     assert_eq!(
         ctx_reads(&insns),
-        [skb::VLAN_PRESENT, skb::VLAN_PROTO, skb::VLAN_TCI]
+        [skb::VLAN_PRESENT, skb::LEN, skb::VLAN_PROTO, skb::VLAN_TCI]
     );
     assert_eq!(helper_calls(&insns, HELPER_SKB_LOAD_BYTES), 1);
-    // ip[9] (offset 23) is read at 23 in the plain path, 19 with a tag.
+    // ether[23] is read from the window (fp - 200 + 23) in the plain path,
+    // with the helper at 19 in the VLAN path.
     let insns = build("ether[23] == 6", LINKTYPE_ETHERNET);
+    let window_reads: Vec<i16> = insns
+        .iter()
+        .filter(|i| i.code == 0x71 && i.src == 10)
+        .map(|i| i.off)
+        .collect();
+    assert_eq!(window_reads, [-177, -8]);
     let offsets: Vec<i32> = insns
         .iter()
         .filter(|i| i.code == 0xb4 && i.dst == 2)
         .map(|i| i.imm)
         .collect();
-    assert_eq!(offsets, [23, 19]);
+    assert_eq!(offsets, [19]);
+}
+
+#[test]
+fn the_window_covers_constant_loads_up_to_128_bytes() {
+    // ldb [1000] is too far: the helper reads it.
+    let insns = build("ether[0] == 1 and ether[1000] == 2", LINKTYPE_RAW);
+    let window = insns
+        .iter()
+        .position(|i| i.code == 0xb5 && i.imm == 1)
+        .expect("clamp to 1 byte");
+    assert_eq!((insns[window + 1].code, insns[window + 1].imm), (0xb7, 1));
+    let offsets: Vec<i32> = insns
+        .iter()
+        .filter(|i| i.code == 0xb4 && i.dst == 2)
+        .map(|i| i.imm)
+        .collect();
+    assert_eq!(offsets, [1000]);
 }
 
 #[test]
 fn raw_ip_programs_have_no_vlan_path() {
     let insns = build("tcp port 80", LINKTYPE_RAW);
-    assert!(ctx_reads(&insns).is_empty());
+    assert_eq!(ctx_reads(&insns), [skb::LEN]);
 }
 
 #[test]
@@ -134,7 +159,7 @@ fn control_block_source_reads_cb() {
         ifindexes: &[],
     };
     let insns = build_filter_program_with(&[filter], TAIL, VlanSource::ControlBlock).unwrap();
-    assert_eq!(ctx_reads(&insns), [skb::CB1, skb::CB2, skb::CB3]);
+    assert_eq!(ctx_reads(&insns), [skb::CB1, skb::LEN, skb::CB2, skb::CB3]);
 }
 
 #[test]

@@ -61,7 +61,7 @@ impl Loaded {
     /// Builds and loads the program for `filters`, with an empty prog array.
     pub fn load(filters: &[InterfaceFilter<'_>], vlan: VlanSource) -> Self {
         let prog_array = sys::map_create_prog_array(1).expect("prog array");
-        let (prog, _) = Self::load_with(filters, vlan, &prog_array);
+        let prog = Self::load_with(filters, vlan, &prog_array);
         Self {
             prog,
             _prog_array: prog_array,
@@ -73,16 +73,15 @@ impl Loaded {
         filters: &[InterfaceFilter<'_>],
         vlan: VlanSource,
         prog_array: &OwnedFd,
-    ) -> (OwnedFd, usize) {
+    ) -> OwnedFd {
         use std::os::fd::AsRawFd as _;
         let tail_call = TailCall {
             prog_array_fd: prog_array.as_raw_fd(),
             index: 0,
         };
         let insns = build_filter_program_with(filters, tail_call, vlan).expect("translates");
-        let prog = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", "pcap_filter")
-            .unwrap_or_else(|e| panic!("{e}"));
-        (prog, insns.len())
+        sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", "pcap_filter")
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The program's fd.
@@ -94,6 +93,11 @@ impl Loaded {
     /// returned -1 as it always must.
     pub fn verdict(&self, data: &[u8], tag: Option<Tag>) -> u32 {
         verdict_of(self.fd(), data, ctx(tag, 0))
+    }
+
+    /// [`Loaded::verdict`], or the error `BPF_PROG_TEST_RUN` gave.
+    pub fn try_verdict(&self, data: &[u8], tag: Option<Tag>) -> std::io::Result<u32> {
+        try_verdict_of(self.fd(), data, ctx(tag, 0))
     }
 }
 
@@ -112,11 +116,21 @@ pub fn ctx(tag: Option<Tag>, ifindex: u32) -> [u8; SK_BUFF_SIZE] {
 
 /// Runs `prog` once and returns cb[0], checking the return value is -1.
 pub fn verdict_of(prog: std::os::fd::BorrowedFd<'_>, data: &[u8], ctx: [u8; SK_BUFF_SIZE]) -> u32 {
-    let out = sys::prog_test_run(prog, data, Some(&ctx), 1)
-        .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", data.len()));
+    try_verdict_of(prog, data, ctx)
+        .unwrap_or_else(|e| panic!("test run of {} bytes {data:02x?}: {e}", data.len()))
+}
+
+fn try_verdict_of(
+    prog: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    ctx: [u8; SK_BUFF_SIZE],
+) -> std::io::Result<u32> {
+    let out = sys::prog_test_run(prog, data, Some(&ctx), 1)?;
     assert_eq!(out.retval, u32::MAX, "the filter program must return -1");
     let at = CB0_OFFSET as usize;
-    u32::from_ne_bytes(out.ctx_out[at..at + 4].try_into().expect("4 bytes"))
+    Ok(u32::from_ne_bytes(
+        out.ctx_out[at..at + 4].try_into().expect("4 bytes"),
+    ))
 }
 
 /// The largest packet `BPF_PROG_TEST_RUN` takes for a TC program.
@@ -149,6 +163,7 @@ pub fn spawn_tcpdump(file: &Path, out: &Path, expression: &str) -> Child {
         .arg(file)
         .arg("-w")
         .arg(out)
+        .arg("--")
         .arg(expression)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -191,6 +206,7 @@ pub fn tcpdump_ddd(file: &Path, expression: &str) -> Vec<CbpfInsn> {
     let out = Command::new("tcpdump")
         .args(["-ddd", "-r"])
         .arg(file)
+        .arg("--")
         .arg(expression)
         .stdin(Stdio::null())
         .stderr(Stdio::null())

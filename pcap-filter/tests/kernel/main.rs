@@ -1,8 +1,10 @@
 //! Tests that load generated programs into the kernel and compare their
 //! verdicts with tcpdump's. They need root, tcpdump, and the tcpdump
-//! test-suite captures in `shared/corpus/tcpdump-tests` beside the
-//! workspace (or `$PCAP_FILTER_CORPUS`).
+//! test-suite captures in the workspace's `tests/corpus/tcpdump-tests` (or `$PCAP_FILTER_CORPUS`).
 
+mod classic;
+mod contract;
 mod corpus;
 mod harness;
 mod pcapfile;
+mod vlan;

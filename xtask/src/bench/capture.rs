@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: pcap-agent against tcpdump on the same veth under the
-//! same trafgen load, alternating A/B, and docs/bench.md from the results.
+//! pcap-agent against tcpdump on the same veth under the same trafgen load,
+//! alternating A/B.
 //!
 //! trafgen sends from namespace `a` out of veth0 on CPU 0; the capturing
 //! tool listens on veth1 in namespace `b`, pinned to CPU 1, writing to tmpfs.
@@ -7,33 +7,20 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, ensure};
-use clap::Args;
 use nix::sys::resource::{UsageWho, getrusage};
 use pcap_tests::{
     netns::Pair,
     process::{Running, stat, wait_until},
 };
 
+use super::Options;
 use crate::{cargo, workspace_root};
-
-#[derive(Debug, Args)]
-pub struct Options {
-    /// Runs per tool and packet size (alternating which tool goes first).
-    #[arg(long, default_value_t = 3)]
-    runs: u32,
-    /// Packets per run for 64-byte frames (1500-byte runs send half as many).
-    #[arg(long, default_value_t = 2_000_000)]
-    packets: u64,
-    /// Where to write the report.
-    #[arg(long, default_value = "docs/bench.md")]
-    out: PathBuf,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -58,7 +45,7 @@ struct Run {
     cpu: Duration,
 }
 
-pub fn run(options: &Options) -> anyhow::Result<()> {
+pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     cargo(&["build", "--release", "--bins"])?;
     let agent = workspace_root().join("target/release/pcap-agent");
     let pair = Pair::new("bench")?;
@@ -69,7 +56,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let dir = Path::new("/dev/shm").join(format!("pcap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
-    let mut report = String::new();
     let mut rows = Vec::new();
     for (frame_len, packets) in [(60usize, options.packets), (1514, options.packets / 2)] {
         let conf = dir.join(format!("udp-{frame_len}.cfg"));
@@ -103,11 +89,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    write_report(&mut report, options, &rows)?;
-    let out = workspace_root().join(&options.out);
-    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    println!("{report}");
-    Ok(())
+    write_report(report, &rows)
 }
 
 /// Mean captured/offered, CPU seconds per million captured packets, drops.
@@ -237,30 +219,8 @@ fn trafgen_config(mac: &str, frame_len: usize) -> anyhow::Result<String> {
     Ok(format!("{{ {} }}\n", bytes.join(", ")))
 }
 
-fn write_report(
-    out: &mut String,
-    options: &Options,
-    rows: &[(usize, Summary, Summary)],
-) -> anyhow::Result<()> {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    writeln!(out, "# Benchmarks\n")?;
+fn write_report(out: &mut String, rows: &[(usize, Summary, Summary)]) -> anyhow::Result<()> {
     writeln!(out, "## Local capture: pcap-agent vs tcpdump\n")?;
-    writeln!(
-        out,
-        "Produced by `cargo xtask bench --runs {} --packets {}` on {} ({} CPUs), Linux {}.\n",
-        options.runs,
-        options.packets,
-        cpu_model,
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        kernel.trim()
-    )?;
     writeln!(
         out,
         "trafgen (one process, CPU 0, `--qdisc-path`) sends UDP frames at its maximum rate out of \

@@ -1,0 +1,55 @@
+//! `cargo xtask bench`: local capture against tcpdump, and the in-kernel
+//! filter against the kernel's classic BPF. Writes docs/bench.md.
+
+mod capture;
+mod filter;
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::workspace_root;
+
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Runs per tool and packet size (alternating which tool goes first).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Packets per run for 64-byte frames (1518-byte runs send half as many).
+    #[arg(long, default_value_t = 2_000_000)]
+    packets: u64,
+    /// Where to write the report.
+    #[arg(long, default_value = "docs/bench.md")]
+    out: std::path::PathBuf,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(
+        report,
+        "Produced by `cargo xtask bench --runs {} --packets {}` on {} ({} CPUs), Linux {}.\n",
+        options.runs,
+        options.packets,
+        cpu_model()?,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
+    )?;
+    filter::run(&mut report)?;
+    capture::run(options, &mut report)?;
+    let out = workspace_root().join(&options.out);
+    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn cpu_model() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default())
+}
