@@ -46,7 +46,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
             https_ack.clone(),
         ),
         (
-            "udp port 4789 and udp[36:4] == 0x0aff5243",
+            "udp port 4789 and udp[46:4] == 0x0aff5243",
             vxlan_inner,
             vxlan_other,
         ),
