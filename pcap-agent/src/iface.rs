@@ -14,6 +14,8 @@ const ARPHRD_ETHER: u32 = 1;
 const ARPHRD_LOOPBACK: u32 = 772;
 const ARPHRD_NONE: u32 = 0xfffe;
 const ARPHRD_RAWIP: u32 = 519;
+const ARPHRD_TUNNEL: u32 = 768;
+const ARPHRD_TUNNEL6: u32 = 769;
 
 #[derive(Debug, Error)]
 pub enum InterfaceError {
@@ -65,7 +67,8 @@ impl Interface {
             })?;
         let link_type = match arphrd {
             ARPHRD_ETHER | ARPHRD_LOOPBACK => LINKTYPE_ETHERNET,
-            ARPHRD_NONE | ARPHRD_RAWIP => LINKTYPE_RAW,
+            // As libpcap: devices without a link-layer header carry raw IP.
+            ARPHRD_NONE | ARPHRD_RAWIP | ARPHRD_TUNNEL | ARPHRD_TUNNEL6 => LINKTYPE_RAW,
             _ => {
                 return Err(InterfaceError::UnsupportedType {
                     name: name.to_owned(),

@@ -300,3 +300,82 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir)?;
     Ok(())
 }
+
+/// A raw-IP (TUN) device: the TC hook sees packets from the IP header on,
+/// the capture says LINKTYPE_RAW, and the filter is compiled for it.
+#[test]
+fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
+    let ns = Netns::new("tun")?;
+    let dir = temp_dir("tun");
+    let go = dir.join("go");
+    let mut peer = Running::spawn(ns.command("python3").args(["-c", TUN_PEER]).arg(&go))?;
+    peer.wait_for("ready", 1)?;
+    ns.sh("ip addr add 10.8.0.1/24 dev tun0 && ip link set tun0 up")?;
+    let ours_file = dir.join("ours.pcapng");
+    let ref_file = dir.join("ref.pcap");
+    let ours = capture(&ns, "tun0", &ours_file, &["icmp", "and", "src", "10.8.0.2"])?;
+    let mut command = ns.command("tcpdump");
+    command
+        .args([
+            "-i",
+            "tun0",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "--time-stamp-precision=nano",
+            "-w",
+        ])
+        .arg(&ref_file)
+        .args(["icmp", "and", "src", "10.8.0.2"]);
+    let mut reference = Running::spawn(&mut command)?;
+    reference.wait_for("listening on", 1)?;
+    std::fs::write(&go, "")?;
+    peer.wait_for("done", 1)?;
+    ours.interrupt()?;
+    reference.interrupt()?;
+    let capture = captures::read_file(&ours_file)?;
+    ensure!(
+        capture.link_types == [101],
+        "link types {:?}, expected LINKTYPE_RAW",
+        capture.link_types
+    );
+    let reference = captures::read_file(&ref_file)?.packets;
+    ensure!(
+        reference.len() == 3,
+        "tcpdump saw {} requests",
+        reference.len()
+    );
+    same_packets(&capture.packets, &reference, "tun0")?;
+    ensure!(
+        capture.packets.iter().all(|p| p.data[0] >> 4 == 4),
+        "packets must start at the IP header"
+    );
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+/// Creates tun0, waits for the file named in argv[1], then sends three ICMP
+/// echo requests from 10.8.0.2 into it and reads the three replies.
+const TUN_PEER: &str = r#"
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"tun0", 0x0001 | 0x1000))
+print("ready", file=sys.stderr, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+for seq in range(3):
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 7, seq) + bytes(range(56))
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, bytes([10, 8, 0, 2]), bytes([10, 8, 0, 1]))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    os.write(fd, ip + icmp)
+    while True:
+        reply = os.read(fd, 2048)
+        if reply[9] == 1 and reply[20] == 0:
+            break
+print("done", file=sys.stderr, flush=True)
+"#;

@@ -11,19 +11,6 @@ pub fn mem_offset(k: u32) -> i16 {
     -72 + 4 * k as i16
 }
 
-/// Scratch words the program reads; they are zeroed at entry so that every
-/// path reads initialised stack.
-pub fn scratch_words_read(program: &[CbpfInsn]) -> Vec<u32> {
-    let mut words: Vec<u32> = program
-        .iter()
-        .filter(|i| matches!(i.code, 0x60 | 0x61)) // ld M[k], ldx M[k]
-        .map(|i| i.k)
-        .collect();
-    words.sort_unstable();
-    words.dedup();
-    words
-}
-
 /// Whether the program reads packet bytes or the packet length, the things
 /// a VLAN tag changes.
 pub fn reads_packet(program: &[CbpfInsn]) -> bool {
@@ -34,26 +21,158 @@ pub fn reads_packet(program: &[CbpfInsn]) -> bool {
     })
 }
 
-/// Constant-offset packet loads `(k, bytes)`: the window's candidates.
-pub fn constant_loads(program: &[CbpfInsn]) -> impl Iterator<Item = (u32, u32)> + '_ {
-    program.iter().filter_map(|i| match i.code {
-        0x20 | 0x28 | 0x30 => Some((i.k, load_size(i.code))), // ld{,h,b} [k]
-        0xb1 => Some((i.k, 1)),                               // ldxb 4*([k]&0xf)
+/// Packet loads `(offset, bytes)`: what the window should cover.
+pub fn packet_loads(program: &[CbpfInsn]) -> impl Iterator<Item = (load::Offset, u32)> + '_ {
+    program.iter().filter_map(|&i| packet_load(i))
+}
+
+/// The packet bytes `insn` reads, if it is a packet load.
+fn packet_load(insn: CbpfInsn) -> Option<(load::Offset, u32)> {
+    let n = load_size(insn.code);
+    match (insn.code & 0x07, insn.code & 0xe0) {
+        (class::LD, mode::ABS) => Some((load::Offset::Const(insn.k), n)),
+        (class::LD, mode::IND) => Some((load::Offset::Indirect(insn.k), n)),
+        // ldxb 4*([k]&0xf)
+        (class::LDX, mode::MSH) => Some((load::Offset::Const(insn.k), 1)),
         _ => None,
+    }
+}
+
+/// For each instruction, how many bytes of window every path to it has
+/// already checked the packet for: the constant-offset loads inside
+/// `window` on every path reaching it.
+fn checked_lengths(program: &[CbpfInsn], frame: load::Frame) -> Vec<u32> {
+    let load::Frame::Plain { window } = frame else {
+        return vec![0; program.len()];
+    };
+    forward(program, 0, u32::min, |before, insn| {
+        match packet_load(insn) {
+            Some((load::Offset::Const(k), n))
+                if u64::from(k) + u64::from(n) <= u64::from(window) =>
+            {
+                before.max(k + n)
+            }
+            _ => before,
+        }
     })
+    .into_iter()
+    .map(|known| known.unwrap_or(0))
+    .collect()
+}
+
+/// What the program may read before writing it; it must start as 0, since
+/// the verifier rejects reads of registers and stack never written.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unwritten {
+    /// A.
+    pub a: bool,
+    /// X.
+    pub x: bool,
+    /// Scratch words, ascending.
+    pub words: Vec<u32>,
+}
+
+/// Bits of the state [`unwritten`] tracks: M[0..16], then A and X.
+const BIT_A: u32 = 1 << 16;
+const BIT_X: u32 = 1 << 17;
+
+/// What some path through the program reads before writing it.
+pub fn unwritten(program: &[CbpfInsn]) -> Unwritten {
+    let written = forward(
+        program,
+        0,
+        |a, b| a & b,
+        |written, insn| written | accesses(insn).1,
+    );
+    let unset = program
+        .iter()
+        .zip(written)
+        .filter_map(|(&insn, written)| Some(accesses(insn).0 & !written?))
+        .fold(0, |all, unset| all | unset);
+    Unwritten {
+        a: unset & BIT_A != 0,
+        x: unset & BIT_X != 0,
+        words: (0..16).filter(|k| unset & (1 << k) != 0).collect(),
+    }
+}
+
+/// What an instruction reads and what it writes, as bits of A, X and
+/// M[] (see [`BIT_A`]).
+fn accesses(insn: CbpfInsn) -> (u32, u32) {
+    let by_x = if insn.code & 0x08 == src::X { BIT_X } else { 0 };
+    let word = 1u32.checked_shl(insn.k).unwrap_or(0);
+    match insn.code & 0x07 {
+        class::LD => match insn.code & 0xe0 {
+            mode::IND => (BIT_X, BIT_A),
+            mode::MEM => (word, BIT_A),
+            _ => (0, BIT_A),
+        },
+        class::LDX if insn.code & 0xe0 == mode::MEM => (word, BIT_X),
+        class::LDX => (0, BIT_X),
+        class::ST => (BIT_A, word),
+        class::STX => (BIT_X, word),
+        class::ALU if insn.code & 0xf0 == op::NEG => (BIT_A, BIT_A),
+        class::ALU => (BIT_A | by_x, BIT_A),
+        class::JMP if insn.code & 0xf0 == op::JA => (0, 0),
+        class::JMP => (BIT_A | by_x, 0),
+        class::RET if insn.code & 0x18 == src::A => (BIT_A, 0),
+        class::RET => (0, 0),
+        _ if insn.code & 0xf8 == misc::TAX => (BIT_A, BIT_X),
+        _ => (BIT_X, BIT_A), // TXA
+    }
+}
+
+/// A forward dataflow over a validated program (its jumps only go
+/// forward): the state before each instruction, the `meet` of what its
+/// predecessors pass on (`step` of their own state), `None` where no path
+/// leads.
+fn forward<T: Copy>(
+    program: &[CbpfInsn],
+    entry: T,
+    meet: impl Fn(T, T) -> T,
+    step: impl Fn(T, CbpfInsn) -> T,
+) -> Vec<Option<T>> {
+    let mut states: Vec<Option<T>> = vec![None; program.len()];
+    if let Some(first) = states.first_mut() {
+        *first = Some(entry);
+    }
+    for (pc, &insn) in program.iter().enumerate() {
+        let Some(before) = states[pc] else {
+            continue;
+        };
+        let after = step(before, insn);
+        let next = |skip: u32| pc + 1 + skip as usize;
+        let successors: &[usize] = match insn.code & 0x07 {
+            class::RET => &[],
+            class::JMP if insn.code & 0xf0 == op::JA => &[next(insn.k)],
+            class::JMP => &[next(u32::from(insn.jt)), next(u32::from(insn.jf))],
+            _ => &[next(0)],
+        };
+        for &successor in successors {
+            if let Some(slot) = states.get_mut(successor) {
+                *slot = Some(slot.map_or(after, |known| meet(known, after)));
+            }
+        }
+    }
+    states
 }
 
 /// Emits a validated program against `frame`. Every path ends in a jump to
 /// `exits.accept` (k in r1) or `exits.reject`.
 pub fn emit(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], frame: load::Frame) {
     let labels: Vec<Label> = program.iter().map(|_| asm.label()).collect();
+    let checked = checked_lengths(program, frame);
     for (pc, insn) in program.iter().enumerate() {
         asm.bind(labels[pc]);
         let target = |skip: u32| labels[pc + 1 + skip as usize];
         let k = insn.k;
+        let reader = Reader {
+            frame,
+            checked: checked[pc],
+        };
         match insn.code & 0x07 {
-            class::LD => load_a(asm, exits, frame, *insn),
-            class::LDX => load_x(asm, exits, frame, *insn),
+            class::LD => load_a(asm, exits, reader, *insn),
+            class::LDX => load_x(asm, exits, reader, *insn),
             class::ST => asm.stx(Size::W, Reg::FP, mem_offset(k), A),
             class::STX => asm.stx(Size::W, Reg::FP, mem_offset(k), X),
             class::ALU => alu(asm, exits, *insn),
@@ -84,31 +203,39 @@ fn load_size(code: u16) -> u32 {
     }
 }
 
-fn load_a(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: CbpfInsn) {
-    match insn.code & 0xe0 {
-        mode::IMM => asm.mov32_imm(A, insn.k),
-        mode::MEM => asm.ldx(Size::W, A, Reg::FP, mem_offset(insn.k)),
-        mode::LEN => packet_len(asm, A, frame),
-        mode::ABS => {
-            let offset = load::Offset::Const(insn.k);
-            load::emit(asm, exits, frame, A, offset, load_size(insn.code));
-        }
-        _ => {
-            if load::indirect_offset(asm, exits, X, insn.k) {
-                load::emit(asm, exits, frame, A, load::Offset::R2, load_size(insn.code));
-            }
-        }
+/// Packet loads of one frame.
+#[derive(Clone, Copy)]
+struct Reader {
+    frame: load::Frame,
+    /// See [`load::emit`].
+    checked: u32,
+}
+
+impl Reader {
+    /// `dst` = the bytes `insn` reads.
+    fn emit(self, asm: &mut Asm, exits: Exits, dst: Reg, insn: CbpfInsn) {
+        let (offset, n) = packet_load(insn).expect("a packet load");
+        load::emit(asm, exits, self.frame, dst, offset, n, self.checked);
     }
 }
 
-fn load_x(asm: &mut Asm, exits: Exits, frame: load::Frame, insn: CbpfInsn) {
+fn load_a(asm: &mut Asm, exits: Exits, reader: Reader, insn: CbpfInsn) {
+    match insn.code & 0xe0 {
+        mode::IMM => asm.mov32_imm(A, insn.k),
+        mode::MEM => asm.ldx(Size::W, A, Reg::FP, mem_offset(insn.k)),
+        mode::LEN => packet_len(asm, A, reader.frame),
+        _ => reader.emit(asm, exits, A, insn), // ABS, IND
+    }
+}
+
+fn load_x(asm: &mut Asm, exits: Exits, reader: Reader, insn: CbpfInsn) {
     match insn.code & 0xe0 {
         mode::IMM => asm.mov32_imm(X, insn.k),
         mode::MEM => asm.ldx(Size::W, X, Reg::FP, mem_offset(insn.k)),
-        mode::LEN => packet_len(asm, X, frame),
+        mode::LEN => packet_len(asm, X, reader.frame),
         _ => {
             // MSH: X = 4 * (P[k] & 0xf)
-            load::emit(asm, exits, frame, X, load::Offset::Const(insn.k), 1);
+            reader.emit(asm, exits, X, insn);
             asm.alu32_imm(Alu::And, X, 0xf);
             asm.alu32_imm(Alu::Lsh, X, 2);
         }

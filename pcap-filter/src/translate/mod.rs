@@ -15,9 +15,10 @@
 //!   modulo by zero make the filter return 0, shifts by 32 or more give 0.
 //!   Packet bytes are read only with `bpf_skb_load_bytes`, so bytes outside
 //!   the linear area are seen too: one call at entry copies the first bytes
-//!   (as far as the program's constant offsets reach, at most 128) into a
-//!   stack window that most loads then read; loads beyond it call the
-//!   helper themselves.
+//!   (as far as the program's constant offsets reach, and 60 bytes past the
+//!   `k` of its loads at `X + k`, at most 128; fewer if the packet is
+//!   shorter) into a stack window that most loads then read; loads beyond
+//!   it call the helper themselves.
 //! - On Ethernet ([`LINKTYPE_ETHERNET`]) interfaces, when the skb holds a
 //!   VLAN tag out of band (`vlan_present`), the filter sees the frame the
 //!   capture writes: the tag (TPID from `vlan_proto`, then `vlan_tci`, both
@@ -35,9 +36,10 @@
 //!   with `CAP_PERFMON`.
 //!
 //! Registers: r6 holds the context, r7 is A, r8 is X, r9 the VLAN tag in
-//! the VLAN path and the window's length otherwise. M[], the load buffer
-//! and the window of the packet's first bytes live on the stack (200
-//! bytes).
+//! the VLAN path and the window's length otherwise (A, X and M[] words
+//! start as 0 where the program could read them before writing them). M[],
+//! the load buffer and the window of the packet's first bytes live on the
+//! stack (202 bytes).
 //!
 //! [`SNAPLEN`]: crate::compile::SNAPLEN
 
@@ -192,15 +194,21 @@ struct Exits {
     reject: Label,
 }
 
-/// One filter: registers and scratch memory zeroed, then the classic
-/// program, twice for Ethernet (without and with an out-of-band VLAN tag).
+/// One filter: registers and scratch memory zeroed (where the program
+/// could read them before writing them), then the classic program, twice
+/// for Ethernet (without and with an out-of-band VLAN tag).
 fn emit_filter(asm: &mut Asm, exits: Exits, filter: &InterfaceFilter<'_>, vlan: VlanSource) {
-    asm.mov32_imm(A, 0);
-    asm.mov32_imm(X, 0);
-    for k in body::scratch_words_read(filter.program) {
+    let unwritten = body::unwritten(filter.program);
+    if unwritten.a {
+        asm.mov32_imm(A, 0);
+    }
+    if unwritten.x {
+        asm.mov32_imm(X, 0);
+    }
+    for k in unwritten.words {
         asm.st_imm(Size::W, Reg::FP, body::mem_offset(k), 0);
     }
-    let window = load::window_for(body::constant_loads(filter.program));
+    let window = load::window_for(body::packet_loads(filter.program));
     let vlan_path = filter.link_type == LINKTYPE_ETHERNET && body::reads_packet(filter.program);
     if !vlan_path {
         emit_plain(asm, exits, filter.program, window);

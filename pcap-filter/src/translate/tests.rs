@@ -92,7 +92,7 @@ fn ethernet_programs_have_a_vlan_path() {
         [skb::VLAN_PRESENT, skb::LEN, skb::VLAN_PROTO, skb::VLAN_TCI]
     );
     assert_eq!(helper_calls(&insns, HELPER_SKB_LOAD_BYTES), 1);
-    // ether[23] is read from the window (fp - 200 + 23) in the plain path,
+    // ether[23] is read from the window (fp - 202 + 23) in the plain path,
     // with the helper at 19 in the VLAN path.
     let insns = build("ether[23] == 6", LINKTYPE_ETHERNET);
     let window_reads: Vec<i16> = insns
@@ -100,7 +100,7 @@ fn ethernet_programs_have_a_vlan_path() {
         .filter(|i| i.code == 0x71 && i.src == 10)
         .map(|i| i.off)
         .collect();
-    assert_eq!(window_reads, [-177, -8]);
+    assert_eq!(window_reads, [-179, -8]);
     let offsets: Vec<i32> = insns
         .iter()
         .filter(|i| i.code == 0xb4 && i.dst == 2)
@@ -214,4 +214,68 @@ fn division_by_x_checks_for_zero() {
     let insns = build("ip[0] / ip[1] == 1", LINKTYPE_RAW);
     let div = insns.iter().position(|i| i.code == 0x3c).expect("div32 x");
     assert_eq!((insns[div - 1].code, insns[div - 1].imm), (0x16, 0));
+}
+
+#[test]
+fn only_what_may_be_read_unwritten_starts_at_zero() {
+    use body::{Unwritten, unwritten};
+    let program = compile(
+        "tcp port 80 and ip[2:2] - ((ip[0] & 0xf) << 2) > 40",
+        LINKTYPE_ETHERNET,
+    )
+    .unwrap();
+    assert_eq!(unwritten(&program), Unwritten::default());
+    // ret a
+    let ret_a = [CbpfInsn::stmt(0x16, 0)];
+    assert!(unwritten(&ret_a).a);
+    // ldx M[3]; ld [x + 1]; ret a
+    let program = [
+        CbpfInsn::stmt(0x61, 3),
+        CbpfInsn::stmt(0x40, 1),
+        CbpfInsn::stmt(0x16, 0),
+    ];
+    assert_eq!(
+        unwritten(&program),
+        Unwritten {
+            a: false,
+            x: false,
+            words: vec![3]
+        }
+    );
+    // ld #1; jeq #1, 0, 1; st M[2]; ld M[2]; tax; ld [x + 0]; ret a:
+    // M[2] is unwritten on the path around the store.
+    let program = [
+        CbpfInsn::stmt(0x00, 1),
+        CbpfInsn::jump(0x15, 1, 0, 1),
+        CbpfInsn::stmt(0x02, 2),
+        CbpfInsn::stmt(0x60, 2),
+        CbpfInsn::stmt(0x07, 0),
+        CbpfInsn::stmt(0x40, 0),
+        CbpfInsn::stmt(0x16, 0),
+    ];
+    assert_eq!(unwritten(&program).words, [2]);
+    assert!(!unwritten(&program).x);
+    // txa; ret a
+    let program = [CbpfInsn::stmt(0x87, 0), CbpfInsn::stmt(0x16, 0)];
+    assert_eq!(
+        unwritten(&program),
+        Unwritten {
+            a: false,
+            x: true,
+            words: vec![]
+        }
+    );
+}
+
+#[test]
+fn window_loads_check_the_length_once_per_path() {
+    // ldb [0] (IP version), ld [12], ld [16]: checks of 1, 16 and 20
+    // bytes; ldb [9] after them, on both paths, needs none.
+    let insns = build("net 10.255.0.0/16 and tcp", LINKTYPE_RAW);
+    let checks: Vec<i32> = insns
+        .iter()
+        .filter(|i| i.code == 0xa5 && i.dst == WINDOW_LEN.0)
+        .map(|i| i.imm)
+        .collect();
+    assert_eq!(checks, [1, 16, 20]);
 }

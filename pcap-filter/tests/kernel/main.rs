@@ -6,5 +6,6 @@ mod classic;
 mod contract;
 mod corpus;
 mod harness;
+mod loads;
 mod pcapfile;
 mod vlan;
