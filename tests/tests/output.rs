@@ -1,0 +1,85 @@
+//! Output modes: `-w -` into tshark, and readable lines without `-w`.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::process::{Command, Stdio};
+
+use anyhow::ensure;
+use pcap_tests::{
+    netns::Pair,
+    process::{Running, binary},
+};
+
+#[test]
+fn writes_pcapng_to_stdout_for_tshark() -> anyhow::Result<()> {
+    let pair = Pair::new("stdout")?;
+    let mut capture = Running::spawn(
+        pair.a
+            .command(binary("pcap-agent").to_str().expect("utf-8"))
+            .args(["capture", "-i", "veth0", "-c", "4", "-w", "-", "icmp"])
+            .stdout(Stdio::piped()),
+    )?;
+    capture.wait_for("listening on", 1)?;
+    let stdout = capture.take_stdout().expect("piped stdout");
+    let tshark = Command::new("tshark")
+        .args([
+            "-r",
+            "-",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "icmp.type",
+        ])
+        .stdin(stdout)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    pair.a.sh("ping -c 2 -i 0.2 10.0.0.2")?;
+    let (status, lines) = capture.wait()?;
+    ensure!(status.success(), "{lines:?}");
+    let output = tshark.wait_with_output()?;
+    ensure!(output.status.success(), "tshark failed on our stdout");
+    let rows = String::from_utf8(output.stdout)?;
+    let types: Vec<&str> = rows
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap_or(""))
+        .collect();
+    ensure!(types == ["8", "0", "8", "0"], "tshark read {rows:?}");
+    ensure!(
+        rows.lines().all(|l| l.starts_with("veth0\t")),
+        "interface names: {rows:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn prints_one_readable_line_per_packet() -> anyhow::Result<()> {
+    let pair = Pair::new("lines")?;
+    let mut capture = Running::spawn(
+        pair.a
+            .command(binary("pcap-agent").to_str().expect("utf-8"))
+            .args(["capture", "-i", "veth0", "-c", "2", "icmp"])
+            .stdout(Stdio::piped()),
+    )?;
+    capture.wait_for("listening on", 1)?;
+    let stdout = capture.take_stdout().expect("piped stdout");
+    pair.a.sh("ping -c 1 10.0.0.2")?;
+    let (status, _) = capture.wait()?;
+    ensure!(status.success());
+    let text = std::io::read_to_string(stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    ensure!(lines.len() == 2, "{text}");
+    ensure!(
+        lines[0].contains(" veth0 Out IP 10.0.0.1 > 10.0.0.2: ICMP echo request"),
+        "{}",
+        lines[0]
+    );
+    ensure!(
+        lines[1].contains(" veth0 In  IP 10.0.0.2 > 10.0.0.1: ICMP echo reply"),
+        "{}",
+        lines[1]
+    );
+    Ok(())
+}
