@@ -127,7 +127,7 @@ pub enum TranslateError {
     #[error("no filter to translate")]
     NoFilters,
     /// A classic program cannot be translated.
-    #[error("filter {filter}: {source}")]
+    #[error("cannot translate the filter to eBPF")]
     Program {
         /// Index of the filter.
         filter: usize,
