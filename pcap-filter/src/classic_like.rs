@@ -104,22 +104,11 @@ fn load_size(code: u16) -> Size {
 }
 
 fn alu(asm: &mut Asm, insn: CbpfInsn) {
-    let operation = match insn.code & 0xf0 {
-        op::NEG => {
-            asm.neg32(A);
-            return;
-        }
-        op::ADD => Alu::Add,
-        op::SUB => Alu::Sub,
-        op::MUL => Alu::Mul,
-        op::DIV => Alu::Div,
-        op::OR => Alu::Or,
-        op::AND => Alu::And,
-        op::LSH => Alu::Lsh,
-        op::RSH => Alu::Rsh,
-        op::MOD => Alu::Mod,
-        _ => Alu::Xor,
-    };
+    if insn.code & 0xf0 == op::NEG {
+        asm.neg32(A);
+        return;
+    }
+    let operation = crate::translate::alu_op(insn.code);
     if insn.code & 0x08 == src::K {
         asm.alu32_imm(operation, A, insn.k as i32);
         return;

@@ -3,23 +3,15 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
+    TempDir,
     captures::{self, Packet},
     netns::{Netns, Pair},
     process::{Running, agent_run, binary},
 };
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pcap-filter-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn agent_command(ns: &Netns) -> Command {
     let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
@@ -97,7 +89,7 @@ fn send_traffic(pair: &Pair) -> anyhow::Result<()> {
 #[test]
 fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()> {
     let pair = Pair::new("conc")?;
-    let dir = temp_dir("conc");
+    let dir = TempDir::new("conc")?;
     let all_file = dir.join("all.pcapng");
     let icmp_file = dir.join("icmp.pcapng");
     let udp_file = dir.join("udp.pcapng");
@@ -142,7 +134,6 @@ fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()
         everything.len() > icmp.len() + udp.len(),
         "the unfiltered capture has more than both"
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -153,7 +144,7 @@ fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
     // test's own frames and their ARP.
     pair.a.sh("sysctl -qw net.ipv6.conf.veth0.disable_ipv6=1")?;
     pair.b.sh("sysctl -qw net.ipv6.conf.veth1.disable_ipv6=1")?;
-    let dir = temp_dir("vlan");
+    let dir = TempDir::new("vlan")?;
     // On veth1's ingress the kernel moves the 802.1Q tag out of band; the
     // filter must see it where the capture (and libpcap) puts it back.
     let expressions = [
@@ -198,7 +189,6 @@ fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
         tagged == 3,
         "{tagged} tagged frames captured (the tag was put back?)"
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -269,7 +259,7 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
 #[test]
 fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
     let pair = Pair::new("ff")?;
-    let dir = temp_dir("ff");
+    let dir = TempDir::new("ff")?;
     let expression = dir.join("filter.txt");
     std::fs::write(&expression, "icmp and\n  dst host 10.0.0.2\n")?;
     let from_file = dir.join("from-file.pcapng");
@@ -309,7 +299,6 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
         captures::read_file(&every)?.packets.len() >= 3 + 3 + 5 + 4,
         "accept-all missed packets"
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -318,7 +307,7 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
 #[test]
 fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
     let ns = Netns::new("tun")?;
-    let dir = temp_dir("tun");
+    let dir = TempDir::new("tun")?;
     let go = dir.join("go");
     let mut peer = Running::spawn(ns.command("python3").args(["-c", TUN_PEER]).arg(&go))?;
     peer.wait_for("ready", 1)?;
@@ -362,7 +351,6 @@ fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
         capture.packets.iter().all(|p| p.data[0] >> 4 == 4),
         "packets must start at the IP header"
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 

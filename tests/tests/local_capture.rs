@@ -2,32 +2,17 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
 use pcap_tests::{
+    TempDir,
     captures::{self, Capture, Direction, Packet},
     netns::{Netns, Pair},
+    now_ns,
     process::{Running, agent_run, binary, stat, wait_until},
 };
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pcap-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// Starts `pcap-agent capture` in `ns` and waits until it listens on every interface.
 fn agent(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
@@ -209,7 +194,7 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
     // Captured on veth1 (in b): traffic from a arrives on ingress, replies
     // leave on egress. An 802.1Q frame arriving there has its tag moved out
     // of band by the kernel, which both tools must put back.
-    let dir = temp_dir("cmp");
+    let dir = TempDir::new("cmp")?;
     let ours_file = dir.join("ours.pcapng");
     let (in_file, out_file) = (dir.join("in.pcap"), dir.join("out.pcap"));
 
@@ -255,7 +240,6 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
         "no packet larger than the smallest size classes"
     );
     check_accounting(&ours, &lines)?;
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -300,7 +284,7 @@ fn check_accounting(capture: &Capture, lines: &[String]) -> anyhow::Result<()> {
 #[test]
 fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     let pair = Pair::new("snap")?;
-    let dir = temp_dir("snap");
+    let dir = TempDir::new("snap")?;
     let ours_file = dir.join("ours.pcap");
     let ref_file = dir.join("ref.pcap");
     let ours = agent(
@@ -365,14 +349,13 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
             "differ from tcpdump:\n{a:?}\n{b:?}"
         );
     }
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
 #[test]
 fn count_stops_after_n_packets() -> anyhow::Result<()> {
     let pair = Pair::new("count")?;
-    let dir = temp_dir("count");
+    let dir = TempDir::new("count")?;
     let file = dir.join("c.pcapng");
     let ours = agent(
         &pair.a,
@@ -396,14 +379,13 @@ fn count_stops_after_n_packets() -> anyhow::Result<()> {
         capture.packets.len()
     );
     ensure!(stat(&lines, "packets captured") == Some(3));
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
 #[test]
 fn duration_stops_the_capture() -> anyhow::Result<()> {
     let pair = Pair::new("dur")?;
-    let dir = temp_dir("dur");
+    let dir = TempDir::new("dur")?;
     let file = dir.join("d.pcapng");
     let ours = agent(
         &pair.a,
@@ -419,14 +401,13 @@ fn duration_stops_the_capture() -> anyhow::Result<()> {
     let (status, lines) = ours.wait()?;
     ensure!(status.success(), "{lines:?}");
     assert_readable(&file)?;
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
 #[test]
 fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Result<()> {
     let pair = Pair::new("flood")?;
-    let dir = temp_dir("flood");
+    let dir = TempDir::new("flood")?;
     let file = dir.join("f.pcapng");
     // A small ring, so that the flood overruns it and drops are counted.
     let ours = agent(
@@ -459,7 +440,6 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
     assert_readable(&file)?;
     let capture = captures::read_file(&file)?;
     check_accounting(&capture, &lines)?;
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -537,7 +517,7 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
          tc filter add dev veth0 parent ffff: protocol all u32 match u32 0 0 \
             action mirred egress redirect dev i-010000000001",
     )?;
-    let dir = temp_dir("ifb");
+    let dir = TempDir::new("ifb")?;
     let file = dir.join("i.pcapng");
     let ours = agent(
         &pair.a,
@@ -589,7 +569,6 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
         "{lines:?}"
     );
     assert_nothing_attached(&pair.a, "veth0")?;
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -605,7 +584,7 @@ fn captures_a_vxlan_device() -> anyhow::Result<()> {
              ip addr add {overlay}/16 dev silk-vtep && ip link set silk-vtep up"
         ))?;
     }
-    let dir = temp_dir("vx");
+    let dir = TempDir::new("vx")?;
     let file = dir.join("v.pcapng");
     let ours = agent(
         &pair.a,
@@ -645,7 +624,6 @@ fn captures_a_vxlan_device() -> anyhow::Result<()> {
         tunnelled >= echoes,
         "veth0: {tunnelled} VXLAN packets for {echoes} overlay echoes"
     );
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 

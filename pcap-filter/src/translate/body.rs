@@ -249,7 +249,8 @@ fn packet_len(asm: &mut Asm, dst: Reg, frame: load::Frame) {
     }
 }
 
-fn alu_op(code: u16) -> Alu {
+/// The eBPF operation of a classic ALU instruction (other than NEG).
+pub(crate) fn alu_op(code: u16) -> Alu {
     match code & 0xf0 {
         op::ADD => Alu::Add,
         op::SUB => Alu::Sub,

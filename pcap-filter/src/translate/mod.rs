@@ -46,6 +46,8 @@
 mod body;
 mod load;
 
+pub(crate) use body::alu_op;
+
 use std::os::fd::RawFd;
 
 use thiserror::Error;
