@@ -129,24 +129,16 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
-                match reader.drain(guard.get_inner_mut()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break StopReason::OutputClosed,
-                    Err(e) => return Err(CaptureError::Output(e)),
-                }
+                let drained = reader.drain(guard.get_inner_mut());
                 guard.clear_ready();
-                if reader.remaining == Some(0) {
-                    break StopReason::Count;
+                if let Some(reason) = reader.stop_after(drained)? {
+                    break reason;
                 }
             }
             _ = tick.tick() => {
-                match reader.drain(ring.get_mut()).and_then(|()| reader.output.flush()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break StopReason::OutputClosed,
-                    Err(e) => return Err(CaptureError::Output(e)),
-                }
-                if reader.remaining == Some(0) {
-                    break StopReason::Count;
+                let drained = reader.drain(ring.get_mut()).and_then(|()| reader.output.flush());
+                if let Some(reason) = reader.stop_after(drained)? {
+                    break reason;
                 }
             }
             () = &mut stop => break StopReason::Signal,
@@ -228,6 +220,16 @@ impl Reader<'_> {
             }
         }
         self.output.end_batch()
+    }
+
+    /// Whether a drain with this outcome ends the capture, and why.
+    fn stop_after(&self, drained: io::Result<()>) -> Result<Option<StopReason>, CaptureError> {
+        match drained {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Some(StopReason::OutputClosed)),
+            Err(e) => Err(CaptureError::Output(e)),
+            Ok(()) if self.remaining == Some(0) => Ok(Some(StopReason::Count)),
+            Ok(()) => Ok(None),
+        }
     }
 
     fn report(&self, datapath: &Datapath, stop: StopReason) -> Result<Report, DatapathError> {
