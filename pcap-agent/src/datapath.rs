@@ -40,8 +40,9 @@ const HOOKS: [(&str, TcAttachType); 2] = [
     (EGRESS_PROGRAM, TcAttachType::Egress),
 ];
 
-/// Names of our programs, as they appear in `bpftool prog` and `tc filter`.
-pub const PROGRAM_NAMES: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
+/// The programs attached to TC hooks, by the names `bpftool prog` and
+/// `tc filter show` print.
+pub const ENTRY_PROGRAMS: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
 
 /// How to hook the program into the interface's TC path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -51,7 +52,7 @@ pub enum AttachMode {
     Auto,
     /// TCX links only. They die with the process.
     Tcx,
-    /// cls_bpf filters on a clsact (or existing ingress) qdisc, for kernels before 6.6.
+    /// cls_bpf filters on a clsact qdisc (added if missing), for kernels before 6.6.
     Tc,
 }
 
@@ -167,7 +168,7 @@ impl Datapath {
                     .map_err(|e| DatapathError::Map("COUNTERS", e))?;
             }
         }
-        let names = PROGRAM_NAMES
+        let names = ENTRY_PROGRAMS
             .into_iter()
             .chain(MATCHED_PROGRAMS.map(|(name, _)| name));
         for name in names {
@@ -272,7 +273,7 @@ impl Datapath {
         if let Some(tc) = self.tc.as_mut() {
             tc.detach_all();
         }
-        for name in PROGRAM_NAMES {
+        for name in ENTRY_PROGRAMS {
             // Unloading a program detaches its TCX links; the program itself
             // lives on in the kernel until no link or fd refers to it.
             if let Err(e) = program(&mut self.ebpf, name).unload() {
