@@ -8,9 +8,6 @@ use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
 use crate::{capture::Report, iface::Interface};
 
-/// Buffer between the ring buffer and the file: large, to write in big chunks.
-const WRITE_BUFFER: usize = 1 << 20;
-
 /// One packet on its way out.
 #[derive(Debug)]
 pub struct Packet<'a> {
@@ -39,7 +36,7 @@ pub enum Output {
         /// Someone reads it as it is written (a pipe to Wireshark): flush
         /// after every batch rather than when the buffer fills.
         live: bool,
-        sink: Option<BufWriter<Box<dyn Write + Send>>>,
+        sink: Option<Box<dyn Write + Send>>,
         writer: Option<Box<dyn CaptureWriter + Send>>,
     },
     /// One line per packet.
@@ -51,7 +48,7 @@ impl Output {
         Self::File {
             format,
             live,
-            sink: Some(BufWriter::with_capacity(WRITE_BUFFER, sink)),
+            sink: Some(sink),
             writer: None,
         }
     }

@@ -14,6 +14,7 @@
 //! few small `write_all` calls.
 #![forbid(unsafe_code)]
 
+mod block_buffer;
 mod capture_writer;
 pub mod linktype;
 pub mod pcap;

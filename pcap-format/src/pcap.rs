@@ -7,6 +7,8 @@
 
 use std::io::{self, Write};
 
+use crate::block_buffer::BlockBuffer;
+
 use crate::record::captured;
 use crate::{CaptureWriter, FormatError, Interface, InterfaceStatistics, Packet};
 
@@ -26,9 +28,10 @@ struct FileHeader {
     snaplen: u32,
 }
 
-/// Writes a classic pcap stream to `W`, typically a [`std::io::BufWriter`].
+/// Writes a classic pcap stream to `W` (a file, a pipe: it buffers itself and
+/// writes whole records only, so a stream cut off by a crash stays readable).
 pub struct PcapWriter<W: Write> {
-    writer: W,
+    writer: BlockBuffer<W>,
     /// `None` until the file header is written.
     header: Option<FileHeader>,
 }
@@ -47,7 +50,7 @@ impl<W: Write> PcapWriter<W> {
     /// snapshot length.
     pub fn deferred(writer: W) -> Self {
         Self {
-            writer,
+            writer: BlockBuffer::new(writer),
             header: None,
         }
     }
@@ -76,23 +79,25 @@ impl<W: Write> PcapWriter<W> {
         record[8..12].copy_from_slice(&captured_len.to_le_bytes());
         record[12..16].copy_from_slice(&original_len.max(captured_len).to_le_bytes());
         self.writer.write_all(&record)?;
-        self.writer.write_all(data)
+        self.writer.write_all(data)?;
+        self.writer.end_block()
     }
 
-    /// Flushes the underlying writer.
+    /// Writes out the buffered records and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
     }
 
-    /// The underlying writer. Writing to it directly corrupts the stream
-    /// unless whole, valid records are written.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.writer
+    /// The underlying writer, after the buffered records are written to it.
+    /// Writing to it directly corrupts the stream unless whole, valid
+    /// records are written.
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.writer.get_mut()
     }
 
-    /// Returns the underlying writer; the writer keeps no buffer of its own.
-    pub fn into_inner(self) -> W {
-        self.writer
+    /// Writes out the buffered records and returns the underlying writer.
+    pub fn into_inner(self) -> io::Result<W> {
+        self.writer.into_inner()
     }
 
     fn write_header(&mut self, header: FileHeader) -> io::Result<()> {
@@ -108,6 +113,7 @@ impl<W: Write> PcapWriter<W> {
         bytes[16..20].copy_from_slice(&snaplen.to_le_bytes());
         bytes[20..24].copy_from_slice(&u32::from(header.link_type).to_le_bytes());
         self.writer.write_all(&bytes)?;
+        self.writer.end_block()?;
         self.header = Some(header);
         Ok(())
     }
@@ -190,14 +196,15 @@ mod tests {
             60, 0, 0, 0,                // original length
             0xAA, 0xBB, 0xCC,           // data, unpadded
         ];
-        assert_eq!(w.into_inner(), expected);
+        assert_eq!(w.into_inner().unwrap(), expected);
     }
 
     #[test]
     fn unlimited_snaplen_is_written_as_tcpdump_maximum() {
         let bytes = PcapWriter::new(Vec::new(), LINKTYPE_ETHERNET, 0)
             .unwrap()
-            .into_inner();
+            .into_inner()
+            .unwrap();
         assert_eq!(bytes[16..20], 262_144u32.to_le_bytes());
     }
 
@@ -205,7 +212,7 @@ mod tests {
     fn data_is_cut_to_snaplen() {
         let mut w = PcapWriter::new(Vec::new(), LINKTYPE_ETHERNET, 2).unwrap();
         w.write_packet(0, 0, &[1, 2, 3]).unwrap();
-        let bytes = w.into_inner();
+        let bytes = w.into_inner().unwrap();
         assert_eq!(bytes[24 + 8..], [2, 0, 0, 0, 2, 0, 0, 0, 1, 2]);
     }
 
@@ -216,7 +223,7 @@ mod tests {
             w.write_packet(0, 1, &[1]).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
-        assert!(w.get_mut().is_empty());
+        assert!(w.get_mut().unwrap().is_empty());
 
         let w: &mut dyn CaptureWriter = &mut w;
         assert_eq!(
@@ -275,7 +282,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(
-            w.into_inner()[24..],
+            w.into_inner().unwrap()[24..],
             [0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7]
         );
     }

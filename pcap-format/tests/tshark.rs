@@ -288,7 +288,7 @@ fn write_pcapng_capture(path: &Path) {
         ..InterfaceStatistics::default()
     })
     .unwrap();
-    w.into_inner().into_inner().unwrap();
+    w.into_inner().unwrap().into_inner().unwrap();
 }
 
 /// A packet without direction and comment, whose original length is its

@@ -450,6 +450,51 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
     Ok(())
 }
 
+#[test]
+fn a_killed_capture_leaves_a_readable_file() -> anyhow::Result<()> {
+    let pair = Pair::new("kill")?;
+    let dir = TempDir::new("kill")?;
+    for format in ["pcapng", "pcap"] {
+        let file = dir.join(format!("k.{format}"));
+        let ours = agent(
+            &pair.a,
+            &[
+                "-i",
+                "veth0",
+                "--format",
+                format,
+                "-w",
+                file.to_str().expect("utf-8"),
+            ],
+        )?;
+        let flood = Running::spawn(
+            pair.a
+                .command("ping")
+                .args(["-f", "-s", "1000", "10.0.0.2"])
+                .stdout(std::process::Stdio::null()),
+        )?;
+        // Kill it once it has written a few MiB, in the middle of the flood.
+        wait_until(
+            "the flood fills 3 MiB of the file",
+            Duration::from_secs(20),
+            || Ok(std::fs::metadata(&file).map_or(0, |m| m.len()) >= 3 << 20),
+        )?;
+        ours.signal(Signal::SIGKILL)?;
+        ours.wait()?;
+        flood.signal(Signal::SIGINT)?;
+        let _ = flood.wait();
+        // No statistics block, but every block that is there is whole.
+        assert_readable(&file)?;
+        let capture = captures::read_file(&file)?;
+        ensure!(
+            capture.packets.len() > 1000,
+            "{format}: {} packets",
+            capture.packets.len()
+        );
+    }
+    assert_nothing_attached(&pair.a, "veth0")
+}
+
 /// Neither a TCX link nor a tc filter on `interface` runs a program of ours.
 fn assert_nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
     let tcx = ns.tcx_programs(interface)?;

@@ -18,6 +18,7 @@ use encode::{
     TSRESOL_NANOSECONDS, ZEROS, block_len, invalid_input, option_len, padding, timestamp_bytes,
 };
 
+use crate::block_buffer::BlockBuffer;
 use crate::record::captured;
 use crate::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
 
@@ -44,9 +45,10 @@ const OPTION_HEADER_LEN: usize = 4;
 /// Length of the block trailer (the repeated total length).
 const TRAILER_LEN: usize = 4;
 
-/// Writes a pcapng stream to `W`, typically a [`std::io::BufWriter`].
+/// Writes a pcapng stream to `W` (a file, a pipe: it buffers itself and
+/// writes whole blocks only, so a stream cut off by a crash stays readable).
 pub struct PcapNgWriter<W: Write> {
-    writer: W,
+    writer: BlockBuffer<W>,
     /// Snapshot length of every interface described, indexed by interface id.
     snaplens: Vec<u32>,
     /// Reused for the blocks outside the per-packet path.
@@ -58,7 +60,7 @@ impl<W: Write> PcapNgWriter<W> {
     /// length unknown).
     pub fn new(writer: W, section: &SectionOptions<'_>) -> io::Result<Self> {
         let mut this = Self {
-            writer,
+            writer: BlockBuffer::new(writer),
             snaplens: Vec::new(),
             block: BlockBuf::default(),
         };
@@ -78,6 +80,7 @@ impl<W: Write> PcapNgWriter<W> {
             }
         }
         this.writer.write_all(block.finish()?)?;
+        this.writer.end_block()?;
         Ok(this)
     }
 
@@ -100,6 +103,7 @@ impl<W: Write> PcapNgWriter<W> {
         }
         block.option(IF_TSRESOL, &[TSRESOL_NANOSECONDS])?;
         self.writer.write_all(block.finish()?)?;
+        self.writer.end_block()?;
         self.snaplens.push(interface.snaplen);
         Ok(id)
     }
@@ -160,7 +164,8 @@ impl<W: Write> PcapNgWriter<W> {
             tail.put_option_header(OPT_ENDOFOPT, 0);
         }
         tail.put_u32(total_len);
-        self.writer.write_all(tail.as_slice())
+        self.writer.write_all(tail.as_slice())?;
+        self.writer.end_block()
     }
 
     /// Writes an Interface Statistics Block; counters that are `None` are
@@ -196,23 +201,25 @@ impl<W: Write> PcapNgWriter<W> {
         if let Some(comment) = stats.comment {
             block.option(OPT_COMMENT, comment.as_bytes())?;
         }
-        self.writer.write_all(block.finish()?)
+        self.writer.write_all(block.finish()?)?;
+        self.writer.end_block()
     }
 
-    /// Flushes the underlying writer.
+    /// Writes out the buffered blocks and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
     }
 
-    /// The underlying writer. Writing to it directly corrupts the stream
-    /// unless whole, valid blocks are written.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.writer
+    /// The underlying writer, after the buffered blocks are written to it.
+    /// Writing to it directly corrupts the stream unless whole, valid blocks
+    /// are written.
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.writer.get_mut()
     }
 
-    /// Returns the underlying writer; the writer keeps no buffer of its own.
-    pub fn into_inner(self) -> W {
-        self.writer
+    /// Writes out the buffered blocks and returns the underlying writer.
+    pub fn into_inner(self) -> io::Result<W> {
+        self.writer.into_inner()
     }
 
     /// Snapshot length of interface `id`, refused if it was never added.

@@ -17,7 +17,7 @@ fn writer_with_interface(snaplen: u32) -> PcapNgWriter<Vec<u8>> {
         snaplen,
     })
     .unwrap();
-    w.get_mut().clear();
+    w.get_mut().unwrap().clear();
     w
 }
 
@@ -41,7 +41,8 @@ fn section_header_block() {
     };
     let bytes = PcapNgWriter::new(Vec::new(), &section)
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .unwrap();
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0x0A, 0x0D, 0x0D, 0x0A,         // block type
@@ -59,7 +60,7 @@ fn section_header_block() {
 
 #[test]
 fn section_header_block_without_options() {
-    let bytes = writer().into_inner();
+    let bytes = writer().into_inner().unwrap();
     assert_eq!(bytes.len(), 28);
     assert_eq!(bytes[4..8], [28, 0, 0, 0]);
     assert_eq!(bytes[24..28], [28, 0, 0, 0]);
@@ -68,7 +69,7 @@ fn section_header_block_without_options() {
 #[test]
 fn interface_description_block() {
     let mut w = writer();
-    w.get_mut().clear();
+    w.get_mut().unwrap().clear();
     let first = w
         .add_interface(&Interface {
             name: "eth0".into(),
@@ -86,7 +87,7 @@ fn interface_description_block() {
         })
         .unwrap();
     assert_eq!((first, second), (0, 1));
-    let bytes = w.into_inner();
+    let bytes = w.into_inner().unwrap();
     #[rustfmt::skip]
     let expected_first: &[u8] = &[
         1, 0, 0, 0,                     // block type
@@ -125,7 +126,7 @@ fn enhanced_packet_block_without_options() {
         0xAA, 0xBB, 0xCC, 0,            // data, padded
         36, 0, 0, 0,                    // total length
     ];
-    assert_eq!(w.into_inner(), expected);
+    assert_eq!(w.into_inner().unwrap(), expected);
 }
 
 #[test]
@@ -152,7 +153,7 @@ fn enhanced_packet_block_with_direction_and_comment() {
         0, 0, 0, 0,                     // opt_endofopt
         60, 0, 0, 0,                    // total length
     ];
-    assert_eq!(w.into_inner(), expected);
+    assert_eq!(w.into_inner().unwrap(), expected);
 }
 
 #[test]
@@ -164,7 +165,7 @@ fn enhanced_packet_block_direction_flags() {
             ..packet(&[1, 2, 3, 4])
         })
         .unwrap();
-        let bytes = w.into_inner();
+        let bytes = w.into_inner().unwrap();
         assert_eq!(bytes.len(), 28 + 4 + 8 + 4 + 4);
         assert_eq!(bytes[32..40], [2, 0, 4, 0, flags, 0, 0, 0]);
         assert_eq!(bytes[40..44], [0, 0, 0, 0]);
@@ -179,7 +180,7 @@ fn enhanced_packet_block_cuts_data_to_snaplen() {
         ..packet(&[1, 2, 3, 4, 5])
     })
     .unwrap();
-    let bytes = w.into_inner();
+    let bytes = w.into_inner().unwrap();
     assert_eq!(bytes.len(), 28 + 4 + 4);
     assert_eq!(bytes[20..28], [2, 0, 0, 0, 2, 0, 0, 0]);
     assert_eq!(bytes[28..32], [1, 2, 0, 0]);
@@ -195,7 +196,7 @@ fn packet_of_unknown_interface_is_refused_before_writing() {
         })
         .unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-    assert!(w.into_inner().is_empty());
+    assert!(w.into_inner().unwrap().is_empty());
 }
 
 #[test]
@@ -209,7 +210,7 @@ fn oversized_comment_is_refused_before_writing() {
         })
         .unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-    assert!(w.into_inner().is_empty());
+    assert!(w.into_inner().unwrap().is_empty());
 }
 
 #[test]
@@ -231,7 +232,7 @@ fn block_lengths_are_multiples_of_four_for_every_data_and_comment_length() {
                 ..packet(&data)
             })
             .unwrap();
-            let bytes = w.into_inner();
+            let bytes = w.into_inner().unwrap();
             let total = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
             assert_eq!(total, bytes.len(), "data {data_len}, comment {comment:?}");
             assert_eq!(total % 4, 0);
@@ -267,7 +268,7 @@ fn interface_statistics_block() {
         0, 0, 0, 0,                     // opt_endofopt
         72, 0, 0, 0,                    // total length
     ];
-    assert_eq!(w.into_inner(), expected);
+    assert_eq!(w.into_inner().unwrap(), expected);
 }
 
 #[test]

@@ -1,0 +1,86 @@
+//! Buffering that hands bytes to the underlying writer only at block
+//! boundaries, so a capture file cut off by a crash (SIGKILL, power loss)
+//! still ends with a complete block and stays readable.
+
+use std::io::{self, Write};
+
+/// Bytes buffered before they are written out at the next block boundary.
+const FLUSH_AT: usize = 1 << 20;
+
+/// Collects the bytes of whole blocks and writes them out in large chunks.
+#[derive(Debug)]
+pub(crate) struct BlockBuffer<W: Write> {
+    writer: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> BlockBuffer<W> {
+    pub(crate) fn new(writer: W) -> Self {
+        Self {
+            writer,
+            buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+        }
+    }
+
+    /// Marks the end of a block: a full buffer is written out now.
+    pub(crate) fn end_block(&mut self) -> io::Result<()> {
+        if self.buf.len() >= FLUSH_AT {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let result = self.writer.write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
+
+    /// The underlying writer, after writing out the buffered blocks.
+    pub(crate) fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.write_out()?;
+        Ok(&mut self.writer)
+    }
+
+    /// Writes out the buffered blocks and returns the underlying writer.
+    pub(crate) fn into_inner(mut self) -> io::Result<W> {
+        self.write_out()?;
+        Ok(self.writer)
+    }
+}
+
+impl<W: Write> Write for BlockBuffer<W> {
+    /// Buffers `data`; it is written out at a block boundary.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    /// Writes out everything buffered and flushes the underlying writer.
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.writer.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_only_at_block_boundaries() {
+        let mut out = BlockBuffer::new(Vec::new());
+        out.write_all(&[1; FLUSH_AT - 1]).unwrap();
+        out.end_block().unwrap();
+        assert!(
+            out.writer.is_empty(),
+            "below the threshold nothing is written"
+        );
+        out.write_all(&[2; 10]).unwrap();
+        assert!(out.writer.is_empty(), "never in the middle of a block");
+        out.end_block().unwrap();
+        assert_eq!(out.writer.len(), FLUSH_AT + 9);
+        out.write_all(&[3]).unwrap();
+        assert_eq!(out.into_inner().unwrap().len(), FLUSH_AT + 10);
+    }
+}
