@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn writes_only_at_block_boundaries() {
         let mut out = BlockBuffer::new(Vec::new());
-        out.write_all(&[1; FLUSH_AT - 1]).unwrap();
+        out.write_all(&vec![1; FLUSH_AT - 1]).unwrap();
         out.end_block().unwrap();
         assert!(
             out.writer.is_empty(),
