@@ -237,7 +237,8 @@ fn write_report(out: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          to tmpfs with an 8 MiB kernel buffer (`-B 8192`), full snaplen. Runs rotate which tool \
          goes first. CPU is the capturing process's user + system time (rusage), start-up \
          included; figures are means over the runs, drops are summed. pcapng writes 32 bytes more \
-         per packet than pcap (block header, direction flags, trailer).\n"
+         per packet than pcap (block header, direction flags, trailer). On this VM single runs vary \
+         by up to 2x at 1518 B (tmpfs page allocation), so compare the means of one invocation.\n"
     )?;
     writeln!(
         out,
