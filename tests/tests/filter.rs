@@ -10,7 +10,7 @@ use pcap_tests::{
     TempDir,
     captures::{self, Packet},
     netns::{Netns, Pair},
-    process::{Running, agent_run, binary},
+    process::{Running, agent_run, binary, wait_until},
 };
 
 fn agent_command(ns: &Netns) -> Command {
@@ -309,6 +309,7 @@ fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
     let ns = Netns::new("tun")?;
     let dir = TempDir::new("tun")?;
     let go = dir.join("go");
+    ns.sh(&format!("mkfifo {}", go.display()))?;
     let mut peer = Running::spawn(ns.command("python3").args(["-c", TUN_PEER]).arg(&go))?;
     peer.wait_for("ready", 1)?;
     ns.sh("ip addr add 10.8.0.1/24 dev tun0 && ip link set tun0 up")?;
@@ -330,7 +331,23 @@ fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
         .args(["icmp", "and", "src", "10.8.0.2"]);
     let mut reference = Running::spawn(&mut command)?;
     reference.wait_for("listening on", 1)?;
-    std::fs::write(&go, "")?;
+    // The FIFO opens for writing once the peer has it open for reading.
+    wait_until(
+        "the TUN peer opens its FIFO",
+        std::time::Duration::from_secs(30),
+        || {
+            use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&go)
+            {
+                Ok(mut fifo) => fifo.write_all(b"go").map(|()| true).map_err(Into::into),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )?;
     peer.wait_for("done", 1)?;
     ours.interrupt()?;
     reference.interrupt()?;
@@ -354,15 +371,14 @@ fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates tun0, waits for the file named in argv[1], then sends three ICMP
+/// Creates tun0, waits for "go" on the FIFO named in argv[1], then sends three ICMP
 /// echo requests from 10.8.0.2 into it and reads the three replies.
 const TUN_PEER: &str = r#"
-import fcntl, os, struct, sys, time
+import fcntl, os, struct, sys
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"tun0", 0x0001 | 0x1000))
 print("ready", file=sys.stderr, flush=True)
-while not os.path.exists(sys.argv[1]):
-    time.sleep(0.01)
+open(sys.argv[1]).read()  # a FIFO: blocks until the test says go
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)

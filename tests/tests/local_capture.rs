@@ -428,18 +428,8 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
             file.to_str().expect("utf-8"),
         ],
     )?;
-    let flood = Running::spawn(
-        pair.a
-            .command("ping")
-            .args(["-f", "-s", "1400", "10.0.0.2"])
-            .stdout(std::process::Stdio::null()),
-    )?;
-    // Let the flood run until the file holds data, then interrupt mid-flood.
-    wait_until(
-        "the flood fills 1 MiB of the file",
-        Duration::from_secs(20),
-        || Ok(std::fs::metadata(&file).map_or(0, |m| m.len()) >= 1 << 20),
-    )?;
+    // Interrupt it mid-flood, once the file holds data.
+    let flood = flood_until(&pair, &file, 1 << 20)?;
     let (status, lines) = ours.interrupt()?;
     flood.signal(Signal::SIGINT)?;
     let _ = flood.wait();
@@ -448,6 +438,23 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
     let capture = captures::read_file(&file)?;
     check_accounting(&capture, &lines)?;
     Ok(())
+}
+
+/// Floods 10.0.0.2 with pings from `a` until `file` holds `bytes`; the flood
+/// goes on until the returned process is stopped.
+fn flood_until(pair: &Pair, file: &Path, bytes: u64) -> anyhow::Result<Running> {
+    let flood = Running::spawn(
+        pair.a
+            .command("ping")
+            .args(["-f", "-s", "1400", "10.0.0.2"])
+            .stdout(std::process::Stdio::null()),
+    )?;
+    wait_until(
+        &format!("the flood fills {bytes} bytes of the file"),
+        Duration::from_secs(20),
+        || Ok(std::fs::metadata(file).map_or(0, |m| m.len()) >= bytes),
+    )?;
+    Ok(flood)
 }
 
 #[test]
@@ -467,18 +474,8 @@ fn a_killed_capture_leaves_a_readable_file() -> anyhow::Result<()> {
                 file.to_str().expect("utf-8"),
             ],
         )?;
-        let flood = Running::spawn(
-            pair.a
-                .command("ping")
-                .args(["-f", "-s", "1000", "10.0.0.2"])
-                .stdout(std::process::Stdio::null()),
-        )?;
         // Kill it once it has written a few MiB, in the middle of the flood.
-        wait_until(
-            "the flood fills 3 MiB of the file",
-            Duration::from_secs(20),
-            || Ok(std::fs::metadata(&file).map_or(0, |m| m.len()) >= 3 << 20),
-        )?;
+        let flood = flood_until(&pair, &file, 3 << 20)?;
         ours.signal(Signal::SIGKILL)?;
         ours.wait()?;
         flood.signal(Signal::SIGINT)?;
