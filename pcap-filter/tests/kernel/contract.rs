@@ -16,7 +16,9 @@ use pcap_filter::{
 };
 
 use crate::{
-    harness::{Loaded, accepted, ctx, require_root, spawn_tcpdump, temp_dir, verdict_of},
+    harness::{
+        Loaded, accepted, ctx, require_root, spawn_tcpdump, temp_dir, verdict_of, write_numbered,
+    },
     pcapfile::{self, Record},
     vlan::{TPID_8021Q, frame, ipv4},
 };
@@ -200,19 +202,9 @@ fn raw_ip_filters_match_tcpdump() {
         ipv4(UDP, [10, 0, 0, 2], 6, 1234, 80),
         ipv4([192, 168, 0, 1], [10, 0, 0, 2], 6, 22, 1234),
     ];
-    let records: Vec<Record> = packets
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Record {
-            ts_sec: i as u32,
-            ts_frac: 0,
-            orig_len: p.len() as u32,
-            data: p.clone(),
-        })
-        .collect();
     let dir = temp_dir("raw");
     let file = dir.join("raw.pcap");
-    std::fs::write(&file, pcapfile::write(u32::from(LINKTYPE_RAW), &records)).expect("write");
+    write_numbered(&file, LINKTYPE_RAW, packets.iter().cloned());
     for expression in [
         "udp port 53",
         "tcp",

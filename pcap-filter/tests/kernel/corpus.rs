@@ -134,7 +134,11 @@ fn load() -> Corpus {
         }
     }
     let merged = temp_dir("corpus").join("merged.pcap");
-    write_numbered(&merged, packets.iter().map(|p| p.data.clone()));
+    write_numbered(
+        &merged,
+        LINKTYPE_ETHERNET,
+        packets.iter().map(|p| p.data.clone()),
+    );
     Corpus {
         files: paths
             .iter()

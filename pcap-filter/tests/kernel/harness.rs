@@ -227,7 +227,7 @@ pub fn tcpdump_ddd(file: &Path, expression: &str) -> Vec<CbpfInsn> {
 
 /// Writes packets numbered by their timestamps (seconds = index), with the
 /// wire length set to the captured length.
-pub fn write_numbered(path: &Path, packets: impl IntoIterator<Item = Vec<u8>>) {
+pub fn write_numbered(path: &Path, link_type: u16, packets: impl IntoIterator<Item = Vec<u8>>) {
     let records: Vec<Record> = packets
         .into_iter()
         .enumerate()
@@ -238,5 +238,5 @@ pub fn write_numbered(path: &Path, packets: impl IntoIterator<Item = Vec<u8>>) {
             data,
         })
         .collect();
-    std::fs::write(path, pcapfile::write(1, &records)).expect("write pcap");
+    std::fs::write(path, pcapfile::write(u32::from(link_type), &records)).expect("write pcap");
 }

@@ -116,7 +116,7 @@ fn tagged_frames_match_tcpdump_in_band_and_out_of_band() {
     let frames = frames();
     let dir = temp_dir("vlan");
     let file = dir.join("frames.pcap");
-    write_numbered(&file, frames.clone());
+    write_numbered(&file, LINKTYPE_ETHERNET, frames.clone());
     for &(expression, expected) in EXPRESSIONS {
         let out = dir.join("out.pcap");
         let theirs: Vec<usize> = accepted(spawn_tcpdump(&file, &out, expression), &out, expression)
