@@ -121,3 +121,35 @@ impl Pair {
         Ok(Self { a, b })
     }
 }
+
+impl Pair {
+    /// Turns IPv6 off on both veths, so that no router solicitations or
+    /// listener reports mix with a test's own packets.
+    pub fn disable_ipv6(&self) -> anyhow::Result<()> {
+        self.a.sh("sysctl -qw net.ipv6.conf.veth0.disable_ipv6=1")?;
+        self.b.sh("sysctl -qw net.ipv6.conf.veth1.disable_ipv6=1")?;
+        Ok(())
+    }
+
+    /// veth1's MAC address as 12 hex digits.
+    pub fn veth1_mac_hex(&self) -> anyhow::Result<String> {
+        Ok(self
+            .b
+            .sh("cat /sys/class/net/veth1/address")?
+            .trim()
+            .replace(':', ""))
+    }
+
+    /// Sends one Ethernet frame, given in hex after the two MAC addresses,
+    /// out of veth0 with a packet socket, addressed to veth1. Frames sent
+    /// this way keep an 802.1Q tag in their bytes; veth1's receive path moves
+    /// it out of band.
+    pub fn send_frame(&self, after_macs_hex: &str) -> anyhow::Result<()> {
+        let mac = self.veth1_mac_hex()?;
+        self.a.sh(&format!(
+            "python3 -c 'import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
+             s.bind((\"veth0\", 0)); s.send(bytes.fromhex(\"{mac}020000000001{after_macs_hex}\"))'"
+        ))?;
+        Ok(())
+    }
+}

@@ -140,10 +140,8 @@ fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()
 #[test]
 fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
     let pair = Pair::new("vlan")?;
-    // No IPv6 router solicitations or listener reports: nothing but the
-    // test's own frames and their ARP.
-    pair.a.sh("sysctl -qw net.ipv6.conf.veth0.disable_ipv6=1")?;
-    pair.b.sh("sysctl -qw net.ipv6.conf.veth1.disable_ipv6=1")?;
+    // Nothing but the test's own frames and their ARP.
+    pair.disable_ipv6()?;
     let dir = TempDir::new("vlan")?;
     // On veth1's ingress the kernel moves the 802.1Q tag out of band; the
     // filter must see it where the capture (and libpcap) puts it back.
@@ -162,16 +160,10 @@ fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
         let words: Vec<&str> = expression.split(' ').collect();
         filtered.push((capture(&pair.b, "veth1", &file, &words)?, file, *expression));
     }
-    let mac = pair
-        .b
-        .sh("cat /sys/class/net/veth1/address")?
-        .trim()
-        .replace(':', "");
-    for vid in ["0064", "00c8", "2064"] {
-        pair.a.sh(&format!(
-            "python3 -c 'import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((\"veth0\", 0)); \
-             s.send(bytes.fromhex(\"{mac}\" \"020000000001\" \"8100 {vid} 0800 4500 0014 0000 0000 4011 0000 0a000001 0a000002\") + bytes(26))'"
-        ))?;
+    let udp_header_and_payload =
+        "4500 0014 0000 0000 4011 0000 0a000001 0a000002".to_owned() + &"00".repeat(26);
+    for tci in ["0064", "00c8", "2064"] {
+        pair.send_frame(&format!("8100 {tci} 0800 {udp_header_and_payload}"))?;
     }
     pair.a.sh("ping -c 1 10.0.0.2")?;
     for (running, file, expression) in filtered {

@@ -2,7 +2,7 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
@@ -156,15 +156,11 @@ fn send_mixed_traffic(pair: &Pair) -> anyhow::Result<()> {
     server.0.wait()?;
     pair.a.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b\"x\"*100, (\"10.0.0.2\", 9999))'")?;
     pair.a.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.sendto(b\"y\"*2000, (\"fd00::2\", 9999))'")?;
-    let veth1_mac = pair
-        .b
-        .sh("cat /sys/class/net/veth1/address")?
-        .trim()
-        .replace(':', "");
-    pair.a.sh(&format!(
-        "python3 -c 'import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((\"veth0\", 0)); \
-         s.send(bytes.fromhex(\"{veth1_mac}\" \"020000000001\" \"8100 2064 0800\") + bytes(range(60)))'"
-    ))?;
+    let payload = (0..60u8).fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    pair.send_frame(&format!("81002064 0800 {payload}"))?;
     Ok(())
 }
 
@@ -288,9 +284,7 @@ fn check_accounting(capture: &Capture, lines: &[String]) -> anyhow::Result<()> {
 #[test]
 fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     let pair = Pair::new("snap")?;
-    // Only the test's own packets: no IPv6 solicitations or reports.
-    pair.a.sh("sysctl -qw net.ipv6.conf.veth0.disable_ipv6=1")?;
-    pair.b.sh("sysctl -qw net.ipv6.conf.veth1.disable_ipv6=1")?;
+    pair.disable_ipv6()?;
     let dir = TempDir::new("snap")?;
     let ours_file = dir.join("ours.pcap");
     let ref_file = dir.join("ref.pcap");

@@ -55,9 +55,7 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     cargo(&["build", "--release", "--bins"])?;
     let agent = workspace_root().join("target/release/pcap-agent");
     let pair = Pair::new("bench")?;
-    for (ns, dev) in [(&pair.a, "veth0"), (&pair.b, "veth1")] {
-        ns.sh(&format!("sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1"))?;
-    }
+    pair.disable_ipv6()?;
     let mac = pair.b.sh("cat /sys/class/net/veth1/address")?;
     let dir = Path::new("/dev/shm").join(format!("pcap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
