@@ -132,6 +132,8 @@ impl Datapath {
         if !(1..=MAX_SNAPLEN).contains(&options.snaplen) {
             return Err(DatapathError::Snaplen(options.snaplen));
         }
+        // Whatever mode this capture uses, clean up after a crashed one.
+        tc_fallback::recover_stale();
         let ring_bytes = options.ring_bytes.max(4096).next_power_of_two();
         let mut ebpf = EbpfLoader::new()
             // No CO-RE relocations to resolve: skip parsing the kernel's BTF.

@@ -57,9 +57,8 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    /// Cleans up after dead processes, then starts a record for this one.
+    /// Starts a record for this process.
     pub fn new() -> Result<Self, TcFallbackError> {
-        recover_stale(Path::new(STATE_DIR));
         let state_path = Path::new(STATE_DIR).join(std::process::id().to_string());
         fs::create_dir_all(STATE_DIR).map_err(|source| TcFallbackError::State {
             path: STATE_DIR.into(),
@@ -153,8 +152,8 @@ impl Drop for Attachments {
 }
 
 /// Removes the filters and qdiscs recorded by processes that no longer run.
-pub fn recover_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
+pub fn recover_stale() {
+    let Ok(entries) = fs::read_dir(STATE_DIR) else {
         return;
     };
     for entry in entries.flatten() {
