@@ -1,0 +1,11 @@
+//! Compiles `proto/pcap/v1/pcap.proto` with protox (pure Rust, no protoc).
+
+fn main() -> anyhow::Result<()> {
+    let files = ["proto/pcap/v1/pcap.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}
