@@ -25,6 +25,8 @@ pub struct Packet {
 pub struct Statistics {
     pub interface: Option<String>,
     pub received: Option<u64>,
+    /// `isb_ifdrop`: dropped by the interface (for us: in the kernel).
+    pub if_dropped: Option<u64>,
     pub filter_accept: Option<u64>,
     pub os_dropped: Option<u64>,
     pub user_delivered: Option<u64>,
@@ -179,6 +181,7 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
                 for (code, value) in options(&body[12..]) {
                     let slot = match code {
                         4 => &mut stats.received,
+                        5 => &mut stats.if_dropped,
                         6 => &mut stats.filter_accept,
                         7 => &mut stats.os_dropped,
                         8 => &mut stats.user_delivered,

@@ -4,8 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod captures;
+pub mod cluster;
 pub mod netns;
+pub mod pki;
 pub mod process;
+pub mod reference;
 
 /// A directory under the system's temporary directory, removed on drop even
 /// when a test fails.

@@ -2,7 +2,7 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
@@ -12,6 +12,7 @@ use pcap_tests::{
     netns::{Netns, Pair},
     now_ns,
     process::{Running, agent_run, binary, stat, wait_until},
+    reference::{assert_readable, sync_references, tcpdump},
 };
 
 /// Starts `pcap-agent capture` in `ns` and waits until it listens on every interface.
@@ -22,69 +23,6 @@ fn agent(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
     let interfaces = args.iter().filter(|a| **a == "-i").count();
     running.wait_for("listening on", interfaces)?;
     Ok(running)
-}
-
-/// Starts tcpdump in `ns` writing nanosecond pcap, and waits until it listens.
-fn tcpdump(ns: &Netns, interface: &str, direction: &str, file: &Path) -> anyhow::Result<Running> {
-    let mut command = ns.command("tcpdump");
-    command.args([
-        "-i",
-        interface,
-        "-Q",
-        direction,
-        "-s",
-        "262144",
-        "-U",
-        "-Z",
-        "root",
-        "--time-stamp-precision=nano",
-        "-w",
-    ]);
-    command.arg(file);
-    let mut running = Running::spawn(&mut command)?;
-    running.wait_for("listening on", 1)?;
-    Ok(running)
-}
-
-/// tcpdump (TPACKET_V3) hands packets to user space a block at a time, and
-/// loses the unfinished block on SIGINT. Send a marker from `ns` and wait
-/// until it is in every reference file: then everything before it is too.
-fn sync_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow::Result<()> {
-    // Short enough to survive a 60-byte snaplen after the UDP header.
-    let marker = format!("mk{:012x}", now_ns() & 0xffff_ffff_ffff);
-    ns.sh(&format!(
-        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"{marker}\", (\"{destination}\", 9))'"
-    ))?;
-    for file in files {
-        wait_until(
-            &format!("tcpdump writes the marker to {}", file.display()),
-            Duration::from_secs(10),
-            || {
-                Ok(std::fs::read(file)?
-                    .windows(marker.len())
-                    .any(|w| w == marker.as_bytes()))
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// Checks that `tshark` and `capinfos` accept a file.
-fn assert_readable(file: &Path) -> anyhow::Result<()> {
-    for (tool, args) in [("tshark", vec!["-r"]), ("capinfos", vec![])] {
-        let output = Command::new(tool)
-            .args(&args)
-            .arg(file)
-            .output()
-            .with_context(|| format!("running {tool}"))?;
-        ensure!(
-            output.status.success(),
-            "{tool} rejects {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// The packets stamped within `from..=to`, in time order: packets handled on

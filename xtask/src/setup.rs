@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "bpftool",
     "python3",
+    "curl",
 ];
 
 /// The rustup toolchain name for Debian's compiler; pcap-agent's build.rs uses it.

@@ -197,7 +197,7 @@ fn measure(
 
 /// A trafgen configuration for one UDP/IPv4 frame of `frame_len` bytes
 /// (without FCS) to `mac`.
-fn trafgen_config(mac: &str, frame_len: usize) -> anyhow::Result<String> {
+pub(super) fn trafgen_config(mac: &str, frame_len: usize) -> anyhow::Result<String> {
     let mut frame: Vec<u8> = Vec::with_capacity(frame_len);
     for part in mac.split(':') {
         frame.push(u8::from_str_radix(part, 16).context("bad MAC")?);

@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: local capture against tcpdump, and the in-kernel
-//! filter against the kernel's classic BPF. Writes docs/bench.md.
+//! `cargo xtask bench`: local capture against tcpdump, the in-kernel filter
+//! against the kernel's classic BPF, and the distributed path against local.
+//! Writes docs/bench.md.
 
 mod capture;
+mod distributed;
 mod filter;
 
 use std::fmt::Write as _;
@@ -38,6 +40,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     )?;
     filter::run(&mut report)?;
     capture::run(options, &mut report)?;
+    distributed::run(options, &mut report)?;
     let out = workspace_root().join(&options.out);
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     println!("{report}");

@@ -1,0 +1,264 @@
+//! A small landscape for distributed captures: "VMs" that each run
+//! `pcap-agent serve` in their own namespace, and a control namespace where
+//! `pcap-api serve` and the `pcap` CLI run, all joined by veths and speaking
+//! real mutual TLS with certificates made for the run.
+//!
+//! ```text
+//!  control ns: pcap-api (127.0.0.1:8443), pcap CLI
+//!     vmN 10.200.N.1/24 ──veth── mgmt0 10.200.N.2/24 : vm ns N, pcap-agent :9494
+//!                                 eth0 192.168.N.1/24 ──veth── eth0 192.168.N.2/24 : peer ns N
+//! ```
+//! Test traffic runs between a VM and its peer on `eth0`, away from the
+//! agent's own gRPC connection on `mgmt0`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    netns::Netns,
+    pki::{Ca, Leaf, Validity},
+    process::Running,
+};
+
+/// The port agents listen on.
+pub const AGENT_PORT: u16 = 9494;
+/// Where the API listens, inside the control namespace.
+pub const API_ADDRESS: &str = "127.0.0.1:8443";
+/// The bearer token of the test user `alice`.
+pub const ALICE_TOKEN: &str = "alice-token-0123456789";
+/// The bearer token of the test user `bob`.
+pub const BOB_TOKEN: &str = "bob-token-9876543210";
+
+/// One VM: its namespace (running the agent), the peer it exchanges test
+/// traffic with, and its agent once started.
+#[derive(Debug)]
+pub struct Vm {
+    pub index: usize,
+    pub ns: Netns,
+    pub peer: Netns,
+    pub agent: Option<Running>,
+}
+
+impl Vm {
+    /// The VM's management address, where its agent listens.
+    pub fn address(&self) -> String {
+        format!("10.200.{}.2", self.index)
+    }
+
+    /// The VM's address on its data interface `eth0`.
+    pub fn data_address(&self) -> String {
+        format!("192.168.{}.1", self.index)
+    }
+
+    /// The peer's address on `eth0`.
+    pub fn peer_address(&self) -> String {
+        format!("192.168.{}.2", self.index)
+    }
+
+    /// The origin name the API gives this VM.
+    pub fn origin(&self) -> String {
+        format!("vm-{}", self.index)
+    }
+}
+
+/// Certificates of a cluster.
+#[derive(Debug)]
+pub struct Pki {
+    pub ca: Ca,
+    /// Presented by every agent: names `pcap-agent` and each VM address.
+    pub agent: Leaf,
+    /// The API's client certificate towards agents (`pcap-api`).
+    pub api_client: Leaf,
+    /// The API's server certificate towards the CLI (`pcap-api`, 127.0.0.1).
+    pub api_server: Leaf,
+}
+
+/// VMs, the control namespace and the files of one landscape.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub control: Netns,
+    pub vms: Vec<Vm>,
+    pub pki: Pki,
+    pub api: Option<Running>,
+    /// Where `pcap-agent`, `pcap-api` and `pcap` are (the test build's by
+    /// default; benchmarks point it at a release build).
+    pub bin_dir: PathBuf,
+}
+
+impl Cluster {
+    /// Builds `vms` VMs and the certificates; starts nothing.
+    pub fn new(dir: &Path, vms: usize) -> anyhow::Result<Self> {
+        let control = Netns::new("ctl")?;
+        let mut built = Vec::new();
+        for index in 0..vms {
+            built.push(build_vm(&control, index)?);
+        }
+        let ca = Ca::new(dir, "pcap-ca")?;
+        let mut agent_names = vec!["pcap-agent".to_owned()];
+        agent_names.extend(built.iter().map(Vm::address));
+        let agent_names: Vec<&str> = agent_names.iter().map(String::as_str).collect();
+        let pki = Pki {
+            agent: ca.leaf("agent", &agent_names, Validity::Current)?,
+            api_client: ca.leaf("api-client", &["pcap-api"], Validity::Current)?,
+            api_server: ca.leaf("api-server", &["pcap-api", "127.0.0.1"], Validity::Current)?,
+            ca,
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            control,
+            vms: built,
+            pki,
+            api: None,
+            bin_dir: default_bin_dir(),
+        })
+    }
+
+    /// Writes an agent configuration; `extra` is appended verbatim (for
+    /// example a `[limits]` table).
+    pub fn agent_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join("agent.toml");
+        let config = format!(
+            "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
+             [tls]\ncertificate = {:?}\nprivate_key = {:?}\nclient_ca = {:?}\n\n\
+             [capture]\ndefault_interfaces = [\"eth0\"]\n\n{extra}",
+            self.pki.agent.certificate, self.pki.agent.private_key, self.pki.ca.certificate,
+        );
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+
+    /// Starts `pcap-agent serve` on every VM with the configuration at `config`.
+    pub fn start_agents(&mut self, config: &Path) -> anyhow::Result<()> {
+        for index in 0..self.vms.len() {
+            self.start_agent(index, config)?;
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the agent of VM `index`.
+    pub fn start_agent(&mut self, index: usize, config: &Path) -> anyhow::Result<()> {
+        let program = self.bin("pcap-agent");
+        let vm = &mut self.vms[index];
+        let mut command = vm.ns.command(&program);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("PCAP_LOG", "info");
+        let mut agent = Running::spawn(&mut command)?;
+        agent
+            .wait_for("serving", 1)
+            .with_context(|| format!("agent of vm-{index}"))?;
+        vm.agent = Some(agent);
+        Ok(())
+    }
+
+    /// Writes an API configuration with one static target `vms` holding
+    /// every VM, users alice and bob; `agents_tls` replaces the client
+    /// certificate the API presents to agents; `extra` is appended.
+    pub fn api_config(&self, agents_tls: Option<&Leaf>, extra: &str) -> anyhow::Result<PathBuf> {
+        let client = agents_tls.unwrap_or(&self.pki.api_client);
+        let mut agents = String::new();
+        for vm in &self.vms {
+            write!(
+                agents,
+                "  {{ origin = \"{}\", address = \"{}:{AGENT_PORT}\" }},\n",
+                vm.origin(),
+                vm.address()
+            )?;
+        }
+        let config = format!(
+            "listen = \"{API_ADDRESS}\"\n\n\
+             [tls]\ncertificate = {:?}\nprivate_key = {:?}\n\n\
+             [agents]\nca = {:?}\ncertificate = {:?}\nprivate_key = {:?}\nserver_name = \"pcap-agent\"\n\n\
+             [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
+             [[users]]\nname = \"bob\"\ntoken = \"{BOB_TOKEN}\"\n\n\
+             [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nagents = [\n{agents}]\n\n{extra}",
+            self.pki.api_server.certificate,
+            self.pki.api_server.private_key,
+            self.pki.ca.certificate,
+            client.certificate,
+            client.private_key,
+        );
+        let path = self.dir.join("api.toml");
+        std::fs::write(&path, config)?;
+        Ok(path)
+    }
+
+    /// Starts `pcap-api serve` in the control namespace.
+    pub fn start_api(&mut self, config: &Path) -> anyhow::Result<()> {
+        let mut command = self.control.command(&self.bin("pcap-api"));
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("PCAP_LOG", "info");
+        let mut api = Running::spawn(&mut command)?;
+        api.wait_for("serving", 1).context("pcap-api")?;
+        self.api = Some(api);
+        Ok(())
+    }
+
+    /// `pcap capture` against the API as `token`, in the control namespace,
+    /// with `args` after the connection options.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = self.control.command(&self.bin("pcap"));
+        command
+            .args(["capture", "--api", &format!("https://{API_ADDRESS}")])
+            .arg("--ca")
+            .arg(&self.pki.ca.certificate)
+            .args(["--target", "vms"])
+            .env("PCAP_TOKEN", token)
+            .args(args);
+        command
+    }
+}
+
+impl Cluster {
+    fn bin(&self, name: &str) -> String {
+        self.bin_dir.join(name).to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+/// The directory of the test build's binaries, or the running program's
+/// own when there is none (benchmarks then set `bin_dir`).
+fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .find(|dir| dir.join("pcap-agent").exists())
+        .unwrap_or_else(|| exe.parent().expect("a program is in a directory"))
+        .to_owned()
+}
+
+fn build_vm(control: &Netns, index: usize) -> anyhow::Result<Vm> {
+    let ns = Netns::new(&format!("vm{index}"))?;
+    let peer = Netns::new(&format!("pr{index}"))?;
+    control.sh(&format!(
+        "ip link add vm{index} type veth peer name mgmt0 netns {} && \
+         ip addr add 10.200.{index}.1/24 dev vm{index} && ip link set vm{index} up",
+        ns.name
+    ))?;
+    ns.sh(&format!(
+        "ip addr add 10.200.{index}.2/24 dev mgmt0 && ip link set mgmt0 up && \
+         ip link add eth0 type veth peer name eth0 netns {} && \
+         sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && \
+         ip addr add 192.168.{index}.1/24 dev eth0 && ip link set eth0 up",
+        peer.name
+    ))?;
+    peer.sh(&format!(
+        "sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && \
+         ip addr add 192.168.{index}.2/24 dev eth0 && ip link set eth0 up"
+    ))?;
+    Ok(Vm {
+        index,
+        ns,
+        peer,
+        agent: None,
+    })
+}

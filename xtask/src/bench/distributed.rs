@@ -1,0 +1,311 @@
+//! The same trafgen load captured locally (`pcap-agent capture`) and through
+//! agent → API → CLI over mutual TLS; and how long a capture takes to start
+//! across ten agents.
+//!
+//! The landscape is `pcap_tests::cluster`: trafgen runs in a VM's peer
+//! namespace on CPU 0 and sends to the VM's `eth0`; every capturing process
+//! (the local capture, or agent, API and CLI together) is pinned to CPU 1.
+//! CPU time is the capturing processes' user + system time (rusage of
+//! reaped children), start-up included.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+use nix::sys::resource::{UsageWho, getrusage};
+use pcap_tests::{
+    captures,
+    cluster::{ALICE_TOKEN, Cluster},
+    process::{Running, wait_until},
+};
+
+use super::{Options, capture::trafgen_config};
+use crate::workspace_root;
+
+/// What the CLI prints once an origin has attached.
+const STARTED: &str = "capturing on";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Local,
+    Distributed,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    offered: u64,
+    captured: u64,
+    dropped: u64,
+    cpu: Duration,
+}
+
+pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
+    let dir = Path::new("/dev/shm").join(format!("pcap-bench-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = measure_all(options, &dir, report);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Result<()> {
+    let release = workspace_root().join("target/release");
+    let mut cluster = Cluster::new(dir, 1)?;
+    cluster.bin_dir.clone_from(&release);
+    let mac = cluster.vms[0].ns.sh("cat /sys/class/net/eth0/address")?;
+    let conf = dir.join("udp-60.cfg");
+    std::fs::write(&conf, trafgen_config(mac.trim(), 60)?)?;
+    let agent_config = cluster.agent_config("")?;
+    let api_config = cluster.api_config(None, "")?;
+
+    let mut results = Vec::new();
+    for round in 0..options.runs {
+        let mut order = [Route::Local, Route::Distributed];
+        order.rotate_left(round as usize % 2);
+        for path in order {
+            let run = match path {
+                Route::Local => local(&cluster, &conf, options.packets, dir)?,
+                Route::Distributed => distributed(
+                    &mut cluster,
+                    &agent_config,
+                    &api_config,
+                    &conf,
+                    options.packets,
+                    dir,
+                )?,
+            };
+            eprintln!(
+                "bench: {path:?} round {round}: {}/{} captured, {} dropped, {:.3}s CPU",
+                run.captured,
+                run.offered,
+                run.dropped,
+                run.cpu.as_secs_f64()
+            );
+            results.push((path, run));
+        }
+    }
+    drop(cluster);
+
+    let start = start_times(options, dir, &release)?;
+    write_report(report, &results, &start)
+}
+
+fn local(cluster: &Cluster, conf: &Path, packets: u64, dir: &Path) -> anyhow::Result<Run> {
+    let file = dir.join("local.pcapng");
+    let vm = &cluster.vms[0];
+    let mut command = vm.ns.command("taskset");
+    command
+        .args(["-c", "1"])
+        .arg(cluster.bin_dir.join("pcap-agent"))
+        .args(["capture", "-i", "eth0", "-w"])
+        .arg(&file)
+        .stdout(Stdio::null());
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let mut capture = Running::spawn(&mut command)?;
+    capture.wait_for("listening on", 1)?;
+    send(cluster, conf, packets, &file)?;
+    let (status, lines) = capture.interrupt()?;
+    ensure!(status.success(), "local capture failed: {lines:?}");
+    let cpu = cpu_since(&before)?;
+    count(&file, packets, cpu)
+}
+
+fn distributed(
+    cluster: &mut Cluster,
+    agent_config: &Path,
+    api_config: &Path,
+    conf: &Path,
+    packets: u64,
+    dir: &Path,
+) -> anyhow::Result<Run> {
+    let file = dir.join("distributed.pcapng");
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    cluster.start_agents(agent_config)?;
+    cluster.start_api(api_config)?;
+    let mut cli = Running::spawn(
+        cluster
+            .cli(ALICE_TOKEN, &["-w", file.to_str().expect("utf-8")])
+            .stdout(Stdio::null()),
+    )?;
+    let agent = cluster.vms[0].agent.as_ref().context("agent")?.pid();
+    let api = cluster.api.as_ref().context("api")?.pid();
+    for pid in [agent, api, cli.pid()] {
+        pin_to_cpu1(pid.as_raw())?;
+    }
+    cli.wait_for(STARTED, 1)?;
+    send(cluster, conf, packets, &file)?;
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap failed: {lines:?}");
+    for running in [cluster.api.take(), cluster.vms[0].agent.take()]
+        .into_iter()
+        .flatten()
+    {
+        running.signal(nix::sys::signal::Signal::SIGTERM)?;
+        running.wait()?;
+    }
+    let cpu = cpu_since(&before)?;
+    count(&file, packets, cpu)
+}
+
+/// Sends `packets` frames with trafgen, then waits until `file` stops growing.
+fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Result<()> {
+    let status = cluster.vms[0]
+        .peer
+        .command("taskset")
+        .args(["-c", "0", "trafgen", "--dev", "eth0", "--conf"])
+        .arg(conf)
+        .args(["--num", &packets.to_string(), "--cpus", "1", "--qdisc-path"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running trafgen")?;
+    ensure!(status.success(), "trafgen failed: {status}");
+    let mut last = (0, Instant::now());
+    wait_until(
+        "the capture file stops growing",
+        Duration::from_mins(1),
+        || {
+            let size = std::fs::metadata(file).map_or(0, |m| m.len());
+            if size != last.0 {
+                last = (size, Instant::now());
+            }
+            Ok(last.1.elapsed() > Duration::from_millis(500))
+        },
+    )
+}
+
+fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(status.success(), "taskset -p {pid} failed");
+    Ok(())
+}
+
+fn cpu_since(before: &nix::sys::resource::Usage) -> anyhow::Result<Duration> {
+    let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let cpu = |u: &nix::sys::resource::Usage| {
+        let micros =
+            |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        Duration::from_micros(micros(u.user_time()) + micros(u.system_time()))
+    };
+    Ok(cpu(&after).saturating_sub(cpu(before)))
+}
+
+/// Counts trafgen's frames (UDP to port 9) in `file`, and the drops its
+/// statistics blocks report.
+fn count(file: &Path, offered: u64, cpu: Duration) -> anyhow::Result<Run> {
+    let capture = captures::read_file(file)?;
+    let captured = capture
+        .packets
+        .iter()
+        .filter(|p| p.data.len() == 60 && p.data.get(36..38) == Some(&[0, 9]))
+        .count() as u64;
+    let dropped = capture
+        .statistics
+        .iter()
+        .map(|s| s.if_dropped.unwrap_or(0) + s.os_dropped.unwrap_or(0))
+        .sum();
+    Ok(Run {
+        offered,
+        captured,
+        dropped,
+        cpu,
+    })
+}
+
+/// Milliseconds from starting the CLI until all of ten agents have
+/// attached, over `options.runs` captures.
+fn start_times(options: &Options, dir: &Path, release: &Path) -> anyhow::Result<Vec<f64>> {
+    let mut cluster = Cluster::new(&dir.join("ten"), 10)?;
+    cluster.bin_dir = release.to_owned();
+    let agent_config = cluster.agent_config("")?;
+    cluster.start_agents(&agent_config)?;
+    let api_config = cluster.api_config(None, "[limits]\nmax_captures_per_user = 10\n")?;
+    cluster.start_api(&api_config)?;
+    let mut times = Vec::new();
+    for _ in 0..options.runs.max(5) {
+        let started = Instant::now();
+        let mut cli = Running::spawn(
+            cluster
+                .cli(ALICE_TOKEN, &["-w", "/dev/null"])
+                .stdout(Stdio::null()),
+        )?;
+        cli.wait_for(STARTED, 10)?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        let (status, lines) = cli.interrupt()?;
+        ensure!(status.success(), "pcap failed: {lines:?}");
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+fn write_report(
+    out: &mut String,
+    results: &[(Route, Run)],
+    start_ms: &[f64],
+) -> anyhow::Result<()> {
+    let mean = |path: Route, f: &dyn Fn(&Run) -> f64| {
+        let runs: Vec<f64> = results
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, r)| f(r))
+            .collect();
+        runs.iter().sum::<f64>() / runs.len() as f64
+    };
+    let ratio = |r: &Run| r.captured as f64 / r.offered as f64;
+    let cpu = |r: &Run| r.cpu.as_secs_f64() / (r.captured.max(1) as f64 / 1e6);
+    let dropped = |path: Route| -> u64 {
+        results
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, r)| r.dropped)
+            .sum()
+    };
+    writeln!(out, "## End to end: agent → API → CLI over mTLS vs local\n")?;
+    writeln!(
+        out,
+        "trafgen (CPU 0) sends 64-byte UDP frames at its maximum rate to a VM's `eth0` \
+         (`pcap_tests::cluster`). *local* is `pcap-agent capture -i eth0 -w FILE` in the VM; \
+         *distributed* is `pcap-agent serve` in the VM, `pcap-api serve` and `pcap capture -w FILE` \
+         in the control namespace, joined by veths and speaking mutual TLS. Every capturing process \
+         is pinned to CPU 1; CPU is the sum of their user + system time, start-up included. Both \
+         write pcapng to tmpfs. Means over the runs; drops summed.\n"
+    )?;
+    writeln!(
+        out,
+        "| path | captured / offered | dropped | CPU s per M captured | throughput ratio to local | CPU ratio to local |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    let local_ratio = mean(Route::Local, &ratio);
+    let local_cpu = mean(Route::Local, &cpu);
+    for (path, name) in [(Route::Local, "local"), (Route::Distributed, "distributed")] {
+        writeln!(
+            out,
+            "| {name} | {:.4} | {} | {:.3} | {:.2} | {:.2} |",
+            mean(path, &ratio),
+            dropped(path),
+            mean(path, &cpu),
+            mean(path, &ratio) / local_ratio,
+            mean(path, &cpu) / local_cpu,
+        )?;
+    }
+    writeln!(out)?;
+    let median = start_ms
+        .get(start_ms.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN);
+    writeln!(
+        out,
+        "Capture start across 10 agents (CLI started → all ten report `capture_started`): median \
+         {median:.0} ms, min {:.0} ms, max {:.0} ms over {} captures. Goal: under 300 ms.\n",
+        start_ms.first().copied().unwrap_or(f64::NAN),
+        start_ms.last().copied().unwrap_or(f64::NAN),
+        start_ms.len()
+    )?;
+    Ok(())
+}
