@@ -1,0 +1,138 @@
+//! The channel to pcap-api.
+//!
+//! `https://` is verified against `--ca` or the system's roots by tonic's
+//! own TLS. `--insecure` skips verification: tonic cannot do that, so a
+//! connector of ours does the TLS handshake with a verifier that accepts any
+//! certificate; it also allows plain `http://`.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTPS_PORT: u16 = 443;
+
+/// Connects to `api` (an `https://` URL, or `http://` with `insecure`).
+pub async fn connect(api: &Uri, ca: Option<&Path>, insecure: bool) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from(api.clone()).connect_timeout(CONNECT_TIMEOUT);
+    let https = api.scheme_str() == Some("https");
+    if https && !insecure {
+        let tls = pcap_proto::tls::client_config(ca, None, None)?;
+        Ok(endpoint.tls_config(tls)?.connect().await?)
+    } else if https {
+        connect_unverified(api).await
+    } else {
+        Ok(endpoint.connect().await?)
+    }
+}
+
+/// TLS with any certificate the API presents.
+async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
+    let host = api.host().context("the URL has no host")?;
+    let port = api.port_u16().unwrap_or(HTTPS_PORT);
+    let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .with_context(|| format!("{host} is not a valid server name"))?
+        .to_owned();
+    // tonic insists on its own TLS for https:// endpoints, so the endpoint
+    // says http:// to tonic while requests still carry the https:// origin.
+    let plain = Uri::builder()
+        .scheme("http")
+        .authority(format!("{host}:{port}"))
+        .path_and_query("/")
+        .build()?;
+    let endpoint = Endpoint::from(plain)
+        .origin(api.clone())
+        .connect_timeout(CONNECT_TIMEOUT);
+
+    let tls = TlsConnector::from(Arc::new(unverified_client_config()?));
+    let connector = tower::service_fn(move |uri: Uri| {
+        let tls = tls.clone();
+        let server_name = server_name.clone();
+        async move {
+            let address = uri
+                .authority()
+                .ok_or_else(|| io::Error::other("no address to connect to"))?
+                .to_string();
+            let tcp = TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tls.connect(server_name, tcp).await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+fn unverified_client_config() -> anyhow::Result<ClientConfig> {
+    let provider = Arc::new(crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts any certificate for any name. The handshake signatures are still
+/// checked, which proves only that the server holds the key of the
+/// certificate it presented.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
