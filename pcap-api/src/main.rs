@@ -1,11 +1,88 @@
-//! pcap-api: authenticates users, finds the instances they may capture, fans
-//! out to the agents and merges their streams. Built in a later issue; the
-//! crate exists so that the workspace has its final shape.
+//! pcap-api: authenticates users, fans captures out to the agents and
+//! merges their streams.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pcap_api::{config::Config, server};
+use tokio::{net::TcpListener, signal::unix};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the pcap API to clients over TLS.
+    Serve {
+        /// The TOML configuration (see docs/configuration.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Validate the configuration and every file it names, print
+        /// `config OK` or the problem, and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+}
 
 fn main() -> ExitCode {
-    eprintln!("pcap-api: not implemented yet; capture locally with `pcap-agent capture`");
-    ExitCode::FAILURE
+    let Command::Serve {
+        config,
+        check_config,
+    } = Cli::parse().command;
+    if check_config {
+        return match Config::load(&config) {
+            Ok(_) => {
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcap-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+    let mut terminate =
+        unix::signal(unix::SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt =
+        unix::signal(unix::SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let signal = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    let listen = listener.local_addr().context("the listening address")?;
+    tracing::info!(%listen, "serving the pcap API");
+    server::serve(&config, listener, signal)
+        .await
+        .context("serving the pcap API")?;
+    tracing::info!("stopped");
+    Ok(())
 }

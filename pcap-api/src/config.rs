@@ -1,0 +1,571 @@
+//! The TOML file given with `--config` (see docs/configuration.md, section
+//! "pcap-api serve"), and its validation.
+
+use std::{
+    collections::HashSet,
+    fs, io,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    /// A value that parses but is wrong; `key` is its dotted path.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub tls: ServerTls,
+    pub agents: Agents,
+    #[serde(default)]
+    pub merge: Merge,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// What the API presents to clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// How the API reaches agents (mutual TLS).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agents {
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    #[serde(default = "default_agent_port")]
+    pub port: u16,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout: f64,
+}
+
+impl Agents {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout)
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.start_timeout)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Merge {
+    #[serde(default = "default_reorder_window")]
+    pub reorder_window: f64,
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
+}
+
+impl Default for Merge {
+    fn default() -> Self {
+        Self {
+            reorder_window: default_reorder_window(),
+            max_buffered_bytes: default_max_buffered_bytes(),
+        }
+    }
+}
+
+impl Merge {
+    pub fn reorder_window(&self) -> Duration {
+        Duration::from_secs_f64(self.reorder_window)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_captures")]
+    pub max_captures: u32,
+    #[serde(default = "default_max_captures_per_user")]
+    pub max_captures_per_user: u32,
+    #[serde(default = "default_max_captures_per_agent")]
+    pub max_captures_per_agent: u32,
+    #[serde(default = "default_max_duration")]
+    pub max_duration: f64,
+    /// Bytes of packet data per capture; 0 = no limit.
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_captures: default_max_captures(),
+            max_captures_per_user: default_max_captures_per_user(),
+            max_captures_per_agent: default_max_captures_per_agent(),
+            max_duration: default_max_duration(),
+            max_bytes: 0,
+            drain_grace: default_drain_grace(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn max_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.max_duration)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_grace)
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are never logged, not even by accident through `{:?}`.
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A static resolver entry: a target name and its agents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    pub agents: Vec<TargetAgent>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAgent {
+    pub origin: String,
+    /// `host:port`, or a bare host that takes `agents.port`.
+    pub address: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_server_name() -> String {
+    "pcap-agent".to_owned()
+}
+fn default_agent_port() -> u16 {
+    9494
+}
+fn default_connect_timeout() -> f64 {
+    2.0
+}
+fn default_start_timeout() -> f64 {
+    5.0
+}
+fn default_reorder_window() -> f64 {
+    0.5
+}
+fn default_max_buffered_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_captures() -> u32 {
+    16
+}
+fn default_max_captures_per_user() -> u32 {
+    2
+}
+fn default_max_captures_per_agent() -> u32 {
+    2
+}
+fn default_max_duration() -> f64 {
+    3600.0
+}
+fn default_drain_grace() -> f64 {
+    10.0
+}
+
+impl Config {
+    /// Reads, parses and validates the file, including every file it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: io_message(&e),
+        })?;
+        let config = Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_certificate("tls.certificate", &self.tls.certificate)?;
+        check_private_key("tls.private_key", &self.tls.private_key)?;
+        check_certificate("agents.ca", &self.agents.ca)?;
+        check_certificate("agents.certificate", &self.agents.certificate)?;
+        check_private_key("agents.private_key", &self.agents.private_key)?;
+        if self.agents.server_name.is_empty() {
+            return Err(invalid("agents.server_name", "must not be empty"));
+        }
+        check_seconds("agents.connect_timeout", self.agents.connect_timeout, false)?;
+        check_seconds("agents.start_timeout", self.agents.start_timeout, false)?;
+        check_seconds("merge.reorder_window", self.merge.reorder_window, true)?;
+        if self.merge.max_buffered_bytes == 0 {
+            return Err(invalid("merge.max_buffered_bytes", "must be positive"));
+        }
+        for (key, value) in [
+            ("limits.max_captures", self.limits.max_captures),
+            (
+                "limits.max_captures_per_user",
+                self.limits.max_captures_per_user,
+            ),
+            (
+                "limits.max_captures_per_agent",
+                self.limits.max_captures_per_agent,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        check_seconds("limits.max_duration", self.limits.max_duration, false)?;
+        check_seconds("limits.drain_grace", self.limits.drain_grace, true)?;
+        self.validate_users()?;
+        self.validate_targets()
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut tokens = HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() {
+                return Err(invalid(format!("users[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(&user.name) {
+                return Err(invalid(
+                    format!("users[{i}].name"),
+                    format!("\"{}\" appears twice", user.name),
+                ));
+            }
+            if user.token.is_empty() {
+                return Err(invalid(format!("users[{i}].token"), "must not be empty"));
+            }
+            if !tokens.insert(&user.token) {
+                return Err(invalid(
+                    format!("users[{i}].token"),
+                    "is the token of another user",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_targets(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if target.name.is_empty() {
+                return Err(invalid(format!("targets[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(&target.name) {
+                return Err(invalid(
+                    format!("targets[{i}].name"),
+                    format!("\"{}\" appears twice", target.name),
+                ));
+            }
+            if target.agents.is_empty() {
+                return Err(invalid(
+                    format!("targets[{i}].agents"),
+                    "must name at least one agent",
+                ));
+            }
+            let mut origins = HashSet::new();
+            for (j, agent) in target.agents.iter().enumerate() {
+                if agent.origin.is_empty() || !origins.insert(&agent.origin) {
+                    return Err(invalid(
+                        format!("targets[{i}].agents[{j}].origin"),
+                        format!("\"{}\" is empty or appears twice", agent.origin),
+                    ));
+                }
+                agent_authority(&agent.address, self.agents.port).map_err(|message| {
+                    invalid(format!("targets[{i}].agents[{j}].address"), message)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` for an agent's address, taking `default_port` when the
+/// address is a bare host or IP address. IPv6 addresses get brackets.
+pub fn agent_authority(address: &str, default_port: u16) -> Result<String, String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(address.to_owned());
+    }
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port).to_string());
+    }
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("\"{address}\" has a bad port \"{port}\""))?;
+            (host, port)
+        }
+        None => (address, default_port),
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid_host {
+        return Err(format!(
+            "\"{address}\" is not a host name or IP address, with an optional :port"
+        ));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), ConfigError> {
+    let ok = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
+    // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
+    if !ok || value > 366.0 * 86400.0 {
+        let expected = if zero_allowed {
+            "zero or more"
+        } else {
+            "more than zero"
+        };
+        return Err(invalid(
+            key,
+            format!("{value} is not a duration in seconds ({expected}, at most a year)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_certificate(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let pem = read(key, path)?;
+    let mut count = 0;
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der =
+            der.map_err(|e| invalid(key, format!("{}: bad PEM certificate: {e}", path.display())))?;
+        x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| invalid(key, format!("{}: bad certificate: {e}", path.display())))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(invalid(
+            key,
+            format!(
+                "{} holds no \"-----BEGIN CERTIFICATE-----\" block",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_private_key(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let pem = read(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        invalid(
+            key,
+            format!("{} holds no usable PEM private key: {e}", path.display()),
+        )
+    })?;
+    Ok(())
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    fs::read(path).map_err(|e| {
+        invalid(
+            key,
+            format!("cannot read {}: {}", path.display(), io_message(&e)),
+        )
+    })
+}
+
+/// An I/O error's message without the " (os error N)" suffix.
+fn io_message(error: &io::Error) -> String {
+    let message = error.to_string();
+    match message.rfind(" (os error ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [tls]
+        certificate = "/nonexistent/api.crt"
+        private_key = "/nonexistent/api.key"
+        [agents]
+        ca = "/nonexistent/ca.crt"
+        certificate = "/nonexistent/client.crt"
+        private_key = "/nonexistent/client.key"
+    "#;
+
+    #[test]
+    fn defaults_follow_the_documentation() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(config.agents.server_name, "pcap-agent");
+        assert_eq!(config.agents.port, 9494);
+        assert_eq!(config.agents.connect_timeout(), Duration::from_secs(2));
+        assert_eq!(config.agents.start_timeout(), Duration::from_secs(5));
+        assert_eq!(config.merge.reorder_window(), Duration::from_millis(500));
+        assert_eq!(config.merge.max_buffered_bytes, 67_108_864);
+        assert_eq!(config.limits.max_captures, 16);
+        assert_eq!(config.limits.max_captures_per_user, 2);
+        assert_eq!(config.limits.max_captures_per_agent, 2);
+        assert_eq!(config.limits.max_bytes, 0);
+        assert_eq!(config.limits.drain_grace(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = r#"
+            listen = "0.0.0.0:8443"
+            [tls]
+            certificate = "/path/api.crt"
+            private_key = "/path/api.key"
+            [agents]
+            ca = "/path/ca.crt"
+            certificate = "/path/api-client.crt"
+            private_key = "/path/api-client.key"
+            server_name = "pcap-agent"
+            port = 9494
+            connect_timeout = 2.0
+            start_timeout = 5.0
+            [merge]
+            reorder_window = 0.5
+            max_buffered_bytes = 67108864
+            [limits]
+            max_captures = 16
+            max_captures_per_user = 2
+            max_captures_per_agent = 2
+            max_duration = 3600.0
+            max_bytes = 0
+            drain_grace = 10.0
+            [[users]]
+            name = "alice"
+            token = "secret-token-for-alice"
+            [[targets]]
+            name = "vms"
+            interfaces = ["eth0"]
+            agents = [
+              { origin = "vm-0", address = "10.1.0.2:9494" },
+              { origin = "vm-1", address = "10.1.1.2" },
+            ]
+        "#;
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.targets[0].agents[1].address, "10.1.1.2");
+        assert_eq!(config.users[0].name, "alice");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = format!("{MINIMAL}\n[merge]\nreorder = 1.0\n");
+        let error = Config::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("unknown field `reorder`"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_file_names_its_key() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "tls.certificate: cannot read /nonexistent/api.crt: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_pem_names_its_key() {
+        let path = std::env::temp_dir().join(format!("pcap-api-config-{}", std::process::id()));
+        fs::write(&path, "not a certificate").unwrap();
+        let error = check_certificate("agents.ca", &path)
+            .unwrap_err()
+            .to_string();
+        fs::remove_file(&path).unwrap();
+        assert!(error.starts_with("agents.ca: "), "{error}");
+        assert!(
+            error.contains("no \"-----BEGIN CERTIFICATE-----\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(
+            check_seconds("agents.start_timeout", -1.0, false)
+                .unwrap_err()
+                .to_string(),
+            "agents.start_timeout: -1 is not a duration in seconds (more than zero, at most a year)"
+        );
+        assert!(check_seconds("merge.reorder_window", 0.0, true).is_ok());
+        assert!(check_seconds("limits.max_duration", f64::NAN, false).is_err());
+    }
+
+    #[test]
+    fn agent_addresses_take_the_default_port() {
+        assert_eq!(
+            agent_authority("10.1.0.2:9000", 9494).unwrap(),
+            "10.1.0.2:9000"
+        );
+        assert_eq!(agent_authority("10.1.1.2", 9494).unwrap(), "10.1.1.2:9494");
+        assert_eq!(agent_authority("::1", 9494).unwrap(), "[::1]:9494");
+        assert_eq!(agent_authority("[::1]:80", 9494).unwrap(), "[::1]:80");
+        assert_eq!(
+            agent_authority("cell-3.internal", 1).unwrap(),
+            "cell-3.internal:1"
+        );
+        assert!(agent_authority("host:port", 1).is_err());
+        assert!(agent_authority("a b", 1).is_err());
+        assert!(agent_authority("", 1).is_err());
+    }
+}

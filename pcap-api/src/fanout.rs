@@ -1,0 +1,380 @@
+//! One task per agent of a capture: connect (mutual TLS), start, and pass
+//! what the agent sends to the capture's session. Every agent has its own
+//! deadlines, so one slow or dead agent delays no one. Failures become
+//! events for that origin; the other agents go on.
+//!
+//! Back-pressure: the task waits while the session's channel is full and
+//! then reads nothing from its agent, so HTTP/2 flow control holds the agent
+//! back and its byte-budgeted send queue drops (and counts) packets.
+
+use std::{error::Error as _, sync::Arc, time::Duration};
+
+use pcap_proto::{
+    tls::{KeyPair, TlsError},
+    v1::{
+        AgentRequest, AgentStart, CaptureResponse, ConnectionError, Event, InstanceUnavailable,
+        StartFailed, StopCapture, agent_client::AgentClient, agent_request,
+        capture_response::Payload, event,
+    },
+};
+use tokio::{
+    sync::mpsc,
+    time::{Instant, timeout, timeout_at},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{
+    Code, Status,
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
+
+use crate::{
+    config,
+    limits::{AgentSlot, LimitError},
+    resolve::AgentEndpoint,
+    stop::{Stop, StopLevel},
+};
+
+/// Agents send packet batches of at most 1 MiB; leave room for framing.
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Detects agents that vanished without closing their connection.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// What an agent task tells the session.
+#[derive(Debug)]
+pub enum FromAgent {
+    /// A message from the agent (origin stamped), or an event about it.
+    Payload(Payload),
+    /// The agent is done; nothing more comes from this origin.
+    Ended,
+}
+
+#[derive(Debug)]
+pub struct AgentMessage {
+    pub origin: u32,
+    pub body: FromAgent,
+}
+
+/// How the API reaches agents: TLS and deadlines, the same for all.
+pub struct Connector {
+    tls: ClientTlsConfig,
+    connect_timeout: Duration,
+    start_timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(agents: &config::Agents) -> Result<Self, TlsError> {
+        let identity = KeyPair {
+            certificate: &agents.certificate,
+            private_key: &agents.private_key,
+        };
+        Ok(Self {
+            tls: pcap_proto::tls::client_config(
+                Some(&agents.ca),
+                Some(&identity),
+                Some(&agents.server_name),
+            )?,
+            connect_timeout: agents.connect_timeout(),
+            start_timeout: agents.start_timeout(),
+        })
+    }
+}
+
+/// One agent of one capture.
+pub struct AgentTask {
+    pub origin: u32,
+    pub endpoint: AgentEndpoint,
+    pub start: AgentStart,
+    /// Held until the task ends.
+    pub slot: AgentSlot,
+}
+
+/// Runs `task` until the agent ends or `stop` reaches `Abort` (then the
+/// connection is dropped at once). Sends `Ended` last unless aborted.
+pub async fn run(
+    connector: Arc<Connector>,
+    task: AgentTask,
+    stop: Stop,
+    to_session: mpsc::Sender<AgentMessage>,
+) {
+    let outbox = Outbox {
+        origin: task.origin,
+        to_session,
+    };
+    let agent = Agent {
+        connector: &connector,
+        task: &task,
+        stop: &stop,
+        outbox: &outbox,
+    };
+    tokio::select! {
+        () = stop.reached(StopLevel::Abort) => return,
+        () = agent.capture() => {}
+    }
+    outbox.send(FromAgent::Ended).await;
+}
+
+/// What the session gets for an agent that this API may not start now
+/// (`limits.max_captures_per_agent`): a start failure, and the end.
+pub fn refused_by_limit(origin: u32, limit: &LimitError) -> [AgentMessage; 2] {
+    let event = Event {
+        origin: Some(origin),
+        message: limit.to_string(),
+        kind: Some(event::Kind::StartFailed(StartFailed {
+            code: Code::ResourceExhausted as i32,
+        })),
+    };
+    [
+        AgentMessage {
+            origin,
+            body: FromAgent::Payload(Payload::Event(event)),
+        },
+        AgentMessage {
+            origin,
+            body: FromAgent::Ended,
+        },
+    ]
+}
+
+struct Outbox {
+    origin: u32,
+    to_session: mpsc::Sender<AgentMessage>,
+}
+
+impl Outbox {
+    /// Waits while the session is behind. Returns false when the session is
+    /// gone.
+    async fn send(&self, body: FromAgent) -> bool {
+        let message = AgentMessage {
+            origin: self.origin,
+            body,
+        };
+        self.to_session.send(message).await.is_ok()
+    }
+
+    async fn event(&self, kind: event::Kind, message: String) {
+        let event = Event {
+            origin: Some(self.origin),
+            message,
+            kind: Some(kind),
+        };
+        self.send(FromAgent::Payload(Payload::Event(event))).await;
+    }
+}
+
+struct Agent<'a> {
+    connector: &'a Connector,
+    task: &'a AgentTask,
+    stop: &'a Stop,
+    outbox: &'a Outbox,
+}
+
+impl Agent<'_> {
+    /// "vm-0 (10.1.0.2:9494)", for messages.
+    fn name(&self) -> String {
+        format!(
+            "{} ({})",
+            self.task.endpoint.origin, self.task.endpoint.address
+        )
+    }
+
+    async fn capture(&self) {
+        let channel = tokio::select! {
+            channel = self.connect() => channel,
+            () = self.stop.reached(StopLevel::Drain) => Err(format!(
+                "the capture stopped before {} was reached", self.name()
+            )),
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(message) => {
+                let kind = event::Kind::InstanceUnavailable(InstanceUnavailable {});
+                return self.outbox.event(kind, message).await;
+            }
+        };
+        let start_deadline = Instant::now() + self.connector.start_timeout;
+        let (requests, request_stream) = mpsc::channel(2);
+        let start = AgentRequest {
+            operation: Some(agent_request::Operation::Start(self.task.start.clone())),
+        };
+        requests
+            .try_send(start)
+            .expect("a new channel has room for the start request");
+        // The request stream stays open until the capture ends; a stop
+        // request (whenever one comes) is the only other thing sent on it.
+        let send_stop = async {
+            self.stop.reached(StopLevel::Drain).await;
+            let stop = AgentRequest {
+                operation: Some(agent_request::Operation::Stop(StopCapture {})),
+            };
+            let _ = requests.send(stop).await;
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline) => {}
+            () = send_stop => {}
+        }
+    }
+
+    async fn connect(&self) -> Result<Channel, String> {
+        let unreachable = |detail: String| format!("cannot reach {}: {detail}", self.name());
+        let timeout_after = self.connector.connect_timeout;
+        let endpoint = Endpoint::from_shared(format!("https://{}", self.task.endpoint.address))
+            .and_then(|e| e.tls_config(self.connector.tls.clone()))
+            .map_err(|e| unreachable(error_chain(&e)))?
+            .connect_timeout(timeout_after)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE)
+            .keep_alive_while_idle(true);
+        match timeout(timeout_after, endpoint.connect()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(unreachable(error_chain(&e))),
+            Err(_) => Err(unreachable(format!(
+                "no connection within {:.1}s (agents.connect_timeout)",
+                timeout_after.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// Starts the capture and forwards what the agent sends until its
+    /// stream ends. Before `capture_started`, the start deadline applies.
+    async fn receive(
+        &self,
+        channel: Channel,
+        requests: ReceiverStream<AgentRequest>,
+        start_deadline: Instant,
+    ) {
+        let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut responses = match timeout_at(start_deadline, client.capture(requests)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return self.refused(&status).await,
+            Err(_) => return self.start_timed_out().await,
+        };
+        let mut started = false;
+        loop {
+            let next = if started {
+                responses.message().await
+            } else {
+                match timeout_at(start_deadline, responses.message()).await {
+                    Ok(next) => next,
+                    Err(_) => return self.start_timed_out().await,
+                }
+            };
+            match next {
+                Ok(Some(CaptureResponse {
+                    payload: Some(payload),
+                })) => {
+                    started |= matches!(
+                        &payload,
+                        Payload::Event(Event {
+                            kind: Some(event::Kind::CaptureStarted(_)),
+                            ..
+                        })
+                    );
+                    let Some(payload) = stamp_origin(payload, self.task.origin) else {
+                        continue;
+                    };
+                    if !self.outbox.send(FromAgent::Payload(payload)).await {
+                        return;
+                    }
+                }
+                Ok(Some(CaptureResponse { payload: None })) => {}
+                Ok(None) if started => return,
+                Ok(None) => {
+                    let kind = event::Kind::StartFailed(StartFailed {
+                        code: Code::Unknown as i32,
+                    });
+                    let message = format!("{} ended its stream before capturing", self.name());
+                    return self.outbox.event(kind, message).await;
+                }
+                Err(status) if started => {
+                    let kind = event::Kind::ConnectionError(ConnectionError {});
+                    let message = format!(
+                        "the connection to {} broke: {}",
+                        self.name(),
+                        describe(&status)
+                    );
+                    return self.outbox.event(kind, message).await;
+                }
+                Err(status) => return self.refused(&status).await,
+            }
+        }
+    }
+
+    /// The agent answered the start with an error: unreachable when the
+    /// transport failed, refused otherwise.
+    async fn refused(&self, status: &Status) {
+        if status.code() == Code::Unavailable {
+            let kind = event::Kind::InstanceUnavailable(InstanceUnavailable {});
+            let message = format!("cannot reach {}: {}", self.name(), describe(status));
+            return self.outbox.event(kind, message).await;
+        }
+        let kind = event::Kind::StartFailed(StartFailed {
+            code: status.code() as i32,
+        });
+        let message = format!("{} refused the capture: {}", self.name(), describe(status));
+        self.outbox.event(kind, message).await;
+    }
+
+    async fn start_timed_out(&self) {
+        let kind = event::Kind::StartFailed(StartFailed {
+            code: Code::DeadlineExceeded as i32,
+        });
+        let message = format!(
+            "{} did not start capturing within {:.1}s (agents.start_timeout)",
+            self.name(),
+            self.connector.start_timeout.as_secs_f64()
+        );
+        self.outbox.event(kind, message).await;
+    }
+}
+
+/// Puts `origin` on everything an agent sends, whatever the agent put
+/// there. Origin descriptions are the API's to send: those are dropped.
+fn stamp_origin(payload: Payload, origin: u32) -> Option<Payload> {
+    Some(match payload {
+        Payload::Packets(mut batch) => {
+            for packet in &mut batch.packets {
+                packet.origin = origin;
+            }
+            Payload::Packets(batch)
+        }
+        Payload::Interface(mut interface) => {
+            interface.origin = origin;
+            Payload::Interface(interface)
+        }
+        Payload::Event(mut event) => {
+            event.origin = Some(origin);
+            Payload::Event(event)
+        }
+        Payload::Statistics(mut statistics) => {
+            statistics.origin = origin;
+            Payload::Statistics(statistics)
+        }
+        Payload::Origin(_) => return None,
+    })
+}
+
+/// "PermissionDenied: the message".
+fn describe(status: &Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = status.source() {
+        text.push_str(": ");
+        text.push_str(&error_chain(source));
+    }
+    text
+}
+
+/// An error and its causes, joined with ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

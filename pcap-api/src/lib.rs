@@ -1,0 +1,21 @@
+//! pcap-api: authenticates users, finds the agents of what they want to
+//! capture, starts a capture on each, and merges the agents' streams into
+//! one, in timestamp order, for the client.
+//!
+//! A capture: `service` checks the request (`auth`, `resolve`, `limits`),
+//! then one `fanout` task per agent feeds one `session`, which sends packets
+//! through the reorder window (`merge`) to the client. `stop` carries
+//! "stop" and "abort" to every task of a capture; `server` serves and
+//! drains.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod fanout;
+pub mod limits;
+pub mod merge;
+pub mod resolve;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod stop;

@@ -1,0 +1,253 @@
+//! The reorder window: packets from many agents in one timestamp order.
+//!
+//! A packet is held until it is `window` old (its capture timestamp against
+//! the API's clock), then sent with everything older. A packet older than
+//! one already sent cannot be put in order any more: it goes out at once
+//! and is counted as out of order for its (origin, interface). When the held
+//! packet data exceeds the byte budget, the oldest go out early.
+//!
+//! A pure data structure: the caller passes the time and sends what comes
+//! out.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use pcap_proto::v1::Packet;
+
+pub struct Merger {
+    window_ns: u64,
+    max_held_bytes: usize,
+    /// Keyed by (timestamp, arrival number): equal timestamps keep their
+    /// arrival order.
+    held: BTreeMap<(u64, u64), Packet>,
+    arrivals: u64,
+    held_bytes: usize,
+    held_per_origin: HashMap<u32, usize>,
+    /// The timestamp of the newest packet sent so far.
+    sent_up_to: Option<u64>,
+    out_of_order: HashMap<(u32, u32), u64>,
+}
+
+impl Merger {
+    pub fn new(window: Duration, max_held_bytes: usize) -> Self {
+        Self {
+            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            max_held_bytes,
+            held: BTreeMap::new(),
+            arrivals: 0,
+            held_bytes: 0,
+            held_per_origin: HashMap::new(),
+            sent_up_to: None,
+            out_of_order: HashMap::new(),
+        }
+    }
+
+    /// Takes a packet. Appends to `out` what must be sent now: the packet
+    /// itself when it is late, or the oldest held packets when the byte
+    /// budget is exceeded.
+    pub fn push(&mut self, packet: Packet, out: &mut Vec<Packet>) {
+        if self
+            .sent_up_to
+            .is_some_and(|sent| packet.timestamp_ns < sent)
+        {
+            *self
+                .out_of_order
+                .entry((packet.origin, packet.interface))
+                .or_default() += 1;
+            out.push(packet);
+            return;
+        }
+        self.held_bytes += packet.data.len();
+        *self.held_per_origin.entry(packet.origin).or_default() += 1;
+        self.held
+            .insert((packet.timestamp_ns, self.arrivals), packet);
+        self.arrivals += 1;
+        while self.held_bytes > self.max_held_bytes {
+            self.pop_oldest(out);
+        }
+    }
+
+    /// Appends to `out`, oldest first, every packet that is at least
+    /// `window` old at `now_ns`.
+    pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
+        while self
+            .held
+            .first_key_value()
+            .is_some_and(|(&(ts, _), _)| ts.saturating_add(self.window_ns) <= now_ns)
+        {
+            self.pop_oldest(out);
+        }
+    }
+
+    /// When the oldest held packet becomes ready (nanoseconds since the
+    /// epoch), if any is held.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.held
+            .first_key_value()
+            .map(|(&(ts, _), _)| ts.saturating_add(self.window_ns))
+    }
+
+    /// Appends every held packet to `out`, oldest first.
+    pub fn flush(&mut self, out: &mut Vec<Packet>) {
+        while !self.held.is_empty() {
+            self.pop_oldest(out);
+        }
+    }
+
+    /// How many packets from `origin` are held.
+    pub fn held_from(&self, origin: u32) -> usize {
+        self.held_per_origin.get(&origin).copied().unwrap_or(0)
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Packets of (origin, interface) sent out of order so far.
+    pub fn out_of_order(&self, origin: u32, interface: u32) -> u64 {
+        self.out_of_order
+            .get(&(origin, interface))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Packets sent out of order so far, over all origins.
+    pub fn out_of_order_total(&self) -> u64 {
+        self.out_of_order.values().sum()
+    }
+
+    fn pop_oldest(&mut self, out: &mut Vec<Packet>) {
+        let Some((_, packet)) = self.held.pop_first() else {
+            return;
+        };
+        self.held_bytes -= packet.data.len();
+        if let Some(count) = self.held_per_origin.get_mut(&packet.origin) {
+            *count -= 1;
+            if *count == 0 {
+                self.held_per_origin.remove(&packet.origin);
+            }
+        }
+        self.sent_up_to = Some(self.sent_up_to.unwrap_or(0).max(packet.timestamp_ns));
+        out.push(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(1);
+    const SECOND: u64 = 1_000_000_000;
+
+    fn packet(origin: u32, timestamp_ns: u64, len: usize) -> Packet {
+        Packet {
+            timestamp_ns,
+            origin,
+            interface: 0,
+            original_length: len as u32,
+            data: vec![0; len],
+            ..Packet::default()
+        }
+    }
+
+    fn times(packets: &[Packet]) -> Vec<u64> {
+        packets.iter().map(|p| p.timestamp_ns).collect()
+    }
+
+    #[test]
+    fn packets_wait_for_the_window_and_leave_in_timestamp_order() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push(packet(0, 10 * SECOND, 1), &mut out);
+        merger.push(packet(1, 9 * SECOND, 1), &mut out);
+        merger.push(packet(0, 12 * SECOND, 1), &mut out);
+        merger.push(packet(1, 11 * SECOND, 1), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(merger.next_deadline_ns(), Some(10 * SECOND));
+
+        merger.pop_ready(10 * SECOND, &mut out);
+        assert_eq!(times(&out), [9 * SECOND]);
+        merger.pop_ready(12 * SECOND, &mut out);
+        assert_eq!(times(&out), [9 * SECOND, 10 * SECOND, 11 * SECOND]);
+        assert_eq!(merger.held_from(0), 1);
+        assert_eq!(merger.held_from(1), 0);
+        assert_eq!(merger.next_deadline_ns(), Some(13 * SECOND));
+    }
+
+    #[test]
+    fn equal_timestamps_keep_their_arrival_order() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        for origin in [2, 0, 1] {
+            merger.push(packet(origin, SECOND, 1), &mut out);
+        }
+        merger.flush(&mut out);
+        let origins: Vec<_> = out.iter().map(|p| p.origin).collect();
+        assert_eq!(origins, [2, 0, 1]);
+    }
+
+    #[test]
+    fn late_packets_go_out_at_once_and_are_counted() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push(packet(0, 10 * SECOND, 1), &mut out);
+        merger.pop_ready(11 * SECOND, &mut out);
+        assert_eq!(times(&out), [10 * SECOND]);
+
+        // Older than what was sent: out of order.
+        merger.push(packet(1, 9 * SECOND, 1), &mut out);
+        // As old as what was sent: still in order, so held.
+        merger.push(packet(1, 10 * SECOND, 1), &mut out);
+        assert_eq!(times(&out), [10 * SECOND, 9 * SECOND]);
+        assert_eq!(merger.out_of_order(1, 0), 1);
+        assert_eq!(merger.out_of_order(0, 0), 0);
+        assert_eq!(merger.held_from(1), 1);
+    }
+
+    #[test]
+    fn the_byte_budget_sends_the_oldest_early() {
+        let mut merger = Merger::new(WINDOW, 250);
+        let mut out = Vec::new();
+        merger.push(packet(0, 3 * SECOND, 100), &mut out);
+        merger.push(packet(0, SECOND, 100), &mut out);
+        assert!(out.is_empty());
+        merger.push(packet(1, 2 * SECOND, 100), &mut out);
+        assert_eq!(times(&out), [SECOND]);
+        assert_eq!(merger.held_bytes(), 200);
+
+        // Now older than what left early: out of order.
+        merger.push(packet(1, SECOND / 2, 10), &mut out);
+        assert_eq!(times(&out), [SECOND, SECOND / 2]);
+        assert_eq!(merger.out_of_order(1, 0), 1);
+    }
+
+    #[test]
+    fn flush_sends_everything_in_order() {
+        let mut merger = Merger::new(Duration::from_hours(1), 1 << 20);
+        let mut out = Vec::new();
+        for ts in [5, 1, 4, 2, 3] {
+            merger.push(packet(ts as u32 % 2, ts * SECOND, 10), &mut out);
+        }
+        merger.pop_ready(100 * SECOND, &mut out);
+        assert!(out.is_empty());
+        merger.flush(&mut out);
+        assert_eq!(
+            times(&out),
+            [SECOND, 2 * SECOND, 3 * SECOND, 4 * SECOND, 5 * SECOND]
+        );
+        assert_eq!(merger.held_bytes(), 0);
+        assert_eq!(merger.next_deadline_ns(), None);
+        assert_eq!(merger.held_from(0) + merger.held_from(1), 0);
+    }
+
+    #[test]
+    fn a_zero_window_sends_as_soon_as_asked() {
+        let mut merger = Merger::new(Duration::ZERO, 1 << 20);
+        let mut out = Vec::new();
+        merger.push(packet(0, 7, 1), &mut out);
+        merger.pop_ready(7, &mut out);
+        assert_eq!(times(&out), [7]);
+    }
+}

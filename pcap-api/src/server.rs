@@ -1,0 +1,87 @@
+//! Serving the API over TLS, and shutting down. On the signal, new captures
+//! are refused (UNAVAILABLE) and running ones are asked to stop; once they
+//! have ended the server stops accepting connections and finishes the
+//! responses in flight (tonic's graceful shutdown). All of that gets
+//! `limits.drain_grace`; then the server returns regardless.
+
+use std::{future::Future, time::Duration};
+
+use pcap_proto::{
+    tls::{KeyPair, TlsError},
+    v1::api_server::ApiServer,
+};
+use thiserror::Error;
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    config::Config,
+    service::ApiService,
+    stop::{Stop, StopLevel},
+};
+
+/// Detects clients that vanished without closing their connection.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot serve: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves on `listener` until `signal` completes, then drains.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let shutdown = Stop::default();
+    let service = ApiService::new(config, shutdown.clone())?;
+    let captures = service.concurrency();
+    let identity = KeyPair {
+        certificate: &config.tls.certificate,
+        private_key: &config.tls.private_key,
+    };
+    let tls = pcap_proto::tls::server_config(&identity, None)?;
+    let (close, closed) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
+        .add_service(ApiServer::new(service))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            let _ = closed.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        () = signal => {}
+    }
+    let grace = config.limits.drain_grace();
+    tracing::info!(
+        drain_grace_s = grace.as_secs_f64(),
+        active_captures = captures.active_captures(),
+        "shutting down: refusing new captures, stopping running ones"
+    );
+    shutdown.request(StopLevel::Drain, "the API is shutting down");
+    let drain = async {
+        // The server keeps serving meanwhile, so that the responses flow.
+        tokio::select! {
+            result = &mut server => return result,
+            () = captures.until_idle() => {}
+        }
+        let _ = close.send(());
+        server.await
+    };
+    if let Ok(result) = tokio::time::timeout(grace, drain).await {
+        result?;
+    } else {
+        tracing::warn!(
+            active_captures = captures.active_captures(),
+            "captures still running after drain_grace; cutting them"
+        );
+    }
+    Ok(())
+}
