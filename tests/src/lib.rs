@@ -3,6 +3,7 @@
 //! reference tools, and a capture-file reader.
 #![forbid(unsafe_code)]
 
+pub mod bosh;
 pub mod captures;
 pub mod cluster;
 pub mod netns;

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use crate::run_command;
 
 /// Debian packages: Debian's Rust 1.96 with its library sources (for
-/// `-Z build-std`), LLVM 22 for bpf-linker, and the reference tools.
+/// `-Z build-std`), LLVM 22 for bpf-linker, the reference tools, and ruby
+/// for the BOSH template tests.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -24,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "python3",
     "curl",
+    // Renders the BOSH jobs' ERB templates in tests/tests/bosh_templates.rs.
+    "ruby",
 ];
 
 /// The rustup toolchain name for Debian's compiler; pcap-agent's build.rs uses it.

@@ -1,0 +1,1215 @@
+//! The BOSH release: every template of both jobs rendered as the director
+//! would (tests/bosh/render.rb, Debian's ruby) from the spec defaults, from the
+//! example manifests and ops-files, and from invalid property sets. Every
+//! rendered config goes through the binary's `--check-config` at its real
+//! /var/vcap path (private mount namespace); each invalid set must fail, at
+//! rendering or at the check, with a message naming the property or key.
+//!
+//! Needs root (mount namespaces) and ruby; the binaries come from
+//! `cargo build --bins`.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use pcap_tests::{
+    TempDir,
+    bosh::{self, Json, check_config, flatten_yaml, list, render, workspace_root},
+    pki::{Ca, Validity},
+    process::binary,
+};
+
+/// PEM texts of one certificate.
+struct Tls {
+    ca: String,
+    certificate: String,
+    private_key: String,
+}
+
+impl Tls {
+    fn json(&self) -> Json {
+        Json::map(&[
+            ("ca", Json::str(&self.ca)),
+            ("certificate", Json::str(&self.certificate)),
+            ("private_key", Json::str(&self.private_key)),
+        ])
+    }
+}
+
+/// Real certificates for the agents, the API's client side and its server
+/// side, the way the manifests' variables describe them.
+struct Pki {
+    agent: Tls,
+    api_client: Tls,
+    api_server: Tls,
+    _dir: TempDir,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(&format!("bosh-pki-{tag}")).unwrap();
+        let ca = Ca::new(&dir, "pcap-ca").unwrap();
+        let api_ca = Ca::new(&dir, "pcap-api-ca").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let tls = |ca: &Ca, stem: &str, names: &[&str]| {
+            let leaf = ca.leaf(stem, names, Validity::Current).unwrap();
+            Tls {
+                ca: read(&ca.certificate),
+                certificate: read(&leaf.certificate),
+                private_key: read(&leaf.private_key),
+            }
+        };
+        Self {
+            agent: tls(&ca, "agent", &["pcap-agent"]),
+            api_client: tls(&ca, "api-client", &["pcap-api"]),
+            api_server: tls(
+                &api_ca,
+                "api-server",
+                &["pcap-api", "pcap-api.service.cf.internal"],
+            ),
+            _dir: dir,
+        }
+    }
+
+    /// The least the agent job needs: its certificates.
+    fn agent_properties(&self) -> Json {
+        Json::map(&[(
+            "tls",
+            Json::map(&[
+                ("certificate", Json::str(&self.agent.certificate)),
+                ("private_key", Json::str(&self.agent.private_key)),
+                ("ca", Json::str(&self.agent.ca)),
+            ]),
+        )])
+    }
+
+    /// The least the API job needs: its certificates.
+    fn api_properties(&self) -> Json {
+        Json::map(&[
+            (
+                "tls",
+                Json::map(&[
+                    ("certificate", Json::str(&self.api_server.certificate)),
+                    ("private_key", Json::str(&self.api_server.private_key)),
+                ]),
+            ),
+            (
+                "agents",
+                Json::map(&[
+                    ("ca", Json::str(&self.api_client.ca)),
+                    ("certificate", Json::str(&self.api_client.certificate)),
+                    ("private_key", Json::str(&self.api_client.private_key)),
+                ]),
+            ),
+        ])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    Agent,
+    Api,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Agent => "pcap-agent",
+            Self::Api => "pcap-api",
+        }
+    }
+
+    fn binary(self) -> PathBuf {
+        binary(self.name())
+    }
+}
+
+/// A rendered job directory, removed on drop.
+struct Rendered {
+    dir: TempDir,
+    job: Job,
+}
+
+impl Rendered {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join("job").join(relative)
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+
+    fn config(&self) -> String {
+        self.read(&format!("config/{}.toml", self.job.name()))
+    }
+
+    fn check(&self) -> bosh::Check {
+        check_config(&self.job.binary(), self.job.name(), &self.dir.join("job")).unwrap()
+    }
+
+    fn bpm(&self) -> BTreeMap<String, String> {
+        flatten_yaml(&self.path("config/bpm.yml")).unwrap()
+    }
+}
+
+/// Renders `job` from `input` (`job` and `root` are added), or returns the
+/// renderer's error.
+fn try_render(job: Job, tag: &str, input: Json) -> Result<Rendered, String> {
+    let dir = TempDir::new(&format!("bosh-{}-{tag}", job.name())).unwrap();
+    let input = input
+        .with("root", Json::str(workspace_root().to_str().unwrap()))
+        .with("job", Json::str(format!("bosh/jobs/{}", job.name())));
+    render(&input, &dir, &dir.join("job"))
+        .unwrap()
+        .map(|()| Rendered { dir, job })
+}
+
+fn render_properties(job: Job, tag: &str, properties: Json) -> Result<Rendered, String> {
+    try_render(job, tag, Json::map(&[("properties", properties)]))
+}
+
+/// Renders and checks that `--check-config` accepts the result.
+fn render_accepted(job: Job, tag: &str, input: Json) -> Rendered {
+    let rendered =
+        try_render(job, tag, input).unwrap_or_else(|e| panic!("{tag}: rendering failed: {e}"));
+    let check = rendered.check();
+    assert!(
+        check.ok,
+        "{tag}: --check-config rejected:\n{}\n{}",
+        check.output,
+        rendered.config()
+    );
+    rendered
+}
+
+/// Every template the job's spec lists was rendered.
+fn assert_all_templates_rendered(rendered: &Rendered) {
+    let spec = std::fs::read_to_string(
+        workspace_root().join(format!("bosh/jobs/{}/spec", rendered.job.name())),
+    )
+    .unwrap();
+    let destinations: Vec<&str> = spec
+        .lines()
+        .skip_while(|l| !l.starts_with("templates:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_once(": ").map(|(_, d)| d.trim()))
+        .collect();
+    assert!(destinations.len() >= 5, "{destinations:?}");
+    for destination in destinations {
+        assert!(
+            rendered.path(destination).is_file(),
+            "{destination} was not rendered"
+        );
+    }
+}
+
+fn assert_drain_script(rendered: &Rendered, timeout: u32) {
+    let drain = rendered.path("bin/drain");
+    let mode = std::fs::metadata(&drain).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "bin/drain is not executable");
+    let syntax = Command::new("bash").arg("-n").arg(&drain).output().unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let text = rendered.read("bin/drain");
+    assert!(text.contains(&format!("timeout={timeout}\n")), "{text}");
+    assert!(text.contains("kill -TERM"), "{text}");
+    assert!(
+        !text.contains("-KILL") && !text.contains("kill -9"),
+        "{text}"
+    );
+}
+
+#[test]
+fn agent_defaults_render_a_config_the_agent_accepts() {
+    let pki = Pki::new("agent-defaults");
+    let rendered = render_accepted(
+        Job::Agent,
+        "agent-defaults",
+        Json::map(&[("properties", pki.agent_properties())]),
+    );
+    assert_all_templates_rendered(&rendered);
+    let config = rendered.config();
+    for line in [
+        "listen = \"0.0.0.0:9494\"",
+        "insecure_plaintext = false",
+        "client_ca = \"/var/vcap/jobs/pcap-agent/config/certs/ca.crt\"",
+        "client_names = [\"pcap-api\"]",
+        "attach = \"auto\"",
+        "max_captures = 4",
+        "max_duration = 3600.0",
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
+    }
+    assert_eq!(
+        rendered.read("config/certs/agent.crt").trim(),
+        pki.agent.certificate.trim()
+    );
+    assert_eq!(
+        rendered.read("config/certs/agent.key").trim(),
+        pki.agent.private_key.trim()
+    );
+    assert_eq!(
+        rendered.read("config/certs/ca.crt").trim(),
+        pki.agent.ca.trim()
+    );
+    assert_drain_script(&rendered, 30);
+
+    let bpm = rendered.bpm();
+    assert_eq!(
+        list(&bpm, "processes.0.capabilities"),
+        ["\"BPF\"", "\"PERFMON\"", "\"NET_ADMIN\""]
+    );
+    assert_eq!(bpm["processes.0.unsafe.privileged"], "false");
+    assert_eq!(bpm["processes.0.limits.memory"], "\"512M\"");
+    assert_eq!(bpm["processes.0.limits.open_files"], "4096");
+    assert_eq!(bpm["processes.0.shutdown_signal"], "\"TERM\"");
+    assert_eq!(
+        bpm["processes.0.executable"],
+        "\"/var/vcap/packages/pcap/bin/pcap-agent\""
+    );
+    assert_eq!(
+        list(&bpm, "processes.0.args"),
+        [
+            "\"serve\"",
+            "\"--config\"",
+            "\"/var/vcap/jobs/pcap-agent/config/pcap-agent.toml\""
+        ]
+    );
+    assert_eq!(
+        bpm["processes.0.unsafe.unrestricted_volumes.0.path"],
+        "\"/run/pcap-agent\""
+    );
+    assert!(!bpm.contains_key("processes.1.name"), "one process only");
+}
+
+#[test]
+fn agent_capabilities_follow_the_kernel_and_privilege_properties() {
+    let pki = Pki::new("agent-caps");
+    let rendered = render_properties(
+        Job::Agent,
+        "agent-old-kernel",
+        pki.agent_properties()
+            .with("kernel.memlock_rlimit", Json::Bool(true)),
+    )
+    .unwrap();
+    let bpm = rendered.bpm();
+    assert_eq!(
+        list(&bpm, "processes.0.capabilities"),
+        [
+            "\"BPF\"",
+            "\"PERFMON\"",
+            "\"NET_ADMIN\"",
+            "\"SYS_RESOURCE\""
+        ]
+    );
+    assert_eq!(bpm["processes.0.unsafe.privileged"], "false");
+
+    let rendered = render_properties(
+        Job::Agent,
+        "agent-limits",
+        pki.agent_properties()
+            .with("bpm.memory_limit", Json::str("2G"))
+            .with("limits.max_captures", Json::Int(8))
+            .with("log_level", Json::str("debug")),
+    )
+    .unwrap();
+    let bpm = rendered.bpm();
+    assert_eq!(bpm["processes.0.limits.memory"], "\"2G\"");
+    assert_eq!(bpm["processes.0.env.PCAP_LOG"], "\"debug\"");
+    assert!(rendered.config().contains("max_captures = 8\n"));
+
+    let rendered = render_properties(
+        Job::Agent,
+        "agent-privileged",
+        pki.agent_properties()
+            .with("bpm.unsafe_privileged", Json::Bool(true)),
+    )
+    .unwrap();
+    assert_eq!(rendered.bpm()["processes.0.unsafe.privileged"], "true");
+}
+
+#[test]
+fn agent_plaintext_needs_the_development_flag_and_no_tls() {
+    let rendered = render_accepted(
+        Job::Agent,
+        "agent-plaintext",
+        Json::map(&[(
+            "properties",
+            Json::map(&[("insecure_plaintext_development_only", Json::Bool(true))]),
+        )]),
+    );
+    let config = rendered.config();
+    assert!(config.contains("\ninsecure_plaintext = true\n"), "{config}");
+    assert!(!config.contains("[tls]"), "{config}");
+    assert_eq!(rendered.read("config/certs/agent.key"), "");
+}
+
+#[test]
+fn api_defaults_render_a_config_the_api_accepts() {
+    let pki = Pki::new("api-defaults");
+    let rendered = render_accepted(
+        Job::Api,
+        "api-defaults",
+        Json::map(&[("properties", pki.api_properties())]),
+    );
+    assert_all_templates_rendered(&rendered);
+    let config = rendered.config();
+    for line in [
+        "listen = \"0.0.0.0:8443\"",
+        "ca = \"/var/vcap/jobs/pcap-api/config/certs/ca.crt\"",
+        "server_name = \"pcap-agent\"",
+        "port = 9494",
+        "reorder_window = 0.5",
+        "max_captures_per_user = 2",
+        "drain_grace = 10.0",
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
+    }
+    assert!(!config.contains("[[targets]]"), "{config}");
+    assert!(!config.contains("[[users]]"), "{config}");
+    assert_eq!(
+        rendered.read("config/certs/client.key").trim(),
+        pki.api_client.private_key.trim()
+    );
+    assert_eq!(
+        rendered.read("config/certs/api.crt").trim(),
+        pki.api_server.certificate.trim()
+    );
+    assert_drain_script(&rendered, 20);
+
+    let bpm = rendered.bpm();
+    assert!(list(&bpm, "processes.0.capabilities").is_empty(), "{bpm:?}");
+    assert!(
+        !bpm.keys()
+            .any(|k| k.starts_with("processes.0.capabilities")),
+        "{bpm:?}"
+    );
+    assert_eq!(bpm["processes.0.unsafe.privileged"], "false");
+    assert_eq!(bpm["processes.0.limits.memory"], "\"2G\"");
+    assert_eq!(bpm["processes.0.shutdown_signal"], "\"TERM\"");
+
+    // A privileged port is the one case for a capability.
+    let rendered = render_properties(
+        Job::Api,
+        "api-port-443",
+        pki.api_properties().with("listen.port", Json::Int(443)),
+    )
+    .unwrap();
+    assert_eq!(
+        list(&rendered.bpm(), "processes.0.capabilities"),
+        ["\"NET_BIND_SERVICE\""]
+    );
+}
+
+#[test]
+fn api_targets_come_from_properties_and_the_agent_link() {
+    let pki = Pki::new("api-targets");
+    let instance = |index: i64, id: &str, address: &str| {
+        Json::map(&[
+            ("name", Json::str("diego-cell")),
+            ("index", Json::Int(index)),
+            ("id", Json::str(id)),
+            ("az", Json::str("z1")),
+            ("address", Json::str(address)),
+        ])
+    };
+    // Awkward strings must come out as valid TOML holding the same text.
+    let token = "tok\"en\\with\nnewline\u{7f}and ü";
+    let properties = pki
+        .api_properties()
+        .with(
+            "users",
+            Json::list(&[Json::map(&[
+                ("name", Json::str("alice \"the admin\"")),
+                ("token", Json::str(token)),
+            ])]),
+        )
+        .with(
+            "targets",
+            Json::list(&[Json::map(&[
+                ("name", Json::str("routers")),
+                ("interfaces", Json::strings(&["eth0"])),
+                (
+                    "agents",
+                    Json::list(&[Json::map(&[
+                        ("origin", Json::str("router/0")),
+                        ("address", Json::str("10.0.1.5")),
+                    ])]),
+                ),
+            ])]),
+        )
+        .with("link_targets.prefix", Json::str("cf-"));
+    let links = Json::map(&[(
+        "pcap-agent",
+        Json::map(&[
+            ("provider_job", Json::str("bosh/jobs/pcap-agent")),
+            (
+                "properties",
+                Json::map(&[]).with("listen.port", Json::Int(9500)),
+            ),
+            (
+                "instances",
+                Json::list(&[
+                    instance(1, "b-id", "fd00::7"),
+                    instance(0, "a-id", "a-id.diego-cell.default.cf.bosh"),
+                ]),
+            ),
+        ]),
+    )]);
+    let rendered = render_accepted(
+        Job::Api,
+        "api-targets",
+        Json::map(&[("properties", properties.clone()), ("links", links.clone())]),
+    );
+    let config = rendered.config();
+    assert!(config.contains("name = \"routers\"\n"), "{config}");
+    assert!(
+        config.contains("{ origin = \"router/0\", address = \"10.0.1.5\" }"),
+        "{config}"
+    );
+    let link_target = "name = \"cf-diego-cell\"\ninterfaces = []\nagents = [\n  \
+        { origin = \"diego-cell/a-id\", address = \"a-id.diego-cell.default.cf.bosh:9500\" },\n  \
+        { origin = \"diego-cell/b-id\", address = \"[fd00::7]:9500\" },\n]";
+    assert!(config.contains(link_target), "{config}");
+    assert!(
+        config.contains("token = \"tok\\\"en\\\\with\\nnewline\\u007Fand ü\"\n"),
+        "{config}"
+    );
+
+    // A link target may not take the name of an explicit one.
+    let clash = render_properties_with_links(
+        "api-target-clash",
+        properties.with("link_targets.prefix", Json::str("")).with(
+            "targets",
+            Json::list(&[Json::map(&[
+                ("name", Json::str("diego-cell")),
+                (
+                    "agents",
+                    Json::list(&[Json::map(&[
+                        ("origin", Json::str("x")),
+                        ("address", Json::str("10.0.0.1")),
+                    ])]),
+                ),
+            ])]),
+        ),
+        links.clone(),
+    );
+    let check = clash.check();
+    assert!(!check.ok, "{}", clash.config());
+    assert!(check.output.contains("targets[1].name"), "{}", check.output);
+
+    // Without the link, or with link targets off, there are none.
+    let rendered = render_properties_with_links(
+        "api-link-off",
+        pki.api_properties()
+            .with("link_targets.enabled", Json::Bool(false)),
+        links,
+    );
+    assert!(!rendered.config().contains("[[targets]]"));
+}
+
+fn render_properties_with_links(tag: &str, properties: Json, links: Json) -> Rendered {
+    try_render(
+        Job::Api,
+        tag,
+        Json::map(&[("properties", properties), ("links", links)]),
+    )
+    .unwrap_or_else(|e| panic!("{tag}: {e}"))
+}
+
+#[test]
+fn renderer_emulates_the_director_context() {
+    let dir = TempDir::new("bosh-probe").unwrap();
+    let input = |properties: Json| {
+        Json::map(&[
+            ("root", Json::str(workspace_root().to_str().unwrap())),
+            ("job", Json::str("tests/bosh/fixtures/jobs/probe")),
+            ("properties", properties),
+            (
+                "spec",
+                Json::map(&[
+                    ("name", Json::str("cell")),
+                    ("id", Json::str("abc")),
+                    ("index", Json::Int(2)),
+                    ("az", Json::str("z3")),
+                    ("deployment", Json::str("cf")),
+                    ("bootstrap", Json::Bool(false)),
+                    ("address", Json::str("abc.cell.bosh")),
+                    ("ip", Json::str("10.0.0.9")),
+                ]),
+            ),
+            (
+                "links",
+                Json::map(&[(
+                    "peers",
+                    Json::map(&[
+                        (
+                            "provider_job",
+                            Json::str("tests/bosh/fixtures/jobs/provider"),
+                        ),
+                        ("properties", Json::map(&[])),
+                        (
+                            "instances",
+                            Json::list(&[Json::map(&[
+                                ("name", Json::str("cell")),
+                                ("id", Json::str("i1")),
+                                ("index", Json::Int(0)),
+                                ("az", Json::str("z1")),
+                                ("address", Json::str("10.0.0.1")),
+                            ])]),
+                        ),
+                    ]),
+                )]),
+            ),
+        ])
+    };
+    let properties = Json::map(&[])
+        .with("given.value", Json::str("g"))
+        .with("undeclared.value", Json::str("not in the spec"));
+
+    // A property without default that a template needs: the director's error.
+    let error = render(&input(properties.clone()), &dir, &dir.join("a"))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.contains("Error filling in template 'missing.erb' (line 1: Can't find property '[\"required.value\"]')"),
+        "{error}"
+    );
+
+    render(
+        &input(properties.with("required.value", Json::str("r"))),
+        &dir,
+        &dir.join("b"),
+    )
+    .unwrap()
+    .unwrap();
+    let text = std::fs::read_to_string(dir.join("b/out/probe.txt")).unwrap();
+    assert_eq!(
+        text,
+        "given=g\ndefault=7\nfallback=fb\nfirst_of=g\nfalsy=false\nundeclared=dropped\n\
+         if_p=g,7\nelse=ran\nspec=cell/abc/2/z3/cf/false/abc.cell.bosh/10.0.0.9/probe\n\
+         name=probe index=2\npeer=cell/i1/0/z1/10.0.0.1\nlink_p=1234 link_default=d\n\
+         link_if_p=1234\nif_link_else=ran\nif_link=1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("b/out/missing.txt")).unwrap(),
+        "r\n"
+    );
+}
+
+/// Variables of the example manifests, as a BOSH config server would hold
+/// them.
+fn manifest_vars(pki: &Pki) -> Json {
+    Json::map(&[
+        ("pcap_agent_tls", pki.agent.json()),
+        ("pcap_agent_addon_tls", pki.agent.json()),
+        ("pcap_api_client_tls", pki.api_client.json()),
+        ("pcap_api_tls", pki.api_server.json()),
+        ("pcap_token_admin", Json::str("generated-password")),
+        ("system_domain", Json::str("sys.example.com")),
+    ])
+}
+
+#[test]
+fn example_manifests_render_configs_the_binaries_accept() {
+    let pki = Pki::new("manifests");
+    let vars = manifest_vars(&pki);
+    let add_agent = "bosh/manifests/ops-files/add-pcap-agent.yml";
+    let cf = "tests/bosh/fixtures/cf-deployment.yml";
+
+    // The agent on the Diego cells of cf-deployment.
+    let cell = render_accepted(
+        Job::Agent,
+        "manifest-cell",
+        Json::map(&[
+            ("manifest", Json::str(cf)),
+            ("ops_files", Json::strings(&[add_agent])),
+            ("vars", vars.clone()),
+            ("instance_group", Json::str("diego-cell")),
+        ]),
+    );
+    assert!(cell.config().contains("default_interfaces = [\"eth0\"]\n"));
+    assert_eq!(
+        cell.read("config/certs/agent.crt").trim(),
+        pki.agent.certificate.trim()
+    );
+
+    // The agent as a runtime-config addon on every VM.
+    let addon = render_accepted(
+        Job::Agent,
+        "manifest-addon",
+        Json::map(&[
+            (
+                "manifest",
+                Json::str("bosh/manifests/runtime-config-pcap-agent.yml"),
+            ),
+            ("vars", vars.clone()),
+            ("addon", Json::str("pcap-agent")),
+        ]),
+    );
+    assert!(addon.config().contains("insecure_plaintext = false\n"));
+
+    // The API deployment with the route registrar, its targets from the cells
+    // through the shared link.
+    let api = render_accepted(
+        Job::Api,
+        "manifest-api",
+        Json::map(&[
+            ("manifest", Json::str("bosh/manifests/pcap-api.yml")),
+            (
+                "ops_files",
+                Json::strings(&["bosh/manifests/ops-files/route-registrar.yml"]),
+            ),
+            ("vars", vars.clone()),
+            ("instance_group", Json::str("pcap-api")),
+            (
+                "link_from",
+                Json::map(&[
+                    ("manifest", Json::str(cf)),
+                    ("ops_files", Json::strings(&[add_agent])),
+                    ("vars", vars),
+                    ("instances", Json::Int(3)),
+                ]),
+            ),
+        ]),
+    );
+    let config = api.config();
+    assert!(
+        config.contains("\n[[targets]]\nname = \"diego-cell\"\n"),
+        "{config}"
+    );
+    assert_eq!(
+        config.matches(".diego-cell.default.cf.bosh:9494\"").count(),
+        3,
+        "{config}"
+    );
+    assert!(config.contains("name = \"admin\"\ntoken = \"generated-password\"\n"));
+    assert_eq!(
+        api.read("config/certs/ca.crt").trim(),
+        pki.api_client.ca.trim()
+    );
+}
+
+#[test]
+fn example_manifests_declare_the_certificates_mtls_needs() {
+    let root = workspace_root();
+    let cf = root.join("tests/bosh/fixtures/cf-deployment.yml");
+    let add_agent = root.join("bosh/manifests/ops-files/add-pcap-agent.yml");
+    let route = root.join("bosh/manifests/ops-files/route-registrar.yml");
+    let api_manifest = root.join("bosh/manifests/pcap-api.yml");
+
+    let find = |vars: &BTreeMap<String, String>, name: &str| -> String {
+        (0..vars.len())
+            .map(|i| format!("variables.{i}"))
+            .find(|p| vars.get(&format!("{p}.name")) == Some(&format!("\"{name}\"")))
+            .unwrap_or_else(|| panic!("no variable {name} in {vars:?}"))
+    };
+    let leaf = |vars: &BTreeMap<String, String>, name: &str, ca: &str, cn: &str, usage: &str| {
+        let p = find(vars, name);
+        assert_eq!(vars[&format!("{p}.type")], "\"certificate\"", "{name}");
+        assert_eq!(
+            vars[&format!("{p}.options.ca")],
+            format!("\"{ca}\""),
+            "{name}"
+        );
+        assert_eq!(
+            vars[&format!("{p}.options.common_name")],
+            format!("\"{cn}\""),
+            "{name}"
+        );
+        assert_eq!(
+            list(vars, &format!("{p}.options.extended_key_usage")),
+            [format!("\"{usage}\"")],
+            "{name}"
+        );
+    };
+    let is_ca = |vars: &BTreeMap<String, String>, name: &str| {
+        let p = find(vars, name);
+        assert_eq!(vars[&format!("{p}.type")], "\"certificate\"", "{name}");
+        assert_eq!(vars[&format!("{p}.options.is_ca")], "true", "{name}");
+    };
+
+    let cf_vars = bosh::manifest_variables(&cf, &[&add_agent]).unwrap();
+    is_ca(&cf_vars, "/pcap_ca");
+    leaf(
+        &cf_vars,
+        "pcap_agent_tls",
+        "/pcap_ca",
+        "pcap-agent",
+        "server_auth",
+    );
+
+    let api_vars = bosh::manifest_variables(&api_manifest, &[&route]).unwrap();
+    is_ca(&api_vars, "/pcap_ca");
+    leaf(
+        &api_vars,
+        "pcap_api_client_tls",
+        "/pcap_ca",
+        "pcap-api",
+        "client_auth",
+    );
+    leaf(
+        &api_vars,
+        "pcap_api_tls",
+        "pcap_api_ca",
+        "pcap-api",
+        "server_auth",
+    );
+
+    // gorouter checks the API's certificate for server_cert_domain_san, on
+    // the port the API listens on.
+    // The second operation adds the route_registrar job.
+    let ops = flatten_yaml(&route).unwrap();
+    let route_prefix = "1.value.properties.route_registrar.routes.0";
+    assert_eq!(ops[&format!("{route_prefix}.tls_port")], "8443");
+    let san = &ops[&format!("{route_prefix}.server_cert_domain_san")];
+    let p = find(&api_vars, "pcap_api_tls");
+    assert!(
+        list(&api_vars, &format!("{p}.options.alternative_names")).contains(&san.as_str()),
+        "{san} not among the certificate's names"
+    );
+    let api_spec = std::fs::read_to_string(root.join("bosh/jobs/pcap-api/spec")).unwrap();
+    assert!(api_spec.contains("listen.port:\n"), "{api_spec}");
+    assert!(api_spec.contains("    default: 8443\n"), "{api_spec}");
+}
+
+/// Where an invalid property set must be caught.
+#[derive(Clone, Copy, Debug)]
+enum Caught {
+    /// Rendering fails naming the property.
+    Render,
+    /// `--check-config` rejects the rendered config naming the key.
+    Check,
+}
+
+fn assert_rejected(job: Job, case: &str, properties: Json, caught: Caught, name: &str) {
+    let tag = format!("invalid-{case}");
+    match (render_properties(job, &tag, properties), caught) {
+        (Err(message), Caught::Render) => {
+            assert!(
+                message.contains(name),
+                "{case}: the error does not name {name}: {message}"
+            );
+            assert!(message.contains("Error filling in template"), "{message}");
+        }
+        (Ok(rendered), Caught::Check) => {
+            let check = rendered.check();
+            assert!(
+                !check.ok,
+                "{case}: --check-config accepted:\n{}",
+                rendered.config()
+            );
+            assert!(
+                check.output.contains(name),
+                "{case}: --check-config does not name {name}: {}",
+                check.output
+            );
+        }
+        (Err(message), Caught::Check) => {
+            panic!("{case}: rendering failed, expected --check-config to: {message}")
+        }
+        (Ok(rendered), Caught::Render) => panic!(
+            "{case}: rendered, expected an error naming {name}:\n{}",
+            rendered.config()
+        ),
+    }
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "a table of cases")]
+fn invalid_agent_properties_are_rejected_naming_the_property() {
+    let pki = Pki::new("agent-invalid");
+    let good = pki.agent_properties();
+    let cases: Vec<(&str, Json, Caught, &str)> = vec![
+        (
+            "no-certificate",
+            good.clone().with("tls.certificate", Json::Null),
+            Caught::Render,
+            "tls.certificate",
+        ),
+        (
+            "no-ca",
+            good.clone().with("tls.ca", Json::Null),
+            Caught::Render,
+            "tls.ca",
+        ),
+        ("no-tls", Json::map(&[]), Caught::Render, "tls.certificate"),
+        (
+            "port-too-big",
+            good.clone().with("listen.port", Json::Int(70000)),
+            Caught::Render,
+            "listen.port",
+        ),
+        (
+            "port-string",
+            good.clone().with("listen.port", Json::str("9494")),
+            Caught::Render,
+            "listen.port",
+        ),
+        (
+            "plaintext-with-tls",
+            good.clone()
+                .with("insecure_plaintext_development_only", Json::Bool(true)),
+            Caught::Render,
+            "insecure_plaintext_development_only",
+        ),
+        (
+            "plaintext-not-boolean",
+            good.clone()
+                .with("insecure_plaintext_development_only", Json::str("yes")),
+            Caught::Render,
+            "insecure_plaintext_development_only",
+        ),
+        (
+            "negative-max-captures",
+            good.clone().with("limits.max_captures", Json::Int(-1)),
+            Caught::Render,
+            "limits.max_captures",
+        ),
+        (
+            "negative-max-bytes",
+            good.clone().with("limits.max_bytes", Json::Int(-5)),
+            Caught::Render,
+            "limits.max_bytes",
+        ),
+        (
+            "negative-duration",
+            good.clone().with("limits.max_duration", Json::Float(-1.0)),
+            Caught::Render,
+            "limits.max_duration",
+        ),
+        (
+            "bad-attach",
+            good.clone().with("capture.attach", Json::str("sideways")),
+            Caught::Render,
+            "capture.attach",
+        ),
+        (
+            "memory-limit-format",
+            good.clone().with("bpm.memory_limit", Json::str("lots")),
+            Caught::Render,
+            "bpm.memory_limit",
+        ),
+        (
+            "memory-limit-too-small",
+            good.clone().with("bpm.memory_limit", Json::str("64M")),
+            Caught::Render,
+            "bpm.memory_limit",
+        ),
+        (
+            "memlock-not-boolean",
+            good.clone().with("kernel.memlock_rlimit", Json::str("old")),
+            Caught::Render,
+            "kernel.memlock_rlimit",
+        ),
+        (
+            "negative-drain-timeout",
+            good.clone().with("drain.timeout", Json::Int(-5)),
+            Caught::Render,
+            "drain.timeout",
+        ),
+        (
+            "zero-max-captures",
+            good.clone().with("limits.max_captures", Json::Int(0)),
+            Caught::Check,
+            "limits.max_captures",
+        ),
+        (
+            "zero-duration",
+            good.clone().with("limits.max_duration", Json::Int(0)),
+            Caught::Check,
+            "limits.max_duration",
+        ),
+        (
+            "snaplen-too-big",
+            good.clone().with("limits.max_snaplen", Json::Int(262_145)),
+            Caught::Check,
+            "limits.max_snaplen",
+        ),
+        (
+            "tiny-ring",
+            good.clone().with("capture.ring_buffer_kib", Json::Int(1)),
+            Caught::Check,
+            "capture.ring_buffer_kib",
+        ),
+        (
+            "bad-interface",
+            good.clone()
+                .with("capture.default_interfaces", Json::strings(&["a/b"])),
+            Caught::Check,
+            "capture.default_interfaces",
+        ),
+        (
+            "no-client-names",
+            good.clone().with("tls.client_names", Json::list(&[])),
+            Caught::Check,
+            "tls.client_names",
+        ),
+        (
+            "listen-address",
+            good.clone().with("listen.address", Json::str("nowhere")),
+            Caught::Check,
+            "listen",
+        ),
+        (
+            "certificate-not-pem",
+            good.clone()
+                .with("tls.certificate", Json::str("not a certificate")),
+            Caught::Check,
+            "tls.certificate",
+        ),
+        (
+            "ca-not-pem",
+            good.clone().with("tls.ca", Json::str("garbage")),
+            Caught::Check,
+            "tls.client_ca",
+        ),
+        (
+            "key-is-a-certificate",
+            good.clone()
+                .with("tls.private_key", Json::str(&pki.agent.certificate)),
+            Caught::Check,
+            "tls.private_key",
+        ),
+    ];
+    for (case, properties, caught, name) in cases {
+        assert_rejected(Job::Agent, case, properties, caught, name);
+    }
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "a table of cases")]
+fn invalid_api_properties_are_rejected_naming_the_property() {
+    let pki = Pki::new("api-invalid");
+    let good = pki.api_properties();
+    let user = |name: &str, token: &str| {
+        Json::map(&[("name", Json::str(name)), ("token", Json::str(token))])
+    };
+    let target = |name: &str, address: &str| {
+        Json::map(&[
+            ("name", Json::str(name)),
+            (
+                "agents",
+                Json::list(&[Json::map(&[
+                    ("origin", Json::str("vm-0")),
+                    ("address", Json::str(address)),
+                ])]),
+            ),
+        ])
+    };
+    let cases: Vec<(&str, Json, Caught, &str)> = vec![
+        (
+            "no-agents-ca",
+            good.clone().with("agents.ca", Json::Null),
+            Caught::Render,
+            "agents.ca",
+        ),
+        (
+            "no-server-key",
+            good.clone().with("tls.private_key", Json::Null),
+            Caught::Render,
+            "tls.private_key",
+        ),
+        (
+            "empty-client-certificate",
+            good.clone().with("agents.certificate", Json::str("")),
+            Caught::Render,
+            "agents.certificate",
+        ),
+        (
+            "port-too-big",
+            good.clone().with("listen.port", Json::Int(65536)),
+            Caught::Render,
+            "listen.port",
+        ),
+        (
+            "agent-port-zero",
+            good.clone().with("agents.port", Json::Int(0)),
+            Caught::Render,
+            "agents.port",
+        ),
+        (
+            "negative-max-bytes",
+            good.clone().with("limits.max_bytes", Json::Int(-1)),
+            Caught::Render,
+            "limits.max_bytes",
+        ),
+        (
+            "negative-reorder-window",
+            good.clone().with("merge.reorder_window", Json::Float(-0.5)),
+            Caught::Render,
+            "merge.reorder_window",
+        ),
+        (
+            "timeout-string",
+            good.clone().with("agents.start_timeout", Json::str("5s")),
+            Caught::Render,
+            "agents.start_timeout",
+        ),
+        (
+            "user-without-token",
+            good.clone().with(
+                "users",
+                Json::list(&[Json::map(&[("name", Json::str("alice"))])]),
+            ),
+            Caught::Render,
+            "users[0]",
+        ),
+        (
+            "target-without-agents",
+            good.clone().with(
+                "targets",
+                Json::list(&[Json::map(&[("name", Json::str("t"))])]),
+            ),
+            Caught::Render,
+            "targets[0].agents",
+        ),
+        (
+            "drain-shorter-than-grace",
+            good.clone().with("drain.timeout", Json::Int(5)),
+            Caught::Render,
+            "drain.timeout",
+        ),
+        (
+            "memory-limit-too-small",
+            good.clone().with("bpm.memory_limit", Json::str("1G")),
+            Caught::Render,
+            "bpm.memory_limit",
+        ),
+        (
+            "zero-captures-per-user",
+            good.clone()
+                .with("limits.max_captures_per_user", Json::Int(0)),
+            Caught::Check,
+            "limits.max_captures_per_user",
+        ),
+        (
+            "zero-connect-timeout",
+            good.clone().with("agents.connect_timeout", Json::Int(0)),
+            Caught::Check,
+            "agents.connect_timeout",
+        ),
+        (
+            "empty-server-name",
+            good.clone().with("agents.server_name", Json::str("")),
+            Caught::Check,
+            "agents.server_name",
+        ),
+        (
+            "shared-token",
+            good.clone().with(
+                "users",
+                Json::list(&[user("alice", "same"), user("bob", "same")]),
+            ),
+            Caught::Check,
+            "users[1].token",
+        ),
+        (
+            "duplicate-target",
+            good.clone().with(
+                "targets",
+                Json::list(&[target("t", "10.0.0.1"), target("t", "10.0.0.2")]),
+            ),
+            Caught::Check,
+            "targets[1].name",
+        ),
+        (
+            "bad-agent-address",
+            good.clone()
+                .with("targets", Json::list(&[target("t", "not a host")])),
+            Caught::Check,
+            "targets[0].agents[0].address",
+        ),
+        (
+            "client-certificate-not-pem",
+            good.clone().with("agents.certificate", Json::str("junk")),
+            Caught::Check,
+            "agents.certificate",
+        ),
+        (
+            "server-key-not-pem",
+            good.clone().with("tls.private_key", Json::str("junk")),
+            Caught::Check,
+            "tls.private_key",
+        ),
+    ];
+    for (case, properties, caught, name) in cases {
+        assert_rejected(Job::Api, case, properties, caught, name);
+    }
+}
+
+/// Vendors the workspace with bosh/scripts/vendor.sh and runs the pcap
+/// package's packaging script as BOSH would, with no network (a new network
+/// namespace holding only a down loopback). Takes minutes: a release build
+/// of the whole workspace from nothing.
+#[test]
+#[ignore = "a release build from scratch: run with --ignored"]
+fn packaging_builds_the_binaries_offline_from_vendored_sources() {
+    let root = workspace_root();
+    let dir = TempDir::new("bosh-packaging").unwrap();
+    let compile = dir.join("compile");
+    let install = dir.join("install");
+    std::fs::create_dir_all(compile.join("pcap")).unwrap();
+    std::fs::create_dir_all(&install).unwrap();
+
+    let tarball = compile.join("pcap/pcap-src.tar.gz");
+    let vendor = Command::new(root.join("bosh/scripts/vendor.sh"))
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(
+        vendor.status.success(),
+        "vendor.sh: {}",
+        String::from_utf8_lossy(&vendor.stderr)
+    );
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("pcap-src/vendor/tonic-"))
+    );
+    assert!(listing.lines().any(|l| l == "pcap-src/Cargo.lock"));
+    assert!(!listing.lines().any(|l| l.starts_with("pcap-src/target/")));
+    assert!(!listing.lines().any(|l| l.starts_with("pcap-src/bosh/")));
+
+    let packaging = root.join("bosh/packages/pcap/packaging");
+    let started = std::time::Instant::now();
+    let build = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg("bash")
+        .arg(&packaging)
+        .current_dir(&compile)
+        .env("BOSH_COMPILE_TARGET", &compile)
+        .env("BOSH_INSTALL_TARGET", &install)
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        build.status.success(),
+        "packaging failed after {elapsed:?}:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    eprintln!("packaging took {elapsed:?}");
+    for name in ["pcap-agent", "pcap-api", "pcap"] {
+        let path = install.join("bin").join(name);
+        let version = Command::new(&path).arg("--version").output().unwrap();
+        assert!(
+            version.status.success(),
+            "{} --version: {}",
+            path.display(),
+            String::from_utf8_lossy(&version.stderr)
+        );
+    }
+}
