@@ -127,7 +127,9 @@ impl Cluster {
             "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
              [tls]\ncertificate = {:?}\nprivate_key = {:?}\nclient_ca = {:?}\n\n\
              [capture]\ndefault_interfaces = [\"eth0\"]\n\n{extra}",
-            self.pki.agent.certificate, self.pki.agent.private_key, self.pki.ca.certificate,
+            quoted(&self.pki.agent.certificate),
+            quoted(&self.pki.agent.private_key),
+            quoted(&self.pki.ca.certificate),
         );
         std::fs::write(&path, config)?;
         Ok(path)
@@ -165,9 +167,9 @@ impl Cluster {
         let client = agents_tls.unwrap_or(&self.pki.api_client);
         let mut agents = String::new();
         for vm in &self.vms {
-            write!(
+            writeln!(
                 agents,
-                "  {{ origin = \"{}\", address = \"{}:{AGENT_PORT}\" }},\n",
+                "  {{ origin = \"{}\", address = \"{}:{AGENT_PORT}\" }},",
                 vm.origin(),
                 vm.address()
             )?;
@@ -179,11 +181,11 @@ impl Cluster {
              [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
              [[users]]\nname = \"bob\"\ntoken = \"{BOB_TOKEN}\"\n\n\
              [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nagents = [\n{agents}]\n\n{extra}",
-            self.pki.api_server.certificate,
-            self.pki.api_server.private_key,
-            self.pki.ca.certificate,
-            client.certificate,
-            client.private_key,
+            quoted(&self.pki.api_server.certificate),
+            quoted(&self.pki.api_server.private_key),
+            quoted(&self.pki.ca.certificate),
+            quoted(&client.certificate),
+            quoted(&client.private_key),
         );
         let path = self.dir.join("api.toml");
         std::fs::write(&path, config)?;
@@ -220,8 +222,17 @@ impl Cluster {
 
 impl Cluster {
     fn bin(&self, name: &str) -> String {
-        self.bin_dir.join(name).to_str().expect("utf-8 path").to_owned()
+        self.bin_dir
+            .join(name)
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned()
     }
+}
+
+/// A path as a TOML basic string.
+fn quoted(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
 }
 
 /// The directory of the test build's binaries, or the running program's
