@@ -1,5 +1,8 @@
-//! One local capture: attach, move packets from the ring buffer to the
-//! output, stop, drain, and account for every packet.
+//! One capture: attach, move packets from the ring buffer to a
+//! [`PacketSink`], stop, drain, and account for every packet.
+//!
+//! The sink is a file or the terminal for `pcap-agent capture`, and the
+//! response stream of a gRPC call for `pcap-agent serve`.
 
 use std::{future::Future, io, time::Duration};
 
@@ -12,7 +15,7 @@ use crate::{
     clock::WallClock,
     datapath::{self, Datapath, DatapathError},
     iface::Interface,
-    output::Output,
+    output::Packet,
 };
 
 /// How long to wait, after detaching, for packets that programs still
@@ -34,13 +37,44 @@ pub enum CaptureError {
     Poll(#[source] io::Error),
 }
 
+/// Where the packets of a capture go.
+///
+/// Calls come in this order: `begin` once, then `packet` for every packet
+/// read from the ring with `end_batch` after each drain of the ring and
+/// `flush` now and then, and `finish` once unless the sink reported
+/// [`io::ErrorKind::BrokenPipe`] (its reader went away).
+pub trait PacketSink {
+    /// Everything is attached; packets of these interfaces follow.
+    fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()>;
+    /// One packet of `interface`.
+    fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<Delivery>;
+    /// The ring is empty for now.
+    fn end_batch(&mut self) -> io::Result<()>;
+    /// Called every [`DRAIN_INTERVAL`], packets or not.
+    fn flush(&mut self) -> io::Result<()>;
+    /// The capture is over and `report` accounts for every packet.
+    fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()>;
+}
+
+/// What a sink did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written out or queued to be sent.
+    Delivered,
+    /// Dropped because the sink could not keep up (a full send queue).
+    Dropped,
+}
+
 /// What to capture and when to stop.
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub interfaces: Vec<Interface>,
     pub datapath: datapath::Options,
-    /// Stop after this many packets are written (tcpdump's `-c`).
+    /// Stop after this many packets are delivered (tcpdump's `-c`).
     pub count: Option<u64>,
+    /// Deliver at most this many bytes of packet data (captured bytes, not
+    /// wire lengths): the first packet that does not fit ends the capture.
+    pub bytes: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
 }
@@ -48,11 +82,24 @@ pub struct Spec {
 /// Why the capture ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// The packet limit (`-c`) was reached.
     Count,
+    /// The byte limit was reached.
+    Bytes,
     Duration,
+    /// SIGINT or SIGTERM.
     Signal,
+    /// The client asked to stop, or closed its request stream.
+    Requested,
     /// The reader of the output went away (for example `| head`).
     OutputClosed,
+}
+
+impl StopReason {
+    /// Whether one of the capture's own limits ended it.
+    pub fn is_limit(self) -> bool {
+        matches!(self, Self::Count | Self::Bytes | Self::Duration)
+    }
 }
 
 /// Every packet's fate, per interface.
@@ -62,8 +109,17 @@ pub struct InterfaceReport {
     pub kernel: Counters,
     /// Written to the output.
     pub delivered: u64,
-    /// Read from the ring after `-c` was reached, and not written.
+    /// Read from the ring, and dropped by the sink (a full send queue).
+    pub dropped: u64,
+    /// Read from the ring after a packet or byte limit was reached, and not written.
     pub after_limit: u64,
+}
+
+impl InterfaceReport {
+    /// Packets read from the ring, whatever became of them.
+    pub fn read(&self) -> u64 {
+        self.delivered + self.dropped + self.after_limit
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -79,18 +135,21 @@ impl Report {
             .fold(InterfaceReport::default(), |sum, (_, r)| InterfaceReport {
                 kernel: sum.kernel.add(r.kernel),
                 delivered: sum.delivered + r.delivered,
+                dropped: sum.dropped + r.dropped,
                 after_limit: sum.after_limit + r.after_limit,
             })
     }
 }
 
-/// Runs a capture until `-c`, `--duration`, `stop` or a closed output.
+/// Runs a capture until a limit of `spec`, until `stop` completes (with the
+/// reason it gives) or until the output is closed.
 ///
-/// `on_attached` runs once everything is attached, before any packet is read.
+/// `on_attached` runs once everything is attached and `output` has begun,
+/// before any packet is read. Nothing is attached when this fails before it.
 pub async fn run(
     spec: &Spec,
-    output: &mut Output,
-    stop: impl Future<Output = ()>,
+    output: &mut dyn PacketSink,
+    stop: impl Future<Output = StopReason>,
     on_attached: impl FnOnce(),
 ) -> Result<Report, CaptureError> {
     let mut datapath = Datapath::attach(&spec.interfaces, &spec.datapath)?;
@@ -103,8 +162,11 @@ pub async fn run(
     let mut reader = Reader {
         interfaces: &spec.interfaces,
         delivered: vec![0; spec.interfaces.len()],
+        dropped: vec![0; spec.interfaces.len()],
         after_limit: vec![0; spec.interfaces.len()],
         remaining: spec.count,
+        remaining_bytes: spec.bytes,
+        limit_reached: None,
         clock: WallClock::new()?,
         output,
     };
@@ -141,7 +203,7 @@ pub async fn run(
                     break reason;
                 }
             }
-            () = &mut stop => break StopReason::Signal,
+            reason = &mut stop => break reason,
             () = &mut deadline => break StopReason::Duration,
         }
     };
@@ -152,7 +214,7 @@ pub async fn run(
     datapath.detach();
     let ring = ring.get_mut();
     let started = std::time::Instant::now();
-    let report = loop {
+    let mut report = loop {
         if let Err(e) = reader.drain(ring) {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 return Err(CaptureError::Output(e));
@@ -161,17 +223,21 @@ pub async fn run(
         }
         let report = reader.report(&datapath, stop_reason)?;
         let total = report.total();
-        let read = total.delivered + total.after_limit;
-        if read >= total.kernel.written || started.elapsed() > FINAL_DRAIN_DEADLINE {
+        if total.read() >= total.kernel.written || started.elapsed() > FINAL_DRAIN_DEADLINE {
             break report;
         }
         tokio::task::yield_now().await;
     };
     if stop_reason != StopReason::OutputClosed {
-        reader
+        match reader
             .output
             .finish(&report, reader.clock.unix_ns(tai_now()))
-            .map_err(CaptureError::Output)?;
+        {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                report.stop = StopReason::OutputClosed;
+            }
+            finished => finished.map_err(CaptureError::Output)?,
+        }
     }
     Ok(report)
 }
@@ -179,10 +245,16 @@ pub async fn run(
 struct Reader<'a> {
     interfaces: &'a [Interface],
     delivered: Vec<u64>,
+    dropped: Vec<u64>,
     after_limit: Vec<u64>,
+    /// Packets still to deliver under the packet limit.
     remaining: Option<u64>,
+    /// Bytes still to deliver under the byte limit.
+    remaining_bytes: Option<u64>,
+    /// Set once a packet or byte limit is reached; later packets are not delivered.
+    limit_reached: Option<StopReason>,
     clock: WallClock,
-    output: &'a mut Output,
+    output: &'a mut dyn PacketSink,
 }
 
 impl Reader<'_> {
@@ -200,23 +272,39 @@ impl Reader<'_> {
             else {
                 continue;
             };
-            if self.remaining == Some(0) {
+            let end = HEADER_LEN + header.cap_len as usize;
+            let data = record.get(HEADER_LEN..end).unwrap_or(&record[HEADER_LEN..]);
+            if self
+                .remaining_bytes
+                .is_some_and(|left| data.len() as u64 > left)
+            {
+                self.limit_reached.get_or_insert(StopReason::Bytes);
+            }
+            if self.limit_reached.is_some() {
                 self.after_limit[slot] += 1;
                 continue;
             }
-            let end = HEADER_LEN + header.cap_len as usize;
-            let data = record.get(HEADER_LEN..end).unwrap_or(&record[HEADER_LEN..]);
-            let packet = crate::output::Packet {
+            let packet = Packet {
                 interface: slot as u32,
                 unix_ns: self.clock.unix_ns(header.tai_ns),
                 orig_len: header.orig_len,
                 data,
                 direction: Direction::from_u8(header.direction),
             };
-            self.output.packet(&self.interfaces[slot], &packet)?;
-            self.delivered[slot] += 1;
-            if let Some(remaining) = self.remaining.as_mut() {
-                *remaining -= 1;
+            match self.output.packet(&self.interfaces[slot], &packet)? {
+                Delivery::Dropped => self.dropped[slot] += 1,
+                Delivery::Delivered => {
+                    self.delivered[slot] += 1;
+                    if let Some(left) = self.remaining_bytes.as_mut() {
+                        *left -= data.len() as u64;
+                    }
+                    if let Some(left) = self.remaining.as_mut() {
+                        *left -= 1;
+                        if *left == 0 {
+                            self.limit_reached = Some(StopReason::Count);
+                        }
+                    }
+                }
             }
         }
         self.output.end_batch()
@@ -227,8 +315,7 @@ impl Reader<'_> {
         match drained {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Some(StopReason::OutputClosed)),
             Err(e) => Err(CaptureError::Output(e)),
-            Ok(()) if self.remaining == Some(0) => Ok(Some(StopReason::Count)),
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(self.limit_reached),
         }
     }
 
@@ -243,6 +330,7 @@ impl Reader<'_> {
                     InterfaceReport {
                         kernel: datapath.counters(interface.index)?,
                         delivered: self.delivered[slot],
+                        dropped: self.dropped[slot],
                         after_limit: self.after_limit[slot],
                     },
                 ))

@@ -45,7 +45,8 @@ const HOOKS: [(&str, TcAttachType); 2] = [
 pub const ENTRY_PROGRAMS: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
 
 /// How to hook the program into the interface's TC path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// TCX links where the kernel has them (6.6+), else clsact filters.
     #[default]

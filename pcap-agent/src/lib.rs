@@ -1,7 +1,8 @@
 //! pcap-agent: eBPF packet capture on a host.
 //!
 //! Data flows from the kernel program ([`datapath`]) through its ring buffer
-//! to a [`capture`] loop that writes an [`output`].
+//! to a [`capture`] loop that writes an [`output`], or, under [`serve`], to
+//! the response stream of a gRPC call from pcap-api.
 #![forbid(unsafe_code)]
 
 pub mod capture;
@@ -10,4 +11,5 @@ pub mod datapath;
 pub mod filter;
 pub mod iface;
 pub mod output;
+pub mod serve;
 pub mod tc_fallback;

@@ -1,15 +1,22 @@
 //! The `pcap-agent` command.
 
-use std::{fs::File, io, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    fs::File,
+    io::{self, IsTerminal as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use pcap_agent::{
-    capture::{self, Report, Spec},
+    capture::{self, Report, Spec, StopReason},
     datapath::{self, AttachMode},
     filter::Filter,
     iface::{Interface, link_type_name},
     output::{Format, Output},
+    serve,
 };
 use pcap_common::MAX_SNAPLEN;
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,6 +33,22 @@ struct Cli {
 enum Command {
     /// Capture packets on local interfaces, like tcpdump.
     Capture(CaptureArgs),
+    /// Serve captures to pcap-api over gRPC with mutual TLS.
+    ///
+    /// Runs until SIGTERM or SIGINT, then stops every capture, lets each send
+    /// its statistics, and exits 0. Log level from PCAP_LOG (default info).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The TOML configuration file (see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration, and every file it names, then exit: print
+    /// `config OK` and exit 0, or the error and exit 1.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,16 +90,23 @@ struct CaptureArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon logs its captures; the command line stays quiet.
+    let default_log = match cli.command {
+        Command::Capture(_) => "warn",
+        Command::Serve(_) => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PCAP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Capture(args) => run_capture(&args),
+        Command::Serve(args) => run_serve(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +144,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
                 _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}
             }
+            StopReason::Signal
         };
         let listening = || {
             for interface in &spec.interfaces {
@@ -129,6 +160,31 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     })?;
     print_report(&report);
     Ok(())
+}
+
+fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = serve::Config::load(&args.config)
+        .with_context(|| format!("config {}", args.config.display()))?;
+    if args.check_config {
+        println!("config OK");
+        return Ok(());
+    }
+    // One thread serves gRPC; every capture runs on a thread of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let stop = async {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        anyhow::Ok(serve::run(config, stop).await?)
+    })
 }
 
 fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
@@ -187,6 +243,7 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
             filter,
         },
         count: args.count,
+        bytes: None,
         duration,
     })
 }

@@ -6,7 +6,10 @@ use std::io::{self, BufWriter, Write};
 use pcap_common::Direction;
 use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
-use crate::{capture::Report, iface::Interface};
+use crate::{
+    capture::{Delivery, PacketSink, Report},
+    iface::Interface,
+};
 
 /// One packet on its way out.
 #[derive(Debug)]
@@ -56,9 +59,11 @@ impl Output {
     pub fn lines(sink: Box<dyn Write + Send>) -> Self {
         Self::Lines(BufWriter::new(sink))
     }
+}
 
+impl PacketSink for Output {
     /// Writes the file's headers for the capture's interfaces.
-    pub fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
+    fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
         let Self::File {
             format,
             sink,
@@ -94,7 +99,7 @@ impl Output {
         Ok(())
     }
 
-    pub fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<()> {
+    fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<Delivery> {
         match self {
             Self::File { writer, .. } => {
                 writer
@@ -110,7 +115,7 @@ impl Output {
                             Direction::Egress => pcap_format::Direction::Outbound,
                         }),
                         comment: None,
-                    })
+                    })?;
             }
             Self::Lines(out) => {
                 let direction = match packet.direction {
@@ -124,20 +129,21 @@ impl Output {
                     summary::format_time(packet.unix_ns),
                     interface.name,
                     summary::summarize(interface.link_type, packet.data)
-                )
+                )?;
             }
         }
+        Ok(Delivery::Delivered)
     }
 
     /// After a batch of packets: flush what someone is watching live.
-    pub fn end_batch(&mut self) -> io::Result<()> {
+    fn end_batch(&mut self) -> io::Result<()> {
         match self {
             Self::File { live: false, .. } => Ok(()),
             _ => self.flush(),
         }
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::File { writer, .. } => writer.as_mut().map_or(Ok(()), |w| w.flush()),
             Self::Lines(out) => out.flush(),
@@ -145,7 +151,7 @@ impl Output {
     }
 
     /// Writes an interface statistics block per interface, then flushes.
-    pub fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
+    fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
         if let Self::File {
             writer: Some(writer),
             ..

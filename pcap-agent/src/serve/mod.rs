@@ -1,0 +1,106 @@
+//! `pcap-agent serve`: the `pcap.v1.Agent` gRPC service, over mutual TLS,
+//! for pcap-api (see `docs/configuration.md`).
+//!
+//! Each `Capture` call runs a [`session`] on its own thread, which writes
+//! into a byte-budgeted [`queue`] that the call's response stream reads.
+
+pub mod config;
+pub mod queue;
+pub mod service;
+pub mod session;
+pub mod sink;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use pcap_proto::v1::agent_server::AgentServer;
+use thiserror::Error;
+use tokio::sync::watch;
+use tonic::transport::{Server, server::TcpIncoming};
+use tracing::{info, warn};
+
+pub use self::config::{Config, ConfigError};
+use self::service::AgentService;
+
+/// After SIGTERM, how long clients get to read the end of their streams.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves until `stop` completes (SIGTERM), then stops every capture, lets
+/// them drain and send their statistics, and returns.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let address = config.listen_addr()?;
+    let mut server = Server::builder();
+    if let Some(tls) = config.server_tls()? {
+        server = server.tls_config(tls)?;
+    } else {
+        warn!(
+            "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
+             AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
+        );
+    }
+    let incoming = TcpIncoming::bind(address)
+        .map_err(|source| ServeError::Listen { address, source })?
+        .with_nodelay(Some(true));
+    let local = incoming.local_addr().unwrap_or(address);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let config = Arc::new(config);
+    let service = AgentService::new(Arc::clone(&config), shutdown_rx.clone());
+    let mut active = service.active_captures();
+    info!(
+        address = %local,
+        max_captures = config.limits.max_captures,
+        "listening"
+    );
+    let mut stopping = shutdown_rx;
+    let serving = server
+        .add_service(AgentServer::new(service))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return Ok(result?),
+        () = stop => {}
+    }
+
+    info!(
+        active_captures = *active.borrow(),
+        "shutting down: stopping every capture"
+    );
+    shutdown.send_replace(true);
+    // The server stops accepting and waits for the calls in flight, whose
+    // captures now drain and send their statistics.
+    if let Ok(result) = tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
+        result?;
+    } else {
+        warn!(
+            "clients did not read the end of their streams within {SHUTDOWN_GRACE:?}; exiting anyway"
+        );
+    }
+    // Captures have detached before their streams end; wait for the last
+    // threads to let go of their slots.
+    if tokio::time::timeout(SHUTDOWN_GRACE, active.wait_for(|n| *n == 0))
+        .await
+        .is_err()
+    {
+        warn!(
+            active_captures = *active.borrow(),
+            "captures still running at exit"
+        );
+    }
+    info!("stopped");
+    Ok(())
+}

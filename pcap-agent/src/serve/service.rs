@@ -1,0 +1,200 @@
+//! The `pcap.v1.Agent` gRPC service: checks who calls, admits captures, and
+//! reports status.
+
+use std::{collections::HashSet, sync::Arc};
+
+use pcap_proto::{
+    COMPATIBILITY_LEVEL,
+    v1::{
+        AgentRequest, StatusRequest, StatusResponse, agent_request::Operation, agent_server::Agent,
+    },
+};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    config::Config,
+    queue::{QueueStream, send_queue},
+    session::Session,
+};
+
+pub struct AgentService {
+    config: Arc<Config>,
+    /// Names one of which the client's certificate must carry; `None` when
+    /// serving plain text.
+    client_names: Option<Vec<String>>,
+    captures: Arc<Captures>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AgentService {
+    /// `shutdown` becomes `true` when the agent stops: running captures stop
+    /// and new ones are refused.
+    pub fn new(config: Arc<Config>, shutdown: watch::Receiver<bool>) -> Self {
+        let client_names = match (&config.tls, config.insecure_plaintext) {
+            (Some(tls), false) => Some(tls.client_names.clone()),
+            _ => None,
+        };
+        Self {
+            captures: Arc::new(Captures {
+                active: watch::Sender::new(0),
+                max: config.limits.max_captures,
+            }),
+            client_names,
+            config,
+            shutdown,
+        }
+    }
+
+    /// The count of running captures, to wait for at shutdown.
+    pub fn active_captures(&self) -> watch::Receiver<u32> {
+        self.captures.active.subscribe()
+    }
+
+    /// Lets the call through if the client's certificate carries one of the
+    /// configured names. Chain and validity were checked by the handshake.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.client_names else {
+            return Ok(());
+        };
+        let certificates = request.peer_certs().unwrap_or_default();
+        let Some(leaf) = certificates.first() else {
+            return Err(Status::permission_denied(
+                "no client certificate was presented",
+            ));
+        };
+        let mut presented = pcap_proto::tls::certificate_names(leaf.as_ref())
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        // The CN often repeats a DNS name.
+        let mut seen = HashSet::new();
+        presented.retain(|name| seen.insert(name.clone()));
+        if presented.iter().any(|name| expected.contains(name)) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "the client certificate carries the names {presented:?}; \
+                 this agent accepts only {expected:?}"
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type CaptureStream = QueueStream;
+
+    async fn capture(
+        &self,
+        request: Request<Streaming<AgentRequest>>,
+    ) -> Result<Response<QueueStream>, Status> {
+        self.authorize(&request)?;
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let mut requests = request.into_inner();
+        let start = match requests.message().await? {
+            Some(AgentRequest {
+                operation: Some(Operation::Start(start)),
+            }) => start,
+            Some(_) => {
+                return Err(Status::invalid_argument("the first request must be start"));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the request stream ended before start",
+                ));
+            }
+        };
+        if start.compatibility_level != COMPATIBILITY_LEVEL {
+            return Err(Status::failed_precondition(format!(
+                "compatibility level {} is not served: this agent serves level {COMPATIBILITY_LEVEL}",
+                start.compatibility_level
+            )));
+        }
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable("the agent is shutting down"));
+        }
+        let slot = self.captures.try_acquire().ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "this agent already runs {0} captures (limits.max_captures = {0})",
+                self.captures.max
+            ))
+        })?;
+        let (queue, stream) = send_queue(self.config.limits.send_buffer_bytes);
+        let session = Session {
+            config: Arc::clone(&self.config),
+            start,
+            requests,
+            shutdown: self.shutdown.clone(),
+            peer,
+            slot,
+        };
+        match session.spawn(queue).await {
+            Ok(Ok(())) => Ok(Response::new(stream)),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::internal("the capture ended before it started")),
+        }
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(StatusResponse {
+            healthy: !*self.shutdown.borrow(),
+            compatibility_level: COMPATIBILITY_LEVEL,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            active_captures: *self.captures.active.borrow(),
+            max_captures: self.captures.max,
+            resolvers: Vec::new(),
+        }))
+    }
+}
+
+/// The running captures, at most `max`.
+struct Captures {
+    active: watch::Sender<u32>,
+    max: u32,
+}
+
+impl Captures {
+    fn try_acquire(self: &Arc<Self>) -> Option<CaptureSlot> {
+        let admitted = self.active.send_if_modified(|active| {
+            let admit = *active < self.max;
+            if admit {
+                *active += 1;
+            }
+            admit
+        });
+        admitted.then(|| CaptureSlot(Arc::clone(self)))
+    }
+}
+
+/// One running capture; dropping it makes room for another.
+pub struct CaptureSlot(Arc<Captures>);
+
+impl Drop for CaptureSlot {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|active| *active -= 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_at_most_max_captures() {
+        let captures = Arc::new(Captures {
+            active: watch::Sender::new(0),
+            max: 2,
+        });
+        let first = captures.try_acquire().unwrap();
+        let _second = captures.try_acquire().unwrap();
+        assert!(captures.try_acquire().is_none());
+        drop(first);
+        assert_eq!(*captures.active.borrow(), 1);
+        assert!(captures.try_acquire().is_some());
+    }
+}

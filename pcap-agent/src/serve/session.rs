@@ -1,0 +1,393 @@
+//! One capture for one `Capture` call, on its own thread.
+//!
+//! The datapath and its ring buffer's `AsyncFd` belong to the runtime that
+//! created them, so every capture runs a current-thread runtime on a thread
+//! of its own and talks to the gRPC layer only through its send queue.
+
+use std::{collections::HashSet, sync::Arc, thread, time::Duration};
+
+use pcap_common::MAX_SNAPLEN;
+use pcap_proto::v1::{AgentRequest, AgentStart, agent_request::Operation};
+use tokio::sync::{oneshot, watch};
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{config::Config, queue::QueueSender, service::CaptureSlot, sink::StreamSink};
+use crate::{
+    capture::{self, CaptureError, Report, Spec, StopReason},
+    datapath::{self, DatapathError},
+    filter::Filter,
+    iface::Interface,
+};
+
+/// Everything a capture needs, handed to its thread.
+pub struct Session {
+    pub config: Arc<Config>,
+    pub start: AgentStart,
+    /// The rest of the request stream: `stop`, or its end, stops the capture.
+    pub requests: Streaming<AgentRequest>,
+    /// Becomes `true` when the agent shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// The client, for logs.
+    pub peer: String,
+    /// Held until the capture has detached and sent everything.
+    pub slot: CaptureSlot,
+}
+
+impl Session {
+    /// Starts the capture on a new thread. The returned channel says whether
+    /// everything is attached, or why the capture could not start (then
+    /// nothing is attached).
+    pub fn spawn(self, queue: QueueSender) -> oneshot::Receiver<Result<(), Status>> {
+        let (started, result) = oneshot::channel();
+        let spawned = thread::Builder::new()
+            .name(format!("capture-{}", self.start.origin))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(self.run(queue, started)),
+                    Err(e) => {
+                        let _ = started.send(Err(Status::internal(format!(
+                            "cannot start the capture's runtime: {e}"
+                        ))));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // `started` was dropped with the closure: the caller sees that.
+            warn!(error = %e, "cannot start a capture thread");
+        }
+        result
+    }
+
+    async fn run(self, queue: QueueSender, started: oneshot::Sender<Result<(), Status>>) {
+        let origin = self.start.origin;
+        let spec = match plan(&self.start, &self.config) {
+            Ok(spec) => spec,
+            Err(status) => {
+                info!(
+                    peer = self.peer,
+                    origin,
+                    error = status.message(),
+                    "capture refused"
+                );
+                let _ = started.send(Err(status));
+                return;
+            }
+        };
+        let stop = stop_condition(self.requests, queue.closed(), self.shutdown);
+        let mut sink = StreamSink::new(queue, origin);
+        let mut started = Some(started);
+        let on_attached = || {
+            info!(
+                peer = self.peer,
+                origin,
+                interfaces = %interface_names(&spec.interfaces),
+                filter = spec.datapath.filter.as_ref().map_or("", Filter::expression),
+                snaplen = spec.datapath.snaplen,
+                "capture started"
+            );
+            if let Some(started) = started.take() {
+                let _ = started.send(Ok(()));
+            }
+        };
+        let result = capture::run(&spec, &mut sink, stop, on_attached).await;
+        match (result, started) {
+            (Ok(report), _) => log_stop(&self.peer, origin, &report),
+            // Nothing was attached: the call fails with this status.
+            (Err(e), Some(started)) => {
+                info!(peer = self.peer, origin, error = %chain(&e), "capture failed to start");
+                let _ = started.send(Err(start_failure(&e)));
+            }
+            (Err(e), None) => {
+                warn!(peer = self.peer, origin, error = %chain(&e), "capture failed");
+                sink.queue().fail(Status::internal(format!(
+                    "the capture failed: {}",
+                    chain(&e)
+                )));
+            }
+        }
+        // Dropping the sink ends the response stream, then the slot frees.
+        drop(sink);
+        drop(self.slot);
+    }
+}
+
+/// What `start` asks for, within the agent's configuration. Errors are
+/// `INVALID_ARGUMENT` with the message `pcap-agent capture` prints.
+pub fn plan(start: &AgentStart, config: &Config) -> Result<Spec, Status> {
+    let options = start.options.clone().unwrap_or_default();
+    let names = if options.interfaces.is_empty() {
+        &config.capture.default_interfaces
+    } else {
+        &options.interfaces
+    };
+    if names.is_empty() {
+        return Err(Status::invalid_argument(
+            "no interfaces: name some (this agent has no capture.default_interfaces)",
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(twice) = names.iter().find(|name| !seen.insert(*name)) {
+        return Err(Status::invalid_argument(format!(
+            "interface {twice:?} is named twice"
+        )));
+    }
+    let interfaces = names
+        .iter()
+        .map(|name| Interface::lookup(name).map_err(|e| invalid(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let snaplen = match options.snaplen {
+        0 => config.limits.max_snaplen,
+        n if n <= MAX_SNAPLEN => n.min(config.limits.max_snaplen),
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "invalid snaplen {n}: use 1 to {MAX_SNAPLEN} (or 0 for {MAX_SNAPLEN})"
+            )));
+        }
+    };
+    let filter = Filter::compile(&options.filter, &interfaces).map_err(|e| invalid(&e))?;
+    let limits = options.limits.unwrap_or_default();
+    let max_duration = config.max_duration();
+    let duration = match limits.duration_ms {
+        0 => max_duration,
+        ms => Duration::from_millis(ms).min(max_duration),
+    };
+    Ok(Spec {
+        interfaces,
+        datapath: datapath::Options {
+            snaplen,
+            ring_bytes: config.capture.ring_buffer_kib * 1024,
+            attach: config.capture.attach,
+            filter,
+        },
+        count: nonzero(limits.packets),
+        bytes: [limits.bytes, config.limits.max_bytes]
+            .into_iter()
+            .filter(|&b| b > 0)
+            .min(),
+        duration: Some(duration),
+    })
+}
+
+/// Completes, with the reason, when the client asks to stop, closes or
+/// breaks its request stream, stops reading responses, or the agent shuts
+/// down.
+async fn stop_condition(
+    mut requests: Streaming<AgentRequest>,
+    reader_gone: impl Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
+) -> StopReason {
+    let requested = async {
+        loop {
+            match requests.message().await {
+                Ok(Some(AgentRequest {
+                    operation: Some(Operation::Stop(_)),
+                })) => {
+                    debug!("stop requested");
+                    break;
+                }
+                Ok(Some(other)) => warn!(request = ?other, "ignoring a request other than stop"),
+                Ok(None) => {
+                    debug!("the request stream ended");
+                    break;
+                }
+                Err(status) => {
+                    debug!(%status, "the request stream broke");
+                    break;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = requested => StopReason::Requested,
+        () = reader_gone => StopReason::OutputClosed,
+        // An error means the server is gone: stop too.
+        _ = shutdown.wait_for(|stopping| *stopping) => StopReason::Signal,
+    }
+}
+
+fn log_stop(peer: &str, origin: u32, report: &Report) {
+    let total = report.total();
+    info!(
+        peer,
+        origin,
+        interfaces = %interface_names(report.interfaces.iter().map(|(i, _)| i)),
+        reason = ?report.stop,
+        seen = total.kernel.seen,
+        matched = total.kernel.matched,
+        sent = total.delivered,
+        dropped_kernel_ring = total.kernel.dropped_ring_full,
+        dropped_kernel_copy = total.kernel.dropped_copy_failed,
+        dropped_agent_queue = total.dropped,
+        after_limit = total.after_limit,
+        "capture stopped"
+    );
+}
+
+fn interface_names<'a>(interfaces: impl IntoIterator<Item = &'a Interface>) -> String {
+    interfaces
+        .into_iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The status for a capture that failed before anything was attached.
+fn start_failure(error: &CaptureError) -> Status {
+    match error {
+        CaptureError::Datapath(DatapathError::Snaplen(_)) => invalid(error),
+        _ => Status::internal(chain(error)),
+    }
+}
+
+fn invalid(error: &dyn std::error::Error) -> Status {
+    Status::invalid_argument(chain(error))
+}
+
+/// `error` and its causes joined with ": ", as `pcap-agent capture` prints
+/// them (anyhow's `{:#}`).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn nonzero(n: u64) -> Option<u64> {
+    (n > 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use pcap_proto::v1::{CaptureOptions, Limits};
+
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!("insecure_plaintext = true\n{extra}")).unwrap()
+    }
+
+    fn start(options: CaptureOptions) -> AgentStart {
+        AgentStart {
+            compatibility_level: pcap_proto::COMPATIBILITY_LEVEL,
+            origin: 3,
+            options: Some(options),
+        }
+    }
+
+    fn lo(options: CaptureOptions) -> AgentStart {
+        start(CaptureOptions {
+            interfaces: vec!["lo".to_owned()],
+            ..options
+        })
+    }
+
+    #[test]
+    fn caps_requests_by_the_configured_limits() {
+        let config = config("[limits]\nmax_duration = 10.0\nmax_snaplen = 100\nmax_bytes = 5000");
+        let spec = plan(
+            &lo(CaptureOptions {
+                snaplen: 200,
+                limits: Some(Limits {
+                    duration_ms: 60_000,
+                    packets: 7,
+                    bytes: 9000,
+                }),
+                ..CaptureOptions::default()
+            }),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(spec.datapath.snaplen, 100);
+        assert_eq!(spec.duration, Some(Duration::from_secs(10)));
+        assert_eq!(spec.count, Some(7));
+        assert_eq!(spec.bytes, Some(5000));
+
+        let spec = plan(&lo(CaptureOptions::default()), &config).unwrap();
+        assert_eq!(spec.datapath.snaplen, 100);
+        assert_eq!(spec.count, None);
+        assert_eq!(spec.bytes, Some(5000));
+        assert_eq!(spec.datapath.ring_bytes, 8192 * 1024);
+    }
+
+    #[test]
+    fn smaller_requests_win() {
+        let spec = plan(
+            &lo(CaptureOptions {
+                snaplen: 64,
+                limits: Some(Limits {
+                    duration_ms: 1500,
+                    packets: 0,
+                    bytes: 10,
+                }),
+                ..CaptureOptions::default()
+            }),
+            &config(""),
+        )
+        .unwrap();
+        assert_eq!(spec.datapath.snaplen, 64);
+        assert_eq!(spec.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(spec.bytes, Some(10));
+    }
+
+    #[test]
+    fn uses_the_default_interfaces() {
+        let spec = plan(
+            &start(CaptureOptions::default()),
+            &config("[capture]\ndefault_interfaces = [\"lo\"]"),
+        )
+        .unwrap();
+        assert_eq!(spec.interfaces[0].name, "lo");
+    }
+
+    #[test]
+    fn bad_requests_are_invalid_arguments() {
+        let cases = [
+            (start(CaptureOptions::default()), "no interfaces"),
+            (
+                start(CaptureOptions {
+                    interfaces: vec!["lo".to_owned(), "lo".to_owned()],
+                    ..CaptureOptions::default()
+                }),
+                "interface \"lo\" is named twice",
+            ),
+            (
+                start(CaptureOptions {
+                    interfaces: vec!["nonexistent0".to_owned()],
+                    ..CaptureOptions::default()
+                }),
+                "interface \"nonexistent0\" does not exist",
+            ),
+            (
+                lo(CaptureOptions {
+                    snaplen: 262_145,
+                    ..CaptureOptions::default()
+                }),
+                "invalid snaplen 262145: use 1 to 262144 (or 0 for 262144)",
+            ),
+            (
+                lo(CaptureOptions {
+                    filter: "tcp port".to_owned(),
+                    ..CaptureOptions::default()
+                }),
+                "syntax error",
+            ),
+        ];
+        for (request, message) in cases {
+            let status = plan(&request, &config("")).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains(message),
+                "{message}: {}",
+                status.message()
+            );
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Turns a capture into `CaptureResponse` messages on a [`QueueSender`]:
+//! interface descriptions, packet batches, congestion events, and the final
+//! statistics.
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use pcap_common::Direction as KernelDirection;
+use pcap_proto::v1::{
+    CaptureResponse, CaptureStarted, CaptureStopped, Congested, Direction, Event,
+    InterfaceDescription, Limit, LimitReached, Packet, Packets, Stage, Statistics,
+    capture_response::Payload, event::Kind,
+};
+
+use super::queue::{Closed, QueueSender};
+use crate::{
+    capture::{Delivery, PacketSink, Report, StopReason},
+    iface::Interface,
+    output,
+};
+
+/// A `Packets` message is sent when it would grow past this.
+const MAX_BATCH_BYTES: u64 = 1 << 20;
+
+/// What a `Packet` takes on the wire beyond its data, at most: its other
+/// fields and its tag and length in `Packets`. Packets are charged their
+/// data plus this against the send budget and the batch size.
+const PACKET_OVERHEAD: u64 = 40;
+
+/// `Event{congested}` is sent at most this often.
+const CONGESTION_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct StreamSink {
+    queue: QueueSender,
+    /// Stamped on every message.
+    origin: u32,
+    batch: Vec<Packet>,
+    /// Bytes `batch` holds of the send budget.
+    batch_bytes: u64,
+    /// Packets dropped since the last `Event{congested}`.
+    unreported_drops: u64,
+    last_congestion_report: Option<Instant>,
+    start_ns: u64,
+}
+
+impl StreamSink {
+    pub fn new(queue: QueueSender, origin: u32) -> Self {
+        Self {
+            queue,
+            origin,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            unreported_drops: 0,
+            last_congestion_report: None,
+            start_ns: 0,
+        }
+    }
+
+    pub fn queue(&self) -> &QueueSender {
+        &self.queue
+    }
+
+    fn send(&self, payload: Payload) -> io::Result<()> {
+        self.queue
+            .send(
+                CaptureResponse {
+                    payload: Some(payload),
+                },
+                0,
+            )
+            .map_err(closed)
+    }
+
+    fn send_event(&self, message: String, kind: Kind) -> io::Result<()> {
+        self.send(Payload::Event(Event {
+            origin: Some(self.origin),
+            message,
+            kind: Some(kind),
+        }))
+    }
+
+    fn send_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let packets = std::mem::take(&mut self.batch);
+        let reserved = std::mem::take(&mut self.batch_bytes);
+        self.queue
+            .send(
+                CaptureResponse {
+                    payload: Some(Payload::Packets(Packets { packets })),
+                },
+                reserved,
+            )
+            .map_err(closed)
+    }
+
+    /// Sends `Event{congested}` for the drops not yet reported, when there
+    /// are some and the last report is old enough (or `now_or_never`).
+    fn report_congestion(&mut self, now_or_never: bool) -> io::Result<()> {
+        if self.unreported_drops == 0 {
+            return Ok(());
+        }
+        let due = now_or_never
+            || self
+                .last_congestion_report
+                .is_none_or(|at| at.elapsed() >= CONGESTION_REPORT_INTERVAL);
+        if !due {
+            return Ok(());
+        }
+        let dropped = std::mem::take(&mut self.unreported_drops);
+        self.last_congestion_report = Some(Instant::now());
+        self.send_event(
+            format!(
+                "the agent's send queue was full: dropped {dropped} packets \
+                 (the network, the API or the client is slower than the capture)"
+            ),
+            Kind::Congested(Congested {
+                stage: Stage::AgentQueue.into(),
+                dropped,
+            }),
+        )
+    }
+}
+
+impl PacketSink for StreamSink {
+    fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
+        self.start_ns = unix_now_ns();
+        for (id, interface) in interfaces.iter().enumerate() {
+            self.send(Payload::Interface(InterfaceDescription {
+                origin: self.origin,
+                id: id as u32,
+                name: interface.name.clone(),
+                link_type: interface.link_type.into(),
+                snaplen,
+            }))?;
+        }
+        self.send_event(
+            "capture started".to_owned(),
+            Kind::CaptureStarted(CaptureStarted {}),
+        )
+    }
+
+    fn packet(&mut self, _: &Interface, packet: &output::Packet<'_>) -> io::Result<Delivery> {
+        let charge = packet.data.len() as u64 + PACKET_OVERHEAD;
+        if self.batch_bytes + charge > MAX_BATCH_BYTES {
+            self.send_batch()?;
+        }
+        if !self.queue.try_reserve(charge) {
+            self.unreported_drops += 1;
+            return Ok(Delivery::Dropped);
+        }
+        self.batch.push(Packet {
+            timestamp_ns: packet.unix_ns,
+            original_length: packet.orig_len,
+            direction: match packet.direction {
+                Some(KernelDirection::Ingress) => Direction::Inbound,
+                Some(KernelDirection::Egress) => Direction::Outbound,
+                None => Direction::Unspecified,
+            }
+            .into(),
+            origin: self.origin,
+            interface: packet.interface,
+            data: packet.data.to_vec(),
+        });
+        self.batch_bytes += charge;
+        Ok(Delivery::Delivered)
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        self.send_batch()?;
+        self.report_congestion(false)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.end_batch()
+    }
+
+    fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
+        self.send_batch()?;
+        self.report_congestion(true)?;
+        for (id, (_, r)) in report.interfaces.iter().enumerate() {
+            self.send(Payload::Statistics(Statistics {
+                origin: self.origin,
+                interface: id as u32,
+                seen: r.kernel.seen,
+                matched: r.kernel.matched,
+                sent: r.delivered,
+                dropped_kernel_ring: r.kernel.dropped_ring_full,
+                dropped_kernel_copy: r.kernel.dropped_copy_failed,
+                dropped_agent_queue: r.dropped,
+                out_of_order: 0,
+                after_limit: r.after_limit,
+                start_ns: self.start_ns,
+                end_ns: unix_ns,
+            }))?;
+        }
+        let limit = match report.stop {
+            StopReason::Count => Some((Limit::Packets, "packet")),
+            StopReason::Bytes => Some((Limit::Bytes, "byte")),
+            StopReason::Duration => Some((Limit::Duration, "duration")),
+            StopReason::Signal | StopReason::Requested | StopReason::OutputClosed => None,
+        };
+        if let Some((limit, name)) = limit {
+            self.send_event(
+                format!("the {name} limit was reached"),
+                Kind::LimitReached(LimitReached {
+                    limit: limit.into(),
+                }),
+            )?;
+        }
+        let why = match report.stop {
+            StopReason::Signal => "the agent is shutting down",
+            StopReason::Requested => "stop requested",
+            _ => "limit reached",
+        };
+        self.send_event(
+            format!("capture stopped: {why}"),
+            Kind::CaptureStopped(CaptureStopped {}),
+        )
+    }
+}
+
+fn closed(Closed: Closed) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the response stream was closed")
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use pcap_common::Counters;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+    use crate::{capture::InterfaceReport, serve::queue::send_queue};
+
+    fn interface() -> Interface {
+        Interface {
+            name: "eth0".to_owned(),
+            index: 2,
+            link_type: 1,
+        }
+    }
+
+    fn packet(data: &[u8]) -> output::Packet<'_> {
+        output::Packet {
+            interface: 0,
+            unix_ns: 7,
+            orig_len: 1500,
+            data,
+            direction: Some(KernelDirection::Egress),
+        }
+    }
+
+    async fn payloads(stream: super::super::queue::QueueStream) -> Vec<Payload> {
+        stream
+            .map(|item| item.unwrap().payload.unwrap())
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn drops_what_exceeds_the_budget_and_reports_it() {
+        let (tx, rx) = send_queue(2 * (100 + PACKET_OVERHEAD));
+        let mut sink = StreamSink::new(tx, 9);
+        sink.begin(&[interface()], 262_144).unwrap();
+        let data = [0u8; 100];
+        let deliveries: Vec<Delivery> = (0..3)
+            .map(|_| sink.packet(&interface(), &packet(&data)).unwrap())
+            .collect();
+        assert_eq!(
+            deliveries,
+            [Delivery::Delivered, Delivery::Delivered, Delivery::Dropped]
+        );
+        sink.end_batch().unwrap();
+        let report = Report {
+            interfaces: vec![(
+                interface(),
+                InterfaceReport {
+                    kernel: Counters {
+                        seen: 3,
+                        matched: 3,
+                        written: 3,
+                        ..Counters::default()
+                    },
+                    delivered: 2,
+                    dropped: 1,
+                    after_limit: 0,
+                },
+            )],
+            stop: StopReason::Count,
+        };
+        sink.finish(&report, 8).unwrap();
+        drop(sink);
+
+        let payloads = payloads(rx).await;
+        let kinds: Vec<&str> = payloads
+            .iter()
+            .map(|p| match p {
+                Payload::Interface(_) => "interface",
+                Payload::Packets(_) => "packets",
+                Payload::Event(Event {
+                    kind: Some(Kind::CaptureStarted(_)),
+                    ..
+                }) => "started",
+                Payload::Event(Event {
+                    kind: Some(Kind::Congested(c)),
+                    origin: Some(9),
+                    ..
+                }) if c.dropped == 1 && c.stage() == Stage::AgentQueue => "congested",
+                Payload::Statistics(s) if s.dropped_agent_queue == 1 && s.sent == 2 => "statistics",
+                Payload::Event(Event {
+                    kind: Some(Kind::LimitReached(l)),
+                    ..
+                }) if l.limit() == Limit::Packets => "limit",
+                Payload::Event(Event {
+                    kind: Some(Kind::CaptureStopped(_)),
+                    ..
+                }) => "stopped",
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "interface",
+                "started",
+                "packets",
+                "congested",
+                "statistics",
+                "limit",
+                "stopped"
+            ]
+        );
+        let Payload::Packets(batch) = &payloads[2] else {
+            unreachable!()
+        };
+        assert_eq!(batch.packets.len(), 2);
+        assert_eq!(batch.packets[0].origin, 9);
+        assert_eq!(batch.packets[0].direction(), Direction::Outbound);
+    }
+
+    #[tokio::test]
+    async fn batches_hold_at_most_a_mebibyte() {
+        let (tx, rx) = send_queue(u64::MAX);
+        let mut sink = StreamSink::new(tx, 0);
+        let data = vec![0u8; 100_000];
+        for _ in 0..25 {
+            sink.packet(&interface(), &packet(&data)).unwrap();
+        }
+        sink.end_batch().unwrap();
+        drop(sink);
+        let sizes: Vec<usize> = payloads(rx)
+            .await
+            .iter()
+            .map(|p| match p {
+                Payload::Packets(p) => p.packets.len(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+}
