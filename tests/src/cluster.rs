@@ -125,7 +125,7 @@ impl Cluster {
         let path = self.dir.join("agent.toml");
         let config = format!(
             "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
-             [tls]\ncertificate = {:?}\nprivate_key = {:?}\nclient_ca = {:?}\n\n\
+             [tls]\ncertificate = {}\nprivate_key = {}\nclient_ca = {}\n\n\
              [capture]\ndefault_interfaces = [\"eth0\"]\n\n{extra}",
             quoted(&self.pki.agent.certificate),
             quoted(&self.pki.agent.private_key),
@@ -154,7 +154,7 @@ impl Cluster {
             .env("PCAP_LOG", "info");
         let mut agent = Running::spawn(&mut command)?;
         agent
-            .wait_for("serving", 1)
+            .wait_for("listening", 1)
             .with_context(|| format!("agent of vm-{index}"))?;
         vm.agent = Some(agent);
         Ok(())
@@ -176,8 +176,8 @@ impl Cluster {
         }
         let config = format!(
             "listen = \"{API_ADDRESS}\"\n\n\
-             [tls]\ncertificate = {:?}\nprivate_key = {:?}\n\n\
-             [agents]\nca = {:?}\ncertificate = {:?}\nprivate_key = {:?}\nserver_name = \"pcap-agent\"\n\n\
+             [tls]\ncertificate = {}\nprivate_key = {}\n\n\
+             [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n\
              [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
              [[users]]\nname = \"bob\"\ntoken = \"{BOB_TOKEN}\"\n\n\
              [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nagents = [\n{agents}]\n\n{extra}",
