@@ -1,10 +1,14 @@
 //! `cargo xtask demo`: a container veth on a simulated cell, captured twice
-//! at once (readable lines, and demo.pcapng shown through tshark).
+//! at once (readable lines, and demo.pcapng shown through tshark); then three
+//! VMs captured at once through agents, the API and the CLI over mutual TLS
+//! (demo-merged.pcapng).
 
 use std::process::Command;
 
 use anyhow::Context as _;
 use pcap_tests::{
+    TempDir,
+    cluster::{AGENT_PORT, ALICE_TOKEN, Cluster},
     netns::Netns,
     process::{Running, binary},
 };
@@ -78,6 +82,65 @@ pub fn run() -> anyhow::Result<()> {
         "_ws.col.Info",
     ]))?;
     run_command(Command::new("capinfos").arg(&pcapng))?;
+    distributed()
+}
+
+/// Three VMs, each running `pcap-agent serve`, one `pcap-api serve`, and
+/// `pcap capture` writing one merged file.
+fn distributed() -> anyhow::Result<()> {
+    println!("== 4. three VMs, each with pcap-agent serve; pcap-api; mutual TLS everywhere");
+    let dir = TempDir::new("demo")?;
+    let mut cluster = Cluster::new(&dir, 3)?;
+    let agent_config = cluster.agent_config("")?;
+    cluster.start_agents(&agent_config)?;
+    let api_config = cluster.api_config(None, "")?;
+    cluster.start_api(&api_config)?;
+    for vm in &cluster.vms {
+        println!(
+            "   {}: agent on {}:{AGENT_PORT}, capturing eth0 {}",
+            vm.origin(),
+            vm.address(),
+            vm.data_address()
+        );
+    }
+
+    let merged = workspace_root().join("demo-merged.pcapng");
+    println!("== 5. pcap capture --target vms -w {}", merged.display());
+    let mut cli = Running::spawn(cluster.cli(
+        ALICE_TOKEN,
+        &["-w", merged.to_str().context("non-UTF-8 path")?, "icmp"],
+    ))?;
+    cli.wait_for("capturing on", cluster.vms.len())?;
+    for vm in &cluster.vms {
+        vm.peer
+            .sh(&format!("ping -q -c 2 -i 0.2 {}", vm.data_address()))?;
+    }
+    let (_, lines) = cli.interrupt()?;
+    for line in &lines {
+        println!("   {line}");
+    }
+
+    println!(
+        "== 6. {} through tshark: one interface per VM",
+        merged.display()
+    );
+    run_command(Command::new("tshark").arg("-r").arg(&merged).args([
+        "-T",
+        "fields",
+        "-E",
+        "header=y",
+        "-e",
+        "frame.number",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "frame.interface_name",
+        "-e",
+        "frame.packet_flags_direction",
+        "-e",
+        "_ws.col.Info",
+    ]))?;
+    run_command(Command::new("capinfos").arg(&merged))?;
     Ok(())
 }
 
