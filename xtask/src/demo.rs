@@ -106,7 +106,7 @@ fn distributed() -> anyhow::Result<()> {
 
     let merged = workspace_root().join("demo-merged.pcapng");
     println!("== 5. pcap capture --target vms -w {}", merged.display());
-    let mut cli = Running::spawn(cluster.cli(
+    let mut cli = Running::spawn(&mut cluster.cli(
         ALICE_TOKEN,
         &["-w", merged.to_str().context("non-UTF-8 path")?, "icmp"],
     ))?;

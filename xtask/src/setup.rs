@@ -35,6 +35,7 @@ const EBPF_TOOLCHAIN: &str = "pcap-bpf";
 pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     bpf_linker()?;
+    s3_server()?;
     toolchain_link()
 }
 
@@ -85,6 +86,33 @@ fn bpf_linker() -> anyhow::Result<()> {
             ])
             .env("PATH", path),
     )
+}
+
+/// The S3-compatible server the stored-capture tests run (tests/src/s3.rs):
+/// s3s-fs checks SigV4 signatures and presigned URLs' expiry, and enforces
+/// S3's 5 MiB minimum part size.
+const S3S_FS_VERSION: &str = "0.14.1";
+
+fn s3_server() -> anyhow::Result<()> {
+    if Command::new("s3s-fs")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(S3S_FS_VERSION)
+        })
+    {
+        return Ok(());
+    }
+    eprintln!("setup: building s3s-fs {S3S_FS_VERSION} (the S3 server of the store tests)");
+    run_command(Command::new(env!("CARGO")).args([
+        "install",
+        "s3s-fs",
+        "--version",
+        S3S_FS_VERSION,
+        "--features",
+        "binary",
+        "--locked",
+    ]))
 }
 
 fn toolchain_link() -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use pcap_tests::{
 };
 
 use super::Options;
-use crate::{cargo, workspace_root};
+use crate::workspace_root;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -52,7 +52,6 @@ struct Run {
 }
 
 pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
-    cargo(&["build", "--release", "--bins"])?;
     let agent = workspace_root().join("target/release/pcap-agent");
     let pair = Pair::new("bench")?;
     pair.disable_ipv6()?;

@@ -222,7 +222,7 @@ fn count(file: &Path, offered: u64, cpu: Duration) -> anyhow::Result<Run> {
 /// attached, over `options.runs` captures.
 fn start_times(options: &Options, dir: &Path, release: &Path) -> anyhow::Result<Vec<f64>> {
     let mut cluster = Cluster::new(&dir.join("ten"), 10)?;
-    cluster.bin_dir = release.to_owned();
+    release.clone_into(&mut cluster.bin_dir);
     let agent_config = cluster.agent_config("")?;
     cluster.start_agents(&agent_config)?;
     let api_config = cluster.api_config(None, "[limits]\nmax_captures_per_user = 10\n")?;

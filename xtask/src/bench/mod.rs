@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::workspace_root;
+use crate::{cargo, workspace_root};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -24,6 +24,20 @@ pub struct Options {
     /// Where to write the report.
     #[arg(long, default_value = "docs/bench.md")]
     out: std::path::PathBuf,
+    /// Run only these parts (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+/// The parts of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// The in-kernel filter against classic BPF.
+    Filter,
+    /// Local capture against tcpdump.
+    Capture,
+    /// Agent → API → CLI against local, and start time across 10 agents.
+    Distributed,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -31,16 +45,39 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     writeln!(report, "# Benchmarks\n")?;
     writeln!(
         report,
-        "Produced by `cargo xtask bench --runs {} --packets {}` on {} ({} CPUs), Linux {}.\n",
+        "Produced by `cargo xtask bench --runs {} --packets {}{}` on {} ({} CPUs), Linux {}.\n",
         options.runs,
         options.packets,
+        if options.only.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " --only {}",
+                options
+                    .only
+                    .iter()
+                    .map(|p| format!("{p:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        },
         cpu_model()?,
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
     )?;
-    filter::run(&mut report)?;
-    capture::run(options, &mut report)?;
-    distributed::run(options, &mut report)?;
+    let wanted = |part| options.only.is_empty() || options.only.contains(&part);
+    if wanted(Part::Filter) {
+        filter::run(&mut report)?;
+    }
+    if wanted(Part::Capture) || wanted(Part::Distributed) {
+        cargo(&["build", "--release", "--bins"])?;
+    }
+    if wanted(Part::Capture) {
+        capture::run(options, &mut report)?;
+    }
+    if wanted(Part::Distributed) {
+        distributed::run(options, &mut report)?;
+    }
     let out = workspace_root().join(&options.out);
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     println!("{report}");
