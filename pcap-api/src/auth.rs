@@ -1,5 +1,6 @@
 //! Who is calling: bearer tokens to users. The static table from the
-//! configuration stands in until UAA lands; both implement `Authenticator`.
+//! configuration and UAA-issued JWTs (`uaa`, through the BOSH resolver's
+//! director) both implement `Authenticator`; `Chain` asks each in turn.
 //! Tokens are never logged or put in error messages.
 
 use subtle::ConstantTimeEq;
@@ -11,6 +12,46 @@ use crate::config;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    /// The scopes the caller's token grants; empty for static users.
+    pub scopes: Vec<String>,
+    /// The token issuer (a UAA) that vouched for the caller; `None` for
+    /// static users.
+    pub issuer: Option<String>,
+    /// The caller's own token, to act on their behalf (the BOSH director
+    /// checks it again); `None` for static users.
+    pub token: Option<Secret>,
+}
+
+impl User {
+    /// A user from the static table.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            scopes: Vec::new(),
+            issuer: None,
+            token: None,
+        }
+    }
+}
+
+/// A bearer token, kept out of `{:?}` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -19,6 +60,13 @@ pub enum AuthError {
     MissingToken,
     #[error("the bearer token is not valid")]
     InvalidToken,
+    /// A token an authenticator recognised (a JWT of its issuer) and
+    /// refused, with the reason.
+    #[error("the bearer token is not valid: {0}")]
+    Rejected(String),
+    /// The token cannot be checked now (the UAA or director is down).
+    #[error("cannot check the bearer token: {0}")]
+    Unavailable(String),
 }
 
 #[tonic::async_trait]
@@ -39,6 +87,31 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
         return Err(AuthError::MissingToken);
     }
     Ok(token)
+}
+
+/// Several authenticators, asked in order. The first to accept the token
+/// decides; when none does, the most specific refusal is the answer.
+pub struct Chain(Vec<Box<dyn Authenticator>>);
+
+impl Chain {
+    pub fn new(authenticators: Vec<Box<dyn Authenticator>>) -> Self {
+        Self(authenticators)
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for Chain {
+    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        let mut refusal = AuthError::InvalidToken;
+        for authenticator in &self.0 {
+            match authenticator.authenticate(token).await {
+                Ok(user) => return Ok(user),
+                Err(AuthError::InvalidToken) => {}
+                Err(error) => refusal = error,
+            }
+        }
+        Err(refusal)
+    }
 }
 
 /// Users and tokens from the `[[users]]` tables.
@@ -69,7 +142,7 @@ impl Authenticator for StaticTokens {
             }
         }
         found
-            .map(|name| User { name: name.clone() })
+            .map(|name| User::named(name))
             .ok_or(AuthError::InvalidToken)
     }
 }
@@ -83,10 +156,12 @@ mod tests {
             config::User {
                 name: "alice".into(),
                 token: "token-a".into(),
+                admin: false,
             },
             config::User {
                 name: "bob".into(),
                 token: "token-b".into(),
+                admin: false,
             },
         ])
     }
@@ -126,6 +201,7 @@ mod tests {
         let user = config::User {
             name: "alice".into(),
             token: "secret".into(),
+            admin: false,
         };
         assert!(!format!("{user:?}").contains("secret"));
     }

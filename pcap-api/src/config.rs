@@ -27,7 +27,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -49,6 +49,12 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// The BOSH resolver; absent: no BOSH targets.
+    #[serde(default)]
+    pub bosh: Option<crate::bosh::BoshConfig>,
+    /// Where `--store` captures go; absent: they are refused.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 /// What the API presents to clients.
@@ -156,6 +162,9 @@ impl Limits {
 pub struct User {
     pub name: String,
     pub token: String,
+    /// Admins list and download every user's stored captures.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -274,7 +283,14 @@ impl Config {
         check_seconds("limits.max_duration", self.limits.max_duration, false)?;
         check_seconds("limits.drain_grace", self.limits.drain_grace, true)?;
         self.validate_users()?;
-        self.validate_targets()
+        self.validate_targets()?;
+        if let Some(bosh) = &self.bosh {
+            bosh.validate()?;
+        }
+        if let Some(store) = &self.store {
+            store.validate()?;
+        }
+        Ok(())
     }
 
     fn validate_users(&self) -> Result<(), ConfigError> {
@@ -368,7 +384,7 @@ pub fn agent_authority(address: &str, default_port: u16) -> Result<String, Strin
     Ok(format!("{host}:{port}"))
 }
 
-fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), ConfigError> {
+pub(crate) fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), ConfigError> {
     let ok = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
     // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
     if !ok || value > 366.0 * 86400.0 {
@@ -385,7 +401,7 @@ fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), Config
     Ok(())
 }
 
-fn check_certificate(key: &str, path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_certificate(key: &str, path: &Path) -> Result<(), ConfigError> {
     let pem = read(key, path)?;
     let mut count = 0;
     for der in CertificateDer::pem_slice_iter(&pem) {
@@ -418,7 +434,7 @@ fn check_private_key(key: &str, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     fs::read(path).map_err(|e| {
         invalid(
             key,

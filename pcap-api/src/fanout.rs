@@ -135,6 +135,26 @@ pub fn refused_by_limit(origin: u32, limit: &LimitError) -> [AgentMessage; 2] {
     ]
 }
 
+/// What the session gets for an agent the resolver could not give an
+/// address for (a BOSH instance without an IP): unavailable, and the end.
+pub fn unavailable(origin: u32, message: &str) -> [AgentMessage; 2] {
+    let event = Event {
+        origin: Some(origin),
+        message: message.to_owned(),
+        kind: Some(event::Kind::InstanceUnavailable(InstanceUnavailable {})),
+    };
+    [
+        AgentMessage {
+            origin,
+            body: FromAgent::Payload(Payload::Event(event)),
+        },
+        AgentMessage {
+            origin,
+            body: FromAgent::Ended,
+        },
+    ]
+}
+
 struct Outbox {
     origin: u32,
     to_session: mpsc::Sender<AgentMessage>,
@@ -350,7 +370,8 @@ fn stamp_origin(payload: Payload, origin: u32) -> Option<Payload> {
             statistics.origin = origin;
             Payload::Statistics(statistics)
         }
-        Payload::Origin(_) => return None,
+        // The API's to send too (stored captures), never an agent's.
+        Payload::Origin(_) | Payload::Progress(_) | Payload::Stored(_) => return None,
     })
 }
 

@@ -2,14 +2,16 @@
 //! capture, starts a capture on each, and merges the agents' streams into
 //! one, in timestamp order, for the client.
 //!
-//! A capture: `service` checks the request (`auth`, `resolve`, `limits`),
-//! then one `fanout` task per agent feeds one `session`, which sends packets
-//! through the reorder window (`merge`) to the client. `stop` carries
+//! A capture: `service` checks the request (`auth`, `resolve`, `limits`;
+//! `bosh` resolves BOSH targets at a director, `uaa` checks UAA tokens),
+//! then one `fanout` task per agent feeds one `session`, which sends
+//! packets through the reorder window (`merge`) to the client. `stop` carries
 //! "stop" and "abort" to every task of a capture; `server` serves and
-//! drains.
+//! drains. `store` writes `--store` captures to S3-compatible storage.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bosh;
 pub mod config;
 pub mod fanout;
 pub mod limits;
@@ -19,3 +21,5 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod stop;
+pub mod store;
+pub mod uaa;

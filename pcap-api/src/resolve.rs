@@ -1,14 +1,14 @@
 //! What a capture target means: the agents to start and the interfaces to
 //! capture when the request names none. Only the static resolver (from
-//! `[[targets]]`) exists today; Cloud Controller and BOSH resolvers will
-//! implement the same trait.
+//! `[[targets]]`) and the BOSH resolver (`bosh`) exist today; the Cloud
+//! Controller resolver will implement the same trait.
 
 use std::collections::HashMap;
 
 use pcap_proto::v1::{ResolverStatus, Target, target};
 use thiserror::Error;
 
-use crate::config;
+use crate::{auth::User, config};
 
 /// One agent of a resolved target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct AgentEndpoint {
     pub origin: String,
     /// `host:port`.
     pub address: String,
+    /// Set when the instance cannot be captured (for example a BOSH
+    /// instance without an IP address): why. The client gets it as an
+    /// `instance_unavailable` event for this origin.
+    pub unavailable: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,18 +36,40 @@ pub enum ResolveError {
     NoTarget,
     #[error("unknown target \"{0}\"")]
     UnknownTarget(String),
+    /// No resolver of this API handles this kind of target.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// What the resolver asks (a BOSH director) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[tonic::async_trait]
 pub trait Resolver: Send + Sync {
-    async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError>;
-    fn status(&self) -> ResolverStatus;
+    /// Whether this resolver handles `target`'s kind.
+    fn accepts(&self, target: &Target) -> bool;
+    /// The agents of `target`, as `user` may capture them.
+    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError>;
+    async fn status(&self) -> ResolverStatus;
 }
 
 /// A readable name for a target, for logs.
 pub fn describe(target: Option<&Target>) -> String {
     match target.and_then(|t| t.kind.as_ref()) {
         Some(target::Kind::Static(s)) => format!("static:{}", s.name),
+        Some(target::Kind::Bosh(b)) => {
+            let mut text = format!("bosh:{}/{}", b.deployment, b.groups.join(","));
+            if !b.instances.is_empty() {
+                text = format!("{text}/{}", b.instances.join(","));
+            }
+            text
+        }
         None => "none".to_owned(),
     }
 }
@@ -65,6 +91,7 @@ impl StaticResolver {
                         origin: a.origin.clone(),
                         address: config::agent_authority(&a.address, default_port)
                             .unwrap_or_else(|_| a.address.clone()),
+                        unavailable: None,
                     })
                     .collect();
                 let resolved = Resolved {
@@ -80,7 +107,11 @@ impl StaticResolver {
 
 #[tonic::async_trait]
 impl Resolver for StaticResolver {
-    async fn resolve(&self, target: &Target) -> Result<Resolved, ResolveError> {
+    fn accepts(&self, target: &Target) -> bool {
+        matches!(target.kind, Some(target::Kind::Static(_)))
+    }
+
+    async fn resolve(&self, _user: &User, target: &Target) -> Result<Resolved, ResolveError> {
         let Some(target::Kind::Static(target)) = &target.kind else {
             return Err(ResolveError::NoTarget);
         };
@@ -90,7 +121,7 @@ impl Resolver for StaticResolver {
             .ok_or_else(|| ResolveError::UnknownTarget(target.name.clone()))
     }
 
-    fn status(&self) -> ResolverStatus {
+    async fn status(&self) -> ResolverStatus {
         ResolverStatus {
             name: "static".to_owned(),
             healthy: true,
@@ -130,18 +161,22 @@ mod tests {
             }],
             9494,
         );
-        let resolved = resolver.resolve(&static_target("vms")).await.unwrap();
+        let alice = User::named("alice");
+        let resolved = resolver
+            .resolve(&alice, &static_target("vms"))
+            .await
+            .unwrap();
         assert_eq!(resolved.default_interfaces, ["eth0"]);
         let addresses: Vec<_> = resolved.agents.iter().map(|a| a.address.as_str()).collect();
         assert_eq!(addresses, ["10.1.0.2:9000", "10.1.1.2:9494"]);
         assert_eq!(
-            resolver.resolve(&static_target("cells")).await,
+            resolver.resolve(&alice, &static_target("cells")).await,
             Err(ResolveError::UnknownTarget("cells".into()))
         );
         assert_eq!(
-            resolver.resolve(&Target { kind: None }).await,
+            resolver.resolve(&alice, &Target { kind: None }).await,
             Err(ResolveError::NoTarget)
         );
-        assert!(resolver.status().healthy);
+        assert!(resolver.status().await.healthy);
     }
 }

@@ -27,8 +27,12 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Setup(#[from] crate::service::SetupError),
     #[error("cannot serve: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Serves on `listener` until `signal` completes, then drains.
@@ -39,6 +43,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let shutdown = Stop::default();
     let service = ApiService::new(config, shutdown.clone())?;
+    let service = match &config.store {
+        Some(store) => service.with_store(crate::store::CaptureStore::new(store, &config.users)?),
+        None => service,
+    };
     let captures = service.concurrency();
     let identity = KeyPair {
         certificate: &config.tls.certificate,

@@ -19,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    auth::{self, AuthError, Authenticator, StaticTokens, User},
+    auth::{self, AuthError, Authenticator, Chain, StaticTokens, User},
+    bosh,
     config::{self, Config},
     fanout::{self, AgentTask, Connector},
     limits::{CaptureSlot, Concurrency, LimitError, Maxima},
@@ -27,6 +28,7 @@ use crate::{
     resolve::{self, AgentEndpoint, ResolveError, Resolved, Resolver, StaticResolver},
     session::{self, GlobalLimits, Session, Summary},
     stop::{Stop, StopLevel},
+    uaa,
 };
 
 /// Responses queued for a client before the session waits for it. Small:
@@ -51,21 +53,49 @@ pub enum Refusal {
     BadRequest(String),
     #[error("the API is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
         let message = refusal.to_string();
         match refusal {
+            Refusal::Auth(AuthError::Unavailable(_))
+            | Refusal::Resolve(ResolveError::Unavailable(_))
+            | Refusal::ShuttingDown => Status::unavailable(message),
             Refusal::Auth(_) => Status::unauthenticated(message),
-            Refusal::Resolve(ResolveError::UnknownTarget(_)) => Status::not_found(message),
-            Refusal::Resolve(ResolveError::NoTarget) | Refusal::BadRequest(_) => {
-                Status::invalid_argument(message)
+            Refusal::Resolve(ResolveError::UnknownTarget(_) | ResolveError::NotFound(_)) => {
+                Status::not_found(message)
             }
+            Refusal::Resolve(ResolveError::NoTarget | ResolveError::BadRequest(_))
+            | Refusal::BadRequest(_) => Status::invalid_argument(message),
+            Refusal::Resolve(ResolveError::PermissionDenied(_)) => {
+                Status::permission_denied(message)
+            }
+            Refusal::Resolve(ResolveError::Unsupported(_)) => Status::unimplemented(message),
             Refusal::Limit(_) => Status::resource_exhausted(message),
-            Refusal::ShuttingDown => Status::unavailable(message),
+            Refusal::Store(error) => {
+                use crate::store::StoreError;
+                match error {
+                    StoreError::NotConfigured => Status::failed_precondition(message),
+                    StoreError::Unavailable { .. } => Status::unavailable(message),
+                    StoreError::NotFound(_) => Status::not_found(message),
+                    StoreError::BadId(_) => Status::invalid_argument(message),
+                    StoreError::Failed(_) | StoreError::Setup(_) => Status::internal(message),
+                }
+            }
         }
     }
+}
+
+/// What can keep the service from being built.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("bosh: {0}")]
+    Bosh(#[from] uaa::SetupError),
 }
 
 pub struct ApiService {
@@ -74,21 +104,36 @@ pub struct ApiService {
 
 struct Shared {
     authenticator: Box<dyn Authenticator>,
-    resolver: Box<dyn Resolver>,
+    /// Asked in order; the first that accepts a target resolves it.
+    resolvers: Vec<Box<dyn Resolver>>,
     concurrency: Concurrency,
     connector: Arc<Connector>,
     merge: config::Merge,
     limits: config::Limits,
     /// Reaches `Drain` when the server shuts down.
     shutdown: Stop,
+    /// Where `--store` captures go (`[store]`).
+    store: Option<Arc<crate::store::CaptureStore>>,
 }
 
 impl ApiService {
-    pub fn new(config: &Config, shutdown: Stop) -> Result<Self, TlsError> {
+    pub fn new(config: &Config, shutdown: Stop) -> Result<Self, SetupError> {
         let limits = &config.limits;
+        let mut authenticators: Vec<Box<dyn Authenticator>> =
+            vec![Box::new(StaticTokens::new(&config.users))];
+        let mut resolvers: Vec<Box<dyn Resolver>> = vec![Box::new(StaticResolver::new(
+            &config.targets,
+            config.agents.port,
+        ))];
+        if let Some(bosh) = &config.bosh {
+            let (resolver, authenticator) = bosh::new(bosh, config.agents.port)?;
+            resolver.discover_in_background();
+            authenticators.push(Box::new(authenticator));
+            resolvers.push(Box::new(resolver));
+        }
         let shared = Shared {
-            authenticator: Box::new(StaticTokens::new(&config.users)),
-            resolver: Box::new(StaticResolver::new(&config.targets, config.agents.port)),
+            authenticator: Box::new(Chain::new(authenticators)),
+            resolvers,
             concurrency: Concurrency::new(Maxima {
                 captures: limits.max_captures,
                 per_user: limits.max_captures_per_user,
@@ -98,6 +143,7 @@ impl ApiService {
             merge: config.merge.clone(),
             limits: limits.clone(),
             shutdown,
+            store: None,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -106,6 +152,35 @@ impl ApiService {
 }
 
 impl ApiService {
+    /// Stores `--store` captures in `store`, and runs its retention cleanup.
+    #[must_use]
+    pub fn with_store(mut self, store: crate::store::CaptureStore) -> Self {
+        let store = Arc::new(store);
+        store.spawn_cleanup();
+        Arc::get_mut(&mut self.shared)
+            .expect("the service is not shared before it serves")
+            .store = Some(store);
+        self
+    }
+
+    /// The caller of a stored-captures call, and the store.
+    async fn store_caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(User, Arc<crate::store::CaptureStore>), Refusal> {
+        let authorization = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        let token = auth::bearer_token(authorization)?;
+        let user = self.shared.authenticator.authenticate(token).await?;
+        let store = self
+            .shared
+            .store
+            .clone()
+            .ok_or(crate::store::StoreError::NotConfigured)?;
+        Ok((user, store))
+    }
+
     /// The captures running on this API, for draining at shutdown.
     pub fn concurrency(&self) -> Concurrency {
         self.shared.concurrency.clone()
@@ -153,14 +228,41 @@ impl Api for ApiService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let shared = &self.shared;
+        let mut resolvers = Vec::new();
+        for resolver in &shared.resolvers {
+            resolvers.push(resolver.status().await);
+        }
         Ok(Response::new(StatusResponse {
             healthy: shared.shutdown.level() == StopLevel::Running,
             compatibility_level: COMPATIBILITY_LEVEL,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             active_captures: shared.concurrency.active_captures(),
             max_captures: shared.concurrency.max_captures(),
-            resolvers: vec![shared.resolver.status()],
+            resolvers,
         }))
+    }
+
+    async fn list_captures(
+        &self,
+        request: Request<pcap_proto::v1::ListCapturesRequest>,
+    ) -> Result<Response<pcap_proto::v1::ListCapturesResponse>, Status> {
+        let (user, store) = self.store_caller(request.metadata()).await?;
+        let captures = store.list(&user.name).await.map_err(Refusal::from)?;
+        Ok(Response::new(pcap_proto::v1::ListCapturesResponse {
+            captures,
+        }))
+    }
+
+    async fn get_download_url(
+        &self,
+        request: Request<pcap_proto::v1::GetDownloadUrlRequest>,
+    ) -> Result<Response<pcap_proto::v1::DownloadUrl>, Status> {
+        let (user, store) = self.store_caller(request.metadata()).await?;
+        let url = store
+            .download_url(&user.name, &request.get_ref().id)
+            .await
+            .map_err(Refusal::from)?;
+        Ok(Response::new(url))
     }
 }
 
@@ -168,7 +270,19 @@ impl ApiService {
     /// Everything that can refuse the request, before anything starts.
     async fn prepare(&self, user: User, start: StartCapture) -> Result<Capture, Refusal> {
         let target = start.target.unwrap_or_default();
-        let resolved = self.shared.resolver.resolve(&target).await?;
+        let resolver = self
+            .shared
+            .resolvers
+            .iter()
+            .find(|r| r.accepts(&target))
+            .ok_or_else(|| match &target.kind {
+                None => ResolveError::NoTarget,
+                Some(_) => ResolveError::Unsupported(format!(
+                    "this API is not configured for targets like {}",
+                    resolve::describe(Some(&target))
+                )),
+            })?;
+        let resolved = resolver.resolve(&user, &target).await?;
         let options = start.options.unwrap_or_default();
         if options.snaplen > MAX_SNAPLEN {
             return Err(Refusal::BadRequest(format!(
@@ -177,11 +291,24 @@ impl ApiService {
             )));
         }
         let slot = self.shared.concurrency.start_capture(&user.name)?;
+        // A stored capture starts its object first: a store that is down
+        // refuses the capture before any agent starts.
+        let recorder = if start.store {
+            let store = self
+                .shared
+                .store
+                .as_ref()
+                .ok_or(crate::store::StoreError::NotConfigured)?;
+            Some(store.begin(&user.name).await?)
+        } else {
+            None
+        };
         Ok(Capture {
             user,
             target: resolve::describe(Some(&target)),
             options,
             resolved,
+            recorder,
             _slot: slot,
         })
     }
@@ -193,18 +320,29 @@ struct Capture {
     target: String,
     options: CaptureOptions,
     resolved: Resolved,
+    /// Writes the capture to the store instead of the client (`--store`).
+    recorder: Option<crate::store::Recorder>,
     _slot: CaptureSlot,
 }
 
 impl Capture {
     async fn run(
-        self,
+        mut self,
         shared: Arc<Shared>,
         requests: Streaming<CaptureRequest>,
         sink: session::ClientSink,
     ) {
         let began = Instant::now();
         let stop = Stop::default();
+        // A stored capture: the recorder stands where the client would.
+        let (sink, recording) = match self.recorder.take() {
+            Some(recorder) => {
+                let (to_recorder, from_session) = mpsc::channel(CLIENT_QUEUE);
+                let recording = tokio::spawn(recorder.run(from_session, sink, stop.clone()));
+                (to_recorder, Some(recording))
+            }
+            None => (sink, None),
+        };
         let watcher = tokio::spawn(watch_client(
             requests,
             stop.clone(),
@@ -252,6 +390,10 @@ impl Capture {
             session.run(from_agents),
         );
         watcher.abort();
+        if let Some(recording) = recording {
+            // The object is completed or aborted before the slot is freed.
+            let _ = recording.await;
+        }
         self.log(&summary, &stop, began.elapsed());
     }
 
@@ -318,6 +460,12 @@ async fn start_agents(
 ) {
     for (id, endpoint) in agents.iter().enumerate() {
         let origin = id as u32;
+        if let Some(reason) = &endpoint.unavailable {
+            for message in fanout::unavailable(origin, reason) {
+                let _ = to_session.send(message).await;
+            }
+            continue;
+        }
         match shared.concurrency.start_on_agent(&endpoint.address) {
             Ok(slot) => {
                 let task = AgentTask {
@@ -412,6 +560,27 @@ mod tests {
             tonic::Code::ResourceExhausted
         );
         assert_eq!(code(Refusal::ShuttingDown), tonic::Code::Unavailable);
+        let resolve = |e: ResolveError| code(e.into());
+        assert_eq!(
+            resolve(ResolveError::PermissionDenied(String::new())),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            resolve(ResolveError::NotFound(String::new())),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            resolve(ResolveError::Unavailable(String::new())),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            code(AuthError::Rejected(String::new()).into()),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            code(AuthError::Unavailable(String::new()).into()),
+            tonic::Code::Unavailable
+        );
         assert_eq!(
             code(Refusal::BadRequest(String::new())),
             tonic::Code::InvalidArgument

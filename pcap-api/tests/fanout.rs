@@ -357,6 +357,7 @@ async fn capture_on(
                     limits: Some(limits),
                     ..CaptureOptions::default()
                 }),
+                store: false,
             })),
         };
         requests.send(start).await.unwrap();

@@ -75,7 +75,7 @@ async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
     Ok(endpoint.connect_with_connector(connector).await?)
 }
 
-fn unverified_client_config() -> anyhow::Result<ClientConfig> {
+pub(crate) fn unverified_client_config() -> anyhow::Result<ClientConfig> {
     let provider = Arc::new(crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?

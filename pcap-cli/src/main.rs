@@ -6,6 +6,9 @@
 //! tells the user on stderr what happens.
 #![forbid(unsafe_code)]
 
+mod bosh;
+mod bosh_config;
+mod captures;
 mod connect;
 mod origins;
 mod session;
@@ -46,6 +49,18 @@ enum Command {
     /// already captured; a second Ctrl-C quits at once. The file is valid in
     /// every case.
     Capture(CaptureArgs),
+    /// Capture the traffic of BOSH VMs, as a BOSH admin, through pcap-api.
+    ///
+    /// Uses the BOSH CLI's login (~/.bosh/config, or $BOSH_CONFIG) and
+    /// refreshes its token when it has expired. Shows the instances first,
+    /// and asks before capturing more than a few unless -n is given.
+    Bosh(bosh::BoshArgs),
+    /// List and download the captures `pcap capture --store` left in the
+    /// API's object store.
+    Captures {
+        #[command(subcommand)]
+        command: captures::CapturesCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +113,12 @@ struct CaptureArgs {
     /// line per packet.
     #[arg(short = 'w', value_name = "FILE|-")]
     write: Option<PathBuf>,
+
+    /// Write the capture to the API's object store instead of here: shows
+    /// progress, and at the end a download link and its expiry (see `pcap
+    /// captures`).
+    #[arg(long, conflicts_with = "write")]
+    store: bool,
 
     /// A tcpdump filter expression, e.g. `tcp port 443`.
     #[arg(value_name = "EXPRESSION")]
@@ -192,12 +213,17 @@ impl CaptureArgs {
                     bytes: self.max_bytes.unwrap_or(0),
                 }),
             }),
+            store: self.store,
         }
     }
 }
 
 fn main() -> ExitCode {
-    let Command::Capture(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Capture(args) => args,
+        Command::Bosh(args) => return bosh::main(&args),
+        Command::Captures { command } => return captures_main(&command),
+    };
     if let Err(message) = args.validate() {
         let mut command = Cli::command();
         command.build();
@@ -211,7 +237,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime can always be built");
-    match runtime.block_on(capture(&args)) {
+    match runtime.block_on(capture(&args, args.start_request())) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("pcap: {}", describe(&error));
@@ -220,8 +246,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `pcap capture`: the exit code, or an error that ends it with 1.
-async fn capture(args: &CaptureArgs) -> anyhow::Result<ExitCode> {
+/// Runs `start` (`pcap capture`'s or `pcap bosh`'s) with `args`' connection
+/// and output options: the exit code, or an error that ends it with 1.
+async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<ExitCode> {
     // Before connecting, so that Ctrl-C is ours from the start.
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
     let output = args.output();
@@ -256,12 +283,7 @@ async fn capture(args: &CaptureArgs) -> anyhow::Result<ExitCode> {
 
     let mut session = Session::new(sink, report);
     let ending = session
-        .run(
-            channel,
-            args.start_request(),
-            args.token.as_deref(),
-            &mut signals,
-        )
+        .run(channel, start, args.token.as_deref(), &mut signals)
         .await;
     let finished = session.finish();
     let ending = ending?;
@@ -278,7 +300,11 @@ async fn capture(args: &CaptureArgs) -> anyhow::Result<ExitCode> {
                 "pcap: the API refused the capture: {}: {}{}",
                 code_name(status.code()),
                 status.message(),
-                refusal_hint(status.code())
+                if args.target.is_empty() {
+                    bosh::refusal_hint(status.code())
+                } else {
+                    refusal_hint(status.code())
+                }
             );
             ExitCode::FAILURE
         }
@@ -294,6 +320,8 @@ async fn capture(args: &CaptureArgs) -> anyhow::Result<ExitCode> {
             if outcome.nothing_started {
                 eprintln!("pcap: the capture started on no origin");
                 ExitCode::FAILURE
+            } else if args.store {
+                report_stored(session.stored())
             } else {
                 if output != Output::Lines {
                     eprintln!("pcap: {where_to} {packets}");
@@ -302,6 +330,59 @@ async fn capture(args: &CaptureArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// What `--store` left: the object and its download link, or that nothing
+/// was stored.
+fn report_stored(stored: Option<&pcap_proto::v1::Stored>) -> ExitCode {
+    let Some(stored) = stored else {
+        eprintln!("pcap: the API ended the capture without storing it");
+        return ExitCode::FAILURE;
+    };
+    let capture = stored.capture.clone().unwrap_or_default();
+    eprintln!(
+        "pcap: stored capture {} ({} bytes of pcapng)",
+        capture.id, capture.size
+    );
+    eprintln!(
+        "pcap: download link, valid until {} UTC ({}):",
+        captures::utc(stored.url_expires_ns),
+        captures::until(stored.url_expires_ns)
+    );
+    println!("{}", stored.url);
+    eprintln!(
+        "pcap: later: pcap captures download {} (kept until {} UTC)",
+        capture.id,
+        if capture.expires_ns == 0 {
+            "removed by hand".to_owned()
+        } else {
+            captures::utc(capture.expires_ns)
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+/// Runs `pcap captures list|download`.
+fn captures_main(command: &captures::CapturesCommand) -> ExitCode {
+    if let Err(message) = command.connection().validate() {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.find_subcommand_mut("captures")
+            .expect("captures is a subcommand")
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime can always be built");
+    match runtime.block_on(command.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pcap: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Opens the output before connecting, so that a bad path fails at once.
@@ -365,7 +446,10 @@ mod tests {
         let argv = ["pcap", "capture", "--target", "vms"].iter().chain(args);
         let Command::Capture(args) = Cli::try_parse_from(argv)
             .map_err(|e| e.to_string())?
-            .command;
+            .command
+        else {
+            unreachable!("parsed `pcap capture`")
+        };
         args.validate()?;
         Ok(args)
     }

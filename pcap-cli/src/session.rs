@@ -60,6 +60,8 @@ pub struct Session<W: Write> {
     report: Report,
     origins: Origins,
     stop_sent: bool,
+    /// A stored capture's object, once the API completed it.
+    stored: Option<pcap_proto::v1::Stored>,
 }
 
 impl<W: Write> Session<W> {
@@ -69,7 +71,13 @@ impl<W: Write> Session<W> {
             report,
             origins: Origins::default(),
             stop_sent: false,
+            stored: None,
         }
+    }
+
+    /// The stored object (`--store`), when the API completed one.
+    pub fn stored(&self) -> Option<&pcap_proto::v1::Stored> {
+        self.stored.as_ref()
     }
 
     /// Runs the capture. Errors are the output's: the capture cannot be
@@ -180,6 +188,8 @@ impl<W: Write> Session<W> {
                 self.report.statistics(&statistics);
                 self.sink.add_statistics(statistics);
             }
+            Some(Payload::Progress(progress)) => self.report.progress(&progress),
+            Some(Payload::Stored(stored)) => self.stored = Some(stored),
             None => {}
         }
         self.sink

@@ -105,6 +105,15 @@ impl Report {
         }
     }
 
+    /// Counts from a stored capture's `Progress`, in place of packets.
+    pub fn progress(&mut self, progress: &pcap_proto::v1::Progress) {
+        for origin in &progress.origins {
+            let counts = self.progress.entry(origin.origin).or_default();
+            counts.packets += origin.packets;
+            counts.bytes += origin.bytes;
+        }
+    }
+
     pub fn statistics(&mut self, statistics: &Statistics) {
         let progress = self.progress.entry(statistics.origin).or_default();
         progress.statistics.push(*statistics);

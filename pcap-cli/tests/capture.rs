@@ -98,6 +98,20 @@ impl Api for FakeApi {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
+
+    async fn list_captures(
+        &self,
+        _: Request<pcap_proto::v1::ListCapturesRequest>,
+    ) -> Result<Response<pcap_proto::v1::ListCapturesResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn get_download_url(
+        &self,
+        _: Request<pcap_proto::v1::GetDownloadUrlRequest>,
+    ) -> Result<Response<pcap_proto::v1::DownloadUrl>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
 }
 
 /// The fake API on its own runtime and thread. Dropping it (or [`kill`])

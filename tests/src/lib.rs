@@ -10,6 +10,8 @@ pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod reference;
+pub mod s3;
+pub mod servers;
 
 /// A directory under the system's temporary directory, removed on drop even
 /// when a test fails.

@@ -6,7 +6,7 @@ use pcap_proto::v1::OriginDescription;
 
 use super::*;
 
-#[path = "../../tests/support/wireshark.rs"]
+#[path = "../../pcap-cli/tests/support/wireshark.rs"]
 mod wireshark;
 
 use wireshark::{ScratchFile, capinfos_value, tshark_block_fields, tshark_rows};

@@ -1,0 +1,664 @@
+//! The BOSH resolver: VMs of a BOSH deployment, by instance group and
+//! instance ID, authorized by the director itself.
+//!
+//! - The director's `GET /info` names its UAA; the caller's token must be a
+//!   valid access token of that UAA (`BoshAuthenticator`, through `uaa`)
+//!   and carry `required_scope` (`bosh.admin` by default).
+//! - Authorization: the API lists the deployment's instances at the
+//!   director with the caller's own token, so the director decides who may
+//!   see what (401/403 → PERMISSION_DENIED, 404 → NOT_FOUND).
+//! - Groups (`job`) and instance IDs (`id`) select instances; each becomes
+//!   an agent at `ips[0]:agent_port`, named `group/id`. An instance without
+//!   an IP is reported to the client as unavailable, never an error.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use pcap_proto::v1::{BoshTarget, ResolverStatus, Target, target};
+use reqwest::{StatusCode, Url, header};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::{
+    auth::{AuthError, Authenticator, User},
+    config::{self, ConfigError},
+    resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
+    uaa::{self, SetupError, TokenError, TokenValidator, error_chain},
+};
+
+/// The `[bosh]` table of the API's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoshConfig {
+    /// `https://director:25555`.
+    pub director_url: String,
+    /// Verifies the director's certificate and its UAA's.
+    pub director_ca: PathBuf,
+    /// The scope a token must carry to capture BOSH VMs.
+    #[serde(default = "default_required_scope")]
+    pub required_scope: String,
+    /// The port agents listen on at each VM; default `agents.port`.
+    #[serde(default)]
+    pub agent_port: Option<u16>,
+    /// Interfaces captured when a request names none; empty: the agents'
+    /// own default.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Seconds of clock difference allowed when checking a token's `exp`
+    /// and `nbf`.
+    #[serde(default = "default_clock_skew")]
+    pub token_clock_skew: f64,
+}
+
+fn default_required_scope() -> String {
+    "bosh.admin".to_owned()
+}
+
+fn default_clock_skew() -> f64 {
+    60.0
+}
+
+impl BoshConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.director_url).map_err(|e| {
+            config::invalid(
+                "bosh.director_url",
+                format!("\"{}\" is not a URL: {e}", self.director_url),
+            )
+        })?;
+        if url.scheme() != "https" || url.host().is_none() {
+            return Err(config::invalid(
+                "bosh.director_url",
+                format!(
+                    "\"{}\" is not an https:// URL like https://10.0.0.6:25555",
+                    self.director_url
+                ),
+            ));
+        }
+        config::check_certificate("bosh.director_ca", &self.director_ca)?;
+        if self.required_scope.trim().is_empty() {
+            return Err(config::invalid("bosh.required_scope", "must not be empty"));
+        }
+        if self.agent_port == Some(0) {
+            return Err(config::invalid("bosh.agent_port", "must not be 0"));
+        }
+        config::check_seconds("bosh.token_clock_skew", self.token_clock_skew, true)
+    }
+}
+
+/// The director and, once `/info` has named it, its UAA.
+struct Director {
+    url: String,
+    http: reqwest::Client,
+    clock_skew: Duration,
+    uaa: Mutex<Option<Arc<TokenValidator>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Info {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    user_authentication: UserAuthentication,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserAuthentication {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    options: UaaOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UaaOptions {
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// One entry of `GET /deployments/:name/instances`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Instance {
+    pub job: String,
+    pub id: String,
+    #[serde(default)]
+    pub index: Option<u64>,
+    #[serde(default)]
+    pub az: Option<String>,
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+/// The director's error body: `{"code": 70000, "description": "..."}`.
+#[derive(Deserialize)]
+struct DirectorError {
+    description: String,
+}
+
+impl Director {
+    async fn info(&self) -> Result<Info, String> {
+        let url = format!("{}/info", self.url);
+        let response = self
+            .http
+            .get(&url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach the BOSH director at {url}: {}",
+                    error_chain(&e)
+                )
+            })?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "the BOSH director at {url} answered HTTP {}",
+                response.status()
+            ));
+        }
+        response.json().await.map_err(|e| {
+            format!(
+                "the BOSH director at {url} sent a bad /info: {}",
+                error_chain(&e)
+            )
+        })
+    }
+
+    /// The validator of the director's UAA, found through `/info` the
+    /// first time.
+    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
+        let mut uaa = self.uaa.lock().await;
+        if let Some(validator) = &*uaa {
+            return Ok(Arc::clone(validator));
+        }
+        let info = self.info().await?;
+        let uaa_url = uaa_of(&info)?;
+        tracing::info!(
+            director = %self.url,
+            name = %info.name,
+            version = %info.version,
+            uaa = %uaa_url,
+            "found the BOSH director's UAA"
+        );
+        let validator = Arc::new(TokenValidator::new(
+            &uaa_url,
+            self.http.clone(),
+            self.clock_skew,
+        ));
+        *uaa = Some(Arc::clone(&validator));
+        Ok(validator)
+    }
+
+    /// The deployment's instances, listed with the caller's own token.
+    async fn instances(
+        &self,
+        deployment: &str,
+        token: &str,
+    ) -> Result<Vec<Instance>, ResolveError> {
+        let mut url =
+            Url::parse(&self.url).map_err(|e| ResolveError::Unavailable(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| ResolveError::Unavailable(format!("{} cannot be a base URL", self.url)))?
+            .pop_if_empty()
+            .extend(["deployments", deployment, "instances"]);
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                ResolveError::Unavailable(format!(
+                    "cannot reach the BOSH director at {}: {}",
+                    self.url,
+                    error_chain(&e)
+                ))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(|e| {
+                ResolveError::Unavailable(format!(
+                    "the BOSH director sent a bad instance list for deployment \"{deployment}\": {}",
+                    error_chain(&e)
+                ))
+            });
+        }
+        let description = response
+            .json::<DirectorError>()
+            .await
+            .map(|e| format!(": {}", e.description))
+            .unwrap_or_default();
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ResolveError::PermissionDenied(format!(
+                "the BOSH director did not accept the token (HTTP 401){description}"
+            )),
+            StatusCode::FORBIDDEN => ResolveError::PermissionDenied(format!(
+                "the BOSH director does not allow listing the instances of deployment \
+                 \"{deployment}\" (HTTP 403){description}"
+            )),
+            StatusCode::NOT_FOUND => ResolveError::NotFound(format!(
+                "deployment \"{deployment}\" not found at the BOSH director"
+            )),
+            _ => ResolveError::Unavailable(format!(
+                "the BOSH director answered HTTP {status} for deployment \"{deployment}\"{description}"
+            )),
+        })
+    }
+}
+
+/// The UAA URL from `/info`.
+fn uaa_of(info: &Info) -> Result<String, String> {
+    if info.user_authentication.kind != "uaa" {
+        return Err(format!(
+            "the BOSH director authenticates with \"{}\", not UAA; pcap needs a UAA",
+            info.user_authentication.kind
+        ));
+    }
+    info.user_authentication
+        .options
+        .url
+        .clone()
+        .filter(|url| url.starts_with("https://"))
+        .ok_or_else(|| {
+            "the BOSH director's /info names no https:// UAA URL \
+             (user_authentication.options.url)"
+                .to_owned()
+        })
+}
+
+/// Builds the resolver and the authenticator of `[bosh]`; they share the
+/// director. `default_port` is `agents.port`.
+pub fn new(
+    config: &BoshConfig,
+    default_port: u16,
+) -> Result<(BoshResolver, BoshAuthenticator), SetupError> {
+    let ca_name = config.director_ca.display().to_string();
+    let ca = std::fs::read(&config.director_ca)
+        .map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
+    let director = Arc::new(Director {
+        url: config.director_url.trim_end_matches('/').to_owned(),
+        http: uaa::https_client(&ca, &ca_name)?,
+        clock_skew: Duration::from_secs_f64(config.token_clock_skew),
+        uaa: Mutex::new(None),
+    });
+    let resolver = BoshResolver {
+        director: Arc::clone(&director),
+        required_scope: config.required_scope.clone(),
+        agent_port: config.agent_port.unwrap_or(default_port),
+        interfaces: config.interfaces.clone(),
+    };
+    Ok((resolver, BoshAuthenticator { director }))
+}
+
+/// Accepts access tokens of the director's UAA.
+pub struct BoshAuthenticator {
+    director: Arc<Director>,
+}
+
+#[tonic::async_trait]
+impl Authenticator for BoshAuthenticator {
+    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        if jsonwebtoken::decode_header(token).is_err() {
+            // Not a JWT: not ours, and no reason to ask the director.
+            return Err(AuthError::InvalidToken);
+        }
+        let validator = self
+            .director
+            .validator()
+            .await
+            .map_err(AuthError::Unavailable)?;
+        match validator.validate(token).await {
+            Ok(claims) => Ok(claims.into_user(token)),
+            Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
+            Err(error @ TokenError::KeysUnavailable { .. }) => {
+                Err(AuthError::Unavailable(error.to_string()))
+            }
+            Err(error) => Err(AuthError::Rejected(error.to_string())),
+        }
+    }
+}
+
+pub struct BoshResolver {
+    director: Arc<Director>,
+    required_scope: String,
+    agent_port: u16,
+    interfaces: Vec<String>,
+}
+
+impl BoshResolver {
+    /// Reads the director's `/info` in the background, so that the log
+    /// says at once whether the director and its UAA are reachable. A
+    /// failure is retried on the first BOSH capture.
+    pub fn discover_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let director = Arc::clone(&self.director);
+        runtime.spawn(async move {
+            if let Err(message) = director.validator().await {
+                tracing::warn!("{message}; trying again on the first BOSH capture");
+            }
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Resolver for BoshResolver {
+    fn accepts(&self, target: &Target) -> bool {
+        matches!(target.kind, Some(target::Kind::Bosh(_)))
+    }
+
+    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
+        let Some(target::Kind::Bosh(target)) = &target.kind else {
+            return Err(ResolveError::NoTarget);
+        };
+        if target.deployment.is_empty() {
+            return Err(ResolveError::BadRequest(
+                "the BOSH target names no deployment".to_owned(),
+            ));
+        }
+        if target.groups.iter().all(String::is_empty) {
+            return Err(ResolveError::BadRequest(
+                "the BOSH target names no instance group".to_owned(),
+            ));
+        }
+        let validator = self
+            .director
+            .validator()
+            .await
+            .map_err(ResolveError::Unavailable)?;
+        let token = match (&user.issuer, &user.token) {
+            (Some(issuer), Some(token)) if issuer == validator.issuer() => token,
+            _ => {
+                return Err(ResolveError::PermissionDenied(format!(
+                    "capturing BOSH VMs needs a token of the director's UAA ({})",
+                    validator.uaa_url()
+                )));
+            }
+        };
+        if !user.scopes.contains(&self.required_scope) {
+            return Err(ResolveError::PermissionDenied(format!(
+                "the token of {} lacks the scope {}, which capturing BOSH VMs requires",
+                user.name, self.required_scope
+            )));
+        }
+        let instances = self
+            .director
+            .instances(&target.deployment, token.expose())
+            .await?;
+        Ok(Resolved {
+            agents: select(&instances, target, self.agent_port)?,
+            default_interfaces: self.interfaces.clone(),
+        })
+    }
+
+    async fn status(&self) -> ResolverStatus {
+        let (healthy, message) = match self.director.info().await {
+            Ok(info) => match uaa_of(&info) {
+                Ok(uaa) => (
+                    true,
+                    format!(
+                        "director \"{}\" ({}) at {}, UAA {uaa}",
+                        info.name, info.version, self.director.url
+                    ),
+                ),
+                Err(message) => (false, message),
+            },
+            Err(message) => (false, message),
+        };
+        ResolverStatus {
+            name: "bosh".to_owned(),
+            healthy,
+            message,
+        }
+    }
+}
+
+/// The instances of `target` among the deployment's, as agents: in the
+/// order of the requested groups, then by index.
+pub fn select(
+    instances: &[Instance],
+    target: &BoshTarget,
+    agent_port: u16,
+) -> Result<Vec<AgentEndpoint>, ResolveError> {
+    let deployment = &target.deployment;
+    let mut groups: Vec<&str> = Vec::new();
+    for group in target.groups.iter().filter(|g| !g.is_empty()) {
+        if !groups.contains(&group.as_str()) {
+            groups.push(group);
+        }
+    }
+    let mut existing: Vec<&str> = instances.iter().map(|i| i.job.as_str()).collect();
+    existing.sort_unstable();
+    existing.dedup();
+    for group in &groups {
+        if !existing.contains(group) {
+            let has = if existing.is_empty() {
+                "it has no instances".to_owned()
+            } else {
+                format!("it has: {}", existing.join(", "))
+            };
+            return Err(ResolveError::NotFound(format!(
+                "instance group \"{group}\" not found in deployment \"{deployment}\"; {has}"
+            )));
+        }
+    }
+    let mut chosen: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| groups.contains(&i.job.as_str()))
+        .filter(|i| target.instances.is_empty() || target.instances.contains(&i.id))
+        .collect();
+    for id in &target.instances {
+        if !chosen.iter().any(|i| i.id == *id) {
+            return Err(ResolveError::NotFound(format!(
+                "instance \"{id}\" not found in instance group{} {} of deployment \"{deployment}\"",
+                if groups.len() == 1 { "" } else { "s" },
+                groups.join(", ")
+            )));
+        }
+    }
+    let position = |i: &Instance| groups.iter().position(|g| *g == i.job);
+    chosen.sort_by(|a, b| (position(a), a.index, &a.id).cmp(&(position(b), b.index, &b.id)));
+    Ok(chosen
+        .into_iter()
+        .map(|instance| {
+            let origin = format!("{}/{}", instance.job, instance.id);
+            match instance.ips.first() {
+                Some(ip) => AgentEndpoint {
+                    address: config::agent_authority(ip, agent_port)
+                        .unwrap_or_else(|_| format!("{ip}:{agent_port}")),
+                    unavailable: None,
+                    origin,
+                },
+                None => AgentEndpoint {
+                    unavailable: Some(format!(
+                        "{origin} has no IP address at the BOSH director \
+                         (its VM may be missing or stopped)"
+                    )),
+                    address: String::new(),
+                    origin,
+                },
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(job: &str, id: &str, index: u64, ips: &[&str]) -> Instance {
+        Instance {
+            job: job.into(),
+            id: id.into(),
+            index: Some(index),
+            az: Some("z1".into()),
+            ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn instances() -> Vec<Instance> {
+        vec![
+            instance("router", "r-1", 1, &["10.0.1.6"]),
+            instance("router", "r-0", 0, &["10.0.1.5"]),
+            instance("diego-cell", "c-0", 0, &["10.0.2.5", "10.0.3.5"]),
+            instance("diego-cell", "c-1", 1, &[]),
+        ]
+    }
+
+    fn target(groups: &[&str], ids: &[&str]) -> BoshTarget {
+        BoshTarget {
+            deployment: "cf".into(),
+            groups: groups.iter().map(|s| (*s).to_owned()).collect(),
+            instances: ids.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn groups_resolve_in_request_order_then_by_index() {
+        let agents = select(&instances(), &target(&["router", "diego-cell"], &[]), 9494).unwrap();
+        let origins: Vec<_> = agents.iter().map(|a| a.origin.as_str()).collect();
+        assert_eq!(
+            origins,
+            [
+                "router/r-0",
+                "router/r-1",
+                "diego-cell/c-0",
+                "diego-cell/c-1"
+            ]
+        );
+        assert_eq!(agents[0].address, "10.0.1.5:9494");
+        assert_eq!(agents[2].address, "10.0.2.5:9494");
+        assert!(
+            agents[3]
+                .unavailable
+                .as_ref()
+                .unwrap()
+                .contains("no IP address")
+        );
+    }
+
+    #[test]
+    fn instance_ids_are_honoured() {
+        let agents = select(&instances(), &target(&["router"], &["r-1"]), 1).unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].origin, "router/r-1");
+        let error = select(&instances(), &target(&["router"], &["c-0"]), 1).unwrap_err();
+        assert_eq!(
+            error,
+            ResolveError::NotFound(
+                "instance \"c-0\" not found in instance group router of deployment \"cf\"".into()
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_group_lists_the_existing_ones() {
+        let error = select(&instances(), &target(&["routr"], &[]), 1).unwrap_err();
+        assert_eq!(
+            error,
+            ResolveError::NotFound(
+                "instance group \"routr\" not found in deployment \"cf\"; it has: diego-cell, router"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn info_names_the_uaa() {
+        let info: Info = serde_json::from_str(
+            r#"{"name":"bosh","uuid":"u","version":"280.0.0","user":null,"cpi":"warden_cpi",
+                "user_authentication":{"type":"uaa","options":{"url":"https://10.0.0.6:8443","urls":["https://10.0.0.6:8443"]}},
+                "features":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(uaa_of(&info).unwrap(), "https://10.0.0.6:8443");
+        let basic: Info = serde_json::from_str(
+            r#"{"name":"bosh","version":"1","user_authentication":{"type":"basic","options":{}}}"#,
+        )
+        .unwrap();
+        assert!(uaa_of(&basic).unwrap_err().contains("not UAA"));
+    }
+
+    #[test]
+    fn instances_parse_with_nulls_and_no_ips() {
+        let list: Vec<Instance> = serde_json::from_str(
+            r#"[{"agent_id":null,"cid":null,"job":"router","index":0,"id":"abc","az":"z1","ips":[],"expects_vm":true}]"#,
+        )
+        .unwrap();
+        assert_eq!(list[0].ips.len(), 0);
+    }
+
+    /// A `[bosh]` whose director listens nowhere.
+    fn unreachable_director() -> (BoshResolver, BoshAuthenticator, PathBuf) {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("pcap-bosh-ca-{}.crt", std::process::id()));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let config = BoshConfig {
+            director_url: url,
+            director_ca: path.clone(),
+            required_scope: default_required_scope(),
+            agent_port: None,
+            interfaces: Vec::new(),
+            token_clock_skew: default_clock_skew(),
+        };
+        let (resolver, authenticator) = new(&config, 9494).unwrap();
+        (resolver, authenticator, path)
+    }
+
+    #[tokio::test]
+    async fn a_director_that_is_down_is_unavailable_not_a_crash() {
+        let (resolver, authenticator, ca) = unreachable_director();
+        let status = resolver.status().await;
+        assert!(!status.healthy);
+        assert!(
+            status.message.contains("cannot reach the BOSH director"),
+            "{}",
+            status.message
+        );
+        // A JWT-shaped token needs the director's UAA: unavailable.
+        let token = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln";
+        let error = authenticator.authenticate(token).await.unwrap_err();
+        assert!(
+            matches!(&error, AuthError::Unavailable(m) if m.contains("cannot reach the BOSH director")),
+            "{error:?}"
+        );
+        // Static tokens are not the director's business.
+        assert_eq!(
+            authenticator.authenticate("alice-token").await,
+            Err(AuthError::InvalidToken)
+        );
+        let user = User::named("alice");
+        let target = Target {
+            kind: Some(target::Kind::Bosh(target(&["router"], &[]))),
+        };
+        let error = resolver.resolve(&user, &target).await.unwrap_err();
+        assert!(matches!(error, ResolveError::Unavailable(_)), "{error:?}");
+        std::fs::remove_file(ca).unwrap();
+    }
+
+    #[test]
+    fn the_config_is_checked() {
+        let config: BoshConfig = toml::from_str(
+            "director_url = \"http://10.0.0.6:25555\"\ndirector_ca = \"/nonexistent\"",
+        )
+        .unwrap();
+        assert_eq!(config.required_scope, "bosh.admin");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.starts_with("bosh.director_url: "), "{error}");
+        let config = BoshConfig {
+            director_url: "https://10.0.0.6:25555".into(),
+            ..config
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.starts_with("bosh.director_ca: "), "{error}");
+    }
+}

@@ -1,0 +1,493 @@
+//! Stored captures (`pcap capture --store`): the merged pcapng goes to an
+//! S3-compatible object store as a multipart upload instead of to the
+//! client, which gets progress and, at the end, a presigned download URL.
+//!
+//! * `config`: the `[store]` table.
+//! * `upload`: one object's multipart upload, a part at a time.
+//! * `recorder`: sits between a capture's session and its client, writes
+//!   the stream with the CLI's own writer (`pcap-sink`), completes the
+//!   object when the capture ends well and aborts it when it fails.
+//! * this module: the client, object names, listing, presigning and the
+//!   retention cleanup.
+//!
+//! Objects are `PREFIX/OWNER/ID.pcapng`, with the owner also in the
+//! object's metadata and tags (`owner`). Users see their own prefix only;
+//! admins see every owner's.
+
+mod config;
+mod recorder;
+mod upload;
+
+use std::{
+    collections::{HashSet, hash_map::RandomState},
+    fmt::Write as _,
+    hash::{BuildHasher as _, Hasher as _},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::TryStreamExt as _;
+use object_store::{
+    Attribute, Attributes, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _,
+    PutMultipartOptions, RetryConfig, TagSet,
+    aws::{AmazonS3, AmazonS3Builder},
+    path::Path,
+    signer::{Method, Signer as _},
+};
+use pcap_proto::v1::{DownloadUrl, StoredCapture};
+use thiserror::Error;
+
+pub use self::config::StoreConfig;
+pub use self::recorder::Recorder;
+use self::upload::Upload;
+use crate::config::User;
+
+/// Why a store operation failed. `service` maps these to gRPC codes.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("this pcap-api has no capture store configured ([store])")]
+    NotConfigured,
+    /// The store cannot be reached or refuses us: nothing was started.
+    #[error("the capture store {endpoint} (bucket {bucket}) is unavailable: {message}")]
+    Unavailable {
+        endpoint: String,
+        bucket: String,
+        message: String,
+    },
+    #[error("no stored capture {0} that you may read")]
+    NotFound(String),
+    #[error("\"{0}\" is not a stored capture id (like 20260601T120000Z-5f3a9c01)")]
+    BadId(String),
+    #[error("the capture store failed: {0}")]
+    Failed(String),
+    #[error("cannot set up the capture store client: {0}")]
+    Setup(String),
+}
+
+/// The store client and what every stored capture needs.
+pub struct CaptureStore {
+    s3: Arc<AmazonS3>,
+    endpoint: String,
+    bucket: String,
+    prefix: Path,
+    retention: Option<Duration>,
+    cleanup_interval: Duration,
+    presign_expiry: Duration,
+    part_size: usize,
+    admins: HashSet<String>,
+}
+
+impl CaptureStore {
+    /// The client for `config` (validated); `users` says who is an admin.
+    pub fn new(config: &StoreConfig, users: &[User]) -> Result<Self, StoreError> {
+        install_tls_provider();
+        let credentials = config
+            .credentials()
+            .map_err(|e| StoreError::Setup(e.to_string()))?;
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let mut builder = AmazonS3Builder::new()
+            .with_region(&config.region)
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(credentials.access_key_id)
+            .with_secret_access_key(credentials.secret_access_key)
+            .with_virtual_hosted_style_request(config.virtual_hosted_style)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_connect_timeout(config.timeout().min(Duration::from_secs(5)))
+                    .with_timeout(config.timeout()),
+            )
+            // A store that is down must refuse a capture within seconds.
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: config.timeout(),
+                ..RetryConfig::default()
+            });
+        if config.endpoint.is_some() {
+            builder = builder.with_endpoint(&endpoint);
+        }
+        let s3 = builder
+            .build()
+            .map_err(|e| StoreError::Setup(e.to_string()))?;
+        Ok(Self {
+            s3: Arc::new(s3),
+            endpoint,
+            bucket: config.bucket.clone(),
+            prefix: Path::from(config.prefix.as_str()),
+            retention: config.retention(),
+            cleanup_interval: config.cleanup_interval(),
+            presign_expiry: config.presign_expiry(),
+            part_size: usize::try_from(config.part_size).unwrap_or(usize::MAX),
+            admins: users
+                .iter()
+                .filter(|u| u.admin)
+                .map(|u| u.name.clone())
+                .collect(),
+        })
+    }
+
+    fn unavailable(&self, error: &object_store::Error) -> StoreError {
+        StoreError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            message: error_message(error),
+        }
+    }
+
+    fn is_admin(&self, user: &str) -> bool {
+        self.admins.contains(user)
+    }
+
+    /// Starts the object of a new stored capture of `user`. This is the
+    /// check that the store works: when it fails, nothing starts.
+    pub async fn begin(self: &Arc<Self>, user: &str) -> Result<Recorder, StoreError> {
+        let now = now_ns();
+        let id = new_id(now);
+        let owner = owner_segment(user);
+        let path = self.object_path(&owner, &id);
+        let mut tags = TagSet::default();
+        tags.push("owner", &owner);
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            "application/vnd.tcpdump.pcap".into(),
+        );
+        attributes.insert(Attribute::Metadata("owner".into()), owner.clone().into());
+        let options = PutMultipartOptions {
+            tags,
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = self
+            .s3
+            .put_multipart_opts(&path, options)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        tracing::info!(user, object = %path, "stored capture: multipart upload started");
+        Ok(Recorder::new(
+            Arc::clone(self),
+            Upload::new(upload, path),
+            StoredCapture {
+                id,
+                owner: user.to_owned(),
+                size: 0,
+                created_ns: now,
+                expires_ns: self.expires_ns(now),
+            },
+            self.part_size,
+        ))
+    }
+
+    fn object_path(&self, owner: &str, id: &str) -> Path {
+        self.prefix
+            .clone()
+            .join(owner)
+            .join(format!("{id}.pcapng").as_str())
+    }
+
+    fn expires_ns(&self, created_ns: u64) -> u64 {
+        self.retention.map_or(0, |r| {
+            created_ns.saturating_add(u64::try_from(r.as_nanos()).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// A presigned GET for `path`, and when it expires.
+    async fn presign(&self, path: &Path) -> Result<(String, u64), StoreError> {
+        let url = self
+            .s3
+            .signed_url(Method::GET, path, self.presign_expiry)
+            .await
+            .map_err(|e| StoreError::Failed(error_message(&e)))?;
+        let expires =
+            now_ns().saturating_add(u64::try_from(self.presign_expiry.as_nanos()).unwrap_or(0));
+        Ok((url.to_string(), expires))
+    }
+
+    /// The captures `user` may read, newest first.
+    pub async fn list(&self, user: &str) -> Result<Vec<StoredCapture>, StoreError> {
+        Ok(self
+            .list_objects(user)
+            .await?
+            .into_iter()
+            .map(|(_, capture)| capture)
+            .collect())
+    }
+
+    async fn list_objects(&self, user: &str) -> Result<Vec<(Path, StoredCapture)>, StoreError> {
+        let prefix = if self.is_admin(user) {
+            self.prefix.clone()
+        } else {
+            self.prefix.clone().join(owner_segment(user).as_str())
+        };
+        let objects: Vec<ObjectMeta> = self
+            .s3
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let mut captures: Vec<(Path, StoredCapture)> = objects
+            .into_iter()
+            .filter_map(|meta| {
+                let capture = self.describe(&meta)?;
+                Some((meta.location, capture))
+            })
+            .collect();
+        captures.sort_by_key(|c| std::cmp::Reverse(c.1.created_ns));
+        Ok(captures)
+    }
+
+    /// A listed object as a stored capture; None for what is not ours.
+    fn describe(&self, meta: &ObjectMeta) -> Option<StoredCapture> {
+        let relative: Vec<_> = meta.location.prefix_match(&self.prefix)?.collect();
+        let [owner, file] = relative.as_slice() else {
+            return None;
+        };
+        let id = file.as_ref().strip_suffix(".pcapng")?;
+        valid_id(id).then_some(())?;
+        let created_ns = meta
+            .last_modified
+            .timestamp_nanos_opt()
+            .map_or(0, |ns| u64::try_from(ns).unwrap_or(0));
+        Some(StoredCapture {
+            id: id.to_owned(),
+            owner: decode_owner(owner.as_ref()),
+            size: meta.size,
+            created_ns,
+            expires_ns: self.expires_ns(created_ns),
+        })
+    }
+
+    /// A presigned URL for capture `id`, if `user` may read it.
+    pub async fn download_url(&self, user: &str, id: &str) -> Result<DownloadUrl, StoreError> {
+        if !valid_id(id) {
+            return Err(StoreError::BadId(id.to_owned()));
+        }
+        let (path, capture) = if self.is_admin(user) {
+            self.list_objects(user)
+                .await?
+                .into_iter()
+                .find(|(_, c)| c.id == id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?
+        } else {
+            let path = self.object_path(&owner_segment(user), id);
+            let meta = match self.s3.head(&path).await {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StoreError::NotFound(id.to_owned()));
+                }
+                Err(e) => return Err(self.unavailable(&e)),
+            };
+            let capture = self
+                .describe(&meta)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            (path, capture)
+        };
+        let (url, url_expires_ns) = self.presign(&path).await?;
+        tracing::info!(user, object = %path, "presigned a download");
+        Ok(DownloadUrl {
+            capture: Some(capture),
+            url,
+            url_expires_ns,
+        })
+    }
+
+    /// Removes the captures older than the retention; returns how many.
+    pub async fn remove_expired(&self) -> Result<usize, StoreError> {
+        let Some(retention) = self.retention else {
+            return Ok(0);
+        };
+        let cutoff = now_ns().saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(0));
+        let objects: Vec<ObjectMeta> = self
+            .s3
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        let mut removed = 0;
+        for meta in objects {
+            let created = meta
+                .last_modified
+                .timestamp_nanos_opt()
+                .map_or(0, |ns| u64::try_from(ns).unwrap_or(0));
+            if created <= cutoff {
+                self.s3
+                    .delete(&meta.location)
+                    .await
+                    .map_err(|e| StoreError::Failed(error_message(&e)))?;
+                tracing::info!(object = %meta.location, "retention: removed a stored capture");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs the retention cleanup every `cleanup_interval`, for as long as
+    /// the runtime runs. Without retention there is nothing to do.
+    pub fn spawn_cleanup(self: &Arc<Self>) {
+        if self.retention.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(self);
+        let interval = self.cleanup_interval;
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                if let Err(error) = store.remove_expired().await {
+                    tracing::warn!(%error, "retention cleanup failed; trying again later");
+                }
+            }
+        });
+    }
+}
+
+/// object_store signs with ring (its `ring` feature); reqwest's rustls needs
+/// a provider installed for the process.
+fn install_tls_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The message of a store error, without the secrets it never holds
+/// (object_store puts no credentials in its errors) and on one line.
+fn error_message(error: &object_store::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message.replace('\n', " ")
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `20260601T120000Z-5f3a9c01`: the UTC time and 32 random bits.
+fn new_id(now_ns: u64) -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(now_ns);
+    let random = hasher.finish() as u32;
+    format!("{}-{random:08x}", utc_stamp(now_ns / 1_000_000_000))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch.
+fn utc_stamp(seconds: u64) -> String {
+    let days = seconds / 86_400;
+    let rest = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A user name as one key segment and header value: letters, digits and
+/// `._@+-` stay, every other byte becomes `=XX`. Injective, so owners never
+/// share a prefix.
+fn owner_segment(user: &str) -> String {
+    let only_dots = user.bytes().all(|b| b == b'.');
+    let mut segment = String::with_capacity(user.len());
+    for byte in user.bytes() {
+        let keep = (byte.is_ascii_alphanumeric() || b"._@+-".contains(&byte))
+            && !(only_dots && byte == b'.');
+        if keep {
+            segment.push(char::from(byte));
+        } else {
+            let _ = write!(segment, "={byte:02X}");
+        }
+    }
+    segment
+}
+
+fn decode_owner(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && let Some(byte) = segment
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_utc_time_and_random_bits() {
+        // 2023-11-14T22:13:20Z
+        let id = new_id(1_700_000_000_000_000_000);
+        assert!(id.starts_with("20231114T221320Z-"), "{id}");
+        assert_eq!(id.len(), "20231114T221320Z-".len() + 8);
+        assert!(valid_id(&id));
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+        for bad in ["", "../x", "a/b", "x.pcapng", "a b"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn owners_are_one_safe_segment() {
+        for user in ["alice", "a.b@example.com", "x/y", "=3D", "..", "é", "a b"] {
+            let segment = owner_segment(user);
+            assert!(
+                segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._@+-=".contains(&b)),
+                "{segment}"
+            );
+            assert_ne!(segment, "..");
+            assert_eq!(decode_owner(&segment), user);
+        }
+        assert_eq!(owner_segment("alice"), "alice");
+        assert_ne!(owner_segment("x/y"), owner_segment("x=2Fy"));
+    }
+}

@@ -1,0 +1,415 @@
+//! Validating UAA access tokens (JWTs) against the signing keys that a
+//! configured UAA publishes at `GET /token_keys`.
+//!
+//! - The keys come only from the configured UAA, never from a URL in the
+//!   token (its `jku` header is ignored). They are cached; a token signed
+//!   with an unknown `kid` makes the validator fetch them again (with
+//!   `If-None-Match`), at most once per [`REFETCH_INTERVAL`].
+//! - The signature algorithm is the key's `alg`, whatever the token's header
+//!   says; only RSA keys are used.
+//! - `iss` must be `<uaa url>/oauth/token`; `exp` and `nbf` are checked
+//!   with a configurable clock skew; refresh tokens (`jti` ending in `-r`)
+//!   are refused.
+//!
+//! Tokens are never logged or put in messages.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use reqwest::{StatusCode, header};
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::auth::{Secret, User};
+
+/// The least time between two fetches of the keys caused by unknown `kid`s.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a request to a UAA or a director may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a token is not accepted.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT at all: some other authenticator may know it.
+    #[error("the bearer token is not a JWT")]
+    NotJwt,
+    #[error("the token names no signing key (`kid`)")]
+    NoKeyId,
+    #[error("the token was signed with key \"{kid}\", which {uaa} does not publish")]
+    UnknownKey { kid: String, uaa: String },
+    #[error("the token's algorithm {found} is not its key's {expected}")]
+    WrongAlgorithm { found: String, expected: String },
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token has expired; log in again")]
+    Expired,
+    #[error("the token is not valid yet (check the clocks)")]
+    NotYetValid,
+    #[error("the token was issued by {found:?}, not by {expected}")]
+    WrongIssuer { found: String, expected: String },
+    #[error("refresh tokens are not accepted; send an access token")]
+    RefreshToken,
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+    /// The keys could not be fetched: the UAA is down or misconfigured.
+    #[error("cannot fetch the token keys from {url}: {message}")]
+    KeysUnavailable { url: String, message: String },
+}
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("{0}: no usable PEM certificate: {1}")]
+    Ca(String, String),
+    #[error("cannot set up an HTTP client: {0}")]
+    Client(String),
+}
+
+/// An HTTPS client that trusts the certificates in `ca_pem` only.
+pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, SetupError> {
+    let certificates = reqwest::Certificate::from_pem_bundle(ca_pem)
+        .map_err(|e| SetupError::Ca(ca_name.to_owned(), e.to_string()))?;
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(HTTP_TIMEOUT);
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build()
+        .map_err(|e| SetupError::Client(error_chain(&e)))
+}
+
+/// What a valid access token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub issuer: String,
+    pub subject: String,
+    pub user_name: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Claims {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The API's user for these claims, carrying `token` to act for them.
+    pub fn into_user(self, token: &str) -> User {
+        let name = match (&self.user_name, &self.client_id) {
+            (Some(user), _) => user.clone(),
+            (None, Some(client)) => format!("client:{client}"),
+            (None, None) => self.subject.clone(),
+        };
+        User {
+            name,
+            scopes: self.scopes,
+            issuer: Some(self.issuer),
+            token: Some(Secret::new(token)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: String,
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    jti: String,
+    #[serde(default)]
+    user_name: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    scope: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenKeys {
+    keys: Vec<TokenKey>,
+}
+
+#[derive(Deserialize)]
+struct TokenKey {
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    kty: String,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+struct Key {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, Key>,
+    etag: Option<String>,
+    fetched: Option<Instant>,
+}
+
+/// Validates the access tokens of one UAA.
+pub struct TokenValidator {
+    uaa_url: String,
+    issuer: String,
+    http: reqwest::Client,
+    clock_skew: Duration,
+    cache: Mutex<KeyCache>,
+}
+
+impl TokenValidator {
+    /// `uaa_url` is the UAA's base URL, e.g. `https://uaa.example.com:8443`.
+    pub fn new(uaa_url: &str, http: reqwest::Client, clock_skew: Duration) -> Self {
+        let uaa_url = uaa_url.trim_end_matches('/').to_owned();
+        Self {
+            issuer: format!("{uaa_url}/oauth/token"),
+            uaa_url,
+            http,
+            clock_skew,
+            cache: Mutex::new(KeyCache::default()),
+        }
+    }
+
+    pub fn uaa_url(&self) -> &str {
+        &self.uaa_url
+    }
+
+    /// The `iss` this UAA's tokens carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Checks `token` and returns its claims.
+    pub async fn validate(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::NotJwt)?;
+        // header.jku and header.x5u are deliberately never looked at.
+        let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+        let cache = self.key_for(&kid).await?;
+        let key = cache.keys.get(&kid).expect("key_for checked the key");
+        if header.alg != key.algorithm {
+            return Err(TokenError::WrongAlgorithm {
+                found: format!("{:?}", header.alg),
+                expected: format!("{:?}", key.algorithm),
+            });
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.clock_skew.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        // `aud` holds scope prefixes; scopes are checked by whoever needs them.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        let data =
+            jsonwebtoken::decode::<RawClaims>(token, &key.decoding, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        TokenError::Invalid(format!("it has no `{claim}` claim"))
+                    }
+                    ErrorKind::Json(_) => {
+                        TokenError::Invalid("its claims are malformed".to_owned())
+                    }
+                    _ => TokenError::Invalid(format!("{:?}", e.kind())),
+                }
+            })?;
+        drop(cache);
+        let claims = data.claims;
+        if claims.iss != self.issuer {
+            return Err(TokenError::WrongIssuer {
+                found: claims.iss,
+                expected: self.issuer.clone(),
+            });
+        }
+        if claims.jti.ends_with("-r") {
+            return Err(TokenError::RefreshToken);
+        }
+        Ok(Claims {
+            issuer: claims.iss,
+            subject: claims.sub,
+            user_name: claims.user_name,
+            client_id: claims.client_id,
+            scopes: claims.scope,
+        })
+    }
+
+    /// The key cache, holding `kid`: fetched when it is empty, and again
+    /// when `kid` is unknown and the last fetch is old enough.
+    async fn key_for(
+        &self,
+        kid: &str,
+    ) -> Result<tokio::sync::MutexGuard<'_, KeyCache>, TokenError> {
+        let mut cache = self.cache.lock().await;
+        if cache.keys.contains_key(kid) {
+            return Ok(cache);
+        }
+        let may_fetch = cache
+            .fetched
+            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+        if may_fetch {
+            self.fetch_keys(&mut cache).await?;
+        }
+        if cache.keys.contains_key(kid) {
+            Ok(cache)
+        } else {
+            Err(TokenError::UnknownKey {
+                kid: kid.to_owned(),
+                uaa: self.uaa_url.clone(),
+            })
+        }
+    }
+
+    async fn fetch_keys(&self, cache: &mut KeyCache) -> Result<(), TokenError> {
+        let url = format!("{}/token_keys", self.uaa_url);
+        let unavailable = |message: String| TokenError::KeysUnavailable {
+            url: url.clone(),
+            message,
+        };
+        let mut request = self
+            .http
+            .get(&url)
+            .header(header::ACCEPT, "application/json");
+        if let Some(etag) = &cache.etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            cache.fetched = Some(Instant::now());
+            return Ok(());
+        }
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let keys: TokenKeys = response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("bad response: {}", error_chain(&e))))?;
+        let mut usable = HashMap::new();
+        for key in keys.keys {
+            let Some(kid) = key.kid.clone() else { continue };
+            if let Some(key) = usable_key(&key) {
+                usable.insert(kid, key);
+            } else {
+                tracing::debug!(kid, "skipping a token key that is not an RSA signing key");
+            }
+        }
+        tracing::info!(uaa = %self.uaa_url, keys = usable.len(), "fetched the UAA's token keys");
+        cache.keys = usable;
+        cache.etag = etag;
+        cache.fetched = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// An RSA signing key, with its algorithm pinned (RS256 when none is named).
+fn usable_key(key: &TokenKey) -> Option<Key> {
+    if key.kty != "RSA" || key.usage.as_deref().is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let algorithm = match key.alg.as_deref().unwrap_or("RS256") {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        _ => return None,
+    };
+    let decoding = match (&key.n, &key.e, &key.value) {
+        (Some(n), Some(e), _) => DecodingKey::from_rsa_components(n, e).ok()?,
+        (_, _, Some(pem)) => DecodingKey::from_rsa_pem(pem.as_bytes()).ok()?,
+        _ => return None,
+    };
+    Some(Key {
+        algorithm,
+        decoding,
+    })
+}
+
+/// An error and its causes, joined with ": ", each said once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    crate::fanout::error_chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rsa_signing_keys_are_used() {
+        let key = |kty: &str, alg: Option<&str>, usage: Option<&str>| TokenKey {
+            kid: Some("k".into()),
+            alg: alg.map(Into::into),
+            kty: kty.into(),
+            usage: usage.map(Into::into),
+            value: None,
+            n: Some("AQAB".into()),
+            e: Some("AQAB".into()),
+        };
+        assert!(usable_key(&key("RSA", Some("RS256"), Some("sig"))).is_some());
+        assert_eq!(
+            usable_key(&key("RSA", None, None)).map(|k| k.algorithm),
+            Some(Algorithm::RS256)
+        );
+        assert!(usable_key(&key("RSA", Some("HS256"), Some("sig"))).is_none());
+        assert!(usable_key(&key("MAC", Some("HS256"), None)).is_none());
+        assert!(usable_key(&key("RSA", Some("RS256"), Some("enc"))).is_none());
+    }
+
+    #[tokio::test]
+    async fn tokens_that_are_not_jwts_are_not_ours() {
+        let http = reqwest::Client::new();
+        let validator = TokenValidator::new("https://uaa.example.com/", http, Duration::ZERO);
+        assert_eq!(validator.issuer(), "https://uaa.example.com/oauth/token");
+        assert_eq!(
+            validator.validate("alice-token").await,
+            Err(TokenError::NotJwt)
+        );
+    }
+
+    #[test]
+    fn users_are_named_by_user_name_then_client() {
+        let claims = Claims {
+            issuer: "i".into(),
+            subject: "s".into(),
+            user_name: Some("admin".into()),
+            client_id: Some("bosh_cli".into()),
+            scopes: vec!["bosh.admin".into()],
+        };
+        let user = claims.clone().into_user("secret");
+        assert_eq!(user.name, "admin");
+        assert!(!format!("{user:?}").contains("secret"));
+        let client = Claims {
+            user_name: None,
+            ..claims
+        };
+        assert_eq!(client.into_user("t").name, "client:bosh_cli");
+    }
+}

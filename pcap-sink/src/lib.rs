@@ -1,0 +1,303 @@
+//! Where the packets of a merged capture stream go: a pcapng stream with
+//! one interface per (origin, interface), or one readable line per packet.
+//!
+//! One writer for both ends of the system, so that what they write is the
+//! same: the CLI's `-w FILE` and `-w -`, and the object pcap-api stores for
+//! `pcap capture --store`. [`Origins`] names the origins the stream
+//! announced.
+#![forbid(unsafe_code)]
+
+mod origins;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+
+use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
+use pcap_format::summary::{format_time, summarize};
+use pcap_format::{Direction, Interface, InterfaceStatistics, Packet};
+use pcap_proto::v1::{self as proto, InterfaceDescription, Statistics};
+
+pub use crate::origins::Origins;
+
+/// An (origin, interface id on that origin) pair, as packets name them.
+type Key = (u32, u32);
+
+pub struct Sink<W: Write> {
+    output: Output<W>,
+    interfaces: HashMap<Key, Described>,
+    /// Final counts, written as statistics blocks by [`Sink::finish`].
+    statistics: BTreeMap<Key, Statistics>,
+    written: u64,
+    /// Packets of interfaces never described, so not written.
+    skipped: u64,
+}
+
+enum Output<W: Write> {
+    PcapNg {
+        writer: PcapNgWriter<W>,
+        /// For `-w -`: the reader sees every message as soon as it arrives.
+        flush_every_message: bool,
+    },
+    Lines(W),
+}
+
+/// An interface described by the API.
+struct Described {
+    /// The pcapng interface id (the order of description).
+    pcapng_id: u32,
+    /// The interface's name on its origin, e.g. `eth0`.
+    name: String,
+    /// `ORIGIN/IFACE`, e.g. `vm-0/eth0`.
+    label: String,
+    link_type: u16,
+    written: u64,
+}
+
+impl<W: Write> Sink<W> {
+    /// pcapng to `writer`; `flush_every_message` for pipes.
+    pub fn pcapng(writer: W, flush_every_message: bool, application: &str) -> io::Result<Self> {
+        let section = SectionOptions {
+            user_application: Some(application),
+            ..SectionOptions::default()
+        };
+        let mut writer = PcapNgWriter::new(writer, &section)?;
+        // A valid, empty capture from the start, whatever happens next.
+        writer.flush()?;
+        Ok(Self::new(Output::PcapNg {
+            writer,
+            flush_every_message,
+        }))
+    }
+
+    /// One line per packet to `writer`.
+    pub fn lines(writer: W) -> Self {
+        Self::new(Output::Lines(writer))
+    }
+
+    fn new(output: Output<W>) -> Self {
+        Self {
+            output,
+            interfaces: HashMap::new(),
+            statistics: BTreeMap::new(),
+            written: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Packets written (or printed) so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Packets not written because their interface was never described.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The names of `origin`'s interfaces, in the order described.
+    pub fn interface_names(&self, origin: u32) -> Vec<&str> {
+        let mut described: Vec<(&Key, &Described)> = self
+            .interfaces
+            .iter()
+            .filter(|((o, _), _)| *o == origin)
+            .collect();
+        described.sort_by_key(|(_, d)| d.pcapng_id);
+        described.iter().map(|(_, d)| d.name.as_str()).collect()
+    }
+
+    /// Describes an interface (once; a repeated description is ignored).
+    pub fn add_interface(
+        &mut self,
+        description: &InterfaceDescription,
+        origins: &Origins,
+    ) -> io::Result<()> {
+        let key = (description.origin, description.id);
+        if self.interfaces.contains_key(&key) {
+            return Ok(());
+        }
+        let link_type = u16::try_from(description.link_type).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "link type {} is not a pcap link type",
+                    description.link_type
+                ),
+            )
+        })?;
+        let origin = origins.name(description.origin);
+        let label = format!("{origin}/{}", description.name);
+        let pcapng_id = match &mut self.output {
+            Output::PcapNg { writer, .. } => writer.add_interface(&Interface {
+                name: label.clone(),
+                description: Some(match origins.address(description.origin) {
+                    Some(address) => format!("{} on {origin} ({address})", description.name),
+                    None => format!("{} on {origin}", description.name),
+                }),
+                link_type,
+                snaplen: description.snaplen,
+            })?,
+            Output::Lines(_) => self.interfaces.len() as u32,
+        };
+        self.interfaces.insert(
+            key,
+            Described {
+                pcapng_id,
+                name: description.name.clone(),
+                label,
+                link_type,
+                written: 0,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn write_packets(&mut self, packets: &[proto::Packet]) -> io::Result<()> {
+        for packet in packets {
+            let Some(interface) = self.interfaces.get_mut(&(packet.origin, packet.interface))
+            else {
+                self.skipped += 1;
+                continue;
+            };
+            let direction = match proto::Direction::try_from(packet.direction) {
+                Ok(proto::Direction::Inbound) => Some(Direction::Inbound),
+                Ok(proto::Direction::Outbound) => Some(Direction::Outbound),
+                _ => None,
+            };
+            match &mut self.output {
+                Output::PcapNg { writer, .. } => writer.write_packet(&Packet {
+                    interface_id: interface.pcapng_id,
+                    timestamp_ns: packet.timestamp_ns,
+                    original_len: packet.original_length,
+                    data: &packet.data,
+                    direction,
+                    comment: None,
+                })?,
+                Output::Lines(out) => writeln!(
+                    out,
+                    "{} {} {} {}",
+                    interface.label,
+                    time_of_day(packet.timestamp_ns),
+                    match direction {
+                        Some(Direction::Inbound) => "IN ",
+                        Some(Direction::Outbound) => "OUT",
+                        None => "-  ",
+                    },
+                    summarize(interface.link_type, &packet.data)
+                )?,
+            }
+            interface.written += 1;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Keeps an interface's final counts for [`Sink::finish`].
+    pub fn add_statistics(&mut self, statistics: Statistics) {
+        self.statistics
+            .insert((statistics.origin, statistics.interface), statistics);
+    }
+
+    /// Called after each message from the API.
+    pub fn end_of_message(&mut self) -> io::Result<()> {
+        match &mut self.output {
+            Output::PcapNg {
+                writer,
+                flush_every_message: true,
+            } => writer.flush(),
+            Output::PcapNg { .. } => Ok(()),
+            Output::Lines(out) => out.flush(),
+        }
+    }
+
+    /// Writes out what is buffered, so that a killed process loses little.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.output {
+            Output::PcapNg { writer, .. } => writer.flush(),
+            Output::Lines(out) => out.flush(),
+        }
+    }
+
+    /// Writes one statistics block per interface (pcapng) and flushes.
+    /// `now_ns` stamps the blocks.
+    pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Output::PcapNg { writer, .. } = &mut self.output {
+            let mut described: Vec<(&Key, &Described)> = self.interfaces.iter().collect();
+            described.sort_by_key(|(_, d)| d.pcapng_id);
+            for (key, interface) in described {
+                let statistics = self.statistics.get(key);
+                let comment = statistics_comment(interface, statistics);
+                writer.write_interface_statistics(&interface_statistics(
+                    interface, statistics, now_ns, &comment,
+                ))?;
+            }
+        }
+        self.flush()
+    }
+
+    /// The writer back, with everything written so far flushed to it.
+    pub fn into_inner(self) -> io::Result<W> {
+        match self.output {
+            Output::PcapNg { writer, .. } => writer.into_inner(),
+            Output::Lines(out) => Ok(out),
+        }
+    }
+}
+
+/// The statistics block: `isb_ifrecv` = seen, `isb_filteraccept` = matched,
+/// `isb_ifdrop` = kernel drops, `isb_osdrop` = agent drops, `isb_usrdeliv` =
+/// packets written to this file.
+fn interface_statistics<'a>(
+    interface: &Described,
+    statistics: Option<&Statistics>,
+    now_ns: u64,
+    comment: &'a str,
+) -> InterfaceStatistics<'a> {
+    let nonzero = |ns: u64| (ns != 0).then_some(ns);
+    InterfaceStatistics {
+        interface_id: interface.pcapng_id,
+        timestamp_ns: now_ns,
+        start_time_ns: statistics.and_then(|s| nonzero(s.start_ns)),
+        end_time_ns: statistics.and_then(|s| nonzero(s.end_ns)),
+        if_received: statistics.map(|s| s.seen),
+        if_dropped: statistics.map(|s| s.dropped_kernel_ring + s.dropped_kernel_copy),
+        filter_accepted: statistics.map(|s| s.matched),
+        os_dropped: statistics.map(|s| s.dropped_agent_queue),
+        user_delivered: Some(interface.written),
+        comment: Some(comment),
+    }
+}
+
+/// Where every packet went, in words.
+fn statistics_comment(interface: &Described, statistics: Option<&Statistics>) -> String {
+    match statistics {
+        Some(s) => format!(
+            "{}: seen {}, matched {}, sent by the agent {}, written {}; \
+             dropped: kernel ring {}, kernel copy {}, agent queue {}; \
+             not sent after the limit {}; out of order {}",
+            interface.label,
+            s.seen,
+            s.matched,
+            s.sent,
+            interface.written,
+            s.dropped_kernel_ring,
+            s.dropped_kernel_copy,
+            s.dropped_agent_queue,
+            s.after_limit,
+            s.out_of_order,
+        ),
+        None => format!(
+            "{}: written {}; no statistics arrived, so drops are unknown \
+             (the origin went away or the capture was cut short)",
+            interface.label, interface.written
+        ),
+    }
+}
+
+/// `HH:MM:SS.nnnnnnnnn` in UTC.
+fn time_of_day(ns: u64) -> String {
+    // format_time stops at microseconds (cut, not rounded): add the rest.
+    format!("{}{:03}", format_time(ns), ns % 1_000)
+}
+
+#[cfg(test)]
+mod tests;
