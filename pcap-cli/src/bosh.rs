@@ -108,6 +108,11 @@ pub struct BoshArgs {
     #[arg(short = 'w', value_name = "FILE|-")]
     write: Option<PathBuf>,
 
+    /// Write the capture to the API's object store instead of here: shows
+    /// progress, then a download link (see `pcap captures`).
+    #[arg(long, conflicts_with = "write")]
+    store: bool,
+
     /// Do not ask for confirmation, however many instances.
     #[arg(short = 'n', long = "non-interactive")]
     non_interactive: bool,
@@ -154,7 +159,7 @@ impl BoshArgs {
             duration: self.duration,
             max_bytes: self.max_bytes,
             write: self.write.clone(),
-            store: false,
+            store: self.store,
             expression,
         }
     }
@@ -553,6 +558,28 @@ mod tests {
         assert_eq!(bosh.deployment, "cf");
         assert_eq!(bosh.groups, ["router", "diego-cell"]);
         assert_eq!(start.options.unwrap().filter, "tcp port 443");
+    }
+
+    #[test]
+    fn store_goes_to_the_capture_and_excludes_a_file() {
+        let args = parse(&["-e", "lab", "-d", "cf", "-g", "router", "--store"]);
+        assert!(args.capture_args("t".into(), vec![]).store);
+        let argv = [
+            "pcap",
+            "bosh",
+            "--api",
+            "https://a",
+            "-e",
+            "lab",
+            "-d",
+            "cf",
+            "-g",
+            "router",
+            "--store",
+            "-w",
+            "x.pcapng",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]
