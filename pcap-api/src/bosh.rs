@@ -469,6 +469,7 @@ pub fn select(
                     address: config::agent_authority(ip, agent_port)
                         .unwrap_or_else(|_| format!("{ip}:{agent_port}")),
                     unavailable: None,
+                    container: None,
                     origin,
                 },
                 None => AgentEndpoint {
@@ -477,6 +478,7 @@ pub fn select(
                          (its VM may be missing or stopped)"
                     )),
                     address: String::new(),
+                    container: None,
                     origin,
                 },
             }

@@ -52,6 +52,9 @@ pub struct Config {
     /// The BOSH resolver; absent: no BOSH targets.
     #[serde(default)]
     pub bosh: Option<crate::bosh::BoshConfig>,
+    /// The Cloud Foundry app resolver; absent: no app targets.
+    #[serde(default)]
+    pub cf: Option<crate::cf::CfConfig>,
     /// Where `--store` captures go; absent: they are refused.
     #[serde(default)]
     pub store: Option<crate::store::StoreConfig>,
@@ -286,6 +289,9 @@ impl Config {
         self.validate_targets()?;
         if let Some(bosh) = &self.bosh {
             bosh.validate()?;
+        }
+        if let Some(cf) = &self.cf {
+            cf.validate()?;
         }
         if let Some(store) = &self.store {
             store.validate()?;

@@ -3,15 +3,18 @@
 //! one, in timestamp order, for the client.
 //!
 //! A capture: `service` checks the request (`auth`, `resolve`, `limits`;
-//! `bosh` resolves BOSH targets at a director, `uaa` checks UAA tokens),
+//! `bosh` resolves BOSH targets at a director, `cf` app instances at
+//! Cloud Controller, `uaa` checks UAA tokens; `audit` logs who captured what),
 //! then one `fanout` task per agent feeds one `session`, which sends
 //! packets through the reorder window (`merge`) to the client. `stop` carries
 //! "stop" and "abort" to every task of a capture; `server` serves and
 //! drains. `store` writes `--store` captures to S3-compatible storage.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod bosh;
+pub mod cf;
 pub mod config;
 pub mod fanout;
 pub mod limits;

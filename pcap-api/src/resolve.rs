@@ -1,11 +1,11 @@
 //! What a capture target means: the agents to start and the interfaces to
-//! capture when the request names none. Only the static resolver (from
-//! `[[targets]]`) and the BOSH resolver (`bosh`) exist today; the Cloud
-//! Controller resolver will implement the same trait.
+//! capture when the request names none. The static resolver (from
+//! `[[targets]]`), the BOSH resolver (`bosh`) and the Cloud Controller
+//! resolver (`cf`) implement the same trait.
 
 use std::collections::HashMap;
 
-use pcap_proto::v1::{ResolverStatus, Target, target};
+use pcap_proto::v1::{ContainerScope, ResolverStatus, Target, target};
 use thiserror::Error;
 
 use crate::{auth::User, config};
@@ -21,6 +21,9 @@ pub struct AgentEndpoint {
     /// instance without an IP address): why. The client gets it as an
     /// `instance_unavailable` event for this origin.
     pub unavailable: Option<String>,
+    /// For a Cloud Foundry app instance: the container the agent must pin
+    /// the capture to (`AgentStart.container`).
+    pub container: Option<ContainerScope>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +48,10 @@ pub enum ResolveError {
     PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resolver's authority (Cloud Controller) did not accept the
+    /// caller's token.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// What the resolver asks (a BOSH director) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -70,6 +77,17 @@ pub fn describe(target: Option<&Target>) -> String {
             }
             text
         }
+        Some(target::Kind::CfApp(app)) => {
+            let mut text = format!("cf:{}", app.app_guid);
+            if !app.process_type.is_empty() {
+                text = format!("{text}/{}", app.process_type);
+            }
+            if !app.instances.is_empty() {
+                let indices: Vec<String> = app.instances.iter().map(u32::to_string).collect();
+                text = format!("{text}/{}", indices.join(","));
+            }
+            text
+        }
         None => "none".to_owned(),
     }
 }
@@ -92,6 +110,7 @@ impl StaticResolver {
                         address: config::agent_authority(&a.address, default_port)
                             .unwrap_or_else(|_| a.address.clone()),
                         unavailable: None,
+                        container: None,
                     })
                     .collect();
                 let resolved = Resolved {

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    audit,
     auth::{self, AuthError, Authenticator, Chain, StaticTokens, User},
     bosh,
     config::{self, Config},
@@ -64,7 +65,9 @@ impl From<Refusal> for Status {
             Refusal::Auth(AuthError::Unavailable(_))
             | Refusal::Resolve(ResolveError::Unavailable(_))
             | Refusal::ShuttingDown => Status::unavailable(message),
-            Refusal::Auth(_) => Status::unauthenticated(message),
+            Refusal::Auth(_) | Refusal::Resolve(ResolveError::Unauthenticated(_)) => {
+                Status::unauthenticated(message)
+            }
             Refusal::Resolve(ResolveError::UnknownTarget(_) | ResolveError::NotFound(_)) => {
                 Status::not_found(message)
             }
@@ -96,6 +99,8 @@ pub enum SetupError {
     Tls(#[from] TlsError),
     #[error("bosh: {0}")]
     Bosh(#[from] uaa::SetupError),
+    #[error("cf: {0}")]
+    Cf(uaa::SetupError),
 }
 
 pub struct ApiService {
@@ -127,6 +132,13 @@ impl ApiService {
         ))];
         if let Some(bosh) = &config.bosh {
             let (resolver, authenticator) = bosh::new(bosh, config.agents.port)?;
+            resolver.discover_in_background();
+            authenticators.push(Box::new(authenticator));
+            resolvers.push(Box::new(resolver));
+        }
+        if let Some(cf) = &config.cf {
+            let (resolver, authenticator) =
+                crate::cf::new(cf, config.agents.port).map_err(SetupError::Cf)?;
             resolver.discover_in_background();
             authenticators.push(Box::new(authenticator));
             resolvers.push(Box::new(resolver));
@@ -199,13 +211,17 @@ impl Api for ApiService {
             .metadata()
             .get("authorization")
             .and_then(|value| value.to_str().ok());
-        let token = auth::bearer_token(authorization).map_err(Refusal::from)?;
-        let user = self
-            .shared
-            .authenticator
-            .authenticate(token)
-            .await
-            .map_err(Refusal::from)?;
+        let token = auth::bearer_token(authorization).map_err(|e| {
+            audit::unauthenticated(&e);
+            Refusal::from(e)
+        })?;
+        let user = match self.shared.authenticator.authenticate(token).await {
+            Ok(user) => user,
+            Err(error) => {
+                audit::unauthenticated(&error);
+                return Err(Refusal::from(error).into());
+            }
+        };
         if self.shared.shutdown.level() != StopLevel::Running {
             return Err(Refusal::ShuttingDown.into());
         }
@@ -217,7 +233,15 @@ impl Api for ApiService {
             let message = "the first request must be `start`".to_owned();
             return Err(Refusal::BadRequest(message).into());
         };
-        let capture = self.prepare(user, start).await?;
+        let request = audit::Request::new(&user, &start);
+        let capture = match self.prepare(user, start).await {
+            Ok(capture) => capture,
+            Err(refusal) => {
+                let status = Status::from(refusal);
+                request.refused(&status);
+                return Err(status);
+            }
+        };
         let (sink, responses) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(capture.run(Arc::clone(&self.shared), requests, sink));
         Ok(Response::new(ReceiverStream::new(responses)))
@@ -284,6 +308,12 @@ impl ApiService {
             })?;
         let resolved = resolver.resolve(&user, &target).await?;
         let options = start.options.unwrap_or_default();
+        if resolved.agents.iter().any(|a| a.container.is_some()) && !options.interfaces.is_empty() {
+            return Err(Refusal::BadRequest(
+                "an app capture is pinned to each instance's container; it takes no interfaces"
+                    .to_owned(),
+            ));
+        }
         if options.snaplen > MAX_SNAPLEN {
             return Err(Refusal::BadRequest(format!(
                 "snaplen {} is more than {MAX_SNAPLEN}",
@@ -446,6 +476,15 @@ impl Capture {
             out_of_order = summary.out_of_order,
             "capture ended"
         );
+        audit::ended(&audit::Ended {
+            user: &self.user.name,
+            target: &self.target,
+            origins: &origins,
+            filter: &self.options.filter,
+            duration,
+            outcome,
+            packets: summary.packets,
+        });
     }
 }
 
@@ -475,6 +514,7 @@ async fn start_agents(
                         compatibility_level: COMPATIBILITY_LEVEL,
                         origin,
                         options: Some(options.clone()),
+                        container: endpoint.container.clone(),
                     },
                     slot,
                 };

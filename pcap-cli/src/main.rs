@@ -6,9 +6,11 @@
 //! tells the user on stderr what happens.
 #![forbid(unsafe_code)]
 
+mod app;
 mod bosh;
 mod bosh_config;
 mod captures;
+mod cf_config;
 mod connect;
 mod origins;
 mod session;
@@ -55,6 +57,13 @@ enum Command {
     /// refreshes its token when it has expired. Shows the instances first,
     /// and asks before capturing more than a few unless -n is given.
     Bosh(bosh::BoshArgs),
+    /// Capture the traffic of a Cloud Foundry app's instances, with your cf
+    /// CLI login.
+    ///
+    /// Uses ~/.cf/config.json (or $CF_HOME/.cf/config.json): the targeted
+    /// API, org and space, and your token (refreshed when it has expired).
+    /// Only each instance's own container traffic is captured.
+    App(app::AppArgs),
     /// List and download the captures `pcap capture --store` left in the
     /// API's object store.
     Captures {
@@ -222,6 +231,7 @@ fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Capture(args) => args,
         Command::Bosh(args) => return bosh::main(&args),
+        Command::App(args) => return app::main(&args),
         Command::Captures { command } => return captures_main(&command),
     };
     if let Err(message) = args.validate() {
@@ -262,6 +272,12 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
     let status_line =
         io::stderr().is_terminal() && !(output == Output::Lines && io::stdout().is_terminal());
     let report = Report::new(status_line, limits);
+    let kind = start.target.as_ref().and_then(|t| t.kind.as_ref());
+    let (hint, unreachable_hint): (fn(tonic::Code) -> &'static str, &str) = match kind {
+        Some(target::Kind::Bosh(_)) => (bosh::refusal_hint, ""),
+        Some(target::Kind::CfApp(_)) => (app::refusal_hint, app::UNREACHABLE_HINT),
+        _ => (refusal_hint, ""),
+    };
 
     let channel = tokio::select! {
         channel = connect::connect(&args.api, args.ca.as_deref(), args.insecure) => match channel {
@@ -271,7 +287,7 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
                 if message.to_lowercase().contains("certificate") {
                     message.push_str(" (check --ca, or use --insecure for development)");
                 }
-                eprintln!("pcap: cannot reach the API at {}: {message}", args.api);
+                eprintln!("pcap: cannot reach the API at {}: {message}{unreachable_hint}", args.api);
                 return Ok(ExitCode::FAILURE);
             }
         },
@@ -300,11 +316,7 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
                 "pcap: the API refused the capture: {}: {}{}",
                 code_name(status.code()),
                 status.message(),
-                if args.target.is_empty() {
-                    bosh::refusal_hint(status.code())
-                } else {
-                    refusal_hint(status.code())
-                }
+                hint(status.code())
             );
             ExitCode::FAILURE
         }

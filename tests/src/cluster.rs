@@ -231,13 +231,13 @@ impl Cluster {
 }
 
 /// A path as a TOML basic string.
-fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
 
 /// The directory of the test build's binaries, or the running program's
 /// own when there is none (benchmarks then set `bin_dir`).
-fn default_bin_dir() -> PathBuf {
+pub(crate) fn default_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.ancestors()
         .skip(1)

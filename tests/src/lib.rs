@@ -6,6 +6,7 @@
 pub mod bosh;
 pub mod captures;
 pub mod cluster;
+pub mod landscape;
 pub mod netns;
 pub mod pki;
 pub mod process;

@@ -290,6 +290,44 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
 }
 
 #[test]
+fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
+    let pki = Pki::new("agent-cf");
+    let store = "/var/vcap/data/container-metadata/store.json";
+    let rendered = render_accepted(
+        Job::Agent,
+        "agent-cf",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("cf.container_metadata_store", Json::str(store)),
+        )]),
+    );
+    let config = rendered.config();
+    assert!(
+        config.contains(&format!("[cf]\ncontainer_metadata_store = \"{store}\"")),
+        "{config}"
+    );
+    let bpm = rendered.bpm();
+    assert_eq!(
+        bpm["processes.0.additional_volumes.0.path"],
+        "\"/var/vcap/data/container-metadata\""
+    );
+    assert_eq!(bpm["processes.0.additional_volumes.0.writable"], "false");
+    // Not on other VMs.
+    let plain = render_accepted(
+        Job::Agent,
+        "agent-no-cf",
+        Json::map(&[("properties", pki.agent_properties())]),
+    );
+    assert!(!plain.config().contains("[cf]"));
+    assert!(
+        !plain
+            .bpm()
+            .contains_key("processes.0.additional_volumes.0.path")
+    );
+}
+
+#[test]
 fn agent_capabilities_follow_the_kernel_and_privilege_properties() {
     let pki = Pki::new("agent-caps");
     let rendered = render_properties(

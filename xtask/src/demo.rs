@@ -1,71 +1,254 @@
-//! `cargo xtask demo`: a container veth on a simulated cell, captured twice
-//! at once (readable lines, and demo.pcapng shown through tshark); then three
-//! VMs captured at once through agents, the API and the CLI over mutual TLS
-//! (demo-merged.pcapng).
+//! `cargo xtask demo`: a simulated Diego landscape (two cells with silk's
+//! VXLAN overlay and VXLAN-policy-agent rules, appA on one, appB on the
+//! other, an agent per cell, pcap-api with test UAA and Cloud Controller
+//! servers), c2c traffic allowed and denied by policy, captured with
+//! `pcap app appB` (readable lines, and demo.pcapng shown through tshark)
+//! while the operator captures `silk-vtep` on the cell (demo-vtep.pcapng),
+//! with the kernel's policy verdicts; then three VMs captured at once
+//! through agents, the API and the CLI over mutual TLS (demo-merged.pcapng).
 
-use std::process::Command;
+use std::{path::Path, process::Command, sync::Arc};
 
 use anyhow::Context as _;
 use pcap_tests::{
     TempDir,
     cluster::{AGENT_PORT, ALICE_TOKEN, Cluster},
-    netns::Netns,
+    landscape::{AppSpec, Landscape, VPA_CHAIN, org_guid, space_guid},
+    netns,
+    pki::Validity,
     process::{Running, binary},
+    servers::{
+        Server, bind_in,
+        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        uaa::{SigningKey, Uaa, UaaUser},
+    },
 };
 
 use crate::{cargo, run_command, workspace_root};
 
-/// Silk names the host side of a container's veth after its overlay IP.
-const HOST_VETH: &str = "s-010255077003";
-const CONTAINER_IP: &str = "10.255.77.3";
+/// The demo's Cloud Controller and UAA, and the developer's cf home.
+struct CfServers {
+    _cc: Server,
+    _uaa: Server,
+    home: std::path::PathBuf,
+}
 
 pub fn run() -> anyhow::Result<()> {
     cargo(&["build", "--bins"])?;
-    println!("== 1. a Diego cell and an app container in network namespaces");
-    let cell = Netns::new("cell")?;
-    let container = Netns::new("app")?;
-    cell.sh(&format!(
-        // Silk's MACs: aa:aa: (host side) and ee:ee: (container side) + the IP's bytes.
-        "ip link add {HOST_VETH} address aa:aa:0a:ff:4d:03 type veth \
-         peer name eth0 address ee:ee:0a:ff:4d:03 netns {}",
-        container.name
-    ))?;
-    cell.sh(&format!(
-        "ip addr add 169.254.0.1 peer {CONTAINER_IP}/32 dev {HOST_VETH} && ip link set {HOST_VETH} up"
-    ))?;
-    container.sh(&format!(
-        "ip addr add {CONTAINER_IP} peer 169.254.0.1/32 dev eth0 && ip link set eth0 up && \
-         ip route add default via 169.254.0.1"
-    ))?;
-    println!("   cell veth {HOST_VETH} <-> container eth0 {CONTAINER_IP}");
+    println!(
+        "== 1. a Diego landscape in network namespaces: two cells, silk-vtep, appA -> appB:8080 allowed"
+    );
+    let dir = TempDir::new("demo-cf")?;
+    let mut landscape = Landscape::builder()
+        .cells(2)
+        .app(AppSpec::new("appA", &[0]))
+        .app(AppSpec::new("appB", &[1]))
+        .policy("appA", "appB", 8080)
+        .build(&dir)?;
+    describe(&landscape)?;
 
-    println!("== 2. two captures on {HOST_VETH} at once: lines, and demo.pcapng");
-    let agent = binary_path()?;
+    println!("== 2. an agent per cell, pcap-api with Cloud Controller and UAA; user dev logged in");
+    let cf = cf_servers(&mut landscape, &dir)?;
+    let b = &landscape.app("appB").instances[0];
+    let a = &landscape.app("appA").instances[0];
+    let cell = &landscape.cells[b.cell];
+
     let pcapng = workspace_root().join("demo.pcapng");
-    let mut lines = Running::spawn(cell.command(&agent).args(["capture", "-i", HOST_VETH]))?;
-    let mut file = Running::spawn(
-        cell.command(&agent)
-            .args(["capture", "-i", HOST_VETH, "-w"])
-            .arg(&pcapng),
+    let vtep_file = workspace_root().join("demo-vtep.pcapng");
+    println!(
+        "== 3. pcap app appB (lines), pcap app appB -w {}, and the operator on {}: silk-vtep -> {}",
+        pcapng.display(),
+        cell.origin(),
+        vtep_file.display()
+    );
+    let app_cli = |args: &[&str]| {
+        let mut command = landscape.pcap();
+        command
+            .arg("app")
+            .args(["--api", &landscape.api_url()])
+            .arg("--ca")
+            .arg(&landscape.pki.ca.certificate)
+            .env("CF_HOME", &cf.home)
+            .env("HOME", &cf.home)
+            .env_remove("PCAP_API")
+            .arg("appB")
+            .args(args);
+        command
+    };
+    let mut lines = Running::spawn(&mut app_cli(&[]))?;
+    let mut file = Running::spawn(&mut app_cli(&["-w", utf8(&pcapng)?]))?;
+    let mut vtep = Running::spawn(
+        cell.ns
+            .command(&binary_path()?)
+            .args(["capture", "-i", "silk-vtep", "-w"])
+            .arg(&vtep_file),
     )?;
-    lines.wait_for("listening on", 1)?;
-    file.wait_for("listening on", 1)?;
+    lines.wait_for("capturing on", 1)?;
+    file.wait_for("capturing on", 1)?;
+    vtep.wait_for("listening on", 1)?;
 
-    container.sh("ping -c 3 -i 0.2 169.254.0.1")?;
-    let mut server = Running::spawn(cell.command("python3").args(["-c", SERVER]))?;
+    let log_before = netns::sh("dmesg")?.lines().count();
+    let mut server = Running::spawn(b.ns.command("python3").args(["-c", SERVER]))?;
     server.wait_for("ready", 1)?;
-    container.sh(&format!("python3 -c '{CLIENT}'"))?;
+    let client =
+        a.ns.sh(&format!("python3 -c '{CLIENT}' {}", b.overlay_ip))?;
     server.wait()?;
+    for line in client.lines() {
+        println!("   appA: {line}");
+    }
 
     let (_, stats) = lines.interrupt()?;
     let (_, file_stats) = file.interrupt()?;
-    println!("-- the line capture reported:");
+    let (_, vtep_stats) = vtep.interrupt()?;
+    println!("-- pcap app appB reported:");
     print_stats(&stats);
-    println!("-- the file capture reported:");
+    println!("-- pcap app appB -w reported:");
     print_stats(&file_stats);
+    println!("-- the operator's silk-vtep capture reported:");
+    print_stats(&vtep_stats);
+    println!(
+        "-- the kernel's c2c verdicts (iptables LOG on {}):",
+        cell.origin()
+    );
+    for line in netns::sh("dmesg")?
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("OK_") || l.contains("DENY_C2C_"))
+    {
+        println!("   {line}");
+    }
 
-    println!("== 3. {} through tshark", pcapng.display());
-    run_command(Command::new("tshark").arg("-r").arg(&pcapng).args([
+    println!(
+        "== 4. {} through tshark: directions are appB's (OUTBOUND = sent by appB)",
+        pcapng.display()
+    );
+    tshark(&pcapng)?;
+    run_command(Command::new("capinfos").arg(&pcapng))?;
+    println!("== 5. {} through tshark", vtep_file.display());
+    tshark(&vtep_file)?;
+    drop(cf);
+    drop(landscape);
+    distributed()
+}
+
+fn describe(landscape: &Landscape) -> anyhow::Result<()> {
+    for app in &landscape.apps {
+        for instance in &app.instances {
+            let cell = &landscape.cells[instance.cell];
+            println!(
+                "   {}/{} (app {}, instance {}): {} behind {} on {} (underlay {}, silk-vtep {})",
+                app.name,
+                instance.index,
+                app.guid,
+                instance.instance_guid,
+                instance.overlay_ip,
+                instance.host_interface(),
+                cell.origin(),
+                cell.underlay_ip(),
+                cell.overlay_base()
+            );
+        }
+    }
+    let cell = &landscape.cells[landscape.app("appB").instances[0].cell];
+    println!("-- the VXLAN policy agent's chain on {}:", cell.origin());
+    for line in cell.ns.sh(&format!("iptables -S {VPA_CHAIN}"))?.lines() {
+        println!("   {line}");
+    }
+    Ok(())
+}
+
+/// UAA and Cloud Controller in the control namespace (dev is a space
+/// developer of the apps' space), agents on the cells, pcap-api with its
+/// Cloud Foundry resolver, and dev's `~/.cf/config.json`.
+fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<CfServers> {
+    let tls = landscape
+        .pki
+        .ca
+        .leaf("cf", &["127.0.0.1"], Validity::Current)?;
+    let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+    let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
+    let uaa = Arc::new(Uaa::new(
+        &uaa_url,
+        SigningKey::generate(dir, "cf-uaa")?,
+        vec![UaaUser::new(
+            "dev",
+            "p",
+            &["cloud_controller.read", "cloud_controller.write", "openid"],
+        )],
+        &[("cf", "")],
+    ));
+    let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
+    let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+    let cc_url = format!("https://{}", cc_listener.local_addr()?);
+    let apps = landscape
+        .apps
+        .iter()
+        .map(|app| {
+            let instances = app
+                .instances
+                .iter()
+                .map(|i| {
+                    CcInstance::running(
+                        u32::try_from(i.index).expect("few instances"),
+                        &landscape.cells[i.cell].underlay_ip().to_string(),
+                        &i.overlay_ip.to_string(),
+                        &i.instance_guid,
+                    )
+                })
+                .collect();
+            CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
+        })
+        .collect();
+    let roles = vec![CcRole::new(
+        "space_developer",
+        "user-dev",
+        &space_guid("dev"),
+        &org_guid("org"),
+    )];
+    let cc = Arc::new(CloudController::new(&cc_url, Arc::clone(&uaa), apps, roles));
+    let cc_server = Server::start(cc_listener, &tls, cc.router())?;
+
+    landscape.start_agents("")?;
+    let api_config = landscape.api_config(&format!(
+        "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n",
+        utf8(&landscape.pki.ca.certificate)?
+    ))?;
+    landscape.start_api(&api_config)?;
+
+    let home = dir.join("home-dev");
+    std::fs::create_dir_all(home.join(".cf"))?;
+    let config = format!(
+        r#"{{"ConfigVersion": 4, "Target": "{cc_url}", "APIVersion": "3.185.0",
+  "AuthorizationEndpoint": "{uaa_url}", "UaaEndpoint": "{uaa_url}",
+  "AccessToken": "bearer {}", "RefreshToken": "{}",
+  "UAAOAuthClient": "cf", "UAAOAuthClientSecret": "", "SSHOAuthClient": "ssh-proxy",
+  "OrganizationFields": {{"GUID": "{}", "Name": "org"}},
+  "SpaceFields": {{"GUID": "{}", "Name": "dev", "AllowSSH": true}},
+  "SSLDisabled": false}}"#,
+        uaa.access_token("dev", "cf", 3600)?,
+        uaa.refresh_token("dev", "cf")?,
+        org_guid("org"),
+        space_guid("dev"),
+    );
+    let path = home.join(".cf/config.json");
+    std::fs::write(&path, config)?;
+    std::fs::set_permissions(
+        &path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )?;
+    Ok(CfServers {
+        _cc: cc_server,
+        _uaa: uaa_server,
+        home,
+    })
+}
+
+fn utf8(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("non-UTF-8 path")
+}
+
+fn tshark(file: &Path) -> anyhow::Result<()> {
+    run_command(Command::new("tshark").arg("-r").arg(file).args([
         "-T",
         "fields",
         "-E",
@@ -80,9 +263,7 @@ pub fn run() -> anyhow::Result<()> {
         "frame.packet_flags_direction",
         "-e",
         "_ws.col.Info",
-    ]))?;
-    run_command(Command::new("capinfos").arg(&pcapng))?;
-    distributed()
+    ]))
 }
 
 /// Three VMs, each running `pcap-agent serve`, one `pcap-api serve`, and
@@ -157,14 +338,22 @@ fn print_stats(lines: &[String]) {
     }
 }
 
+/// appB's web server: one request on 8080, then exits.
 const SERVER: &str = "
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('169.254.0.1', 8080)); s.listen(1); print('ready', file=sys.stderr, flush=True)
+s.bind(('0.0.0.0', 8080)); s.listen(1); print('ready', file=sys.stderr, flush=True)
 c, _ = s.accept(); c.recv(4096); c.sendall(b'HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok'); c.close()
 ";
+/// appA: a request to appB on 8080 (allowed), then a connection to 9090 (no
+/// policy: rejected on appB's cell).
 const CLIENT: &str = "
-import socket
-c = socket.create_connection((\"169.254.0.1\", 8080)); c.sendall(b\"GET / HTTP/1.1\\r\\nHost: demo\\r\\n\\r\\n\")
+import socket, sys
+c = socket.create_connection((sys.argv[1], 8080)); c.sendall(b\"GET / HTTP/1.1\\r\\nHost: appB\\r\\n\\r\\n\")
+print(\"8080:\", c.recv(4096).split(b\"\\r\\n\")[0].decode())
 while c.recv(4096): pass
+try:
+    socket.create_connection((sys.argv[1], 9090), timeout=5); print(\"9090: connected?!\")
+except ConnectionRefusedError:
+    print(\"9090: refused (no policy)\")
 ";

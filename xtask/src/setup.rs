@@ -27,6 +27,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     // Renders the BOSH jobs' ERB templates in tests/tests/bosh_templates.rs.
     "ruby",
+    // VXLAN-policy-agent rules in the simulated Diego cells (tests/src/landscape.rs).
+    "iptables",
 ];
 
 /// The rustup toolchain name for Debian's compiler; pcap-agent's build.rs uses it.

@@ -53,6 +53,18 @@ pub struct Config {
     pub capture: Capture,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub cf: Cf,
+}
+
+/// Cloud Foundry: where this Diego cell's containers are described.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cf {
+    /// Silk's container metadata store
+    /// (`/var/vcap/data/container-metadata/store.json`); without it the
+    /// agent refuses container captures.
+    pub container_metadata_store: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -203,6 +215,14 @@ impl Config {
         if limits.send_buffer_bytes == 0 {
             return Err(invalid("limits.send_buffer_bytes", "give 1 or more bytes"));
         }
+        if let Some(store) = &self.cf.container_metadata_store
+            && !store.is_absolute()
+        {
+            return Err(invalid(
+                "cf.container_metadata_store",
+                format!("{} is not an absolute path", store.display()),
+            ));
+        }
         Ok(())
     }
 
@@ -311,6 +331,7 @@ mod tests {
         assert_eq!(config.limits.max_snaplen, MAX_SNAPLEN);
         assert_eq!(config.limits.max_bytes, 0);
         assert_eq!(config.limits.send_buffer_bytes, 4_194_304);
+        assert_eq!(config.cf.container_metadata_store, None);
     }
 
     #[test]
@@ -333,6 +354,8 @@ mod tests {
             max_snaplen = 128
             max_bytes = 1000
             send_buffer_bytes = 65536
+            [cf]
+            container_metadata_store = "/var/vcap/data/container-metadata/store.json"
             "#,
         )
         .unwrap();
@@ -343,6 +366,16 @@ mod tests {
         assert_eq!(config.capture.default_interfaces, ["eth0"]);
         assert_eq!(config.max_duration(), Duration::from_millis(1500));
         assert_eq!(config.limits.max_bytes, 1000);
+        assert_eq!(
+            config.cf.container_metadata_store.as_deref(),
+            Some(Path::new("/var/vcap/data/container-metadata/store.json"))
+        );
+        assert!(
+            error(&format!(
+                "{PLAINTEXT}[cf]\ncontainer_metadata_store = \"store.json\""
+            ))
+            .starts_with("cf.container_metadata_store: store.json is not an absolute path")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! into a byte-budgeted [`queue`] that the call's response stream reads.
 
 pub mod config;
+pub mod container;
 pub mod queue;
 pub mod service;
 pub mod session;

@@ -12,12 +12,18 @@ use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{config::Config, queue::QueueSender, service::CaptureSlot, sink::StreamSink};
+use super::{
+    config::Config,
+    container::{self, Container, ContainerError},
+    queue::QueueSender,
+    service::CaptureSlot,
+    sink::StreamSink,
+};
 use crate::{
     capture::{self, CaptureError, Report, Spec, StopReason},
     datapath::{self, DatapathError},
     filter::Filter,
-    iface::Interface,
+    iface::{Interface, InterfaceError},
 };
 
 /// Everything a capture needs, handed to its thread.
@@ -64,8 +70,8 @@ impl Session {
 
     async fn run(self, queue: QueueSender, started: oneshot::Sender<Result<(), Status>>) {
         let origin = self.start.origin;
-        let spec = match plan(&self.start, &self.config) {
-            Ok(spec) => spec,
+        let (spec, container) = match plan_scoped(&self.start, &self.config) {
+            Ok(planned) => planned,
             Err(status) => {
                 info!(
                     peer = self.peer,
@@ -79,6 +85,17 @@ impl Session {
         };
         let stop = stop_condition(self.requests, queue.closed(), self.shutdown);
         let mut sink = StreamSink::new(queue, origin);
+        if let Some(container) = &container {
+            info!(
+                peer = self.peer,
+                origin,
+                instance = container.instance_guid,
+                app = container.app_guid,
+                interface = container.interface,
+                "container scope"
+            );
+            sink.set_app_perspective(true);
+        }
         let mut started = Some(started);
         let on_attached = || {
             info!(
@@ -118,8 +135,48 @@ impl Session {
 /// What `start` asks for, within the agent's configuration. Errors are
 /// `INVALID_ARGUMENT` with the message `pcap-agent capture` prints.
 pub fn plan(start: &AgentStart, config: &Config) -> Result<Spec, Status> {
+    plan_scoped(start, config).map(|(spec, _)| spec)
+}
+
+/// [`plan`], and the container the capture is pinned to when `start` has a
+/// container scope: then the only interface is the container's host-side
+/// veth (naming any other is `INVALID_ARGUMENT`), and the filter applies
+/// within it, so it can narrow the capture but never widen it.
+pub fn plan_scoped(
+    start: &AgentStart,
+    config: &Config,
+) -> Result<(Spec, Option<Container>), Status> {
     let options = start.options.clone().unwrap_or_default();
-    let names = if options.interfaces.is_empty() {
+    let container = match &start.container {
+        Some(scope) => Some(
+            container::lookup(scope, config.cf.container_metadata_store.as_deref())
+                .map_err(|e| e.status())?,
+        ),
+        None => None,
+    };
+    let pinned;
+    let names = if let Some(container) = &container {
+        if let Some(other) = options
+            .interfaces
+            .iter()
+            .find(|i| **i != container.interface)
+        {
+            return Err(Status::invalid_argument(format!(
+                "a container capture is pinned to {} (instance {}): interface {other:?} \
+                 cannot be captured",
+                container.interface, container.instance_guid
+            )));
+        }
+        if let Err(InterfaceError::NotFound(_)) = Interface::lookup(&container.interface) {
+            return Err(ContainerError::NoInterface {
+                instance: container.instance_guid.clone(),
+                interface: container.interface.clone(),
+            }
+            .status());
+        }
+        pinned = [container.interface.clone()];
+        &pinned[..]
+    } else if options.interfaces.is_empty() {
         &config.capture.default_interfaces
     } else {
         &options.interfaces
@@ -155,7 +212,7 @@ pub fn plan(start: &AgentStart, config: &Config) -> Result<Spec, Status> {
         0 => max_duration,
         ms => Duration::from_millis(ms).min(max_duration),
     };
-    Ok(Spec {
+    let spec = Spec {
         interfaces,
         datapath: datapath::Options {
             snaplen,
@@ -169,7 +226,8 @@ pub fn plan(start: &AgentStart, config: &Config) -> Result<Spec, Status> {
             .filter(|&b| b > 0)
             .min(),
         duration: Some(duration),
-    })
+    };
+    Ok((spec, container))
 }
 
 /// Completes, with the reason, when the client asks to stop, closes or
@@ -279,6 +337,7 @@ mod tests {
             compatibility_level: pcap_proto::COMPATIBILITY_LEVEL,
             origin: 3,
             options: Some(options),
+            container: None,
         }
     }
 

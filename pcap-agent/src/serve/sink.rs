@@ -43,6 +43,29 @@ pub struct StreamSink {
     unreported_drops: u64,
     last_congestion_report: Option<Instant>,
     start_ns: u64,
+    /// Label directions from the app's point of view (a container capture
+    /// on its host-side veth); see [`direction`].
+    app_perspective: bool,
+}
+
+/// The direction a packet is labelled with.
+///
+/// Normally from the host's point of view: TC ingress is `INBOUND`, egress
+/// `OUTBOUND`. On a container's host-side veth (`app_perspective`) that
+/// would be backwards for the user: a packet the app sends leaves the
+/// container's `eth0` and *enters* the host side (TC ingress), so it is
+/// `OUTBOUND`; one delivered to the app leaves the host side (TC egress),
+/// so it is `INBOUND`. pcapng's `epb_flags` follow this label.
+pub fn direction(kernel: Option<KernelDirection>, app_perspective: bool) -> Direction {
+    match (kernel, app_perspective) {
+        (Some(KernelDirection::Ingress), false) | (Some(KernelDirection::Egress), true) => {
+            Direction::Inbound
+        }
+        (Some(KernelDirection::Egress), false) | (Some(KernelDirection::Ingress), true) => {
+            Direction::Outbound
+        }
+        (None, _) => Direction::Unspecified,
+    }
 }
 
 impl StreamSink {
@@ -55,7 +78,13 @@ impl StreamSink {
             unreported_drops: 0,
             last_congestion_report: None,
             start_ns: 0,
+            app_perspective: false,
         }
+    }
+
+    /// Labels directions from the app's point of view ([`direction`]).
+    pub fn set_app_perspective(&mut self, on: bool) {
+        self.app_perspective = on;
     }
 
     pub fn queue(&self) -> &QueueSender {
@@ -155,12 +184,7 @@ impl PacketSink for StreamSink {
         self.batch.push(Packet {
             timestamp_ns: packet.unix_ns,
             original_length: packet.orig_len,
-            direction: match packet.direction {
-                Some(KernelDirection::Ingress) => Direction::Inbound,
-                Some(KernelDirection::Egress) => Direction::Outbound,
-                None => Direction::Unspecified,
-            }
-            .into(),
+            direction: direction(packet.direction, self.app_perspective).into(),
             origin: self.origin,
             interface: packet.interface,
             data: packet.data.to_vec(),
@@ -264,6 +288,39 @@ mod tests {
             .map(|item| item.unwrap().payload.unwrap())
             .collect()
             .await
+    }
+
+    #[test]
+    fn container_directions_are_the_apps() {
+        use KernelDirection::{Egress, Ingress};
+        // The host's view everywhere else.
+        assert_eq!(direction(Some(Ingress), false), Direction::Inbound);
+        assert_eq!(direction(Some(Egress), false), Direction::Outbound);
+        // On s-<ip>, TC ingress is the app sending.
+        assert_eq!(direction(Some(Ingress), true), Direction::Outbound);
+        assert_eq!(direction(Some(Egress), true), Direction::Inbound);
+        assert_eq!(direction(None, true), Direction::Unspecified);
+    }
+
+    #[tokio::test]
+    async fn app_perspective_reaches_the_stream() {
+        let (tx, rx) = send_queue(1 << 20);
+        let mut sink = StreamSink::new(tx, 1);
+        sink.set_app_perspective(true);
+        sink.begin(&[interface()], 262_144).unwrap();
+        sink.packet(&interface(), &packet(&[1, 2, 3])).unwrap();
+        sink.end_batch().unwrap();
+        drop(sink);
+        let batch = payloads(rx)
+            .await
+            .into_iter()
+            .find_map(|p| match p {
+                Payload::Packets(batch) => Some(batch),
+                _ => None,
+            })
+            .unwrap();
+        // `packet` is TC egress: towards the app.
+        assert_eq!(batch.packets[0].direction(), Direction::Inbound);
     }
 
     #[tokio::test]

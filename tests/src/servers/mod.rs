@@ -1,5 +1,5 @@
-//! HTTPS servers that stand in for a BOSH director and a UAA (and, later,
-//! Cloud Foundry's UAA), speaking their documented formats over real TLS
+//! HTTPS servers that stand in for a BOSH director, Cloud Controller and
+//! a UAA (BOSH's or Cloud Foundry's), speaking their documented formats over real TLS
 //! with certificates from [`crate::pki`].
 //!
 //! Each server runs on a thread of its own with its own tokio runtime, on a
@@ -7,6 +7,7 @@
 //! ([`bind_in`]): a socket stays in the namespace it was created in. A
 //! server stops (and its port closes) when it is dropped.
 
+pub mod cloud_controller;
 pub mod director;
 pub mod uaa;
 

@@ -1,0 +1,774 @@
+//! The Cloud Foundry resolver: the instances of an app, authorized by
+//! Cloud Controller (v3) with the caller's own token.
+//!
+//! - Cloud Controller's root (`GET /`) names its UAA (`links.uaa.href`);
+//!   the caller's token must be a valid access token of that UAA
+//!   (`CfAuthenticator`, through `uaa`) with `cloud_controller.read` or
+//!   `cloud_controller.admin`.
+//! - Authorization, always with the caller's token, so that Cloud
+//!   Controller decides what they see: the app must be visible
+//!   (`GET /v3/apps/:guid`, 404 → NOT_FOUND), and the caller must hold one
+//!   of `allowed_roles` in the app's space (`GET /v3/roles`), unless their
+//!   token carries `cloud_controller.admin`. With `respect_ssh_setting`,
+//!   `GET /v3/apps/:guid/ssh_enabled` must say enabled.
+//! - Discovery: `GET /v3/apps/:guid/processes/:type/stats` gives each
+//!   instance's index, state, cell (`host`), overlay IP and instance GUID.
+//!   Each chosen instance becomes an agent at `host:agent_port`, named
+//!   `APP/INDEX`, pinned to its container (`AgentStart.container`). A
+//!   crashed, down or missing instance is reported to the client as
+//!   unavailable, never an error.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus, Target, target};
+use reqwest::{StatusCode, Url, header};
+use serde::{Deserialize, de::DeserializeOwned};
+use tokio::sync::Mutex;
+
+use crate::{
+    auth::{AuthError, Authenticator, User},
+    config::{self, ConfigError},
+    resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
+    uaa::{self, SetupError, TokenError, TokenValidator, error_chain},
+};
+
+/// Scopes that make a token's bearer a Cloud Foundry admin.
+pub const ADMIN_SCOPE: &str = "cloud_controller.admin";
+/// The scope Cloud Controller needs for reading.
+pub const READ_SCOPE: &str = "cloud_controller.read";
+/// Space roles an operator may allow.
+pub const SPACE_ROLES: [&str; 4] = [
+    "space_developer",
+    "space_manager",
+    "space_auditor",
+    "space_supporter",
+];
+
+/// The `[cf]` table of the API's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CfConfig {
+    /// Cloud Controller, e.g. `https://api.sys.example.com`.
+    pub api_url: String,
+    /// Verifies Cloud Controller's certificate and its UAA's.
+    pub ca: PathBuf,
+    /// The port agents listen on at each Diego cell; default `agents.port`.
+    #[serde(default)]
+    pub agent_port: Option<u16>,
+    /// Space roles that may capture an app of their space; admins
+    /// (`cloud_controller.admin`) always may. `[]`: admins only.
+    #[serde(default = "default_allowed_roles")]
+    pub allowed_roles: Vec<String>,
+    /// Refuse apps whose SSH access Cloud Controller reports disabled.
+    #[serde(default)]
+    pub respect_ssh_setting: bool,
+    /// Seconds of clock difference allowed on a token's `exp` and `nbf`.
+    #[serde(default = "default_clock_skew")]
+    pub token_clock_skew: f64,
+}
+
+fn default_allowed_roles() -> Vec<String> {
+    vec!["space_developer".to_owned()]
+}
+
+fn default_clock_skew() -> f64 {
+    60.0
+}
+
+impl CfConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.api_url).map_err(|e| {
+            config::invalid(
+                "cf.api_url",
+                format!("\"{}\" is not a URL: {e}", self.api_url),
+            )
+        })?;
+        if url.scheme() != "https" || url.host().is_none() {
+            return Err(config::invalid(
+                "cf.api_url",
+                format!(
+                    "\"{}\" is not an https:// URL like https://api.sys.example.com",
+                    self.api_url
+                ),
+            ));
+        }
+        config::check_certificate("cf.ca", &self.ca)?;
+        if self.agent_port == Some(0) {
+            return Err(config::invalid("cf.agent_port", "must not be 0"));
+        }
+        for role in &self.allowed_roles {
+            if !SPACE_ROLES.contains(&role.as_str()) {
+                return Err(config::invalid(
+                    "cf.allowed_roles",
+                    format!(
+                        "\"{role}\" is not a space role; use some of {} (admins are always allowed)",
+                        SPACE_ROLES.join(", ")
+                    ),
+                ));
+            }
+        }
+        config::check_seconds("cf.token_clock_skew", self.token_clock_skew, true)
+    }
+}
+
+/// Cloud Controller's error body.
+#[derive(Debug, Default, Deserialize)]
+struct CcErrors {
+    #[serde(default)]
+    errors: Vec<CcError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CcError {
+    #[serde(default)]
+    code: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    detail: String,
+}
+
+/// What a request to Cloud Controller came to, when not a success.
+#[derive(Debug)]
+enum Failure {
+    /// Cloud Controller answered with an error status.
+    Status(StatusCode, String),
+    /// It could not be reached or sent something unreadable.
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct Root {
+    links: RootLinks,
+}
+
+#[derive(Deserialize)]
+struct RootLinks {
+    #[serde(default)]
+    uaa: Option<Link>,
+}
+
+#[derive(Deserialize)]
+struct Link {
+    href: String,
+}
+
+/// `GET /v3/apps/:guid`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct App {
+    pub guid: String,
+    pub name: String,
+    #[serde(default)]
+    pub state: String,
+    pub relationships: AppRelationships,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AppRelationships {
+    pub space: Relationship,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Relationship {
+    pub data: RelationshipData,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RelationshipData {
+    pub guid: String,
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    resources: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct Role {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct SshEnabled {
+    enabled: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// One entry of a process's stats.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct InstanceStats {
+    pub index: u32,
+    pub state: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub instance_internal_ip: Option<String>,
+    #[serde(default)]
+    pub instance_guid: Option<String>,
+    #[serde(default)]
+    pub details: Option<String>,
+}
+
+/// Cloud Controller and, once its root has named it, its UAA.
+struct CloudController {
+    url: String,
+    http: reqwest::Client,
+    clock_skew: Duration,
+    uaa: Mutex<Option<Arc<TokenValidator>>>,
+}
+
+impl CloudController {
+    fn unreachable(&self, error: &reqwest::Error) -> String {
+        format!(
+            "cannot reach Cloud Controller at {}: {}",
+            self.url,
+            error_chain(error)
+        )
+    }
+
+    async fn root(&self) -> Result<Root, String> {
+        let url = format!("{}/", self.url);
+        let response = self
+            .http
+            .get(&url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "Cloud Controller at {url} answered HTTP {}",
+                response.status()
+            ));
+        }
+        response.json().await.map_err(|e| {
+            format!(
+                "Cloud Controller at {url} sent a bad root document: {}",
+                error_chain(&e)
+            )
+        })
+    }
+
+    async fn uaa_url(&self) -> Result<String, String> {
+        let root = self.root().await?;
+        root.links
+            .uaa
+            .map(|l| l.href.trim_end_matches('/').to_owned())
+            .filter(|href| href.starts_with("https://"))
+            .ok_or_else(|| {
+                format!(
+                    "Cloud Controller at {} names no https:// UAA (links.uaa.href)",
+                    self.url
+                )
+            })
+    }
+
+    /// The validator of Cloud Controller's UAA, found through `GET /` the
+    /// first time.
+    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
+        let mut uaa = self.uaa.lock().await;
+        if let Some(validator) = &*uaa {
+            return Ok(Arc::clone(validator));
+        }
+        let uaa_url = self.uaa_url().await?;
+        tracing::info!(cloud_controller = %self.url, uaa = %uaa_url, "found Cloud Controller's UAA");
+        let validator = Arc::new(TokenValidator::new(
+            &uaa_url,
+            self.http.clone(),
+            self.clock_skew,
+        ));
+        *uaa = Some(Arc::clone(&validator));
+        Ok(validator)
+    }
+
+    /// `GET path?query` with the caller's token.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        token: &str,
+    ) -> Result<T, Failure> {
+        let mut url = Url::parse(&self.url).map_err(|e| Failure::Unavailable(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| Failure::Unavailable(format!("{} cannot be a base URL", self.url)))?
+            .pop_if_empty()
+            .extend(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| Failure::Unavailable(self.unreachable(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(|e| {
+                Failure::Unavailable(format!(
+                    "Cloud Controller sent a bad answer to GET /{}: {}",
+                    path.join("/"),
+                    error_chain(&e)
+                ))
+            });
+        }
+        let errors = response.json::<CcErrors>().await.unwrap_or_default();
+        let detail = errors
+            .errors
+            .first()
+            .map(|e| format!(" ({} {}: {})", e.code, e.title, e.detail))
+            .unwrap_or_default();
+        Err(Failure::Status(status, detail))
+    }
+}
+
+/// Builds the resolver and the authenticator of `[cf]`; they share Cloud
+/// Controller. `default_port` is `agents.port`.
+pub fn new(
+    config: &CfConfig,
+    default_port: u16,
+) -> Result<(CfResolver, CfAuthenticator), SetupError> {
+    let ca_name = config.ca.display().to_string();
+    let ca =
+        std::fs::read(&config.ca).map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
+    let cc = Arc::new(CloudController {
+        url: config.api_url.trim_end_matches('/').to_owned(),
+        http: uaa::https_client(&ca, &ca_name)?,
+        clock_skew: Duration::from_secs_f64(config.token_clock_skew),
+        uaa: Mutex::new(None),
+    });
+    let resolver = CfResolver {
+        cc: Arc::clone(&cc),
+        agent_port: config.agent_port.unwrap_or(default_port),
+        allowed_roles: config.allowed_roles.clone(),
+        respect_ssh_setting: config.respect_ssh_setting,
+    };
+    Ok((resolver, CfAuthenticator { cc }))
+}
+
+/// Accepts access tokens of Cloud Controller's UAA.
+pub struct CfAuthenticator {
+    cc: Arc<CloudController>,
+}
+
+#[tonic::async_trait]
+impl Authenticator for CfAuthenticator {
+    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        if jsonwebtoken::decode_header(token).is_err() {
+            return Err(AuthError::InvalidToken);
+        }
+        let validator = self.cc.validator().await.map_err(AuthError::Unavailable)?;
+        match validator.validate(token).await {
+            Ok(claims) => Ok(claims.into_user(token)),
+            Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
+            Err(error @ TokenError::KeysUnavailable { .. }) => {
+                Err(AuthError::Unavailable(error.to_string()))
+            }
+            Err(error) => Err(AuthError::Rejected(error.to_string())),
+        }
+    }
+}
+
+pub struct CfResolver {
+    cc: Arc<CloudController>,
+    agent_port: u16,
+    allowed_roles: Vec<String>,
+    respect_ssh_setting: bool,
+}
+
+impl CfResolver {
+    /// Reads Cloud Controller's root in the background, so that the log
+    /// says at once whether it and its UAA are reachable. A failure is
+    /// retried on the first app capture.
+    pub fn discover_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cc = Arc::clone(&self.cc);
+        runtime.spawn(async move {
+            if let Err(message) = cc.validator().await {
+                tracing::warn!("{message}; trying again on the first app capture");
+            }
+        });
+    }
+
+    /// Cloud Controller's refusals, in terms of the app.
+    fn refused(failure: Failure, guid: &str, what: &str) -> ResolveError {
+        match failure {
+            Failure::Unavailable(message) => ResolveError::Unavailable(message),
+            Failure::Status(StatusCode::UNAUTHORIZED, detail) => {
+                ResolveError::Unauthenticated(format!(
+                    "Cloud Controller did not accept the token (HTTP 401){detail}; log in again"
+                ))
+            }
+            Failure::Status(StatusCode::NOT_FOUND, _) => {
+                ResolveError::NotFound(format!("app {guid} not found or not visible to you"))
+            }
+            Failure::Status(StatusCode::FORBIDDEN, detail) => ResolveError::PermissionDenied(
+                format!("Cloud Controller does not let you {what} (HTTP 403){detail}"),
+            ),
+            Failure::Status(status, detail) => ResolveError::Unavailable(format!(
+                "Cloud Controller answered HTTP {status} when asked to {what}{detail}"
+            )),
+        }
+    }
+
+    /// Whether the caller holds an allowed role in `space`; the refusal
+    /// names what they would need and what they have.
+    async fn authorize(&self, app: &App, user_id: &str, token: &str) -> Result<(), ResolveError> {
+        let space = &app.relationships.space.data.guid;
+        let needs = if self.allowed_roles.is_empty() {
+            "only Cloud Foundry admins may capture apps on this pcap API".to_owned()
+        } else {
+            format!(
+                "capturing app \"{}\" needs the role {} in its space (or a Cloud Foundry admin)",
+                app.name,
+                self.allowed_roles.join(" or ")
+            )
+        };
+        if self.allowed_roles.is_empty() {
+            return Err(ResolveError::PermissionDenied(needs));
+        }
+        let types = self.allowed_roles.join(",");
+        let roles: Page<Role> = self
+            .cc
+            .get(
+                &["v3", "roles"],
+                &[
+                    ("types", &types),
+                    ("space_guids", space),
+                    ("user_guids", user_id),
+                ],
+                token,
+            )
+            .await
+            .map_err(|f| Self::refused(f, &app.guid, "list your roles"))?;
+        if roles
+            .resources
+            .iter()
+            .any(|r| self.allowed_roles.contains(&r.kind))
+        {
+            return Ok(());
+        }
+        let held: Page<Role> = self
+            .cc
+            .get(
+                &["v3", "roles"],
+                &[("space_guids", space), ("user_guids", user_id)],
+                token,
+            )
+            .await
+            .unwrap_or(Page {
+                resources: Vec::new(),
+            });
+        let mut kinds: Vec<String> = held.resources.into_iter().map(|r| r.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        let has = if kinds.is_empty() {
+            "you have no role in that space".to_owned()
+        } else {
+            format!("you are {}", kinds.join(", "))
+        };
+        Err(ResolveError::PermissionDenied(format!("{needs}; {has}")))
+    }
+}
+
+#[tonic::async_trait]
+impl Resolver for CfResolver {
+    fn accepts(&self, target: &Target) -> bool {
+        matches!(target.kind, Some(target::Kind::CfApp(_)))
+    }
+
+    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
+        let Some(target::Kind::CfApp(target)) = &target.kind else {
+            return Err(ResolveError::NoTarget);
+        };
+        let guid = target.app_guid.as_str();
+        if guid.is_empty() || guid.contains('/') {
+            return Err(ResolveError::BadRequest(
+                "the app target names no app GUID".to_owned(),
+            ));
+        }
+        let validator = self
+            .cc
+            .validator()
+            .await
+            .map_err(ResolveError::Unavailable)?;
+        let token = match (&user.issuer, &user.token) {
+            (Some(issuer), Some(token)) if issuer == validator.issuer() => token.expose(),
+            _ => {
+                return Err(ResolveError::PermissionDenied(format!(
+                    "capturing apps needs a token of Cloud Foundry's UAA ({}); log in with `cf login`",
+                    validator.uaa_url()
+                )));
+            }
+        };
+        // Validated again for the user's id (`sub`), which `User` does not carry.
+        let claims = validator.validate(token).await.map_err(|e| match e {
+            TokenError::KeysUnavailable { .. } => ResolveError::Unavailable(e.to_string()),
+            _ => ResolveError::Unauthenticated(e.to_string()),
+        })?;
+        let admin = claims.has_scope(ADMIN_SCOPE);
+        if !admin && !claims.has_scope(READ_SCOPE) {
+            return Err(ResolveError::PermissionDenied(format!(
+                "the token of {} lacks the scope {READ_SCOPE}, which capturing apps requires",
+                user.name
+            )));
+        }
+        let app: App = self
+            .cc
+            .get(&["v3", "apps", guid], &[], token)
+            .await
+            .map_err(|f| Self::refused(f, guid, "read the app"))?;
+        if !admin {
+            self.authorize(&app, &claims.subject, token).await?;
+        }
+        if self.respect_ssh_setting {
+            let ssh: SshEnabled = self
+                .cc
+                .get(&["v3", "apps", guid, "ssh_enabled"], &[], token)
+                .await
+                .map_err(|f| Self::refused(f, guid, "read the app's SSH setting"))?;
+            if !ssh.enabled {
+                let reason = if ssh.reason.is_empty() {
+                    "SSH is disabled".to_owned()
+                } else {
+                    ssh.reason
+                };
+                return Err(ResolveError::PermissionDenied(format!(
+                    "app \"{}\" may not be captured: {reason}, and this pcap API follows the SSH setting \
+                     (`cf enable-ssh {}` or `cf allow-space-ssh` changes it)",
+                    app.name, app.name
+                )));
+            }
+        }
+        let process = if target.process_type.is_empty() {
+            "web"
+        } else {
+            target.process_type.as_str()
+        };
+        let stats: Page<InstanceStats> = self
+            .cc
+            .get(
+                &["v3", "apps", guid, "processes", process, "stats"],
+                &[],
+                token,
+            )
+            .await
+            .map_err(|f| match f {
+                Failure::Status(StatusCode::NOT_FOUND, _) => ResolveError::NotFound(format!(
+                    "app \"{}\" has no process of type \"{process}\"",
+                    app.name
+                )),
+                f => Self::refused(f, guid, "read the app's instances"),
+            })?;
+        Ok(Resolved {
+            agents: select(&app, process, &stats.resources, target, self.agent_port)?,
+            // Pinned to the container's veth by the agent.
+            default_interfaces: Vec::new(),
+        })
+    }
+
+    async fn status(&self) -> ResolverStatus {
+        let (healthy, message) = match self.cc.uaa_url().await {
+            Ok(uaa) => (
+                true,
+                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url),
+            ),
+            Err(message) => (false, message),
+        };
+        ResolverStatus {
+            name: "cf".to_owned(),
+            healthy,
+            message,
+        }
+    }
+}
+
+/// The chosen instances of `process` as agents, by index. Requested
+/// indices beyond the process's instances are an error naming the valid
+/// range; instances not running are reported unavailable.
+pub fn select(
+    app: &App,
+    process: &str,
+    stats: &[InstanceStats],
+    target: &CfAppTarget,
+    agent_port: u16,
+) -> Result<Vec<AgentEndpoint>, ResolveError> {
+    let count = stats.iter().map(|s| s.index + 1).max().unwrap_or(0);
+    let mut indices: Vec<u32> = if target.instances.is_empty() {
+        (0..count).collect()
+    } else {
+        target.instances.clone()
+    };
+    indices.sort_unstable();
+    indices.dedup();
+    if let Some(bad) = indices.iter().find(|i| **i >= count) {
+        let range = match count {
+            0 => "it has no instances".to_owned(),
+            1 => "it has 1 instance (index 0)".to_owned(),
+            n => format!("it has {n} instances (indices 0-{})", n - 1),
+        };
+        return Err(ResolveError::NotFound(format!(
+            "instance index {bad} out of range for app \"{}\" (process {process}): {range}",
+            app.name
+        )));
+    }
+    let prefix = if process == "web" {
+        app.name.clone()
+    } else {
+        format!("{}:{process}", app.name)
+    };
+    Ok(indices
+        .into_iter()
+        .map(|index| {
+            let origin = format!("{prefix}/{index}");
+            let unavailable = |reason: String| AgentEndpoint {
+                origin: origin.clone(),
+                address: String::new(),
+                unavailable: Some(reason),
+                container: None,
+            };
+            let Some(instance) = stats.iter().find(|s| s.index == index) else {
+                return unavailable(format!("{origin} is missing from Cloud Controller's stats"));
+            };
+            match (&instance.host, &instance.instance_guid) {
+                (Some(host), Some(instance_guid))
+                    if instance.state == "RUNNING" && !host.is_empty() =>
+                {
+                    AgentEndpoint {
+                        address: config::agent_authority(host, agent_port)
+                            .unwrap_or_else(|_| format!("{host}:{agent_port}")),
+                        unavailable: None,
+                        container: Some(ContainerScope {
+                            instance_guid: instance_guid.clone(),
+                            app_guid: app.guid.clone(),
+                            overlay_ip: instance.instance_internal_ip.clone().unwrap_or_default(),
+                        }),
+                        origin: origin.clone(),
+                    }
+                }
+                _ => {
+                    let details = instance
+                        .details
+                        .as_deref()
+                        .filter(|d| !d.is_empty())
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    unavailable(format!(
+                        "{origin} is {}{details}; not capturing it",
+                        instance.state
+                    ))
+                }
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        serde_json::from_str(
+            r#"{"guid":"a-1","name":"my-app","state":"STARTED","lifecycle":{},
+                "relationships":{"space":{"data":{"guid":"s-1"}}},"metadata":{},"links":{}}"#,
+        )
+        .unwrap()
+    }
+
+    fn stats() -> Vec<InstanceStats> {
+        let page: Page<InstanceStats> = serde_json::from_str(
+            r#"{"resources":[
+              {"type":"web","index":0,"instance_guid":"g0","state":"RUNNING","routable":true,
+               "host":"10.244.16.10","instance_internal_ip":"10.255.93.167","uptime":9,
+               "instance_ports":[],"usage":{}},
+              {"type":"web","index":1,"instance_guid":"g1","state":"CRASHED","host":"10.244.16.11",
+               "instance_internal_ip":"10.255.93.168","details":"exited with status 1"},
+              {"type":"web","index":2,"state":"DOWN","routable":false,"uptime":0,
+               "isolation_segment":null,"details":null}
+            ]}"#,
+        )
+        .unwrap();
+        page.resources
+    }
+
+    fn target(instances: &[u32]) -> CfAppTarget {
+        CfAppTarget {
+            app_guid: "a-1".into(),
+            process_type: String::new(),
+            instances: instances.to_vec(),
+        }
+    }
+
+    #[test]
+    fn running_instances_are_pinned_to_their_container() {
+        let agents = select(&app(), "web", &stats(), &target(&[]), 9494).unwrap();
+        let origins: Vec<_> = agents.iter().map(|a| a.origin.as_str()).collect();
+        assert_eq!(origins, ["my-app/0", "my-app/1", "my-app/2"]);
+        assert_eq!(agents[0].address, "10.244.16.10:9494");
+        assert_eq!(
+            agents[0].container,
+            Some(ContainerScope {
+                instance_guid: "g0".into(),
+                app_guid: "a-1".into(),
+                overlay_ip: "10.255.93.167".into(),
+            })
+        );
+        let crashed = agents[1].unavailable.as_deref().unwrap();
+        assert!(
+            crashed.contains("CRASHED: exited with status 1"),
+            "{crashed}"
+        );
+        assert!(agents[2].unavailable.as_deref().unwrap().contains("DOWN"));
+        assert!(agents[2].container.is_none());
+    }
+
+    #[test]
+    fn indices_are_checked_against_the_range() {
+        let agents = select(&app(), "web", &stats(), &target(&[2, 0, 0]), 1).unwrap();
+        let origins: Vec<_> = agents.iter().map(|a| a.origin.as_str()).collect();
+        assert_eq!(origins, ["my-app/0", "my-app/2"]);
+        let error = select(&app(), "web", &stats(), &target(&[3]), 1).unwrap_err();
+        assert_eq!(
+            error,
+            ResolveError::NotFound(
+                "instance index 3 out of range for app \"my-app\" (process web): \
+                 it has 3 instances (indices 0-2)"
+                    .into()
+            )
+        );
+        let worker = select(&app(), "worker", &stats()[..1], &target(&[]), 1).unwrap();
+        assert_eq!(worker[0].origin, "my-app:worker/0");
+    }
+
+    #[test]
+    fn the_config_is_checked() {
+        let config: CfConfig =
+            toml::from_str("api_url = \"https://api.sys\"\nca = \"/nonexistent\"").unwrap();
+        assert_eq!(config.allowed_roles, ["space_developer"]);
+        assert!(!config.respect_ssh_setting);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.starts_with("cf.ca: "), "{error}");
+        let config = CfConfig {
+            allowed_roles: vec!["org_manager".into()],
+            ..config
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.starts_with("cf.api_url: ") || error.starts_with("cf."),
+            "{error}"
+        );
+        let config = CfConfig {
+            api_url: "http://api.sys".into(),
+            ..config
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.starts_with("cf.api_url: "), "{error}");
+    }
+}

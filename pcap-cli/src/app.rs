@@ -1,0 +1,371 @@
+//! `pcap app`: capture the instances of a Cloud Foundry app, with the cf
+//! CLI's own login.
+//!
+//! The token, the targeted Cloud Controller, org and space come from the cf
+//! CLI's configuration (see `cf_config`; an expired token is refreshed
+//! first). APP_NAME is resolved in the targeted space with the user's token
+//! (`GET /v3/apps?names=..&space_guids=..`); the pcap API is `--api`,
+//! `PCAP_API`, or Cloud Controller's URL with `api.` replaced by `pcap.`.
+//! The API checks everything again with Cloud Controller.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, CommandFactory as _};
+use pcap_proto::v1::{CfAppTarget, StartCapture, Target, target};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use tonic::transport::Uri;
+
+use crate::bosh_config::expires_within;
+use crate::cf_config::{self, CfConfig};
+use crate::{CaptureArgs, Cli, MAX_SNAPLEN, describe, parse_duration, parse_positive};
+
+/// An access token this close to expiring is refreshed first.
+const REFRESH_MARGIN: Duration = Duration::from_mins(1);
+
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// The app's name, in the space `cf target` points at.
+    #[arg(value_name = "APP_NAME")]
+    app: String,
+
+    /// Capture only these instance indices (comma-separated or repeated);
+    /// default: every instance.
+    #[arg(long = "instance", value_name = "INDEX", value_delimiter = ',')]
+    instances: Vec<u32>,
+
+    /// The process type.
+    #[arg(long, value_name = "TYPE", default_value = "web")]
+    process: String,
+
+    /// The pcap-api to ask; default: Cloud Controller's URL with `api.`
+    /// replaced by `pcap.` (https://api.SYS → https://pcap.SYS).
+    #[arg(long, env = "PCAP_API", value_name = "URL")]
+    api: Option<Uri>,
+
+    /// Verify the pcap API's, Cloud Controller's and UAA's certificates
+    /// against this CA (PEM) as well as the system's roots.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+
+    /// Do not verify the pcap API's certificate, and allow http:// URLs.
+    /// For development only: anyone in between can read the token.
+    #[arg(long)]
+    insecure: bool,
+
+    /// Bytes kept of each packet, at most 262144; 0 means the maximum.
+    #[arg(short = 's', long, value_name = "SNAPLEN", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SNAPLEN)))]
+    snaplen: u32,
+
+    /// Stop after this many packets, over all instances.
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = parse_positive)]
+    count: Option<u64>,
+
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+
+    /// Stop after this many bytes of packet data, over all instances.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    max_bytes: Option<u64>,
+
+    /// Write pcapng to FILE, or to stdout with `-w -`; without it, print one
+    /// line per packet.
+    #[arg(short = 'w', value_name = "FILE|-")]
+    write: Option<PathBuf>,
+
+    /// Write the capture to the API's object store instead of here.
+    #[arg(long, conflicts_with = "write")]
+    store: bool,
+
+    /// A tcpdump filter expression, e.g. `tcp port 8080`. It applies within
+    /// each instance's own traffic and can never widen it.
+    #[arg(value_name = "EXPRESSION")]
+    expression: Vec<String>,
+}
+
+impl AppArgs {
+    fn capture_args(&self, api: Uri, token: String) -> CaptureArgs {
+        CaptureArgs {
+            api,
+            // Empty: not a static target.
+            target: String::new(),
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+            token: Some(token),
+            interfaces: Vec::new(),
+            snaplen: self.snaplen,
+            count: self.count,
+            duration: self.duration,
+            max_bytes: self.max_bytes,
+            write: self.write.clone(),
+            store: self.store,
+            expression: self.expression.clone(),
+        }
+    }
+
+    fn start_request(&self, app_guid: &str, capture: &CaptureArgs) -> StartCapture {
+        let mut start = capture.start_request();
+        start.target = Some(Target {
+            kind: Some(target::Kind::CfApp(CfAppTarget {
+                app_guid: app_guid.to_owned(),
+                process_type: self.process.clone(),
+                instances: self.instances.clone(),
+            })),
+        });
+        start
+    }
+}
+
+/// What to do when the API refuses an app capture with `code`.
+pub fn refusal_hint(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => " (log in again with `cf login`)",
+        tonic::Code::PermissionDenied => {
+            " (ask a space manager for the Space Developer role: \
+             `cf set-space-role USER ORG SPACE SpaceDeveloper`)"
+        }
+        tonic::Code::NotFound => " (check the app name, `cf target`, --process and --instance)",
+        tonic::Code::ResourceExhausted => " (too many captures are running; try again later)",
+        tonic::Code::InvalidArgument => " (check the snaplen and filter expression)",
+        tonic::Code::Unavailable => {
+            " (Cloud Controller or its UAA cannot be reached by the pcap API)"
+        }
+        _ => "",
+    }
+}
+
+/// What to add when the pcap API cannot be reached.
+pub const UNREACHABLE_HINT: &str = " (set --api or PCAP_API to your pcap API's URL)";
+
+/// Runs `pcap app`.
+pub fn main(args: &AppArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime can always be built");
+    let result = runtime.block_on(async {
+        let (api, token, app_guid) = prepare(args).await?;
+        let capture = args.capture_args(api, token);
+        if let Err(message) = capture.validate() {
+            let mut command = Cli::command();
+            command.build();
+            command
+                .find_subcommand_mut("app")
+                .expect("app is a subcommand")
+                .error(clap::error::ErrorKind::ValueValidation, message)
+                .exit();
+        }
+        let start = args.start_request(&app_guid, &capture);
+        crate::capture(&capture, start).await
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pcap: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Apps {
+    resources: Vec<App>,
+}
+
+#[derive(Deserialize)]
+struct App {
+    guid: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Root {
+    links: RootLinks,
+}
+
+#[derive(Deserialize)]
+struct RootLinks {
+    #[serde(default)]
+    uaa: Option<Link>,
+}
+
+#[derive(Deserialize)]
+struct Link {
+    href: String,
+}
+
+enum Lookup {
+    Unauthorized,
+    Failed(anyhow::Error),
+}
+
+/// Reads the login (refreshing it when needed), finds the app and the pcap
+/// API: (API, access token, app GUID).
+async fn prepare(args: &AppArgs) -> anyhow::Result<(Uri, String, String)> {
+    let path = cf_config::path()?;
+    let mut config = CfConfig::load(&path)?;
+    let cc = config.target()?;
+    if config.access_token().is_none() && config.refresh_token().is_none() {
+        bail!("not logged in to Cloud Foundry at {cc}; run `cf login` first");
+    }
+    let space = config.space()?;
+    let org = config.org();
+    let http = cf_config::http_client(args.ca.as_deref(), config.ssl_disabled())?;
+    let fresh = config
+        .access_token()
+        .is_some_and(|t| !expires_within(&t, REFRESH_MARGIN));
+    if !fresh {
+        refresh(&http, &cc, &mut config).await?;
+    }
+    let mut token = config.access_token().unwrap_or_default();
+    let mut found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+    if matches!(found, Err(Lookup::Unauthorized)) && fresh && config.refresh_token().is_some() {
+        // Revoked or otherwise refused before its time: one refresh.
+        refresh(&http, &cc, &mut config).await?;
+        token = config.access_token().unwrap_or_default();
+        found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+    }
+    let app = match found {
+        Ok(Some(app)) => app,
+        Ok(None) => bail!(
+            "app \"{}\" not found in org \"{}\" / space \"{}\" (check `cf apps` and `cf target`)",
+            args.app,
+            org.name,
+            space.name
+        ),
+        Err(Lookup::Unauthorized) => {
+            bail!("Cloud Controller at {cc} did not accept your login; run `cf login` again")
+        }
+        Err(Lookup::Failed(error)) => return Err(error),
+    };
+    let api = if let Some(api) = &args.api {
+        api.clone()
+    } else {
+        let derived = cf_config::derive_api(&cc).with_context(|| {
+            format!(
+                "cannot derive the pcap API from Cloud Controller's URL {cc} \
+                 (expected https://api.SYSTEM_DOMAIN); set --api or PCAP_API"
+            )
+        })?;
+        derived
+            .parse()
+            .with_context(|| format!("{derived} is not a URL; set --api or PCAP_API"))?
+    };
+    eprintln!(
+        "pcap: capturing app \"{}\" ({}) in org \"{}\" / space \"{}\" through {api}",
+        app.name, app.guid, org.name, space.name
+    );
+    Ok((api, token, app.guid))
+}
+
+async fn find_app(
+    http: &reqwest::Client,
+    cc: &str,
+    name: &str,
+    space: &str,
+    token: &str,
+) -> Result<Option<App>, Lookup> {
+    let mut url = reqwest::Url::parse(&format!("{cc}/v3/apps"))
+        .map_err(|e| Lookup::Failed(anyhow::anyhow!("{cc} is not a URL: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("names", name)
+        .append_pair("space_guids", space);
+    let response = http.get(url).bearer_auth(token).send().await.map_err(|e| {
+        Lookup::Failed(
+            anyhow::Error::new(e).context(format!("cannot reach Cloud Controller at {cc}")),
+        )
+    })?;
+    match response.status() {
+        StatusCode::UNAUTHORIZED => Err(Lookup::Unauthorized),
+        status if status.is_success() => {
+            let apps: Apps = response.json().await.map_err(|e| {
+                Lookup::Failed(
+                    anyhow::Error::new(e).context("Cloud Controller's app list is not valid"),
+                )
+            })?;
+            Ok(apps.resources.into_iter().find(|a| a.name == name))
+        }
+        status => Err(Lookup::Failed(anyhow::anyhow!(
+            "Cloud Controller at {cc} answered HTTP {status} to the app lookup"
+        ))),
+    }
+}
+
+/// Refreshes the access token through UAA and rewrites the configuration.
+async fn refresh(http: &reqwest::Client, cc: &str, config: &mut CfConfig) -> anyhow::Result<()> {
+    let Some(refresh_token) = config.refresh_token() else {
+        bail!("your Cloud Foundry login has expired and there is no refresh token; run `cf login`");
+    };
+    let uaa = match config.uaa_endpoint() {
+        Some(uaa) => uaa,
+        None => uaa_of(http, cc).await?,
+    };
+    let (access, refreshed) = cf_config::refresh(http, &uaa, &refresh_token).await?;
+    config.store_tokens(&access, refreshed.as_deref())?;
+    eprintln!(
+        "pcap: refreshed the access token in {}",
+        config.path().display()
+    );
+    Ok(())
+}
+
+/// The UAA named by Cloud Controller's root.
+async fn uaa_of(http: &reqwest::Client, cc: &str) -> anyhow::Result<String> {
+    let root: Root = http
+        .get(format!("{cc}/"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Cloud Controller at {cc}"))?
+        .json()
+        .await
+        .context("Cloud Controller's root document is not valid")?;
+    root.links
+        .uaa
+        .map(|l| l.href)
+        .context("Cloud Controller names no UAA, so the token cannot be refreshed")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::Command;
+
+    fn parse(args: &[&str]) -> AppArgs {
+        let argv = ["pcap", "app"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::App(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn instances_process_and_filter() {
+        let args = parse(&[
+            "my-app",
+            "--instance",
+            "0,2",
+            "--instance",
+            "3",
+            "tcp",
+            "port",
+            "8080",
+        ]);
+        assert_eq!(args.instances, [0, 2, 3]);
+        assert_eq!(args.process, "web");
+        let capture = args.capture_args("https://pcap.sys".parse().unwrap(), "t".into());
+        let start = args.start_request("guid-1", &capture);
+        let Some(target::Kind::CfApp(app)) = start.target.unwrap().kind else {
+            panic!("not an app target");
+        };
+        assert_eq!(app.app_guid, "guid-1");
+        assert_eq!(app.instances, [0, 2, 3]);
+        assert_eq!(start.options.unwrap().filter, "tcp port 8080");
+    }
+}

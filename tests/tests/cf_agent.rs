@@ -1,0 +1,540 @@
+//! The simulated Diego landscape, and the agent's container captures on it:
+//! c2c traffic across `silk-vtep` allowed and denied by VXLAN-policy-agent
+//! rules, and captures pinned to one container's host-side veth, driven
+//! through a direct gRPC client with the API's client certificate and
+//! compared with tcpdump on the same veth.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::{
+    net::Ipv4Addr,
+    sync::mpsc,
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use pcap_proto::{
+    COMPATIBILITY_LEVEL,
+    tls::{KeyPair, client_config},
+    v1::{
+        AgentRequest, AgentStart, CaptureOptions, CaptureResponse, ContainerScope, Direction,
+        StopCapture, agent_client::AgentClient, agent_request::Operation,
+        capture_response::Payload, event,
+    },
+};
+use pcap_tests::{
+    TempDir,
+    captures::{self, Packet},
+    landscape::{AppSpec, Landscape},
+    netns::Netns,
+    process::Running,
+    reference::{sync_references, tcpdump},
+};
+use tokio::sync::mpsc as async_mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Code, Status, transport::Endpoint};
+
+/// appA on cell 0, appB and appC on cell 1; appA may reach appB on 8080.
+fn landscape(dir: &TempDir) -> anyhow::Result<Landscape> {
+    Landscape::builder()
+        .cells(2)
+        .app(AppSpec::new("appA", &[0]))
+        .app(AppSpec::new("appB", &[1]))
+        .app(AppSpec::new("appC", &[1]))
+        .policy("appA", "appB", 8080)
+        .build(dir)
+}
+
+/// A TCP server on 8080 and 9090 that greets and closes, and a UDP sink on
+/// port 9, in a container; ready once it says so.
+fn serve(ns: &Netns) -> anyhow::Result<Running> {
+    let script = r#"
+import socket, sys, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen()
+    return s
+def loop(s):
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+servers = [tcp(8080), tcp(9090)]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9))
+for s in servers: threading.Thread(target=loop, args=(s,), daemon=True).start()
+print("ready", file=sys.stderr, flush=True)
+while True: u.recv(65536)
+"#;
+    let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
+    server.wait_for("ready", 1)?;
+    Ok(server)
+}
+
+/// Connects from `ns` to `ip:port`; `Ok(true)` when the greeting arrived,
+/// `Ok(false)` when the connection was refused.
+fn connect(ns: &Netns, ip: Ipv4Addr, port: u16) -> anyhow::Result<bool> {
+    let out = ns.sh(&format!(
+        "python3 -c '
+import socket
+s = socket.socket(); s.settimeout(5)
+try:
+    s.connect((\"{ip}\", {port})); print(s.recv(100).decode().strip())
+except ConnectionRefusedError:
+    print(\"refused\")
+s.close()'"
+    ))?;
+    match out.trim() {
+        "hello" => Ok(true),
+        "refused" => Ok(false),
+        other => anyhow::bail!("unexpected client output {other:?}"),
+    }
+}
+
+/// The kernel log's lines so far.
+fn kernel_log() -> anyhow::Result<String> {
+    pcap_tests::netns::sh("dmesg")
+}
+
+#[test]
+fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
+    let dir = TempDir::new("cf-c2c")?;
+    let landscape = landscape(&dir)?;
+    let a = &landscape.app("appA").instances[0];
+    let b = &landscape.app("appB").instances[0];
+    let c = &landscape.app("appC").instances[0];
+    let _b_server = serve(&b.ns)?;
+    let _c_server = serve(&c.ns)?;
+    let before = kernel_log()?.lines().count();
+
+    ensure!(
+        connect(&a.ns, b.overlay_ip, 8080)?,
+        "the policy allows appA → appB:8080"
+    );
+    ensure!(
+        !connect(&a.ns, b.overlay_ip, 9090)?,
+        "no policy for appA → appB:9090"
+    );
+    ensure!(
+        !connect(&a.ns, c.overlay_ip, 8080)?,
+        "no policy for appA → appC"
+    );
+
+    let log = kernel_log()?;
+    let new: Vec<&str> = log.lines().skip(before).collect();
+    let tag = landscape.tag("appA").context("appA has a tag")?;
+    let ok_prefix = format!("OK_{tag:04X}_{}", &landscape.app("appB").guid[..20]);
+    let ok = new
+        .iter()
+        .find(|l| l.contains(&ok_prefix) && l.contains("DPT=8080"))
+        .with_context(|| format!("no {ok_prefix} line in {new:#?}"))?;
+    // The mark crossed silk-vtep in the GBP header.
+    ensure!(ok.contains(&format!("MARK={tag:#x}")), "{ok}");
+    ensure!(ok.contains("IN=silk-vtep") && ok.contains(&format!("OUT={}", b.host_interface())));
+    ensure!(ok.contains(&format!("SRC={} DST={}", a.overlay_ip, b.overlay_ip)));
+    for (instance, port) in [(b, 9090), (c, 8080)] {
+        let prefix = format!("DENY_C2C_{}", &instance.instance_guid[..19]);
+        ensure!(
+            new.iter()
+                .any(|l| l.contains(&prefix) && l.contains(&format!("DPT={port} "))),
+            "no {prefix} line for port {port} in {new:#?}"
+        );
+    }
+
+    // The metadata store is silk's.
+    let store: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        landscape.cells[1].metadata_store(),
+    )?)?;
+    let entry = &store[&b.instance_guid];
+    ensure!(entry["ip"] == b.overlay_ip.to_string());
+    ensure!(entry["metadata"]["app_id"] == landscape.app("appB").guid);
+    ensure!(entry["metadata"]["container_workload"] == "app");
+    Ok(())
+}
+
+/// A capture through a direct gRPC client, as pcap-api would run it: the
+/// client runs in the control namespace on a thread of its own.
+struct AgentCapture {
+    responses: mpsc::Receiver<Result<CaptureResponse, Status>>,
+    requests: async_mpsc::UnboundedSender<AgentRequest>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentCapture {
+    fn start(landscape: &Landscape, cell: usize, start: AgentStart) -> anyhow::Result<Self> {
+        let netns = std::fs::File::open(format!("/run/netns/{}", landscape.control.name))?;
+        let address = format!("https://{}", landscape.agent_address(cell));
+        let ca = landscape.pki.ca.certificate.clone();
+        let client = landscape.pki.api_client.clone();
+        let (requests, request_rx) = async_mpsc::unbounded_channel();
+        requests.send(AgentRequest {
+            operation: Some(Operation::Start(start)),
+        })?;
+        let (tx, responses) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let run = async {
+                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let tls = client_config(
+                    Some(&ca),
+                    Some(&KeyPair {
+                        certificate: &client.certificate,
+                        private_key: &client.private_key,
+                    }),
+                    Some("pcap-agent"),
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
+                let channel = Endpoint::from_shared(address)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .tls_config(tls)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect()
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let mut stream = AgentClient::new(channel)
+                    .capture(UnboundedReceiverStream::new(request_rx))
+                    .await?
+                    .into_inner();
+                while let Some(message) = stream.message().await? {
+                    if tx.send(Ok(message)).is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), Status>(())
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            if let Err(status) = runtime.block_on(run) {
+                let _ = tx.send(Err(status));
+            }
+        });
+        Ok(Self {
+            responses,
+            requests,
+            thread: Some(thread),
+        })
+    }
+
+    fn next(&self) -> anyhow::Result<Option<Result<CaptureResponse, Status>>> {
+        match self.responses.recv_timeout(Duration::from_secs(30)) {
+            Ok(item) => Ok(Some(item)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                anyhow::bail!("the agent said nothing for 30 s")
+            }
+        }
+    }
+
+    /// Waits for `capture started`, or returns the status the call failed with.
+    fn started(&mut self) -> anyhow::Result<Result<Vec<CaptureResponse>, Status>> {
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .next()?
+                .context("the stream ended before the capture started")?
+            {
+                Err(status) => return Ok(Err(status)),
+                Ok(message) => {
+                    let started = matches!(
+                        &message.payload,
+                        Some(Payload::Event(e)) if matches!(e.kind, Some(event::Kind::CaptureStarted(_)))
+                    );
+                    seen.push(message);
+                    if started {
+                        return Ok(Ok(seen));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads packets until one holds `marker`, then stops and drains.
+    fn until_marker_then_stop(&mut self, marker: &[u8]) -> anyhow::Result<Vec<CaptureResponse>> {
+        let mut seen = Vec::new();
+        let mut stopped = false;
+        while let Some(item) = self.next()? {
+            let message = item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?;
+            let has_marker = matches!(&message.payload, Some(Payload::Packets(batch))
+                if batch.packets.iter().any(|p| p.data.windows(marker.len()).any(|w| w == marker)));
+            seen.push(message);
+            if has_marker && !stopped {
+                self.requests.send(AgentRequest {
+                    operation: Some(Operation::Stop(StopCapture {})),
+                })?;
+                stopped = true;
+            }
+        }
+        ensure!(stopped, "the marker never arrived");
+        Ok(seen)
+    }
+}
+
+impl AgentCapture {
+    /// Stops now and reads everything that is left.
+    fn stop_and_drain(&mut self) -> anyhow::Result<Vec<CaptureResponse>> {
+        self.requests.send(AgentRequest {
+            operation: Some(Operation::Stop(StopCapture {})),
+        })?;
+        let mut all = Vec::new();
+        while let Some(item) = self.next()? {
+            all.push(item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?);
+        }
+        Ok(all)
+    }
+}
+
+/// Every packet is the app's (at `app`, never `other`), labelled from the
+/// app's point of view: what it sent OUTBOUND, what it received INBOUND.
+fn check_app_directions(
+    packets: &[pcap_proto::v1::Packet],
+    app: Ipv4Addr,
+    other: Ipv4Addr,
+) -> anyhow::Result<()> {
+    let mut outbound = 0;
+    for packet in packets {
+        let (src, dst) = addresses(&packet.data).context("an IPv4 frame")?;
+        ensure!(src != other && dst != other, "another container's packet");
+        let expected = if src == app {
+            outbound += 1;
+            Direction::Outbound
+        } else {
+            ensure!(dst == app, "{src} → {dst} is not the app's");
+            Direction::Inbound
+        };
+        ensure!(
+            packet.direction() == expected,
+            "{src} → {dst} labelled {:?}",
+            packet.direction()
+        );
+    }
+    ensure!(outbound > 0, "the app sent nothing");
+    ensure!(packets.len() > outbound, "the app received nothing");
+    Ok(())
+}
+
+impl Drop for AgentCapture {
+    fn drop(&mut self) {
+        let _ = self.requests.send(AgentRequest {
+            operation: Some(Operation::Stop(StopCapture {})),
+        });
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn container_start(
+    instance_guid: &str,
+    app_guid: &str,
+    overlay_ip: &str,
+    options: CaptureOptions,
+) -> AgentStart {
+    AgentStart {
+        compatibility_level: COMPATIBILITY_LEVEL,
+        origin: 7,
+        options: Some(options),
+        container: Some(ContainerScope {
+            instance_guid: instance_guid.to_owned(),
+            app_guid: app_guid.to_owned(),
+            overlay_ip: overlay_ip.to_owned(),
+        }),
+    }
+}
+
+fn packets(responses: &[CaptureResponse]) -> Vec<pcap_proto::v1::Packet> {
+    responses
+        .iter()
+        .filter_map(|r| match &r.payload {
+            Some(Payload::Packets(batch)) => Some(batch.packets.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// IPv4 source and destination of a raw Ethernet frame.
+fn addresses(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let src: [u8; 4] = frame[26..30].try_into().ok()?;
+    let dst: [u8; 4] = frame[30..34].try_into().ok()?;
+    Some((src.into(), dst.into()))
+}
+
+#[test]
+fn container_capture_sees_only_its_veth_from_the_apps_side() -> anyhow::Result<()> {
+    let dir = TempDir::new("cf-agent")?;
+    let mut landscape = landscape(&dir)?;
+    landscape.start_agents("")?;
+    let app_b = landscape.app("appB");
+    let a = &landscape.app("appA").instances[0];
+    let b = &app_b.instances[0];
+    let c = &landscape.app("appC").instances[0];
+    let cell = &landscape.cells[1];
+    let veth = b.host_interface();
+    let _b_server = serve(&b.ns)?;
+    let _c_server = serve(&c.ns)?;
+
+    let reference_file = dir.join("reference.pcap");
+    let reference = tcpdump(&cell.ns, &veth, "inout", &reference_file)?;
+    let mut capture = AgentCapture::start(
+        &landscape,
+        1,
+        container_start(
+            &b.instance_guid,
+            &app_b.guid,
+            &b.overlay_ip.to_string(),
+            CaptureOptions::default(),
+        ),
+    )?;
+    let head = capture
+        .started()?
+        .map_err(|s| anyhow::anyhow!("refused: {s}"))?;
+    let description = head
+        .iter()
+        .find_map(|r| match &r.payload {
+            Some(Payload::Interface(i)) => Some(i.clone()),
+            _ => None,
+        })
+        .context("no interface description")?;
+    ensure!(description.name == veth, "{description:?}");
+    // A second capture of the same container whose filter names another
+    // container: the scope holds, so it must see nothing of appC.
+    let mut narrowed = AgentCapture::start(
+        &landscape,
+        1,
+        container_start(
+            &b.instance_guid,
+            &app_b.guid,
+            "",
+            CaptureOptions {
+                filter: format!("host {}", c.overlay_ip),
+                ..CaptureOptions::default()
+            },
+        ),
+    )?;
+    narrowed
+        .started()?
+        .map_err(|s| anyhow::anyhow!("refused: {s}"))?;
+
+    // Traffic of appB (allowed in, denied in, sent out), and of appC next to it.
+    ensure!(connect(&a.ns, b.overlay_ip, 8080)?);
+    ensure!(!connect(&a.ns, b.overlay_ip, 9090)?);
+    ensure!(!connect(&a.ns, c.overlay_ip, 8080)?);
+    ensure!(connect(&cell.ns, c.overlay_ip, 9090)?);
+    b.ns.sh(&format!("ping -q -c 3 -i 0.01 {}", a.overlay_ip))
+        .ok();
+    // The marker goes from the cell to appB's UDP sink: no answer follows.
+    sync_references(
+        &cell.ns,
+        &b.overlay_ip.to_string(),
+        &[reference_file.as_path()],
+    )?;
+    let marker_file = std::fs::read(&reference_file)?;
+    let marker = find_marker(&marker_file).context("no marker in the reference")?;
+    let ours = packets(&capture.until_marker_then_stop(&marker)?);
+    reference.interrupt()?;
+    let narrowed_packets = packets(&narrowed.stop_and_drain()?);
+
+    let theirs: Vec<Packet> = captures::read_file(&reference_file)?.packets;
+    let ours_bytes: Vec<&[u8]> = ours.iter().map(|p| p.data.as_slice()).collect();
+    let theirs_bytes: Vec<&[u8]> = theirs.iter().map(|p| p.data.as_slice()).collect();
+    ensure!(
+        ours_bytes == theirs_bytes,
+        "{} packets captured, tcpdump saw {} on {veth}",
+        ours.len(),
+        theirs.len()
+    );
+    ensure!(ours.len() > 10, "too little traffic: {}", ours.len());
+    check_app_directions(&ours, b.overlay_ip, c.overlay_ip)?;
+    ensure!(
+        narrowed_packets.is_empty(),
+        "a filter widened the scope: {} packets",
+        narrowed_packets.len()
+    );
+    Ok(())
+}
+
+/// The reference file's marker (`mk` and 12 hex digits).
+fn find_marker(bytes: &[u8]) -> Option<Vec<u8>> {
+    bytes
+        .windows(14)
+        .find(|w| w.starts_with(b"mk") && w[2..].iter().all(u8::is_ascii_hexdigit))
+        .map(<[u8]>::to_vec)
+}
+
+#[test]
+fn container_captures_are_refused_when_not_the_apps() -> anyhow::Result<()> {
+    let dir = TempDir::new("cf-refuse")?;
+    let mut landscape = landscape(&dir)?;
+    landscape.start_agents("")?;
+    let app_a = landscape.app("appA");
+    let app_b = landscape.app("appB");
+    let b = &app_b.instances[0];
+    let veth = b.host_interface();
+    let cases = [
+        (
+            container_start(&b.instance_guid, &app_a.guid, "", CaptureOptions::default()),
+            Code::PermissionDenied,
+            format!(
+                "instance {} does not belong to app {}",
+                b.instance_guid, app_a.guid
+            ),
+        ),
+        (
+            container_start("0000-unknown", &app_b.guid, "", CaptureOptions::default()),
+            Code::NotFound,
+            "instance 0000-unknown is not on this cell".to_owned(),
+        ),
+        (
+            container_start(
+                &b.instance_guid,
+                &app_b.guid,
+                "10.255.78.99",
+                CaptureOptions::default(),
+            ),
+            Code::PermissionDenied,
+            "not 10.255.78.99".to_owned(),
+        ),
+        (
+            container_start(
+                &b.instance_guid,
+                &app_b.guid,
+                "",
+                CaptureOptions {
+                    interfaces: vec!["eth0".to_owned()],
+                    ..CaptureOptions::default()
+                },
+            ),
+            Code::InvalidArgument,
+            format!("pinned to {veth}"),
+        ),
+    ];
+    for (start, code, message) in cases {
+        let mut capture = AgentCapture::start(&landscape, 1, start)?;
+        let status = capture
+            .started()?
+            .err()
+            .with_context(|| format!("expected {code:?} ({message})"))?;
+        ensure!(status.code() == code, "{status:?}, expected {code:?}");
+        ensure!(
+            status.message().contains(&message),
+            "{:?} lacks {message:?}",
+            status.message()
+        );
+        for interface in [veth.as_str(), "eth0"] {
+            let attached = landscape.cells[1].ns.tcx_programs(interface)?;
+            ensure!(attached.is_empty(), "{attached:?} attached to {interface}");
+        }
+    }
+    // The instance is on cell 1, not on cell 0.
+    let mut capture = AgentCapture::start(
+        &landscape,
+        0,
+        container_start(&b.instance_guid, &app_b.guid, "", CaptureOptions::default()),
+    )?;
+    let status = capture.started()?.err().context("cell 0 has no appB")?;
+    ensure!(status.code() == Code::NotFound, "{status:?}");
+    Ok(())
+}

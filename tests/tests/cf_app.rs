@@ -1,0 +1,507 @@
+//! `pcap app` end to end: a simulated Diego landscape (cells with agents,
+//! app containers behind `s-<ip>` veths), pcap-api with the Cloud
+//! Controller resolver, and test servers for Cloud Controller (v3) and its
+//! UAA, all over TLS in the control namespace where the API and the CLI
+//! run. Tokens are real RS256 JWTs; Cloud Controller checks them itself and
+//! shows each user only the apps of spaces where they hold a role.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf, sync::Arc};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    captures::{self, Capture},
+    landscape::{AppSpec, Landscape, org_guid, space_guid},
+    pki::Validity,
+    process::Running,
+    servers::{
+        Server, bind_in,
+        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        uaa::{SigningKey, Uaa, UaaUser},
+    },
+};
+
+/// What the CLI prints (not on a terminal) once an origin has attached.
+const STARTED: &str = "capturing on";
+const APP: &str = "my-app";
+const OTHER: &str = "other-app";
+
+/// The landscape, Cloud Controller and its UAA, and cf CLI homes per user.
+struct Cf {
+    // Dropped first: the servers go before the namespaces.
+    _cc_server: Server,
+    _uaa_server: Server,
+    uaa: Arc<Uaa>,
+    cc: Arc<CloudController>,
+    cc_url: String,
+    landscape: Landscape,
+    dir: TempDir,
+}
+
+fn user_id(name: &str) -> String {
+    format!("user-{name}")
+}
+
+impl Cf {
+    /// `my-app` with instances 0 (cell 0) and 1 (cell 1) running, 2
+    /// crashed and 3 down at Cloud Controller; `other-app` in another
+    /// space. `cf_extra` is appended to the API's `[cf]` table;
+    /// `ssh_enabled` is my-app's SSH setting.
+    fn new(tag: &str, cf_extra: &str, ssh_enabled: bool) -> anyhow::Result<Self> {
+        let dir = TempDir::new(tag)?;
+        let mut landscape = Landscape::builder()
+            .cells(2)
+            .app(AppSpec::new(APP, &[0, 1]))
+            .app(AppSpec::new(OTHER, &[0]).in_space("other"))
+            .build(&dir)?;
+        let tls = landscape
+            .pki
+            .ca
+            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
+
+        let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+        let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
+        let read = ["cloud_controller.read", "cloud_controller.write", "openid"];
+        let users = vec![
+            UaaUser::new("dev", "p", &read),
+            UaaUser::new("auditor", "p", &read),
+            UaaUser::new("stranger", "p", &read),
+            UaaUser::new("admin", "p", &["cloud_controller.admin", "openid"]),
+        ];
+        let uaa = Arc::new(Uaa::new(
+            &uaa_url,
+            SigningKey::generate(&dir, "cf-uaa")?,
+            users,
+            &[("cf", "")],
+        ));
+        let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
+
+        let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+        let cc_url = format!("https://{}", cc_listener.local_addr()?);
+        let mut apps = Vec::new();
+        for app in &landscape.apps {
+            let mut instances: Vec<CcInstance> = app
+                .instances
+                .iter()
+                .map(|i| {
+                    CcInstance::running(
+                        i.index as u32,
+                        &landscape.cells[i.cell].underlay_ip().to_string(),
+                        &i.overlay_ip.to_string(),
+                        &i.instance_guid,
+                    )
+                })
+                .collect();
+            if app.name == APP {
+                let cell = landscape.cells[0].underlay_ip().to_string();
+                instances.push(CcInstance::crashed(
+                    2,
+                    &cell,
+                    "10.255.77.99",
+                    "crashed-guid",
+                ));
+                instances.push(CcInstance::down(3));
+            }
+            let mut cc_app = CcApp::new(&app.guid, &app.name, &app.space_guid, instances);
+            cc_app.ssh_enabled = ssh_enabled;
+            apps.push(cc_app);
+        }
+        let org = org_guid("org");
+        let roles = vec![
+            CcRole::new("space_developer", &user_id("dev"), &space_guid("dev"), &org),
+            CcRole::new(
+                "space_auditor",
+                &user_id("auditor"),
+                &space_guid("dev"),
+                &org,
+            ),
+            CcRole::new(
+                "space_developer",
+                &user_id("stranger"),
+                &space_guid("other"),
+                &org,
+            ),
+        ];
+        let cc = Arc::new(CloudController::new(&cc_url, Arc::clone(&uaa), apps, roles));
+        let cc_server = Server::start(cc_listener, &tls, Arc::clone(&cc).router())?;
+
+        landscape.start_agents("")?;
+        let cf = format!(
+            "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n{cf_extra}\n",
+            landscape.pki.ca.certificate.display().to_string()
+        );
+        let api_config = landscape.api_config(&cf)?;
+        landscape.start_api(&api_config)?;
+        Ok(Self {
+            _cc_server: cc_server,
+            _uaa_server: uaa_server,
+            uaa,
+            cc,
+            cc_url,
+            landscape,
+            dir,
+        })
+    }
+
+    /// Writes `user`'s `~/.cf/config.json` (targeting org `org`, space
+    /// `dev`) with an access token valid for `lifetime` seconds; their
+    /// `CF_HOME`.
+    fn login(&self, user: &str, lifetime: i64) -> anyhow::Result<PathBuf> {
+        let home = self.dir.join(format!("home-{user}"));
+        std::fs::create_dir_all(home.join(".cf"))?;
+        let config = serde_json::json!({
+            "ConfigVersion": 4, "Target": self.cc_url, "APIVersion": "3.185.0",
+            "AuthorizationEndpoint": self.uaa.url(), "UaaEndpoint": self.uaa.url(),
+            "AccessToken": format!("bearer {}", self.uaa.access_token(user, "cf", lifetime)?),
+            "RefreshToken": self.uaa.refresh_token(user, "cf")?,
+            "UAAOAuthClient": "cf", "UAAOAuthClientSecret": "", "SSHOAuthClient": "ssh-proxy",
+            "OrganizationFields": {"GUID": org_guid("org"), "Name": "org"},
+            "SpaceFields": {"GUID": space_guid("dev"), "Name": "dev", "AllowSSH": true},
+            "SSLDisabled": false,
+            "PluginRepos": [{"Name": "CF-Community", "URL": "https://plugins.cloudfoundry.org"}],
+            "ColorEnabled": "", "Locale": "",
+        });
+        let path = home.join(".cf/config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(home)
+    }
+
+    /// `pcap app ARGS` as the user whose cf home is `home`.
+    fn cli(&self, home: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut command = self.landscape.pcap();
+        command
+            .arg("app")
+            .args(["--api", &self.landscape.api_url()])
+            .arg("--ca")
+            .arg(&self.landscape.pki.ca.certificate)
+            .env("CF_HOME", home)
+            .env("HOME", &*self.dir)
+            .env_remove("PCAP_API")
+            .args(args);
+        command
+    }
+
+    /// Pings the cell's gateway from every running container of `app`, a
+    /// distinct size per instance (100 + 100 × index bytes of payload).
+    fn ping_from(&self, app: &str, indices: &[usize]) -> anyhow::Result<()> {
+        for instance in &self.landscape.app(app).instances {
+            if indices.contains(&instance.index) {
+                instance.ns.sh(&format!(
+                    "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
+                    100 + 100 * instance.index
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// No container veth of any app has anything of ours attached.
+    fn assert_nothing_attached(&self) -> anyhow::Result<()> {
+        for app in &self.landscape.apps {
+            for instance in &app.instances {
+                let cell = &self.landscape.cells[instance.cell];
+                let programs = cell.ns.tcx_programs(&instance.host_interface())?;
+                ensure!(
+                    programs.is_empty(),
+                    "{}/{} has {programs:?} attached",
+                    app.name,
+                    instance.index
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a capture that must be refused; its stderr.
+    fn refused(&self, home: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.cli(home, args).output().context("running pcap app")?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        ensure!(!output.status.success(), "pcap app succeeded: {stderr}");
+        ensure!(!stderr.contains(STARTED), "something started: {stderr}");
+        self.assert_nothing_attached()?;
+        Ok(stderr)
+    }
+}
+
+/// Packets per origin (the part of the interface name before the last `/`).
+fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
+    let mut by_origin: HashMap<String, Vec<usize>> = HashMap::new();
+    for packet in &capture.packets {
+        let interface = packet.interface.clone().unwrap_or_default();
+        let origin = interface
+            .rsplit_once('/')
+            .map_or(interface.as_str(), |(origin, _)| origin)
+            .to_owned();
+        by_origin.entry(origin).or_default().push(packet.data.len());
+    }
+    by_origin
+}
+
+#[test]
+fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow::Result<()> {
+    let cf = Cf::new("cf-all", "", true)?;
+    // An expired access token: refreshed first, the file rewritten.
+    let home = cf.login("dev", -120)?;
+    let file = cf.dir.join("all.pcapng");
+    let mut cli =
+        Running::spawn(&mut cf.cli(&home, &[APP, "-w", file.to_str().expect("utf-8"), "icmp"]))?;
+    cli.wait_for(STARTED, 2)?;
+    cf.ping_from(APP, &[0, 1])?;
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+
+    for (index, state) in [(2, "CRASHED"), (3, "DOWN")] {
+        let origin = format!("{APP}/{index}");
+        ensure!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&origin) && l.contains("unavailable") && l.contains(state)),
+            "{origin} is not reported unavailable ({state}):\n{stderr}"
+        );
+    }
+    let capture = captures::read_file(&file)?;
+    let by_origin = packets_by_origin(&capture);
+    for index in [0usize, 1] {
+        let origin = format!("{APP}/{index}");
+        let sizes = by_origin.get(&origin).cloned().unwrap_or_default();
+        ensure!(
+            sizes.len() >= 10,
+            "too few packets from {origin}: {by_origin:?}"
+        );
+        // Only this instance's own pings: 14 + 20 + 8 + payload bytes.
+        let own = 42 + 100 + 100 * index;
+        ensure!(
+            sizes.iter().all(|s| *s == own),
+            "{origin} holds another instance's packets: {sizes:?}"
+        );
+    }
+    ensure!(
+        by_origin.len() == 2,
+        "unexpected origins: {:?}",
+        by_origin.keys()
+    );
+
+    // The refresh: one grant, the file rewritten with everything kept.
+    ensure!(stderr.contains("refreshed the access token"), "{stderr}");
+    ensure!(cf.uaa.refreshes.load(std::sync::atomic::Ordering::Relaxed) == 1);
+    let path = home.join(".cf/config.json");
+    let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "config.json has mode {mode:o}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let access = config["AccessToken"].as_str().context("AccessToken")?;
+    ensure!(access.starts_with("bearer ") && access.len() > 100);
+    ensure!(
+        cf.uaa.verify(&access["bearer ".len()..]).is_ok(),
+        "the new token is not valid"
+    );
+    ensure!(
+        !config["RefreshToken"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    ensure!(
+        config["PluginRepos"][0]["Name"] == "CF-Community",
+        "{config}"
+    );
+    ensure!(config["SpaceFields"]["AllowSSH"] == true, "{config}");
+    ensure!(
+        !stderr.contains(&access["bearer ".len()..]),
+        "the token was printed"
+    );
+    cf.assert_nothing_attached()
+}
+
+#[test]
+fn instances_are_picked_and_the_filter_cannot_widen_the_scope() -> anyhow::Result<()> {
+    let cf = Cf::new("cf-pick", "", true)?;
+    let home = cf.login("dev", 3600)?;
+
+    // --instance 1: only instance 1's packets.
+    let file = cf.dir.join("one.pcapng");
+    let mut cli = Running::spawn(&mut cf.cli(
+        &home,
+        &[
+            APP,
+            "--instance",
+            "1",
+            "-w",
+            file.to_str().expect("utf-8"),
+            "icmp",
+        ],
+    ))?;
+    cli.wait_for(STARTED, 1)?;
+    cf.ping_from(APP, &[0, 1])?;
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap app failed:\n{}", lines.join("\n"));
+    let by_origin = packets_by_origin(&captures::read_file(&file)?);
+    ensure!(
+        by_origin.len() == 1
+            && by_origin
+                .get(&format!("{APP}/1"))
+                .is_some_and(|s| s.len() >= 10),
+        "{by_origin:?}"
+    );
+
+    // Instance 0 with a filter naming instance 1's address: nothing of
+    // instance 1's traffic, which happens on the other container.
+    let other_ip = cf.landscape.app(APP).instances[1].overlay_ip.to_string();
+    let file = cf.dir.join("scoped.pcapng");
+    let mut cli = Running::spawn(&mut cf.cli(
+        &home,
+        &[
+            APP,
+            "--instance",
+            "0",
+            "-w",
+            file.to_str().expect("utf-8"),
+            "host",
+            &other_ip,
+        ],
+    ))?;
+    cli.wait_for(STARTED, 1)?;
+    cf.ping_from(APP, &[1])?;
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap app failed:\n{}", lines.join("\n"));
+    let capture = captures::read_file(&file)?;
+    ensure!(
+        capture.packets.is_empty(),
+        "instance 0's capture holds packets: {:?}",
+        packets_by_origin(&capture)
+    );
+
+    // An index out of range: refused, naming the range.
+    let stderr = cf.refused(&home, &[APP, "--instance", "7"])?;
+    ensure!(
+        stderr.contains("NOT_FOUND")
+            && stderr.contains("out of range")
+            && stderr.contains("4 instances"),
+        "{stderr}"
+    );
+    cf.assert_nothing_attached()
+}
+
+#[test]
+fn who_may_capture_what() -> anyhow::Result<()> {
+    let cf = Cf::new("cf-authz", "", true)?;
+
+    // A space auditor sees the app but may not capture it by default.
+    let auditor = cf.login("auditor", 3600)?;
+    let stderr = cf.refused(&auditor, &[APP])?;
+    ensure!(
+        stderr.contains("PERMISSION_DENIED")
+            && stderr.contains("space_developer")
+            && stderr.contains("space_auditor"),
+        "{stderr}"
+    );
+
+    // A developer of another space: the app does not exist for them.
+    let stranger = cf.login("stranger", 3600)?;
+    let stderr = cf.refused(&stranger, &[APP])?;
+    ensure!(stderr.contains("not found in org"), "{stderr}");
+
+    // An admin (no role in the space) may capture any app.
+    let admin = cf.login("admin", 3600)?;
+    let mut cli = Running::spawn(&mut cf.cli(&admin, &[APP, "--instance", "0", "-c", "1"]))?;
+    cli.wait_for(STARTED, 1)?;
+    cf.ping_from(APP, &[0])?;
+    let (status, lines) = cli.wait()?;
+    ensure!(
+        status.success(),
+        "the admin's capture failed:\n{}",
+        lines.join("\n")
+    );
+
+    // A developer whose role is removed is refused at the next capture.
+    let dev = cf.login("dev", 3600)?;
+    cf.cc.remove_roles(&user_id("dev"), &space_guid("dev"));
+    let stderr = cf.refused(&dev, &[APP])?;
+    ensure!(stderr.contains("not found in org"), "{stderr}");
+
+    // Tokens the API does not accept, straight at the API.
+    let forged = {
+        let other_uaa = Uaa::new(
+            cf.uaa.url(),
+            SigningKey::generate(&cf.dir, "forger")?,
+            vec![UaaUser::new("dev", "p", &["cloud_controller.admin"])],
+            &[],
+        );
+        other_uaa.access_token("dev", "cf", 3600)?
+    };
+    let expired = cf.uaa.access_token("admin", "cf", -600)?;
+    for (token, reason) in [(forged, "signature"), (expired, "expired")] {
+        let output = cf
+            .landscape
+            .pcap()
+            .args([
+                "capture",
+                "--api",
+                &cf.landscape.api_url(),
+                "--target",
+                "cells",
+            ])
+            .arg("--ca")
+            .arg(&cf.landscape.pki.ca.certificate)
+            .env("PCAP_TOKEN", &token)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(!output.status.success(), "{stderr}");
+        ensure!(
+            stderr.contains("UNAUTHENTICATED") && stderr.contains(reason),
+            "{reason}: {stderr}"
+        );
+        ensure!(!stderr.contains(&token), "the token was echoed");
+    }
+    cf.assert_nothing_attached()
+}
+
+#[test]
+fn the_ssh_setting_is_respected_when_the_operator_asks() -> anyhow::Result<()> {
+    let cf = Cf::new("cf-ssh", "respect_ssh_setting = true", false)?;
+    let dev = cf.login("dev", 3600)?;
+    let stderr = cf.refused(&dev, &[APP])?;
+    ensure!(
+        stderr.contains("PERMISSION_DENIED") && stderr.contains("ssh is disabled"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
+    let cf = Cf::new("cf-messages", "", true)?;
+    let home = cf.dir.join("home-nobody");
+    std::fs::create_dir_all(home.join(".cf"))?;
+    // Not logged in.
+    let stderr = cf.refused(&home, &[APP])?;
+    ensure!(stderr.contains("cf login"), "{stderr}");
+    // Logged in, no space targeted.
+    let dev = cf.login("dev", 3600)?;
+    let path = dev.join(".cf/config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    config["SpaceFields"] = serde_json::json!({"GUID": "", "Name": ""});
+    std::fs::write(&path, config.to_string())?;
+    let stderr = cf.refused(&dev, &[APP])?;
+    ensure!(stderr.contains("cf target"), "{stderr}");
+    // The pcap API cannot be reached.
+    let dev = cf.login("dev", 3600)?;
+    let output = cf
+        .landscape
+        .pcap()
+        .args(["app", "--api", "https://127.0.0.1:1", APP])
+        .arg("--ca")
+        .arg(&cf.landscape.pki.ca.certificate)
+        .env("CF_HOME", &dev)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success());
+    ensure!(
+        stderr.contains("https://127.0.0.1:1") && stderr.contains("PCAP_API"),
+        "{stderr}"
+    );
+    Ok(())
+}
