@@ -106,10 +106,10 @@ fn local(cluster: &Cluster, conf: &Path, packets: u64, dir: &Path) -> anyhow::Re
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let mut capture = Running::spawn(&mut command)?;
     capture.wait_for("listening on", 1)?;
-    send(cluster, conf, packets, &file)?;
+    let trafgen = send(cluster, conf, packets, &file)?;
     let (status, lines) = capture.interrupt()?;
     ensure!(status.success(), "local capture failed: {lines:?}");
-    let cpu = cpu_since(&before)?;
+    let cpu = cpu_since(&before)?.saturating_sub(trafgen);
     count(&file, packets, cpu)
 }
 
@@ -136,7 +136,7 @@ fn distributed(
         pin_to_cpu1(pid.as_raw())?;
     }
     cli.wait_for(STARTED, 1)?;
-    send(cluster, conf, packets, &file)?;
+    let trafgen = send(cluster, conf, packets, &file)?;
     let (status, lines) = cli.interrupt()?;
     ensure!(status.success(), "pcap failed: {lines:?}");
     for running in [cluster.api.take(), cluster.vms[0].agent.take()]
@@ -146,12 +146,15 @@ fn distributed(
         running.signal(nix::sys::signal::Signal::SIGTERM)?;
         running.wait()?;
     }
-    let cpu = cpu_since(&before)?;
+    let cpu = cpu_since(&before)?.saturating_sub(trafgen);
     count(&file, packets, cpu)
 }
 
-/// Sends `packets` frames with trafgen, then waits until `file` stops growing.
-fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Result<()> {
+/// Sends `packets` frames with trafgen, then waits until `file` stops
+/// growing. Returns trafgen's own CPU time, which the callers' rusage of
+/// reaped children includes and must not count.
+fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Result<Duration> {
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let status = cluster.vms[0]
         .peer
         .command("taskset")
@@ -163,6 +166,7 @@ fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Re
         .status()
         .context("running trafgen")?;
     ensure!(status.success(), "trafgen failed: {status}");
+    let trafgen = cpu_since(&before)?;
     let mut last = (0, Instant::now());
     wait_until(
         "the capture file stops growing",
@@ -174,7 +178,8 @@ fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Re
             }
             Ok(last.1.elapsed() > Duration::from_millis(500))
         },
-    )
+    )?;
+    Ok(trafgen)
 }
 
 fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
@@ -221,7 +226,9 @@ fn count(file: &Path, offered: u64, cpu: Duration) -> anyhow::Result<Run> {
 /// Milliseconds from starting the CLI until all of ten agents have
 /// attached, over `options.runs` captures.
 fn start_times(options: &Options, dir: &Path, release: &Path) -> anyhow::Result<Vec<f64>> {
-    let mut cluster = Cluster::new(&dir.join("ten"), 10)?;
+    let ten = dir.join("ten");
+    std::fs::create_dir_all(&ten)?;
+    let mut cluster = Cluster::new(&ten, 10)?;
     release.clone_into(&mut cluster.bin_dir);
     let agent_config = cluster.agent_config("")?;
     cluster.start_agents(&agent_config)?;
