@@ -290,6 +290,8 @@ impl Reader<'_> {
                 orig_len: header.orig_len,
                 data,
                 direction: Direction::from_u8(header.direction),
+                mark: header.mark,
+                comment: None,
             };
             match self.output.packet(&self.interfaces[slot], &packet)? {
                 Delivery::Dropped => self.dropped[slot] += 1,

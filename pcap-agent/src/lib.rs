@@ -5,6 +5,7 @@
 //! the response stream of a gRPC call from pcap-api.
 #![forbid(unsafe_code)]
 
+pub mod c2c;
 pub mod capture;
 pub mod clock;
 pub mod datapath;

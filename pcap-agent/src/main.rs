@@ -11,6 +11,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use pcap_agent::{
+    c2c::{C2cOptions, C2cSink},
     capture::{self, Report, Spec, StopReason},
     datapath::{self, AttachMode},
     filter::Filter,
@@ -82,6 +83,16 @@ struct CaptureArgs {
     /// How to attach to the TC hooks.
     #[arg(long, value_enum, default_value_t)]
     attach: AttachMode,
+    /// Container-to-container insight (on silk-vtep or the underlay): write
+    /// each packet's VXLAN policy tag, its source app GUID (from the policy
+    /// agent's iptables rules) and the kernel's OK_/DENY_C2C_ LOG verdict
+    /// into its pcapng comment. Packets are held 200 ms for their verdict.
+    #[arg(long)]
+    c2c: bool,
+    /// With --c2c: silk's container metadata store, to name overlay IPs
+    /// (pcapng name resolution records).
+    #[arg(long, value_name = "FILE", requires = "c2c")]
+    container_metadata_store: Option<PathBuf>,
     /// Read the filter expression from FILE (an expression on the command line is then ignored).
     #[arg(short = 'F', value_name = "FILE")]
     filter_file: Option<PathBuf>,
@@ -156,6 +167,16 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
                 );
             }
         };
+        if args.c2c {
+            let mut sink = C2cSink::new(
+                output,
+                C2cOptions {
+                    metadata_store: args.container_metadata_store.clone(),
+                    ..C2cOptions::default()
+                },
+            );
+            return anyhow::Ok(capture::run(&spec, &mut sink, stop, listening).await?);
+        }
         anyhow::Ok(capture::run(&spec, &mut output, stop, listening).await?)
     })?;
     print_report(&report);

@@ -20,6 +20,10 @@ pub struct Packet<'a> {
     pub orig_len: u32,
     pub data: &'a [u8],
     pub direction: Option<Direction>,
+    /// `skb->mark` when the packet was seen.
+    pub mark: u32,
+    /// A comment for the pcapng file (`opt_comment`), e.g. the c2c annotation.
+    pub comment: Option<&'a str>,
 }
 
 /// File formats for `-w`.
@@ -58,6 +62,18 @@ impl Output {
 
     pub fn lines(sink: Box<dyn Write + Send>) -> Self {
         Self::Lines(BufWriter::new(sink))
+    }
+
+    /// Writes names for IPv4 addresses: a pcapng Name Resolution Block
+    /// (nothing for pcap files or lines). Call after `begin`.
+    pub fn write_names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
+        match self {
+            Self::File {
+                writer: Some(writer),
+                ..
+            } => writer.write_name_resolution(entries),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -114,7 +130,7 @@ impl PacketSink for Output {
                             Direction::Ingress => pcap_format::Direction::Inbound,
                             Direction::Egress => pcap_format::Direction::Outbound,
                         }),
-                        comment: None,
+                        comment: packet.comment,
                     })?;
             }
             Self::Lines(out) => {
@@ -123,13 +139,17 @@ impl PacketSink for Output {
                     Some(Direction::Egress) => "Out",
                     None => "?  ",
                 };
-                writeln!(
+                write!(
                     out,
                     "{} {} {direction} {}",
                     summary::format_time(packet.unix_ns),
                     interface.name,
                     summary::summarize(interface.link_type, packet.data)
                 )?;
+                match packet.comment {
+                    Some(comment) => writeln!(out, " [{comment}]")?,
+                    None => writeln!(out)?,
+                }
             }
         }
         Ok(Delivery::Delivered)

@@ -1,6 +1,6 @@
 //! The format-independent writer interface.
 
-use std::io;
+use std::{io, net::Ipv4Addr};
 
 use crate::{Interface, InterfaceStatistics, Packet};
 
@@ -24,6 +24,13 @@ pub trait CaptureWriter {
     /// Writes the counters of an interface added before (a no-op for
     /// classic pcap).
     fn write_interface_statistics(&mut self, stats: &InterfaceStatistics<'_>) -> io::Result<()>;
+
+    /// Writes names for IPv4 addresses (a pcapng Name Resolution Block; a
+    /// no-op for classic pcap).
+    fn write_name_resolution(&mut self, entries: &[(Ipv4Addr, &str)]) -> io::Result<()> {
+        let _ = entries;
+        Ok(())
+    }
 
     /// Flushes the underlying writer.
     fn flush(&mut self) -> io::Result<()>;

@@ -280,6 +280,8 @@ mod tests {
             orig_len: 1500,
             data,
             direction: Some(KernelDirection::Egress),
+            mark: 0,
+            comment: None,
         }
     }
 

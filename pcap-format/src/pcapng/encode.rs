@@ -9,6 +9,8 @@ use std::io;
 pub(super) const SHB: u32 = 0x0A0D_0D0A;
 /// Interface Description Block.
 pub(super) const IDB: u32 = 1;
+/// Name Resolution Block.
+pub(super) const NRB: u32 = 4;
 /// Interface Statistics Block.
 pub(super) const ISB: u32 = 5;
 /// Enhanced Packet Block.
@@ -33,6 +35,10 @@ pub(super) const IF_DESCRIPTION: u16 = 3;
 pub(super) const IF_TSRESOL: u16 = 9;
 /// `if_tsresol` value: timestamps count units of 10^-9 s.
 pub(super) const TSRESOL_NANOSECONDS: u8 = 9;
+
+/// Name Resolution Block record types.
+pub(super) const NRB_RECORD_END: u16 = 0;
+pub(super) const NRB_RECORD_IPV4: u16 = 1;
 
 /// Enhanced Packet Block options.
 pub(super) const EPB_FLAGS: u16 = 2;
@@ -129,6 +135,18 @@ impl BlockBuf {
         self.bytes.extend_from_slice(value);
         self.bytes.extend_from_slice(&ZEROS[..padding(value.len())]);
         self.has_options = true;
+        Ok(())
+    }
+
+    /// Appends a Name Resolution Block record: type, length, `value`
+    /// padded to 4 bytes. Records are not options: no `opt_endofopt` follows
+    /// them unless an option is added after.
+    pub(super) fn record(&mut self, record_type: u16, value: &[u8]) -> io::Result<()> {
+        let len = option_len(value)?;
+        self.put_u16(record_type);
+        self.put_u16(len);
+        self.bytes.extend_from_slice(value);
+        self.bytes.extend_from_slice(&ZEROS[..padding(value.len())]);
         Ok(())
     }
 

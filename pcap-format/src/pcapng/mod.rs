@@ -9,13 +9,17 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::Ipv4Addr,
+};
 
 use encode::{
     BYTE_ORDER_MAGIC, BlockBuf, EPB, EPB_FLAGS, IDB, IF_DESCRIPTION, IF_NAME, IF_TSRESOL, ISB,
     ISB_ENDTIME, ISB_FILTERACCEPT, ISB_IFDROP, ISB_IFRECV, ISB_OSDROP, ISB_STARTTIME, ISB_USRDELIV,
-    OPT_COMMENT, OPT_ENDOFOPT, SHB, SHB_HARDWARE, SHB_OS, SHB_USERAPPL, StackBuf,
-    TSRESOL_NANOSECONDS, ZEROS, block_len, invalid_input, option_len, padding, timestamp_bytes,
+    NRB, NRB_RECORD_END, NRB_RECORD_IPV4, OPT_COMMENT, OPT_ENDOFOPT, SHB, SHB_HARDWARE, SHB_OS,
+    SHB_USERAPPL, StackBuf, TSRESOL_NANOSECONDS, ZEROS, block_len, invalid_input, option_len,
+    padding, timestamp_bytes,
 };
 
 use crate::block_buffer::BlockBuffer;
@@ -205,6 +209,33 @@ impl<W: Write> PcapNgWriter<W> {
         self.writer.end_block()
     }
 
+    /// Writes a Name Resolution Block: one `nrb_record_ipv4` record per
+    /// entry (the address, then the name, NUL-terminated), then
+    /// `nrb_record_end`. Readers such as Wireshark show the names for the
+    /// addresses of the packets that follow. Nothing is written for no
+    /// entries; names with a NUL byte are refused.
+    pub fn write_name_resolution(&mut self, entries: &[(Ipv4Addr, &str)]) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let block = &mut self.block;
+        block.begin(NRB);
+        let mut value = Vec::new();
+        for (address, name) in entries {
+            if name.as_bytes().contains(&0) {
+                return Err(invalid_input(format!("name {name:?} holds a NUL byte")));
+            }
+            value.clear();
+            value.extend_from_slice(&address.octets());
+            value.extend_from_slice(name.as_bytes());
+            value.push(0);
+            block.record(NRB_RECORD_IPV4, &value)?;
+        }
+        block.record(NRB_RECORD_END, &[])?;
+        self.writer.write_all(block.finish()?)?;
+        self.writer.end_block()
+    }
+
     /// Writes out the buffered blocks and flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
@@ -256,6 +287,10 @@ impl<W: Write> CaptureWriter for PcapNgWriter<W> {
 
     fn write_interface_statistics(&mut self, stats: &InterfaceStatistics<'_>) -> io::Result<()> {
         Self::write_interface_statistics(self, stats)
+    }
+
+    fn write_name_resolution(&mut self, entries: &[(Ipv4Addr, &str)]) -> io::Result<()> {
+        Self::write_name_resolution(self, entries)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -300,3 +300,37 @@ fn usable_as_capture_writer_object() {
         .unwrap();
     w.flush().unwrap();
 }
+
+#[test]
+fn name_resolution_block() {
+    let mut w = writer();
+    w.get_mut().unwrap().clear();
+    w.write_name_resolution(&[(Ipv4Addr::new(10, 255, 77, 3), "appA")])
+        .unwrap();
+    let bytes = w.into_inner().unwrap();
+    let expected: Vec<u8> = [
+        &4u32.to_le_bytes()[..],
+        &32u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &9u16.to_le_bytes(),
+        &[10, 255, 77, 3],
+        b"appA\0",
+        &[0, 0, 0],
+        &[0, 0, 0, 0], // nrb_record_end
+        &32u32.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn name_resolution_block_refuses_nul_and_skips_empty() {
+    let mut w = writer();
+    w.get_mut().unwrap().clear();
+    w.write_name_resolution(&[]).unwrap();
+    assert!(
+        w.write_name_resolution(&[(Ipv4Addr::LOCALHOST, "a\0b")])
+            .is_err()
+    );
+    assert!(w.into_inner().unwrap().is_empty());
+}
