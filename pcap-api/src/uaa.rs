@@ -130,6 +130,8 @@ struct RawClaims {
     client_id: Option<String>,
     #[serde(default)]
     scope: Vec<String>,
+    #[serde(default)]
+    aud: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +216,7 @@ impl TokenValidator {
         validation.leeway = self.clock_skew.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        // `aud` holds scope prefixes; scopes are checked by whoever needs them.
+        // `aud` holds the scopes' resource prefixes: checked below, per scope.
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "iss"]);
         let data =
@@ -243,12 +245,16 @@ impl TokenValidator {
         if claims.jti.ends_with("-r") {
             return Err(TokenError::RefreshToken);
         }
+        if claims.aud.is_empty() {
+            return Err(TokenError::Invalid("it has no `aud` claim".to_owned()));
+        }
+        let scopes = granted_scopes(claims.scope, &claims.aud);
         Ok(Claims {
             issuer: claims.iss,
             subject: claims.sub,
             user_name: claims.user_name,
             client_id: claims.client_id,
-            scopes: claims.scope,
+            scopes,
         })
     }
 
@@ -328,6 +334,19 @@ impl TokenValidator {
     }
 }
 
+/// The scopes whose resource (the part before the last dot, as UAA puts in
+/// `aud`) is among the token's audiences: a scope for a resource the token
+/// was not issued to grants nothing here.
+fn granted_scopes(scopes: Vec<String>, audiences: &[String]) -> Vec<String> {
+    scopes
+        .into_iter()
+        .filter(|scope| {
+            let resource = scope.rsplit_once('.').map_or(scope.as_str(), |(r, _)| r);
+            audiences.iter().any(|a| a == resource)
+        })
+        .collect()
+}
+
 /// An RSA signing key, with its algorithm pinned (RS256 when none is named).
 fn usable_key(key: &TokenKey) -> Option<Key> {
     if key.kty != "RSA" || key.usage.as_deref().is_some_and(|u| u != "sig") {
@@ -361,6 +380,18 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_count_only_for_audiences_the_token_was_issued_to() {
+        let scopes = vec![
+            "bosh.admin".to_owned(),
+            "cloud_controller.read".to_owned(),
+            "openid".to_owned(),
+        ];
+        let granted = granted_scopes(scopes.clone(), &["bosh".into(), "openid".into()]);
+        assert_eq!(granted, ["bosh.admin", "openid"]);
+        assert!(granted_scopes(scopes, &["cf".into()]).is_empty());
+    }
 
     #[test]
     fn only_rsa_signing_keys_are_used() {
