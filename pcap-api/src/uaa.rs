@@ -174,6 +174,7 @@ pub struct TokenValidator {
     issuer: String,
     http: reqwest::Client,
     clock_skew: Duration,
+    refetch_interval: Duration,
     cache: Mutex<KeyCache>,
 }
 
@@ -186,8 +187,17 @@ impl TokenValidator {
             uaa_url,
             http,
             clock_skew,
+            refetch_interval: REFETCH_INTERVAL,
             cache: Mutex::new(KeyCache::default()),
         }
+    }
+
+    /// Sets how soon an unknown `kid` may make the keys be fetched again
+    /// ([`REFETCH_INTERVAL`] by default).
+    #[must_use]
+    pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
     }
 
     pub fn uaa_url(&self) -> &str {
@@ -270,7 +280,7 @@ impl TokenValidator {
         }
         let may_fetch = cache
             .fetched
-            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+            .is_none_or(|at| at.elapsed() >= self.refetch_interval);
         if may_fetch {
             self.fetch_keys(&mut cache).await?;
         }

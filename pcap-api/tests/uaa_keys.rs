@@ -1,0 +1,154 @@
+//! The UAA key cache against a small `/token_keys` server: keys are fetched
+//! once, fetched again (with `If-None-Match`) when a token names an unknown
+//! `kid`, and a rotated-in key is then accepted.
+
+use std::{
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pcap_api::uaa::{TokenError, TokenValidator};
+use serde_json::json;
+
+/// An RSA key pair made with openssl: (private PEM, public PEM).
+fn rsa_key() -> (String, String) {
+    let private = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl genpkey");
+    assert!(private.status.success());
+    let mut public = Command::new("openssl")
+        .args(["pkey", "-pubout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl pkey");
+    std::io::Write::write_all(public.stdin.as_mut().expect("stdin"), &private.stdout)
+        .expect("write key");
+    let public = public.wait_with_output().expect("openssl pkey");
+    (
+        String::from_utf8(private.stdout).expect("PEM"),
+        String::from_utf8(public.stdout).expect("PEM"),
+    )
+}
+
+#[derive(Default)]
+struct Keys {
+    /// (kid, public PEM) served now.
+    served: Mutex<Vec<(String, String)>>,
+    requests: AtomicUsize,
+    not_modified: AtomicUsize,
+}
+
+async fn token_keys(State(keys): State<Arc<Keys>>, headers: HeaderMap) -> Response {
+    keys.requests.fetch_add(1, Ordering::SeqCst);
+    let served = keys.served.lock().expect("lock").clone();
+    let etag = format!("\"{}\"", served.len());
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        keys.not_modified.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let body = json!({ "keys": served.iter().map(|(kid, pem)| json!({
+        "kid": kid, "alg": "RS256", "kty": "RSA", "use": "sig", "value": pem,
+    })).collect::<Vec<_>>() });
+    ([(header::ETAG, etag)], Json(body)).into_response()
+}
+
+fn token(issuer: &str, kid: &str, private_pem: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let claims = json!({
+        "iss": issuer, "sub": "user-1", "jti": "t1", "user_name": "alice",
+        "client_id": "cf", "scope": ["cloud_controller.read"],
+        "aud": ["cloud_controller", "cf"], "iat": now, "exp": now + 600,
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("key"),
+    )
+    .expect("sign")
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
+    let (old_private, old_public) = rsa_key();
+    let (new_private, new_public) = rsa_key();
+    let keys = Arc::new(Keys::default());
+    keys.served
+        .lock()
+        .expect("lock")
+        .push(("old".into(), old_public));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = Router::new()
+        .route("/token_keys", get(token_keys))
+        .with_state(Arc::clone(&keys));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let validator = TokenValidator::new(&url, reqwest::Client::new(), Duration::from_mins(1))
+        .with_refetch_interval(Duration::ZERO);
+    let issuer = validator.issuer().to_owned();
+
+    let claims = validator
+        .validate(&token(&issuer, "old", &old_private))
+        .await
+        .expect("a token signed with the served key");
+    assert!(claims.has_scope("cloud_controller.read"));
+    validator
+        .validate(&token(&issuer, "old", &old_private))
+        .await
+        .expect("again");
+    assert_eq!(keys.requests.load(Ordering::SeqCst), 1, "keys are cached");
+
+    // An unknown kid, before the UAA has it: one conditional refetch (304).
+    let rotated = token(&issuer, "new", &new_private);
+    assert!(matches!(
+        validator.validate(&rotated).await,
+        Err(TokenError::UnknownKey { .. })
+    ));
+    assert_eq!(keys.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(keys.not_modified.load(Ordering::SeqCst), 1);
+
+    // The UAA rotates the key in: the next token with that kid is accepted.
+    keys.served
+        .lock()
+        .expect("lock")
+        .push(("new".into(), new_public));
+    validator.validate(&rotated).await.expect("the rotated key");
+    assert_eq!(keys.requests.load(Ordering::SeqCst), 3);
+
+    // A token claiming the new kid but signed with the old key is refused.
+    let forged = token(&issuer, "new", &old_private);
+    assert!(matches!(
+        validator.validate(&forged).await,
+        Err(TokenError::BadSignature)
+    ));
+}
