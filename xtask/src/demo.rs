@@ -77,10 +77,12 @@ pub fn run() -> anyhow::Result<()> {
     };
     let mut lines = Running::spawn(&mut app_cli(&[]))?;
     let mut file = Running::spawn(&mut app_cli(&["-w", utf8(&pcapng)?]))?;
+    let store = cell.metadata_store();
     let mut vtep = Running::spawn(
         cell.ns
             .command(&binary_path()?)
-            .args(["capture", "-i", "silk-vtep", "-w"])
+            .args(["capture", "--c2c", "-i", "silk-vtep"])
+            .args(["--container-metadata-store", utf8(&store)?, "-w"])
             .arg(&vtep_file),
     )?;
     lines.wait_for("capturing on", 1)?;
@@ -124,8 +126,11 @@ pub fn run() -> anyhow::Result<()> {
     );
     tshark(&pcapng)?;
     run_command(Command::new("capinfos").arg(&pcapng))?;
-    println!("== 5. {} through tshark", vtep_file.display());
-    tshark(&vtep_file)?;
+    println!(
+        "== 5. {} (pcap-agent capture --c2c) through tshark: source app and verdict per packet, app names for overlay IPs",
+        vtep_file.display()
+    );
+    tshark_c2c(&vtep_file)?;
     drop(cf);
     drop(landscape);
     distributed()
@@ -247,6 +252,29 @@ fn utf8(path: &Path) -> anyhow::Result<&str> {
     path.to_str().context("non-UTF-8 path")
 }
 
+/// The c2c columns: names from the file's name-resolution blocks, and each
+/// packet's comment (tag, source app, verdict).
+fn tshark_c2c(file: &Path) -> anyhow::Result<()> {
+    run_command(Command::new("tshark").arg("-r").arg(file).args([
+        "-N",
+        "n",
+        "-T",
+        "fields",
+        "-E",
+        "header=y",
+        "-e",
+        "frame.number",
+        "-e",
+        "ip.src_host",
+        "-e",
+        "ip.dst_host",
+        "-e",
+        "tcp.dstport",
+        "-e",
+        "frame.comment",
+    ]))
+}
+
 fn tshark(file: &Path) -> anyhow::Result<()> {
     run_command(Command::new("tshark").arg("-r").arg(file).args([
         "-T",
@@ -269,7 +297,7 @@ fn tshark(file: &Path) -> anyhow::Result<()> {
 /// Three VMs, each running `pcap-agent serve`, one `pcap-api serve`, and
 /// `pcap capture` writing one merged file.
 fn distributed() -> anyhow::Result<()> {
-    println!("== 4. three VMs, each with pcap-agent serve; pcap-api; mutual TLS everywhere");
+    println!("== 6. three VMs, each with pcap-agent serve; pcap-api; mutual TLS everywhere");
     let dir = TempDir::new("demo")?;
     let mut cluster = Cluster::new(&dir, 3)?;
     let agent_config = cluster.agent_config("")?;
@@ -286,7 +314,7 @@ fn distributed() -> anyhow::Result<()> {
     }
 
     let merged = workspace_root().join("demo-merged.pcapng");
-    println!("== 5. pcap capture --target vms -w {}", merged.display());
+    println!("== 7. pcap capture --target vms -w {}", merged.display());
     let mut cli = Running::spawn(&mut cluster.cli(
         ALICE_TOKEN,
         &["-w", merged.to_str().context("non-UTF-8 path")?, "icmp"],
@@ -302,7 +330,7 @@ fn distributed() -> anyhow::Result<()> {
     }
 
     println!(
-        "== 6. {} through tshark: one interface per VM",
+        "== 8. {} through tshark: one interface per VM",
         merged.display()
     );
     run_command(Command::new("tshark").arg("-r").arg(&merged).args([
