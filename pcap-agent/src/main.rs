@@ -93,6 +93,10 @@ struct CaptureArgs {
     /// (pcapng name resolution records).
     #[arg(long, value_name = "FILE", requires = "c2c")]
     container_metadata_store: Option<PathBuf>,
+    /// With --c2c: app names for GUIDs, from a saved Cloud Controller
+    /// response (`cf curl "/v3/apps?per_page=5000" > apps.json`).
+    #[arg(long, value_name = "FILE", requires = "c2c")]
+    cf_apps: Option<PathBuf>,
     /// Read the filter expression from FILE (an expression on the command line is then ignored).
     #[arg(short = 'F', value_name = "FILE")]
     filter_file: Option<PathBuf>,
@@ -168,10 +172,15 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
             }
         };
         if args.c2c {
+            let app_names = match &args.cf_apps {
+                Some(path) => pcap_agent::c2c::apps::read(path)?,
+                None => std::collections::HashMap::new(),
+            };
             let mut sink = C2cSink::new(
                 output,
                 C2cOptions {
                     metadata_store: args.container_metadata_store.clone(),
+                    app_names,
                     ..C2cOptions::default()
                 },
             );

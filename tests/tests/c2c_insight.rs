@@ -97,9 +97,22 @@ fn c2c_capture_on_silk_vtep_shows_tag_source_verdict_and_names() -> anyhow::Resu
         file.to_str().context("utf-8 path")?,
         "tcp",
     ])?;
+    // The underlay capture also knows app names, as an operator's saved
+    // `cf curl /v3/apps` gives them.
+    let apps = dir.join("apps.json");
+    std::fs::write(
+        &apps,
+        format!(
+            r#"{{"pagination":{{"total_results":2}},"resources":[{{"guid":"{}","name":"appA"}},{{"guid":"{}","name":"appB"}}]}}"#,
+            landscape.app("appA").guid,
+            landscape.app("appB").guid
+        ),
+    )?;
     let underlay = agent(&[
         "-i",
         "eth0",
+        "--cf-apps",
+        apps.to_str().context("utf-8 path")?,
         "-w",
         underlay_file.to_str().context("utf-8 path")?,
         "udp port 4789",
@@ -122,11 +135,14 @@ fn c2c_capture_on_silk_vtep_shows_tag_source_verdict_and_names() -> anyhow::Resu
 }
 
 /// On the underlay the tag comes from the VXLAN GBP header, and the inner
-/// 5-tuple joins the verdict.
+/// 5-tuple joins the verdict; the source app is named from `--cf-apps`.
 fn check_underlay(landscape: &Landscape, file: &str) -> anyhow::Result<()> {
     let a_ip = landscape.app("appA").instances[0].overlay_ip.to_string();
     let tag = landscape.tag("appA").context("appA has a tag")?;
-    let expected = format!("c2c: tag {tag:#06x} src app {}", landscape.app("appA").guid);
+    let expected = format!(
+        "c2c: tag {tag:#06x} src app appA ({})",
+        landscape.app("appA").guid
+    );
     // ip.src lists the outer, then the inner source.
     let rows = tshark(&[
         "-r",

@@ -7,7 +7,7 @@
 //! the same 5-tuple logged within [`JOIN_WINDOW`] of it.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     io,
     net::Ipv4Addr,
     path::PathBuf,
@@ -42,6 +42,8 @@ pub struct C2cOptions {
     pub metadata_store: Option<PathBuf>,
     /// The command that prints the filter table's rules.
     pub iptables_save: Vec<String>,
+    /// App names by GUID, where known ([`super::apps`]).
+    pub app_names: HashMap<String, String>,
 }
 
 impl Default for C2cOptions {
@@ -50,6 +52,7 @@ impl Default for C2cOptions {
             hold: Duration::from_millis(200),
             metadata_store: None,
             iptables_save: vec!["iptables-save".into(), "-t".into(), "filter".into()],
+            app_names: HashMap::new(),
         }
     }
 }
@@ -150,8 +153,13 @@ impl C2cSink {
         if let (Some(guid), Some(flow)) = (&source, held.flow)
             && self.named.insert(flow.src)
         {
-            self.inner.write_names(&[(flow.src, guid)])?;
+            let name = self.options.app_names.get(guid).unwrap_or(guid);
+            self.inner.write_names(&[(flow.src, name)])?;
         }
+        let source = source.map(|guid| match self.options.app_names.get(&guid) {
+            Some(name) => format!("{name} ({guid})"),
+            None => guid,
+        });
         let comment = comment(held.tag, source.as_deref(), verdict.as_deref());
         let interface = &self.interfaces[held.interface as usize];
         self.inner.packet(
@@ -179,10 +187,11 @@ impl C2cSink {
                 .values()
                 .filter_map(|entry| {
                     let ip = entry.ip.parse().ok()?;
-                    let name = entry
+                    let guid = entry
                         .metadata
                         .as_ref()
                         .map_or_else(|| entry.handle.clone(), |m| m.app_id.clone());
+                    let name = self.options.app_names.get(&guid).cloned().unwrap_or(guid);
                     Some((ip, name))
                 })
                 .collect(),
