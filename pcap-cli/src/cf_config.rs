@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
@@ -230,46 +229,13 @@ pub fn http_client(ca: Option<&Path>, skip_verification: bool) -> anyhow::Result
         .context("cannot set up HTTPS")
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
 /// Trades `refresh_token` for new tokens at `uaa_url` (client `cf`).
 pub async fn refresh(
     http: &reqwest::Client,
     uaa_url: &str,
     refresh_token: &str,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let url = format!("{}/oauth/token", uaa_url.trim_end_matches('/'));
-    let response = http
-        .post(&url)
-        .basic_auth(UAA_CLIENT, Some(""))
-        .header(reqwest::header::ACCEPT, "application/json")
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ])
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the UAA at {url} to refresh the token"))?;
-    let status = response.status();
-    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::BAD_REQUEST {
-        bail!("the UAA refused to refresh the token (HTTP {status}); log in again with `cf login`");
-    }
-    if !status.is_success() {
-        bail!("the UAA at {url} answered HTTP {status} to the token refresh");
-    }
-    let tokens: TokenResponse = response
-        .json()
-        .await
-        .context("the UAA's token response is not valid")?;
-    if tokens.access_token.is_empty() {
-        bail!("the UAA sent an empty access token");
-    }
-    Ok((tokens.access_token, tokens.refresh_token))
+    crate::uaa::refresh(http, uaa_url, UAA_CLIENT, refresh_token, "cf login").await
 }
 
 /// The pcap API of a Cloud Foundry: `https://api.SYS[:PORT]` gives

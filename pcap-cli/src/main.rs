@@ -16,6 +16,7 @@ mod origins;
 mod session;
 mod sink;
 mod status;
+mod uaa;
 
 use std::fs::File;
 use std::io::{self, IsTerminal as _, Write};
