@@ -153,3 +153,36 @@ impl Pair {
         Ok(())
     }
 }
+
+/// The kernel log from a point on. The ring buffer drops its oldest lines
+/// when full, so lines are told apart by their timestamps, not counted.
+#[derive(Debug)]
+pub struct KernelLog {
+    after: f64,
+}
+
+impl KernelLog {
+    /// Marks the log's current end.
+    pub fn mark() -> anyhow::Result<Self> {
+        let after = sh("dmesg")?
+            .lines()
+            .filter_map(kernel_time)
+            .fold(0.0, f64::max);
+        Ok(Self { after })
+    }
+
+    /// The lines logged since the mark.
+    pub fn new_lines(&self) -> anyhow::Result<Vec<String>> {
+        Ok(sh("dmesg")?
+            .lines()
+            .filter(|line| kernel_time(line).is_some_and(|t| t > self.after))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// The seconds in a dmesg line's `[ 16498.968723]` prefix.
+fn kernel_time(line: &str) -> Option<f64> {
+    let inside = line.strip_prefix('[')?.split_once(']')?.0;
+    inside.trim().parse().ok()
+}

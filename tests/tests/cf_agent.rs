@@ -27,7 +27,7 @@ use pcap_tests::{
     TempDir,
     captures::{self, Packet},
     landscape::{AppSpec, Landscape},
-    netns::Netns,
+    netns::{KernelLog, Netns},
     process::Running,
     reference::{sync_references, tcpdump},
 };
@@ -90,10 +90,6 @@ s.close()'"
 }
 
 /// The kernel log's lines so far.
-fn kernel_log() -> anyhow::Result<String> {
-    pcap_tests::netns::sh("dmesg")
-}
-
 #[test]
 fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
     let dir = TempDir::new("cf-c2c")?;
@@ -103,7 +99,7 @@ fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
     let c = &landscape.app("appC").instances[0];
     let _b_server = serve(&b.ns)?;
     let _c_server = serve(&c.ns)?;
-    let before = kernel_log()?.lines().count();
+    let log = KernelLog::mark()?;
 
     ensure!(
         connect(&a.ns, b.overlay_ip, 8080)?,
@@ -118,8 +114,7 @@ fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
         "no policy for appA → appC"
     );
 
-    let log = kernel_log()?;
-    let new: Vec<&str> = log.lines().skip(before).collect();
+    let new = log.new_lines()?;
     let tag = landscape.tag("appA").context("appA has a tag")?;
     let ok_prefix = format!("OK_{tag:04X}_{}", &landscape.app("appB").guid[..20]);
     let ok = new

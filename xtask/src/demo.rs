@@ -89,7 +89,7 @@ pub fn run() -> anyhow::Result<()> {
     file.wait_for("capturing on", 1)?;
     vtep.wait_for("listening on", 1)?;
 
-    let log_before = netns::sh("dmesg")?.lines().count();
+    let log = netns::KernelLog::mark()?;
     let mut server = Running::spawn(b.ns.command("python3").args(["-c", SERVER]))?;
     server.wait_for("ready", 1)?;
     let client =
@@ -112,9 +112,9 @@ pub fn run() -> anyhow::Result<()> {
         "-- the kernel's c2c verdicts (iptables LOG on {}):",
         cell.origin()
     );
-    for line in netns::sh("dmesg")?
-        .lines()
-        .skip(log_before)
+    for line in log
+        .new_lines()?
+        .iter()
         .filter(|l| l.contains("OK_") || l.contains("DENY_C2C_"))
     {
         println!("   {line}");
