@@ -201,10 +201,13 @@ fn assert_same_capture(stored: &Path, streamed: &Path) -> anyhow::Result<()> {
             b.get(at)
         );
     }
+    // Each capture's own program stamps the packet on the same hook, one
+    // after the other: microseconds apart, unless the host deschedules this
+    // VM's vCPU in between (seen: 2.7 ms under load).
     for (mine, theirs) in ours.packets.iter().zip(&reference.packets) {
         ensure!(
-            mine.unix_ns.abs_diff(theirs.unix_ns) < 1_000_000,
-            "timestamps {} and {} are more than 1 ms apart",
+            mine.unix_ns.abs_diff(theirs.unix_ns) < 10_000_000,
+            "timestamps {} and {} are more than 10 ms apart",
             mine.unix_ns,
             theirs.unix_ns
         );
