@@ -22,7 +22,7 @@ use crate::{
     auth::{AuthError, Authenticator, User},
     config::{self, ConfigError},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, SetupError, TokenError, TokenValidator, error_chain},
+    uaa::{self, SetupError, TokenValidator, error_chain},
 };
 
 /// The `[bosh]` table of the API's configuration.
@@ -59,21 +59,11 @@ fn default_clock_skew() -> f64 {
 
 impl BoshConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = Url::parse(&self.director_url).map_err(|e| {
-            config::invalid(
-                "bosh.director_url",
-                format!("\"{}\" is not a URL: {e}", self.director_url),
-            )
-        })?;
-        if url.scheme() != "https" || url.host().is_none() {
-            return Err(config::invalid(
-                "bosh.director_url",
-                format!(
-                    "\"{}\" is not an https:// URL like https://10.0.0.6:25555",
-                    self.director_url
-                ),
-            ));
-        }
+        config::check_https_url(
+            "bosh.director_url",
+            &self.director_url,
+            "https://10.0.0.6:25555",
+        )?;
         config::check_certificate("bosh.director_ca", &self.director_ca)?;
         if self.required_scope.trim().is_empty() {
             return Err(config::invalid("bosh.required_scope", "must not be empty"));
@@ -299,23 +289,7 @@ pub struct BoshAuthenticator {
 #[tonic::async_trait]
 impl Authenticator for BoshAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        if jsonwebtoken::decode_header(token).is_err() {
-            // Not a JWT: not ours, and no reason to ask the director.
-            return Err(AuthError::InvalidToken);
-        }
-        let validator = self
-            .director
-            .validator()
-            .await
-            .map_err(AuthError::Unavailable)?;
-        match validator.validate(token).await {
-            Ok(claims) => Ok(claims.into_user(token)),
-            Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
-            Err(error @ TokenError::KeysUnavailable { .. }) => {
-                Err(AuthError::Unavailable(error.to_string()))
-            }
-            Err(error) => Err(AuthError::Rejected(error.to_string())),
-        }
+        uaa::authenticate(self.director.validator(), token).await
     }
 }
 

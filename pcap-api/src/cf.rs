@@ -77,21 +77,7 @@ fn default_clock_skew() -> f64 {
 
 impl CfConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = Url::parse(&self.api_url).map_err(|e| {
-            config::invalid(
-                "cf.api_url",
-                format!("\"{}\" is not a URL: {e}", self.api_url),
-            )
-        })?;
-        if url.scheme() != "https" || url.host().is_none() {
-            return Err(config::invalid(
-                "cf.api_url",
-                format!(
-                    "\"{}\" is not an https:// URL like https://api.sys.example.com",
-                    self.api_url
-                ),
-            ));
-        }
+        config::check_https_url("cf.api_url", &self.api_url, "https://api.sys.example.com")?;
         config::check_certificate("cf.ca", &self.ca)?;
         if self.agent_port == Some(0) {
             return Err(config::invalid("cf.agent_port", "must not be 0"));
@@ -359,18 +345,7 @@ pub struct CfAuthenticator {
 #[tonic::async_trait]
 impl Authenticator for CfAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        if jsonwebtoken::decode_header(token).is_err() {
-            return Err(AuthError::InvalidToken);
-        }
-        let validator = self.cc.validator().await.map_err(AuthError::Unavailable)?;
-        match validator.validate(token).await {
-            Ok(claims) => Ok(claims.into_user(token)),
-            Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
-            Err(error @ TokenError::KeysUnavailable { .. }) => {
-                Err(AuthError::Unavailable(error.to_string()))
-            }
-            Err(error) => Err(AuthError::Rejected(error.to_string())),
-        }
+        uaa::authenticate(self.cc.validator(), token).await
     }
 }
 

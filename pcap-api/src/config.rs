@@ -407,6 +407,19 @@ pub(crate) fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result
     Ok(())
 }
 
+/// `value` must be an `https://` URL with a host; `example` shows one.
+pub(crate) fn check_https_url(key: &str, value: &str, example: &str) -> Result<(), ConfigError> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| invalid(key, format!("\"{value}\" is not a URL: {e}")))?;
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err(invalid(
+            key,
+            format!("\"{value}\" is not an https:// URL like {example}"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_certificate(key: &str, path: &Path) -> Result<(), ConfigError> {
     let pem = read(key, path)?;
     let mut count = 0;

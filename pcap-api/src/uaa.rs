@@ -24,7 +24,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::auth::{Secret, User};
+use crate::auth::{AuthError, Secret, User};
 
 /// The least time between two fetches of the keys caused by unknown `kid`s.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -341,6 +341,28 @@ impl TokenValidator {
         cache.etag = etag;
         cache.fetched = Some(Instant::now());
         Ok(())
+    }
+}
+
+/// Authenticates `token` with the validator `validator` yields (it may
+/// first have to discover the UAA). A token that is not a JWT is refused
+/// before anything is asked; a UAA that cannot be reached is
+/// `Unavailable`, any other failure `Rejected` with its reason.
+pub async fn authenticate(
+    validator: impl Future<Output = Result<std::sync::Arc<TokenValidator>, String>>,
+    token: &str,
+) -> Result<User, AuthError> {
+    if jsonwebtoken::decode_header(token).is_err() {
+        return Err(AuthError::InvalidToken);
+    }
+    let validator = validator.await.map_err(AuthError::Unavailable)?;
+    match validator.validate(token).await {
+        Ok(claims) => Ok(claims.into_user(token)),
+        Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
+        Err(error @ TokenError::KeysUnavailable { .. }) => {
+            Err(AuthError::Unavailable(error.to_string()))
+        }
+        Err(error) => Err(AuthError::Rejected(error.to_string())),
     }
 }
 
