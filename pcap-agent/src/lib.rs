@@ -12,5 +12,6 @@ pub mod datapath;
 pub mod filter;
 pub mod iface;
 pub mod output;
+pub mod privileges;
 pub mod serve;
 pub mod tc_fallback;

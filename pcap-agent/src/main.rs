@@ -17,6 +17,7 @@ use pcap_agent::{
     filter::Filter,
     iface::{Interface, link_type_name},
     output::{Format, Output},
+    privileges,
     serve,
 };
 use pcap_common::MAX_SNAPLEN;
@@ -134,6 +135,8 @@ fn main() -> ExitCode {
 
 fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     let spec = spec(args)?;
+    // Before attaching anything: name what is missing instead of EPERM.
+    privileges::check_effective(&Default::default())?;
     let mut output = match &args.write {
         None => Output::lines(Box::new(io::stdout())),
         Some(path) if path.as_os_str() == "-" => {
@@ -199,6 +202,9 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         println!("config OK");
         return Ok(());
     }
+    // Capabilities belong to threads: check, or drop to `[privileges] keep`,
+    // before the runtime starts any.
+    privileges::enforce(&config.privileges)?;
     // One thread serves gRPC; every capture runs on a thread of its own.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -55,6 +55,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub cf: Cf,
+    /// Capabilities kept at start (see `crate::privileges`).
+    #[serde(default)]
+    pub privileges: crate::privileges::PrivilegesConfig,
 }
 
 /// Cloud Foundry: where this Diego cell's containers are described.
@@ -156,6 +159,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.privileges
+            .keep_set()
+            .map_err(|message| invalid("privileges.keep", message))?;
         if !self.insecure_plaintext && self.tls.is_none() {
             return Err(invalid(
                 "tls",

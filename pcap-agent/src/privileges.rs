@@ -1,0 +1,383 @@
+//! Least privilege: the Linux capabilities eBPF capture needs, a check that
+//! the process holds them, and, for `pcap-agent serve` with
+//! `[privileges] keep`, dropping every other capability for good.
+//!
+//! Capture needs `CAP_BPF` (load the program, create its maps),
+//! `CAP_PERFMON` (the verifier accepts the filter programs' variable-offset
+//! stack reads only with it) and `CAP_NET_ADMIN` (attach to the
+//! traffic-control hooks). [`enforce`] runs before any thread exists, because
+//! capabilities belong to a thread and threads inherit them from their
+//! creator: after it, every capability not kept is gone from the effective,
+//! permitted and bounding sets, the inheritable and ambient sets are empty,
+//! and `no_new_privs` is set, so not even an `execve` of a set-uid or
+//! file-capability program (the clsact fallback runs `tc`) can gain more.
+
+use std::{collections::HashSet, fmt::Write as _};
+
+use caps::{CapSet, Capability, CapsHashSet, errors::CapsError};
+use nix::sys::{
+    prctl,
+    resource::{RLIM_INFINITY, Resource, setrlimit},
+};
+use serde::Deserialize;
+use thiserror::Error;
+use tracing::info;
+
+/// What capture needs, and why (for the error that names a missing one).
+pub const NEEDED: [(Capability, &str); 3] = [
+    (
+        Capability::CAP_BPF,
+        "to load its eBPF program and create its maps",
+    ),
+    (
+        Capability::CAP_PERFMON,
+        "to have its filter programs verified (variable-offset stack reads)",
+    ),
+    (
+        Capability::CAP_NET_ADMIN,
+        "to attach to the traffic-control hooks of interfaces",
+    ),
+];
+
+/// `[privileges]` of the `serve` configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivilegesConfig {
+    /// Capabilities to keep (`"BPF"` or `"CAP_BPF"`); every other one is
+    /// dropped at start. Absent: drop nothing, only check [`NEEDED`].
+    pub keep: Option<Vec<String>>,
+    /// Raise `RLIMIT_MEMLOCK` to unlimited before dropping: kernels before
+    /// 5.11 charge eBPF maps to it. Needs `CAP_SYS_RESOURCE` at start only.
+    pub raise_memlock_rlimit: bool,
+}
+
+impl PrivilegesConfig {
+    /// The capabilities `keep` names, checked: known names that include all
+    /// of [`NEEDED`]. `Err` is a message for the key `privileges.keep`.
+    pub fn keep_set(&self) -> Result<Option<CapsHashSet>, String> {
+        let Some(names) = &self.keep else {
+            return Ok(None);
+        };
+        let mut set = CapsHashSet::new();
+        for name in names {
+            set.insert(parse(name)?);
+        }
+        for (needed, why) in NEEDED {
+            if !set.contains(&needed) {
+                return Err(format!(
+                    "lacks {}, which pcap-agent needs {why}; keep at least BPF, PERFMON and NET_ADMIN",
+                    short(needed)
+                ));
+            }
+        }
+        Ok(Some(set))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PrivilegeError {
+    /// Names every missing capability and what the process has.
+    #[error("{0}")]
+    Missing(String),
+    #[error("the kernel does not know {0}: pcap-agent needs Linux 5.8 or later")]
+    UnknownToKernel(Capability),
+    #[error("privileges.keep: {0}")]
+    Config(String),
+    #[error("cannot {step}: {source}")]
+    Caps {
+        step: &'static str,
+        #[source]
+        source: CapsError,
+    },
+    #[error(
+        "cannot drop {0} from the bounding set without CAP_SETPCAP: start pcap-agent as root \
+         (the BOSH job's ctl script does) or remove [privileges] keep"
+    )]
+    NoSetpcap(String),
+    #[error("cannot set no_new_privs: {0}")]
+    NoNewPrivs(#[source] nix::Error),
+    #[error(
+        "privileges.raise_memlock_rlimit: cannot raise RLIMIT_MEMLOCK to unlimited \
+         (that needs CAP_SYS_RESOURCE at start): {0}"
+    )]
+    Memlock(#[source] nix::Error),
+    #[error(
+        "capabilities are per thread, and this process already has {0} threads: \
+         drop them before starting any"
+    )]
+    Threads(usize),
+    #[error("after dropping, the {set} set holds {actual}, not {expected}")]
+    Verify {
+        set: &'static str,
+        actual: String,
+        expected: String,
+    },
+}
+
+/// What [`enforce`] did, for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enforced {
+    /// The process holds what capture needs; nothing was dropped.
+    Checked,
+    /// Only these capabilities are left, and `no_new_privs` is set.
+    Restricted(String),
+}
+
+/// For `serve`: with `keep`, [`restrict`] to it; without, [`check_effective`].
+/// Call it before starting any thread.
+pub fn enforce(config: &PrivilegesConfig) -> Result<Enforced, PrivilegeError> {
+    match config.keep_set().map_err(PrivilegeError::Config)? {
+        None => {
+            check_effective(&CapsHashSet::new())?;
+            Ok(Enforced::Checked)
+        }
+        Some(keep) => {
+            restrict(&keep, config.raise_memlock_rlimit)?;
+            let kept = names(&keep);
+            info!(kept, "dropped every other capability; no_new_privs is set");
+            Ok(Enforced::Restricted(kept))
+        }
+    }
+}
+
+/// Fails unless the effective set holds [`NEEDED`] and `also`, with a
+/// message naming each missing capability and why it is needed.
+pub fn check_effective(also: &CapsHashSet) -> Result<(), PrivilegeError> {
+    let supported = caps::runtime::thread_all_supported();
+    for (needed, _) in NEEDED {
+        if !supported.contains(&needed) {
+            return Err(PrivilegeError::UnknownToKernel(needed));
+        }
+    }
+    let effective = read(CapSet::Effective)?;
+    match missing_message(&effective, also) {
+        None => Ok(()),
+        Some(message) => Err(PrivilegeError::Missing(message)),
+    }
+}
+
+/// The error for an `effective` set that lacks some of [`NEEDED`] and
+/// `also`, or `None` when it holds them all.
+fn missing_message(effective: &CapsHashSet, also: &CapsHashSet) -> Option<String> {
+    let mut missing = Vec::new();
+    for (needed, why) in NEEDED {
+        if !effective.contains(&needed) {
+            missing.push(format!("{needed} {why}"));
+        }
+    }
+    let mut extra: Vec<_> = also
+        .iter()
+        .filter(|c| !effective.contains(c) && !NEEDED.iter().any(|(n, _)| n == *c))
+        .collect();
+    extra.sort_by_key(|c| c.index());
+    for c in extra {
+        missing.push(format!("{c} as [privileges] keep lists it"));
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "pcap-agent needs {}; it has: {}. Start it as root, or with these \
+         capabilities in its effective set",
+        missing.join(", and "),
+        names(effective)
+    ))
+}
+
+/// Keeps exactly `keep` in the effective, permitted and bounding sets,
+/// empties the inheritable and ambient sets and sets `no_new_privs`, then
+/// reads every set back to make sure. With `raise_memlock`, first raises
+/// `RLIMIT_MEMLOCK` to unlimited.
+pub fn restrict(keep: &CapsHashSet, raise_memlock: bool) -> Result<(), PrivilegeError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
+    if threads > 1 {
+        return Err(PrivilegeError::Threads(threads));
+    }
+    check_effective(keep)?;
+    if raise_memlock {
+        setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY)
+            .map_err(PrivilegeError::Memlock)?;
+    }
+    let bounding = read(CapSet::Bounding)?;
+    let mut drop: Vec<Capability> = bounding.difference(keep).copied().collect();
+    drop.sort_by_key(|c| c.index());
+    if !drop.is_empty() && !read(CapSet::Effective)?.contains(&Capability::CAP_SETPCAP) {
+        return Err(PrivilegeError::NoSetpcap(list(&drop)));
+    }
+    for cap in drop {
+        caps::drop(None, CapSet::Bounding, cap).map_err(|source| PrivilegeError::Caps {
+            step: "drop a capability from the bounding set",
+            source,
+        })?;
+    }
+    let steps: [(&str, CapSet, &CapsHashSet); 4] = [
+        (
+            "clear the ambient set",
+            CapSet::Ambient,
+            &CapsHashSet::new(),
+        ),
+        (
+            "clear the inheritable set",
+            CapSet::Inheritable,
+            &CapsHashSet::new(),
+        ),
+        // Effective first: it must stay within the permitted set.
+        ("reduce the effective set", CapSet::Effective, keep),
+        ("reduce the permitted set", CapSet::Permitted, keep),
+    ];
+    for (step, set, value) in steps {
+        let result = if matches!(set, CapSet::Ambient) {
+            caps::clear(None, set)
+        } else {
+            caps::set(None, set, value)
+        };
+        result.map_err(|source| PrivilegeError::Caps { step, source })?;
+    }
+    prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
+    verify(keep)
+}
+
+/// Reads every set back: exactly `keep` where kept, nothing elsewhere.
+fn verify(keep: &CapsHashSet) -> Result<(), PrivilegeError> {
+    let empty = CapsHashSet::new();
+    for (name, set, expected) in [
+        ("effective", CapSet::Effective, keep),
+        ("permitted", CapSet::Permitted, keep),
+        ("bounding", CapSet::Bounding, keep),
+        ("inheritable", CapSet::Inheritable, &empty),
+        ("ambient", CapSet::Ambient, &empty),
+    ] {
+        let actual = read(set)?;
+        if &actual != expected {
+            return Err(PrivilegeError::Verify {
+                set: name,
+                actual: names(&actual),
+                expected: names(expected),
+            });
+        }
+    }
+    if !prctl::get_no_new_privs().map_err(PrivilegeError::NoNewPrivs)? {
+        return Err(PrivilegeError::Verify {
+            set: "no_new_privs",
+            actual: "0".to_owned(),
+            expected: "1".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn read(set: CapSet) -> Result<CapsHashSet, PrivilegeError> {
+    caps::read(None, set).map_err(|source| PrivilegeError::Caps {
+        step: "read this process's capabilities",
+        source,
+    })
+}
+
+/// `"BPF"`, `"bpf"` or `"CAP_BPF"`.
+fn parse(name: &str) -> Result<Capability, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    format!("CAP_{bare}").parse().map_err(|_| {
+        format!("{name:?} is not a capability name (for example \"BPF\" or \"NET_ADMIN\")")
+    })
+}
+
+/// `BPF` for `CAP_BPF`.
+fn short(cap: Capability) -> String {
+    let name = cap.to_string();
+    name.strip_prefix("CAP_").unwrap_or(&name).to_owned()
+}
+
+/// `CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF`, in the kernel's order.
+fn names(set: &HashSet<Capability>) -> String {
+    let mut sorted: Vec<Capability> = set.iter().copied().collect();
+    sorted.sort_by_key(|c| c.index());
+    if sorted.is_empty() {
+        return "none".to_owned();
+    }
+    list(&sorted)
+}
+
+fn list(caps: &[Capability]) -> String {
+    let mut out = String::new();
+    for (i, cap) in caps.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{cap}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(keep: &[&str]) -> PrivilegesConfig {
+        PrivilegesConfig {
+            keep: Some(keep.iter().map(|s| (*s).to_owned()).collect()),
+            raise_memlock_rlimit: false,
+        }
+    }
+
+    #[test]
+    fn names_are_accepted_with_or_without_the_prefix() {
+        let set = config(&["BPF", "cap_perfmon", "CAP_NET_ADMIN", "sys_resource"])
+            .keep_set()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            names(&set),
+            "CAP_NET_ADMIN, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF"
+        );
+        assert_eq!(PrivilegesConfig::default().keep_set(), Ok(None));
+    }
+
+    #[test]
+    fn unknown_names_and_missing_needs_are_refused_naming_them() {
+        let err = config(&["BPF", "PERFMON", "NET_ADMIN", "FLY"])
+            .keep_set()
+            .unwrap_err();
+        assert!(err.contains("\"FLY\" is not a capability name"), "{err}");
+        let err = config(&["BPF", "NET_ADMIN"]).keep_set().unwrap_err();
+        assert!(
+            err.starts_with("lacks PERFMON, which pcap-agent needs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_capability_is_named_with_its_purpose_and_what_is_held() {
+        let set = |caps: &[Capability]| caps.iter().copied().collect::<CapsHashSet>();
+        let all = set(&[
+            Capability::CAP_BPF,
+            Capability::CAP_PERFMON,
+            Capability::CAP_NET_ADMIN,
+        ]);
+        assert_eq!(missing_message(&all, &all), None);
+        let message = missing_message(
+            &set(&[Capability::CAP_NET_ADMIN, Capability::CAP_PERFMON]),
+            &CapsHashSet::new(),
+        )
+        .unwrap();
+        assert!(
+            message.starts_with(
+                "pcap-agent needs CAP_BPF to load its eBPF program and create its maps; \
+                 it has: CAP_NET_ADMIN, CAP_PERFMON."
+            ),
+            "{message}"
+        );
+        let message =
+            missing_message(&CapsHashSet::new(), &set(&[Capability::CAP_SYS_RESOURCE])).unwrap();
+        assert!(message.contains("CAP_BPF to load"), "{message}");
+        assert!(message.contains(", and CAP_PERFMON to have"), "{message}");
+        assert!(
+            message.contains(", and CAP_NET_ADMIN to attach"),
+            "{message}"
+        );
+        assert!(
+            message.contains(", and CAP_SYS_RESOURCE as [privileges] keep lists it; it has: none."),
+            "{message}"
+        );
+    }
+}
