@@ -441,8 +441,11 @@ module Renderer
   end
 
   def render(job, spec, output_dir)
-    job.templates.each do |source, destination|
-      path = File.join(job.dir, 'templates', source)
+    sources = job.templates.map { |source, destination| [File.join(job.dir, 'templates', source), source, destination] }
+    # The director renders the job's monit file with the same context.
+    monit = File.join(job.dir, 'monit')
+    sources << [monit, 'monit', 'monit'] if File.exist?(monit)
+    sources.each do |path, source, destination|
       context = Bosh::Template::EvaluationContext.new(spec)
       erb = ERB.new(File.read(path), trim_mode: '-')
       erb.filename = source

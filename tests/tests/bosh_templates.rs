@@ -260,33 +260,83 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
         pki.agent.ca.trim()
     );
     assert_drain_script(&rendered, 30);
+    assert!(
+        rendered
+            .read("bin/drain")
+            .contains("\npidfile=/var/vcap/sys/run/pcap-agent/pcap-agent.pid\n")
+    );
 
+    // The default runs without bpm, whose seccomp profile denies bpf(2):
+    // monit starts the ctl script, which execs the agent as root, and the
+    // agent keeps only what capture needs.
+    assert!(
+        config.ends_with("\n[privileges]\n# At start the agent keeps only these capabilities (effective, permitted and\n\
+         # bounding sets), empties the inheritable and ambient sets and sets\n\
+         # no_new_privs; it refuses to start, naming the capability, without one.\n\
+         keep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n"),
+        "{config}"
+    );
+    assert_monit_runs_the_ctl_script(&rendered);
+    let ctl = assert_ctl_script(&rendered);
+    for line in [
+        "    ulimit -n 4096",
+        "    export PCAP_LOG='info'",
+        "    echo $$ > \"$PIDFILE\"",
+        "    exec \"$AGENT\" serve --config \"$JOB_DIR/config/pcap-agent.toml\" \\",
+        "PIDFILE=$RUN_DIR/pcap-agent.pid",
+        "RUN_DIR=/var/vcap/sys/run/pcap-agent",
+        "LOG_DIR=/var/vcap/sys/log/pcap-agent",
+        "AGENT=/var/vcap/packages/pcap/bin/pcap-agent",
+    ] {
+        assert!(ctl.lines().any(|l| l == line), "{line} in\n{ctl}");
+    }
+    assert!(!ctl.contains("ulimit -l"), "{ctl}");
+    // bpm's file is rendered, and empty: monit does not use bpm.
     let bpm = rendered.bpm();
     assert_eq!(
-        list(&bpm, "processes.0.capabilities"),
-        ["\"BPF\"", "\"PERFMON\"", "\"NET_ADMIN\""]
+        bpm.get("processes").map(String::as_str),
+        Some("[]"),
+        "{bpm:?}"
     );
-    assert_eq!(bpm["processes.0.unsafe.privileged"], "false");
-    assert_eq!(bpm["processes.0.limits.memory"], "\"512M\"");
-    assert_eq!(bpm["processes.0.limits.open_files"], "4096");
-    assert_eq!(bpm["processes.0.shutdown_signal"], "\"TERM\"");
+}
+
+/// The default monit file: the ctl script, its pid file, no bpm.
+fn assert_monit_runs_the_ctl_script(rendered: &Rendered) {
+    let monit = rendered.read("monit");
+    let lines: Vec<&str> = monit
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
     assert_eq!(
-        bpm["processes.0.executable"],
-        "\"/var/vcap/packages/pcap/bin/pcap-agent\""
-    );
-    assert_eq!(
-        list(&bpm, "processes.0.args"),
+        lines,
         [
-            "\"serve\"",
-            "\"--config\"",
-            "\"/var/vcap/jobs/pcap-agent/config/pcap-agent.toml\""
-        ]
+            "check process pcap-agent",
+            "  with pidfile /var/vcap/sys/run/pcap-agent/pcap-agent.pid",
+            "  start program \"/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl start\"",
+            "  stop program \"/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl stop\"",
+            "  group vcap",
+        ],
+        "{monit}"
     );
-    assert_eq!(
-        bpm["processes.0.unsafe.unrestricted_volumes.0.path"],
-        "\"/run/pcap-agent\""
+}
+
+/// bin/pcap-agent_ctl is executable bash that never SIGKILLs before SIGTERM.
+fn assert_ctl_script(rendered: &Rendered) -> String {
+    let ctl = rendered.path("bin/pcap-agent_ctl");
+    let mode = std::fs::metadata(&ctl).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "bin/pcap-agent_ctl is not executable");
+    let syntax = Command::new("bash").arg("-n").arg(&ctl).output().unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
     );
-    assert!(!bpm.contains_key("processes.1.name"), "one process only");
+    let text = rendered.read("bin/pcap-agent_ctl");
+    let term = text.find("kill -TERM").expect("the stop sends SIGTERM");
+    let kill = text.find("kill -KILL").expect("the stop ends with SIGKILL");
+    assert!(term < kill, "{text}");
+    assert!(!text.contains("kill -9"), "{text}");
+    text
 }
 
 #[test]
@@ -307,7 +357,18 @@ fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
         config.contains(&format!("[cf]\ncontainer_metadata_store = \"{store}\"")),
         "{config}"
     );
-    let bpm = rendered.bpm();
+    // Under the bpm fallback, the store's directory is mounted read-only.
+    let privileged = render_accepted(
+        Job::Agent,
+        "agent-cf-bpm",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("cf.container_metadata_store", Json::str(store))
+                .with("bpm.unsafe_privileged", Json::Bool(true)),
+        )]),
+    );
+    let bpm = privileged.bpm();
     assert_eq!(
         bpm["processes.0.additional_volumes.0.path"],
         "\"/var/vcap/data/container-metadata\""
@@ -320,6 +381,15 @@ fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
         Json::map(&[("properties", pki.agent_properties())]),
     );
     assert!(!plain.config().contains("[cf]"));
+    let plain = render_accepted(
+        Job::Agent,
+        "agent-no-cf-bpm",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("bpm.unsafe_privileged", Json::Bool(true)),
+        )]),
+    );
     assert!(
         !plain
             .bpm()
@@ -328,49 +398,114 @@ fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
 }
 
 #[test]
-fn agent_capabilities_follow_the_kernel_and_privilege_properties() {
+fn agent_privileges_follow_the_kernel_and_fallback_properties() {
     let pki = Pki::new("agent-caps");
-    let rendered = render_properties(
+    // Old kernels: the agent raises RLIMIT_MEMLOCK before it drops
+    // CAP_SYS_RESOURCE, which it does not keep.
+    let rendered = render_accepted(
         Job::Agent,
         "agent-old-kernel",
-        pki.agent_properties()
-            .with("kernel.memlock_rlimit", Json::Bool(true)),
-    )
-    .unwrap();
-    let bpm = rendered.bpm();
-    assert_eq!(
-        list(&bpm, "processes.0.capabilities"),
-        [
-            "\"BPF\"",
-            "\"PERFMON\"",
-            "\"NET_ADMIN\"",
-            "\"SYS_RESOURCE\""
-        ]
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("kernel.memlock_rlimit", Json::Bool(true)),
+        )]),
     );
-    assert_eq!(bpm["processes.0.unsafe.privileged"], "false");
+    let config = rendered.config();
+    assert!(
+        config.contains("\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n"),
+        "{config}"
+    );
+    assert!(
+        config.ends_with("\nraise_memlock_rlimit = true\n"),
+        "{config}"
+    );
+    assert_monit_runs_the_ctl_script(&rendered);
 
     let rendered = render_properties(
         Job::Agent,
         "agent-limits",
         pki.agent_properties()
-            .with("bpm.memory_limit", Json::str("2G"))
+            .with("bpm.open_files", Json::Int(8192))
             .with("limits.max_captures", Json::Int(8))
-            .with("log_level", Json::str("debug")),
+            .with("log_level", Json::str("pcap_agent=debug,it's")),
     )
     .unwrap();
-    let bpm = rendered.bpm();
-    assert_eq!(bpm["processes.0.limits.memory"], "\"2G\"");
-    assert_eq!(bpm["processes.0.env.PCAP_LOG"], "\"debug\"");
+    let ctl = assert_ctl_script(&rendered);
+    assert!(ctl.contains("\n    ulimit -n 8192\n"), "{ctl}");
+    // Quoted for the shell, whatever the filter holds.
+    assert!(
+        ctl.contains("\n    export PCAP_LOG='pcap_agent=debug,it'\\''s'\n"),
+        "{ctl}"
+    );
     assert!(rendered.config().contains("max_captures = 8\n"));
 
-    let rendered = render_properties(
+    // The fallback: bpm, privileged, with its memory limit; the agent still
+    // drops to the same capabilities itself.
+    let rendered = render_accepted(
         Job::Agent,
         "agent-privileged",
-        pki.agent_properties()
-            .with("bpm.unsafe_privileged", Json::Bool(true)),
-    )
-    .unwrap();
-    assert_eq!(rendered.bpm()["processes.0.unsafe.privileged"], "true");
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("bpm.unsafe_privileged", Json::Bool(true))
+                .with("bpm.memory_limit", Json::str("2G"))
+                .with("log_level", Json::str("debug")),
+        )]),
+    );
+    let bpm = rendered.bpm();
+    assert_eq!(bpm["processes.0.unsafe.privileged"], "true");
+    assert!(
+        !bpm.keys()
+            .any(|k| k.starts_with("processes.0.capabilities")),
+        "privileged has every capability: {bpm:?}"
+    );
+    assert_eq!(bpm["processes.0.limits.memory"], "\"2G\"");
+    assert_eq!(bpm["processes.0.limits.open_files"], "4096");
+    assert_eq!(bpm["processes.0.env.PCAP_LOG"], "\"debug\"");
+    assert_eq!(bpm["processes.0.shutdown_signal"], "\"TERM\"");
+    assert_eq!(
+        bpm["processes.0.executable"],
+        "\"/var/vcap/packages/pcap/bin/pcap-agent\""
+    );
+    assert_eq!(
+        list(&bpm, "processes.0.args"),
+        [
+            "\"serve\"",
+            "\"--config\"",
+            "\"/var/vcap/jobs/pcap-agent/config/pcap-agent.toml\""
+        ]
+    );
+    assert_eq!(
+        bpm["processes.0.unsafe.unrestricted_volumes.0.path"],
+        "\"/run/pcap-agent\""
+    );
+    assert!(!bpm.contains_key("processes.1.name"), "one process only");
+    assert!(
+        rendered
+            .config()
+            .contains("\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n")
+    );
+    let monit = rendered.read("monit");
+    assert!(
+        monit.contains("\n  with pidfile /var/vcap/sys/run/bpm/pcap-agent/pcap-agent.pid\n")
+            && monit
+                .contains("\n  start program \"/var/vcap/jobs/bpm/bin/bpm start pcap-agent\"\n")
+            && !monit.contains("pcap-agent_ctl"),
+        "{monit}"
+    );
+    assert!(
+        rendered
+            .read("bin/drain")
+            .contains("\npidfile=/var/vcap/sys/run/bpm/pcap-agent/pcap-agent.pid\n")
+    );
+    // The ctl script is not used then, and refuses to start a second agent.
+    let ctl = Command::new(rendered.path("bin/pcap-agent_ctl"))
+        .arg("start")
+        .output()
+        .unwrap();
+    assert_eq!(ctl.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ctl.stderr).contains("bpm runs pcap-agent"));
 }
 
 #[test]
@@ -946,6 +1081,24 @@ fn invalid_agent_properties_are_rejected_naming_the_property() {
             good.clone().with("kernel.memlock_rlimit", Json::str("old")),
             Caught::Render,
             "kernel.memlock_rlimit",
+        ),
+        (
+            "privileged-not-boolean",
+            good.clone().with("bpm.unsafe_privileged", Json::str("yes")),
+            Caught::Render,
+            "bpm.unsafe_privileged",
+        ),
+        (
+            "too-few-open-files",
+            good.clone().with("bpm.open_files", Json::Int(10)),
+            Caught::Render,
+            "bpm.open_files",
+        ),
+        (
+            "log-level-not-string",
+            good.clone().with("log_level", Json::Int(3)),
+            Caught::Render,
+            "log_level",
         ),
         (
             "negative-drain-timeout",
