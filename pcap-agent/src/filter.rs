@@ -23,6 +23,15 @@ pub enum FilterError {
     Install(#[source] std::io::Error),
 }
 
+/// Why a filter expression was refused.
+#[derive(Debug, Error)]
+pub enum FilterCompileError {
+    #[error("{}", pcap_proto::filter_too_long(*.0))]
+    TooLong(usize),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
 /// An expression compiled for every link type of a capture's interfaces.
 #[derive(Clone, Debug)]
 pub struct Filter {
@@ -35,10 +44,16 @@ impl Filter {
     /// Compiles `expression` for the link types of `interfaces`. `None`
     /// when there is nothing to filter: the expression is empty or accepts
     /// every packet on every link type.
+    ///
+    /// Expressions longer than [`pcap_proto::MAX_FILTER_BYTES`] and names
+    /// to resolve are refused (see [`pcap_filter::names`]).
     pub fn compile(
         expression: &str,
         interfaces: &[Interface],
-    ) -> Result<Option<Self>, CompileError> {
+    ) -> Result<Option<Self>, FilterCompileError> {
+        if expression.len() > pcap_proto::MAX_FILTER_BYTES {
+            return Err(FilterCompileError::TooLong(expression.len()));
+        }
         if expression.trim().is_empty() {
             return Ok(None);
         }
@@ -99,19 +114,22 @@ impl Filter {
                 ifindexes,
             })
             .collect();
-        let load = |name: &str,
-                    matched_slot: u32,
-                    filter_slot: u32|
-         -> Result<OwnedFd, FilterError> {
-            let tail_call = TailCall {
-                prog_array_fd: filters_map.as_raw_fd(),
-                index: matched_slot,
+        let load =
+            |name: &str, matched_slot: u32, filter_slot: u32| -> Result<OwnedFd, FilterError> {
+                let tail_call = TailCall {
+                    prog_array_fd: filters_map.as_raw_fd(),
+                    index: matched_slot,
+                };
+                let insns = build_filter_program(&per_link_type, tail_call)?;
+                let fd = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", name).map_err(|e| {
+                    // The error's message has only the end of the log.
+                    tracing::debug!(program = name, log = e.log, "the verifier's whole log");
+                    Box::new(e)
+                })?;
+                sys::map_update(filters_map, filter_slot, fd.as_fd())
+                    .map_err(FilterError::Install)?;
+                Ok(fd)
             };
-            let insns = build_filter_program(&per_link_type, tail_call)?;
-            let fd = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", name).map_err(Box::new)?;
-            sys::map_update(filters_map, filter_slot, fd.as_fd()).map_err(FilterError::Install)?;
-            Ok(fd)
-        };
         Ok([
             load(
                 "pcap_filter_in",

@@ -231,7 +231,9 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
     };
     let duration = match args.duration {
         None => None,
-        Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        Some(secs) if secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok() => {
+            Some(Duration::from_secs_f64(secs))
+        }
         Some(secs) => anyhow::bail!("invalid --duration {secs}: give a positive number of seconds"),
     };
     if args.count == Some(0) {

@@ -10,7 +10,7 @@
 use std::{error::Error as _, sync::Arc, time::Duration};
 
 use pcap_proto::{
-    tls::{ClientTlsFailure, KeyPair, TlsError},
+    tls::{KeyPair, TlsError},
     v1::{
         AgentRequest, AgentStart, CaptureResponse, ConnectionError, Event, InstanceUnavailable,
         StartFailed, StopCapture, agent_client::AgentClient, agent_request,
@@ -38,9 +38,6 @@ use crate::{
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Detects agents that vanished without closing their connection.
 const KEEPALIVE: Duration = Duration::from_secs(10);
-/// Past a capture's duration, how long an agent gets to stop, drain and
-/// send its statistics before the API stops waiting for it.
-pub const END_GRACE: Duration = Duration::from_secs(30);
 
 /// What an agent task tells the session.
 #[derive(Debug)]
@@ -215,17 +212,6 @@ impl Agent<'_> {
             }
         };
         let start_deadline = Instant::now() + self.connector.start_timeout;
-        // The API's own deadline: an agent that neither ends its stream nor
-        // breaks the connection is not waited for past the duration asked.
-        let duration_ms = self
-            .task
-            .start
-            .options
-            .as_ref()
-            .and_then(|o| o.limits)
-            .map_or(0, |l| l.duration_ms);
-        let end_deadline = (duration_ms > 0)
-            .then(|| start_deadline + Duration::from_millis(duration_ms) + END_GRACE);
         let (requests, request_stream) = mpsc::channel(2);
         let start = AgentRequest {
             operation: Some(agent_request::Operation::Start(self.task.start.clone())),
@@ -244,7 +230,7 @@ impl Agent<'_> {
             std::future::pending::<()>().await;
         };
         tokio::select! {
-            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline, end_deadline) => {}
+            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline) => {}
             () = send_stop => {}
         }
     }
@@ -261,9 +247,7 @@ impl Agent<'_> {
             .keep_alive_while_idle(true);
         match timeout(timeout_after, endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(self
-                .tls_failure(&e)
-                .unwrap_or_else(|| unreachable(error_chain(&e)))),
+            Ok(Err(e)) => Err(unreachable(error_chain(&e))),
             Err(_) => Err(unreachable(format!(
                 "no connection within {:.1}s (agents.connect_timeout)",
                 timeout_after.as_secs_f64()
@@ -272,14 +256,12 @@ impl Agent<'_> {
     }
 
     /// Starts the capture and forwards what the agent sends until its
-    /// stream ends. Before `capture_started`, the start deadline applies;
-    /// after it, the end deadline (when the capture has a duration).
+    /// stream ends. Before `capture_started`, the start deadline applies.
     async fn receive(
         &self,
         channel: Channel,
         requests: ReceiverStream<AgentRequest>,
         start_deadline: Instant,
-        end_deadline: Option<Instant>,
     ) {
         let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut responses = match timeout_at(start_deadline, client.capture(requests)).await {
@@ -289,18 +271,13 @@ impl Agent<'_> {
         };
         let mut started = false;
         loop {
-            let deadline = if started {
-                end_deadline
+            let next = if started {
+                responses.message().await
             } else {
-                Some(start_deadline)
-            };
-            let next = match deadline {
-                Some(deadline) => match timeout_at(deadline, responses.message()).await {
+                match timeout_at(start_deadline, responses.message()).await {
                     Ok(next) => next,
-                    Err(_) if started => return self.overran().await,
                     Err(_) => return self.start_timed_out().await,
-                },
-                None => responses.message().await,
+                }
             };
             match next {
                 Ok(Some(CaptureResponse {
@@ -343,15 +320,9 @@ impl Agent<'_> {
         }
     }
 
-    /// The agent answered the start with an error: a TLS refusal (named),
-    /// unreachable when the transport failed, refused otherwise.
+    /// The agent answered the start with an error: unreachable when the
+    /// transport failed, refused otherwise.
     async fn refused(&self, status: &Status) {
-        if let Some(message) = self.tls_failure(status) {
-            let kind = event::Kind::StartFailed(StartFailed {
-                code: Code::Unauthenticated as i32,
-            });
-            return self.outbox.event(kind, message).await;
-        }
         if status.code() == Code::Unavailable {
             let kind = event::Kind::InstanceUnavailable(InstanceUnavailable {});
             let message = format!("cannot reach {}: {}", self.name(), describe(status));
@@ -361,42 +332,6 @@ impl Agent<'_> {
             code: status.code() as i32,
         });
         let message = format!("{} refused the capture: {}", self.name(), describe(status));
-        self.outbox.event(kind, message).await;
-    }
-
-    /// What a TLS failure in `error`'s causes means, in words naming this
-    /// agent; `None` when TLS was not the problem.
-    fn tls_failure(&self, error: &(dyn std::error::Error + 'static)) -> Option<String> {
-        let origin = &self.task.endpoint.origin;
-        let address = &self.task.endpoint.address;
-        let agent = format!("the agent at {address} ({origin})");
-        Some(match ClientTlsFailure::find(error)? {
-            ClientTlsFailure::CertificateRefused(why) => format!(
-                "{agent} refused the API's client certificate: {why} \
-                 (the API presents agents.certificate; the agent's log says why too)"
-            ),
-            ClientTlsFailure::ServerAlert(alert) => {
-                format!("{agent} aborted the TLS handshake with alert {alert}")
-            }
-            ClientTlsFailure::ServerCertificateInvalid(why) => format!(
-                "the API refused the certificate of {agent}: {why} \
-                 (checked against agents.ca and agents.server_name)"
-            ),
-            ClientTlsFailure::Other(why) => format!("TLS with {agent} failed: {why}"),
-        })
-    }
-
-    /// The agent neither ended its stream nor broke the connection within
-    /// the capture's duration and `END_GRACE`: the API stops waiting (and
-    /// dropping the call tells the agent to stop).
-    async fn overran(&self) {
-        let kind = event::Kind::ConnectionError(ConnectionError {});
-        let message = format!(
-            "{} did not end its capture within the requested duration and {}s more; \
-             the API stopped waiting for it",
-            self.name(),
-            END_GRACE.as_secs()
-        );
         self.outbox.event(kind, message).await;
     }
 

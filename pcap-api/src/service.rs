@@ -293,6 +293,13 @@ impl Api for ApiService {
 impl ApiService {
     /// Everything that can refuse the request, before anything starts.
     async fn prepare(&self, user: User, start: StartCapture) -> Result<Capture, Refusal> {
+        if let Some(options) = &start.options
+            && options.filter.len() > pcap_proto::MAX_FILTER_BYTES
+        {
+            return Err(Refusal::BadRequest(pcap_proto::filter_too_long(
+                options.filter.len(),
+            )));
+        }
         let target = start.target.unwrap_or_default();
         let resolver = self
             .shared

@@ -10,7 +10,11 @@ use std::ffi::{CString, c_int};
 
 use thiserror::Error;
 
-use crate::{cbpf::CbpfInsn, libpcap};
+use crate::{
+    cbpf::CbpfInsn,
+    libpcap,
+    names::{self, Name},
+};
 
 /// What an accepting program returns (`ret #262144`): tcpdump's default
 /// snapshot length, and the largest the capture supports.
@@ -42,6 +46,10 @@ pub enum CompileError {
     /// libpcap does not know the link type.
     #[error("libpcap cannot compile filters for link type {0}")]
     LinkType(u16),
+    /// The expression names a host or network that libpcap would resolve
+    /// (see [`names`]); nothing was looked up.
+    #[error("{0}")]
+    Name(Name),
 }
 
 /// Compiles a tcpdump filter expression for packets of `link_type` (a
@@ -51,7 +59,17 @@ pub enum CompileError {
 /// Accepting paths return [`SNAPLEN`]. An empty (or blank) expression
 /// compiles, as in libpcap, to the one instruction `ret #262144`: accept
 /// everything.
+///
+/// Host, Ethernet host and network names are refused before libpcap sees
+/// the expression ([`CompileError::Name`]): compiling never resolves a
+/// name. Port and protocol names still work (`/etc/services`,
+/// `/etc/protocols`).
+///
+/// Calls may run in parallel: libpcap's compiler is thread-safe since 1.8.
 pub fn compile(expression: &str, link_type: u16) -> Result<Vec<CbpfInsn>, CompileError> {
+    if let Some(name) = names::find_name(expression) {
+        return Err(CompileError::Name(name));
+    }
     let expression = CString::new(expression).map_err(|_| CompileError::Nul)?;
     libpcap::compile(
         &expression,
@@ -141,5 +159,44 @@ mod tests {
             "illegal port number 99999 > 65535"
         );
         assert_eq!(compile("ip\0", 1), Err(CompileError::Nul));
+    }
+
+    #[test]
+    fn names_are_refused_and_ports_kept() {
+        assert_eq!(
+            compile("host nosuchhost.invalid", LINKTYPE_ETHERNET)
+                .unwrap_err()
+                .to_string(),
+            "host names are not resolved: use an IP address instead of \"nosuchhost.invalid\""
+        );
+        // `port http` is tcpdump's `port 80`.
+        assert_eq!(
+            listing("tcp port http", LINKTYPE_ETHERNET),
+            listing("tcp port 80", LINKTYPE_ETHERNET)
+        );
+        assert_eq!(
+            listing("ip proto \\udp", LINKTYPE_ETHERNET),
+            listing("ip proto 17", LINKTYPE_ETHERNET)
+        );
+    }
+
+    #[test]
+    fn compiles_in_parallel() {
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    for port in 0..50 {
+                        let expression =
+                            format!("tcp port {} or udp port {}", i * 100 + port, port);
+                        compile(&expression, LINKTYPE_ETHERNET).expect("compiles");
+                    }
+                    listing("tcp port 80", LINKTYPE_ETHERNET)
+                })
+            })
+            .collect();
+        let expected = listing("tcp port 80", LINKTYPE_ETHERNET);
+        for thread in threads {
+            assert_eq!(thread.join().expect("no panic"), expected);
+        }
     }
 }

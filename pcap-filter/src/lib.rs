@@ -25,6 +25,7 @@ pub mod compile;
 pub mod ebpf;
 #[expect(unsafe_code, reason = "bindings to libpcap's compiler")]
 mod libpcap;
+pub mod names;
 #[expect(unsafe_code, reason = "the bpf(2) system call")]
 pub mod sys;
 pub mod translate;

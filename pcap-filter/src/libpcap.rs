@@ -4,7 +4,7 @@
 use std::{
     ffi::{CStr, CString, c_char, c_int, c_uint},
     ptr::{self, NonNull},
-    sync::Mutex,
+    sync::{LazyLock, Mutex, MutexGuard},
 };
 
 use crate::cbpf::CbpfInsn;
@@ -45,11 +45,39 @@ unsafe extern "C" {
     fn pcap_geterr(p: *mut PcapT) -> *mut c_char;
     fn pcap_freecode(fp: *mut BpfProgram);
     fn pcap_close(p: *mut PcapT);
+    fn pcap_lib_version() -> *const c_char;
 }
 
-/// Serialises calls into libpcap's compiler: its name lookups
-/// (`getservbyname`, `getprotobyname`, ...) are not thread-safe.
-static COMPILER: Mutex<()> = Mutex::new(());
+/// Serialises calls into the compiler of a libpcap older than 1.8, which
+/// kept the parser's state in globals. From 1.8 on (`CHANGES`: "pcap_compile()
+/// in 1.8.0 and later is newly thread-safe") each call has its own scanner
+/// and compiler state, and the lookups of port and protocol names use
+/// `getaddrinfo(NULL, ...)` and `getprotobyname_r`, so compiles run in
+/// parallel and one slow compile holds up no other.
+static OLD_COMPILER: Mutex<()> = Mutex::new(());
+
+/// Whether the libpcap we run with is older than 1.8.
+static SERIALISE: LazyLock<bool> = LazyLock::new(|| {
+    // SAFETY: pcap_lib_version returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr(pcap_lib_version()) };
+    !thread_safe(&version.to_string_lossy())
+});
+
+/// Whether `pcap_lib_version()`'s text ("libpcap version 1.10.3 ...")
+/// names 1.8 or later; false when it cannot be read.
+fn thread_safe(version: &str) -> bool {
+    let numbers = version
+        .split_whitespace()
+        .find(|word| word.starts_with(|c: char| c.is_ascii_digit()));
+    let mut parts = numbers
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 8),
+        _ => false,
+    }
+}
 
 /// Why [`compile`] failed.
 pub enum Failure {
@@ -78,9 +106,11 @@ pub fn compile(
     optimize: bool,
     netmask: u32,
 ) -> Result<Vec<CbpfInsn>, Failure> {
-    let _guard = COMPILER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard: Option<MutexGuard<'_, ()>> = SERIALISE.then(|| {
+        OLD_COMPILER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    });
     // SAFETY: pcap_open_dead takes plain integers and returns a new handle or NULL.
     let handle = NonNull::new(unsafe { pcap_open_dead(dlt, snaplen) }).ok_or(Failure::OpenDead)?;
     let dead = Dead(handle);

@@ -119,16 +119,49 @@ fn owned_fd(fd: c_long) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
+/// How much of the verifier's log a [`LoadError`]'s message shows: the
+/// end, where the verifier says why it refused the program. The whole log
+/// (up to 16 MiB) is in [`LoadError::log`], for a debug log.
+pub const SHOWN_LOG_BYTES: usize = 2048;
+
 /// Why the kernel did not load a program.
+///
+/// Its message shows at most the last [`SHOWN_LOG_BYTES`] of the verifier's
+/// log, so that it fits a log line or a gRPC status.
 #[derive(Debug, Error)]
-#[error("the kernel rejected the BPF program: {source}\n{log}")]
+#[error("the kernel rejected the BPF program: {source}{}", log_tail(log))]
 pub struct LoadError {
     /// The error `BPF_PROG_LOAD` returned.
     #[source]
     pub source: io::Error,
     /// The verifier's log (log level 1), empty if the load failed before
-    /// verification (e.g. for lack of privilege).
+    /// verification (e.g. for lack of privilege). Up to 16 MiB.
     pub log: String,
+}
+
+/// The end of a verifier log, at most [`SHOWN_LOG_BYTES`] from a line
+/// start, after a newline; with a note of how much was left out.
+fn log_tail(log: &str) -> String {
+    let log = log.trim_end();
+    if log.is_empty() {
+        return String::new();
+    }
+    if log.len() <= SHOWN_LOG_BYTES {
+        return format!("\n{log}");
+    }
+    let mut start = log.len() - SHOWN_LOG_BYTES;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    if let Some(newline) = log[start..].find('\n') {
+        start += newline + 1;
+    }
+    format!(
+        "\n[the verifier's log is {} bytes; its last {} follow]\n{}",
+        log.len(),
+        log.len() - start,
+        &log[start..]
+    )
 }
 
 /// Loads a program of `prog_type` (e.g. [`PROG_TYPE_SCHED_CLS`]).
@@ -286,6 +319,43 @@ mod tests {
     use std::mem::offset_of;
 
     use super::*;
+
+    #[test]
+    fn messages_show_the_end_of_long_logs() {
+        let error = |log: String| {
+            LoadError {
+                source: io::Error::from_raw_os_error(libc::EACCES),
+                log,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error("0: R1=ctx\nbad access\n".into()),
+            "the kernel rejected the BPF program: Permission denied (os error 13)\n0: R1=ctx\nbad access"
+        );
+        let mut long = String::new();
+        for i in 0..200_000 {
+            long.push_str(&i.to_string());
+            long.push_str(
+                ": (b7) r0 = 0
+",
+            );
+        }
+        let message = error(format!(
+            "{long}invalid bpf_context access off=9999 size=8\n"
+        ));
+        assert!(message.len() < SHOWN_LOG_BYTES + 200, "{}", message.len());
+        assert!(message.ends_with("\ninvalid bpf_context access off=9999 size=8"));
+        assert!(message.contains("[the verifier's log is "), "{message}");
+        // Starts at a line, and never splits a character.
+        let shown = message.split_once("follow]\n").unwrap().1;
+        assert!(shown.lines().next().unwrap().contains(": (b7) r0 = 0"));
+        assert!(error("é".repeat(3000)).ends_with('é'));
+        assert_eq!(
+            error(String::new()),
+            "the kernel rejected the BPF program: Permission denied (os error 13)"
+        );
+    }
 
     /// Offsets from `offsetof(union bpf_attr, ...)` in `<linux/bpf.h>`.
     #[test]

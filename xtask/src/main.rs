@@ -1,14 +1,8 @@
 //! `cargo xtask`: set-up, tests, demo and benchmarks.
-//!
-//! xtask itself is pure Rust and links only the C runtime (checked by
-//! `cargo xtask test`, see `linkage`), so that the README's first command
-//! builds on a machine with nothing but Rust. What needs libpcap, the eBPF
-//! toolchain or the test landscape (the demo, the benchmarks) lives in
-//! `pcap-lab` (lab/), which xtask builds and runs once setup is done.
 #![forbid(unsafe_code)]
 
-mod fresh_check;
-mod linkage;
+mod bench;
+mod demo;
 mod setup;
 
 use std::process::Command;
@@ -31,38 +25,24 @@ enum Task {
     /// Set up, then capture a simulated landscape and show the result.
     Demo,
     /// Set up, then measure pcap against tcpdump (writes docs/bench.md).
-    /// Options: --runs N, --packets N, --out FILE, --only filter,capture,distributed
-    /// (`cargo xtask bench --help` lists them after setup).
-    #[command(disable_help_flag = true)]
-    Bench {
-        /// Passed on to `pcap-lab bench`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        options: Vec<String>,
-    },
-    /// Run `cargo xtask demo` in a pristine Debian 12 root made with
-    /// debootstrap, as a new user on a fresh machine would (slow: tens of minutes).
-    FreshCheck(fresh_check::Options),
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test => {
-            linkage::check()?;
             setup::run()?;
             test()
         }
         Task::Demo => {
             setup::run()?;
-            lab(&["demo"])
+            demo::run()
         }
-        Task::Bench { options } => {
+        Task::Bench(options) => {
             setup::run()?;
-            let mut args = vec!["bench"];
-            args.extend(options.iter().map(String::as_str));
-            lab(&args)
+            bench::run(&options)
         }
-        Task::FreshCheck(options) => fresh_check::run(&options),
     }
 }
 
@@ -79,15 +59,6 @@ fn test() -> anyhow::Result<()> {
     // The system tests run the binaries, so build them first.
     cargo(&["build", "--bins"])?;
     cargo(&["test", "--workspace", "--", "--test-threads=1"])
-}
-
-/// Builds the workspace's binaries (the demo and the benchmarks run them),
-/// then runs `pcap-lab ARGS`, which needs what setup installed.
-fn lab(args: &[&str]) -> anyhow::Result<()> {
-    cargo(&["build", "--bins"])?;
-    let mut command = vec!["run", "--quiet", "--package", "pcap-lab", "--"];
-    command.extend_from_slice(args);
-    cargo(&command)
 }
 
 /// Runs `cargo ARGS` in the workspace and fails if it fails.

@@ -31,6 +31,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The largest `limits.max_duration`: a year (as pcap-api allows), in seconds.
+const MAX_DURATION_SECS: f64 = 366.0 * 86400.0;
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -200,11 +203,15 @@ impl Config {
         if limits.max_captures == 0 {
             return Err(invalid("limits.max_captures", "give 1 or more"));
         }
-        if !(limits.max_duration.is_finite() && limits.max_duration > 0.0) {
+        // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
+        if !(limits.max_duration.is_finite()
+            && limits.max_duration > 0.0
+            && limits.max_duration <= MAX_DURATION_SECS)
+        {
             return Err(invalid(
                 "limits.max_duration",
                 format!(
-                    "{} is not a positive number of seconds",
+                    "{} is not a positive number of seconds (at most a year, {MAX_DURATION_SECS})",
                     limits.max_duration
                 ),
             ));
@@ -407,6 +414,12 @@ mod tests {
             ("listen = \"nowhere\"", "listen: "),
             ("[limits]\nmax_captures = 0", "limits.max_captures: "),
             ("[limits]\nmax_duration = -1.0", "limits.max_duration: "),
+            ("[limits]\nmax_duration = 1e19", "limits.max_duration: "),
+            ("[limits]\nmax_duration = 1e300", "limits.max_duration: "),
+            (
+                "[limits]\nmax_duration = 31622401.0",
+                "limits.max_duration: ",
+            ),
             ("[limits]\nmax_snaplen = 262145", "limits.max_snaplen: "),
             (
                 "[limits]\nsend_buffer_bytes = 0",
@@ -428,6 +441,13 @@ mod tests {
             "[tls]\ncertificate = \"a\"\nprivate_key = \"b\"\nclient_ca = \"c\"\nclient_names = []",
         );
         assert!(message.starts_with("tls.client_names: "), "{message}");
+    }
+
+    #[test]
+    fn a_year_is_the_longest_max_duration() {
+        let config =
+            Config::parse(&format!("{PLAINTEXT}[limits]\nmax_duration = 31622400.0")).unwrap();
+        assert_eq!(config.max_duration(), Duration::from_hours(366 * 24));
     }
 
     #[test]

@@ -377,6 +377,23 @@ mod tests {
     }
 
     #[test]
+    fn any_requested_duration_is_cut_to_the_limit() {
+        let spec = plan(
+            &lo(CaptureOptions {
+                limits: Some(Limits {
+                    duration_ms: u64::MAX,
+                    packets: u64::MAX,
+                    bytes: u64::MAX,
+                }),
+                ..CaptureOptions::default()
+            }),
+            &config(""),
+        )
+        .unwrap();
+        assert_eq!(spec.duration, Some(Duration::from_hours(1)));
+    }
+
+    #[test]
     fn smaller_requests_win() {
         let spec = plan(
             &lo(CaptureOptions {
@@ -437,6 +454,20 @@ mod tests {
                     ..CaptureOptions::default()
                 }),
                 "syntax error",
+            ),
+            (
+                lo(CaptureOptions {
+                    filter: format!("host 10.0.0.1 or {}", " ".repeat(1 << 20)),
+                    ..CaptureOptions::default()
+                }),
+                "the filter expression is 1048593 bytes; at most 4096 are allowed",
+            ),
+            (
+                lo(CaptureOptions {
+                    filter: "tcp and host slow.invalid".to_owned(),
+                    ..CaptureOptions::default()
+                }),
+                "host names are not resolved: use an IP address instead of \"slow.invalid\"",
             ),
         ];
         for (request, message) in cases {

@@ -8,4 +8,5 @@ mod corpus;
 mod harness;
 mod loads;
 mod pcapfile;
+mod verifier;
 mod vlan;
