@@ -1,8 +1,14 @@
 //! `cargo xtask`: set-up, tests, demo and benchmarks.
+//!
+//! xtask itself is pure Rust and links only the C runtime (checked by
+//! `cargo xtask test`, see `linkage`), so that the README's first command
+//! builds on a machine with nothing but Rust. What needs libpcap, the eBPF
+//! toolchain or the test landscape (the demo, the benchmarks) lives in
+//! `pcap-lab` (lab/), which xtask builds and runs once setup is done.
 #![forbid(unsafe_code)]
 
-mod bench;
-mod demo;
+mod fresh_check;
+mod linkage;
 mod setup;
 
 use std::process::Command;
@@ -25,24 +31,38 @@ enum Task {
     /// Set up, then capture a simulated landscape and show the result.
     Demo,
     /// Set up, then measure pcap against tcpdump (writes docs/bench.md).
-    Bench(bench::Options),
+    /// Options: --runs N, --packets N, --out FILE, --only filter,capture,distributed
+    /// (`cargo xtask bench --help` lists them after setup).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed on to `pcap-lab bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
+    /// Run `cargo xtask demo` in a pristine Debian 12 root made with
+    /// debootstrap, as a new user on a fresh machine would (slow: tens of minutes).
+    FreshCheck(fresh_check::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test => {
+            linkage::check()?;
             setup::run()?;
             test()
         }
         Task::Demo => {
             setup::run()?;
-            demo::run()
+            lab(&["demo"])
         }
-        Task::Bench(options) => {
+        Task::Bench { options } => {
             setup::run()?;
-            bench::run(&options)
+            let mut args = vec!["bench"];
+            args.extend(options.iter().map(String::as_str));
+            lab(&args)
         }
+        Task::FreshCheck(options) => fresh_check::run(&options),
     }
 }
 
@@ -59,6 +79,15 @@ fn test() -> anyhow::Result<()> {
     // The system tests run the binaries, so build them first.
     cargo(&["build", "--bins"])?;
     cargo(&["test", "--workspace", "--", "--test-threads=1"])
+}
+
+/// Builds the workspace's binaries (the demo and the benchmarks run them),
+/// then runs `pcap-lab ARGS`, which needs what setup installed.
+fn lab(args: &[&str]) -> anyhow::Result<()> {
+    cargo(&["build", "--bins"])?;
+    let mut command = vec!["run", "--quiet", "--package", "pcap-lab", "--"];
+    command.extend_from_slice(args);
+    cargo(&command)
 }
 
 /// Runs `cargo ARGS` in the workspace and fails if it fails.
@@ -86,4 +115,28 @@ pub fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask is in the workspace")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench_options(args: &[&str]) -> Vec<String> {
+        let mut argv = vec!["xtask", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Task::Bench { options } => options,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_passes_its_options_and_help_on_to_pcap_lab() {
+        assert_eq!(
+            bench_options(&["--runs", "5", "--only", "filter,capture", "--out", "b.md"]),
+            ["--runs", "5", "--only", "filter,capture", "--out", "b.md"]
+        );
+        assert_eq!(bench_options(&["--help"]), ["--help"]);
+        assert_eq!(bench_options(&[]), Vec::<String>::new());
+    }
 }

@@ -1,9 +1,11 @@
 //! `cargo xtask setup`: everything a fresh Debian 12 machine of this kind
 //! needs, each step skipped when already done (see docs/toolchain.md).
+//! Each step that has work to do says what it does, roughly how long it
+//! takes, and how long it took; when all is there setup prints nothing.
 
-use std::process::Command;
+use std::{process::Command, time::Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::run_command;
 
@@ -29,6 +31,16 @@ const PACKAGES: &[&str] = &[
     "ruby",
     // VXLAN-policy-agent rules in the simulated Diego cells (tests/src/landscape.rs).
     "iptables",
+    // The test UAA's signing keys (tests/src/servers/uaa.rs).
+    "openssl",
+    // sysctl, in every simulated host and cell (tests/src/netns.rs, landscape.rs).
+    "procps",
+    // git for cargo's git sources and the fresh-check clone; the C compiler
+    // and headers that the pcap-sys and ring build scripts use.
+    "git",
+    "gcc",
+    "libc6-dev",
+    "ca-certificates",
 ];
 
 /// The rustup toolchain name for Debian's compiler; pcap-agent's build.rs uses it.
@@ -41,17 +53,59 @@ pub fn run() -> anyhow::Result<()> {
     toolchain_link()
 }
 
+/// Runs one step of the set-up, saying what it does, how long it usually
+/// takes and how long it took.
+fn step(
+    what: &str,
+    usually: &str,
+    work: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    eprintln!("setup: {what} (usually {usually})...");
+    let start = Instant::now();
+    work().with_context(|| format!("setup: {what}"))?;
+    eprintln!("setup: {what}: done in {}", elapsed(start));
+    Ok(())
+}
+
+/// "52 s", "3 min 05 s".
+pub fn elapsed(start: Instant) -> String {
+    let seconds = start.elapsed().as_secs();
+    if seconds < 60 {
+        format!("{seconds} s")
+    } else {
+        format!("{} min {:02} s", seconds / 60, seconds % 60)
+    }
+}
+
 fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: installing {}", missing.join(" "));
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "setup needs root to install the Debian packages {}: run it as root \
+             (the demo and the system tests need root too)",
+            missing.join(" ")
+        );
+    }
+    step(
+        &format!(
+            "installing {} Debian packages: {}",
+            missing.len(),
+            missing.join(" ")
+        ),
+        "2 to 5 min, most of it downloading",
+        || apt_install(&missing),
+    )
+}
+
+fn apt_install(missing: &[&str]) -> anyhow::Result<()> {
     run_command(Command::new("apt-get").args(["update", "-q"]))?;
     run_command(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
@@ -71,7 +125,14 @@ fn bpf_linker() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    eprintln!("setup: building bpf-linker against LLVM 22");
+    step(
+        "building bpf-linker against LLVM 22 with cargo install",
+        "4 min on 2 cores",
+        build_bpf_linker,
+    )
+}
+
+fn build_bpf_linker() -> anyhow::Result<()> {
     let path = format!(
         "/usr/lib/llvm-22/bin:{}",
         std::env::var("PATH").unwrap_or_default()
@@ -105,16 +166,23 @@ fn s3_server() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    eprintln!("setup: building s3s-fs {S3S_FS_VERSION} (the S3 server of the store tests)");
-    run_command(Command::new(env!("CARGO")).args([
-        "install",
-        "s3s-fs",
-        "--version",
-        S3S_FS_VERSION,
-        "--features",
-        "binary",
-        "--locked",
-    ]))
+    step(
+        &format!(
+            "building s3s-fs {S3S_FS_VERSION} (the S3 server of the store tests) with cargo install"
+        ),
+        "5 min on 2 cores",
+        || {
+            run_command(Command::new(env!("CARGO")).args([
+                "install",
+                "s3s-fs",
+                "--version",
+                S3S_FS_VERSION,
+                "--features",
+                "binary",
+                "--locked",
+            ]))
+        },
+    )
 }
 
 fn toolchain_link() -> anyhow::Result<()> {
@@ -128,5 +196,9 @@ fn toolchain_link() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    run_command(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))
+    step(
+        &format!("linking Debian's compiler as the rustup toolchain {EBPF_TOOLCHAIN}"),
+        "a second",
+        || run_command(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"])),
+    )
 }

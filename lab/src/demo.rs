@@ -33,7 +33,7 @@ struct CfServers {
     home: std::path::PathBuf,
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     cargo(&["build", "--bins"])?;
     println!(
         "== 1. a Diego landscape in network namespaces: two cells, silk-vtep, appA -> appB:8080 allowed"

@@ -1,0 +1,60 @@
+//! `pcap-lab`: the demo and the benchmarks. They need libpcap, the eBPF
+//! toolchain and the test landscape, so `cargo xtask` (which must build on
+//! a machine with nothing but Rust) runs this binary with cargo only after
+//! `cargo xtask setup` has installed them.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "The pcap demo and benchmarks (run them with `cargo xtask demo|bench`).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Capture a simulated landscape and show the result.
+    Demo,
+    /// Measure pcap against tcpdump (writes docs/bench.md).
+    Bench(bench::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Demo => demo::run(),
+        Task::Bench(options) => bench::run(&options),
+    }
+}
+
+/// Runs `cargo ARGS` in the workspace and fails if it fails.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    // Started by `cargo run`, CARGO names the cargo that started us.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_command(Command::new(cargo).args(args).current_dir(workspace_root()))
+}
+
+/// Runs a command, failing with its name if it fails.
+fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("lab is in the workspace")
+        .to_owned()
+}
