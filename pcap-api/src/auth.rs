@@ -1,24 +1,79 @@
-//! Who is calling: bearer tokens to users. The static table from the
-//! configuration and UAA-issued JWTs (`uaa`, through the BOSH resolver's
-//! director) both implement `Authenticator`; `Chain` asks each in turn.
-//! Tokens are never logged or put in error messages.
+//! Who is calling: bearer tokens to users, and who may do what (`Grant`).
+//! The static table from the configuration and UAA-issued JWTs (`uaa`,
+//! through the BOSH director's UAA and Cloud Controller's) all implement
+//! `Authenticator`; `Chain` asks each in turn. A user is identified by
+//! their issuer and their id there, never by their name alone. Tokens are
+//! never logged or put in error messages.
 
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::config;
 
-/// An authenticated caller.
+/// Which UAA of the configuration vouched for a caller: `[bosh]`'s (the
+/// director's UAA) or `[cf]`'s (Cloud Controller's). In the configuration
+/// it is written `uaa = "bosh"` or `uaa = "cf"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uaa {
+    Bosh,
+    Cf,
+}
+
+impl Uaa {
+    /// `bosh` or `cf`, as in the configuration.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Bosh => "bosh",
+            Self::Cf => "cf",
+        }
+    }
+}
+
+/// Who vouched for a caller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Issuer {
+    /// The `[[users]]` table of the configuration.
+    Static,
+    /// A UAA: which one, and its `iss` (`<uaa url>/oauth/token`).
+    Uaa { uaa: Uaa, url: String },
+}
+
+impl Issuer {
+    /// `static`, or the UAA's `iss`: what logs and stored-capture owners
+    /// carry.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Static => "static",
+            Self::Uaa { url, .. } => url,
+        }
+    }
+
+    /// The UAA's `iss`; `None` for static users.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Self::Static => None,
+            Self::Uaa { url, .. } => Some(url),
+        }
+    }
+}
+
+/// An authenticated caller. Who they are is (`issuer`, `id`); `name` is
+/// for people to read and never decides anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    pub issuer: Issuer,
+    /// Stable within the issuer: a static user's name; a UAA token's
+    /// `user_id` (else `sub`); `client:<client id>` for a
+    /// client-credentials token.
+    pub id: String,
+    /// For display: a static user's name, a UAA token's `user_name`, or
+    /// `client:<client id>`.
     pub name: String,
     /// The scopes the caller's token grants; empty for static users.
     pub scopes: Vec<String>,
-    /// The token issuer (a UAA) that vouched for the caller; `None` for
-    /// static users.
-    pub issuer: Option<String>,
     /// The caller's own token, to act on their behalf (the BOSH director
-    /// checks it again); `None` for static users.
+    /// and Cloud Controller check it again); `None` for static users.
     pub token: Option<Secret>,
 }
 
@@ -26,11 +81,70 @@ impl User {
     /// A user from the static table.
     pub fn named(name: &str) -> Self {
         Self {
+            issuer: Issuer::Static,
+            id: name.to_owned(),
             name: name.to_owned(),
             scopes: Vec::new(),
-            issuer: None,
             token: None,
         }
+    }
+
+    /// One string per identity, for keys (per-user limits): the issuer's
+    /// label and the id, which cannot be confused with another pair.
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.issuer.label(), self.id)
+    }
+
+    /// Whether the caller's token came from `uaa` and carries `scope`.
+    pub fn has_scope_of(&self, uaa: Uaa, scope: &str) -> bool {
+        matches!(&self.issuer, Issuer::Uaa { uaa: u, .. } if *u == uaa)
+            && self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether the caller is the static user `name`.
+    pub fn is_static(&self, name: &str) -> bool {
+        self.issuer == Issuer::Static && self.id == name
+    }
+
+    /// "alice (static)", "dev (https://uaa.example.com/oauth/token)": for
+    /// messages to the caller.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.issuer.label())
+    }
+}
+
+/// Who may do something: static users by name, and holders of a scope in
+/// a token of a named UAA. Used by `[[targets]] allow` and
+/// `[store] admins`. Empty admits nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Names of `[[users]]`.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// A scope of a UAA's tokens: `{ uaa = "bosh", scope = "bosh.admin" }`.
+    #[serde(default)]
+    pub scopes: Vec<ScopeGrant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeGrant {
+    pub uaa: Uaa,
+    pub scope: String,
+}
+
+impl Grant {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.scopes.is_empty()
+    }
+
+    pub fn admits(&self, user: &User) -> bool {
+        self.users.iter().any(|name| user.is_static(name))
+            || self
+                .scopes
+                .iter()
+                .any(|grant| user.has_scope_of(grant.uaa, &grant.scope))
     }
 }
 
@@ -194,6 +308,48 @@ mod tests {
             Err(AuthError::MissingToken)
         );
         assert_eq!(bearer_token(Some("Bearer ")), Err(AuthError::MissingToken));
+    }
+
+    fn uaa_user(uaa: Uaa, id: &str, name: &str, scopes: &[&str]) -> User {
+        User {
+            issuer: Issuer::Uaa {
+                uaa,
+                url: "https://uaa.example.com/oauth/token".into(),
+            },
+            id: id.into(),
+            name: name.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            token: None,
+        }
+    }
+
+    #[test]
+    fn grants_admit_static_users_by_name_and_uaa_users_by_scope() {
+        let grant = Grant {
+            users: vec!["carol".into()],
+            scopes: vec![ScopeGrant {
+                uaa: Uaa::Bosh,
+                scope: "bosh.admin".into(),
+            }],
+        };
+        assert!(grant.admits(&User::named("carol")));
+        assert!(!grant.admits(&User::named("alice")));
+        // A UAA user named (or with the id) like a static user is not them.
+        assert!(!grant.admits(&uaa_user(Uaa::Cf, "carol", "carol", &[])));
+        assert!(grant.admits(&uaa_user(Uaa::Bosh, "u-1", "admin", &["bosh.admin"])));
+        // The scope counts only from the UAA the grant names.
+        assert!(!grant.admits(&uaa_user(Uaa::Cf, "u-1", "admin", &["bosh.admin"])));
+        assert!(!grant.admits(&uaa_user(Uaa::Bosh, "u-2", "viewer", &["bosh.read"])));
+        assert!(!Grant::default().admits(&User::named("carol")));
+        assert!(Grant::default().is_empty());
+    }
+
+    #[test]
+    fn identities_of_different_issuers_differ() {
+        let static_carol = User::named("carol");
+        let uaa_carol = uaa_user(Uaa::Cf, "carol", "carol", &[]);
+        assert_ne!(static_carol.key(), uaa_carol.key());
+        assert_eq!(static_carol.describe(), "carol (static)");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::{
-    auth::{AuthError, Authenticator, User},
+    auth::{AuthError, Authenticator, Uaa, User},
     config::{self, ConfigError},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
     uaa::{self, SetupError, TokenValidator, error_chain},
@@ -289,7 +289,7 @@ pub struct BoshAuthenticator {
 #[tonic::async_trait]
 impl Authenticator for BoshAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        uaa::authenticate(self.director.validator(), token).await
+        uaa::authenticate(Uaa::Bosh, self.director.validator(), token).await
     }
 }
 
@@ -342,12 +342,15 @@ impl Resolver for BoshResolver {
             .validator()
             .await
             .map_err(ResolveError::Unavailable)?;
-        let token = match (&user.issuer, &user.token) {
+        // An authenticated user of another issuer (a static user, a Cloud
+        // Foundry user): who they are is known, they may not do this.
+        let token = match (user.issuer.url(), &user.token) {
             (Some(issuer), Some(token)) if issuer == validator.issuer() => token,
             _ => {
                 return Err(ResolveError::PermissionDenied(format!(
-                    "capturing BOSH VMs needs a token of the director's UAA ({})",
-                    validator.uaa_url()
+                    "capturing BOSH VMs needs a token of the director's UAA ({}); {} is not its user",
+                    validator.uaa_url(),
+                    user.describe()
                 )));
             }
         };
@@ -364,6 +367,8 @@ impl Resolver for BoshResolver {
         Ok(Resolved {
             agents: select(&instances, target, self.agent_port)?,
             default_interfaces: self.interfaces.clone(),
+            // The director lets this user see the VMs: any interface.
+            allowed_interfaces: None,
         })
     }
 

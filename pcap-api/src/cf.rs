@@ -26,10 +26,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
 use crate::{
-    auth::{AuthError, Authenticator, User},
+    auth::{AuthError, Authenticator, Uaa, User},
     config::{self, ConfigError},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, SetupError, TokenError, TokenValidator, error_chain},
+    uaa::{self, SetupError, TokenValidator, error_chain},
 };
 
 /// Scopes that make a token's bearer a Cloud Foundry admin.
@@ -345,7 +345,7 @@ pub struct CfAuthenticator {
 #[tonic::async_trait]
 impl Authenticator for CfAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        uaa::authenticate(self.cc.validator(), token).await
+        uaa::authenticate(Uaa::Cf, self.cc.validator(), token).await
     }
 }
 
@@ -474,22 +474,22 @@ impl Resolver for CfResolver {
             .validator()
             .await
             .map_err(ResolveError::Unavailable)?;
-        let token = match (&user.issuer, &user.token) {
+        // An authenticated user of another issuer (a static user, a BOSH
+        // user): who they are is known, they may not do this.
+        let token = match (user.issuer.url(), &user.token) {
             (Some(issuer), Some(token)) if issuer == validator.issuer() => token.expose(),
             _ => {
                 return Err(ResolveError::PermissionDenied(format!(
-                    "capturing apps needs a token of Cloud Foundry's UAA ({}); log in with `cf login`",
-                    validator.uaa_url()
+                    "capturing apps needs a token of Cloud Foundry's UAA ({}), and {} is not its user; \
+                     log in with `cf login`",
+                    validator.uaa_url(),
+                    user.describe()
                 )));
             }
         };
-        // Validated again for the user's id (`sub`), which `User` does not carry.
-        let claims = validator.validate(token).await.map_err(|e| match e {
-            TokenError::KeysUnavailable { .. } => ResolveError::Unavailable(e.to_string()),
-            _ => ResolveError::Unauthenticated(e.to_string()),
-        })?;
-        let admin = claims.has_scope(ADMIN_SCOPE);
-        if !admin && !claims.has_scope(READ_SCOPE) {
+        let has_scope = |scope: &str| user.scopes.iter().any(|s| s == scope);
+        let admin = has_scope(ADMIN_SCOPE);
+        if !admin && !has_scope(READ_SCOPE) {
             return Err(ResolveError::PermissionDenied(format!(
                 "the token of {} lacks the scope {READ_SCOPE}, which capturing apps requires",
                 user.name
@@ -501,7 +501,8 @@ impl Resolver for CfResolver {
             .await
             .map_err(|f| Self::refused(f, guid, "read the app"))?;
         if !admin {
-            self.authorize(&app, &claims.subject, token).await?;
+            // The token's user GUID (`user_id`); a client has no roles.
+            self.authorize(&app, &user.id, token).await?;
         }
         if self.respect_ssh_setting {
             let ssh: SshEnabled = self
@@ -546,6 +547,8 @@ impl Resolver for CfResolver {
             agents: select(&app, process, &stats.resources, target, self.agent_port)?,
             // Pinned to the container's veth by the agent.
             default_interfaces: Vec::new(),
+            // No interface may be named (checked in `service`).
+            allowed_interfaces: None,
         })
     }
 

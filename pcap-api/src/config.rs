@@ -13,6 +13,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use crate::auth::{Grant, ScopeGrant, Uaa};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {message}")]
@@ -128,6 +130,10 @@ pub struct Limits {
     pub max_captures_per_user: u32,
     #[serde(default = "default_max_captures_per_agent")]
     pub max_captures_per_agent: u32,
+    /// Captures one user may run on one agent at once, so that one user
+    /// cannot hold all of an agent's `max_captures_per_agent`.
+    #[serde(default = "default_max_captures_per_user_per_agent")]
+    pub max_captures_per_user_per_agent: u32,
     #[serde(default = "default_max_duration")]
     pub max_duration: f64,
     /// Bytes of packet data per capture; 0 = no limit.
@@ -143,6 +149,7 @@ impl Default for Limits {
             max_captures: default_max_captures(),
             max_captures_per_user: default_max_captures_per_user(),
             max_captures_per_agent: default_max_captures_per_agent(),
+            max_captures_per_user_per_agent: default_max_captures_per_user_per_agent(),
             max_duration: default_max_duration(),
             max_bytes: 0,
             drain_grace: default_drain_grace(),
@@ -165,7 +172,8 @@ impl Limits {
 pub struct User {
     pub name: String,
     pub token: String,
-    /// Admins list and download every user's stored captures.
+    /// Admins list and download every user's stored captures. This is the
+    /// static user of that name, never a UAA user who shares the name.
     #[serde(default)]
     pub admin: bool,
 }
@@ -179,13 +187,21 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// A static resolver entry: a target name and its agents.
+/// A static resolver entry: a target name, who may capture it, and its
+/// agents.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub name: String,
+    /// The default when a request names none, and then the only interfaces
+    /// a request may name; empty: any, and the request (or the agents'
+    /// `default_interfaces`) decides.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Who may capture this target. Required (`validate` refuses a target
+    /// without one, or with an empty one): nobody else may.
+    #[serde(default)]
+    pub allow: Option<Grant>,
     pub agents: Vec<TargetAgent>,
 }
 
@@ -226,6 +242,9 @@ fn default_max_captures_per_user() -> u32 {
 }
 fn default_max_captures_per_agent() -> u32 {
     2
+}
+fn default_max_captures_per_user_per_agent() -> u32 {
+    1
 }
 fn default_max_duration() -> f64 {
     3600.0
@@ -278,6 +297,10 @@ impl Config {
                 "limits.max_captures_per_agent",
                 self.limits.max_captures_per_agent,
             ),
+            (
+                "limits.max_captures_per_user_per_agent",
+                self.limits.max_captures_per_user_per_agent,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
@@ -295,6 +318,73 @@ impl Config {
         }
         if let Some(store) = &self.store {
             store.validate()?;
+            for (i, grant) in store.admin_scopes.iter().enumerate() {
+                self.check_scope_grant(&format!("store.admin_scopes[{i}]"), grant)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A scope grant must name a UAA this API trusts, and a scope.
+    fn check_scope_grant(&self, key: &str, grant: &ScopeGrant) -> Result<(), ConfigError> {
+        let configured = match grant.uaa {
+            Uaa::Bosh => self.bosh.is_some(),
+            Uaa::Cf => self.cf.is_some(),
+        };
+        if !configured {
+            let uaa = grant.uaa.key();
+            return Err(invalid(
+                format!("{key}.uaa"),
+                format!(
+                    "\"{uaa}\" names the UAA of [{uaa}], and there is no [{uaa}] table; \
+                     configure it or remove the grant"
+                ),
+            ));
+        }
+        if grant.scope.trim().is_empty() || grant.scope.trim() != grant.scope {
+            return Err(invalid(
+                format!("{key}.scope"),
+                format!("\"{}\" is not a scope name", grant.scope),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `allow` of target `i`: present, not empty, and naming only users
+    /// and UAAs that exist.
+    fn check_target_grant(&self, i: usize, target: &Target) -> Result<(), ConfigError> {
+        let key = format!("targets[{i}].allow");
+        let example = "allow = { users = [\"alice\"] } or \
+                       allow = { scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }";
+        let Some(grant) = &target.allow else {
+            return Err(invalid(
+                key,
+                format!(
+                    "target \"{}\" says nobody may capture it; name who may, e.g. {example}",
+                    target.name
+                ),
+            ));
+        };
+        if grant.is_empty() {
+            return Err(invalid(
+                key,
+                format!(
+                    "is empty, so nobody could capture target \"{}\"; name who may, e.g. {example}, \
+                     or remove the target",
+                    target.name
+                ),
+            ));
+        }
+        for (j, name) in grant.users.iter().enumerate() {
+            if !self.users.iter().any(|u| &u.name == name) {
+                return Err(invalid(
+                    format!("{key}.users[{j}]"),
+                    format!("\"{name}\" is not one of the [[users]]"),
+                ));
+            }
+        }
+        for (j, scope) in grant.scopes.iter().enumerate() {
+            self.check_scope_grant(&format!("{key}.scopes[{j}]"), scope)?;
         }
         Ok(())
     }
@@ -355,6 +445,13 @@ impl Config {
                     invalid(format!("targets[{i}].agents[{j}].address"), message)
                 })?;
             }
+            if let Some(empty) = target.interfaces.iter().position(String::is_empty) {
+                return Err(invalid(
+                    format!("targets[{i}].interfaces[{empty}]"),
+                    "must not be empty",
+                ));
+            }
+            self.check_target_grant(i, target)?;
         }
         Ok(())
     }
@@ -533,6 +630,7 @@ mod tests {
             [[targets]]
             name = "vms"
             interfaces = ["eth0"]
+            allow = { users = ["alice"] }
             agents = [
               { origin = "vm-0", address = "10.1.0.2:9494" },
               { origin = "vm-1", address = "10.1.1.2" },
@@ -541,6 +639,91 @@ mod tests {
         let config = Config::parse(text).unwrap();
         assert_eq!(config.targets[0].agents[1].address, "10.1.1.2");
         assert_eq!(config.users[0].name, "alice");
+        assert_eq!(
+            config.targets[0].allow,
+            Some(Grant {
+                users: vec!["alice".into()],
+                scopes: Vec::new()
+            })
+        );
+        assert_eq!(config.limits.max_captures_per_user_per_agent, 1);
+        config.validate_targets().unwrap();
+    }
+
+    /// The error `validate_targets` gives for `targets` (TOML) after
+    /// MINIMAL, with user alice, and `[bosh]` when `bosh` is set.
+    fn target_error(targets: &str, bosh: bool) -> String {
+        let bosh = if bosh {
+            "[bosh]\ndirector_url = \"https://10.0.0.6:25555\"\ndirector_ca = \"/x\"\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "{MINIMAL}\n[[users]]\nname = \"alice\"\ntoken = \"t\"\n{bosh}\n\
+             [[targets]]\nname = \"vms\"\nagents = [{{ origin = \"vm-0\", address = \"10.0.0.1\" }}]\n{targets}"
+        );
+        let config = Config::parse(&text).unwrap();
+        match config.validate_targets() {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_static_target_must_say_who_may_capture_it() {
+        let missing = target_error("", false);
+        assert!(
+            missing.starts_with("targets[0].allow: target \"vms\" says nobody may capture it"),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("allow = { users = [\"alice\"] }"),
+            "{missing}"
+        );
+        let empty = target_error("allow = {}", false);
+        assert!(empty.starts_with("targets[0].allow: is empty"), "{empty}");
+        let empty = target_error("allow = { users = [], scopes = [] }", false);
+        assert!(empty.starts_with("targets[0].allow: is empty"), "{empty}");
+        assert_eq!(
+            target_error("allow = { users = [\"bob\"] }", false),
+            "targets[0].allow.users[0]: \"bob\" is not one of the [[users]]"
+        );
+        let no_bosh = target_error(
+            "allow = { scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }",
+            false,
+        );
+        assert!(
+            no_bosh.starts_with("targets[0].allow.scopes[0].uaa: \"bosh\" names the UAA of [bosh], and there is no [bosh] table"),
+            "{no_bosh}"
+        );
+        assert_eq!(
+            target_error(
+                "allow = { scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }",
+                true
+            ),
+            "ok"
+        );
+        assert_eq!(
+            target_error(
+                "allow = { scopes = [{ uaa = \"bosh\", scope = \" \" }] }",
+                true
+            ),
+            "targets[0].allow.scopes[0].scope: \" \" is not a scope name"
+        );
+        assert_eq!(target_error("allow = { users = [\"alice\"] }", false), "ok");
+        assert_eq!(
+            target_error(
+                "interfaces = [\"\"]\nallow = { users = [\"alice\"] }",
+                false
+            ),
+            "targets[0].interfaces[0]: must not be empty"
+        );
+        // A UAA that is not bosh or cf does not parse.
+        let text = format!(
+            "{MINIMAL}\n[[targets]]\nname = \"t\"\nallow = {{ scopes = [{{ uaa = \"ldap\", scope = \"x\" }}] }}\nagents = []\n"
+        );
+        let error = Config::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("unknown variant `ldap`"), "{error}");
     }
 
     #[test]

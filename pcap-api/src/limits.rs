@@ -1,5 +1,11 @@
-//! How many captures may run at once: on this API instance, per user, and
-//! per agent. A slot is held by a guard and given back when it is dropped.
+//! How many captures may run at once: on this API instance, per user, per
+//! agent, and per user on one agent. A slot is held by a guard and given
+//! back when the last clone of it is dropped.
+//!
+//! Users are counted by identity (`auth::User::key`: issuer and id), never
+//! by name. An agent slot is counted per capture: the origins of one
+//! capture on one agent (three instances of an app on one cell) share one
+//! slot, so a capture never competes with itself.
 
 use std::{
     collections::HashMap,
@@ -9,7 +15,7 @@ use std::{
 use thiserror::Error;
 use tokio::sync::watch;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum LimitError {
     #[error("this API instance already runs {0} captures (limits.max_captures = {0})")]
     Instance(u32),
@@ -19,6 +25,15 @@ pub enum LimitError {
         "agent {agent} already runs {max} captures for this API (limits.max_captures_per_agent = {max})"
     )]
     Agent { agent: String, max: u32 },
+    #[error(
+        "user \"{user}\" already runs {max} captures on agent {agent} \
+         (limits.max_captures_per_user_per_agent = {max})"
+    )]
+    UserOnAgent {
+        user: String,
+        agent: String,
+        max: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +41,7 @@ pub struct Maxima {
     pub captures: u32,
     pub per_user: u32,
     pub per_agent: u32,
+    pub per_user_per_agent: u32,
 }
 
 #[derive(Default)]
@@ -33,6 +49,8 @@ struct Counts {
     captures: u32,
     per_user: HashMap<String, u32>,
     per_agent: HashMap<String, u32>,
+    /// (user key, agent address).
+    per_user_agent: HashMap<(String, String), u32>,
 }
 
 /// Shared by every capture of the API.
@@ -68,9 +86,10 @@ impl Concurrency {
         self.lock().captures
     }
 
-    /// A slot for one capture by `user`, counted against the instance's
-    /// and the user's maximum.
-    pub fn start_capture(&self, user: &str) -> Result<CaptureSlot, LimitError> {
+    /// A slot for one capture by the user `user` (their `User::key`; `name`
+    /// for the message), counted against the instance's and the user's
+    /// maximum.
+    pub fn start_capture(&self, user: &str, name: &str) -> Result<CaptureSlot, LimitError> {
         let mut counts = self.lock();
         if counts.captures >= self.maxima.captures {
             return Err(LimitError::Instance(self.maxima.captures));
@@ -78,7 +97,7 @@ impl Concurrency {
         let by_user = counts.per_user.entry(user.to_owned()).or_default();
         if *by_user >= self.maxima.per_user {
             return Err(LimitError::User {
-                user: user.to_owned(),
+                user: name.to_owned(),
                 max: self.maxima.per_user,
             });
         }
@@ -91,20 +110,39 @@ impl Concurrency {
         })
     }
 
-    /// A slot on the agent at `address` (`host:port`).
-    pub fn start_on_agent(&self, address: &str) -> Result<AgentSlot, LimitError> {
+    /// A slot on the agent at `address` (`host:port`) for one capture of
+    /// `user` (their key; `name` for the message). Clone it for every
+    /// origin of the same capture on that agent.
+    pub fn start_on_agent(
+        &self,
+        user: &str,
+        name: &str,
+        address: &str,
+    ) -> Result<AgentSlot, LimitError> {
         let mut counts = self.lock();
-        let on_agent = counts.per_agent.entry(address.to_owned()).or_default();
-        if *on_agent >= self.maxima.per_agent {
+        let on_agent = counts.per_agent.get(address).copied().unwrap_or(0);
+        if on_agent >= self.maxima.per_agent {
             return Err(LimitError::Agent {
                 agent: address.to_owned(),
                 max: self.maxima.per_agent,
             });
         }
-        *on_agent += 1;
+        let key = (user.to_owned(), address.to_owned());
+        let by_user = counts.per_user_agent.get(&key).copied().unwrap_or(0);
+        if by_user >= self.maxima.per_user_per_agent {
+            return Err(LimitError::UserOnAgent {
+                user: name.to_owned(),
+                agent: address.to_owned(),
+                max: self.maxima.per_user_per_agent,
+            });
+        }
+        *counts.per_agent.entry(address.to_owned()).or_default() += 1;
+        *counts.per_user_agent.entry(key.clone()).or_default() += 1;
         Ok(AgentSlot {
-            concurrency: self.clone(),
-            address: address.to_owned(),
+            _held: Arc::new(AgentSlotInner {
+                concurrency: self.clone(),
+                key,
+            }),
         })
     }
 
@@ -115,7 +153,7 @@ impl Concurrency {
     }
 }
 
-fn release(map: &mut HashMap<String, u32>, key: &str) {
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
     if let Some(count) = map.get_mut(key) {
         *count -= 1;
         if *count == 0 {
@@ -138,14 +176,24 @@ impl Drop for CaptureSlot {
     }
 }
 
+/// One capture's slot on one agent; its clones are the same slot, given
+/// back when the last is dropped.
+#[derive(Clone)]
 pub struct AgentSlot {
-    concurrency: Concurrency,
-    address: String,
+    _held: Arc<AgentSlotInner>,
 }
 
-impl Drop for AgentSlot {
+struct AgentSlotInner {
+    concurrency: Concurrency,
+    /// (user key, agent address).
+    key: (String, String),
+}
+
+impl Drop for AgentSlotInner {
     fn drop(&mut self) {
-        release(&mut self.concurrency.lock().per_agent, &self.address);
+        let mut counts = self.concurrency.lock();
+        release(&mut counts.per_agent, &self.key.1);
+        release(&mut counts.per_user_agent, &self.key);
     }
 }
 
@@ -158,23 +206,28 @@ mod tests {
             captures: 3,
             per_user: 2,
             per_agent: 1,
+            per_user_per_agent: 1,
         })
     }
 
     #[tokio::test]
     async fn users_are_limited_and_slots_come_back() {
         let c = concurrency();
-        let first = c.start_capture("alice").unwrap();
-        let second = c.start_capture("alice").unwrap();
-        let error = c.start_capture("alice").err().unwrap();
+        let first = c.start_capture("static\nalice", "alice").unwrap();
+        let second = c.start_capture("static\nalice", "alice").unwrap();
+        let error = c.start_capture("static\nalice", "alice").err().unwrap();
         assert_eq!(
             error.to_string(),
             "user \"alice\" already runs 2 captures (limits.max_captures_per_user = 2)"
         );
-        drop(first);
-        let third = c.start_capture("alice").unwrap();
+        // Another issuer's alice is someone else.
+        let other = c
+            .start_capture("https://uaa/oauth/token\nalice", "alice")
+            .unwrap();
+        drop((first, other));
+        let third = c.start_capture("static\nalice", "alice").unwrap();
         assert_eq!(c.active_captures(), 2);
-        assert!(c.start_capture("bob").is_ok());
+        assert!(c.start_capture("static\nbob", "bob").is_ok());
         drop((third, second));
         c.until_idle().await;
     }
@@ -184,23 +237,69 @@ mod tests {
         let c = concurrency();
         let _slots: Vec<_> = ["a", "b", "c"]
             .iter()
-            .map(|u| c.start_capture(u).unwrap())
+            .map(|u| c.start_capture(u, u).unwrap())
             .collect();
         assert_eq!(c.active_captures(), 3);
-        assert_eq!(c.start_capture("d").err(), Some(LimitError::Instance(3)));
+        assert_eq!(
+            c.start_capture("d", "d").err(),
+            Some(LimitError::Instance(3))
+        );
     }
 
     #[test]
     fn agents_are_limited_one_by_one() {
         let c = concurrency();
-        let slot = c.start_on_agent("10.0.0.1:9494").unwrap();
-        assert!(c.start_on_agent("10.0.0.2:9494").is_ok());
-        let error = c.start_on_agent("10.0.0.1:9494").err().unwrap();
+        let slot = c.start_on_agent("a", "a", "10.0.0.1:9494").unwrap();
+        assert!(c.start_on_agent("a", "a", "10.0.0.2:9494").is_ok());
+        let error = c.start_on_agent("b", "b", "10.0.0.1:9494").err().unwrap();
         assert!(
             error.to_string().contains("max_captures_per_agent = 1"),
             "{error}"
         );
         drop(slot);
-        assert!(c.start_on_agent("10.0.0.1:9494").is_ok());
+        assert!(c.start_on_agent("b", "b", "10.0.0.1:9494").is_ok());
+    }
+
+    #[test]
+    fn one_capture_holds_one_slot_per_agent_however_many_origins() {
+        let c = Concurrency::new(Maxima {
+            captures: 16,
+            per_user: 2,
+            per_agent: 2,
+            per_user_per_agent: 1,
+        });
+        // Three instances of an app on one cell: one slot, shared.
+        let slot = c.start_on_agent("dev", "dev", "10.0.0.1:9494").unwrap();
+        let origins = [slot.clone(), slot.clone(), slot];
+        // The same user's second capture there is over their share...
+        let error = c
+            .start_on_agent("dev", "dev", "10.0.0.1:9494")
+            .err()
+            .unwrap();
+        assert_eq!(
+            error,
+            LimitError::UserOnAgent {
+                user: "dev".into(),
+                agent: "10.0.0.1:9494".into(),
+                max: 1
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("max_captures_per_user_per_agent = 1"),
+            "{error}"
+        );
+        // ...and another user still gets the agent's other slot.
+        let other = c.start_on_agent("ops", "ops", "10.0.0.1:9494").unwrap();
+        assert!(c.start_on_agent("third", "third", "10.0.0.1:9494").is_err());
+        // The slot comes back when the last origin lets go.
+        drop(other);
+        let [a, b, last] = origins;
+        drop((a, b));
+        assert!(c.start_on_agent("third", "third", "10.0.0.1:9494").is_ok());
+        assert!(c.start_on_agent("dev", "dev", "10.0.0.1:9494").is_err());
+        drop(last);
+        assert!(c.start_on_agent("dev", "dev", "10.0.0.1:9494").is_ok());
     }
 }

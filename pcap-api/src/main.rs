@@ -2,7 +2,7 @@
 //! merges their streams.
 #![forbid(unsafe_code)]
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -24,7 +24,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Validate the configuration and every file it names, print
-        /// `config OK` or the problem, and exit.
+        /// `config OK` or the problem, and exit. The log filter comes from
+        /// PCAP_LOG (default info).
         #[arg(long)]
         check_config: bool,
     },
@@ -47,11 +48,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The log filter is PCAP_LOG, as for pcap-agent (default info). No
+    // terminal colours unless stderr is a terminal: log files stay text.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PCAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match serve(&config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,23 @@
 //! What a capture target means: the agents to start and the interfaces to
-//! capture when the request names none. The static resolver (from
-//! `[[targets]]`), the BOSH resolver (`bosh`) and the Cloud Controller
-//! resolver (`cf`) implement the same trait.
+//! capture when the request names none, for a user who may capture it. The
+//! static resolver (from `[[targets]]`), the BOSH resolver (`bosh`) and the
+//! Cloud Controller resolver (`cf`) implement the same trait.
+//!
+//! A static target admits only the users its `allow` grant names (static
+//! users by name, UAA users by a scope of a named UAA); to anyone else it
+//! does not exist (`NOT_FOUND`, the same answer as for an unknown name),
+//! and the audit log says why. A static target that lists interfaces may be
+//! captured on those only.
 
 use std::collections::HashMap;
 
 use pcap_proto::v1::{ContainerScope, ResolverStatus, Target, target};
 use thiserror::Error;
 
-use crate::{auth::User, config};
+use crate::{
+    auth::{Grant, User},
+    config,
+};
 
 /// One agent of a resolved target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +40,8 @@ pub struct Resolved {
     /// In the order origins are numbered.
     pub agents: Vec<AgentEndpoint>,
     pub default_interfaces: Vec<String>,
+    /// The interfaces a request may name; `None`: any.
+    pub allowed_interfaces: Option<Vec<String>>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -39,6 +50,10 @@ pub enum ResolveError {
     NoTarget,
     #[error("unknown target \"{0}\"")]
     UnknownTarget(String),
+    /// A static target the user may not capture. The client is told what
+    /// an unknown name gets; `reason` is for the audit log.
+    #[error("unknown target \"{target}\"")]
+    NotGranted { target: String, reason: String },
     /// No resolver of this API handles this kind of target.
     #[error("{0}")]
     Unsupported(String),
@@ -78,10 +93,13 @@ pub fn describe(target: Option<&Target>) -> String {
             text
         }
         Some(target::Kind::CfApp(app)) => {
-            let mut text = format!("cf:{}", app.app_guid);
-            if !app.process_type.is_empty() {
-                text = format!("{text}/{}", app.process_type);
-            }
+            // Cloud Foundry's default process type, as the resolver uses it.
+            let process = if app.process_type.is_empty() {
+                "web"
+            } else {
+                &app.process_type
+            };
+            let mut text = format!("cf:{}/{process}", app.app_guid);
             if !app.instances.is_empty() {
                 let indices: Vec<String> = app.instances.iter().map(u32::to_string).collect();
                 text = format!("{text}/{}", indices.join(","));
@@ -93,11 +111,12 @@ pub fn describe(target: Option<&Target>) -> String {
 }
 
 pub struct StaticResolver {
-    targets: HashMap<String, Resolved>,
+    targets: HashMap<String, (Grant, Resolved)>,
 }
 
 impl StaticResolver {
-    /// Expects a validated configuration (addresses parse).
+    /// Expects a validated configuration (addresses parse, every target has
+    /// its grant).
     pub fn new(targets: &[config::Target], default_port: u16) -> Self {
         let targets = targets
             .iter()
@@ -116,8 +135,12 @@ impl StaticResolver {
                 let resolved = Resolved {
                     agents,
                     default_interfaces: t.interfaces.clone(),
+                    allowed_interfaces: (!t.interfaces.is_empty()).then(|| t.interfaces.clone()),
                 };
-                (t.name.clone(), resolved)
+                (
+                    t.name.clone(),
+                    (t.allow.clone().unwrap_or_default(), resolved),
+                )
             })
             .collect();
         Self { targets }
@@ -130,14 +153,25 @@ impl Resolver for StaticResolver {
         matches!(target.kind, Some(target::Kind::Static(_)))
     }
 
-    async fn resolve(&self, _user: &User, target: &Target) -> Result<Resolved, ResolveError> {
+    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
         let Some(target::Kind::Static(target)) = &target.kind else {
             return Err(ResolveError::NoTarget);
         };
-        self.targets
+        let (grant, resolved) = self
+            .targets
             .get(&target.name)
-            .cloned()
-            .ok_or_else(|| ResolveError::UnknownTarget(target.name.clone()))
+            .ok_or_else(|| ResolveError::UnknownTarget(target.name.clone()))?;
+        if !grant.admits(user) {
+            return Err(ResolveError::NotGranted {
+                target: target.name.clone(),
+                reason: format!(
+                    "static target \"{}\" does not allow {}",
+                    target.name,
+                    user.describe()
+                ),
+            });
+        }
+        Ok(resolved.clone())
     }
 
     async fn status(&self) -> ResolverStatus {
@@ -167,6 +201,10 @@ mod tests {
             &[config::Target {
                 name: "vms".into(),
                 interfaces: vec!["eth0".into()],
+                allow: Some(Grant {
+                    users: vec!["alice".into()],
+                    scopes: Vec::new(),
+                }),
                 agents: vec![
                     config::TargetAgent {
                         origin: "vm-0".into(),
@@ -186,6 +224,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resolved.default_interfaces, ["eth0"]);
+        assert_eq!(resolved.allowed_interfaces, Some(vec!["eth0".to_owned()]));
         let addresses: Vec<_> = resolved.agents.iter().map(|a| a.address.as_str()).collect();
         assert_eq!(addresses, ["10.1.0.2:9000", "10.1.1.2:9494"]);
         assert_eq!(
@@ -197,5 +236,30 @@ mod tests {
             Err(ResolveError::NoTarget)
         );
         assert!(resolver.status().await.healthy);
+
+        // Anyone the grant does not name: told what an unknown name gets.
+        let refused = resolver
+            .resolve(&User::named("bob"), &static_target("vms"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.to_string(), "unknown target \"vms\"");
+        assert!(
+            matches!(&refused, ResolveError::NotGranted { reason, .. } if reason.contains("bob (static)")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn app_targets_are_described_with_their_process_type() {
+        let app = |process: &str, instances: &[u32]| Target {
+            kind: Some(target::Kind::CfApp(pcap_proto::v1::CfAppTarget {
+                app_guid: "g".into(),
+                process_type: process.into(),
+                instances: instances.to_vec(),
+            })),
+        };
+        assert_eq!(describe(Some(&app("", &[]))), "cf:g/web");
+        assert_eq!(describe(Some(&app("worker", &[0, 2]))), "cf:g/worker/0,2");
+        assert_eq!(describe(None), "none");
     }
 }

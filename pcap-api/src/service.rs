@@ -24,7 +24,7 @@ use crate::{
     bosh,
     config::{self, Config},
     fanout::{self, AgentTask, Connector},
-    limits::{CaptureSlot, Concurrency, LimitError, Maxima},
+    limits::{AgentSlot, CaptureSlot, Concurrency, LimitError, Maxima},
     merge::Merger,
     resolve::{self, AgentEndpoint, ResolveError, Resolved, Resolver, StaticResolver},
     session::{self, GlobalLimits, Session, Summary},
@@ -58,6 +58,18 @@ pub enum Refusal {
     Store(#[from] crate::store::StoreError),
 }
 
+impl Refusal {
+    /// What the audit log says of this refusal: the message the client
+    /// gets, or more when the client is told less (a static target the
+    /// caller may not use is, to them, an unknown one).
+    pub fn audit_reason(&self) -> String {
+        match self {
+            Self::Resolve(ResolveError::NotGranted { reason, .. }) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
         let message = refusal.to_string();
@@ -68,9 +80,11 @@ impl From<Refusal> for Status {
             Refusal::Auth(_) | Refusal::Resolve(ResolveError::Unauthenticated(_)) => {
                 Status::unauthenticated(message)
             }
-            Refusal::Resolve(ResolveError::UnknownTarget(_) | ResolveError::NotFound(_)) => {
-                Status::not_found(message)
-            }
+            Refusal::Resolve(
+                ResolveError::UnknownTarget(_)
+                | ResolveError::NotGranted { .. }
+                | ResolveError::NotFound(_),
+            ) => Status::not_found(message),
             Refusal::Resolve(ResolveError::NoTarget | ResolveError::BadRequest(_))
             | Refusal::BadRequest(_) => Status::invalid_argument(message),
             Refusal::Resolve(ResolveError::PermissionDenied(_)) => {
@@ -150,6 +164,7 @@ impl ApiService {
                 captures: limits.max_captures,
                 per_user: limits.max_captures_per_user,
                 per_agent: limits.max_captures_per_agent,
+                per_user_per_agent: limits.max_captures_per_user_per_agent,
             }),
             connector: Arc::new(Connector::new(&config.agents)?),
             merge: config.merge.clone(),
@@ -228,19 +243,26 @@ impl Api for ApiService {
         let mut requests = request.into_inner();
         let Some(CaptureRequest {
             operation: Some(capture_request::Operation::Start(start)),
-        }) = requests.message().await?
+        }) = session::first_request(&mut requests).await?
         else {
             let message = "the first request must be `start`".to_owned();
             return Err(Refusal::BadRequest(message).into());
         };
         let request = audit::Request::new(&user, &start);
+        let store = start.store;
         let capture = match self.prepare(user, start).await {
             Ok(capture) => capture,
             Err(refusal) => {
+                let reason = refusal.audit_reason();
                 let status = Status::from(refusal);
-                request.refused(&status);
+                request.refused(&status, &reason);
                 return Err(status);
             }
+        };
+        request.allowed(&capture.origins(), store);
+        let capture = Capture {
+            audit: Some(request),
+            ..capture
         };
         let (sink, responses) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(capture.run(Arc::clone(&self.shared), requests, sink));
@@ -271,7 +293,7 @@ impl Api for ApiService {
         request: Request<pcap_proto::v1::ListCapturesRequest>,
     ) -> Result<Response<pcap_proto::v1::ListCapturesResponse>, Status> {
         let (user, store) = self.store_caller(request.metadata()).await?;
-        let captures = store.list(&user.name).await.map_err(Refusal::from)?;
+        let captures = store.list(&user).await.map_err(Refusal::from)?;
         Ok(Response::new(pcap_proto::v1::ListCapturesResponse {
             captures,
         }))
@@ -283,7 +305,7 @@ impl Api for ApiService {
     ) -> Result<Response<pcap_proto::v1::DownloadUrl>, Status> {
         let (user, store) = self.store_caller(request.metadata()).await?;
         let url = store
-            .download_url(&user.name, &request.get_ref().id)
+            .download_url(&user, &request.get_ref().id)
             .await
             .map_err(Refusal::from)?;
         Ok(Response::new(url))
@@ -321,13 +343,27 @@ impl ApiService {
                     .to_owned(),
             ));
         }
+        if let Some(allowed) = &resolved.allowed_interfaces
+            && let Some(other) = options.interfaces.iter().find(|i| !allowed.contains(i))
+        {
+            return Err(ResolveError::PermissionDenied(format!(
+                "target {} may be captured on {} only, not on {}",
+                resolve::describe(Some(&target)),
+                allowed.join(", "),
+                audit::escaped(other)
+            ))
+            .into());
+        }
         if options.snaplen > MAX_SNAPLEN {
             return Err(Refusal::BadRequest(format!(
                 "snaplen {} is more than {MAX_SNAPLEN}",
                 options.snaplen
             )));
         }
-        let slot = self.shared.concurrency.start_capture(&user.name)?;
+        let slot = self
+            .shared
+            .concurrency
+            .start_capture(&user.key(), &user.name)?;
         // A stored capture starts its object first: a store that is down
         // refuses the capture before any agent starts.
         let recorder = if start.store {
@@ -336,7 +372,7 @@ impl ApiService {
                 .store
                 .as_ref()
                 .ok_or(crate::store::StoreError::NotConfigured)?;
-            Some(store.begin(&user.name).await?)
+            Some(store.begin(&user).await?)
         } else {
             None
         };
@@ -346,6 +382,7 @@ impl ApiService {
             options,
             resolved,
             recorder,
+            audit: None,
             _slot: slot,
         })
     }
@@ -359,6 +396,8 @@ struct Capture {
     resolved: Resolved,
     /// Writes the capture to the store instead of the client (`--store`).
     recorder: Option<crate::store::Recorder>,
+    /// Who asked for what, for the audit line at the end.
+    audit: Option<audit::Request>,
     _slot: CaptureSlot,
 }
 
@@ -423,7 +462,14 @@ impl Capture {
         };
         // The session runs while agents start: it drains their messages.
         let ((), summary) = tokio::join!(
-            start_agents(agents, &agent_options, &shared, &stop, to_session),
+            start_agents(
+                agents,
+                &self.user,
+                &agent_options,
+                &shared,
+                &stop,
+                to_session
+            ),
             session.run(from_agents),
         );
         watcher.abort();
@@ -453,7 +499,17 @@ impl Capture {
         options
     }
 
-    /// The capture's one log line. Tokens never reach it.
+    /// The origins' names, in order.
+    fn origins(&self) -> Vec<&str> {
+        self.resolved
+            .agents
+            .iter()
+            .map(|a| a.origin.as_str())
+            .collect()
+    }
+
+    /// The capture's log line and audit line. Tokens never reach them;
+    /// what a caller controls is escaped.
     fn log(&self, summary: &Summary, stop: &Stop, duration: std::time::Duration) {
         let outcome = if summary.client_gone {
             "the client went away"
@@ -464,17 +520,12 @@ impl Capture {
         } else {
             stop.reason()
         };
-        let origins: Vec<&str> = self
-            .resolved
-            .agents
-            .iter()
-            .map(|a| a.origin.as_str())
-            .collect();
+        let origins = self.origins();
         tracing::info!(
-            user = %self.user.name,
-            target = %self.target,
-            origins = %origins.join(","),
-            filter = %self.options.filter,
+            user = %audit::Escaped(&self.user.name),
+            target = %audit::Escaped(&self.target),
+            origins = %audit::Escaped(&origins.join(",")),
+            filter = %audit::Escaped(&self.options.filter),
             duration_s = duration.as_secs_f64(),
             outcome,
             packets = summary.packets,
@@ -483,27 +534,31 @@ impl Capture {
             out_of_order = summary.out_of_order,
             "capture ended"
         );
-        audit::ended(&audit::Ended {
-            user: &self.user.name,
-            target: &self.target,
-            origins: &origins,
-            filter: &self.options.filter,
-            duration,
-            outcome,
-            packets: summary.packets,
-        });
+        if let Some(audit) = &self.audit {
+            audit.ended(&audit::Ended {
+                origins: &origins,
+                duration,
+                outcome,
+                packets: summary.packets,
+            });
+        }
     }
 }
 
 /// Spawns one task per agent, numbered in order. An agent over its
-/// concurrency limit gets a start failure instead.
+/// concurrency limit gets a start failure instead. The origins of this
+/// capture on one agent (instances of an app on one cell) share one slot.
 async fn start_agents(
     agents: &[AgentEndpoint],
+    user: &User,
     options: &CaptureOptions,
     shared: &Shared,
     stop: &Stop,
     to_session: mpsc::Sender<fanout::AgentMessage>,
 ) {
+    let user_key = user.key();
+    let mut slots: std::collections::HashMap<&str, Result<AgentSlot, LimitError>> =
+        std::collections::HashMap::new();
     for (id, endpoint) in agents.iter().enumerate() {
         let origin = id as u32;
         if let Some(reason) = &endpoint.unavailable {
@@ -512,7 +567,15 @@ async fn start_agents(
             }
             continue;
         }
-        match shared.concurrency.start_on_agent(&endpoint.address) {
+        let slot = slots
+            .entry(endpoint.address.as_str())
+            .or_insert_with(|| {
+                shared
+                    .concurrency
+                    .start_on_agent(&user_key, &user.name, &endpoint.address)
+            })
+            .clone();
+        match slot {
             Ok(slot) => {
                 let task = AgentTask {
                     origin,

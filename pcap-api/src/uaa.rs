@@ -24,7 +24,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::auth::{AuthError, Secret, User};
+use crate::auth::{AuthError, Issuer, Secret, Uaa, User};
 
 /// The least time between two fetches of the keys caused by unknown `kid`s.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -40,7 +40,12 @@ pub enum TokenError {
     NotJwt,
     #[error("the token names no signing key (`kid`)")]
     NoKeyId,
-    #[error("the token was signed with key \"{kid}\", which {uaa} does not publish")]
+    /// `kid` comes from the token: shown escaped and shortened, so that
+    /// it can never forge a log line.
+    #[error(
+        "the token was signed with key {}, which {uaa} does not publish",
+        crate::audit::escaped(kid)
+    )]
     UnknownKey { kid: String, uaa: String },
     #[error("the token's algorithm {found} is not its key's {expected}")]
     WrongAlgorithm { found: String, expected: String },
@@ -50,7 +55,10 @@ pub enum TokenError {
     Expired,
     #[error("the token is not valid yet (check the clocks)")]
     NotYetValid,
-    #[error("the token was issued by {found:?}, not by {expected}")]
+    #[error(
+        "the token was issued by {}, not by {expected}",
+        crate::audit::escaped(found)
+    )]
     WrongIssuer { found: String, expected: String },
     #[error("refresh tokens are not accepted; send an access token")]
     RefreshToken,
@@ -91,6 +99,8 @@ pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, Set
 pub struct Claims {
     pub issuer: String,
     pub subject: String,
+    /// UAA's user GUID; absent in client-credentials tokens.
+    pub user_id: Option<String>,
     pub user_name: Option<String>,
     pub client_id: Option<String>,
     pub scopes: Vec<String>,
@@ -101,17 +111,31 @@ impl Claims {
         self.scopes.iter().any(|s| s == scope)
     }
 
-    /// The API's user for these claims, carrying `token` to act for them.
-    pub fn into_user(self, token: &str) -> User {
-        let name = match (&self.user_name, &self.client_id) {
-            (Some(user), _) => user.clone(),
-            (None, Some(client)) => format!("client:{client}"),
-            (None, None) => self.subject.clone(),
+    /// The API's user for these claims of `uaa`'s tokens, carrying `token`
+    /// to act for them. Their id is `user_id`, else (a user token without
+    /// it) `sub`; a client-credentials token (no user) is
+    /// `client:<client_id>`, which no UAA user id looks like.
+    pub fn into_user(self, uaa: Uaa, token: &str) -> User {
+        let client = || {
+            format!(
+                "client:{}",
+                self.client_id.as_deref().unwrap_or(&self.subject)
+            )
+        };
+        let (id, name) = match (&self.user_id, &self.user_name) {
+            (Some(id), Some(name)) => (id.clone(), name.clone()),
+            (Some(id), None) => (id.clone(), id.clone()),
+            (None, Some(name)) => (self.subject.clone(), name.clone()),
+            (None, None) => (client(), client()),
         };
         User {
+            issuer: Issuer::Uaa {
+                uaa,
+                url: self.issuer,
+            },
+            id,
             name,
             scopes: self.scopes,
-            issuer: Some(self.issuer),
             token: Some(Secret::new(token)),
         }
     }
@@ -124,6 +148,8 @@ struct RawClaims {
     sub: String,
     #[serde(default)]
     jti: String,
+    #[serde(default)]
+    user_id: Option<String>,
     #[serde(default)]
     user_name: Option<String>,
     #[serde(default)]
@@ -262,6 +288,7 @@ impl TokenValidator {
         Ok(Claims {
             issuer: claims.iss,
             subject: claims.sub,
+            user_id: claims.user_id,
             user_name: claims.user_name,
             client_id: claims.client_id,
             scopes,
@@ -345,10 +372,11 @@ impl TokenValidator {
 }
 
 /// Authenticates `token` with the validator `validator` yields (it may
-/// first have to discover the UAA). A token that is not a JWT is refused
-/// before anything is asked; a UAA that cannot be reached is
-/// `Unavailable`, any other failure `Rejected` with its reason.
+/// first have to discover the UAA), as a user of `uaa`. A token that is not
+/// a JWT is refused before anything is asked; a UAA that cannot be reached
+/// is `Unavailable`, any other failure `Rejected` with its reason.
 pub async fn authenticate(
+    uaa: Uaa,
     validator: impl Future<Output = Result<std::sync::Arc<TokenValidator>, String>>,
     token: &str,
 ) -> Result<User, AuthError> {
@@ -357,7 +385,7 @@ pub async fn authenticate(
     }
     let validator = validator.await.map_err(AuthError::Unavailable)?;
     match validator.validate(token).await {
-        Ok(claims) => Ok(claims.into_user(token)),
+        Ok(claims) => Ok(claims.into_user(uaa, token)),
         Err(TokenError::NotJwt) => Err(AuthError::InvalidToken),
         Err(error @ TokenError::KeysUnavailable { .. }) => {
             Err(AuthError::Unavailable(error.to_string()))
@@ -458,21 +486,54 @@ mod tests {
     }
 
     #[test]
-    fn users_are_named_by_user_name_then_client() {
+    fn users_are_identified_by_user_id_then_subject_then_client() {
         let claims = Claims {
             issuer: "i".into(),
             subject: "s".into(),
+            user_id: Some("u-1".into()),
             user_name: Some("admin".into()),
             client_id: Some("bosh_cli".into()),
             scopes: vec!["bosh.admin".into()],
         };
-        let user = claims.clone().into_user("secret");
-        assert_eq!(user.name, "admin");
+        let user = claims.clone().into_user(Uaa::Bosh, "secret");
+        assert_eq!((user.id.as_str(), user.name.as_str()), ("u-1", "admin"));
+        assert_eq!(
+            user.issuer,
+            Issuer::Uaa {
+                uaa: Uaa::Bosh,
+                url: "i".into()
+            }
+        );
         assert!(!format!("{user:?}").contains("secret"));
+        let no_user_id = Claims {
+            user_id: None,
+            ..claims.clone()
+        };
+        assert_eq!(no_user_id.into_user(Uaa::Cf, "t").id, "s");
         let client = Claims {
+            user_id: None,
             user_name: None,
             ..claims
         };
-        assert_eq!(client.into_user("t").name, "client:bosh_cli");
+        let client = client.into_user(Uaa::Cf, "t");
+        assert_eq!(
+            (client.id.as_str(), client.name.as_str()),
+            ("client:bosh_cli", "client:bosh_cli")
+        );
+    }
+
+    #[test]
+    fn a_key_id_cannot_forge_a_log_line() {
+        let error = TokenError::UnknownKey {
+            kid: format!(
+                "k\n2026-12-04T00:00:00Z INFO audit: forged{}",
+                "x".repeat(1000)
+            ),
+            uaa: "https://uaa".into(),
+        };
+        let message = error.to_string();
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("k\\n2026"), "{message}");
+        assert!(message.len() < 400, "{message}");
     }
 }

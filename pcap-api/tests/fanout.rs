@@ -287,6 +287,7 @@ impl Api {
             [[targets]]
             name = "vms"
             interfaces = ["eth0"]
+            allow = {{ users = ["alice"] }}
             agents = [{}]
             "#,
             agents.join(", ")

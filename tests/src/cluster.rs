@@ -161,7 +161,8 @@ impl Cluster {
     }
 
     /// Writes an API configuration with one static target `vms` holding
-    /// every VM, users alice and bob; `agents_tls` replaces the client
+    /// every VM (interface `eth0`), users alice and bob, who may both
+    /// capture it; `agents_tls` replaces the client
     /// certificate the API presents to agents; `extra` is appended.
     pub fn api_config(&self, agents_tls: Option<&Leaf>, extra: &str) -> anyhow::Result<PathBuf> {
         let client = agents_tls.unwrap_or(&self.pki.api_client);
@@ -180,7 +181,8 @@ impl Cluster {
              [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n\
              [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
              [[users]]\nname = \"bob\"\ntoken = \"{BOB_TOKEN}\"\n\n\
-             [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nagents = [\n{agents}]\n\n{extra}",
+             [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nallow = {{ users = [\"alice\", \"bob\"] }}\n\
+             agents = [\n{agents}]\n\n{extra}",
             quoted(&self.pki.api_server.certificate),
             quoted(&self.pki.api_server.private_key),
             quoted(&self.pki.ca.certificate),

@@ -478,7 +478,8 @@ impl Landscape {
 
     /// Writes an API configuration: TLS, the agents' CA and client
     /// certificate, user alice ([`ALICE_TOKEN`]), and a static target
-    /// `cells` with every cell's agent (origins `cell-N`, interface `eth0`);
+    /// `cells` with every cell's agent (origins `cell-N`, interface `eth0`)
+    /// that alice, and only she, may capture;
     /// `extra` is appended verbatim (e.g. a Cloud Foundry resolver).
     pub fn api_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
         let mut agents = String::new();
@@ -495,7 +496,8 @@ impl Landscape {
              [tls]\ncertificate = {}\nprivate_key = {}\n\n\
              [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n\
              [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
-             [[targets]]\nname = \"cells\"\ninterfaces = [\"eth0\"]\nagents = [\n{agents}]\n\n{extra}",
+             [[targets]]\nname = \"cells\"\ninterfaces = [\"eth0\"]\nallow = {{ users = [\"alice\"] }}\n\
+             agents = [\n{agents}]\n\n{extra}",
             quoted(&self.pki.api_server.certificate),
             quoted(&self.pki.api_server.private_key),
             quoted(&self.pki.ca.certificate),

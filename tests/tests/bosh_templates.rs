@@ -610,6 +610,10 @@ fn api_targets_come_from_properties_and_the_agent_link() {
                 ("name", Json::str("routers")),
                 ("interfaces", Json::strings(&["eth0"])),
                 (
+                    "allow",
+                    Json::map(&[("users", Json::strings(&["alice \"the admin\""]))]),
+                ),
+                (
                     "agents",
                     Json::list(&[Json::map(&[
                         ("origin", Json::str("router/0")),
@@ -617,6 +621,11 @@ fn api_targets_come_from_properties_and_the_agent_link() {
                     ])]),
                 ),
             ])]),
+        )
+        .with("link_targets.enabled", Json::Bool(true))
+        .with(
+            "link_targets.allow_users",
+            Json::strings(&["alice \"the admin\""]),
         )
         .with("link_targets.prefix", Json::str("cf-"));
     let links = Json::map(&[(
@@ -643,11 +652,20 @@ fn api_targets_come_from_properties_and_the_agent_link() {
     );
     let config = rendered.config();
     assert!(config.contains("name = \"routers\"\n"), "{config}");
+    // Who may capture each target is rendered; nobody else may.
+    assert!(
+        config.contains(
+            "name = \"routers\"\ninterfaces = [\"eth0\"]\n\
+             allow = { users = [\"alice \\\"the admin\\\"\"], scopes = [] }\n"
+        ),
+        "{config}"
+    );
     assert!(
         config.contains("{ origin = \"router/0\", address = \"10.0.1.5\" }"),
         "{config}"
     );
-    let link_target = "name = \"cf-diego-cell\"\ninterfaces = []\nagents = [\n  \
+    let link_target = "name = \"cf-diego-cell\"\ninterfaces = []\n\
+        allow = { users = [\"alice \\\"the admin\\\"\"], scopes = [] }\nagents = [\n  \
         { origin = \"diego-cell/a-id\", address = \"a-id.diego-cell.default.cf.bosh:9500\" },\n  \
         { origin = \"diego-cell/b-id\", address = \"[fd00::7]:9500\" },\n]";
     assert!(config.contains(link_target), "{config}");
@@ -663,6 +681,7 @@ fn api_targets_come_from_properties_and_the_agent_link() {
             "targets",
             Json::list(&[Json::map(&[
                 ("name", Json::str("diego-cell")),
+                ("allow", Json::map(&[("users", Json::strings(&["x"]))])),
                 (
                     "agents",
                     Json::list(&[Json::map(&[
@@ -678,14 +697,25 @@ fn api_targets_come_from_properties_and_the_agent_link() {
     assert!(!check.ok, "{}", clash.config());
     assert!(check.output.contains("targets[1].name"), "{}", check.output);
 
-    // Without the link, or with link targets off, there are none.
-    let rendered = render_properties_with_links(
-        "api-link-off",
-        pki.api_properties()
-            .with("link_targets.enabled", Json::Bool(false)),
-        links,
-    );
+    // Link targets are off by default: with the link, no targets.
+    let rendered =
+        render_properties_with_links("api-link-off", pki.api_properties(), links.clone());
     assert!(!rendered.config().contains("[[targets]]"));
+    // On, they must say who may capture them.
+    let nobody = try_render(
+        Job::Api,
+        "api-link-nobody",
+        Json::map(&[
+            (
+                "properties",
+                pki.api_properties()
+                    .with("link_targets.enabled", Json::Bool(true)),
+            ),
+            ("links", links),
+        ]),
+    );
+    let error = nobody.err().expect("link targets for nobody rendered");
+    assert!(error.contains("link_targets.allow_users"), "{error}");
 }
 
 fn render_properties_with_links(tag: &str, properties: Json, links: Json) -> Rendered {
@@ -1186,6 +1216,7 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
     let target = |name: &str, address: &str| {
         Json::map(&[
             ("name", Json::str(name)),
+            ("allow", Json::map(&[("users", Json::strings(&["alice"]))])),
             (
                 "agents",
                 Json::list(&[Json::map(&[
@@ -1257,10 +1288,61 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
             "target-without-agents",
             good.clone().with(
                 "targets",
-                Json::list(&[Json::map(&[("name", Json::str("t"))])]),
+                Json::list(&[Json::map(&[
+                    ("name", Json::str("t")),
+                    ("allow", Json::map(&[("users", Json::strings(&["alice"]))])),
+                ])]),
             ),
             Caught::Render,
             "targets[0].agents",
+        ),
+        (
+            "target-without-allow",
+            good.clone().with(
+                "targets",
+                Json::list(&[Json::map(&[
+                    ("name", Json::str("t")),
+                    (
+                        "agents",
+                        Json::list(&[Json::map(&[
+                            ("origin", Json::str("vm-0")),
+                            ("address", Json::str("10.0.0.1")),
+                        ])]),
+                    ),
+                ])]),
+            ),
+            Caught::Render,
+            "targets[0].allow",
+        ),
+        (
+            "target-for-an-unknown-user",
+            good.clone()
+                .with("users", Json::list(&[user("alice", "a")]))
+                .with(
+                    "targets",
+                    Json::list(&[Json::map(&[
+                        ("name", Json::str("t")),
+                        (
+                            "allow",
+                            Json::map(&[("users", Json::strings(&["mallory"]))]),
+                        ),
+                        (
+                            "agents",
+                            Json::list(&[Json::map(&[
+                                ("origin", Json::str("vm-0")),
+                                ("address", Json::str("10.0.0.1")),
+                            ])]),
+                        ),
+                    ])]),
+                ),
+            Caught::Check,
+            "targets[0].allow.users[0]",
+        ),
+        (
+            "link-targets-for-nobody",
+            good.clone().with("link_targets.enabled", Json::Bool(true)),
+            Caught::Render,
+            "link_targets.allow_users",
         ),
         (
             "drain-shorter-than-grace",
@@ -1304,16 +1386,19 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
         ),
         (
             "duplicate-target",
-            good.clone().with(
-                "targets",
-                Json::list(&[target("t", "10.0.0.1"), target("t", "10.0.0.2")]),
-            ),
+            good.clone()
+                .with("users", Json::list(&[user("alice", "a")]))
+                .with(
+                    "targets",
+                    Json::list(&[target("t", "10.0.0.1"), target("t", "10.0.0.2")]),
+                ),
             Caught::Check,
             "targets[1].name",
         ),
         (
             "bad-agent-address",
             good.clone()
+                .with("users", Json::list(&[user("alice", "a")]))
                 .with("targets", Json::list(&[target("t", "not a host")])),
             Caught::Check,
             "targets[0].agents[0].address",

@@ -237,8 +237,10 @@ fn a_stored_capture_is_the_streamed_capture_and_only_its_owner_sees_it() -> anyh
     let dir = TempDir::new("store-equal")?;
     let (cluster, s3) = store_cluster(&dir, 2, "")?;
     let streamed = dir.join("streamed.pcapng");
+    // Bob streams: one user runs one capture per agent at a time
+    // (limits.max_captures_per_user_per_agent).
     let mut stream_cli = Running::spawn(&mut cluster.cli(
-        ALICE_TOKEN,
+        BOB_TOKEN,
         &["-w", streamed.to_str().expect("utf-8"), FILTER],
     ))?;
     stream_cli.wait_for(STARTED, 2)?;
@@ -253,7 +255,7 @@ fn a_stored_capture_is_the_streamed_capture_and_only_its_owner_sees_it() -> anyh
     // The object as the server holds it, and as the CLI downloads it.
     let keys = s3.objects()?;
     ensure!(
-        keys == [format!("captures/alice/{}.pcapng", stored.id)],
+        keys == [format!("captures/static:alice/{}.alice.pcapng", stored.id)],
         "objects: {keys:?}"
     );
     let object = s3.object(&keys[0])?;

@@ -50,6 +50,11 @@ pub struct StoreConfig {
     /// `https://BUCKET.host/KEY` instead of `https://host/BUCKET/KEY`.
     #[serde(default)]
     pub virtual_hosted_style: bool,
+    /// UAA users holding one of these scopes are store admins (list and
+    /// download every user's captures), besides `[[users]] admin = true`.
+    /// Checked in `crate::config` (the UAA must be configured).
+    #[serde(default)]
+    pub admin_scopes: Vec<crate::auth::ScopeGrant>,
     /// Seconds for one request to the store (connecting: at most 5).
     #[serde(default = "default_timeout")]
     pub timeout: f64,

@@ -10,16 +10,21 @@
 //! * this module: the client, object names, listing, presigning and the
 //!   retention cleanup.
 //!
-//! Objects are `PREFIX/OWNER/ID.pcapng`, with the owner also in the
+//! Objects are `PREFIX/OWNER/ID.NAME.pcapng`. OWNER is who owns it: the
+//! issuer (`static`, or the UAA's `iss`) and the user's id there
+//! (`static:alice`), never the name alone, so that users of different
+//! issuers who share a name never share captures. NAME is the owner's
+//! display name when it was stored, for listings only. OWNER is also in the
 //! object's metadata and tags (`owner`). Users see their own prefix only;
-//! admins see every owner's.
+//! admins (static users with `admin = true`, UAA users holding one of
+//! `[store] admin_scopes`) see every owner's.
 
 mod config;
 mod recorder;
 mod upload;
 
 use std::{
-    collections::{HashSet, hash_map::RandomState},
+    collections::hash_map::RandomState,
     fmt::Write as _,
     hash::{BuildHasher as _, Hasher as _},
     sync::Arc,
@@ -40,7 +45,7 @@ use thiserror::Error;
 pub use self::config::StoreConfig;
 pub use self::recorder::Recorder;
 use self::upload::Upload;
-use crate::config::User;
+use crate::auth::{Grant, User};
 
 /// Why a store operation failed. `service` maps these to gRPC codes.
 #[derive(Debug, Error)]
@@ -74,12 +79,14 @@ pub struct CaptureStore {
     cleanup_interval: Duration,
     presign_expiry: Duration,
     part_size: usize,
-    admins: HashSet<String>,
+    /// Static users with `admin = true`, and `admin_scopes`.
+    admins: Grant,
 }
 
 impl CaptureStore {
-    /// The client for `config` (validated); `users` says who is an admin.
-    pub fn new(config: &StoreConfig, users: &[User]) -> Result<Self, StoreError> {
+    /// The client for `config` (validated); `users` and
+    /// `config.admin_scopes` say who is an admin.
+    pub fn new(config: &StoreConfig, users: &[crate::config::User]) -> Result<Self, StoreError> {
         install_tls_provider();
         let credentials = config
             .credentials()
@@ -121,11 +128,14 @@ impl CaptureStore {
             cleanup_interval: config.cleanup_interval(),
             presign_expiry: config.presign_expiry(),
             part_size: usize::try_from(config.part_size).unwrap_or(usize::MAX),
-            admins: users
-                .iter()
-                .filter(|u| u.admin)
-                .map(|u| u.name.clone())
-                .collect(),
+            admins: Grant {
+                users: users
+                    .iter()
+                    .filter(|u| u.admin)
+                    .map(|u| u.name.clone())
+                    .collect(),
+                scopes: config.admin_scopes.clone(),
+            },
         })
     }
 
@@ -137,17 +147,17 @@ impl CaptureStore {
         }
     }
 
-    fn is_admin(&self, user: &str) -> bool {
-        self.admins.contains(user)
+    fn is_admin(&self, user: &User) -> bool {
+        self.admins.admits(user)
     }
 
     /// Starts the object of a new stored capture of `user`. This is the
     /// check that the store works: when it fails, nothing starts.
-    pub async fn begin(self: &Arc<Self>, user: &str) -> Result<Recorder, StoreError> {
+    pub async fn begin(self: &Arc<Self>, user: &User) -> Result<Recorder, StoreError> {
         let now = now_ns();
         let id = new_id(now);
-        let owner = owner_segment(user);
-        let path = self.object_path(&owner, &id);
+        let owner = owner_of(user);
+        let path = self.object_path(&owner, &id, &user.name);
         let mut tags = TagSet::default();
         tags.push("owner", &owner);
         let mut attributes = Attributes::new();
@@ -166,13 +176,17 @@ impl CaptureStore {
             .put_multipart_opts(&path, options)
             .await
             .map_err(|e| self.unavailable(&e))?;
-        tracing::info!(user, object = %path, "stored capture: multipart upload started");
+        tracing::info!(
+            user = %crate::audit::Escaped(&user.name),
+            object = %path,
+            "stored capture: multipart upload started"
+        );
         Ok(Recorder::new(
             Arc::clone(self),
             Upload::new(upload, path),
             StoredCapture {
                 id,
-                owner: user.to_owned(),
+                owner: user.name.clone(),
                 size: 0,
                 created_ns: now,
                 expires_ns: self.expires_ns(now),
@@ -181,11 +195,13 @@ impl CaptureStore {
         ))
     }
 
-    fn object_path(&self, owner: &str, id: &str) -> Path {
+    /// `PREFIX/OWNER/ID.NAME.pcapng`, NAME the start of `name`, encoded.
+    fn object_path(&self, owner: &str, id: &str, name: &str) -> Path {
+        let name: String = name.chars().take(MAX_NAME_CHARS).collect();
         self.prefix
             .clone()
             .join(owner)
-            .join(format!("{id}.pcapng").as_str())
+            .join(format!("{id}.{}.pcapng", owner_segment(&name)).as_str())
     }
 
     fn expires_ns(&self, created_ns: u64) -> u64 {
@@ -207,7 +223,7 @@ impl CaptureStore {
     }
 
     /// The captures `user` may read, newest first.
-    pub async fn list(&self, user: &str) -> Result<Vec<StoredCapture>, StoreError> {
+    pub async fn list(&self, user: &User) -> Result<Vec<StoredCapture>, StoreError> {
         Ok(self
             .list_objects(user)
             .await?
@@ -216,11 +232,11 @@ impl CaptureStore {
             .collect())
     }
 
-    async fn list_objects(&self, user: &str) -> Result<Vec<(Path, StoredCapture)>, StoreError> {
+    async fn list_objects(&self, user: &User) -> Result<Vec<(Path, StoredCapture)>, StoreError> {
         let prefix = if self.is_admin(user) {
             self.prefix.clone()
         } else {
-            self.prefix.clone().join(owner_segment(user).as_str())
+            self.prefix.clone().join(owner_of(user).as_str())
         };
         let objects: Vec<ObjectMeta> = self
             .s3
@@ -245,7 +261,12 @@ impl CaptureStore {
         let [owner, file] = relative.as_slice() else {
             return None;
         };
-        let id = file.as_ref().strip_suffix(".pcapng")?;
+        let stem = file.as_ref().strip_suffix(".pcapng")?;
+        // `ID.NAME`; `ID` alone for captures stored before names were kept.
+        let (id, name) = match stem.split_once('.') {
+            Some((id, name)) => (id, decode_owner(name)),
+            None => (stem, decode_owner(owner.as_ref())),
+        };
         valid_id(id).then_some(())?;
         let created_ns = meta
             .last_modified
@@ -253,40 +274,31 @@ impl CaptureStore {
             .map_or(0, |ns| u64::try_from(ns).unwrap_or(0));
         Some(StoredCapture {
             id: id.to_owned(),
-            owner: decode_owner(owner.as_ref()),
+            owner: name,
             size: meta.size,
             created_ns,
             expires_ns: self.expires_ns(created_ns),
         })
     }
 
-    /// A presigned URL for capture `id`, if `user` may read it.
-    pub async fn download_url(&self, user: &str, id: &str) -> Result<DownloadUrl, StoreError> {
+    /// A presigned URL for capture `id`, if `user` may read it: among the
+    /// captures they may list.
+    pub async fn download_url(&self, user: &User, id: &str) -> Result<DownloadUrl, StoreError> {
         if !valid_id(id) {
             return Err(StoreError::BadId(id.to_owned()));
         }
-        let (path, capture) = if self.is_admin(user) {
-            self.list_objects(user)
-                .await?
-                .into_iter()
-                .find(|(_, c)| c.id == id)
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?
-        } else {
-            let path = self.object_path(&owner_segment(user), id);
-            let meta = match self.s3.head(&path).await {
-                Ok(meta) => meta,
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(StoreError::NotFound(id.to_owned()));
-                }
-                Err(e) => return Err(self.unavailable(&e)),
-            };
-            let capture = self
-                .describe(&meta)
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-            (path, capture)
-        };
+        let (path, capture) = self
+            .list_objects(user)
+            .await?
+            .into_iter()
+            .find(|(_, c)| c.id == id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let (url, url_expires_ns) = self.presign(&path).await?;
-        tracing::info!(user, object = %path, "presigned a download");
+        tracing::info!(
+            user = %crate::audit::Escaped(&user.name),
+            object = %path,
+            "presigned a download"
+        );
         Ok(DownloadUrl {
             capture: Some(capture),
             url,
@@ -418,7 +430,22 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// A user name as one key segment and header value: letters, digits and
+/// The owner segment of `user`'s captures: `ISSUER:ID`, each encoded by
+/// [`owner_segment`] (which never writes `:`), so that two identities never
+/// share a segment, and no segment of this form is one of the bare names
+/// older versions used.
+fn owner_of(user: &User) -> String {
+    format!(
+        "{}:{}",
+        owner_segment(user.issuer.label()),
+        owner_segment(&user.id)
+    )
+}
+
+/// How much of the owner's name goes into an object's key.
+const MAX_NAME_CHARS: usize = 64;
+
+/// A text as one key segment and header value: letters, digits and
 /// `._@+-` stay, every other byte becomes `=XX`. Injective, so owners never
 /// share a prefix.
 fn owner_segment(user: &str) -> String {
@@ -489,5 +516,33 @@ mod tests {
         }
         assert_eq!(owner_segment("alice"), "alice");
         assert_ne!(owner_segment("x/y"), owner_segment("x=2Fy"));
+    }
+
+    #[test]
+    fn owners_are_issuer_and_id_never_the_name() {
+        use crate::auth::{Issuer, Uaa};
+        let uaa = |id: &str, name: &str| User {
+            issuer: Issuer::Uaa {
+                uaa: Uaa::Cf,
+                url: "https://uaa.example.com/oauth/token".into(),
+            },
+            id: id.into(),
+            name: name.into(),
+            scopes: Vec::new(),
+            token: None,
+        };
+        let static_carol = owner_of(&User::named("carol"));
+        assert_eq!(static_carol, "static:carol");
+        // A UAA user named carol, or even with the id carol, is not her.
+        assert_ne!(owner_of(&uaa("u-1", "carol")), static_carol);
+        assert_ne!(owner_of(&uaa("carol", "carol")), static_carol);
+        assert_eq!(
+            owner_of(&uaa("u-1", "carol")),
+            "https=3A=2F=2Fuaa.example.com=2Foauth=2Ftoken:u-1"
+        );
+        // Another user with the same name: another owner.
+        assert_ne!(owner_of(&uaa("u-1", "x")), owner_of(&uaa("u-2", "x")));
+        // An old bare-name segment never looks like a new one.
+        assert!(!owner_segment("static:carol").contains(':'));
     }
 }
