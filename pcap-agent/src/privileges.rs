@@ -200,7 +200,7 @@ pub fn restrict(keep: &CapsHashSet, raise_memlock: bool) -> Result<(), Privilege
     }
     let bounding = read(CapSet::Bounding)?;
     let mut drop: Vec<Capability> = bounding.difference(keep).copied().collect();
-    drop.sort_by_key(|c| c.index());
+    drop.sort_by_key(Capability::index);
     if !drop.is_empty() && !read(CapSet::Effective)?.contains(&Capability::CAP_SETPCAP) {
         return Err(PrivilegeError::NoSetpcap(list(&drop)));
     }
@@ -291,7 +291,7 @@ fn short(cap: Capability) -> String {
 /// `CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF`, in the kernel's order.
 fn names(set: &HashSet<Capability>) -> String {
     let mut sorted: Vec<Capability> = set.iter().copied().collect();
-    sorted.sort_by_key(|c| c.index());
+    sorted.sort_by_key(Capability::index);
     if sorted.is_empty() {
         return "none".to_owned();
     }

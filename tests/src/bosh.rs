@@ -250,3 +250,86 @@ exec "$3" serve --config "/var/vcap/jobs/$2/config/$2.toml" --check-config"#;
         output: format!("{stdout}{stderr}"),
     })
 }
+
+/// A VM's `/var/vcap` for a job under test, in a directory of the host that
+/// [`VarVcap::command`] bind-mounts at `/var/vcap` in a private mount
+/// namespace: `jobs/JOB` (rendered there by [`VarVcap::render`]),
+/// `packages/pcap/bin/` (links to the binaries under test), and `sys/run`,
+/// `sys/log` as the job's scripts fill them, readable from the host.
+#[derive(Debug)]
+pub struct VarVcap {
+    pub dir: PathBuf,
+    /// Bind-mounted at `/run/pcap-agent` (the agent's tc fallback state).
+    pub run_pcap_agent: PathBuf,
+}
+
+impl VarVcap {
+    /// Lays out `/var/vcap` under `dir` with the `pcap` package's binaries
+    /// from `bin_dir`.
+    pub fn new(dir: &Path, bin_dir: &Path) -> anyhow::Result<Self> {
+        let root = dir.join("var-vcap");
+        let bin = root.join("packages/pcap/bin");
+        std::fs::create_dir_all(&bin)?;
+        for name in ["pcap-agent", "pcap-api", "pcap"] {
+            let target = bin_dir.join(name);
+            if target.exists() {
+                std::os::unix::fs::symlink(&target, bin.join(name))?;
+            }
+        }
+        let run_pcap_agent = dir.join("run-pcap-agent");
+        std::fs::create_dir_all(&run_pcap_agent)?;
+        Ok(Self {
+            dir: root,
+            run_pcap_agent,
+        })
+    }
+
+    /// Renders `bosh/jobs/JOB` with `properties` into `jobs/JOB`:
+    /// `Ok(Err(message))` when rendering failed.
+    pub fn render(&self, job: &str, properties: &Json) -> anyhow::Result<Result<(), String>> {
+        let input = Json::map(&[
+            (
+                "root",
+                Json::str(workspace_root().to_str().expect("utf-8 path")),
+            ),
+            ("job", Json::str(format!("bosh/jobs/{job}"))),
+            ("properties", properties.clone()),
+        ]);
+        render(&input, &self.dir, &self.dir.join("jobs").join(job))
+    }
+
+    /// `launcher` (for example `ip netns exec NS`, or `setpriv ...`) running
+    /// `args` in a private mount namespace where this directory is
+    /// `/var/vcap`, the way monit or the BOSH agent would run a job's script.
+    pub fn command(&self, mut launcher: Command, args: &[&str]) -> Command {
+        std::fs::create_dir_all("/var/vcap").expect("creating the mount point /var/vcap");
+        std::fs::create_dir_all("/run/pcap-agent")
+            .expect("creating the mount point /run/pcap-agent");
+        let script = r#"set -e
+mount --bind "$1" /var/vcap
+mount --bind "$2" /run/pcap-agent
+shift 2
+exec "$@""#;
+        launcher
+            .args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&self.dir)
+            .arg(&self.run_pcap_agent)
+            .args(args);
+        launcher
+    }
+
+    /// A file under this `/var/vcap`, as the host sees it.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+}
