@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod fresh_check;
+mod fuzz;
 mod linkage;
 mod setup;
 
@@ -42,6 +43,8 @@ enum Task {
     /// Run `cargo xtask demo` in a pristine Debian 12 root made with
     /// debootstrap, as a new user on a fresh machine would (slow: tens of minutes).
     FreshCheck(fresh_check::Options),
+    /// Run the cargo-fuzz targets in fuzz/ (nightly; see docs/fuzzing.md).
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             lab(&args)
         }
         Task::FreshCheck(options) => fresh_check::run(&options),
+        Task::Fuzz(options) => fuzz::run(&options),
     }
 }
 

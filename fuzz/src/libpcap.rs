@@ -1,0 +1,124 @@
+//! libpcap's interpreter, `bpf_filter`, the reference for
+//! `pcap_filter::interp`, and stand-ins for the resolver functions libpcap
+//! calls. All of this crate's `unsafe` is here.
+
+use std::{
+    ffi::{c_char, c_int, c_uint, c_void},
+    ptr,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use pcap_filter::CbpfInsn;
+
+/// `struct bpf_insn` from `<pcap/bpf.h>`.
+#[repr(C)]
+struct BpfInsn {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+#[link(name = "pcap")]
+unsafe extern "C" {
+    fn bpf_filter(pc: *const BpfInsn, p: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
+}
+
+/// Runs `program` with libpcap's `bpf_filter`. `program` must pass
+/// `pcap_filter::cbpf::validate`: libpcap aborts on an unknown opcode and
+/// trusts the program to stay inside itself.
+pub fn filter(program: &[CbpfInsn], packet: &[u8], wirelen: u32) -> u32 {
+    assert!(
+        pcap_filter::cbpf::validate(program).is_ok(),
+        "only valid programs go to libpcap"
+    );
+    let insns: Vec<BpfInsn> = program
+        .iter()
+        .map(|i| BpfInsn {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    // SAFETY: `insns` is a valid program (checked above: known opcodes,
+    // forward jumps inside it, a final return), and bpf_filter reads at
+    // most `buflen` bytes of `packet`; both live across the call.
+    unsafe {
+        bpf_filter(
+            insns.as_ptr(),
+            packet.as_ptr(),
+            wirelen,
+            packet.len() as c_uint,
+        )
+    }
+}
+
+/// Name lookups libpcap attempted, counted by the resolver functions
+/// below. The fuzz binaries define these C functions themselves, so that
+/// libpcap's calls reach them instead of the C library's (the executable
+/// comes first in the dynamic linker's search; `build.rs` exports them):
+/// no lookup leaves the process, and a compile that tried one is caught.
+pub static NAME_LOOKUPS: AtomicU32 = AtomicU32::new(0);
+
+/// glibc's `EAI_NONAME`.
+const EAI_NONAME: c_int = -2;
+
+fn looked_up() {
+    NAME_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// `getaddrinfo(3)`: `host NAME`. Finds nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn getaddrinfo(
+    _node: *const c_char,
+    _service: *const c_char,
+    _hints: *const c_void,
+    _res: *mut *mut c_void,
+) -> c_int {
+    looked_up();
+    EAI_NONAME
+}
+
+/// `gethostbyname(3)`. Finds nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn gethostbyname(_name: *const c_char) -> *mut c_void {
+    looked_up();
+    ptr::null_mut()
+}
+
+/// `getnetbyname(3)`. Finds nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn getnetbyname(_name: *const c_char) -> *mut c_void {
+    looked_up();
+    ptr::null_mut()
+}
+
+/// glibc's `getnetbyname_r`: `net NAME`. Finds nothing.
+///
+/// # Safety
+///
+/// `result` is NULL or writable, as glibc requires.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getnetbyname_r(
+    _name: *const c_char,
+    _result_buf: *mut c_void,
+    _buf: *mut c_char,
+    _buflen: usize,
+    result: *mut *mut c_void,
+    _h_errnop: *mut c_int,
+) -> c_int {
+    looked_up();
+    if !result.is_null() {
+        // SAFETY: the caller passes a writable pointer for the result.
+        unsafe { *result = ptr::null_mut() };
+    }
+    0
+}
+
+/// `ether_hostton(3)`: `ether host NAME` (`/etc/ethers`). Finds nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn ether_hostton(_hostname: *const c_char, _addr: *mut c_void) -> c_int {
+    looked_up();
+    -1
+}
