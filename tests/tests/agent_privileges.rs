@@ -405,3 +405,67 @@ fn a_keep_list_without_what_capture_needs_is_refused_naming_the_key() -> anyhow:
     }
     Ok(())
 }
+
+#[test]
+fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result<()> {
+    let dir = TempDir::new("privileges-ctl")?;
+    let ns = Netns::new("ctl")?;
+    let agent_binary = binary("pcap-agent");
+    let var_vcap = VarVcap::new(&dir, agent_binary.parent().expect("a directory"))?;
+    var_vcap
+        .render(
+            "pcap-agent",
+            &Json::map(&[("insecure_plaintext_development_only", Json::Bool(true))]),
+        )?
+        .map_err(anyhow::Error::msg)?;
+    let ctl = |action: &str| {
+        var_vcap.command(
+            in_netns(&ns),
+            &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", action],
+        )
+    };
+    let mut agent = Started::spawn(ctl("start"))?;
+    wait_listening(&mut agent, &var_vcap)?;
+    assert_documented_capabilities(agent.pid)?;
+
+    // monit may run start again: it leaves the running agent alone.
+    let again = ctl("start").output()?;
+    ensure!(
+        again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains(&format!(
+                "pcap-agent is already running (pid {})",
+                agent.pid
+            )),
+        "{again:?}"
+    );
+    ensure!(agent.poll()?.is_none(), "the first agent stopped");
+
+    // monit's stop: SIGTERM, and the script returns once the agent is gone.
+    let started = Instant::now();
+    let stop = ctl("stop").output()?;
+    let stopped_in = started.elapsed();
+    ensure!(stop.status.success(), "{stop:?}");
+    ensure!(
+        stopped_in < Duration::from_secs(25),
+        "stop took {stopped_in:?}: it waited for SIGKILL"
+    );
+    let status = agent.wait(Duration::from_secs(5))?;
+    ensure!(
+        status.success(),
+        "the agent exited {status}:\n{}",
+        log(&var_vcap)
+    );
+    ensure!(
+        log(&var_vcap).contains("stopped"),
+        "no clean stop in the log:\n{}",
+        log(&var_vcap)
+    );
+    ensure!(
+        !var_vcap.path("sys/run/pcap-agent/pcap-agent.pid").exists(),
+        "the pid file stayed"
+    );
+    // Stopping what is not running is fine.
+    let stop = ctl("stop").output()?;
+    ensure!(stop.status.success(), "{stop:?}");
+    Ok(())
+}
