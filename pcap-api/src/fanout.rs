@@ -9,8 +9,9 @@
 
 use std::{error::Error as _, sync::Arc, time::Duration};
 
+use hyper_util::rt::TokioIo;
 use pcap_proto::{
-    tls::{KeyPair, TlsError},
+    tls::{ClientTlsFailure, FailureSlot, KeyPair, TlsError, Watched},
     v1::{
         AgentRequest, AgentStart, CaptureResponse, ConnectionError, Event, InstanceUnavailable,
         StartFailed, StopCapture, agent_client::AgentClient, agent_request,
@@ -18,13 +19,15 @@ use pcap_proto::{
     },
 };
 use tokio::{
+    net::TcpStream,
     sync::mpsc,
     time::{Instant, timeout, timeout_at},
 };
+use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Code, Status,
-    transport::{Channel, ClientTlsConfig, Endpoint},
+    transport::{Channel, Endpoint, Uri},
 };
 
 use crate::{
@@ -38,6 +41,9 @@ use crate::{
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Detects agents that vanished without closing their connection.
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Past a capture's duration, how long an agent gets to stop, drain and
+/// send its statistics before the API stops waiting for it.
+pub const END_GRACE: Duration = Duration::from_secs(30);
 
 /// What an agent task tells the session.
 #[derive(Debug)]
@@ -54,9 +60,13 @@ pub struct AgentMessage {
     pub body: FromAgent,
 }
 
-/// How the API reaches agents: TLS and deadlines, the same for all.
+/// How the API reaches agents: TLS and deadlines, the same for all. The
+/// TLS connection is made here rather than by tonic, so that a failure the
+/// agent reports with a TLS alert can be told to the user (see
+/// [`Watched`]).
 pub struct Connector {
-    tls: ClientTlsConfig,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
     connect_timeout: Duration,
     start_timeout: Duration,
 }
@@ -67,12 +77,17 @@ impl Connector {
             certificate: &agents.certificate,
             private_key: &agents.private_key,
         };
+        let server_name = ServerName::try_from(agents.server_name.clone()).map_err(|e| {
+            TlsError::Setup(format!(
+                "agents.server_name {:?} is neither a DNS name nor an IP address: {e}",
+                agents.server_name
+            ))
+        })?;
         Ok(Self {
-            tls: pcap_proto::tls::client_config(
-                Some(&agents.ca),
-                Some(&identity),
-                Some(&agents.server_name),
-            )?,
+            tls: TlsConnector::from(pcap_proto::tls::rustls_client_config(
+                &agents.ca, &identity,
+            )?),
+            server_name,
             connect_timeout: agents.connect_timeout(),
             start_timeout: agents.start_timeout(),
         })
@@ -102,6 +117,7 @@ pub async fn run(
     };
     let agent = Agent {
         connector: &connector,
+        tls_seen: FailureSlot::default(),
         task: &task,
         stop: &stop,
         outbox: &outbox,
@@ -183,6 +199,8 @@ impl Outbox {
 
 struct Agent<'a> {
     connector: &'a Connector,
+    /// The first TLS failure the connection met, if any.
+    tls_seen: FailureSlot,
     task: &'a AgentTask,
     stop: &'a Stop,
     outbox: &'a Outbox,
@@ -212,6 +230,17 @@ impl Agent<'_> {
             }
         };
         let start_deadline = Instant::now() + self.connector.start_timeout;
+        // The API's own deadline: an agent that neither ends its stream nor
+        // breaks the connection is not waited for past the duration asked.
+        let duration_ms = self
+            .task
+            .start
+            .options
+            .as_ref()
+            .and_then(|o| o.limits)
+            .map_or(0, |l| l.duration_ms);
+        let end_deadline = (duration_ms > 0)
+            .then(|| start_deadline + Duration::from_millis(duration_ms) + END_GRACE);
         let (requests, request_stream) = mpsc::channel(2);
         let start = AgentRequest {
             operation: Some(agent_request::Operation::Start(self.task.start.clone())),
@@ -230,7 +259,7 @@ impl Agent<'_> {
             std::future::pending::<()>().await;
         };
         tokio::select! {
-            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline) => {}
+            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline, end_deadline) => {}
             () = send_stop => {}
         }
     }
@@ -238,16 +267,37 @@ impl Agent<'_> {
     async fn connect(&self) -> Result<Channel, String> {
         let unreachable = |detail: String| format!("cannot reach {}: {detail}", self.name());
         let timeout_after = self.connector.connect_timeout;
-        let endpoint = Endpoint::from_shared(format!("https://{}", self.task.endpoint.address))
-            .and_then(|e| e.tls_config(self.connector.tls.clone()))
+        // TLS is the connector's: tonic gets http:// and a TLS stream.
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.task.endpoint.address))
             .map_err(|e| unreachable(error_chain(&e)))?
             .connect_timeout(timeout_after)
             .http2_keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE)
             .keep_alive_while_idle(true);
-        match timeout(timeout_after, endpoint.connect()).await {
+        let tls = self.connector.tls.clone();
+        let server_name = self.connector.server_name.clone();
+        let failure = self.tls_seen.clone();
+        let connector = tower::service_fn(move |uri: Uri| {
+            let (tls, server_name, failure) = (tls.clone(), server_name.clone(), failure.clone());
+            async move {
+                let address = uri
+                    .authority()
+                    .ok_or_else(|| std::io::Error::other("no address to connect to"))?
+                    .to_string();
+                let tcp = TcpStream::connect(address).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls
+                    .connect(server_name, tcp)
+                    .await
+                    .inspect_err(|e| failure.note(e))?;
+                Ok::<_, std::io::Error>(TokioIo::new(Watched::new(stream, failure)))
+            }
+        });
+        match timeout(timeout_after, endpoint.connect_with_connector(connector)).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(unreachable(error_chain(&e))),
+            Ok(Err(e)) => Err(self
+                .tls_failure(&e)
+                .unwrap_or_else(|| unreachable(error_chain(&e)))),
             Err(_) => Err(unreachable(format!(
                 "no connection within {:.1}s (agents.connect_timeout)",
                 timeout_after.as_secs_f64()
@@ -256,12 +306,14 @@ impl Agent<'_> {
     }
 
     /// Starts the capture and forwards what the agent sends until its
-    /// stream ends. Before `capture_started`, the start deadline applies.
+    /// stream ends. Before `capture_started`, the start deadline applies;
+    /// after it, the end deadline (when the capture has a duration).
     async fn receive(
         &self,
         channel: Channel,
         requests: ReceiverStream<AgentRequest>,
         start_deadline: Instant,
+        end_deadline: Option<Instant>,
     ) {
         let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut responses = match timeout_at(start_deadline, client.capture(requests)).await {
@@ -271,13 +323,18 @@ impl Agent<'_> {
         };
         let mut started = false;
         loop {
-            let next = if started {
-                responses.message().await
+            let deadline = if started {
+                end_deadline
             } else {
-                match timeout_at(start_deadline, responses.message()).await {
+                Some(start_deadline)
+            };
+            let next = match deadline {
+                Some(deadline) => match timeout_at(deadline, responses.message()).await {
                     Ok(next) => next,
+                    Err(_) if started => return self.overran().await,
                     Err(_) => return self.start_timed_out().await,
-                }
+                },
+                None => responses.message().await,
             };
             match next {
                 Ok(Some(CaptureResponse {
@@ -320,9 +377,15 @@ impl Agent<'_> {
         }
     }
 
-    /// The agent answered the start with an error: unreachable when the
-    /// transport failed, refused otherwise.
+    /// The agent answered the start with an error: a TLS refusal (named),
+    /// unreachable when the transport failed, refused otherwise.
     async fn refused(&self, status: &Status) {
+        if let Some(message) = self.tls_failure(status) {
+            let kind = event::Kind::StartFailed(StartFailed {
+                code: Code::Unauthenticated as i32,
+            });
+            return self.outbox.event(kind, message).await;
+        }
         if status.code() == Code::Unavailable {
             let kind = event::Kind::InstanceUnavailable(InstanceUnavailable {});
             let message = format!("cannot reach {}: {}", self.name(), describe(status));
@@ -332,6 +395,43 @@ impl Agent<'_> {
             code: status.code() as i32,
         });
         let message = format!("{} refused the capture: {}", self.name(), describe(status));
+        self.outbox.event(kind, message).await;
+    }
+
+    /// What a TLS failure in `error`'s causes means, in words naming this
+    /// agent; `None` when TLS was not the problem.
+    fn tls_failure(&self, error: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let origin = &self.task.endpoint.origin;
+        let address = &self.task.endpoint.address;
+        let agent = format!("the agent at {address} ({origin})");
+        let failure = ClientTlsFailure::find(error).or_else(|| self.tls_seen.get())?;
+        Some(match failure {
+            ClientTlsFailure::CertificateRefused(why) => format!(
+                "{agent} refused the API's client certificate: {why} \
+                 (the API presents agents.certificate; the agent's log says why too)"
+            ),
+            ClientTlsFailure::ServerAlert(alert) => {
+                format!("{agent} aborted the TLS handshake with alert {alert}")
+            }
+            ClientTlsFailure::ServerCertificateInvalid(why) => format!(
+                "the API refused the certificate of {agent}: {why} \
+                 (checked against agents.ca and agents.server_name)"
+            ),
+            ClientTlsFailure::Other(why) => format!("TLS with {agent} failed: {why}"),
+        })
+    }
+
+    /// The agent neither ended its stream nor broke the connection within
+    /// the capture's duration and `END_GRACE`: the API stops waiting (and
+    /// dropping the call tells the agent to stop).
+    async fn overran(&self) {
+        let kind = event::Kind::ConnectionError(ConnectionError {});
+        let message = format!(
+            "{} did not end its capture within the requested duration and {}s more; \
+             the API stopped waiting for it",
+            self.name(),
+            END_GRACE.as_secs()
+        );
         self.outbox.event(kind, message).await;
     }
 

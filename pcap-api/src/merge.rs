@@ -4,36 +4,64 @@
 //! the API's clock), then sent with everything older. A packet older than
 //! one already sent cannot be put in order any more: it goes out at once
 //! and is counted as out of order for its (origin, interface). When the held
-//! packet data exceeds the byte budget, the oldest go out early.
+//! packets exceed the byte budget, the oldest go out early.
+//!
+//! The budget counts what a held packet really costs: its data buffer's
+//! capacity plus a fixed overhead (the `Packet` itself and its share of the
+//! map's nodes), so a flood of one-byte packets is held to the budget as
+//! surely as a flood of large ones. A timestamp further in the future than
+//! [`MAX_FUTURE`] (an agent whose clock is ahead) is clamped to the API's
+//! clock plus that, and counted: otherwise such packets would wait for hours.
 //!
 //! A pure data structure: the caller passes the time and sends what comes
 //! out.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    mem::size_of,
     time::Duration,
 };
 
 use pcap_proto::v1::Packet;
 
+/// How far ahead of the API's clock a packet's timestamp may be.
+pub const MAX_FUTURE: Duration = Duration::from_secs(1);
+
+type Key = (u64, u64);
+
+/// What holding one packet costs besides its data buffer: the `Packet`
+/// and its key in a B-tree node, with nodes at least 5 of 11 slots full
+/// (std's B-tree), plus the node's share of parent links and child edges.
+pub const PACKET_OVERHEAD: usize =
+    (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>();
+
+/// The bytes holding `packet` costs.
+pub fn held_size(packet: &Packet) -> usize {
+    PACKET_OVERHEAD + packet.data.capacity()
+}
+
 pub struct Merger {
     window_ns: u64,
+    max_future_ns: u64,
     max_held_bytes: usize,
     /// Keyed by (timestamp, arrival number): equal timestamps keep their
     /// arrival order.
-    held: BTreeMap<(u64, u64), Packet>,
+    held: BTreeMap<Key, Packet>,
     arrivals: u64,
     held_bytes: usize,
     held_per_origin: HashMap<u32, usize>,
     /// The timestamp of the newest packet sent so far.
     sent_up_to: Option<u64>,
     out_of_order: HashMap<(u32, u32), u64>,
+    /// Packets whose timestamp was clamped, per origin.
+    clamped: HashMap<u32, u64>,
 }
 
 impl Merger {
     pub fn new(window: Duration, max_held_bytes: usize) -> Self {
         Self {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            max_future_ns: u64::try_from(MAX_FUTURE.as_nanos()).unwrap_or(u64::MAX),
             max_held_bytes,
             held: BTreeMap::new(),
             arrivals: 0,
@@ -41,13 +69,19 @@ impl Merger {
             held_per_origin: HashMap::new(),
             sent_up_to: None,
             out_of_order: HashMap::new(),
+            clamped: HashMap::new(),
         }
     }
 
-    /// Takes a packet. Appends to `out` what must be sent now: the packet
-    /// itself when it is late, or the oldest held packets when the byte
-    /// budget is exceeded.
-    pub fn push(&mut self, packet: Packet, out: &mut Vec<Packet>) {
+    /// Takes a packet that arrived at `now_ns` (the API's clock). Appends to
+    /// `out` what must be sent now: the packet itself when it is late, or
+    /// the oldest held packets when the byte budget is exceeded.
+    pub fn push(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
+        let latest = now_ns.saturating_add(self.max_future_ns);
+        if packet.timestamp_ns > latest {
+            packet.timestamp_ns = latest;
+            *self.clamped.entry(packet.origin).or_default() += 1;
+        }
         if self
             .sent_up_to
             .is_some_and(|sent| packet.timestamp_ns < sent)
@@ -59,7 +93,7 @@ impl Merger {
             out.push(packet);
             return;
         }
-        self.held_bytes += packet.data.len();
+        self.held_bytes += held_size(&packet);
         *self.held_per_origin.entry(packet.origin).or_default() += 1;
         self.held
             .insert((packet.timestamp_ns, self.arrivals), packet);
@@ -101,8 +135,14 @@ impl Merger {
         self.held_per_origin.get(&origin).copied().unwrap_or(0)
     }
 
+    /// What the held packets cost, as the budget counts it.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// How many packets are held.
+    pub fn held_packets(&self) -> usize {
+        self.held.len()
     }
 
     /// Packets of (origin, interface) sent out of order so far.
@@ -118,11 +158,21 @@ impl Merger {
         self.out_of_order.values().sum()
     }
 
+    /// Packets of `origin` whose future timestamp was clamped so far.
+    pub fn clamped(&self, origin: u32) -> u64 {
+        self.clamped.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// Packets whose future timestamp was clamped so far, over all origins.
+    pub fn clamped_total(&self) -> u64 {
+        self.clamped.values().sum()
+    }
+
     fn pop_oldest(&mut self, out: &mut Vec<Packet>) {
         let Some((_, packet)) = self.held.pop_first() else {
             return;
         };
-        self.held_bytes -= packet.data.len();
+        self.held_bytes -= held_size(&packet);
         if let Some(count) = self.held_per_origin.get_mut(&packet.origin) {
             *count -= 1;
             if *count == 0 {
@@ -140,6 +190,8 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_secs(1);
     const SECOND: u64 = 1_000_000_000;
+    /// The API's clock in these tests: later than every timestamp.
+    const NOW: u64 = 1000 * SECOND;
 
     fn packet(origin: u32, timestamp_ns: u64, len: usize) -> Packet {
         Packet {
@@ -160,10 +212,10 @@ mod tests {
     fn packets_wait_for_the_window_and_leave_in_timestamp_order() {
         let mut merger = Merger::new(WINDOW, 1 << 20);
         let mut out = Vec::new();
-        merger.push(packet(0, 10 * SECOND, 1), &mut out);
-        merger.push(packet(1, 9 * SECOND, 1), &mut out);
-        merger.push(packet(0, 12 * SECOND, 1), &mut out);
-        merger.push(packet(1, 11 * SECOND, 1), &mut out);
+        merger.push(packet(0, 10 * SECOND, 1), NOW, &mut out);
+        merger.push(packet(1, 9 * SECOND, 1), NOW, &mut out);
+        merger.push(packet(0, 12 * SECOND, 1), NOW, &mut out);
+        merger.push(packet(1, 11 * SECOND, 1), NOW, &mut out);
         assert!(out.is_empty());
         assert_eq!(merger.next_deadline_ns(), Some(10 * SECOND));
 
@@ -181,7 +233,7 @@ mod tests {
         let mut merger = Merger::new(WINDOW, 1 << 20);
         let mut out = Vec::new();
         for origin in [2, 0, 1] {
-            merger.push(packet(origin, SECOND, 1), &mut out);
+            merger.push(packet(origin, SECOND, 1), NOW, &mut out);
         }
         merger.flush(&mut out);
         let origins: Vec<_> = out.iter().map(|p| p.origin).collect();
@@ -192,14 +244,14 @@ mod tests {
     fn late_packets_go_out_at_once_and_are_counted() {
         let mut merger = Merger::new(WINDOW, 1 << 20);
         let mut out = Vec::new();
-        merger.push(packet(0, 10 * SECOND, 1), &mut out);
+        merger.push(packet(0, 10 * SECOND, 1), NOW, &mut out);
         merger.pop_ready(11 * SECOND, &mut out);
         assert_eq!(times(&out), [10 * SECOND]);
 
         // Older than what was sent: out of order.
-        merger.push(packet(1, 9 * SECOND, 1), &mut out);
+        merger.push(packet(1, 9 * SECOND, 1), NOW, &mut out);
         // As old as what was sent: still in order, so held.
-        merger.push(packet(1, 10 * SECOND, 1), &mut out);
+        merger.push(packet(1, 10 * SECOND, 1), NOW, &mut out);
         assert_eq!(times(&out), [10 * SECOND, 9 * SECOND]);
         assert_eq!(merger.out_of_order(1, 0), 1);
         assert_eq!(merger.out_of_order(0, 0), 0);
@@ -208,19 +260,58 @@ mod tests {
 
     #[test]
     fn the_byte_budget_sends_the_oldest_early() {
-        let mut merger = Merger::new(WINDOW, 250);
+        let cost = held_size(&packet(0, 0, 100));
+        let mut merger = Merger::new(WINDOW, 2 * cost + cost / 2);
         let mut out = Vec::new();
-        merger.push(packet(0, 3 * SECOND, 100), &mut out);
-        merger.push(packet(0, SECOND, 100), &mut out);
+        merger.push(packet(0, 3 * SECOND, 100), NOW, &mut out);
+        merger.push(packet(0, SECOND, 100), NOW, &mut out);
         assert!(out.is_empty());
-        merger.push(packet(1, 2 * SECOND, 100), &mut out);
+        merger.push(packet(1, 2 * SECOND, 100), NOW, &mut out);
         assert_eq!(times(&out), [SECOND]);
-        assert_eq!(merger.held_bytes(), 200);
+        assert_eq!(merger.held_bytes(), 2 * cost);
 
         // Now older than what left early: out of order.
-        merger.push(packet(1, SECOND / 2, 10), &mut out);
+        merger.push(packet(1, SECOND / 2, 10), NOW, &mut out);
         assert_eq!(times(&out), [SECOND, SECOND / 2]);
         assert_eq!(merger.out_of_order(1, 0), 1);
+    }
+
+    #[test]
+    fn tiny_packets_are_charged_what_holding_them_costs() {
+        // snaplen 1 from an agent whose clock is an hour ahead: before the
+        // budget counted overhead, a 1 MiB budget held a million packets
+        // (some 100 MiB).
+        const BUDGET: usize = 1 << 20;
+        let mut merger = Merger::new(WINDOW, BUDGET);
+        let mut out = Vec::new();
+        for i in 0..1_000_000 {
+            merger.push(packet(0, NOW + 3600 * SECOND + i, 1), NOW, &mut out);
+        }
+        assert!(merger.held_bytes() <= BUDGET);
+        assert!(
+            merger.held_packets() * (size_of::<Packet>() + size_of::<Key>()) <= BUDGET,
+            "{} packets held",
+            merger.held_packets()
+        );
+        assert_eq!(merger.held_packets() + out.len(), 1_000_000);
+    }
+
+    #[test]
+    fn future_timestamps_are_clamped_and_counted() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push(packet(0, NOW + 3600 * SECOND, 1), NOW, &mut out);
+        merger.push(packet(1, NOW + SECOND / 2, 1), NOW, &mut out);
+        assert_eq!(merger.clamped(0), 1);
+        assert_eq!(merger.clamped(1), 0);
+        // Ready one window after the allowed future, not in an hour.
+        assert_eq!(
+            merger.next_deadline_ns(),
+            Some(NOW + SECOND / 2 + WINDOW.as_nanos() as u64)
+        );
+        merger.pop_ready(NOW + 2 * SECOND + WINDOW.as_nanos() as u64, &mut out);
+        assert_eq!(times(&out), [NOW + SECOND / 2, NOW + SECOND]);
+        assert_eq!(merger.clamped_total(), 1);
     }
 
     #[test]
@@ -228,7 +319,7 @@ mod tests {
         let mut merger = Merger::new(Duration::from_hours(1), 1 << 20);
         let mut out = Vec::new();
         for ts in [5, 1, 4, 2, 3] {
-            merger.push(packet(ts as u32 % 2, ts * SECOND, 10), &mut out);
+            merger.push(packet(ts as u32 % 2, ts * SECOND, 10), NOW, &mut out);
         }
         merger.pop_ready(100 * SECOND, &mut out);
         assert!(out.is_empty());
@@ -246,7 +337,7 @@ mod tests {
     fn a_zero_window_sends_as_soon_as_asked() {
         let mut merger = Merger::new(Duration::ZERO, 1 << 20);
         let mut out = Vec::new();
-        merger.push(packet(0, 7, 1), &mut out);
+        merger.push(packet(0, 7, 1), NOW, &mut out);
         merger.pop_ready(7, &mut out);
         assert_eq!(times(&out), [7]);
     }

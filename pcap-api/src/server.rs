@@ -7,7 +7,7 @@
 use std::{future::Future, time::Duration};
 
 use pcap_proto::{
-    tls::{KeyPair, TlsError},
+    tls::{KeyPair, TlsError, TlsServer},
     v1::api_server::ApiServer,
 };
 use thiserror::Error;
@@ -20,8 +20,13 @@ use crate::{
     stop::{Stop, StopLevel},
 };
 
-/// Detects clients that vanished without closing their connection.
+/// HTTP/2 pings detect clients that vanished without closing their
+/// connection within interval + timeout; their captures then stop.
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// TCP keepalive probes on idle connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Concurrent calls on one client connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -52,14 +57,18 @@ pub async fn serve(
         certificate: &config.tls.certificate,
         private_key: &config.tls.private_key,
     };
-    let tls = pcap_proto::tls::server_config(&identity, None)?;
+    // Every handshake in its own task, within a deadline, refusals logged.
+    let tls = TlsServer::new(&identity, None)?;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let (close, closed) = oneshot::channel::<()>();
     let server = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(ApiServer::new(service))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+        .serve_with_incoming_shutdown(tls.incoming(incoming), async {
             let _ = closed.await;
         });
     tokio::pin!(server);

@@ -28,6 +28,22 @@ use crate::{
 
 /// Packet data per `Packets` message sent to the client, as agents do.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How long a `Capture` call may take to send its `start` request.
+pub const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first message of a call's request stream, within
+/// [`START_REQUEST_TIMEOUT`]: a client that opens a call and sends nothing
+/// holds no task for longer.
+pub async fn first_request<T>(requests: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
+    tokio::time::timeout(START_REQUEST_TIMEOUT, requests.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no start request within {}s",
+                START_REQUEST_TIMEOUT.as_secs()
+            ))
+        })?
+}
 
 pub type ClientSink = mpsc::Sender<Result<CaptureResponse, Status>>;
 
@@ -49,6 +65,8 @@ pub struct Summary {
     pub bytes: u64,
     pub after_limit: u64,
     pub out_of_order: u64,
+    /// Packets whose timestamp was ahead of the API's clock and clamped.
+    pub future_clamped: u64,
     pub any_started: bool,
     pub limit_reached: Option<Limit>,
     pub client_gone: bool,
@@ -100,6 +118,7 @@ impl Session {
             self.stop.request(StopLevel::Abort, "the client went away");
         }
         self.summary.out_of_order = self.merger.out_of_order_total();
+        self.summary.future_clamped = self.merger.clamped_total();
         self.summary
     }
 
@@ -148,12 +167,17 @@ impl Session {
         };
         match message.body {
             FromAgent::Payload(Payload::Packets(batch)) => {
+                let clamped_before = self.merger.clamped(message.origin);
+                let now = now_ns();
                 let mut ready = Vec::new();
                 for packet in batch.packets {
-                    self.merger.push(packet, &mut ready);
+                    self.merger.push(packet, now, &mut ready);
                 }
-                self.merger.pop_ready(now_ns(), &mut ready);
+                self.merger.pop_ready(now, &mut ready);
                 self.send_packets(ready).await?;
+                if clamped_before == 0 && self.merger.clamped(message.origin) > 0 {
+                    self.clock_ahead(message.origin).await?;
+                }
             }
             FromAgent::Payload(payload) => {
                 if is_event(&payload, |k| matches!(k, event::Kind::CaptureStarted(_))) {
@@ -169,6 +193,25 @@ impl Session {
             FromAgent::Ended => origin.finishing = true,
         }
         self.release_tails().await
+    }
+
+    /// Says once per origin that its clock runs ahead of the API's, so that
+    /// its timestamps were clamped.
+    async fn clock_ahead(&self, origin: u32) -> Result<(), ClientGone> {
+        let ahead = crate::merge::MAX_FUTURE.as_secs_f64();
+        tracing::warn!(
+            origin,
+            "packet timestamps more than {ahead}s ahead of the API's clock: clamped"
+        );
+        self.send(Payload::Event(Event {
+            origin: Some(origin),
+            message: format!(
+                "packet timestamps more than {ahead}s ahead of the API's clock were set to \
+                 the API's time + {ahead}s: this host's clock runs ahead"
+            ),
+            kind: None,
+        }))
+        .await
     }
 
     /// Sends the tail of every finishing origin the merger holds nothing of.

@@ -10,13 +10,19 @@
 //! expired, plain text, timeout).
 
 use std::{
-    error::Error as StdError, fmt, fs, io, net::SocketAddr, path::Path, pin::pin, sync::Arc,
+    error::Error as StdError,
+    fmt, fs, io,
+    net::SocketAddr,
+    path::Path,
+    pin::{Pin, pin},
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use thiserror::Error;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
     sync::mpsc,
     task::JoinSet,
@@ -24,7 +30,7 @@ use tokio::{
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
-        self, AlertDescription, CertificateError, RootCertStore,
+        self, CertificateError, RootCertStore,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
         server::WebPkiClientVerifier,
     },
@@ -39,6 +45,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// what the client still sends before closing, so that the client reads the
 /// TLS alert that says why instead of a connection reset.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// How rustls words a received alert, before the alert's name.
+const RECEIVED_ALERT: &str = "received fatal alert: ";
 /// At most this much is read while lingering.
 const REFUSAL_LINGER_BYTES: usize = 64 << 10;
 
@@ -438,6 +446,110 @@ impl fmt::Display for HandshakeRefusal {
     }
 }
 
+/// A client that verifies the server against `ca`, presents `identity`,
+/// and speaks HTTP/2, for connections made by hand (see [`Watched`]).
+pub fn rustls_client_config(
+    ca: &Path,
+    identity: &KeyPair<'_>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in pem_certificates("CA certificate", ca)? {
+        roots.add(certificate).map_err(|e| TlsError::BadPem {
+            what: "CA certificate",
+            path: ca.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    let chain = pem_certificates("certificate", identity.certificate)?;
+    let key_pem = read_pem("private key", identity.private_key, "PRIVATE KEY")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadPem {
+        what: "private key",
+        path: identity.private_key.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Setup(format!("the certificate and private key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where a [`Watched`] stream keeps the first TLS failure it met.
+#[derive(Clone, Debug, Default)]
+pub struct FailureSlot(Arc<Mutex<Option<ClientTlsFailure>>>);
+
+impl FailureSlot {
+    /// The first TLS failure seen, if any.
+    pub fn get(&self) -> Option<ClientTlsFailure> {
+        self.0.lock().expect("failure slot").clone()
+    }
+
+    /// Keeps the TLS failure in `error`, unless one is kept already.
+    pub fn note(&self, error: &io::Error) {
+        if let Some(failure) = ClientTlsFailure::find(error) {
+            self.0.lock().expect("failure slot").get_or_insert(failure);
+        }
+    }
+}
+
+/// A stream that remembers the TLS failure its reads and writes meet.
+/// HTTP/2 reports a connection that failed as "connection closed" or
+/// "operation was canceled", without the alert that said why; this keeps
+/// it for the message.
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    failure: FailureSlot,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, failure: FailureSlot) -> Self {
+        Self { inner, failure }
+    }
+
+    fn noted<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &poll {
+            self.failure.note(e);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.noted(poll)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.noted(poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.noted(poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.noted(poll)
+    }
+}
+
 /// Why a TLS connection to a server failed, as its client saw it: the
 /// server refused our certificate, or we refused the server's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -455,6 +567,8 @@ pub enum ClientTlsFailure {
 
 impl ClientTlsFailure {
     /// The TLS failure somewhere in `error`'s chain of causes, if any.
+    /// HTTP/2 keeps only the text of an I/O error, so a received alert is
+    /// also recognised by rustls's wording ("received fatal alert: NAME").
     pub fn find(error: &(dyn StdError + 'static)) -> Option<Self> {
         let mut next = Some(error);
         while let Some(error) = next {
@@ -469,32 +583,41 @@ impl ClientTlsFailure {
             }
             next = error.source();
         }
+        let mut next = Some(error);
+        while let Some(error) = next {
+            let text = error.to_string();
+            if let Some((_, rest)) = text.split_once(RECEIVED_ALERT) {
+                let name: String = rest
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+                return Some(Self::from_alert_name(&name));
+            }
+            next = error.source();
+        }
         None
+    }
+
+    fn from_alert_name(name: &str) -> Self {
+        match name {
+            "CertificateRequired" => {
+                Self::CertificateRefused("no client certificate was presented")
+            }
+            "UnknownCA" => {
+                Self::CertificateRefused("unknown CA: it does not chain to the server's client CA")
+            }
+            "CertificateExpired" => Self::CertificateRefused("the certificate has expired"),
+            "CertificateRevoked" => Self::CertificateRefused("the certificate is revoked"),
+            "BadCertificate" | "UnsupportedCertificate" | "CertificateUnknown" | "AccessDenied" => {
+                Self::CertificateRefused("the certificate is not acceptable")
+            }
+            other => Self::ServerAlert(other.to_owned()),
+        }
     }
 
     fn from_rustls(error: &rustls::Error) -> Self {
         match error {
-            rustls::Error::AlertReceived(alert) => match alert {
-                AlertDescription::CertificateRequired => {
-                    Self::CertificateRefused("no client certificate was presented")
-                }
-                AlertDescription::UnknownCA => Self::CertificateRefused(
-                    "unknown CA: it does not chain to the server's client CA",
-                ),
-                AlertDescription::CertificateExpired => {
-                    Self::CertificateRefused("the certificate has expired")
-                }
-                AlertDescription::CertificateRevoked => {
-                    Self::CertificateRefused("the certificate is revoked")
-                }
-                AlertDescription::BadCertificate
-                | AlertDescription::UnsupportedCertificate
-                | AlertDescription::CertificateUnknown
-                | AlertDescription::AccessDenied => {
-                    Self::CertificateRefused("the certificate is not acceptable")
-                }
-                other => Self::ServerAlert(format!("{other:?}")),
-            },
+            rustls::Error::AlertReceived(alert) => Self::from_alert_name(&format!("{alert:?}")),
             rustls::Error::InvalidCertificate(why) => {
                 Self::ServerCertificateInvalid(format!("{why:?}"))
             }
@@ -651,6 +774,27 @@ mod tests {
             Ok(_) => None,
             Err(e) => ClientTlsFailure::find(&e),
         }
+    }
+
+    #[test]
+    fn an_alert_known_only_by_its_text_is_recognised() {
+        // What reaches the API through HTTP/2: the I/O error's text.
+        let error = io::Error::other("connection error: received fatal alert: UnknownCA");
+        assert_eq!(
+            ClientTlsFailure::find(&error),
+            Some(ClientTlsFailure::CertificateRefused(
+                "unknown CA: it does not chain to the server's client CA"
+            ))
+        );
+        let error = io::Error::other("received fatal alert: HandshakeFailure");
+        assert_eq!(
+            ClientTlsFailure::find(&error),
+            Some(ClientTlsFailure::ServerAlert("HandshakeFailure".to_owned()))
+        );
+        assert_eq!(
+            ClientTlsFailure::find(&io::Error::other("broken pipe")),
+            None
+        );
     }
 
     #[tokio::test]

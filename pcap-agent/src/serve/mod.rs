@@ -11,9 +11,12 @@ pub mod service;
 pub mod session;
 pub mod sink;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use pcap_proto::v1::agent_server::AgentServer;
+use pcap_proto::{
+    tls::{KeyPair, TlsError, TlsServer},
+    v1::agent_server::AgentServer,
+};
 use thiserror::Error;
 use tokio::sync::watch;
 use tonic::transport::{Server, server::TcpIncoming};
@@ -24,6 +27,17 @@ use self::service::AgentService;
 
 /// After SIGTERM, how long clients get to read the end of their streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// HTTP/2 pings: an API that vanished (its VM lost, its network cut) is
+/// noticed within interval + timeout, and its captures stop then.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive probes on idle connections (before any stream).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Concurrent calls on one connection. The API opens a connection per
+/// capture; a client cannot start more calls than this on one.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+type Serving<'a> = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + 'a>>;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -36,24 +50,40 @@ pub enum ServeError {
     },
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Serves until `stop` completes (SIGTERM), then stops every capture, lets
 /// them drain and send their statistics, and returns.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
     let address = config.listen_addr()?;
-    let mut server = Server::builder();
-    if let Some(tls) = config.server_tls()? {
-        server = server.tls_config(tls)?;
-    } else {
-        warn!(
-            "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
-             AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
-        );
-    }
+    // Checks the files, as --check-config does; the handshakes are
+    // `TlsServer`'s, which bounds and logs them.
+    let tls = match (config.server_tls()?, &config.tls) {
+        (Some(_), Some(tls)) => Some(TlsServer::new(
+            &KeyPair {
+                certificate: &tls.certificate,
+                private_key: &tls.private_key,
+            },
+            Some(&tls.client_ca),
+        )?),
+        _ => {
+            warn!(
+                "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
+                 AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
+            );
+            None
+        }
+    };
+    let mut server = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let incoming = TcpIncoming::bind(address)
         .map_err(|source| ServeError::Listen { address, source })?
-        .with_nodelay(Some(true));
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let local = incoming.local_addr().unwrap_or(address);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -66,12 +96,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         "listening"
     );
     let mut stopping = shutdown_rx;
-    let serving = server
-        .add_service(AgentServer::new(service))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        });
-    tokio::pin!(serving);
+    let stopping = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let router = server.add_service(AgentServer::new(service));
+    let mut serving: Serving<'_> = match tls {
+        Some(tls) => {
+            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming), stopping))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopping)),
+    };
     tokio::select! {
         result = &mut serving => return Ok(result?),
         () = stop => {}

@@ -1,7 +1,7 @@
 //! The `pcap.v1.Agent` gRPC service: checks who calls, admits captures, and
 //! reports status.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
@@ -17,6 +17,9 @@ use super::{
     queue::{QueueStream, send_queue},
     session::Session,
 };
+
+/// How long a `Capture` call may take to send its `start` request.
+pub const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AgentService {
     config: Arc<Config>,
@@ -92,7 +95,16 @@ impl Agent for AgentService {
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let mut requests = request.into_inner();
-        let start = match requests.message().await? {
+        let first = tokio::time::timeout(START_REQUEST_TIMEOUT, requests.message())
+            .await
+            .map_err(|_| {
+                tracing::warn!(%peer, "no start request within {START_REQUEST_TIMEOUT:?}");
+                Status::deadline_exceeded(format!(
+                    "no start request within {}s",
+                    START_REQUEST_TIMEOUT.as_secs()
+                ))
+            })??;
+        let start = match first {
             Some(AgentRequest {
                 operation: Some(Operation::Start(start)),
             }) => start,

@@ -1,0 +1,149 @@
+//! Properties of the reorder window over random interleavings of packets
+//! (any origins, timestamps from the past to far in the future, sizes from
+//! empty up) and clock advances, with random windows and byte budgets:
+//! - every packet comes out exactly once;
+//! - the output's timestamps never go back, except for packets counted
+//!   `out_of_order`, and exactly those;
+//! - what is held stays within the budget, charged at its real cost;
+//! - a timestamp comes out as it went in, or clamped to the API's clock
+//!   plus `MAX_FUTURE` (and counted).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use pcap_api::merge::{MAX_FUTURE, Merger, held_size};
+use pcap_proto::v1::Packet;
+use proptest::prelude::*;
+
+const SECOND: u64 = 1_000_000_000;
+const START: u64 = 1_000_000 * SECOND;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A packet stamped `offset_ms` from the API's clock.
+    Push {
+        origin: u32,
+        interface: u32,
+        offset_ms: i64,
+        len: usize,
+    },
+    /// The API's clock moves on; ready packets are taken.
+    Advance { ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..4u32, 0..2u32, -5_000i64..5_000, 0..300usize).prop_map(
+            |(origin, interface, offset_ms, len)| Op::Push { origin, interface, offset_ms, len }
+        ),
+        // Some agents' clocks are hours ahead.
+        1 => (0..4u32, 3_600_000i64..7_200_000).prop_map(|(origin, offset_ms)| Op::Push {
+            origin,
+            interface: 0,
+            offset_ms,
+            len: 1,
+        }),
+        2 => (0..3_000u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+fn offset(now: u64, ms: i64) -> u64 {
+    let delta = ms.unsigned_abs() * 1_000_000;
+    if ms < 0 { now - delta } else { now + delta }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_packet_once_in_order_within_the_budget(
+        ops in proptest::collection::vec(op(), 1..400),
+        window_ms in 0..3_000u64,
+        budget in 0usize..40_000,
+    ) {
+        let mut merger = Merger::new(Duration::from_millis(window_ms), budget);
+        let max_future = MAX_FUTURE.as_nanos() as u64;
+        let mut now = START;
+        let mut out = Vec::new();
+        // Packet id (kept in `original_length`) -> the timestamp it must
+        // come out with, and its charge while held.
+        let mut expected = BTreeMap::new();
+        let mut clamped = 0;
+        // Held packet id -> its least real cost; output counted so far.
+        let mut cost = BTreeMap::new();
+        let mut counted = 0;
+        for (id, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Push { origin, interface, offset_ms, len } => {
+                    let timestamp_ns = offset(now, offset_ms);
+                    let packet = Packet {
+                        timestamp_ns,
+                        origin,
+                        interface,
+                        original_length: id as u32,
+                        data: vec![0xab; len],
+                        ..Packet::default()
+                    };
+                    if timestamp_ns > now + max_future {
+                        clamped += 1;
+                    }
+                    expected.insert(id as u32, timestamp_ns.min(now + max_future));
+                    cost.insert(id as u32, size_of::<Packet>() + len);
+                    merger.push(packet, now, &mut out);
+                }
+                Op::Advance { ms } => {
+                    now += ms * 1_000_000;
+                    merger.pop_ready(now, &mut out);
+                }
+            }
+            prop_assert!(
+                merger.held_bytes() <= budget,
+                "{} bytes held, budget {budget}", merger.held_bytes()
+            );
+            // Nothing is lost or made up meanwhile, and what is held costs
+            // at least its `Packet` and data each: that stays in the budget.
+            let held = expected.len() - out.len();
+            prop_assert_eq!(held, merger.held_packets());
+            for packet in &out[counted..] {
+                cost.remove(&packet.original_length);
+            }
+            counted = out.len();
+            let held_cost: usize = cost.values().sum();
+            prop_assert!(held_cost <= budget, "{held} packets cost {held_cost}, budget {budget}");
+        }
+        merger.flush(&mut out);
+        prop_assert_eq!(merger.held_bytes(), 0);
+
+        // Exactly once, with the expected timestamps.
+        let mut seen = BTreeMap::new();
+        for packet in &out {
+            prop_assert!(
+                seen.insert(packet.original_length, packet.timestamp_ns).is_none(),
+                "packet {} came out twice", packet.original_length
+            );
+        }
+        prop_assert_eq!(&seen, &expected);
+        prop_assert_eq!(merger.clamped_total(), clamped);
+
+        // Non-decreasing but for the packets counted out of order.
+        let mut newest = 0;
+        let mut late = BTreeMap::<(u32, u32), u64>::new();
+        for packet in &out {
+            if packet.timestamp_ns < newest {
+                *late.entry((packet.origin, packet.interface)).or_default() += 1;
+            }
+            newest = newest.max(packet.timestamp_ns);
+        }
+        prop_assert_eq!(late.values().sum::<u64>(), merger.out_of_order_total());
+        for ((origin, interface), count) in late {
+            prop_assert_eq!(count, merger.out_of_order(origin, interface));
+        }
+    }
+
+    #[test]
+    fn the_charge_covers_the_packet_and_its_buffer(len in 0..2_000usize) {
+        let packet = Packet { data: vec![0; len], ..Packet::default() };
+        prop_assert!(
+            held_size(&packet) >= size_of::<Packet>() + packet.data.capacity()
+        );
+    }
+}
