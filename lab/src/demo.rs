@@ -214,8 +214,10 @@ fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<CfServers
     let cc_server = Server::start(cc_listener, &tls, cc.router())?;
 
     landscape.start_agents("")?;
+    // dev runs two captures of appB at once (lines, and -w), both on its
+    // cell's agent: one more than the default per-user, per-agent limit.
     let api_config = landscape.api_config(&format!(
-        "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n",
+        "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n\n[limits]\nmax_captures_per_user_per_agent = 2\n",
         utf8(&landscape.pki.ca.certificate)?
     ))?;
     landscape.start_api(&api_config)?;

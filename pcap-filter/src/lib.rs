@@ -23,6 +23,7 @@ pub mod cbpf;
 pub mod classic_like;
 pub mod compile;
 pub mod ebpf;
+pub mod interp;
 #[expect(unsafe_code, reason = "bindings to libpcap's compiler")]
 mod libpcap;
 pub mod names;

@@ -154,3 +154,30 @@ pub fn compile(
     unsafe { pcap_freecode(&raw mut program) };
     Ok(insns)
 }
+
+#[cfg(test)]
+#[link(name = "pcap")]
+unsafe extern "C" {
+    fn bpf_filter(pc: *const BpfInsn, p: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
+}
+
+/// libpcap's interpreter, `bpf_filter`: the reference for [`crate::interp`].
+/// `program` must pass [`crate::cbpf::validate`] (libpcap aborts on an
+/// unknown instruction).
+#[cfg(test)]
+pub fn filter(program: &[CbpfInsn], packet: &[u8], wirelen: u32) -> u32 {
+    let insns: Vec<BpfInsn> = program
+        .iter()
+        .map(|i| BpfInsn {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    assert!(!insns.is_empty(), "libpcap treats no program as accept-all");
+    // SAFETY: `insns` and `packet` are live for the call and bpf_filter
+    // reads at most `buflen` bytes of the packet; the callers' programs
+    // end in a return (a valid program) so bpf_filter stays inside them.
+    unsafe { bpf_filter(insns.as_ptr(), packet.as_ptr(), wirelen, packet.len() as c_uint) }
+}

@@ -39,6 +39,9 @@ const BASE: &[&str] = &[
 /// Where debootstrap's download is cached and the root is made.
 const DEFAULT_DIR: &str = "/var/tmp/pcap-fresh-check";
 
+/// Certificate authorities a machine adds to Debian's (update-ca-certificates(8)).
+const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
+
 /// The clone's path inside the root.
 const CLONE: &str = "/root/pcap";
 
@@ -117,9 +120,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 )
             },
         )?;
-        phase("configuring apt and DNS like the host", &mut || {
-            configure(&root)
-        })?;
+        phase(
+            "configuring apt, DNS and certificate authorities like the host",
+            &mut || configure(&root),
+        )?;
         phase("copying rustup and its stable toolchain", &mut || {
             copy_rustup(&root)
         })?;
@@ -260,7 +264,8 @@ fn mounts_below(mountinfo: &str, root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// apt sources and DNS as on the host; no service starts during apt.
+/// apt sources, DNS and local certificate authorities as on the host; no
+/// service starts during apt.
 fn configure(root: &Path) -> anyhow::Result<()> {
     // Debian 12's own sources (bookworm, -updates, -security): setup needs
     // the security archive's rustc-web and LLVM 22.
@@ -279,6 +284,22 @@ fn configure(root: &Path) -> anyhow::Result<()> {
         fs::read("/etc/resolv.conf").context("reading the host's /etc/resolv.conf")?,
     )?;
     fs::copy("/etc/hosts", root.join("etc/hosts"))?;
+    // The machine's own certificate authorities (an egress proxy's, say),
+    // without which cargo cannot reach crates.io.
+    let local_cas = Path::new(LOCAL_CAS);
+    if local_cas.is_dir() {
+        run_command(
+            Command::new("cp")
+                .arg("-a")
+                .arg(local_cas.join("."))
+                .arg(root.join(LOCAL_CAS.trim_start_matches('/'))),
+        )?;
+        run_command(
+            Command::new("chroot")
+                .arg(root)
+                .arg("update-ca-certificates"),
+        )?;
+    }
     // As in any chroot: packages must not start services of their own.
     let policy = root.join("usr/sbin/policy-rc.d");
     fs::write(&policy, "#!/bin/sh\nexit 101\n")?;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod fresh_check;
+mod fuzz;
 mod linkage;
 mod setup;
 
@@ -42,6 +43,8 @@ enum Task {
     /// Run `cargo xtask demo` in a pristine Debian 12 root made with
     /// debootstrap, as a new user on a fresh machine would (slow: tens of minutes).
     FreshCheck(fresh_check::Options),
+    /// Run the cargo-fuzz targets in fuzz/ (nightly; see docs/fuzzing.md).
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             lab(&args)
         }
         Task::FreshCheck(options) => fresh_check::run(&options),
+        Task::Fuzz(options) => fuzz::run(&options),
     }
 }
 
@@ -115,4 +119,28 @@ pub fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask is in the workspace")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench_options(args: &[&str]) -> Vec<String> {
+        let mut argv = vec!["xtask", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Task::Bench { options } => options,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_passes_its_options_and_help_on_to_pcap_lab() {
+        assert_eq!(
+            bench_options(&["--runs", "5", "--only", "filter,capture", "--out", "b.md"]),
+            ["--runs", "5", "--only", "filter,capture", "--out", "b.md"]
+        );
+        assert_eq!(bench_options(&["--help"]), ["--help"]);
+        assert_eq!(bench_options(&[]), Vec::<String>::new());
+    }
 }

@@ -127,7 +127,7 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     step(
         "building bpf-linker against LLVM 22 with cargo install",
-        "4 min on 2 cores",
+        "3 min on 2 cores",
         build_bpf_linker,
     )
 }
@@ -170,7 +170,7 @@ fn s3_server() -> anyhow::Result<()> {
         &format!(
             "building s3s-fs {S3S_FS_VERSION} (the S3 server of the store tests) with cargo install"
         ),
-        "5 min on 2 cores",
+        "6 min on 2 cores",
         || {
             run_command(Command::new(env!("CARGO")).args([
                 "install",

@@ -132,13 +132,18 @@ pub fn read_store(path: &Path) -> Result<BTreeMap<String, StoreEntry>, Container
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(store_error(e)),
     };
-    if text.trim().is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    serde_json::from_str(&text).map_err(|e| ContainerError::Malformed {
+    parse_store(&text).map_err(|e| ContainerError::Malformed {
         path: path.display().to_string(),
         message: e.to_string(),
     })
+}
+
+/// Parses the store's text; a blank store is an empty one.
+pub fn parse_store(text: &str) -> Result<BTreeMap<String, StoreEntry>, serde_json::Error> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    serde_json::from_str(text)
 }
 
 /// Finds `scope`'s container in `store` and checks that it belongs to the
