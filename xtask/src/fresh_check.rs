@@ -82,6 +82,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     fs::create_dir_all(&options.dir)
         .with_context(|| format!("creating {}", options.dir.display()))?;
     let dir = options.dir.canonicalize()?;
+    let _lock = lock(&dir)?;
     let root = dir.join("root");
     let mirror = host_mirror();
     let tarball = dir.join(format!("{SUITE}-{}.tgz", BASE.join("+")));
@@ -155,6 +156,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.command
     );
     Ok(())
+}
+
+/// Each run removes and remakes the root: one run per directory at a time.
+fn lock(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    nix::fcntl::Flock::lock(
+        fs::File::create(dir.join("lock"))?,
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another fresh-check is using {} ({errno}): wait for it, or give another --dir",
+            dir.display()
+        )
+    })
 }
 
 fn has_program(name: &str) -> bool {
