@@ -17,6 +17,7 @@ pub mod bosh;
 pub mod cf;
 pub mod config;
 pub mod fanout;
+pub mod health;
 pub mod limits;
 pub mod merge;
 pub mod resolve;

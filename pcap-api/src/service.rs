@@ -133,6 +133,8 @@ struct Shared {
     shutdown: Stop,
     /// Where `--store` captures go (`[store]`).
     store: Option<Arc<crate::store::CaptureStore>>,
+    /// The resolvers' health for `Status`, asked at most every 30 s.
+    health: crate::health::HealthCache<Vec<pcap_proto::v1::ResolverStatus>>,
 }
 
 impl ApiService {
@@ -171,6 +173,7 @@ impl ApiService {
             limits: limits.clone(),
             shutdown,
             store: None,
+            health: crate::health::HealthCache::new(crate::health::HEALTH_TTL),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -274,10 +277,16 @@ impl Api for ApiService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let shared = &self.shared;
-        let mut resolvers = Vec::new();
-        for resolver in &shared.resolvers {
-            resolvers.push(resolver.status().await);
-        }
+        let resolvers = shared
+            .health
+            .get(|| async {
+                let mut resolvers = Vec::new();
+                for resolver in &shared.resolvers {
+                    resolvers.push(resolver.status().await);
+                }
+                resolvers
+            })
+            .await;
         Ok(Response::new(StatusResponse {
             healthy: shared.shutdown.level() == StopLevel::Running,
             compatibility_level: COMPATIBILITY_LEVEL,
