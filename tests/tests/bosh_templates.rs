@@ -581,9 +581,8 @@ fn api_defaults_render_a_config_the_api_accepts() {
     );
 }
 
-#[test]
-fn api_targets_come_from_properties_and_the_agent_link() {
-    let pki = Pki::new("api-targets");
+/// The `pcap-agent` link of two diego-cell agents listening on 9500.
+fn agent_link() -> Json {
     let instance = |index: i64, id: &str, address: &str| {
         Json::map(&[
             ("name", Json::str("diego-cell")),
@@ -593,6 +592,28 @@ fn api_targets_come_from_properties_and_the_agent_link() {
             ("address", Json::str(address)),
         ])
     };
+    Json::map(&[(
+        "pcap-agent",
+        Json::map(&[
+            ("provider_job", Json::str("bosh/jobs/pcap-agent")),
+            (
+                "properties",
+                Json::map(&[]).with("listen.port", Json::Int(9500)),
+            ),
+            (
+                "instances",
+                Json::list(&[
+                    instance(1, "b-id", "fd00::7"),
+                    instance(0, "a-id", "a-id.diego-cell.default.cf.bosh"),
+                ]),
+            ),
+        ]),
+    )])
+}
+
+#[test]
+fn api_targets_come_from_properties_and_the_agent_link() {
+    let pki = Pki::new("api-targets");
     // Awkward strings must come out as valid TOML holding the same text.
     let token = "tok\"en\\with\nnewline\u{7f}and ü";
     let properties = pki
@@ -628,23 +649,7 @@ fn api_targets_come_from_properties_and_the_agent_link() {
             Json::strings(&["alice \"the admin\""]),
         )
         .with("link_targets.prefix", Json::str("cf-"));
-    let links = Json::map(&[(
-        "pcap-agent",
-        Json::map(&[
-            ("provider_job", Json::str("bosh/jobs/pcap-agent")),
-            (
-                "properties",
-                Json::map(&[]).with("listen.port", Json::Int(9500)),
-            ),
-            (
-                "instances",
-                Json::list(&[
-                    instance(1, "b-id", "fd00::7"),
-                    instance(0, "a-id", "a-id.diego-cell.default.cf.bosh"),
-                ]),
-            ),
-        ]),
-    )]);
+    let links = agent_link();
     let rendered = render_accepted(
         Job::Api,
         "api-targets",
@@ -681,7 +686,10 @@ fn api_targets_come_from_properties_and_the_agent_link() {
             "targets",
             Json::list(&[Json::map(&[
                 ("name", Json::str("diego-cell")),
-                ("allow", Json::map(&[("users", Json::strings(&["x"]))])),
+                (
+                    "allow",
+                    Json::map(&[("users", Json::strings(&["alice \"the admin\""]))]),
+                ),
                 (
                     "agents",
                     Json::list(&[Json::map(&[
@@ -696,7 +704,12 @@ fn api_targets_come_from_properties_and_the_agent_link() {
     let check = clash.check();
     assert!(!check.ok, "{}", clash.config());
     assert!(check.output.contains("targets[1].name"), "{}", check.output);
+}
 
+#[test]
+fn api_link_targets_are_off_by_default_and_name_who_may_capture_them() {
+    let pki = Pki::new("api-link");
+    let links = agent_link();
     // Link targets are off by default: with the link, no targets.
     let rendered =
         render_properties_with_links("api-link-off", pki.api_properties(), links.clone());
