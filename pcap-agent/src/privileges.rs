@@ -11,13 +11,24 @@
 //! permitted and bounding sets, the inheritable and ambient sets are empty,
 //! and `no_new_privs` is set, so not even an `execve` of a set-uid or
 //! file-capability program (the clsact fallback runs `tc`) can gain more.
+//!
+//! With `file_user`, files are opened as that user and its group (the
+//! file-system uid and gid, and the only supplementary group), while the
+//! process stays uid 0: silk's container metadata store belongs to `vcap`
+//! with mode 0600, and root without `CAP_DAC_OVERRIDE` could not read it,
+//! while `tc`, which `execve` runs with the file-system ids reset to root,
+//! gets the kept capabilities from the bounding set without any inheritable
+//! or ambient ones.
 
 use std::{collections::HashSet, fmt::Write as _};
 
 use caps::{CapSet, Capability, CapsHashSet, errors::CapsError};
-use nix::sys::{
-    prctl,
-    resource::{RLIM_INFINITY, Resource, setrlimit},
+use nix::{
+    sys::{
+        prctl,
+        resource::{RLIM_INFINITY, Resource, setrlimit},
+    },
+    unistd::{User, setfsgid, setfsuid, setgroups},
 };
 use serde::Deserialize;
 use thiserror::Error;
@@ -49,6 +60,8 @@ pub struct PrivilegesConfig {
     /// Raise `RLIMIT_MEMLOCK` to unlimited before dropping: kernels before
     /// 5.11 charge eBPF maps to it. Needs `CAP_SYS_RESOURCE` at start only.
     pub raise_memlock_rlimit: bool,
+    /// Open files as this user and its group (with `keep` only).
+    pub file_user: Option<String>,
 }
 
 impl PrivilegesConfig {
@@ -56,8 +69,18 @@ impl PrivilegesConfig {
     /// of [`NEEDED`]. `Err` is a message for the key `privileges.keep`.
     pub fn keep_set(&self) -> Result<Option<CapsHashSet>, String> {
         let Some(names) = &self.keep else {
+            if self.file_user.is_some() {
+                return Err("is missing: file_user takes effect only with keep".to_owned());
+            }
             return Ok(None);
         };
+        if self
+            .file_user
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            return Err("file_user is empty: name a user, or leave it out".to_owned());
+        }
         let mut set = CapsHashSet::new();
         for name in names {
             set.insert(parse(name)?);
@@ -106,6 +129,12 @@ pub enum PrivilegeError {
          drop them before starting any"
     )]
     Threads(usize),
+    #[error("privileges.file_user: there is no user {0:?} on this machine")]
+    NoUser(String),
+    #[error("privileges.file_user: cannot look up {0:?}: {1}")]
+    LookUp(String, #[source] nix::Error),
+    #[error("privileges.file_user: cannot set the supplementary groups: {0}")]
+    Groups(#[source] nix::Error),
     #[error("after dropping, the {set} set holds {actual}, not {expected}")]
     Verify {
         set: &'static str,
@@ -132,7 +161,11 @@ pub fn enforce(config: &PrivilegesConfig) -> Result<Enforced, PrivilegeError> {
             Ok(Enforced::Checked)
         }
         Some(keep) => {
-            restrict(&keep, config.raise_memlock_rlimit)?;
+            restrict(
+                &keep,
+                config.raise_memlock_rlimit,
+                config.file_user.as_deref(),
+            )?;
             let kept = names(&keep);
             info!(kept, "dropped every other capability; no_new_privs is set");
             Ok(Enforced::Restricted(kept))
@@ -187,8 +220,13 @@ fn missing_message(effective: &CapsHashSet, also: &CapsHashSet) -> Option<String
 /// Keeps exactly `keep` in the effective, permitted and bounding sets,
 /// empties the inheritable and ambient sets and sets `no_new_privs`, then
 /// reads every set back to make sure. With `raise_memlock`, first raises
-/// `RLIMIT_MEMLOCK` to unlimited.
-pub fn restrict(keep: &CapsHashSet, raise_memlock: bool) -> Result<(), PrivilegeError> {
+/// `RLIMIT_MEMLOCK` to unlimited; with `file_user`, first makes that user
+/// and its group the file-system ids and the only supplementary group.
+pub fn restrict(
+    keep: &CapsHashSet,
+    raise_memlock: bool,
+    file_user: Option<&str>,
+) -> Result<(), PrivilegeError> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
     if threads > 1 {
         return Err(PrivilegeError::Threads(threads));
@@ -198,6 +236,8 @@ pub fn restrict(keep: &CapsHashSet, raise_memlock: bool) -> Result<(), Privilege
         setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY)
             .map_err(PrivilegeError::Memlock)?;
     }
+    // While CAP_SETUID and CAP_SETGID are still held.
+    let file_ids = file_user.map(switch_file_ids).transpose()?;
     let bounding = read(CapSet::Bounding)?;
     let mut drop: Vec<Capability> = bounding.difference(keep).copied().collect();
     drop.sort_by_key(Capability::index);
@@ -234,11 +274,25 @@ pub fn restrict(keep: &CapsHashSet, raise_memlock: bool) -> Result<(), Privilege
         result.map_err(|source| PrivilegeError::Caps { step, source })?;
     }
     prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
-    verify(keep)
+    verify(keep, file_ids)
 }
 
-/// Reads every set back: exactly `keep` where kept, nothing elsewhere.
-fn verify(keep: &CapsHashSet) -> Result<(), PrivilegeError> {
+/// The file-system uid and gid (and the groups) of `name`, for this thread
+/// and the threads it starts from now on.
+fn switch_file_ids(name: &str) -> Result<(u32, u32), PrivilegeError> {
+    let user = User::from_name(name)
+        .map_err(|e| PrivilegeError::LookUp(name.to_owned(), e))?
+        .ok_or_else(|| PrivilegeError::NoUser(name.to_owned()))?;
+    setgroups(&[user.gid]).map_err(PrivilegeError::Groups)?;
+    // Neither call reports failure; `verify` reads the ids back.
+    setfsgid(user.gid);
+    setfsuid(user.uid);
+    Ok((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// Reads every set back: exactly `keep` where kept, nothing elsewhere; and
+/// the file-system ids and groups when `file_ids` is given.
+fn verify(keep: &CapsHashSet, file_ids: Option<(u32, u32)>) -> Result<(), PrivilegeError> {
     let empty = CapsHashSet::new();
     for (name, set, expected) in [
         ("effective", CapSet::Effective, keep),
@@ -262,6 +316,26 @@ fn verify(keep: &CapsHashSet) -> Result<(), PrivilegeError> {
             actual: "0".to_owned(),
             expected: "1".to_owned(),
         });
+    }
+    if let Some((uid, gid)) = file_ids {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+        for (field, expected) in [
+            ("Uid", format!("0\t0\t0\t{uid}")),
+            ("Gid", format!("0\t0\t0\t{gid}")),
+            ("Groups", format!("{gid} ")),
+        ] {
+            let actual = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(":\t"))
+                .unwrap_or_default();
+            if actual.trim_end() != expected.trim_end() {
+                return Err(PrivilegeError::Verify {
+                    set: field,
+                    actual: actual.to_owned(),
+                    expected,
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -317,6 +391,7 @@ mod tests {
         PrivilegesConfig {
             keep: Some(keep.iter().map(|s| (*s).to_owned()).collect()),
             raise_memlock_rlimit: false,
+            file_user: None,
         }
     }
 

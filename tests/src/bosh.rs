@@ -251,6 +251,10 @@ exec "$3" serve --config "/var/vcap/jobs/$2/config/$2.toml" --check-config"#;
     })
 }
 
+/// The uid and gid of `vcap` inside [`VarVcap::command`] (BOSH stemcells
+/// use 1000; this one is unlikely to be taken on a test machine).
+pub const VCAP_ID: u32 = 64_321;
+
 /// A VM's `/var/vcap` for a job under test, in a directory of the host that
 /// [`VarVcap::command`] bind-mounts at `/var/vcap` in a private mount
 /// namespace: `jobs/JOB` (rendered there by [`VarVcap::render`]),
@@ -278,14 +282,26 @@ impl VarVcap {
         }
         let run_pcap_agent = dir.join("run-pcap-agent");
         std::fs::create_dir_all(&run_pcap_agent)?;
+        // The stemcell's vcap user and group, for the namespace's /etc.
+        for (file, line) in [
+            (
+                "passwd",
+                format!("vcap:x:{VCAP_ID}:{VCAP_ID}::/home/vcap:/usr/sbin/nologin\n"),
+            ),
+            ("group", format!("vcap:x:{VCAP_ID}:\n")),
+        ] {
+            let host = std::fs::read_to_string(Path::new("/etc").join(file))?;
+            std::fs::write(dir.join(file), format!("{host}{line}"))?;
+        }
         Ok(Self {
             dir: root,
             run_pcap_agent,
         })
     }
 
-    /// Renders `bosh/jobs/JOB` with `properties` into `jobs/JOB`:
-    /// `Ok(Err(message))` when rendering failed.
+    /// Renders `bosh/jobs/JOB` with `properties` into `jobs/JOB` and installs
+    /// it as the BOSH agent does (root:vcap, directories 0750, files 0640,
+    /// `bin/` 0750): `Ok(Err(message))` when rendering failed.
     pub fn render(&self, job: &str, properties: &Json) -> anyhow::Result<Result<(), String>> {
         let input = Json::map(&[
             (
@@ -295,12 +311,30 @@ impl VarVcap {
             ("job", Json::str(format!("bosh/jobs/{job}"))),
             ("properties", properties.clone()),
         ]);
-        render(&input, &self.dir, &self.dir.join("jobs").join(job))
+        let target = self.dir.join("jobs").join(job);
+        let rendered = render(&input, &self.dir, &target)?;
+        if rendered.is_ok() {
+            // As the BOSH agent installs jobs: root:vcap, 0750 and 0640.
+            let out = Command::new("sh")
+                .args(["-c", r#"chown -R "0:$2" "$1" && chmod -R u=rwX,g=rX,o= "$1" && chmod -R g+x "$1/bin""#, "sh"])
+                .arg(&target)
+                .arg(VCAP_ID.to_string())
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "installing {}: {}",
+                    target.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(rendered)
     }
 
     /// `launcher` (for example `ip netns exec NS`, or `setpriv ...`) running
     /// `args` in a private mount namespace where this directory is
-    /// `/var/vcap`, the way monit or the BOSH agent would run a job's script.
+    /// `/var/vcap` and `/etc/passwd` and `/etc/group` know `vcap`, the way
+    /// monit or the BOSH agent would run a job's script.
     pub fn command(&self, mut launcher: Command, args: &[&str]) -> Command {
         std::fs::create_dir_all("/var/vcap").expect("creating the mount point /var/vcap");
         std::fs::create_dir_all("/run/pcap-agent")
@@ -308,7 +342,9 @@ impl VarVcap {
         let script = r#"set -e
 mount --bind "$1" /var/vcap
 mount --bind "$2" /run/pcap-agent
-shift 2
+mount --bind "$3/passwd" /etc/passwd
+mount --bind "$3/group" /etc/group
+shift 3
 exec "$@""#;
         launcher
             .args([
@@ -324,6 +360,7 @@ exec "$@""#;
             ])
             .arg(&self.dir)
             .arg(&self.run_pcap_agent)
+            .arg(self.dir.parent().expect("var-vcap is in a directory"))
             .args(args);
         launcher
     }

@@ -5,8 +5,9 @@
 //!
 //! The agent must hold exactly CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in its
 //! effective, permitted and bounding sets, nothing inheritable or ambient,
-//! and no_new_privs (/proc/PID/status) — and still capture through pcap-api.
-//! Started without one of them it must refuse, naming it.
+//! and no_new_privs, and open files as vcap (/proc/PID/status) — and still
+//! capture through pcap-api. Started without one of them it must refuse,
+//! naming it.
 //!
 //! Needs root (namespaces, eBPF) and ruby; `cargo build --bins` first.
 
@@ -24,7 +25,7 @@ use nix::{
 };
 use pcap_tests::{
     TempDir,
-    bosh::{Json, VarVcap},
+    bosh::{Json, VCAP_ID, VarVcap},
     captures,
     cluster::{ALICE_TOKEN, Cluster},
     netns::Netns,
@@ -158,11 +159,16 @@ fn assert_documented_capabilities(pid: Pid) -> anyhow::Result<usize> {
             );
         }
         ensure!(status_field(&status, "NoNewPrivs")? == "1", "{status}");
-        // Root without the capabilities root usually has.
+        // Root without the capabilities root usually has, opening files as
+        // vcap (privileges.file_user): real, effective, saved, file system.
+        for name in ["Uid", "Gid"] {
+            ensure!(
+                status_field(&status, name)? == format!("0\t0\t0\t{VCAP_ID}"),
+                "{name}:\n{status}"
+            );
+        }
         ensure!(
-            status_field(&status, "Uid")?
-                .split_whitespace()
-                .all(|u| u == "0"),
+            status_field(&status, "Groups")?.trim_end() == VCAP_ID.to_string(),
             "{status}"
         );
         threads += 1;
@@ -467,5 +473,34 @@ fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result
     // Stopping what is not running is fine.
     let stop = ctl("stop").output()?;
     ensure!(stop.status.success(), "{stop:?}");
+    Ok(())
+}
+
+#[test]
+fn the_agent_opens_files_as_vcap_and_cannot_read_what_only_root_may() -> anyhow::Result<()> {
+    let dir = TempDir::new("privileges-files")?;
+    let cluster = Cluster::new(&dir, 1)?;
+    let var_vcap = VarVcap::new(&dir, &cluster.bin_dir)?;
+    var_vcap
+        .render("pcap-agent", &agent_properties(&cluster)?)?
+        .map_err(anyhow::Error::msg)?;
+    // The key readable by root alone: the configuration check (as root, with
+    // every capability) passes, but the agent reads it again to serve.
+    let key = var_vcap.path("jobs/pcap-agent/config/certs/agent.key");
+    pcap_tests::netns::sh(&format!("chown 0:0 {0} && chmod 0600 {0}", key.display()))?;
+    let mut agent = Started::spawn(var_vcap.command(
+        in_netns(&cluster.vms[0].ns),
+        &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
+    ))?;
+    let status = agent.wait(TIMEOUT)?;
+    let log = log(&var_vcap);
+    ensure!(status.code() == Some(1), "exited {status}:\n{log}");
+    ensure!(
+        log.contains("dropped every other capability")
+            && log.contains("/var/vcap/jobs/pcap-agent/config/certs/agent.key")
+            && log.contains("Permission denied")
+            && !log.contains("listening"),
+        "{log}"
+    );
     Ok(())
 }

@@ -273,7 +273,9 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
         config.ends_with("\n[privileges]\n# At start the agent keeps only these capabilities (effective, permitted and\n\
          # bounding sets), empties the inheritable and ambient sets and sets\n\
          # no_new_privs; it refuses to start, naming the capability, without one.\n\
-         keep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n"),
+         keep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n\
+         # Files are opened as this user and group; the process stays uid 0.\n\
+         file_user = \"vcap\"\n"),
         "{config}"
     );
     assert_monit_runs_the_ctl_script(&rendered);
@@ -287,6 +289,7 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
         "RUN_DIR=/var/vcap/sys/run/pcap-agent",
         "LOG_DIR=/var/vcap/sys/log/pcap-agent",
         "AGENT=/var/vcap/packages/pcap/bin/pcap-agent",
+        "    chown -R vcap:vcap /run/pcap-agent",
     ] {
         assert!(ctl.lines().any(|l| l == line), "{line} in\n{ctl}");
     }
@@ -420,6 +423,7 @@ fn agent_privileges_follow_the_kernel_and_fallback_properties() {
         config.ends_with("\nraise_memlock_rlimit = true\n"),
         "{config}"
     );
+
     assert_monit_runs_the_ctl_script(&rendered);
 
     let rendered = render_properties(
@@ -506,6 +510,27 @@ fn agent_privileges_follow_the_kernel_and_fallback_properties() {
         .unwrap();
     assert_eq!(ctl.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&ctl.stderr).contains("bpm runs pcap-agent"));
+}
+
+#[test]
+fn agent_files_are_opened_as_root_when_file_user_is_empty() {
+    // No file_user in the config, and the ctl script chowns nothing.
+    let pki = Pki::new("agent-files-as-root");
+    let rendered = render_accepted(
+        Job::Agent,
+        "agent-files-as-root",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("privileges.file_user", Json::str("")),
+        )]),
+    );
+    assert!(
+        !rendered.config().contains("file_user"),
+        "{}",
+        rendered.config()
+    );
+    assert!(!assert_ctl_script(&rendered).contains("chown"));
 }
 
 #[test]
@@ -1124,6 +1149,13 @@ fn invalid_agent_properties_are_rejected_naming_the_property() {
             good.clone().with("kernel.memlock_rlimit", Json::str("old")),
             Caught::Render,
             "kernel.memlock_rlimit",
+        ),
+        (
+            "file-user-not-a-name",
+            good.clone()
+                .with("privileges.file_user", Json::str("vcap; rm -rf /")),
+            Caught::Render,
+            "privileges.file_user",
         ),
         (
             "privileged-not-boolean",
