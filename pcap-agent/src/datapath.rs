@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::{
     filter::{Filter, FilterError},
     iface::Interface,
-    tc_fallback,
+    tc_fallback::{self, direction_name},
 };
 
 /// The compiled eBPF object, built by `build.rs` from the `pcap-ebpf` crate.
@@ -209,12 +209,19 @@ impl Datapath {
             datapath.attach_tcx(interfaces)?;
         } else {
             let mut attachments = tc_fallback::Attachments::new()?;
-            let result = interfaces.iter().try_for_each(|interface| {
-                attachments.prepare(interface)?;
-                HOOKS.into_iter().try_for_each(|(name, attach_type)| {
-                    attachments.attach(interface, program(&mut datapath.ebpf, name), attach_type)
+            let result = attachments.begin().and_then(|()| {
+                interfaces.iter().try_for_each(|interface| {
+                    attachments.prepare(interface)?;
+                    HOOKS.into_iter().try_for_each(|(name, attach_type)| {
+                        attachments.attach(
+                            interface,
+                            program(&mut datapath.ebpf, name),
+                            attach_type,
+                        )
+                    })
                 })
             });
+            attachments.end();
             datapath.tc = Some(attachments);
             result?;
         }
@@ -317,12 +324,4 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
         .unwrap_or_else(|| panic!("the eBPF object has no classifier {name}"))
-}
-
-pub(crate) fn direction_name(attach_type: TcAttachType) -> &'static str {
-    match attach_type {
-        TcAttachType::Ingress => "ingress",
-        TcAttachType::Egress => "egress",
-        TcAttachType::Custom(_) => "custom",
-    }
 }

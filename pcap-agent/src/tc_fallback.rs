@@ -1,13 +1,30 @@
 //! cls_bpf attachment for kernels without TCX, and recovery after a crash.
 //!
 //! TCX links die with the process that holds them. cls_bpf filters and the
-//! clsact qdisc do not, so every filter and qdisc we add is written down in
-//! `/run/pcap-agent/tc/<pid>` first. The next start removes whatever a dead
-//! process wrote down.
+//! clsact qdisc do not, so every capture in this mode writes down what it
+//! attaches, before it attaches it, in a file of its own in
+//! `/run/pcap-agent/tc/` (`<boot id>-<pid>-<start time>-<n>`), and holds an
+//! exclusive `flock` on that file for as long as it runs. The lock is what
+//! says the owner is alive: it works across PID namespaces (under bpm, or
+//! `unshare --pid`, every agent may be PID 1) and is released by the kernel
+//! however the process ends. A file whose lock can be taken belongs to a
+//! capture that is gone; [`recover_stale`], run when `pcap-agent serve`
+//! starts and before every capture attaches, removes exactly the filters
+//! that capture attached (found by interface, direction and program id, so
+//! a filter someone else added at the same priority is never touched).
+//!
+//! A clsact qdisc that a capture adds is marked with a file `qdisc-<network
+//! namespace>-<ifindex>`. Whoever removes the last filter from a marked
+//! qdisc (a capture ending, or a recovery) deletes the qdisc and its mark;
+//! a qdisc that was there before is never deleted. Changes to qdiscs and
+//! filters are serialised among all agents by a lock on
+//! `/run/pcap-agent/tc/lock`.
 
 use std::{
     fmt::Write as _,
-    fs, io,
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -16,12 +33,17 @@ use aya::programs::{
     Link as _, SchedClassifier, TcAttachType,
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
 };
+use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::{datapath::direction_name, iface::Interface};
+use crate::iface::Interface;
 
 const STATE_DIR: &str = "/run/pcap-agent/tc";
+/// The lock that serialises qdisc and filter changes among agents.
+const LOCK_FILE: &str = "lock";
+/// Prefix of the files that mark the clsact qdiscs we added.
+const QDISC_MARK: &str = "qdisc-";
 
 #[derive(Debug, Error)]
 pub enum TcFallbackError {
@@ -47,50 +69,162 @@ pub enum TcFallbackError {
     State { path: PathBuf, source: io::Error },
 }
 
-/// Filters and qdiscs this process added, detached on drop.
+fn state_error(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> TcFallbackError {
+    let path = path.into();
+    move |source| TcFallbackError::State { path, source }
+}
+
+/// The name `tc filter show` and logs use for a hook.
+pub(crate) fn direction_name(attach_type: TcAttachType) -> &'static str {
+    match attach_type {
+        TcAttachType::Ingress => "ingress",
+        TcAttachType::Egress => "egress",
+        TcAttachType::Custom(_) => "custom",
+    }
+}
+
+/// Who we are, as the state files record it.
+struct Identity {
+    /// `/proc/sys/kernel/random/boot_id`: filters do not outlive a boot.
+    boot: String,
+    /// The inode of our network namespace: interface names and indexes
+    /// mean something only within it.
+    netns: u64,
+}
+
+impl Identity {
+    fn current() -> io::Result<Self> {
+        Ok(Self {
+            boot: fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+                .trim()
+                .to_owned(),
+            netns: fs::metadata("/proc/self/ns/net")?.ino(),
+        })
+    }
+}
+
+/// Holds the lock on [`LOCK_FILE`] until dropped.
+struct AgentsLock(#[expect(dead_code, reason = "held for its Drop")] Flock<File>);
+
+impl AgentsLock {
+    /// Waits for the other agents' qdisc and filter changes.
+    fn take() -> Result<Self, TcFallbackError> {
+        fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
+        let path = Path::new(STATE_DIR).join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(state_error(&path))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(Self)
+            .map_err(|(_, errno)| state_error(&path)(errno.into()))
+    }
+}
+
+/// Filters and qdiscs one capture attached, detached on drop.
 pub struct Attachments {
     state_path: PathBuf,
+    /// The capture's state file, locked for as long as the capture runs.
+    state: Flock<File>,
+    identity: Identity,
     filters: Vec<SchedClassifierLink>,
-    /// Interfaces where we added the clsact qdisc ourselves.
-    qdiscs: Vec<String>,
-    state: String,
+    /// Interfaces we attached to (name, ifindex), for the qdisc clean-up.
+    interfaces: Vec<(String, u32)>,
+    /// Holds [`AgentsLock`] from [`Self::begin`] until [`Self::end`].
+    changing: Option<AgentsLock>,
 }
 
 impl Attachments {
-    /// Starts a record for this process.
+    /// Starts a record for one capture: a new, locked state file.
     pub fn new() -> Result<Self, TcFallbackError> {
-        let state_path = Path::new(STATE_DIR).join(std::process::id().to_string());
-        fs::create_dir_all(STATE_DIR).map_err(|source| TcFallbackError::State {
-            path: STATE_DIR.into(),
-            source,
-        })?;
-        Ok(Self {
-            state_path,
-            filters: Vec::new(),
-            qdiscs: Vec::new(),
-            state: String::new(),
-        })
+        fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
+        let identity = Identity::current().map_err(state_error("/proc"))?;
+        let pid = std::process::id();
+        let start = start_time().unwrap_or_default();
+        for n in 0.. {
+            let name = format!("{}-{pid}-{start}-{n}", identity.boot);
+            let state_path = Path::new(STATE_DIR).join(&name);
+            // Created and locked under a name recovery does not read, then
+            // renamed: no one ever sees the file unlocked.
+            let creating = Path::new(STATE_DIR).join(format!(".{name}"));
+            let file = match OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&creating)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(state_error(creating)(e)),
+            };
+            let mut state = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, errno)| state_error(&creating)(errno.into()))?;
+            writeln!(state, "boot {}\nnetns {}", identity.boot, identity.netns)
+                .map_err(state_error(&creating))?;
+            if state_path.exists() {
+                let _ = fs::remove_file(&creating);
+                continue;
+            }
+            fs::rename(&creating, &state_path).map_err(state_error(&state_path))?;
+            return Ok(Self {
+                state_path,
+                state,
+                identity,
+                filters: Vec::new(),
+                interfaces: Vec::new(),
+                changing: None,
+            });
+        }
+        unreachable!("some file name is free")
     }
 
-    /// Makes sure `interface` has a clsact qdisc, adding one if needed.
+    /// Waits until no other agent changes qdiscs or filters, until [`Self::end`].
+    pub fn begin(&mut self) -> Result<(), TcFallbackError> {
+        if self.changing.is_none() {
+            self.changing = Some(AgentsLock::take()?);
+        }
+        Ok(())
+    }
+
+    /// Lets other agents change qdiscs and filters again.
+    pub fn end(&mut self) {
+        self.changing = None;
+    }
+
+    /// Makes sure `interface` has a clsact qdisc, adding (and marking) one
+    /// if needed.
     pub fn prepare(&mut self, interface: &Interface) -> Result<(), TcFallbackError> {
         let name = &interface.name;
+        if !self
+            .interfaces
+            .iter()
+            .any(|(_, index)| *index == interface.index)
+        {
+            self.interfaces.push((name.clone(), interface.index));
+        }
         match qdisc_kind(name).as_deref() {
             Some("clsact") => Ok(()),
             Some("ingress") => Err(TcFallbackError::EgressBehindIngressQdisc(name.clone())),
             _ => {
-                self.record(&format!("qdisc {name}\n"))?;
-                tc::qdisc_add_clsact(name).map_err(|source| TcFallbackError::Qdisc {
-                    interface: name.clone(),
-                    source: Box::new(source),
-                })?;
-                self.qdiscs.push(name.clone());
-                Ok(())
+                let mark = qdisc_mark(self.identity.netns, interface.index);
+                fs::write(&mark, format!("{} {name}\n", self.identity.boot))
+                    .map_err(state_error(&mark))?;
+                tc::qdisc_add_clsact(name).map_err(|source| {
+                    let _ = fs::remove_file(&mark);
+                    TcFallbackError::Qdisc {
+                        interface: name.clone(),
+                        source: Box::new(source),
+                    }
+                })
             }
         }
     }
 
-    /// Attaches `program` to one hook of a prepared interface.
+    /// Attaches `program` to one hook of a prepared interface, after
+    /// recording it.
     pub fn attach(
         &mut self,
         interface: &Interface,
@@ -98,124 +232,337 @@ impl Attachments {
         attach_type: TcAttachType,
     ) -> Result<(), TcFallbackError> {
         let name = &interface.name;
+        let direction = direction_name(attach_type);
         let attach_error = |source| TcFallbackError::Attach {
             interface: name.clone(),
-            direction: direction_name(attach_type),
+            direction,
             source: Box::new(source),
         };
+        let id = program.info().map_err(attach_error)?.id();
+        self.record(&format!(
+            "attach {name} {} {direction} {id}\n",
+            interface.index
+        ))?;
         // Priority 0 lets the kernel pick one ahead of existing filters.
-        let id = program
+        let link_id = program
             .attach_with_options(
                 name,
                 attach_type,
                 TcAttachOptions::Netlink(NlOptions::default()),
             )
             .map_err(attach_error)?;
-        let link = program.take_link(id).map_err(attach_error)?;
-        let priority = link.priority().map_err(attach_error)?;
-        let handle = link.handle().map_err(attach_error)?;
+        let link = program.take_link(link_id).map_err(attach_error)?;
         self.filters.push(link);
-        self.record(&format!(
-            "filter {name} {} {priority} {}\n",
-            direction_name(attach_type),
-            u32::from(handle)
-        ))
+        Ok(())
     }
 
     fn record(&mut self, line: &str) -> Result<(), TcFallbackError> {
-        self.state.push_str(line);
-        fs::write(&self.state_path, &self.state).map_err(|source| TcFallbackError::State {
-            path: self.state_path.clone(),
-            source,
-        })
+        self.state
+            .write_all(line.as_bytes())
+            .map_err(state_error(&self.state_path))
     }
 
-    /// Removes every filter and qdisc this process added.
+    /// Removes every filter this capture added, and the marked qdiscs no
+    /// filter uses any more.
     pub fn detach_all(&mut self) {
+        if self.filters.is_empty() && self.interfaces.is_empty() {
+            self.changing = None;
+            let _ = fs::remove_file(&self.state_path);
+            return;
+        }
+        let lock = match self.changing.take() {
+            Some(lock) => Ok(lock),
+            None => AgentsLock::take(),
+        };
+        if let Err(e) = &lock {
+            warn!(error = %e, "detaching tc filters without the agents' lock");
+        }
         for link in self.filters.drain(..) {
             if let Err(e) = link.detach() {
                 warn!(error = %e, "detaching a tc filter");
             }
         }
-        for interface in self.qdiscs.drain(..) {
-            delete_clsact(&interface);
+        for (interface, index) in self.interfaces.drain(..) {
+            remove_unused_qdisc(&interface, index, self.identity.netns);
         }
         let _ = fs::remove_file(&self.state_path);
-        self.state.clear();
+        drop(lock);
     }
 }
 
 impl Drop for Attachments {
     fn drop(&mut self) {
         self.detach_all();
+        // The state file's lock goes with `state`.
     }
 }
 
-/// Removes the filters and qdiscs recorded by processes that no longer run.
+/// Removes the filters and qdiscs of captures that no longer run: every
+/// state file whose lock can be taken.
 pub fn recover_stale() {
     let Ok(entries) = fs::read_dir(STATE_DIR) else {
         return;
     };
+    let mut stale: Vec<(PathBuf, Flock<File>)> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(pid) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if name == LOCK_FILE || name.starts_with(QDISC_MARK) {
             continue;
         }
-        let Ok(state) = fs::read_to_string(&path) else {
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue;
         };
-        let mut summary = String::new();
-        let mut qdiscs = Vec::new();
-        for line in state.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["filter", interface, direction, priority, handle]
-                    if detach_recorded(interface, direction, priority, handle) =>
-                {
-                    let _ = write!(summary, " {interface}/{direction}");
+        // Held: its capture is alive (in this process or any other).
+        let Ok(locked) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        stale.push((path, locked));
+    }
+    let identity = match Identity::current() {
+        Ok(identity) => identity,
+        Err(e) => {
+            warn!(error = %e, "cannot recover tc filters of dead captures");
+            return;
+        }
+    };
+    let Ok(_lock) = AgentsLock::take() else {
+        return;
+    };
+    for (path, mut file) in stale {
+        // Removed by another recovery since we listed it.
+        if file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            continue;
+        }
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            // Died while creating its file: it attached nothing.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let state = State::parse(&text);
+        if state.boot.as_deref() != Some(identity.boot.as_str()) {
+            // From before a reboot: its filters went with it.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        if state.netns != Some(identity.netns) {
+            debug!(path = %path.display(), "tc state of another network namespace");
+            continue;
+        }
+        let mut removed = String::new();
+        let mut interfaces: Vec<(&str, u32)> = Vec::new();
+        for attach in &state.attached {
+            if Interface::lookup(attach.interface).map(|i| i.index).ok() != Some(attach.index) {
+                continue; // The interface is gone, and its filters with it.
+            }
+            let count = remove_filters_of(attach.interface, attach.direction, attach.program);
+            if count > 0 {
+                let _ = write!(removed, " {}/{}", attach.interface, attach.direction);
+            }
+            if !interfaces.contains(&(attach.interface, attach.index)) {
+                interfaces.push((attach.interface, attach.index));
+            }
+        }
+        for (interface, index) in interfaces {
+            remove_unused_qdisc(interface, index, identity.netns);
+        }
+        let _ = fs::remove_file(&path);
+        warn!(
+            state = %path.display(),
+            removed = removed.trim_start(),
+            "removed tc filters left by a pcap-agent capture that no longer runs"
+        );
+    }
+    remove_orphaned_qdiscs(&identity);
+}
+
+/// What a state file records.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct State<'a> {
+    boot: Option<String>,
+    netns: Option<u64>,
+    attached: Vec<Attached<'a>>,
+}
+
+/// One `attach` line: a program attached (or about to be) to a hook.
+#[derive(Debug, PartialEq, Eq)]
+struct Attached<'a> {
+    interface: &'a str,
+    index: u32,
+    direction: &'a str,
+    program: u32,
+}
+
+impl<'a> State<'a> {
+    fn parse(text: &'a str) -> Self {
+        let mut state = State::default();
+        for line in text.lines() {
+            match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["boot", boot] => state.boot = Some(boot.to_owned()),
+                ["netns", netns] => state.netns = netns.parse().ok(),
+                [
+                    "attach",
+                    interface,
+                    index,
+                    direction @ ("ingress" | "egress"),
+                    program,
+                ] => {
+                    if let (Ok(index), Ok(program)) = (index.parse(), program.parse()) {
+                        state.attached.push(Attached {
+                            interface,
+                            index,
+                            direction,
+                            program,
+                        });
+                    }
                 }
-                ["qdisc", interface] => qdiscs.push((*interface).to_owned()),
                 _ => {}
             }
         }
-        // Qdiscs last: they are only removed once our filters are gone.
-        for interface in qdiscs {
-            delete_clsact(&interface);
-        }
-        warn!(
-            pid,
-            removed = summary,
-            "removed tc filters left by a dead pcap-agent"
-        );
-        let _ = fs::remove_file(&path);
+        state
     }
 }
 
-/// Detaches a filter as recorded in a state file; false if it was not there.
-fn detach_recorded(interface: &str, direction: &str, priority: &str, handle: &str) -> bool {
+/// A cls_bpf filter as `tc -j filter show` lists it.
+#[derive(Debug, PartialEq, Eq)]
+struct ListedFilter {
+    priority: u16,
+    handle: u32,
+    program: Option<u32>,
+}
+
+/// The filters on one hook of `interface`; empty if it cannot be listed.
+fn list_filters(interface: &str, direction: &str) -> Vec<ListedFilter> {
+    let Ok(output) = Command::new("tc")
+        .args(["-j", "filter", "show", "dev", interface, direction])
+        .output()
+    else {
+        return Vec::new();
+    };
+    parse_filters(&output.stdout)
+}
+
+fn parse_filters(json: &[u8]) -> Vec<ListedFilter> {
+    let Ok(serde_json::Value::Array(filters)) = serde_json::from_slice(json) else {
+        return Vec::new();
+    };
+    filters
+        .iter()
+        .filter_map(|filter| {
+            let options = filter.get("options")?;
+            let handle = options.get("handle")?.as_str()?;
+            Some(ListedFilter {
+                priority: u16::try_from(filter.get("pref")?.as_u64()?).ok()?,
+                handle: u32::from_str_radix(handle.trim_start_matches("0x"), 16).ok()?,
+                program: options
+                    .get("prog")
+                    .and_then(|p| p.get("id"))
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|id| u32::try_from(id).ok()),
+            })
+        })
+        .collect()
+}
+
+/// Detaches the filters on one hook of `interface` that run `program`;
+/// returns how many.
+fn remove_filters_of(interface: &str, direction: &str, program: u32) -> usize {
     let attach_type = if direction == "egress" {
         TcAttachType::Egress
     } else {
         TcAttachType::Ingress
     };
-    let (Ok(priority), Ok(handle)) = (priority.parse::<u16>(), handle.parse::<u32>()) else {
-        return false;
+    list_filters(interface, direction)
+        .into_iter()
+        .filter(|f| f.program == Some(program))
+        .filter(|f| {
+            SchedClassifierLink::attached(
+                interface,
+                attach_type,
+                f.priority,
+                TcHandle::from(f.handle),
+                None,
+            )
+            .is_ok_and(|link| link.detach().is_ok())
+        })
+        .count()
+}
+
+fn qdisc_mark(netns: u64, index: u32) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{QDISC_MARK}{netns}-{index}"))
+}
+
+/// Deletes the clsact qdisc of `interface` if one of us added it (it is
+/// marked) and no filter uses it any more. Call with [`AgentsLock`] held.
+fn remove_unused_qdisc(interface: &str, index: u32, netns: u64) {
+    let mark = qdisc_mark(netns, index);
+    if !mark.exists() {
+        return;
+    }
+    let in_use = ["ingress", "egress"]
+        .iter()
+        .any(|hook| has_filters(interface, hook));
+    if in_use {
+        debug!(interface, "clsact qdisc still has filters; leaving it");
+        return;
+    }
+    let _ = Command::new("tc")
+        .args(["qdisc", "del", "dev", interface, "clsact"])
+        .status();
+    let _ = fs::remove_file(mark);
+}
+
+/// Whether `tc filter show` lists anything on the hook (filters of any
+/// kind, which `-j` may not describe).
+fn has_filters(interface: &str, hook: &str) -> bool {
+    Command::new("tc")
+        .args(["filter", "show", "dev", interface, hook])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+}
+
+/// Marked qdiscs of this network namespace whose capture died before it
+/// recorded an attachment (or whose interface is gone). Call with
+/// [`AgentsLock`] held.
+fn remove_orphaned_qdiscs(identity: &Identity) {
+    let Ok(entries) = fs::read_dir(STATE_DIR) else {
+        return;
     };
-    SchedClassifierLink::attached(
-        interface,
-        attach_type,
-        priority,
-        TcHandle::from(handle),
-        None,
-    )
-    .is_ok_and(|link| link.detach().is_ok())
+    let prefix = format!("{QDISC_MARK}{}-", identity.netns);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(index) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut words = text.split_whitespace();
+        let (Some(boot), Some(interface)) = (words.next(), words.next()) else {
+            let _ = fs::remove_file(&path);
+            continue;
+        };
+        let same =
+            boot == identity.boot && Interface::lookup(interface).is_ok_and(|i| i.index == index);
+        if same {
+            remove_unused_qdisc(interface, index, identity.netns);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// The kind of the qdisc at handle ffff: (clsact or ingress), if any.
@@ -237,19 +584,66 @@ fn qdisc_kind(interface: &str) -> Option<String> {
         })
 }
 
-/// Deletes our clsact qdisc from `interface` unless someone else's filters use it.
-fn delete_clsact(interface: &str) {
-    let in_use = ["ingress", "egress"].iter().any(|hook| {
-        Command::new("tc")
-            .args(["filter", "show", "dev", interface, hook])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty())
-    });
-    if in_use {
-        debug!(interface, "clsact qdisc still has filters; leaving it");
-        return;
+/// This process's start time, in clock ticks after boot (field 22 of
+/// `/proc/self/stat`): with the PID, it names the process within a boot.
+fn start_time() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_state_files() {
+        let state = State::parse(
+            "boot 1234-abcd\nnetns 4026531840\nattach veth0 7 ingress 356265\n\
+             attach veth0 7 egress 356266\nattach veth0 x egress 1\nnonsense\n",
+        );
+        assert_eq!(state.boot.as_deref(), Some("1234-abcd"));
+        assert_eq!(state.netns, Some(4_026_531_840));
+        assert_eq!(
+            state.attached,
+            [
+                Attached {
+                    interface: "veth0",
+                    index: 7,
+                    direction: "ingress",
+                    program: 356_265
+                },
+                Attached {
+                    interface: "veth0",
+                    index: 7,
+                    direction: "egress",
+                    program: 356_266
+                },
+            ]
+        );
     }
-    let _ = Command::new("tc")
-        .args(["qdisc", "del", "dev", interface, "clsact"])
-        .status();
+
+    #[test]
+    fn parses_tc_json() {
+        let json = br#"[{"protocol":"all","pref":49152,"kind":"bpf","chain":0},
+            {"protocol":"all","pref":49152,"kind":"bpf","chain":0,"options":{"handle":"0x1",
+            "bpf_name":"pcap_ingress","direct-action":true,"not_in_hw":true,
+            "prog":{"id":356265,"name":"pcap_ingress","tag":"b3ae4889ed5a6327","jited":1}}},
+            {"protocol":"all","pref":49151,"kind":"u32","chain":0,"options":{"handle":"800::800"}}]"#;
+        assert_eq!(
+            parse_filters(json),
+            [ListedFilter {
+                priority: 49152,
+                handle: 1,
+                program: Some(356_265)
+            }]
+        );
+        assert!(parse_filters(b"not json").is_empty());
+    }
+
+    #[test]
+    fn reads_the_start_time() {
+        assert!(start_time().is_some_and(|t| t > 0));
+    }
 }

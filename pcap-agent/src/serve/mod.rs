@@ -58,6 +58,8 @@ pub enum ServeError {
 /// them drain and send their statistics, and returns.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
     let address = config.listen_addr()?;
+    // tc filters of captures that died with an earlier agent (kernels before 6.6).
+    crate::tc_fallback::recover_stale();
     // Checks the files, as --check-config does; the handshakes are
     // `TlsServer`'s, which bounds and logs them.
     let tls = match (config.server_tls()?, &config.tls) {
