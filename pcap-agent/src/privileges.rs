@@ -66,11 +66,16 @@ pub struct PrivilegesConfig {
 
 impl PrivilegesConfig {
     /// The capabilities `keep` names, checked: known names that include all
-    /// of [`NEEDED`]. `Err` is a message for the key `privileges.keep`.
-    pub fn keep_set(&self) -> Result<Option<CapsHashSet>, String> {
+    /// of [`NEEDED`]. `Err` names the key (`privileges.keep` or
+    /// `privileges.file_user`) and what is wrong.
+    pub fn keep_set(&self) -> Result<Option<CapsHashSet>, (&'static str, String)> {
+        const KEEP: &str = "privileges.keep";
         let Some(names) = &self.keep else {
             if self.file_user.is_some() {
-                return Err("is missing: file_user takes effect only with keep".to_owned());
+                return Err((
+                    "privileges.file_user",
+                    "takes effect only with privileges.keep; give keep too".to_owned(),
+                ));
             }
             return Ok(None);
         };
@@ -79,17 +84,24 @@ impl PrivilegesConfig {
             .as_deref()
             .is_some_and(|u| u.trim().is_empty())
         {
-            return Err("file_user is empty: name a user, or leave it out".to_owned());
+            return Err((
+                "privileges.file_user",
+                "is empty: name a user, or leave it out to open files as root".to_owned(),
+            ));
         }
         let mut set = CapsHashSet::new();
         for name in names {
-            set.insert(parse(name)?);
+            set.insert(parse(name).map_err(|e| (KEEP, e))?);
         }
         for (needed, why) in NEEDED {
             if !set.contains(&needed) {
-                return Err(format!(
-                    "lacks {}, which pcap-agent needs {why}; keep at least BPF, PERFMON and NET_ADMIN",
-                    short(needed)
+                return Err((
+                    KEEP,
+                    format!(
+                        "lacks {}, which pcap-agent needs {why}; keep at least BPF, PERFMON \
+                         and NET_ADMIN",
+                        short(needed)
+                    ),
                 ));
             }
         }
@@ -104,8 +116,8 @@ pub enum PrivilegeError {
     Missing(String),
     #[error("the kernel does not know {0}: pcap-agent needs Linux 5.8 or later")]
     UnknownToKernel(Capability),
-    #[error("privileges.keep: {0}")]
-    Config(String),
+    #[error("{0}: {1}")]
+    Config(&'static str, String),
     #[error("cannot {step}: {source}")]
     Caps {
         step: &'static str,
@@ -155,7 +167,10 @@ pub enum Enforced {
 /// For `serve`: with `keep`, [`restrict`] to it; without, [`check_effective`].
 /// Call it before starting any thread.
 pub fn enforce(config: &PrivilegesConfig) -> Result<Enforced, PrivilegeError> {
-    match config.keep_set().map_err(PrivilegeError::Config)? {
+    match config
+        .keep_set()
+        .map_err(|(key, message)| PrivilegeError::Config(key, message))?
+    {
         None => {
             check_effective(&CapsHashSet::new())?;
             Ok(Enforced::Checked)
@@ -413,12 +428,22 @@ mod tests {
         let err = config(&["BPF", "PERFMON", "NET_ADMIN", "FLY"])
             .keep_set()
             .unwrap_err();
-        assert!(err.contains("\"FLY\" is not a capability name"), "{err}");
+        assert_eq!(err.0, "privileges.keep");
+        assert!(
+            err.1.contains("\"FLY\" is not a capability name"),
+            "{err:?}"
+        );
         let err = config(&["BPF", "NET_ADMIN"]).keep_set().unwrap_err();
         assert!(
-            err.starts_with("lacks PERFMON, which pcap-agent needs"),
-            "{err}"
+            err.1.starts_with("lacks PERFMON, which pcap-agent needs"),
+            "{err:?}"
         );
+        let mut with_user = config(&["BPF", "PERFMON", "NET_ADMIN"]);
+        with_user.file_user = Some(" ".to_owned());
+        assert_eq!(with_user.keep_set().unwrap_err().0, "privileges.file_user");
+        with_user.keep = None;
+        with_user.file_user = Some("vcap".to_owned());
+        assert_eq!(with_user.keep_set().unwrap_err().0, "privileges.file_user");
     }
 
     #[test]

@@ -381,34 +381,64 @@ fn the_agent_refuses_to_start_without_a_capability_naming_it() -> anyhow::Result
 }
 
 #[test]
-fn a_keep_list_without_what_capture_needs_is_refused_naming_the_key() -> anyhow::Result<()> {
+fn bad_privileges_are_refused_naming_the_key() -> anyhow::Result<()> {
     let dir = TempDir::new("privileges-config")?;
-    for (keep, message) in [
+    let config = dir.join("agent.toml");
+    let run = |privileges: &str, check: bool| -> anyhow::Result<(Option<i32>, String)> {
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ninsecure_plaintext = true\n\n[privileges]\n{privileges}\n"
+            ),
+        )?;
+        // Killed after 30 s, so that a regression that serves fails instead
+        // of hanging.
+        let output = Command::new("timeout")
+            .args(["--signal=KILL", "30"])
+            .arg(binary("pcap-agent"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(check.then_some("--check-config"))
+            .output()?;
+        Ok((
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    for (privileges, message) in [
         (
-            r#"["BPF", "NET_ADMIN"]"#,
+            r#"keep = ["BPF", "NET_ADMIN"]"#,
             "privileges.keep: lacks PERFMON, which pcap-agent needs",
         ),
         (
-            r#"["BPF", "PERFMON", "NET_ADMIN", "SYS_FLY"]"#,
+            r#"keep = ["BPF", "PERFMON", "NET_ADMIN", "SYS_FLY"]"#,
             "privileges.keep: \"SYS_FLY\" is not a capability name",
         ),
+        (
+            r#"file_user = "vcap""#,
+            "privileges.file_user: takes effect only with privileges.keep",
+        ),
     ] {
-        let config = dir.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!("insecure_plaintext = true\n\n[privileges]\nkeep = {keep}\n"),
-        )?;
-        let output = Command::new(binary("pcap-agent"))
-            .args(["serve", "--check-config", "--config"])
-            .arg(&config)
-            .output()?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run(privileges, true)?;
         ensure!(
-            output.status.code() == Some(1) && stderr.contains(message),
-            "{keep}: {:?} {stderr}",
-            output.status
+            code == Some(1) && stderr.contains(message),
+            "{privileges}: {code:?} {stderr}"
         );
     }
+    // A user the machine does not know is found out at start, before the
+    // agent listens.
+    let (code, stderr) = run(
+        "keep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\nfile_user = \"no-such-pcap-user\"",
+        false,
+    )?;
+    ensure!(
+        code == Some(1)
+            && stderr.contains(
+                "privileges.file_user: there is no user \"no-such-pcap-user\" on this machine"
+            )
+            && !stderr.contains("listening"),
+        "{code:?} {stderr}"
+    );
     Ok(())
 }
 

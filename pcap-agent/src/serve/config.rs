@@ -164,7 +164,7 @@ impl Config {
         self.listen_addr()?;
         self.privileges
             .keep_set()
-            .map_err(|message| invalid("privileges.keep", message))?;
+            .map_err(|(key, message)| invalid(key, message))?;
         if !self.insecure_plaintext && self.tls.is_none() {
             return Err(invalid(
                 "tls",
