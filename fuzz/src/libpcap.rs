@@ -68,16 +68,83 @@ fn looked_up() {
     NAME_LOOKUPS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// `getaddrinfo(3)`: `host NAME`. Finds nothing.
+/// glibc's `AI_NUMERICHOST`: parse an address, never look a name up.
+const AI_NUMERICHOST: c_int = 4;
+
+/// glibc's `RTLD_NEXT`.
+const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
+
+/// `struct addrinfo` (glibc, x86_64).
+#[repr(C)]
+#[expect(clippy::struct_field_names, reason = "the C names")]
+#[derive(Clone, Copy)]
+pub struct AddrInfo {
+    ai_flags: c_int,
+    ai_family: c_int,
+    ai_socktype: c_int,
+    ai_protocol: c_int,
+    ai_addrlen: u32,
+    ai_addr: *mut c_void,
+    ai_canonname: *mut c_char,
+    ai_next: *mut AddrInfo,
+}
+
+unsafe extern "C" {
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+}
+
+type GetAddrInfo =
+    unsafe extern "C" fn(*const c_char, *const c_char, *const AddrInfo, *mut *mut c_void) -> c_int;
+
+/// `getaddrinfo(3)`. libpcap also parses addresses with it (IPv6
+/// literals, `getaddrinfo(NULL, port)` for service names): whatever the C
+/// library answers with `AI_NUMERICHOST` added (an address, or no host at
+/// all) goes to the C library's function. Anything else would be a name
+/// lookup, which finds nothing and is counted.
+///
+/// # Safety
+///
+/// As for the C library's `getaddrinfo`.
 #[unsafe(no_mangle)]
-pub extern "C" fn getaddrinfo(
-    _node: *const c_char,
-    _service: *const c_char,
-    _hints: *const c_void,
-    _res: *mut *mut c_void,
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const AddrInfo,
+    res: *mut *mut c_void,
 ) -> c_int {
-    looked_up();
-    EAI_NONAME
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name finds the C
+    // library's getaddrinfo, whose type is GetAddrInfo.
+    let real: GetAddrInfo = unsafe {
+        let real = dlsym(RTLD_NEXT, c"getaddrinfo".as_ptr());
+        assert!(!real.is_null(), "no getaddrinfo in the C library");
+        std::mem::transmute::<*mut c_void, GetAddrInfo>(real)
+    };
+    if node.is_null() {
+        // SAFETY: the arguments are passed on as they came.
+        return unsafe { real(node, service, hints, res) };
+    }
+    let mut numeric = if hints.is_null() {
+        AddrInfo {
+            ai_flags: 0,
+            ai_family: 0,
+            ai_socktype: 0,
+            ai_protocol: 0,
+            ai_addrlen: 0,
+            ai_addr: ptr::null_mut(),
+            ai_canonname: ptr::null_mut(),
+            ai_next: ptr::null_mut(),
+        }
+    } else {
+        // SAFETY: non-NULL hints point at a struct addrinfo.
+        unsafe { *hints }
+    };
+    numeric.ai_flags |= AI_NUMERICHOST;
+    // SAFETY: as above, with hints that are a valid struct addrinfo.
+    let status = unsafe { real(node, service, &raw const numeric, res) };
+    if status == EAI_NONAME {
+        looked_up();
+    }
+    status
 }
 
 /// `gethostbyname(3)`. Finds nothing.

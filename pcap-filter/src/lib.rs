@@ -16,6 +16,10 @@
 //! [`classic_like`] translates the same classic program the way the kernel
 //! runs a classic socket filter, as the baseline for benchmarks.
 //!
+//! [`interp`] runs a classic program in user space as libpcap's
+//! `bpf_filter` does: the reference the translator is fuzzed against
+//! (`fuzz/`, docs/fuzzing.md).
+//!
 //! Only [`sys`] and the private libpcap bindings use `unsafe`.
 #![deny(unsafe_code, missing_docs)]
 
