@@ -70,18 +70,14 @@ fn assert_closed_by_server(
         let left = (since + within).saturating_duration_since(Instant::now());
         tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         let mut buffer = [0; 64];
-        match tcp.read(&mut buffer) {
-            // Closed, or a TLS alert and then closed.
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                anyhow::bail!("{what}: stalled connection {i} still open after {within:?}")
-            }
-            Err(_) => {}
+        // Closed (maybe after a TLS alert), or reset: all but a timeout.
+        if let Err(e) = tcp.read(&mut buffer)
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        {
+            anyhow::bail!("{what}: stalled connection {i} still open after {within:?}");
         }
     }
     Ok(())
@@ -125,7 +121,8 @@ fn stalled_handshakes_delay_no_capture_and_are_cut() -> anyhow::Result<()> {
         began.elapsed()
     );
     let vm = &cluster.vms[0];
-    vm.peer.sh(&format!("ping -q -c 5 -i 0.01 {}", vm.data_address()))?;
+    vm.peer
+        .sh(&format!("ping -q -c 5 -i 0.01 {}", vm.data_address()))?;
     let (status, lines) = cli.interrupt()?;
     ensure!(status.success(), "pcap failed: {lines:#?}");
     let capture = pcap_tests::captures::read_file(&file)?;
@@ -169,7 +166,13 @@ fn refused_handshakes_are_logged_by_the_agent_and_shown_per_origin() -> anyhow::
         "--http2-prior-knowledge",
         &format!("http://{vm_address}/pcap.v1.Agent/Status"),
     ])?;
-    let ca = cluster.pki.ca.certificate.to_str().expect("utf-8").to_owned();
+    let ca = cluster
+        .pki
+        .ca
+        .certificate
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
     curl(&[
         "--http2",
         "--cacert",
@@ -209,7 +212,9 @@ fn refused_handshakes_are_logged_by_the_agent_and_shown_per_origin() -> anyhow::
             .cli(ALICE_TOKEN, &["-w", "/dev/null", "--duration", "5"])
             .output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let expected = format!("the agent at {vm_address} (vm-0) refused the API's client certificate: {shown}");
+        let expected = format!(
+            "the agent at {vm_address} (vm-0) refused the API's client certificate: {shown}"
+        );
         ensure!(
             stderr
                 .lines()
@@ -238,10 +243,8 @@ fn an_agent_whose_api_vanished_detaches_after_keepalive() -> anyhow::Result<()> 
 
     // The API's VM is gone: nothing from it reaches the agent any more, and
     // nothing the agent sends is answered.
-    vm.ns.sh(
-        "iptables -w -A INPUT -s 10.200.0.1 -j DROP && \
-         iptables -w -A OUTPUT -d 10.200.0.1 -j DROP",
-    )?;
+    vm.ns.sh("iptables -w -A INPUT -s 10.200.0.1 -j DROP && \
+         iptables -w -A OUTPUT -d 10.200.0.1 -j DROP")?;
     let cut = Instant::now();
     wait_until(
         "the agent detaches from eth0",

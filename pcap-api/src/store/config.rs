@@ -11,6 +11,11 @@ use crate::config::ConfigError;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// S3's largest part.
 pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// S3's most parts in one multipart upload.
+pub const S3_MAX_PARTS: u64 = 10_000;
+/// A stored capture stops at this many parts at most, well before
+/// [`S3_MAX_PARTS`]: the last part and the statistics still fit.
+pub const MAX_PARTS: u64 = 9_000;
 /// S3's longest presigned URL: seven days.
 pub const MAX_PRESIGN_EXPIRY: f64 = 7.0 * 86_400.0;
 
@@ -47,6 +52,11 @@ pub struct StoreConfig {
     /// Bytes per multipart part: the memory a stored capture holds.
     #[serde(default = "default_part_size")]
     pub part_size: u64,
+    /// Bytes of pcapng a stored capture may reach; then it stops with
+    /// LIMIT_REACHED and the object keeps what was captured. At most
+    /// `MAX_PARTS` parts of `part_size`.
+    #[serde(default = "default_max_size")]
+    pub max_size: u64,
     /// `https://BUCKET.host/KEY` instead of `https://host/BUCKET/KEY`.
     #[serde(default)]
     pub virtual_hosted_style: bool,
@@ -71,6 +81,7 @@ impl fmt::Debug for StoreConfig {
             .field("retention", &self.retention)
             .field("presign_expiry", &self.presign_expiry)
             .field("part_size", &self.part_size)
+            .field("max_size", &self.max_size)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +103,9 @@ fn default_presign_expiry() -> f64 {
 }
 fn default_part_size() -> u64 {
     8 << 20
+}
+fn default_max_size() -> u64 {
+    1 << 30
 }
 fn default_timeout() -> f64 {
     30.0
@@ -135,6 +149,20 @@ impl StoreConfig {
                 format!(
                     "{} is outside S3's part sizes ({MIN_PART_SIZE} to {MAX_PART_SIZE} bytes)",
                     self.part_size
+                ),
+            ));
+        }
+        let max_size = self.part_size.saturating_mul(MAX_PARTS);
+        if self.max_size == 0 || self.max_size > max_size {
+            return Err(invalid(
+                "max_size",
+                format!(
+                    "{} is not from 1 to {max_size} bytes: a stored capture has at most \
+                     {MAX_PARTS} parts of part_size ({} bytes), below S3's {S3_MAX_PARTS}; \
+                     raise part_size to at least {} for this max_size",
+                    self.max_size,
+                    self.part_size,
+                    self.max_size.div_ceil(MAX_PARTS).max(MIN_PART_SIZE)
                 ),
             ));
         }
@@ -241,6 +269,7 @@ mod tests {
         assert_eq!(config.region, "us-east-1");
         assert_eq!(config.prefix, "captures");
         assert_eq!(config.part_size, 8 << 20);
+        assert_eq!(config.max_size, 1 << 30);
         assert_eq!(config.presign_expiry(), Duration::from_mins(15));
         assert_eq!(config.retention(), Some(Duration::from_hours(168)));
         config.validate().unwrap();
@@ -257,6 +286,26 @@ mod tests {
         );
         let error = long.validate().unwrap_err().to_string();
         assert!(error.starts_with("store.presign_expiry"), "{error}");
+    }
+
+    #[test]
+    fn max_size_stays_well_below_the_part_limit() {
+        let keys = "bucket = \"b\"\naccess_key_id = \"i\"\nsecret_access_key = \"s\"\n";
+        // 9,000 parts of 8 MiB: 72 GiB at most.
+        let config = parse(&format!("{keys}max_size = {}\n", 9_000u64 * (8 << 20)));
+        config.validate().unwrap();
+        let config = parse(&format!("{keys}max_size = {}\n", 9_000u64 * (8 << 20) + 1));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.starts_with("store.max_size: ")
+                && error.contains("raise part_size to at least 8388609"),
+            "{error}"
+        );
+        let error = parse(&format!("{keys}max_size = 0\n"))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("store.max_size: 0 "), "{error}");
     }
 
     #[test]

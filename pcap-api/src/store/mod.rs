@@ -79,6 +79,8 @@ pub struct CaptureStore {
     cleanup_interval: Duration,
     presign_expiry: Duration,
     part_size: usize,
+    /// Bytes a stored capture may reach (`max_size`).
+    max_size: u64,
     /// Static users with `admin = true`, and `admin_scopes`.
     admins: Grant,
 }
@@ -128,6 +130,7 @@ impl CaptureStore {
             cleanup_interval: config.cleanup_interval(),
             presign_expiry: config.presign_expiry(),
             part_size: usize::try_from(config.part_size).unwrap_or(usize::MAX),
+            max_size: config.max_size,
             admins: Grant {
                 users: users
                     .iter()
@@ -202,6 +205,11 @@ impl CaptureStore {
             .clone()
             .join(owner)
             .join(format!("{id}.{}.pcapng", owner_segment(&name)).as_str())
+    }
+
+    /// Bytes a stored capture may reach (`store.max_size`).
+    fn max_size(&self) -> u64 {
+        self.max_size
     }
 
     fn expires_ns(&self, created_ns: u64) -> u64 {

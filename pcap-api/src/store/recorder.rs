@@ -4,10 +4,15 @@
 //! but the packets, which become `Progress`.
 //!
 //! The object is completed when the capture ends well: at least one origin
-//! started, at least one stopped cleanly (stop or limit), and nothing
-//! aborted it. Otherwise the upload is aborted and no object is left:
-//! nothing started, every origin broke, the client went away or its
-//! request stream broke, or the store failed.
+//! started, at least one stopped cleanly (stop or limit) or the object
+//! reached `store.max_size`, and nothing aborted it. Otherwise the upload is
+//! aborted and no object is left: nothing started, every origin broke, the
+//! client went away or its request stream broke, or the store failed.
+//!
+//! At `store.max_size` the capture stops (LIMIT_REACHED, as for the byte
+//! limit): packets that still arrive while the agents drain are not written,
+//! and the object is completed with what was captured. `max_size` is at
+//! most 9,000 parts, so S3's limit of 10,000 parts is never reached.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -17,8 +22,8 @@ use std::{
 };
 
 use pcap_proto::v1::{
-    CaptureResponse, OriginProgress, Packet, Progress, Stored, StoredCapture,
-    capture_response::Payload, event,
+    CaptureResponse, Event, Limit, LimitReached, OriginProgress, Packet, Progress, Stored,
+    StoredCapture, capture_response::Payload, event,
 };
 use pcap_sink::{Origins, Sink};
 use tokio::sync::mpsc;
@@ -115,6 +120,8 @@ impl Recorder {
                     started: HashSet::new(),
                     stopped_cleanly: HashSet::new(),
                     written_bytes: 0,
+                    full: false,
+                    not_written: 0,
                 };
                 self.record(&mut state, from_session, &client, &stop).await
             }
@@ -181,6 +188,14 @@ impl Recorder {
         stop: &Stop,
     ) -> Outcome {
         while let Some(message) = from_session.recv().await {
+            if state.full
+                && let Ok(CaptureResponse {
+                    payload: Some(Payload::Packets(batch)),
+                }) = &message
+            {
+                state.not_written += batch.packets.len() as u64;
+                continue;
+            }
             let forward = match message {
                 Ok(response) => match state.write(response) {
                     Ok(Some(forward)) => Ok(forward),
@@ -205,6 +220,38 @@ impl Recorder {
                     "{e}; the capture was stopped and nothing was stored"
                 ))));
             }
+            if !state.full && state.object_bytes() >= self.store.max_size() {
+                state.full = true;
+                stop.request(
+                    StopLevel::Drain,
+                    "the stored capture reached store.max_size",
+                );
+                let reached = Event {
+                    origin: None,
+                    message: format!(
+                        "the stored capture reached its maximum size of {} bytes \
+                         (store.max_size); it keeps what was captured until then",
+                        self.store.max_size()
+                    ),
+                    kind: Some(event::Kind::LimitReached(LimitReached {
+                        limit: Limit::Bytes as i32,
+                    })),
+                };
+                let reached = CaptureResponse {
+                    payload: Some(Payload::Event(reached)),
+                };
+                if client.send(Ok(reached)).await.is_err() {
+                    stop.request(StopLevel::Abort, "the client went away");
+                    return Outcome::Discard(None);
+                }
+            }
+        }
+        if state.not_written > 0 {
+            tracing::info!(
+                object = %self.upload.path(),
+                packets = state.not_written,
+                "stored capture full: packets that arrived while the agents stopped were not written"
+            );
         }
         if stop.level() == StopLevel::Abort {
             return Outcome::Discard(None);
@@ -213,7 +260,7 @@ impl Recorder {
             // The stream already said why every origin failed.
             return Outcome::Discard(None);
         }
-        if state.stopped_cleanly.is_empty() {
+        if state.stopped_cleanly.is_empty() && !state.full {
             return Outcome::Discard(Some(Status::aborted(
                 "the capture broke on every origin; nothing was stored",
             )));
@@ -223,7 +270,7 @@ impl Recorder {
                 "cannot write the capture: {e}; nothing was stored"
             ))));
         }
-        self.capture.size = state.written_bytes + state.buffer.len() as u64;
+        self.capture.size = state.object_bytes();
         self.last_part = state.buffer.take();
         Outcome::Keep
     }
@@ -247,9 +294,18 @@ struct State {
     stopped_cleanly: HashSet<u32>,
     /// Bytes already sent as parts.
     written_bytes: u64,
+    /// The object reached `store.max_size`: packets are not written any more.
+    full: bool,
+    /// Packets not written because the object was full.
+    not_written: u64,
 }
 
 impl State {
+    /// Bytes of the object so far, sent or buffered.
+    fn object_bytes(&self) -> u64 {
+        self.written_bytes + self.buffer.len() as u64
+    }
+
     /// Writes one message to the object; returns what the client gets
     /// instead (None: nothing).
     fn write(&mut self, response: CaptureResponse) -> io::Result<Option<CaptureResponse>> {
@@ -304,7 +360,7 @@ impl State {
         }
         Progress {
             origins: origins.into_values().collect(),
-            object_bytes: self.written_bytes + self.buffer.len() as u64,
+            object_bytes: self.object_bytes(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use object_store::{MultipartUpload, PutPayload, path::Path};
 use tokio::task::JoinHandle;
 
-use super::StoreError;
+use super::{StoreError, config::S3_MAX_PARTS};
 
 pub struct Upload {
     multipart: Box<dyn MultipartUpload>,
@@ -30,8 +30,16 @@ impl Upload {
         &self.path
     }
 
-    /// Waits for the previous part, then starts sending `data`.
+    /// Waits for the previous part, then starts sending `data`. Refuses a
+    /// part past S3's limit with a clear message (`store.max_size` keeps
+    /// captures well below it).
     pub async fn put_part(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        if self.parts as u64 >= S3_MAX_PARTS {
+            return Err(StoreError::Failed(format!(
+                "{} parts already: S3 takes at most {S3_MAX_PARTS}",
+                self.parts
+            )));
+        }
         self.wait_in_flight().await?;
         let part = self.multipart.put_part(PutPayload::from(data));
         self.in_flight = Some(tokio::spawn(part));
