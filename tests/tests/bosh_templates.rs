@@ -289,11 +289,19 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
         "RUN_DIR=/var/vcap/sys/run/pcap-agent",
         "LOG_DIR=/var/vcap/sys/log/pcap-agent",
         "AGENT=/var/vcap/packages/pcap/bin/pcap-agent",
-        "    chown -R vcap:vcap /run/pcap-agent",
+        "    \"$JOB_DIR/bin/pcap-agent_prepare\"",
     ] {
         assert!(ctl.lines().any(|l| l == line), "{line} in\n{ctl}");
     }
     assert!(!ctl.contains("ulimit -l"), "{ctl}");
+    assert_eq!(
+        prepare_commands(&rendered),
+        [
+            "mkdir -p /run/pcap-agent",
+            "chown -R vcap:vcap /run/pcap-agent",
+            "chmod 0700 /run/pcap-agent",
+        ]
+    );
     // bpm's file is rendered, and empty: monit does not use bpm.
     let bpm = rendered.bpm();
     assert_eq!(
@@ -321,6 +329,25 @@ fn assert_monit_runs_the_ctl_script(rendered: &Rendered) {
         ],
         "{monit}"
     );
+}
+
+/// The commands of bin/pcap-agent_prepare, which must be executable bash.
+fn prepare_commands(rendered: &Rendered) -> Vec<String> {
+    let path = rendered.path("bin/pcap-agent_prepare");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o111,
+        0o111,
+        "bin/pcap-agent_prepare is not executable"
+    );
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(syntax.status.success(), "{syntax:?}");
+    rendered
+        .read("bin/pcap-agent_prepare")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && *l != "set -eu")
+        .map(str::to_owned)
+        .collect()
 }
 
 /// bin/pcap-agent_ctl is executable bash that never SIGKILLs before SIGTERM.
@@ -401,7 +428,7 @@ fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
 }
 
 #[test]
-fn agent_privileges_follow_the_kernel_and_fallback_properties() {
+fn agent_privileges_follow_the_kernel_and_limit_properties() {
     let pki = Pki::new("agent-caps");
     // Old kernels: the agent raises RLIMIT_MEMLOCK before it drops
     // CAP_SYS_RESOURCE, which it does not keep.
@@ -443,7 +470,11 @@ fn agent_privileges_follow_the_kernel_and_fallback_properties() {
         "{ctl}"
     );
     assert!(rendered.config().contains("max_captures = 8\n"));
+}
 
+#[test]
+fn agent_fallback_runs_under_bpm_privileged() {
+    let pki = Pki::new("agent-fallback");
     // The fallback: bpm, privileged, with its memory limit; the agent still
     // drops to the same capabilities itself.
     let rendered = render_accepted(
@@ -485,6 +516,11 @@ fn agent_privileges_follow_the_kernel_and_fallback_properties() {
         "\"/run/pcap-agent\""
     );
     assert!(!bpm.contains_key("processes.1.name"), "one process only");
+    // /run/pcap-agent belongs to vcap, as whom the agent writes there.
+    assert_eq!(
+        bpm["processes.0.hooks.pre_start"],
+        "\"/var/vcap/jobs/pcap-agent/bin/pcap-agent_prepare\""
+    );
     assert!(
         rendered
             .config()
@@ -530,7 +566,10 @@ fn agent_files_are_opened_as_root_when_file_user_is_empty() {
         "{}",
         rendered.config()
     );
-    assert!(!assert_ctl_script(&rendered).contains("chown"));
+    assert_eq!(
+        prepare_commands(&rendered),
+        ["mkdir -p /run/pcap-agent", "chmod 0700 /run/pcap-agent"]
+    );
 }
 
 #[test]
