@@ -605,6 +605,7 @@ fn api_defaults_render_a_config_the_api_accepts() {
         "port = 9494",
         "reorder_window = 0.5",
         "max_captures_per_user = 2",
+        "max_captures_per_user_per_agent = 1",
         "drain_grace = 10.0",
     ] {
         assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
