@@ -70,6 +70,9 @@ impl Session {
 
     async fn run(self, queue: QueueSender, started: oneshot::Sender<Result<(), Status>>) {
         let origin = self.start.origin;
+        // A capture that does not start gives its slot back before its
+        // caller hears why, so that the caller's next start finds it free.
+        let mut slot = Some(self.slot);
         let (spec, container) = match plan_scoped(&self.start, &self.config) {
             Ok(planned) => planned,
             Err(status) => {
@@ -79,6 +82,7 @@ impl Session {
                     error = status.message(),
                     "capture refused"
                 );
+                drop(slot.take());
                 let _ = started.send(Err(status));
                 return;
             }
@@ -116,6 +120,7 @@ impl Session {
             // Nothing was attached: the call fails with this status.
             (Err(e), Some(started)) => {
                 info!(peer = self.peer, origin, error = %chain(&e), "capture failed to start");
+                drop(slot.take());
                 let _ = started.send(Err(start_failure(&e)));
             }
             (Err(e), None) => {
@@ -128,7 +133,7 @@ impl Session {
         }
         // Dropping the sink ends the response stream, then the slot frees.
         drop(sink);
-        drop(self.slot);
+        drop(slot);
     }
 }
 
