@@ -140,11 +140,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
     if options.keep {
         println!("fresh-check: the root stays in {}", root.display());
-    } else if let Err(error) = remove_root(&root) {
-        eprintln!(
-            "fresh-check: could not remove {}: {error:#}",
-            root.display()
-        );
+    } else if let Err(error) = phase("removing the root (--keep keeps it)", &mut || {
+        remove_root(&root)
+    }) {
+        eprintln!("{error:#}");
     }
     println!(
         "\nfresh-check timings:\n{timings}fresh-check: total {}",
