@@ -208,7 +208,7 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
     let pair = Pair::new("badf")?;
     for expression in [
         ["tcp", "port"].as_slice(),
-        ["host", "nosuchhost.invalid"].as_slice(),
+        ["port", "99999"].as_slice(),
         ["ip", "and", "("].as_slice(),
         ["ip", "and", "not", "ip"].as_slice(),
     ] {
@@ -244,6 +244,16 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
         missing.status.code() == Some(1)
             && String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/filter"),
         "-F with a missing file: {missing:?}"
+    );
+    // tcpdump would resolve the name; we refuse it (tests/filter_bounds.rs).
+    let name = agent_run(
+        &pair.a,
+        &["capture", "-i", "veth0", "host", "nosuchhost.invalid"],
+    )?;
+    ensure!(
+        name.status.code() == Some(1)
+            && String::from_utf8_lossy(&name.stderr).contains("host names are not resolved"),
+        "a host name: {name:?}"
     );
     Ok(())
 }
