@@ -24,6 +24,7 @@ use pcap_proto::{
 };
 use pcap_tests::{
     TempDir,
+    cluster::{ALICE_TOKEN, Cluster},
     netns::Netns,
     process::{Running, agent_run, binary, wait_until},
 };
@@ -355,5 +356,54 @@ fn a_slow_compile_does_not_hold_up_another_capture() -> anyhow::Result<()> {
     );
     fast.stop()?;
     slow.stop()?;
+    Ok(())
+}
+
+#[test]
+fn the_api_refuses_long_expressions_and_passes_on_the_agents_refusal_of_names() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("apiflt")?;
+    let mut cluster = Cluster::new(&dir, 1)?;
+    let agent_config = cluster.agent_config("")?;
+    cluster.start_agents(&agent_config)?;
+    let api_config = cluster.api_config(None, "")?;
+    cluster.start_api(&api_config)?;
+
+    let mut long = String::from("host 10.0.0.1");
+    while long.len() < 5000 {
+        long.push_str(" or host 10.0.0.1");
+    }
+    let output = cluster
+        .cli(ALICE_TOKEN, &["-w", "/dev/null", &long])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.code() == Some(1), "{stderr}");
+    ensure!(
+        stderr.contains(&format!(
+            "the filter expression is {} bytes; at most 4096 are allowed",
+            long.len()
+        )),
+        "{stderr}"
+    );
+    // Refused by the API itself, before any agent is asked.
+    ensure!(
+        stderr.contains("the API refused the capture: INVALID_ARGUMENT: the filter expression"),
+        "{stderr}"
+    );
+
+    let output = cluster
+        .cli(ALICE_TOKEN, &["-w", "/dev/null", "host", "slow.invalid"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("vm-0 refused the capture (INVALID_ARGUMENT)")
+            && stderr.contains(
+                "host names are not resolved: use an IP address instead of \"slow.invalid\""
+            ),
+        "{stderr}"
+    );
+    for vm in &cluster.vms {
+        ensure!(vm.ns.tcx_programs("eth0")?.is_empty(), "attached");
+    }
     Ok(())
 }
