@@ -52,6 +52,9 @@ pub async fn serve(
         Some(store) => service.with_store(crate::store::CaptureStore::new(store, &config.users)?),
         None => service,
     };
+    if let Some(store) = &config.store {
+        abort_stale_uploads(crate::store::stale::StaleUploads::new(store)?);
+    }
     let captures = service.concurrency();
     let identity = KeyPair {
         certificate: &config.tls.certificate,
@@ -101,4 +104,24 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Aborts, in the background, the multipart uploads under the store's
+/// prefix that began before now: an earlier run of the API, killed
+/// mid-capture, left them open.
+fn abort_stale_uploads(stale: crate::store::stale::StaleUploads) {
+    let started = std::time::SystemTime::now();
+    tokio::spawn(async move {
+        match stale.abort_begun_before(started).await {
+            Ok(aborted) => tracing::info!(
+                aborted,
+                "store: multipart uploads left open by an earlier run aborted"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "store: cannot abort multipart uploads left open by an earlier run; \
+                 an S3 lifecycle rule (AbortIncompleteMultipartUpload) can"
+            ),
+        }
+    });
 }

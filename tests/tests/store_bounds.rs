@@ -78,3 +78,39 @@ fn a_stored_capture_stops_at_max_size_and_keeps_what_it_captured() -> anyhow::Re
     );
     Ok(())
 }
+
+#[test]
+fn a_restarted_api_asks_the_store_for_the_uploads_a_killed_one_left_open() -> anyhow::Result<()> {
+    let dir = TempDir::new("stale")?;
+    let mut cluster = Cluster::new(&dir, 1)?;
+    let agent_config = cluster.agent_config("")?;
+    cluster.start_agents(&agent_config)?;
+    let s3 = S3Server::start(&cluster.control, &dir, S3_PORT)?;
+    let api_config = cluster.api_config(None, &s3.api_config(""))?;
+    cluster.start_api(&api_config)?;
+
+    let mut cli = Running::spawn(&mut cluster.cli(ALICE_TOKEN, &["--store", "icmp"]))?;
+    cli.wait_for("capturing on", 1)?;
+    let api = cluster.api.take().context("running")?;
+    api.signal(nix::sys::signal::Signal::SIGKILL)?;
+    api.wait()?;
+    drop(cli);
+    ensure!(
+        !s3.unfinished_uploads()?.is_empty(),
+        "the killed API left no upload open"
+    );
+
+    // s3s-fs does not implement ListMultipartUploads (s3s answers
+    // NotImplemented): the restarted API asks with a request whose
+    // signature s3s-fs accepted (else 403 SignatureDoesNotMatch), and says
+    // that it could not sweep, naming the store's answer.
+    cluster.start_api(&api_config)?;
+    let api = cluster.api.as_mut().context("running")?;
+    api.wait_for(
+        "cannot abort multipart uploads left open by an earlier run",
+        1,
+    )?;
+    api.wait_for("ListMultipartUploads at", 1)?;
+    api.wait_for("HTTP 501 Not Implemented NotImplemented", 1)?;
+    Ok(())
+}

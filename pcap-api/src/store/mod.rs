@@ -21,6 +21,7 @@
 
 mod config;
 mod recorder;
+pub mod stale;
 mod upload;
 
 use std::{
