@@ -259,7 +259,8 @@ fn interface_statistics<'a>(
         start_time_ns: statistics.and_then(|s| nonzero(s.start_ns)),
         end_time_ns: statistics.and_then(|s| nonzero(s.end_ns)),
         if_received: statistics.map(|s| s.seen),
-        if_dropped: statistics.map(|s| s.dropped_kernel_ring + s.dropped_kernel_copy),
+        // An agent's counts are not trusted to leave room for the sum.
+        if_dropped: statistics.map(|s| s.dropped_kernel_ring.saturating_add(s.dropped_kernel_copy)),
         filter_accepted: statistics.map(|s| s.matched),
         os_dropped: statistics.map(|s| s.dropped_agent_queue),
         user_delivered: Some(interface.written),

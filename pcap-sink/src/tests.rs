@@ -231,6 +231,28 @@ fn every_interface_ends_with_its_statistics() {
     );
 }
 
+/// Found by the `pcapng_sink` fuzz target: drop counts whose sum does not
+/// fit in 64 bits made `finish` panic (debug) or wrap (release).
+#[test]
+fn kernel_drops_too_large_to_add_saturate() {
+    let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
+    sink.add_interface(
+        &interface(0, 0, "eth0", LINKTYPE_ETHERNET, 65_535),
+        &origins(),
+    )
+    .unwrap();
+    sink.add_statistics(Statistics {
+        dropped_kernel_ring: u64::MAX,
+        dropped_kernel_copy: 2,
+        ..statistics(0, 0, 0)
+    });
+    sink.finish(T0).unwrap();
+    let file = ScratchFile::new("drops.pcapng");
+    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    let fields = tshark_block_fields(&file.0, &["pcapng.options.option.data.interface.dropped"]);
+    assert_eq!(fields, [u64::MAX.to_string()]);
+}
+
 #[test]
 fn lines_name_origin_interface_time_and_direction() {
     let mut sink = Sink::lines(Vec::new());
