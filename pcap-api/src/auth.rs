@@ -186,6 +186,23 @@ pub enum AuthError {
 #[tonic::async_trait]
 pub trait Authenticator: Send + Sync {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError>;
+
+    /// The `iss` of the tokens this authenticator checks, once it is known
+    /// (a UAA's, after discovery); `None` otherwise.
+    fn issuer(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The `iss` a JWT claims, unverified: only to pick who verifies it.
+fn claimed_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<Issuer>(token)
+        .ok()
+        .map(|claims| claims.iss)
 }
 
 /// The token from an `authorization` header value: `Bearer <token>`, the
@@ -204,7 +221,11 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
 }
 
 /// Several authenticators, asked in order. The first to accept the token
-/// decides; when none does, the most specific refusal is the answer.
+/// decides; when none does, the most specific refusal is the answer. An
+/// authenticator whose issuer is known is skipped for a JWT that claims
+/// another `iss` (unverified: the one asked still verifies everything), so
+/// that a Cloud Foundry token never waits for the BOSH director or its UAA,
+/// nor the other way round.
 pub struct Chain(Vec<Box<dyn Authenticator>>);
 
 impl Chain {
@@ -216,8 +237,14 @@ impl Chain {
 #[tonic::async_trait]
 impl Authenticator for Chain {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        let claimed = claimed_issuer(token);
         let mut refusal = AuthError::InvalidToken;
         for authenticator in &self.0 {
+            if let (Some(claimed), Some(issuer)) = (&claimed, authenticator.issuer())
+                && *claimed != issuer
+            {
+                continue;
+            }
             match authenticator.authenticate(token).await {
                 Ok(user) => return Ok(user),
                 Err(AuthError::InvalidToken) => {}
@@ -295,6 +322,58 @@ mod tests {
         for token in ["", "token-", "token-ab", "TOKEN-A", "alice"] {
             assert_eq!(check(token).await, Err(AuthError::InvalidToken), "{token}");
         }
+    }
+
+    /// Refuses every token, counting the calls; may know its issuer.
+    struct Counting {
+        issuer: Option<String>,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl Authenticator for Counting {
+        async fn authenticate(&self, _token: &str) -> Result<User, AuthError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(AuthError::Rejected("no".into()))
+        }
+
+        fn issuer(&self) -> Option<String> {
+            self.issuer.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_goes_only_to_the_authenticators_of_its_claimed_issuer() {
+        use std::sync::{Arc, atomic::Ordering};
+        let bosh_calls = Arc::default();
+        let undiscovered_calls = Arc::default();
+        let chain = Chain::new(vec![
+            Box::new(Counting {
+                issuer: Some("https://bosh-uaa/oauth/token".into()),
+                calls: Arc::clone(&bosh_calls),
+            }),
+            Box::new(Counting {
+                issuer: None,
+                calls: Arc::clone(&undiscovered_calls),
+            }),
+        ]);
+        let jwt = |iss: &str| {
+            let claims = serde_json::json!({ "iss": iss });
+            let key = jsonwebtoken::EncodingKey::from_secret(b"k");
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+        };
+        // Claims Cloud Foundry's UAA: the BOSH authenticator is not asked.
+        let _ = chain.authenticate(&jwt("https://cf-uaa/oauth/token")).await;
+        assert_eq!(bosh_calls.load(Ordering::Relaxed), 0);
+        assert_eq!(undiscovered_calls.load(Ordering::Relaxed), 1);
+        // Claims BOSH's, or is no JWT: everyone whose issuer fits is asked.
+        let _ = chain
+            .authenticate(&jwt("https://bosh-uaa/oauth/token"))
+            .await;
+        let _ = chain.authenticate("static-token").await;
+        assert_eq!(bosh_calls.load(Ordering::Relaxed), 2);
+        assert_eq!(undiscovered_calls.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -81,6 +81,8 @@ struct Director {
     http: reqwest::Client,
     clock_skew: Duration,
     uaa: Mutex<Option<Arc<TokenValidator>>>,
+    /// `/info` failed recently: answered from memory for a while.
+    failed: uaa::FailedDiscovery,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,8 +163,15 @@ impl Director {
         if let Some(validator) = &*uaa {
             return Ok(Arc::clone(validator));
         }
-        let info = self.info().await?;
-        let uaa_url = uaa_of(&info)?;
+        if let Some(message) = self.failed.recent() {
+            return Err(message);
+        }
+        let discovered = async {
+            let info = self.info().await?;
+            let uaa_url = uaa_of(&info)?;
+            Ok::<_, String>((info, uaa_url))
+        };
+        let (info, uaa_url) = discovered.await.inspect_err(|m| self.failed.record(m))?;
         tracing::info!(
             director = %self.url,
             name = %info.name,
@@ -271,6 +280,7 @@ pub fn new(
         http: uaa::https_client(&ca, &ca_name)?,
         clock_skew: Duration::from_secs_f64(config.token_clock_skew),
         uaa: Mutex::new(None),
+        failed: uaa::FailedDiscovery::default(),
     });
     let resolver = BoshResolver {
         director: Arc::clone(&director),
@@ -291,6 +301,12 @@ impl Authenticator for BoshAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
         uaa::authenticate(Uaa::Bosh, self.director.validator(), token).await
     }
+
+    fn issuer(&self) -> Option<String> {
+        // Known once discovered; while discovery runs, not known yet.
+        let validator = self.director.uaa.try_lock().ok()?;
+        validator.as_ref().map(|v| v.issuer().to_owned())
+    }
 }
 
 pub struct BoshResolver {
@@ -303,7 +319,8 @@ pub struct BoshResolver {
 impl BoshResolver {
     /// Reads the director's `/info` in the background, so that the log
     /// says at once whether the director and its UAA are reachable. A
-    /// failure is retried on the first BOSH capture.
+    /// failure is retried by a later request, at most every
+    /// `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -311,7 +328,7 @@ impl BoshResolver {
         let director = Arc::clone(&self.director);
         runtime.spawn(async move {
             if let Err(message) = director.validator().await {
-                tracing::warn!("{message}; trying again on the first BOSH capture");
+                tracing::warn!("{message}; trying again on a BOSH capture, at most every 10 s");
             }
         });
     }

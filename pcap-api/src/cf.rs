@@ -204,6 +204,8 @@ struct CloudController {
     http: reqwest::Client,
     clock_skew: Duration,
     uaa: Mutex<Option<Arc<TokenValidator>>>,
+    /// The root failed recently: answered from memory for a while.
+    failed: uaa::FailedDiscovery,
 }
 
 impl CloudController {
@@ -259,7 +261,13 @@ impl CloudController {
         if let Some(validator) = &*uaa {
             return Ok(Arc::clone(validator));
         }
-        let uaa_url = self.uaa_url().await?;
+        if let Some(message) = self.failed.recent() {
+            return Err(message);
+        }
+        let uaa_url = self
+            .uaa_url()
+            .await
+            .inspect_err(|m| self.failed.record(m))?;
         tracing::info!(cloud_controller = %self.url, uaa = %uaa_url, "found Cloud Controller's UAA");
         let validator = Arc::new(TokenValidator::new(
             &uaa_url,
@@ -327,6 +335,7 @@ pub fn new(
         http: uaa::https_client(&ca, &ca_name)?,
         clock_skew: Duration::from_secs_f64(config.token_clock_skew),
         uaa: Mutex::new(None),
+        failed: uaa::FailedDiscovery::default(),
     });
     let resolver = CfResolver {
         cc: Arc::clone(&cc),
@@ -347,6 +356,12 @@ impl Authenticator for CfAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
         uaa::authenticate(Uaa::Cf, self.cc.validator(), token).await
     }
+
+    fn issuer(&self) -> Option<String> {
+        // Known once discovered; while discovery runs, not known yet.
+        let validator = self.cc.uaa.try_lock().ok()?;
+        validator.as_ref().map(|v| v.issuer().to_owned())
+    }
 }
 
 pub struct CfResolver {
@@ -359,7 +374,7 @@ pub struct CfResolver {
 impl CfResolver {
     /// Reads Cloud Controller's root in the background, so that the log
     /// says at once whether it and its UAA are reachable. A failure is
-    /// retried on the first app capture.
+    /// retried by a later request, at most every `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -367,7 +382,7 @@ impl CfResolver {
         let cc = Arc::clone(&self.cc);
         runtime.spawn(async move {
             if let Err(message) = cc.validator().await {
-                tracing::warn!("{message}; trying again on the first app capture");
+                tracing::warn!("{message}; trying again on an app capture, at most every 10 s");
             }
         });
     }

@@ -28,6 +28,9 @@ use crate::auth::{AuthError, Issuer, Secret, Uaa, User};
 
 /// The least time between two fetches of the keys caused by unknown `kid`s.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a failed discovery of a UAA (the director's `/info`, Cloud
+/// Controller's root) is answered from memory before it is tried again.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
 /// How long a request to a UAA or a director may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +78,48 @@ pub enum SetupError {
     Ca(String, String),
     #[error("cannot set up an HTTP client: {0}")]
     Client(String),
+}
+
+/// The last failed discovery, for [`DISCOVERY_RETRY`]: while it is recent,
+/// callers get its message at once instead of each waiting, in turn, for
+/// the same server that does not answer.
+#[derive(Default)]
+pub struct FailedDiscovery {
+    last: std::sync::Mutex<Option<(Instant, String)>>,
+    retry: Option<Duration>,
+}
+
+impl FailedDiscovery {
+    /// Remembers failures for `retry` instead of [`DISCOVERY_RETRY`].
+    #[must_use]
+    pub fn with_retry(retry: Duration) -> Self {
+        Self {
+            last: std::sync::Mutex::default(),
+            retry: Some(retry),
+        }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The message of a failure less than the retry interval ago.
+    pub fn recent(&self) -> Option<String> {
+        let retry = self.retry.unwrap_or(DISCOVERY_RETRY);
+        self.last()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < retry)
+            .map(|(at, message)| {
+                let left = retry.saturating_sub(at.elapsed()).as_secs() + 1;
+                format!("{message} (trying again in {left} s)")
+            })
+    }
+
+    pub fn record(&self, message: &str) {
+        *self.last() = Some((Instant::now(), message.to_owned()));
+    }
 }
 
 /// An HTTPS client that trusts the certificates in `ca_pem` only.
@@ -520,6 +565,21 @@ mod tests {
             (client.id.as_str(), client.name.as_str()),
             ("client:bosh_cli", "client:bosh_cli")
         );
+    }
+
+    #[test]
+    fn a_failed_discovery_is_answered_from_memory_for_a_while() {
+        let failed = FailedDiscovery::default();
+        assert_eq!(failed.recent(), None);
+        failed.record("cannot reach the BOSH director");
+        let message = failed.recent().unwrap();
+        assert!(
+            message.starts_with("cannot reach the BOSH director (trying again in "),
+            "{message}"
+        );
+        let expired = FailedDiscovery::with_retry(Duration::ZERO);
+        expired.record("down");
+        assert_eq!(expired.recent(), None);
     }
 
     #[test]
