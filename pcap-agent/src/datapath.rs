@@ -82,6 +82,16 @@ pub enum DatapathError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// As [`Self::Verify`], with only the end of the verifier's log (aya's
+    /// error would carry all of it, up to megabytes).
+    #[error("the kernel rejected the eBPF program {name}: {source}{log}")]
+    Verifier {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+        /// [`pcap_filter::sys::log_tail`] of the log.
+        log: String,
+    },
     #[error("cannot attach to {direction} of {interface}: {source}")]
     Attach {
         interface: String,
@@ -175,17 +185,9 @@ impl Datapath {
             .into_iter()
             .chain(MATCHED_PROGRAMS.map(|(name, _)| name));
         for name in names {
-            program(&mut ebpf, name).load().map_err(|e| match &e {
-                ProgramError::LoadError { io_error, .. }
-                    if io_error.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    DatapathError::PermissionDenied
-                }
-                _ => DatapathError::Verify {
-                    name,
-                    source: Box::new(e),
-                },
-            })?;
+            program(&mut ebpf, name)
+                .load()
+                .map_err(|e| load_error(name, e))?;
         }
         install_matched_programs(&mut ebpf)?;
         let filter_programs = match &options.filter {
@@ -299,6 +301,37 @@ impl Drop for Datapath {
     }
 }
 
+/// What a failed load of one of our programs means.
+fn load_error(name: &'static str, e: ProgramError) -> DatapathError {
+    match &e {
+        // EPERM is a lack of privilege; the verifier refuses with
+        // EACCES, which io::ErrorKind also calls PermissionDenied.
+        ProgramError::LoadError { io_error, .. }
+            if io_error.raw_os_error() == Some(libc_eperm()) =>
+        {
+            DatapathError::PermissionDenied
+        }
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            debug!(name, log, "the verifier's whole log");
+            DatapathError::Verifier {
+                name,
+                source: io_error
+                    .raw_os_error()
+                    .map_or_else(|| io_error.kind().into(), io::Error::from_raw_os_error),
+                log: pcap_filter::sys::log_tail(&log),
+            }
+        }
+        _ => DatapathError::Verify {
+            name,
+            source: Box::new(e),
+        },
+    }
+}
+
 /// Puts the matched programs into their `FILTERS` slots.
 fn install_matched_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     let fds = MATCHED_PROGRAMS.map(|(name, slot)| {
@@ -324,4 +357,9 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
         .unwrap_or_else(|| panic!("the eBPF object has no classifier {name}"))
+}
+
+/// `EPERM`.
+const fn libc_eperm() -> i32 {
+    nix::errno::Errno::EPERM as i32
 }

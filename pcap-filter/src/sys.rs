@@ -140,8 +140,9 @@ pub struct LoadError {
 }
 
 /// The end of a verifier log, at most [`SHOWN_LOG_BYTES`] from a line
-/// start, after a newline; with a note of how much was left out.
-fn log_tail(log: &str) -> String {
+/// start, after a newline; with a note of how much was left out. Empty for
+/// an empty log. This is what [`LoadError`]'s message shows.
+pub fn log_tail(log: &str) -> String {
     let log = log.trim_end();
     if log.is_empty() {
         return String::new();
