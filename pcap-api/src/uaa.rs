@@ -4,7 +4,9 @@
 //! - The keys come only from the configured UAA, never from a URL in the
 //!   token (its `jku` header is ignored). They are cached; a token signed
 //!   with an unknown `kid` makes the validator fetch them again (with
-//!   `If-None-Match`), at most once per [`REFETCH_INTERVAL`].
+//!   `If-None-Match`), at most once per [`REFETCH_INTERVAL`]; a fetch that
+//!   failed is remembered for as long, so a UAA that is down is not asked by
+//!   every request.
 //! - The signature algorithm is the key's `alg`, whatever the token's header
 //!   says; only RSA keys are used.
 //! - `iss` must be `<uaa url>/oauth/token`; `exp` and `nbf` are checked
@@ -36,7 +38,7 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a token is not accepted.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a JWT at all: some other authenticator may know it.
     #[error("the bearer token is not a JWT")]
@@ -236,7 +238,10 @@ struct Key {
 struct KeyCache {
     keys: HashMap<String, Key>,
     etag: Option<String>,
+    /// The last fetch, successful or not.
     fetched: Option<Instant>,
+    /// Why the last fetch failed, if it did.
+    failure: Option<TokenError>,
 }
 
 /// Validates the access tokens of one UAA.
@@ -354,10 +359,17 @@ impl TokenValidator {
             .fetched
             .is_none_or(|at| at.elapsed() >= self.refetch_interval);
         if may_fetch {
-            self.fetch_keys(&mut cache).await?;
+            // A failed fetch counts too: a UAA that is down is asked again
+            // after the interval, not by every request meanwhile.
+            cache.fetched = Some(Instant::now());
+            let fetched = self.fetch_keys(&mut cache).await;
+            cache.failure = fetched.as_ref().err().cloned();
+            fetched?;
         }
         if cache.keys.contains_key(kid) {
             Ok(cache)
+        } else if let Some(failure) = &cache.failure {
+            Err(failure.clone())
         } else {
             Err(TokenError::UnknownKey {
                 kid: kid.to_owned(),
@@ -384,7 +396,6 @@ impl TokenValidator {
             .await
             .map_err(|e| unavailable(error_chain(&e)))?;
         if response.status() == StatusCode::NOT_MODIFIED {
-            cache.fetched = Some(Instant::now());
             return Ok(());
         }
         if !response.status().is_success() {
@@ -411,7 +422,6 @@ impl TokenValidator {
         tracing::info!(uaa = %self.uaa_url, keys = usable.len(), "fetched the UAA's token keys");
         cache.keys = usable;
         cache.etag = etag;
-        cache.fetched = Some(Instant::now());
         Ok(())
     }
 }

@@ -152,3 +152,34 @@ async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
         Err(TokenError::BadSignature)
     ));
 }
+
+#[tokio::test]
+async fn a_uaa_that_fails_is_asked_again_only_after_the_refetch_interval() {
+    let (private, _) = rsa_key();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let counted = Arc::clone(&requests);
+    let app = Router::new().route(
+        "/token_keys",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::SERVICE_UNAVAILABLE }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let validator = TokenValidator::new(&url, reqwest::Client::new(), Duration::from_mins(1));
+    let issuer = validator.issuer().to_owned();
+    // Every request sees the failure; only the first one asks the UAA.
+    for _ in 0..5 {
+        let result = validator.validate(&token(&issuer, "k", &private)).await;
+        assert!(
+            matches!(&result, Err(TokenError::KeysUnavailable { message, .. }) if message.contains("503")),
+            "{result:?}"
+        );
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
