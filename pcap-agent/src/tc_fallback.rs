@@ -350,6 +350,9 @@ pub fn recover_stale() {
             continue;
         }
         let state = State::parse(&text);
+        if state.boot.is_none() && recover_legacy(&path, &text) {
+            continue;
+        }
         if state.boot.as_deref() != Some(identity.boot.as_str()) {
             // From before a reboot: its filters went with it.
             let _ = fs::remove_file(&path);
@@ -384,6 +387,61 @@ pub fn recover_stale() {
         );
     }
     remove_orphaned_qdiscs(&identity);
+}
+
+/// A state file of an agent before this format, `/run/pcap-agent/tc/<pid>`
+/// with `filter IFACE DIRECTION PRIORITY HANDLE` and `qdisc IFACE` lines:
+/// removed as that agent would have, once no process has that PID. Returns
+/// whether `path` was such a file.
+fn recover_legacy(path: &Path, text: &str) -> bool {
+    let Some(pid) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        return true;
+    }
+    let mut qdiscs = Vec::new();
+    for line in text.lines() {
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["filter", interface, direction, priority, handle] => {
+                let attach_type = if direction == "egress" {
+                    TcAttachType::Egress
+                } else {
+                    TcAttachType::Ingress
+                };
+                if let (Ok(priority), Ok(handle)) = (priority.parse(), handle.parse::<u32>())
+                    && let Ok(link) = SchedClassifierLink::attached(
+                        interface,
+                        attach_type,
+                        priority,
+                        TcHandle::from(handle),
+                        None,
+                    )
+                {
+                    let _ = link.detach();
+                }
+            }
+            ["qdisc", interface] => qdiscs.push(interface),
+            _ => {}
+        }
+    }
+    for interface in qdiscs {
+        if !["ingress", "egress"]
+            .iter()
+            .any(|hook| has_filters(interface, hook))
+        {
+            let _ = Command::new("tc")
+                .args(["qdisc", "del", "dev", interface, "clsact"])
+                .status();
+        }
+    }
+    let _ = fs::remove_file(path);
+    warn!(state = %path.display(), "removed tc filters left by an older pcap-agent");
+    true
 }
 
 /// What a state file records.

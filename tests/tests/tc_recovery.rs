@@ -210,3 +210,36 @@ fn serve_removes_the_filters_of_killed_captures_when_it_starts() -> anyhow::Resu
     ensure!(status.success(), "{lines:?}");
     Ok(())
 }
+
+#[test]
+fn state_left_by_an_older_agent_is_recovered() -> anyhow::Result<()> {
+    let pair = Pair::new("tcold")?;
+    // What an older agent wrote before it died: a filter by priority and
+    // handle, and the qdisc it added. No process has a PID above pid_max.
+    pair.a.sh("tc qdisc add dev veth0 clsact && \
+         tc filter add dev veth0 ingress pref 5 protocol all u32 match u32 0 0")?;
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")?
+        .trim()
+        .parse()?;
+    std::fs::create_dir_all("/run/pcap-agent/tc")?;
+    let state = format!("/run/pcap-agent/tc/{}", pid_max + 1);
+    std::fs::write(
+        &state,
+        format!("qdisc veth0\nfilter veth0 ingress 5 {}\n", 0x8000_0800_u32),
+    )?;
+    let next = agent_in_pid_namespace(&pair.a, &["-i", "lo", "--attach", "tc", "-w", "/dev/null"]);
+    let left = std::path::Path::new(&state).exists();
+    let _ = std::fs::remove_file(&state);
+    let (_, lines) = signal_agent(next?, Signal::SIGINT)?;
+    ensure!(!left, "the old state file is removed");
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.contains("removed tc filters left by an older pcap-agent")),
+        "{lines:?}"
+    );
+    let listing = pair.a.sh("tc filter show dev veth0 ingress")?;
+    ensure!(listing.is_empty(), "{listing}");
+    ensure!(!has_clsact(&pair.a, "veth0")?, "its clsact is removed");
+    Ok(())
+}
