@@ -35,9 +35,19 @@ type Key = (u64, u64);
 pub const PACKET_OVERHEAD: usize =
     (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>();
 
-/// The bytes holding `packet` costs.
+/// The bytes holding `packet` costs: the overhead, and its data buffer as
+/// the allocator hands it out (glibc: 8 bytes of header, 16-byte steps, 32
+/// at least).
 pub fn held_size(packet: &Packet) -> usize {
-    PACKET_OVERHEAD + packet.data.capacity()
+    PACKET_OVERHEAD + heap_size(packet.data.capacity())
+}
+
+fn heap_size(capacity: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        capacity.saturating_add(8).next_multiple_of(16).max(32)
+    }
 }
 
 pub struct Merger {
