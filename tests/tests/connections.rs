@@ -115,6 +115,10 @@ fn stalled_handshakes_delay_no_capture_and_are_cut() -> anyhow::Result<()> {
     // the handshake timeout.
     let file = dir.join("s.pcapng");
     let cli = start_capture(&cluster, &["-w", file.to_str().expect("utf-8")])?;
+    eprintln!(
+        "a capture started {:?} after 400 stalled handshakes were opened",
+        began.elapsed()
+    );
     ensure!(
         began.elapsed() < HANDSHAKE_TIMEOUT,
         "the capture started only after {:?}, when stalled handshakes had been cut",
@@ -252,6 +256,7 @@ fn an_agent_whose_api_vanished_detaches_after_keepalive() -> anyhow::Result<()> 
         || Ok(vm.ns.tcx_programs("eth0")?.is_empty()),
     )?;
     let detached_after = cut.elapsed();
+    eprintln!("the agent detached {detached_after:?} after the API was cut off");
     drop(cli);
     ensure!(
         detached_after >= Duration::from_secs(5),
