@@ -304,11 +304,13 @@ pub fn recover_stale() {
         return;
     };
     let mut stale: Vec<(PathBuf, Flock<File>)> = Vec::new();
+    let mut marks = false;
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
+        marks |= name.starts_with(QDISC_MARK);
         if name == LOCK_FILE || name.starts_with(QDISC_MARK) {
             continue;
         }
@@ -320,6 +322,9 @@ pub fn recover_stale() {
             continue;
         };
         stale.push((path, locked));
+    }
+    if stale.is_empty() && !marks {
+        return;
     }
     let identity = match Identity::current() {
         Ok(identity) => identity,
