@@ -16,6 +16,10 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use nix::sched::{CloneFlags, setns};
+use pcap_proto::{
+    tls::{KeyPair, client_config},
+    v1::{AgentRequest, agent_client::AgentClient},
+};
 use pcap_tests::{
     TempDir,
     cluster::{AGENT_PORT, ALICE_TOKEN, API_ADDRESS, Cluster},
@@ -26,6 +30,8 @@ use pcap_tests::{
 
 /// The servers' TLS handshake timeout (`pcap_proto::tls::HANDSHAKE_TIMEOUT`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `Capture` call may take to send `start`.
+const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The agent's HTTP/2 keepalive interval plus its timeout.
 const KEEPALIVE_DETECTION: Duration = Duration::from_secs(20);
 
@@ -261,6 +267,59 @@ fn an_agent_whose_api_vanished_detaches_after_keepalive() -> anyhow::Result<()> 
     ensure!(
         detached_after >= Duration::from_secs(5),
         "detached after {detached_after:?}: before keepalive could have noticed"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_call_that_never_sends_start_ends_after_the_deadline() -> anyhow::Result<()> {
+    let dir = TempDir::new("nostart")?;
+    let mut cluster = Cluster::new(&dir, 1)?;
+    let agent_config = cluster.agent_config("")?;
+    cluster.start_agents(&agent_config)?;
+    let netns = File::open(format!("/run/netns/{}", cluster.control.name))?;
+    let address = format!("https://{}", agent_address(&cluster)?);
+    let ca = cluster.pki.ca.certificate.clone();
+    let client = cluster.pki.api_client.clone();
+    // The API's own certificate, a call opened, and no request ever sent.
+    let (code, after) = std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> anyhow::Result<(tonic::Code, Duration)> {
+                setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let tls = client_config(
+                        Some(&ca),
+                        Some(&KeyPair {
+                            certificate: &client.certificate,
+                            private_key: &client.private_key,
+                        }),
+                        Some("pcap-agent"),
+                    )?;
+                    let channel = tonic::transport::Endpoint::from_shared(address)?
+                        .tls_config(tls)?
+                        .connect()
+                        .await?;
+                    let began = Instant::now();
+                    let mut agent = AgentClient::new(channel);
+                    let call = agent.capture(tokio_stream::pending::<AgentRequest>());
+                    let answer = tokio::time::timeout(START_REQUEST_TIMEOUT * 3, call)
+                        .await
+                        .context("the agent still waits for start")?;
+                    let code = answer.err().context("the call was accepted")?.code();
+                    Ok((code, began.elapsed()))
+                })
+            })
+            .join()
+            .expect("the calling thread does not panic")
+    })?;
+    eprintln!("the agent ended the call with {code:?} after {after:?}");
+    ensure!(code == tonic::Code::DeadlineExceeded, "{code:?}");
+    ensure!(
+        after >= START_REQUEST_TIMEOUT && after < START_REQUEST_TIMEOUT * 2,
+        "ended after {after:?}"
     );
     Ok(())
 }
