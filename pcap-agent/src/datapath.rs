@@ -363,3 +363,38 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
 const fn libc_eperm() -> i32 {
     nix::errno::Errno::EPERM as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(errno: i32, log: &str) -> DatapathError {
+        load_error(
+            "pcap_ingress",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(errno),
+                verifier_log: aya_obj::VerifierLog::new(log.to_owned()),
+            },
+        )
+    }
+
+    #[test]
+    fn a_refusal_is_told_from_a_lack_of_privilege() {
+        assert!(matches!(
+            refused(nix::errno::Errno::EPERM as i32, ""),
+            DatapathError::PermissionDenied
+        ));
+        let long =
+            "0: (b7) r0 = 0\n".repeat(200_000) + "invalid bpf_context access off=9992 size=8\n";
+        let error = refused(nix::errno::Errno::EACCES as i32, &long);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "the kernel rejected the eBPF program pcap_ingress: Permission denied (os error 13)\n"
+            ),
+            "{message}"
+        );
+        assert!(message.ends_with("invalid bpf_context access off=9992 size=8"));
+        assert!(message.len() < pcap_filter::sys::SHOWN_LOG_BYTES + 200);
+    }
+}
