@@ -6,8 +6,8 @@
 //! at the start and end the `origins`, e.g. `my-app/0`), the `filter`, and
 //! the `decision` (`allowed` or `refused`, with the gRPC `code` and the
 //! `reason`; at the end, the `outcome`). A refusal before the request was
-//! read (no token, or one no authenticator accepts) has empty `target` and
-//! `filter`. Tokens never reach it.
+//! read (no token, one no authenticator accepts, a shutdown, no `start`)
+//! has empty `target` and `filter`. Tokens never reach it.
 //!
 //! Every value a caller controls (names, a filter, a token's `kid` inside a
 //! reason, an app's name inside an origin) is written escaped, Rust-string
@@ -75,6 +75,18 @@ impl Request {
                 .as_ref()
                 .map(|o| o.filter.clone())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The caller `user`, whose request was not read (yet): no target, no
+    /// filter.
+    pub fn unread(user: &User) -> Self {
+        Self {
+            issuer: user.issuer.label().to_owned(),
+            user_id: user.id.clone(),
+            user: user.name.clone(),
+            target: String::new(),
+            filter: String::new(),
         }
     }
 

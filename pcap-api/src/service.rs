@@ -240,16 +240,24 @@ impl Api for ApiService {
                 return Err(Refusal::from(error).into());
             }
         };
+        // Refusals before the request is read: audited with who asked.
+        let unread = |status: Status| {
+            audit::Request::unread(&user).refused(&status, status.message());
+            status
+        };
         if self.shared.shutdown.level() != StopLevel::Running {
-            return Err(Refusal::ShuttingDown.into());
+            return Err(unread(Refusal::ShuttingDown.into()));
         }
         let mut requests = request.into_inner();
+        let first = session::first_request(&mut requests)
+            .await
+            .map_err(&unread)?;
         let Some(CaptureRequest {
             operation: Some(capture_request::Operation::Start(start)),
-        }) = session::first_request(&mut requests).await?
+        }) = first
         else {
             let message = "the first request must be `start`".to_owned();
-            return Err(Refusal::BadRequest(message).into());
+            return Err(unread(Refusal::BadRequest(message).into()));
         };
         let request = audit::Request::new(&user, &start);
         let store = start.store;

@@ -724,6 +724,21 @@ fn every_principal_gets_exactly_its_due_on_every_kind_of_target() -> anyhow::Res
                 }
             }
         }
+        // A caller who sends no `start`: refused, and audited too.
+        let (requests, stream) = mpsc::channel(1);
+        requests
+            .send(CaptureRequest {
+                operation: Some(capture_request::Operation::Stop(StopCapture {})),
+            })
+            .await?;
+        let code = client
+            .capture(authorized(ReceiverStream::new(stream), Some(ALICE_TOKEN)))
+            .await
+            .err()
+            .map_or(Code::Ok, |s| s.code());
+        if code != Code::InvalidArgument {
+            failures.push(format!("alice sends stop first: got {code:?}"));
+        }
         Ok(failures)
     })?;
     ensure!(
@@ -757,8 +772,9 @@ fn assert_audit_log(world: &World, rows: &[Row], lines: &[String]) -> anyhow::Re
     };
     let refused = count("capture refused");
     let allowed = count("capture started");
-    let expected_refused = rows.iter().filter(|r| r.expect != Code::Ok).count();
-    let expected_allowed = rows.len() - expected_refused;
+    let expected_allowed = rows.iter().filter(|r| r.expect == Code::Ok).count();
+    // And the request that sent no `start`.
+    let expected_refused = rows.len() - expected_allowed + 1;
     ensure!(
         refused == expected_refused && allowed == expected_allowed,
         "{refused} refusals and {allowed} starts audited, not {expected_refused} and \
@@ -767,6 +783,12 @@ fn assert_audit_log(world: &World, rows: &[Row], lines: &[String]) -> anyhow::Re
     ensure!(
         !log.contains('\u{1b}'),
         "terminal colours in the log:\n{log}"
+    );
+    ensure!(
+        audit.iter().any(|l| l.contains("capture refused")
+            && l.contains("user_id=\"alice\" user=\"alice\" target=\"\"")
+            && l.contains("the first request must be `start`")),
+        "the request without start is not audited:\n{log}"
     );
     ensure!(
         !lines
