@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tonic::transport::Uri;
 
 use crate::bosh_config::expires_within;
-use crate::cf_config::{self, CfConfig};
+use crate::cf_config::{self, CfConfig, Named};
 use crate::{CaptureArgs, Cli, MAX_SNAPLEN, describe, parse_duration, parse_positive};
 
 /// An access token this close to expiring is refreshed first.
@@ -142,21 +142,53 @@ pub fn refusal_hint(code: tonic::Code) -> &'static str {
 /// What to add when the pcap API cannot be reached.
 pub const UNREACHABLE_HINT: &str = " (set --api or PCAP_API to your pcap API's URL)";
 
+/// Where the login and the targeted org and space come from: the only
+/// difference between `pcap app` and `cf pcap`.
+pub enum Login {
+    /// `~/.cf/config.json`, refreshed here when the token has expired.
+    Config,
+    /// The running cf CLI, asked over its plugin RPC (cf refreshes the
+    /// token itself).
+    Plugin(PluginLogin),
+}
+
+/// What the cf CLI told the plugin.
+pub struct PluginLogin {
+    /// Cloud Controller's URL (`ApiEndpoint`).
+    pub cc: String,
+    /// The access token without its `bearer ` prefix (`AccessToken`).
+    pub token: String,
+    /// `cf api --skip-ssl-validation` (`IsSSLDisabled`), for Cloud
+    /// Controller.
+    pub ssl_disabled: bool,
+    pub org: Named,
+    pub space: Named,
+}
+
 /// Runs `pcap app`.
 pub fn main(args: &AppArgs) -> ExitCode {
+    run(args, Login::Config, || {
+        let mut command = Cli::command();
+        command.build();
+        command
+            .find_subcommand_mut("app")
+            .expect("app is a subcommand")
+            .clone()
+    })
+}
+
+/// Runs the app capture with the login from `login`; `command` is the
+/// clap command whose usage a validation error shows.
+pub fn run(args: &AppArgs, login: Login, command: impl FnOnce() -> clap::Command) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime can always be built");
     let result = runtime.block_on(async {
-        let (api, token, app_guid) = prepare(args).await?;
+        let (api, token, app_guid) = prepare(args, login).await?;
         let capture = args.capture_args(api, token);
         if let Err(message) = capture.validate() {
-            let mut command = Cli::command();
-            command.build();
-            command
-                .find_subcommand_mut("app")
-                .expect("app is a subcommand")
+            command()
                 .error(clap::error::ErrorKind::ValueValidation, message)
                 .exit();
         }
@@ -204,32 +236,18 @@ enum Lookup {
     Failed(anyhow::Error),
 }
 
-/// Reads the login (refreshing it when needed), finds the app and the pcap
-/// API: (API, access token, app GUID).
-async fn prepare(args: &AppArgs) -> anyhow::Result<(Uri, String, String)> {
-    let path = cf_config::path()?;
-    let mut config = CfConfig::load(&path)?;
-    let cc = config.target()?;
-    if config.access_token().is_none() && config.refresh_token().is_none() {
-        bail!("not logged in to Cloud Foundry at {cc}; run `cf login` first");
-    }
-    let space = config.space()?;
-    let org = config.org();
-    let http = cf_config::http_client(args.ca.as_deref(), config.ssl_disabled())?;
-    let fresh = config
-        .access_token()
-        .is_some_and(|t| !expires_within(&t, REFRESH_MARGIN));
-    if !fresh {
-        refresh(&http, &cc, &mut config).await?;
-    }
-    let mut token = config.access_token().unwrap_or_default();
-    let mut found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
-    if matches!(found, Err(Lookup::Unauthorized)) && fresh && config.refresh_token().is_some() {
-        // Revoked or otherwise refused before its time: one refresh.
-        refresh(&http, &cc, &mut config).await?;
-        token = config.access_token().unwrap_or_default();
-        found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
-    }
+/// Finds the app and the pcap API with the login from `login`: (API,
+/// access token, app GUID).
+async fn prepare(args: &AppArgs, login: Login) -> anyhow::Result<(Uri, String, String)> {
+    let (cc, org, space, token, found) = match login {
+        Login::Config => from_config(args).await?,
+        Login::Plugin(login) => {
+            let http = cf_config::http_client(args.ca.as_deref(), login.ssl_disabled)?;
+            let found =
+                find_app(&http, &login.cc, &args.app, &login.space.guid, &login.token).await;
+            (login.cc, login.org, login.space, login.token, found)
+        }
+    };
     let app = match found {
         Ok(Some(app)) => app,
         Ok(None) => bail!(
@@ -261,6 +279,38 @@ async fn prepare(args: &AppArgs) -> anyhow::Result<(Uri, String, String)> {
         app.name, app.guid, org.name, space.name
     );
     Ok((api, token, app.guid))
+}
+
+/// `pcap app`'s login: reads it (refreshing it when needed) and looks the
+/// app up, refreshing once more if Cloud Controller refuses a token before
+/// its time: (Cloud Controller, org, space, token, the lookup).
+async fn from_config(
+    args: &AppArgs,
+) -> anyhow::Result<(String, Named, Named, String, Result<Option<App>, Lookup>)> {
+    let path = cf_config::path()?;
+    let mut config = CfConfig::load(&path)?;
+    let cc = config.target()?;
+    if config.access_token().is_none() && config.refresh_token().is_none() {
+        bail!("not logged in to Cloud Foundry at {cc}; run `cf login` first");
+    }
+    let space = config.space()?;
+    let org = config.org();
+    let http = cf_config::http_client(args.ca.as_deref(), config.ssl_disabled())?;
+    let fresh = config
+        .access_token()
+        .is_some_and(|t| !expires_within(&t, REFRESH_MARGIN));
+    if !fresh {
+        refresh(&http, &cc, &mut config).await?;
+    }
+    let mut token = config.access_token().unwrap_or_default();
+    let mut found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+    if matches!(found, Err(Lookup::Unauthorized)) && fresh && config.refresh_token().is_some() {
+        // Revoked or otherwise refused before its time: one refresh.
+        refresh(&http, &cc, &mut config).await?;
+        token = config.access_token().unwrap_or_default();
+        found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+    }
+    Ok((cc, org, space, token, found))
 }
 
 async fn find_app(
