@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "openssl",
     // sysctl, in every simulated host and cell (tests/src/netns.rs, landscape.rs).
     "procps",
+    // Builds tests/cf-stub, the Go stand-in for the cf CLI (tests/tests/cf_plugin.rs).
+    "golang-go",
     // git for cargo's git sources and the fresh-check clone; the C compiler
     // and headers that the pcap-sys and ring build scripts use.
     "git",
