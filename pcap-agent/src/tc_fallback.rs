@@ -111,13 +111,19 @@ impl AgentsLock {
     fn take() -> Result<Self, TcFallbackError> {
         fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
         let path = Path::new(STATE_DIR).join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(state_error(&path))?;
+        // flock needs no write access: a lock file made by an agent running
+        // as root can be taken by one whose file-system user is
+        // privileges.file_user, and the other way round.
+        let file = match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o644)
+                .open(&path),
+            opened => opened,
+        }
+        .map_err(state_error(&path))?;
         Flock::lock(file, FlockArg::LockExclusive)
             .map(Self)
             .map_err(|(_, errno)| state_error(&path)(errno.into()))
@@ -150,10 +156,11 @@ impl Attachments {
             // Created and locked under a name recovery does not read, then
             // renamed: no one ever sees the file unlocked.
             let creating = Path::new(STATE_DIR).join(format!(".{name}"));
+            // Readable by every agent (root, or privileges.file_user), for recovery.
             let file = match OpenOptions::new()
                 .create_new(true)
                 .write(true)
-                .mode(0o600)
+                .mode(0o644)
                 .open(&creating)
             {
                 Ok(file) => file,
@@ -314,7 +321,7 @@ pub fn recover_stale() {
         if name == LOCK_FILE || name.starts_with(QDISC_MARK) {
             continue;
         }
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        let Ok(file) = File::open(&path) else {
             continue;
         };
         // Held: its capture is alive (in this process or any other).
