@@ -103,13 +103,30 @@ impl Identity {
     }
 }
 
+/// Makes [`STATE_DIR`] if it is missing, owned like its parent: on BOSH
+/// `/run/pcap-agent` belongs to privileges.file_user, as whom the agent
+/// writes, and a root `pcap-agent capture` must not take the directory
+/// from it.
+fn state_dir() -> Result<(), TcFallbackError> {
+    if Path::new(STATE_DIR).is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
+    if let Some(parent) = Path::new(STATE_DIR).parent()
+        && let Ok(owner) = fs::metadata(parent)
+    {
+        let _ = std::os::unix::fs::chown(STATE_DIR, Some(owner.uid()), Some(owner.gid()));
+    }
+    Ok(())
+}
+
 /// Holds the lock on [`LOCK_FILE`] until dropped.
 struct AgentsLock(#[expect(dead_code, reason = "held for its Drop")] Flock<File>);
 
 impl AgentsLock {
     /// Waits for the other agents' qdisc and filter changes.
     fn take() -> Result<Self, TcFallbackError> {
-        fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
+        state_dir()?;
         let path = Path::new(STATE_DIR).join(LOCK_FILE);
         // flock needs no write access: a lock file made by an agent running
         // as root can be taken by one whose file-system user is
@@ -146,7 +163,7 @@ pub struct Attachments {
 impl Attachments {
     /// Starts a record for one capture: a new, locked state file.
     pub fn new() -> Result<Self, TcFallbackError> {
-        fs::create_dir_all(STATE_DIR).map_err(state_error(STATE_DIR))?;
+        state_dir()?;
         let identity = Identity::current().map_err(state_error("/proc"))?;
         let pid = std::process::id();
         let start = start_time().unwrap_or_default();
