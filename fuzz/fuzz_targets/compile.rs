@@ -1,5 +1,6 @@
-//! Expression compilation, fed arbitrary strings (at most
-//! `MAX_EXPRESSION` bytes): `pcap_filter::compile` never panics, never
+//! Expression compilation, fed arbitrary strings of up to
+//! `pcap_proto::MAX_FILTER_BYTES` (the longest expression the API and the
+//! agent accept): `pcap_filter::compile` never panics, never
 //! hangs (libFuzzer's `-timeout`), never makes libpcap look a name up
 //! (the resolver functions are stand-ins that count calls), and what it
 //! compiles is valid classic BPF (or uses `protochain`'s backward jumps)
@@ -26,10 +27,7 @@ use pcap_fuzz::{
     libpcap::{self, NAME_LOOKUPS},
     with_tag,
 };
-
-/// Expressions longer than this are not tried: libpcap's compile time
-/// grows with the expression, and what matters is its shape.
-const MAX_EXPRESSION: usize = 2048;
+use pcap_proto::MAX_FILTER_BYTES;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -39,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, &[][..]),
     };
-    if expression.len() > MAX_EXPRESSION {
+    if expression.len() > MAX_FILTER_BYTES {
         return;
     }
     let Ok(expression) = std::str::from_utf8(expression) else {

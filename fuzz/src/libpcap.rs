@@ -97,10 +97,11 @@ type GetAddrInfo =
     unsafe extern "C" fn(*const c_char, *const c_char, *const AddrInfo, *mut *mut c_void) -> c_int;
 
 /// `getaddrinfo(3)`. libpcap also parses addresses with it (IPv6
-/// literals, `getaddrinfo(NULL, port)` for service names): whatever the C
-/// library answers with `AI_NUMERICHOST` added (an address, or no host at
-/// all) goes to the C library's function. Anything else would be a name
-/// lookup, which finds nothing and is counted.
+/// literals, with and without `AI_NUMERICHOST`; `getaddrinfo(NULL, port)`
+/// for service names): a call without a host, with `AI_NUMERICHOST`, or
+/// that the C library answers with `AI_NUMERICHOST` added (an address)
+/// gets the C library's answer. Anything else would be a name lookup,
+/// which finds nothing and is counted.
 ///
 /// # Safety
 ///
@@ -119,7 +120,9 @@ pub unsafe extern "C" fn getaddrinfo(
         assert!(!real.is_null(), "no getaddrinfo in the C library");
         std::mem::transmute::<*mut c_void, GetAddrInfo>(real)
     };
-    if node.is_null() {
+    // SAFETY: non-NULL hints point at a struct addrinfo.
+    if node.is_null() || (!hints.is_null() && unsafe { (*hints).ai_flags } & AI_NUMERICHOST != 0) {
+        // No host, or only an address: never a lookup.
         // SAFETY: the arguments are passed on as they came.
         return unsafe { real(node, service, hints, res) };
     }

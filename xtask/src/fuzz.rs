@@ -225,6 +225,13 @@ fn fuzz(fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Outcome> 
         .lines()
         .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
         .and_then(|n| n.trim().parse().ok());
+    // libFuzzer's own time, without the build: "Done 1234 runs in 300 second(s)".
+    let fuzzed_seconds = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Done "))
+        .and_then(|l| l.split(" in ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
     let (corpus_files, corpus_bytes) = dir_size(&corpus);
     let result = if status.success() {
         "ok".to_owned()
@@ -242,7 +249,7 @@ fn fuzz(fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Outcome> 
     };
     Ok(Outcome {
         target: target.to_owned(),
-        seconds: started.elapsed().as_secs(),
+        seconds: fuzzed_seconds.unwrap_or_else(|| started.elapsed().as_secs()),
         executions,
         corpus_files,
         corpus_bytes,
