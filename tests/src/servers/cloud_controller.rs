@@ -162,6 +162,8 @@ pub struct CloudController {
     roles: Mutex<Vec<CcRole>>,
     /// Requests with a bearer token, answered or refused.
     pub requests: AtomicUsize,
+    /// Every request: (path and query, the Authorization header).
+    pub seen: Mutex<Vec<(String, String)>>,
 }
 
 impl CloudController {
@@ -173,6 +175,7 @@ impl CloudController {
             apps,
             roles: Mutex::new(roles),
             requests: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -193,6 +196,10 @@ impl CloudController {
             .route("/v3/apps/{guid}/ssh_enabled", get(ssh_enabled))
             .route("/v3/apps/{guid}/processes/{kind}/stats", get(stats))
             .route("/v3/roles", get(list_roles))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&self),
+                record,
+            ))
             .with_state(self)
     }
 
@@ -210,6 +217,30 @@ impl CloudController {
 }
 
 type Shared = Arc<CloudController>;
+
+/// Notes each request in [`CloudController::seen`].
+async fn record(
+    State(cc): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    cc.seen
+        .lock()
+        .expect("not poisoned")
+        .push((target, authorization));
+    next.run(request).await
+}
 
 fn error(status: StatusCode, code: u32, title: &str, detail: &str) -> Response {
     (

@@ -1,0 +1,691 @@
+//! `cf pcap`, the cf CLI plugin (`cf-pcap`), end to end. A stand-in for the
+//! cf CLI written in Go with only Go's standard library (tests/cf-stub:
+//! net/rpc with encoding/gob, the cf CLI's `CliRpcCmd` method signatures
+//! and model types) serves the plugin RPC, runs `cf-pcap` as cf does, and
+//! records every call. Cloud Controller and UAA are the test servers; the
+//! landscape is the simulated Diego one of `cf_app.rs`.
+//!
+//! These tests need root (namespaces, eBPF) and Go (`cargo xtask setup`
+//! installs Debian's golang-go).
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    captures::{self, Capture},
+    landscape::{AppSpec, Landscape, org_guid, space_guid},
+    pki::{Leaf, Validity},
+    process::{Running, binary},
+    servers::{
+        Server, bind_in,
+        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        uaa::{SigningKey, Uaa, UaaUser},
+    },
+};
+use serde_json::Value;
+
+const STARTED: &str = "capturing on";
+const APP: &str = "my-app";
+
+/// `go`, as Debian's golang-go installs it.
+fn go() -> anyhow::Result<PathBuf> {
+    ["/usr/bin/go", "/usr/lib/go/bin/go"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("Go is missing: run `cargo xtask setup` (it installs Debian's golang-go)")
+}
+
+/// Builds tests/cf-stub once per test binary, offline, with its own caches.
+fn stub() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let build = || -> anyhow::Result<PathBuf> {
+                let dir = std::env::temp_dir().join("pcap-cf-stub");
+                std::fs::create_dir_all(&dir)?;
+                let out = dir.join(format!("cf-stub-{}", std::process::id()));
+                let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("cf-stub/main.go");
+                let output = Command::new(go()?)
+                    .args(["build", "-o"])
+                    .arg(&out)
+                    .arg(&source)
+                    .env("GOCACHE", dir.join("cache"))
+                    .env("GOPATH", dir.join("gopath"))
+                    .env("GO111MODULE", "off")
+                    .env("GOFLAGS", "")
+                    .env("GOTOOLCHAIN", "local")
+                    .output()
+                    .context("running go build")?;
+                ensure!(
+                    output.status.success(),
+                    "go build of {} failed: {}",
+                    source.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                Ok(out)
+            };
+            build().map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// What the stand-in for cf is logged in to.
+#[derive(Clone, Debug, Default)]
+struct CfState {
+    logged_in: bool,
+    token: String,
+    endpoint: String,
+    skip_ssl: bool,
+    space: Option<(String, String)>,
+}
+
+impl CfState {
+    fn args(&self, record: &Path) -> Vec<String> {
+        let mut args = vec![
+            format!("-logged-in={}", self.logged_in),
+            format!("-token={}", self.token),
+            format!("-endpoint={}", self.endpoint),
+            format!("-skip-ssl={}", self.skip_ssl),
+            format!("-org-guid={}", org_guid("org")),
+            "-org-name=org".to_owned(),
+            format!("-record={}", record.display()),
+        ];
+        if let Some((guid, name)) = &self.space {
+            args.push(format!("-space-guid={guid}"));
+            args.push(format!("-space-name={name}"));
+        }
+        args
+    }
+}
+
+/// The RPC methods the plugin called, in order, from the stub's record.
+fn calls(record: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line)?;
+            Ok((
+                value["method"].as_str().unwrap_or_default().to_owned(),
+                value["arg"].clone(),
+            ))
+        })
+        .collect()
+}
+
+fn methods(record: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(calls(record)?.into_iter().map(|(m, _)| m).collect())
+}
+
+#[test]
+fn installs_uninstalls_and_refuses_to_run_alone() -> anyhow::Result<()> {
+    let dir = TempDir::new("cfp-install")?;
+    let plugin = binary("cf-pcap");
+    let record = dir.join("install.jsonl");
+
+    // cf install-plugin: SendMetadata, decoded by Go's gob and validated
+    // with cf's rules by the stub.
+    let output = Command::new(stub()?)
+        .arg(format!("-record={}", record.display()))
+        .arg(&plugin)
+        .arg("install")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.success(), "install failed: {stderr}");
+    let metadata: Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(metadata["Name"] == "pcap", "{metadata}");
+    let version: Vec<i64> = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse().expect("a number"))
+        .collect();
+    ensure!(
+        metadata["Version"]["Major"] == version[0]
+            && metadata["Version"]["Minor"] == version[1]
+            && metadata["Version"]["Build"] == version[2],
+        "{metadata}"
+    );
+    ensure!(metadata["LibraryVersion"]["Major"] == 1, "{metadata}");
+    let commands = metadata["Commands"].as_array().context("Commands")?;
+    ensure!(commands.len() == 1, "{metadata}");
+    let command = &commands[0];
+    ensure!(
+        command["Name"] == "pcap" && command["Alias"] == "",
+        "{command}"
+    );
+    ensure!(!command["HelpText"].as_str().unwrap_or_default().is_empty());
+    let usage = command["UsageDetails"]["Usage"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        usage.starts_with("cf pcap APP_NAME [--instance 0,2]") && usage.contains("[EXPRESSION]"),
+        "{usage}"
+    );
+    let options = command["UsageDetails"]["Options"]
+        .as_object()
+        .context("Options")?;
+    for option in [
+        "instance",
+        "process",
+        "api",
+        "ca",
+        "insecure",
+        "snaplen",
+        "count",
+        "duration",
+        "max-bytes",
+        "w",
+        "store",
+    ] {
+        ensure!(
+            options
+                .get(option)
+                .and_then(Value::as_str)
+                .is_some_and(|d| !d.is_empty()),
+            "option {option} is not described: {options:?}"
+        );
+    }
+    ensure!(!options.contains_key("v"), "cf strips -v: {options:?}");
+    ensure!(
+        methods(&record)? == ["SetPluginMetadata"],
+        "{:?}",
+        methods(&record)?
+    );
+
+    Ok(())
+}
+
+#[test]
+fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Result<()> {
+    let dir = TempDir::new("cfp-uninstall")?;
+    let plugin = binary("cf-pcap");
+    // A cf with a core `pcap` (RFC0048) refuses it; the fallback command
+    // installs.
+    let output = Command::new(stub()?)
+        .args(["-core", "pcap"])
+        .arg(&plugin)
+        .arg("install")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("names (pcap)"),
+        "{stderr}"
+    );
+    let output = Command::new(stub()?)
+        .args(["-core", "pcap"])
+        .arg(&plugin)
+        .arg("install")
+        .env("CF_PCAP_COMMAND", "app-pcap")
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(metadata["Commands"][0]["Name"] == "app-pcap", "{metadata}");
+    ensure!(
+        metadata["Commands"][0]["UsageDetails"]["Usage"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("cf app-pcap APP_NAME")),
+        "{metadata}"
+    );
+
+    // cf uninstall-plugin.
+    let record = dir.join("uninstall.jsonl");
+    let output = Command::new(stub()?)
+        .arg(format!("-record={}", record.display()))
+        .arg(&plugin)
+        .arg("uninstall")
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(methods(&record)?.is_empty());
+
+    // On its own: says what it is and how to install it, exits 1.
+    let output = Command::new(&plugin).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.code() == Some(1), "{:?}", output.status);
+    ensure!(
+        stderr.contains("cf CLI plugin") && stderr.contains("cf install-plugin"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// The landscape with Cloud Controller and its UAA, as in cf_app.rs.
+struct Cf {
+    _cc_server: Server,
+    _uaa_server: Server,
+    uaa: Arc<Uaa>,
+    cc: Arc<CloudController>,
+    cc_url: String,
+    landscape: Landscape,
+    dir: TempDir,
+}
+
+impl Cf {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(tag)?;
+        let mut landscape = Landscape::builder()
+            .cells(2)
+            .app(AppSpec::new(APP, &[0, 1]))
+            .build(&dir)?;
+        let tls = landscape
+            .pki
+            .ca
+            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
+        let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+        let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
+        let read = ["cloud_controller.read", "cloud_controller.write", "openid"];
+        let uaa = Arc::new(Uaa::new(
+            &uaa_url,
+            SigningKey::generate(&dir, "cf-uaa")?,
+            vec![
+                UaaUser::new("dev", "p", &read),
+                UaaUser::new("auditor", "p", &read),
+            ],
+            &[("cf", "")],
+        ));
+        let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
+        let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
+        let cc_url = format!("https://{}", cc_listener.local_addr()?);
+        let cc = Arc::new(CloudController::new(
+            &cc_url,
+            Arc::clone(&uaa),
+            cc_apps(&landscape),
+            roles(),
+        ));
+        let cc_server = Server::start(cc_listener, &tls, Arc::clone(&cc).router())?;
+        landscape.start_agents("")?;
+        let cf = format!(
+            // Two slots per user and agent: the capture test runs `pcap app`
+            // and `cf pcap` as the same user at the same time.
+            "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n\n[limits]\nmax_captures_per_user_per_agent = 2\n",
+            landscape.pki.ca.certificate.display().to_string()
+        );
+        let api_config = landscape.api_config(&cf)?;
+        landscape.start_api(&api_config)?;
+        Ok(Self {
+            _cc_server: cc_server,
+            _uaa_server: uaa_server,
+            uaa,
+            cc,
+            cc_url,
+            landscape,
+            dir,
+        })
+    }
+
+    /// cf logged in as `user`, targeting org `org`, space `dev`.
+    fn logged_in(&self, user: &str) -> anyhow::Result<CfState> {
+        Ok(CfState {
+            logged_in: true,
+            token: self.uaa.access_token(user, "cf", 3600)?,
+            endpoint: self.cc_url.clone(),
+            skip_ssl: false,
+            space: Some((space_guid("dev"), "dev".to_owned())),
+        })
+    }
+
+    /// `cf pcap ARGS` through the stand-in for cf, in the control
+    /// namespace, in a process group of its own; the record file.
+    fn cf_pcap(
+        &self,
+        state: &CfState,
+        args: &[&str],
+        tag: &str,
+    ) -> anyhow::Result<(Command, PathBuf)> {
+        let record = self.dir.join(format!("{tag}.jsonl"));
+        let mut command = self
+            .landscape
+            .control
+            .command(stub()?.to_str().context("utf-8")?);
+        command
+            .args(state.args(&record))
+            .arg(binary("cf-pcap"))
+            .arg("pcap")
+            .args(args)
+            .args(["--api", &self.landscape.api_url()])
+            .arg("--ca")
+            .arg(&self.landscape.pki.ca.certificate)
+            .env_remove("PCAP_API")
+            .env("HOME", &*self.dir)
+            .stdin(Stdio::null())
+            .process_group(0);
+        Ok((command, record))
+    }
+
+    fn assert_nothing_attached(&self) -> anyhow::Result<()> {
+        for app in &self.landscape.apps {
+            for instance in &app.instances {
+                let cell = &self.landscape.cells[instance.cell];
+                let programs = cell.ns.tcx_programs(&instance.host_interface())?;
+                ensure!(
+                    programs.is_empty(),
+                    "{}/{} has {programs:?} attached",
+                    app.name,
+                    instance.index
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A `cf pcap` that must fail before capturing: its stderr and record.
+    fn refused(
+        &self,
+        state: &CfState,
+        args: &[&str],
+        tag: &str,
+    ) -> anyhow::Result<(String, PathBuf)> {
+        let (mut command, record) = self.cf_pcap(state, args, tag)?;
+        let output = command.output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        // cf exits 1 when its plugin fails.
+        ensure!(
+            output.status.code() == Some(1),
+            "{:?}: {stderr}",
+            output.status
+        );
+        ensure!(!stderr.contains(STARTED), "something started: {stderr}");
+        ensure!(
+            !stderr.contains(&state.token) || state.token.is_empty(),
+            "the token was printed"
+        );
+        self.assert_nothing_attached()?;
+        Ok((stderr, record))
+    }
+
+    /// Cloud Controller's app lookups so far (pcap-api also asks for its
+    /// root document).
+    fn cc_seen(&self) -> Vec<(String, String)> {
+        lookups(&self.cc)
+    }
+}
+
+fn lookups(cc: &CloudController) -> Vec<(String, String)> {
+    cc.seen
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(target, _)| target.starts_with("/v3/apps?"))
+        .cloned()
+        .collect()
+}
+
+fn cc_apps(landscape: &Landscape) -> Vec<CcApp> {
+    landscape
+        .apps
+        .iter()
+        .map(|app| {
+            let instances = app
+                .instances
+                .iter()
+                .map(|i| {
+                    CcInstance::running(
+                        i.index as u32,
+                        &landscape.cells[i.cell].underlay_ip().to_string(),
+                        &i.overlay_ip.to_string(),
+                        &i.instance_guid,
+                    )
+                })
+                .collect();
+            CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
+        })
+        .collect()
+}
+
+fn roles() -> Vec<CcRole> {
+    let org = org_guid("org");
+    vec![
+        CcRole::new("space_developer", "user-dev", &space_guid("dev"), &org),
+        CcRole::new("space_auditor", "user-auditor", &space_guid("dev"), &org),
+    ]
+}
+
+#[test]
+fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
+    let cf = Cf::new("cfp-messages")?;
+
+    // Logged out: nothing asked of Cloud Controller.
+    let logged_out = CfState {
+        endpoint: cf.cc_url.clone(),
+        ..CfState::default()
+    };
+    let (stderr, record) = cf.refused(&logged_out, &[APP], "logged-out")?;
+    ensure!(stderr.contains("run `cf login`"), "{stderr}");
+    ensure!(
+        methods(&record)? == ["IsLoggedIn"],
+        "{:?}",
+        methods(&record)?
+    );
+    ensure!(cf.cc_seen().is_empty(), "{:?}", cf.cc_seen());
+
+    // No space targeted.
+    let mut no_space = cf.logged_in("dev")?;
+    no_space.space = None;
+    let (stderr, _) = cf.refused(&no_space, &[APP], "no-space")?;
+    ensure!(stderr.contains("cf target -s"), "{stderr}");
+    ensure!(cf.cc_seen().is_empty(), "{:?}", cf.cc_seen());
+
+    // An unknown app: looked up in the targeted space with cf's token.
+    let dev = cf.logged_in("dev")?;
+    let (stderr, record) = cf.refused(&dev, &["no-such-app"], "unknown")?;
+    ensure!(
+        stderr.contains("\"no-such-app\" not found") && stderr.contains("space \"dev\""),
+        "{stderr}"
+    );
+    let expected = format!(
+        "/v3/apps?names=no-such-app&space_guids={}",
+        space_guid("dev")
+    );
+    ensure!(
+        cf.cc_seen() == [(expected, format!("Bearer {}", dev.token))],
+        "{:?}",
+        cf.cc_seen()
+    );
+    let asked = methods(&record)?;
+    for method in [
+        "IsLoggedIn",
+        "AccessToken",
+        "ApiEndpoint",
+        "IsSSLDisabled",
+        "GetCurrentSpace",
+        "GetCurrentOrg",
+    ] {
+        ensure!(
+            asked.contains(&method.to_owned()),
+            "{method} not called: {asked:?}"
+        );
+    }
+    ensure!(!asked.iter().any(|m| m.starts_with("GetApp")), "{asked:?}");
+
+    // Not allowed: a space auditor.
+    let auditor = cf.logged_in("auditor")?;
+    let (stderr, _) = cf.refused(&auditor, &[APP], "auditor")?;
+    ensure!(
+        stderr.contains("PERMISSION_DENIED") && stderr.contains("SpaceDeveloper"),
+        "{stderr}"
+    );
+
+    // The pcap API cannot be reached.
+    let record = cf.dir.join("unreachable2.jsonl");
+    let output = cf
+        .landscape
+        .control
+        .command(stub()?.to_str().context("utf-8")?)
+        .args(dev.args(&record))
+        .arg(binary("cf-pcap"))
+        .args(["pcap", APP, "--api", "https://127.0.0.1:1", "--ca"])
+        .arg(&cf.landscape.pki.ca.certificate)
+        .env_remove("PCAP_API")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.code() == Some(1), "{stderr}");
+    ensure!(
+        stderr.contains("cannot reach the API at https://127.0.0.1:1")
+            && stderr.contains("PCAP_API"),
+        "{stderr}"
+    );
+
+    // Cloud Controller with a self-signed certificate: refused, unless cf
+    // says `cf api --skip-ssl-validation` (IsSSLDisabled).
+    let self_signed = self_signed(&cf.dir)?;
+    let listener = bind_in(&cf.landscape.control, "127.0.0.1:0")?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let other_cc = Arc::new(CloudController::new(
+        &url,
+        Arc::clone(&cf.uaa),
+        cc_apps(&cf.landscape),
+        roles(),
+    ));
+    let _other = Server::start(listener, &self_signed, Arc::clone(&other_cc).router())?;
+    let mut insecure_cc = cf.logged_in("dev")?;
+    insecure_cc.endpoint.clone_from(&url);
+    let (stderr, _) = cf.refused(&insecure_cc, &["no-such-app"], "self-signed")?;
+    ensure!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    ensure!(lookups(&other_cc).is_empty());
+    insecure_cc.skip_ssl = true;
+    let (stderr, _) = cf.refused(&insecure_cc, &["no-such-app"], "skip-ssl")?;
+    ensure!(stderr.contains("\"no-such-app\" not found"), "{stderr}");
+    ensure!(lookups(&other_cc).len() == 1, "{:?}", lookups(&other_cc));
+    Ok(())
+}
+
+/// A certificate for 127.0.0.1 that signs itself.
+fn self_signed(dir: &Path) -> anyhow::Result<Leaf> {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let leaf = Leaf {
+        certificate: dir.join("self-signed.crt"),
+        private_key: dir.join("self-signed.key"),
+    };
+    std::fs::write(&leaf.certificate, certified.cert.pem())?;
+    std::fs::write(&leaf.private_key, certified.signing_key.serialize_pem())?;
+    Ok(leaf)
+}
+
+/// (origin, packet bytes), sorted.
+fn packets(capture: &Capture) -> Vec<(String, Vec<u8>)> {
+    let mut packets: Vec<(String, Vec<u8>)> = capture
+        .packets
+        .iter()
+        .map(|p| {
+            let interface = p.interface.clone().unwrap_or_default();
+            let origin = interface
+                .rsplit_once('/')
+                .map_or(interface.as_str(), |(o, _)| o)
+                .to_owned();
+            (origin, p.data.clone())
+        })
+        .collect();
+    packets.sort();
+    packets
+}
+
+#[test]
+fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> anyhow::Result<()> {
+    let cf = Cf::new("cfp-capture")?;
+    let dev = cf.logged_in("dev")?;
+
+    // `pcap app` with the same login from ~/.cf/config.json.
+    let home = cf.dir.join("home-dev");
+    std::fs::create_dir_all(home.join(".cf"))?;
+    let config = serde_json::json!({
+        "ConfigVersion": 4, "Target": cf.cc_url,
+        "AuthorizationEndpoint": cf.uaa.url(), "UaaEndpoint": cf.uaa.url(),
+        "AccessToken": format!("bearer {}", dev.token),
+        "RefreshToken": cf.uaa.refresh_token("dev", "cf")?,
+        "OrganizationFields": {"GUID": org_guid("org"), "Name": "org"},
+        "SpaceFields": {"GUID": space_guid("dev"), "Name": "dev"},
+        "SSLDisabled": false,
+    });
+    std::fs::write(home.join(".cf/config.json"), config.to_string())?;
+    let app_file = cf.dir.join("app.pcapng");
+    let mut pcap_app = Running::spawn(
+        cf.landscape
+            .pcap()
+            .args(["app", "--api", &cf.landscape.api_url()])
+            .arg("--ca")
+            .arg(&cf.landscape.pki.ca.certificate)
+            .env("CF_HOME", &home)
+            .env_remove("PCAP_API")
+            .args([APP, "-w", app_file.to_str().context("utf-8")?, "icmp"]),
+    )?;
+
+    let plugin_file = cf.dir.join("plugin.pcapng");
+    let (mut command, record) = cf.cf_pcap(
+        &dev,
+        &[APP, "-w", plugin_file.to_str().context("utf-8")?, "icmp"],
+        "capture",
+    )?;
+    let mut plugin = Running::spawn(&mut command)?;
+    pcap_app.wait_for(STARTED, 2)?;
+    plugin.wait_for(STARTED, 2)?;
+
+    for instance in &cf.landscape.app(APP).instances {
+        instance.ns.sh(&format!(
+            "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
+            100 + 100 * instance.index
+        ))?;
+    }
+
+    // Ctrl-C in the terminal: SIGINT to the whole process group, cf (the
+    // stub, which dies at once as cf does) and the plugin. The stderr pipe
+    // they share ends when the plugin has exited.
+    nix::sys::signal::killpg(plugin.pid(), nix::sys::signal::Signal::SIGINT)?;
+    let (status, lines) = plugin.wait()?;
+    let stderr = lines.join("\n");
+    ensure!(!status.success(), "cf survived SIGINT: {status:?}");
+    let (app_status, app_lines) = pcap_app.interrupt()?;
+    ensure!(
+        app_status.success(),
+        "pcap app failed:\n{}",
+        app_lines.join("\n")
+    );
+    ensure!(
+        stderr.contains(&format!("{} holds", plugin_file.display())),
+        "the plugin did not finish its file:\n{stderr}"
+    );
+    ensure!(!stderr.contains(&dev.token), "the token was printed");
+
+    let from_plugin = captures::read_file(&plugin_file)?;
+    let from_app = captures::read_file(&app_file)?;
+    let (plugin_packets, app_packets) = (packets(&from_plugin), packets(&from_app));
+    ensure!(
+        plugin_packets.len() >= 20,
+        "too few packets: {}",
+        plugin_packets.len()
+    );
+    ensure!(
+        plugin_packets == app_packets,
+        "the plugin's {} packets differ from pcap app's {}",
+        plugin_packets.len(),
+        app_packets.len()
+    );
+    for index in [0, 1] {
+        ensure!(
+            plugin_packets
+                .iter()
+                .filter(|(o, _)| *o == format!("{APP}/{index}"))
+                .count()
+                >= 10,
+            "too few packets from {APP}/{index}"
+        );
+    }
+    // Everything was asked of cf before the capture started.
+    let asked = methods(&record)?;
+    ensure!(
+        asked.last().map(String::as_str) == Some("GetCurrentOrg"),
+        "{asked:?}"
+    );
+    cf.assert_nothing_attached()?;
+    Ok(())
+}
