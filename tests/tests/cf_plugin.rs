@@ -20,6 +20,7 @@ use pcap_tests::{
     landscape::{AppSpec, Landscape, org_guid, space_guid},
     pki::{Leaf, Validity},
     process::{Running, binary},
+    reference,
     servers::{
         Server, bind_in,
         cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
@@ -123,7 +124,7 @@ fn methods(record: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 #[test]
-fn installs_uninstalls_and_refuses_to_run_alone() -> anyhow::Result<()> {
+fn installs_with_metadata_that_cf_accepts() -> anyhow::Result<()> {
     let dir = TempDir::new("cfp-install")?;
     let plugin = binary("cf-pcap");
     let record = dir.join("install.jsonl");
@@ -656,6 +657,8 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
     );
     ensure!(!stderr.contains(&dev.token), "the token was printed");
 
+    // The file the interrupted plugin wrote is valid for tshark and capinfos.
+    reference::assert_readable(&plugin_file)?;
     let from_plugin = captures::read_file(&plugin_file)?;
     let from_app = captures::read_file(&app_file)?;
     let (plugin_packets, app_packets) = (packets(&from_plugin), packets(&from_app));
@@ -687,5 +690,42 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
         "{asked:?}"
     );
     cf.assert_nothing_attached()?;
+
+    streams_pcapng_to_stdout(&cf, &dev)?;
+    cf.assert_nothing_attached()?;
+    Ok(())
+}
+
+/// `cf pcap APP -w -`: pcapng on cf's stdout, as `| wireshark -k -i -`
+/// reads it.
+fn streams_pcapng_to_stdout(cf: &Cf, dev: &CfState) -> anyhow::Result<()> {
+    let (mut command, _) = cf.cf_pcap(
+        dev,
+        &[APP, "--instance", "0", "-c", "4", "-w", "-", "icmp"],
+        "stdout",
+    )?;
+    let mut streaming = Running::spawn(command.stdout(Stdio::piped()))?;
+    let mut stdout = streaming.take_stdout().context("piped stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut bytes).map(|_| bytes)
+    });
+    streaming.wait_for(STARTED, 1)?;
+    cf.landscape.app(APP).instances[0]
+        .ns
+        .sh("ping -q -c 5 -i 0.002 169.254.0.1")?;
+    let (status, lines) = streaming.wait()?;
+    ensure!(
+        status.success(),
+        "cf pcap -w - failed:\n{}",
+        lines.join("\n")
+    );
+    let bytes = reader.join().expect("reader thread")?;
+    let streamed = captures::parse(&bytes)?;
+    ensure!(
+        streamed.packets.len() == 4,
+        "{} packets on stdout",
+        streamed.packets.len()
+    );
     Ok(())
 }
