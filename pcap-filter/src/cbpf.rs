@@ -223,6 +223,11 @@ fn valid_insn(insn: CbpfInsn) -> bool {
     use class::{ALU, JMP, LD, LDX, MISC, RET, ST, STX};
     let code = insn.code;
     let k = insn.k;
+    // Opcodes are 8 bits; libpcap's interpreter aborts on any other, even
+    // though its validator, like the masks below, ignores the high bits.
+    if code > 0xff {
+        return false;
+    }
     match code & 0x07 {
         RET => matches!(code, 0x06 | 0x16),
         LD => match code & 0xe0 {
@@ -294,6 +299,10 @@ mod tests {
         assert!(validate(&[mem16, CbpfInsn::stmt(RET_K, 0)]).is_err());
         let shift32 = CbpfInsn::stmt(class::ALU | op::LSH, 32);
         assert!(validate(&[shift32, CbpfInsn::stmt(RET_K, 0)]).is_err());
+        // ld #k with bits above the 8 of an opcode (found by fuzzing:
+        // libpcap's bpf_filter aborts on it).
+        let wide = CbpfInsn::stmt(0xff00, 1);
+        assert!(validate(&[wide, CbpfInsn::stmt(RET_K, 0)]).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - `len` is the wire length, loads read the captured bytes.
 //!
 //! Unlike libpcap it never aborts or loops forever on a program the
-//! validator refuses: an unknown instruction, a jump out of the program,
+//! validator refuses: an unknown instruction (or a code above 0xff), a jump out of the program,
 //! a scratch word of 16 or more, or more than [`MAX_STEPS`] instructions
 //! executed (only backward jumps, as libpcap's `protochain` emits, can
 //! take that long) return 0. Backward `ja` jumps are followed as libpcap
@@ -61,6 +61,10 @@ impl Machine<'_> {
         let mut pc = 0usize;
         for _ in 0..MAX_STEPS {
             let insn = *program.get(pc)?;
+            if insn.code > 0xff {
+                // Not an opcode: libpcap aborts.
+                return None;
+            }
             let k = insn.k;
             pc += 1;
             match insn.code & 0x07 {
@@ -243,6 +247,8 @@ mod tests {
         assert_eq!(run(&[insn(0x00, 1)], &[], 0), 0, "falls off the end");
         assert_eq!(run(&[insn(0x02, 16), RET_A], &[], 0), 0, "st M[16]");
         assert_eq!(run(&[insn(0xff, 0), RET_A], &[], 0), 0, "unknown opcode");
+        // ld #1 with high bits set: not an opcode.
+        assert_eq!(run(&[insn(0xff00, 1), RET_A], &[], 0), 0, "16-bit code");
         // ja -1: an endless loop.
         assert_eq!(run(&[insn(0x05, u32::MAX)], &[], 0), 0);
         // ja +5 past the end.
