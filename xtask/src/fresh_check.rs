@@ -405,6 +405,8 @@ fn run_inside(root: &Path, command: &str) -> anyhow::Result<()> {
 set -eu
 root=$1
 mount --make-rprivate /
+# The root must be a mount point: `ip netns exec` remounts / as a slave.
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"

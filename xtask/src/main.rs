@@ -86,12 +86,21 @@ fn test() -> anyhow::Result<()> {
 }
 
 /// Builds the workspace's binaries (the demo and the benchmarks run them),
-/// then runs `pcap-lab ARGS`, which needs what setup installed.
+/// then runs `pcap-lab ARGS`, which needs what setup installed. The binary
+/// is run directly: `cargo run -p pcap-lab` would build the dependencies
+/// again with pcap-lab's features alone, and pcap-lab's own
+/// `cargo build --bins` would then build them a third time.
 fn lab(args: &[&str]) -> anyhow::Result<()> {
     cargo(&["build", "--bins"])?;
-    let mut command = vec!["run", "--quiet", "--package", "pcap-lab", "--"];
-    command.extend_from_slice(args);
-    cargo(&command)
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    run_command(
+        Command::new(target.join("debug/pcap-lab"))
+            .args(args)
+            .current_dir(&root)
+            .env("CARGO", env!("CARGO")),
+    )
 }
 
 /// Runs `cargo ARGS` in the workspace and fails if it fails.
