@@ -128,15 +128,14 @@ impl FailedDiscovery {
 pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, SetupError> {
     let certificates = reqwest::Certificate::from_pem_bundle(ca_pem)
         .map_err(|e| SetupError::Ca(ca_name.to_owned(), e.to_string()))?;
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
+    // reqwest brings no crypto of its own (no aws-lc): ring, as object_store.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only(certificates)
         .https_only(true)
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(HTTP_TIMEOUT);
-    for certificate in certificates {
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder
+        .timeout(HTTP_TIMEOUT)
         .build()
         .map_err(|e| SetupError::Client(error_chain(&e)))
 }
@@ -487,10 +486,7 @@ fn usable_key(key: &TokenKey) -> Option<Key> {
     })
 }
 
-/// An error and its causes, joined with ": ", each said once.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    crate::fanout::error_chain(error)
-}
+pub use pcap_proto::error_chain;
 
 #[cfg(test)]
 mod tests {
@@ -531,6 +527,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_that_are_not_jwts_are_not_ours() {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let validator = TokenValidator::new("https://uaa.example.com/", http, Duration::ZERO);
         assert_eq!(validator.issuer(), "https://uaa.example.com/oauth/token");

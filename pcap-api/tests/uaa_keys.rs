@@ -113,7 +113,7 @@ async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
         .with_state(Arc::clone(&keys));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let validator = TokenValidator::new(&url, reqwest::Client::new(), Duration::from_mins(1))
+    let validator = TokenValidator::new(&url, http_client(), Duration::from_mins(1))
         .with_refetch_interval(Duration::ZERO);
     let issuer = validator.issuer().to_owned();
 
@@ -171,7 +171,7 @@ async fn a_uaa_that_fails_is_asked_again_only_after_the_refetch_interval() {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let validator = TokenValidator::new(&url, reqwest::Client::new(), Duration::from_mins(1));
+    let validator = TokenValidator::new(&url, http_client(), Duration::from_mins(1));
     let issuer = validator.issuer().to_owned();
     // Every request sees the failure; only the first one asks the UAA.
     for _ in 0..5 {
@@ -182,4 +182,10 @@ async fn a_uaa_that_fails_is_asked_again_only_after_the_refetch_interval() {
         );
     }
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+/// reqwest brings no crypto of its own (no aws-lc); the tests bring ring.
+fn http_client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -411,16 +411,18 @@ impl Director {
         })?;
         let certificates = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
             .context("the environment's ca_cert is not a PEM certificate")?;
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        // reqwest brings no crypto of its own (no aws-lc): ring.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .tls_certs_only(certificates)
             .https_only(true)
-            .timeout(HTTP_TIMEOUT);
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .context("cannot set up an HTTPS client")?;
         Ok(Self {
             url: environment.url.trim_end_matches('/').to_owned(),
-            http: builder.build().context("cannot set up an HTTPS client")?,
+            http,
         })
     }
 
@@ -501,16 +503,7 @@ impl Director {
 
 /// reqwest errors cannot be cloned; their text and causes can.
 fn clone_error(error: &reqwest::Error) -> io::Error {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    io::Error::other(text)
+    io::Error::other(pcap_proto::error_chain(error))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// The BOSH CLI's port when an environment is given as a bare host.
 const DIRECTOR_PORT: u16 = 25555;
@@ -62,7 +62,7 @@ impl BoshConfig {
                 path.display()
             )
         })?;
-        let document: Value = serde_yaml::from_str(&text)
+        let document: Value = yaml_serde::from_str(&text)
             .with_context(|| format!("{} is not valid YAML", path.display()))?;
         Ok(Self {
             path: path.to_owned(),
@@ -153,7 +153,7 @@ impl BoshConfig {
     /// renames it over the configuration.
     fn save(&self) -> anyhow::Result<()> {
         let text =
-            serde_yaml::to_string(&self.document).context("cannot serialize the configuration")?;
+            yaml_serde::to_string(&self.document).context("cannot serialize the configuration")?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let name = self
             .path
@@ -315,7 +315,7 @@ environments:
             .unwrap();
         assert!(config.store_tokens(&mut lab, "", Some("x")).is_err());
         let text = fs::read_to_string(&path).unwrap();
-        let value: Value = serde_yaml::from_str(&text).unwrap();
+        let value: Value = yaml_serde::from_str(&text).unwrap();
         let entry = &value["environments"][0];
         assert_eq!(entry["access_token"].as_str(), Some("new-access"));
         assert_eq!(entry["refresh_token"].as_str(), Some("old-refresh"));

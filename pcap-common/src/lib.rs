@@ -7,7 +7,8 @@
 /// Largest snapshot length, as in tcpdump.
 pub const MAX_SNAPLEN: u32 = 262_144;
 
-/// Data capacities of the ring-buffer record classes, smallest first.
+/// Data capacities of the ring-buffer record classes, smallest first: the
+/// eBPF program (pcap-ebpf/src/copy.rs) reserves its records by these.
 ///
 /// The verifier needs a constant size for every `bpf_ringbuf_reserve`, so the
 /// program picks the smallest class that holds the captured bytes. 1536 holds

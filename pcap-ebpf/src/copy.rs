@@ -1,7 +1,7 @@
 //! Copying packet bytes into a ring-buffer record of the right size class.
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::RingBuf, programs::TcContext};
-use pcap_common::{PacketHeader, Record};
+use pcap_common::{PacketHeader, Record, SIZE_CLASSES};
 
 use crate::Drop;
 
@@ -28,17 +28,21 @@ pub fn emit(
     ring: &RingBuf,
     submit_flags: u64,
 ) -> Result<(), Drop> {
+    // One arm per entry of `SIZE_CLASSES`, unrolled: each reserve needs its
+    // size as a constant. The assertion below fails the build if a class is
+    // added there and not here.
     macro_rules! classes {
-        ($($n:literal),+) => {
-            $(if header.cap_len <= $n {
-                return emit_class::<$n>(ctx, header, vlan, ring, submit_flags);
+        ($($i:literal),+) => {
+            $(if header.cap_len as usize <= SIZE_CLASSES[$i] {
+                return emit_class::<{ SIZE_CLASSES[$i] }>(ctx, header, vlan, ring, submit_flags);
             })+
         };
     }
-    // Keep in step with `pcap_common::SIZE_CLASSES`.
-    classes!(
-        128, 256, 512, 1024, 1536, 2048, 4096, 8192, 16_384, 32_768, 65_536, 131_072, 262_144
+    const _: () = assert!(
+        SIZE_CLASSES.len() == 13,
+        "one classes! index per size class"
     );
+    classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
     Err(Drop::CopyFailed)
 }
 

@@ -8,10 +8,30 @@ pub mod tls;
 pub mod v1 {
     #![expect(
         clippy::pedantic,
+        clippy::allow_attributes,
+        clippy::allow_attributes_without_reason,
         unused_qualifications,
         reason = "generated code is not ours to restyle"
     )]
     tonic::include_proto!("pcap.v1");
+}
+
+/// An error and its causes, joined with ": ", each said once: a cause whose
+/// text the message already holds is left out (as anyhow's `{:#}`, without
+/// the repetition of libraries that print their source in their message).
+/// The one place the API, the agents and the CLI turn an error into a line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Bumped on every incompatible change to `pcap.v1`. An agent refuses a

@@ -118,7 +118,7 @@ impl Landscape {
             "top_level_unknown": "kept too",
         });
         let bosh_config = dir.join("bosh-config");
-        std::fs::write(&bosh_config, serde_yaml::to_string(&config)?)?;
+        std::fs::write(&bosh_config, yaml_serde::to_string(&config)?)?;
         std::fs::set_permissions(&bosh_config, std::fs::Permissions::from_mode(0o644))?;
         Ok(Self {
             director: Some(director_server),
@@ -254,8 +254,8 @@ fn an_admin_captures_two_groups_after_refreshing_an_expired_token() -> anyhow::R
         .mode()
         & 0o777;
     ensure!(mode == 0o600, "the BOSH config has mode {mode:o}");
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&landscape.bosh_config)?)?;
+    let config: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&landscape.bosh_config)?)?;
     let lab = &config["environments"][1];
     let access = lab["access_token"].as_str().context("access_token")?;
     ensure!(

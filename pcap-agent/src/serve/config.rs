@@ -313,13 +313,10 @@ fn check_pem(key: &'static str, path: &Path, kind: PemKind) -> Result<(), Config
 /// The causes of `error`, joined with ": " (tonic's errors keep the useful
 /// part in their source).
 fn source_text(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = error.source();
-    while let Some(e) = source {
-        parts.push(e.to_string());
-        source = e.source();
-    }
-    parts.join(": ")
+    error
+        .source()
+        .map(pcap_proto::error_chain)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

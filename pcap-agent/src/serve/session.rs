@@ -223,6 +223,7 @@ pub fn plan_scoped(
             snaplen,
             ring_bytes: config.capture.ring_buffer_kib * 1024,
             attach: config.capture.attach,
+            directions: datapath::Directions::Inout,
             filter,
         },
         count: nonzero(limits.packets),
@@ -313,14 +314,7 @@ fn invalid(error: &dyn std::error::Error) -> Status {
 /// `error` and its causes joined with ": ", as `pcap-agent capture` prints
 /// them (anyhow's `{:#}`).
 fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    pcap_proto::error_chain(error)
 }
 
 fn nonzero(n: u64) -> Option<u64> {
