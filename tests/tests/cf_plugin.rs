@@ -49,11 +49,14 @@ fn stub() -> anyhow::Result<PathBuf> {
             let build = || -> anyhow::Result<PathBuf> {
                 let dir = std::env::temp_dir().join("pcap-cf-stub");
                 std::fs::create_dir_all(&dir)?;
-                let out = dir.join(format!("cf-stub-{}", std::process::id()));
+                // Built under a name of this process, then renamed over the
+                // last run's binary (atomic, even while another one runs it).
+                let out = dir.join("cf-stub");
+                let building = dir.join(format!("cf-stub.{}", std::process::id()));
                 let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("cf-stub/main.go");
                 let output = Command::new(go()?)
                     .args(["build", "-o"])
-                    .arg(&out)
+                    .arg(&building)
                     .arg(&source)
                     .env("GOCACHE", dir.join("cache"))
                     .env("GOPATH", dir.join("gopath"))
@@ -68,6 +71,7 @@ fn stub() -> anyhow::Result<PathBuf> {
                     source.display(),
                     String::from_utf8_lossy(&output.stderr)
                 );
+                std::fs::rename(&building, &out)?;
                 Ok(out)
             };
             build().map_err(|e| format!("{e:#}"))
