@@ -796,6 +796,146 @@ fn api_link_targets_are_off_by_default_and_name_who_may_capture_them() {
     assert!(error.contains("link_targets.allow_users"), "{error}");
 }
 
+/// `{uaa, scope}` grants.
+fn grants(pairs: &[(&str, &str)]) -> Json {
+    Json::list(
+        &pairs
+            .iter()
+            .map(|(uaa, scope)| {
+                Json::map(&[("uaa", Json::str(*uaa)), ("scope", Json::str(*scope))])
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The API with both resolvers and the store on: what `pcap bosh`, `pcap app`
+/// and `pcap capture --store` need.
+fn api_resolver_properties(pki: &Pki) -> Json {
+    pki.api_properties()
+        .with("bosh.director_url", Json::str("https://10.0.0.6:25555"))
+        .with("bosh.director_ca", Json::str(&pki.agent.ca))
+        .with("cf.api_url", Json::str("https://api.sys.example.com"))
+        .with("cf.ca", Json::str(&pki.api_server.ca))
+        .with("store.bucket", Json::str("pcap-captures"))
+        .with("store.access_key_id", Json::str("AKIDEXAMPLE"))
+        .with("store.secret_access_key", Json::str(STORE_SECRET))
+}
+
+const STORE_SECRET: &str = "s3cr3t/with+chars=";
+
+#[test]
+fn api_resolvers_and_store_render_configs_the_api_accepts() {
+    let pki = Pki::new("api-resolvers");
+    let properties = api_resolver_properties(&pki)
+        .with("bosh.agent_port", Json::Int(9500))
+        .with("bosh.interfaces", Json::strings(&["eth0"]))
+        .with(
+            "cf.allowed_roles",
+            Json::strings(&["space_developer", "space_manager"]),
+        )
+        .with("cf.respect_ssh_setting", Json::Bool(true))
+        .with("store.endpoint", Json::str("https://s3.example.com:9000"))
+        .with("store.virtual_hosted_style", Json::Bool(true))
+        .with(
+            "store.admin_scopes",
+            grants(&[("cf", "cloud_controller.admin")]),
+        )
+        .with(
+            "users",
+            Json::list(&[Json::map(&[
+                ("name", Json::str("admin")),
+                ("token", Json::str("t")),
+            ])]),
+        )
+        .with(
+            "targets",
+            Json::list(&[Json::map(&[
+                ("name", Json::str("routers")),
+                (
+                    "allow",
+                    Json::map(&[(
+                        "scopes",
+                        grants(&[("bosh", "bosh.admin"), ("cf", "network.admin")]),
+                    )]),
+                ),
+                (
+                    "agents",
+                    Json::list(&[Json::map(&[
+                        ("origin", Json::str("router/0")),
+                        ("address", Json::str("10.0.1.5")),
+                    ])]),
+                ),
+            ])]),
+        )
+        .with("link_targets.enabled", Json::Bool(true))
+        .with(
+            "link_targets.allow_scopes",
+            grants(&[("bosh", "bosh.admin")]),
+        );
+    let rendered = render_accepted(
+        Job::Api,
+        "api-resolvers",
+        Json::map(&[("properties", properties), ("links", agent_link())]),
+    );
+    assert_all_templates_rendered(&rendered);
+    let config = rendered.config();
+    let dir = "/var/vcap/jobs/pcap-api/config";
+    for block in [
+        format!(
+            "\n[bosh]\ndirector_url = \"https://10.0.0.6:25555\"\n\
+             director_ca = \"{dir}/certs/bosh-director-ca.crt\"\nrequired_scope = \"bosh.admin\"\n\
+             agent_port = 9500\ninterfaces = [\"eth0\"]\ntoken_clock_skew = 60.0\n"
+        ),
+        format!(
+            "\n[cf]\napi_url = \"https://api.sys.example.com\"\nca = \"{dir}/certs/cf-ca.crt\"\n\
+             allowed_roles = [\"space_developer\", \"space_manager\"]\nrespect_ssh_setting = true\n"
+        ),
+        format!(
+            "\n[store]\nendpoint = \"https://s3.example.com:9000\"\nregion = \"us-east-1\"\n\
+             bucket = \"pcap-captures\"\naccess_key_id = \"AKIDEXAMPLE\"\n"
+        ),
+        format!("secret_access_key_file = \"{dir}/store-secret-access-key\"\n"),
+        "virtual_hosted_style = true\n".to_owned(),
+        "admin_scopes = [{ uaa = \"cf\", scope = \"cloud_controller.admin\" }]\n".to_owned(),
+        // Static targets and link targets carry their scope grants.
+        "allow = { users = [], scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }, \
+         { uaa = \"cf\", scope = \"network.admin\" }] }\n"
+            .to_owned(),
+        "name = \"diego-cell\"\ninterfaces = []\n\
+         allow = { users = [], scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }\n"
+            .to_owned(),
+    ] {
+        assert!(config.contains(&block), "{block} in\n{config}");
+    }
+    // The secret is in its own file only.
+    assert!(!config.contains(STORE_SECRET), "{config}");
+    assert!(!config.contains("secret_access_key ="), "{config}");
+    assert_eq!(
+        rendered.read("config/store-secret-access-key").trim(),
+        STORE_SECRET
+    );
+    assert_eq!(
+        rendered.read("config/certs/bosh-director-ca.crt").trim(),
+        pki.agent.ca.trim()
+    );
+    assert_eq!(
+        rendered.read("config/certs/cf-ca.crt").trim(),
+        pki.api_server.ca.trim()
+    );
+
+    // Off by default: none of the three tables, and empty files.
+    let plain = render_accepted(
+        Job::Api,
+        "api-no-resolvers",
+        Json::map(&[("properties", pki.api_properties())]),
+    );
+    let config = plain.config();
+    for table in ["[bosh]", "[cf]", "[store]"] {
+        assert!(!config.contains(table), "{table} in\n{config}");
+    }
+    assert_eq!(plain.read("config/store-secret-access-key").trim(), "");
+}
+
 fn render_properties_with_links(tag: &str, properties: Json, links: Json) -> Rendered {
     try_render(
         Job::Api,
@@ -895,6 +1035,9 @@ fn manifest_vars(pki: &Pki) -> Json {
         ("pcap_api_tls", pki.api_server.json()),
         ("pcap_token_admin", Json::str("generated-password")),
         ("system_domain", Json::str("sys.example.com")),
+        ("director_url", Json::str("https://10.0.0.6:25555")),
+        ("director_ca", Json::str(&pki.agent.ca)),
+        ("cf_api_ca", Json::str(&pki.api_server.ca)),
     ])
 }
 
@@ -937,8 +1080,9 @@ fn example_manifests_render_configs_the_binaries_accept() {
     );
     assert!(addon.config().contains("insecure_plaintext = false\n"));
 
-    // The API deployment with the route registrar, its targets from the cells
-    // through the shared link.
+    // The API deployment with the route registrar and the [cf] resolver, its
+    // targets from the cells through the shared link, and the [bosh]
+    // resolver of the director's UAA.
     let api = render_accepted(
         Job::Api,
         "manifest-api",
@@ -946,7 +1090,10 @@ fn example_manifests_render_configs_the_binaries_accept() {
             ("manifest", Json::str("bosh/manifests/pcap-api.yml")),
             (
                 "ops_files",
-                Json::strings(&["bosh/manifests/ops-files/route-registrar.yml"]),
+                Json::strings(&[
+                    "bosh/manifests/ops-files/route-registrar.yml",
+                    "bosh/manifests/ops-files/cf-resolver.yml",
+                ]),
             ),
             ("vars", vars.clone()),
             ("instance_group", Json::str("pcap-api")),
@@ -972,6 +1119,25 @@ fn example_manifests_render_configs_the_binaries_accept() {
         "{config}"
     );
     assert!(config.contains("name = \"admin\"\ntoken = \"generated-password\"\n"));
+    assert!(
+        config.contains("\n[bosh]\ndirector_url = \"https://10.0.0.6:25555\"\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("\n[cf]\napi_url = \"https://api.sys.example.com\"\n"),
+        "{config}"
+    );
+    // The cells' target: the static admin and the director's admins.
+    assert!(
+        config.contains(
+            "allow = { users = [\"admin\"], scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }\n"
+        ),
+        "{config}"
+    );
+    assert_eq!(
+        api.read("config/certs/bosh-director-ca.crt").trim(),
+        pki.agent.ca.trim()
+    );
     assert_eq!(
         api.read("config/certs/ca.crt").trim(),
         pki.api_client.ca.trim()
@@ -1295,6 +1461,7 @@ fn invalid_agent_properties_are_rejected_naming_the_property() {
 fn invalid_api_properties_are_rejected_naming_the_property() {
     let pki = Pki::new("api-invalid");
     let good = pki.api_properties();
+    let resolvers = api_resolver_properties(&pki);
     let user = |name: &str, token: &str| {
         Json::map(&[("name", Json::str(name)), ("token", Json::str(token))])
     };
@@ -1500,10 +1667,225 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
             Caught::Check,
             "tls.private_key",
         ),
+        (
+            "director-without-ca",
+            good.clone()
+                .with("bosh.director_url", Json::str("https://10.0.0.6:25555")),
+            Caught::Render,
+            "bosh.director_ca",
+        ),
+        (
+            "director-ca-without-url",
+            good.clone()
+                .with("bosh.director_ca", Json::str(&pki.agent.ca)),
+            Caught::Render,
+            "bosh.director_url",
+        ),
+        (
+            "director-plain-http",
+            resolvers
+                .clone()
+                .with("bosh.director_url", Json::str("http://10.0.0.6:25555")),
+            Caught::Render,
+            "bosh.director_url",
+        ),
+        (
+            "director-ca-not-pem",
+            resolvers
+                .clone()
+                .with("bosh.director_ca", Json::str("junk")),
+            Caught::Check,
+            "bosh.director_ca",
+        ),
+        (
+            "empty-required-scope",
+            resolvers
+                .clone()
+                .with("bosh.required_scope", Json::str(" ")),
+            Caught::Check,
+            "bosh.required_scope",
+        ),
+        (
+            "bosh-agent-port-zero",
+            resolvers.clone().with("bosh.agent_port", Json::Int(0)),
+            Caught::Render,
+            "bosh.agent_port",
+        ),
+        (
+            "cf-without-ca",
+            good.clone()
+                .with("cf.api_url", Json::str("https://api.sys.example.com")),
+            Caught::Render,
+            "cf.ca",
+        ),
+        (
+            "cf-unknown-role",
+            resolvers
+                .clone()
+                .with("cf.allowed_roles", Json::strings(&["org_manager"])),
+            Caught::Check,
+            "cf.allowed_roles",
+        ),
+        (
+            "cf-ssh-setting-string",
+            resolvers
+                .clone()
+                .with("cf.respect_ssh_setting", Json::str("yes")),
+            Caught::Render,
+            "cf.respect_ssh_setting",
+        ),
+        (
+            "store-without-secret",
+            resolvers
+                .clone()
+                .with("store.secret_access_key", Json::Null),
+            Caught::Render,
+            "store.secret_access_key",
+        ),
+        (
+            "store-without-access-key-id",
+            resolvers.clone().with("store.access_key_id", Json::Null),
+            Caught::Render,
+            "store.access_key_id",
+        ),
+        (
+            "store-endpoint-not-a-url",
+            resolvers
+                .clone()
+                .with("store.endpoint", Json::str("s3.example.com")),
+            Caught::Render,
+            "store.endpoint",
+        ),
+        (
+            "store-part-too-small",
+            resolvers.clone().with("store.part_size", Json::Int(1024)),
+            Caught::Check,
+            "store.part_size",
+        ),
+        (
+            "store-max-size-beyond-parts",
+            resolvers.clone().with("store.max_size", Json::Int(1 << 40)),
+            Caught::Check,
+            "store.max_size",
+        ),
+        (
+            "store-empty-prefix",
+            resolvers.clone().with("store.prefix", Json::str("")),
+            Caught::Check,
+            "store.prefix",
+        ),
+        (
+            "store-admin-scopes-without-store",
+            good.clone().with(
+                "store.admin_scopes",
+                grants(&[("cf", "cloud_controller.admin")]),
+            ),
+            Caught::Render,
+            "store.admin_scopes",
+        ),
+        (
+            "store-admin-scope-of-a-resolver-that-is-off",
+            resolvers
+                .clone()
+                .with("cf.api_url", Json::Null)
+                .with("cf.ca", Json::Null)
+                .with(
+                    "store.admin_scopes",
+                    grants(&[("cf", "cloud_controller.admin")]),
+                ),
+            Caught::Render,
+            "store.admin_scopes[0].uaa",
+        ),
+        (
+            "store-admin-scope-not-a-grant",
+            resolvers.clone().with(
+                "store.admin_scopes",
+                Json::strings(&["cloud_controller.admin"]),
+            ),
+            Caught::Render,
+            "store.admin_scopes",
+        ),
+        (
+            "target-scope-of-a-resolver-that-is-off",
+            good.clone().with(
+                "targets",
+                Json::list(&[Json::map(&[
+                    ("name", Json::str("t")),
+                    (
+                        "allow",
+                        Json::map(&[("scopes", grants(&[("bosh", "bosh.admin")]))]),
+                    ),
+                    (
+                        "agents",
+                        Json::list(&[Json::map(&[
+                            ("origin", Json::str("vm-0")),
+                            ("address", Json::str("10.0.0.1")),
+                        ])]),
+                    ),
+                ])]),
+            ),
+            Caught::Check,
+            "targets[0].allow.scopes[0].uaa",
+        ),
+        (
+            "target-scope-not-a-grant",
+            resolvers.clone().with(
+                "targets",
+                Json::list(&[Json::map(&[
+                    ("name", Json::str("t")),
+                    (
+                        "allow",
+                        Json::map(&[("scopes", Json::strings(&["bosh.admin"]))]),
+                    ),
+                    (
+                        "agents",
+                        Json::list(&[Json::map(&[
+                            ("origin", Json::str("vm-0")),
+                            ("address", Json::str("10.0.0.1")),
+                        ])]),
+                    ),
+                ])]),
+            ),
+            Caught::Render,
+            "targets[0].allow.scopes",
+        ),
+        (
+            "link-scope-of-a-resolver-that-is-off",
+            good.clone()
+                .with("link_targets.enabled", Json::Bool(true))
+                .with(
+                    "link_targets.allow_scopes",
+                    grants(&[("bosh", "bosh.admin")]),
+                ),
+            Caught::Render,
+            "link_targets.allow_scopes[0].uaa",
+        ),
+        (
+            "link-scope-not-a-grant",
+            resolvers
+                .clone()
+                .with("link_targets.enabled", Json::Bool(true))
+                .with("link_targets.allow_scopes", Json::strings(&["bosh.admin"])),
+            Caught::Render,
+            "link_targets.allow_scopes",
+        ),
     ];
     for (case, properties, caught, name) in cases {
         assert_rejected(Job::Api, case, properties, caught, name);
     }
+    // A refused secret is never echoed.
+    let error = render_properties(
+        Job::Api,
+        "invalid-store-secret-not-a-string",
+        resolvers.with(
+            "store.secret_access_key",
+            Json::list(&[Json::str(STORE_SECRET)]),
+        ),
+    )
+    .err()
+    .expect("a list as the secret rendered");
+    assert!(error.contains("store.secret_access_key"), "{error}");
+    assert!(!error.contains(STORE_SECRET), "{error}");
 }
 
 /// Vendors the workspace with bosh/scripts/vendor.sh and runs the pcap
