@@ -80,6 +80,9 @@ fn test() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    // Licenses, duplicate major versions and sources of the dependencies
+    // (deny.toml; advisories need a database this machine cannot fetch).
+    cargo(&["deny", "--offline", "check", "bans", "licenses", "sources"])?;
     // The system tests run the binaries, so build them first.
     cargo(&["build", "--bins"])?;
     cargo(&["test", "--workspace", "--", "--test-threads=1"])

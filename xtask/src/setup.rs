@@ -52,6 +52,7 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     bpf_linker()?;
     s3_server()?;
+    cargo_deny()?;
     toolchain_link()
 }
 
@@ -181,6 +182,34 @@ fn s3_server() -> anyhow::Result<()> {
                 S3S_FS_VERSION,
                 "--features",
                 "binary",
+                "--locked",
+            ]))
+        },
+    )
+}
+
+/// `cargo deny`, which `cargo xtask test` runs against deny.toml.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+fn cargo_deny() -> anyhow::Result<()> {
+    if Command::new(env!("CARGO"))
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION)
+        })
+    {
+        return Ok(());
+    }
+    step(
+        &format!("building cargo-deny {CARGO_DENY_VERSION} with cargo install"),
+        "5 to 10 min on 2 cores",
+        || {
+            run_command(Command::new(env!("CARGO")).args([
+                "install",
+                "cargo-deny",
+                "--version",
+                CARGO_DENY_VERSION,
                 "--locked",
             ]))
         },
