@@ -57,6 +57,31 @@ pub enum AttachMode {
     Tc,
 }
 
+/// Which directions to capture, as tcpdump's `-Q`: only the TC hooks of
+/// those directions are attached, so the kernel never runs the capture
+/// program (or copies anything) for the other one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Directions {
+    /// Packets the interface received (TC ingress).
+    In,
+    /// Packets the interface sent (TC egress).
+    Out,
+    /// Both.
+    #[default]
+    Inout,
+}
+
+impl Directions {
+    /// The hooks to attach for these directions.
+    fn hooks(self) -> impl Iterator<Item = (&'static str, TcAttachType)> {
+        HOOKS.into_iter().filter(move |(_, hook)| match self {
+            Self::In => matches!(hook, TcAttachType::Ingress),
+            Self::Out => matches!(hook, TcAttachType::Egress),
+            Self::Inout => true,
+        })
+    }
+}
+
 impl AttachMode {
     fn uses_tcx(self) -> bool {
         match self {
@@ -119,6 +144,8 @@ pub struct Options {
     /// Ring buffer size in bytes; rounded up to a power of two.
     pub ring_bytes: u32,
     pub attach: AttachMode,
+    /// Which directions to attach to (tcpdump's `-Q`).
+    pub directions: Directions,
     /// Which packets to capture; `None` for all.
     pub filter: Option<Filter>,
 }
@@ -137,8 +164,9 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads a fresh instance of the program and attaches it to both
-    /// directions of every interface. On error nothing stays attached.
+    /// Loads a fresh instance of the program and attaches it to the
+    /// directions `options` asks for (both by default) of every interface.
+    /// On error nothing stays attached.
     pub fn attach(interfaces: &[Interface], options: &Options) -> Result<Self, DatapathError> {
         if !(1..=MAX_SNAPLEN).contains(&options.snaplen) {
             return Err(DatapathError::Snaplen(options.snaplen));
@@ -208,19 +236,22 @@ impl Datapath {
             detached: false,
         };
         if options.attach.uses_tcx() {
-            datapath.attach_tcx(interfaces)?;
+            datapath.attach_tcx(interfaces, options.directions)?;
         } else {
             let mut attachments = tc_fallback::Attachments::new()?;
             let result = attachments.begin().and_then(|()| {
                 interfaces.iter().try_for_each(|interface| {
                     attachments.prepare(interface)?;
-                    HOOKS.into_iter().try_for_each(|(name, attach_type)| {
-                        attachments.attach(
-                            interface,
-                            program(&mut datapath.ebpf, name),
-                            attach_type,
-                        )
-                    })
+                    options
+                        .directions
+                        .hooks()
+                        .try_for_each(|(name, attach_type)| {
+                            attachments.attach(
+                                interface,
+                                program(&mut datapath.ebpf, name),
+                                attach_type,
+                            )
+                        })
                 })
             });
             attachments.end();
@@ -230,11 +261,15 @@ impl Datapath {
         Ok(datapath)
     }
 
-    fn attach_tcx(&mut self, interfaces: &[Interface]) -> Result<(), DatapathError> {
+    fn attach_tcx(
+        &mut self,
+        interfaces: &[Interface],
+        directions: Directions,
+    ) -> Result<(), DatapathError> {
         // First on ingress and last on egress: we see what the wire sees,
         // before and after any other program has had its say.
         for interface in interfaces {
-            for (name, attach_type) in HOOKS {
+            for (name, attach_type) in directions.hooks() {
                 let order = match attach_type {
                     TcAttachType::Egress => LinkOrder::last(),
                     _ => LinkOrder::first(),

@@ -9,19 +9,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use pcap_agent::{
     c2c::{C2cOptions, C2cSink},
     capture::{self, Report, Spec, StopReason},
-    datapath::{self, AttachMode},
+    datapath::{self, AttachMode, Directions},
     filter::Filter,
     iface::{Interface, link_type_name},
     output::{Format, Output},
-    privileges,
-    serve,
+    privileges, serve,
 };
 use pcap_common::MAX_SNAPLEN;
 use tokio::signal::unix::{SignalKind, signal};
+
+mod ethtool_link;
+mod iface_list;
+mod offline;
 
 /// eBPF packet capture for Cloud Foundry hosts.
 #[derive(Debug, Parser)]
@@ -55,9 +58,15 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct CaptureArgs {
-    /// Interface to capture on (both directions). Repeat for several.
-    #[arg(short = 'i', long = "interface", required = true)]
+    /// Interface to capture on (both directions unless -Q). Repeat for several.
+    #[arg(
+        short = 'i',
+        long = "interface",
+        required_unless_present_any = ["list_interfaces", "read"]
+    )]
     interfaces: Vec<String>,
+    #[command(flatten)]
+    tcpdump: TcpdumpArgs,
     /// Bytes to keep of each packet: 1 to 262144; 0 means 262144, as in tcpdump.
     #[arg(short = 's', long = "snapshot-length", default_value_t = MAX_SNAPLEN)]
     snaplen: u32,
@@ -105,6 +114,28 @@ struct CaptureArgs {
     expression: Vec<String>,
 }
 
+/// tcpdump's flags for listing, reading files, directions and names, as
+/// one group that other commands can flatten into theirs.
+#[derive(Debug, Args)]
+struct TcpdumpArgs {
+    /// List the interfaces -i accepts, as `tcpdump -D` does, and exit.
+    #[arg(short = 'D', long = "list-interfaces")]
+    list_interfaces: bool,
+    /// Read packets from a pcap or pcapng FILE (`-` for stdin) instead of
+    /// capturing: the expression filters them exactly as `tcpdump -r` does.
+    #[arg(short = 'r', value_name = "FILE")]
+    read: Option<PathBuf>,
+    /// Capture only what the interfaces received (in), sent (out) or both
+    /// (inout, the default), as tcpdump's -Q; decided in the kernel, which
+    /// attaches only the hooks of those directions.
+    #[arg(short = 'Q', long = "direction", value_enum, value_name = "DIRECTION")]
+    direction: Option<Directions>,
+    /// Accepted as tcpdump's -n / -nn: pcap-agent never resolves addresses
+    /// or ports to names.
+    #[arg(short = 'n', action = ArgAction::Count)]
+    numeric: u8,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs its captures; the command line stays quiet.
@@ -134,6 +165,12 @@ fn main() -> ExitCode {
 }
 
 fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
+    if args.tcpdump.list_interfaces {
+        return iface_list::print(&mut io::stdout().lock());
+    }
+    if let Some(path) = &args.tcpdump.read {
+        return run_offline(args, path);
+    }
     let spec = spec(args)?;
     // Before attaching anything: name what is missing instead of EPERM.
     privileges::check_effective(&Default::default())?;
@@ -195,6 +232,62 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `-r FILE`: filter a capture file in user space, as `tcpdump -r`.
+fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    if !args.interfaces.is_empty() {
+        anyhow::bail!(
+            "-r reads packets from a file and -i captures them live: give one or the other"
+        );
+    }
+    if args.tcpdump.direction.is_some() {
+        anyhow::bail!("-Q chooses the directions of a live capture: it does not apply to -r");
+    }
+    if args.c2c {
+        anyhow::bail!("--c2c annotates a live capture: it does not apply to -r");
+    }
+    if args.duration.is_some() {
+        anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");
+    }
+    if args.count == Some(0) {
+        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
+    }
+    let expression = expression(args)?;
+    if expression.len() > pcap_proto::MAX_FILTER_BYTES {
+        anyhow::bail!("{}", pcap_proto::filter_too_long(expression.len()));
+    }
+    let input = offline::open(path)?;
+    let sink = match &args.write {
+        None => offline::Sink::Lines(Box::new(io::stdout())),
+        Some(out) if out.as_os_str() == "-" => offline::Sink::File {
+            format: args.format,
+            writer: Box::new(io::stdout()),
+        },
+        Some(out) => offline::Sink::File {
+            format: args.format,
+            writer: Box::new(io::BufWriter::new(
+                File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+            )),
+        },
+    };
+    offline::run(input, &expression, args.count, sink)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(())
+}
+
+/// The filter expression: from -F's file, else the command line.
+fn expression(args: &CaptureArgs) -> anyhow::Result<String> {
+    Ok(match &args.filter_file {
+        Some(path) => {
+            if !args.expression.is_empty() {
+                tracing::warn!("-F given: ignoring the expression on the command line");
+            }
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read filter file {}", path.display()))?
+        }
+        None => args.expression.join(" "),
+    })
+}
+
 fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = serve::Config::load(&args.config)
         .with_context(|| format!("config {}", args.config.display()))?;
@@ -251,16 +344,7 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
             interfaces.push(interface);
         }
     }
-    let expression = match &args.filter_file {
-        Some(path) => {
-            if !args.expression.is_empty() {
-                tracing::warn!("-F given: ignoring the expression on the command line");
-            }
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read filter file {}", path.display()))?
-        }
-        None => args.expression.join(" "),
-    };
+    let expression = expression(args)?;
     let filter = Filter::compile(&expression, &interfaces)?;
     if args.format == Format::Pcap
         && args.write.is_some()
@@ -278,6 +362,7 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
             snaplen,
             ring_bytes,
             attach: args.attach,
+            directions: args.tcpdump.direction.unwrap_or_default(),
             filter,
         },
         count: args.count,

@@ -1,0 +1,362 @@
+//! `pcap-agent capture -r FILE`: read a pcap or pcapng file, keep the
+//! packets the filter expression accepts, and write or print them, as
+//! `tcpdump -r FILE [-w OUT] EXPR` does.
+//!
+//! The expression is compiled by libpcap for each interface's link type
+//! (as for a live capture) and run by [`pcap_filter::interp::run`], which
+//! has the semantics of libpcap's `bpf_filter()`, the function
+//! `tcpdump -r` applies: the same packets pass, byte for byte.
+//!
+//! Like libpcap, a packet captured with more bytes than its interface's
+//! snapshot length is cut to that length. Unlike libpcap, the interfaces
+//! of a pcapng file may have different link types (each gets its own
+//! program); every interface must be described before the first packet.
+
+use std::io::{self, Read, Write};
+
+use anyhow::{Context as _, bail};
+use pcap_common::MAX_SNAPLEN;
+use pcap_filter::CbpfInsn;
+use pcap_format::{CaptureWriter, summary};
+use pcap_parser::{Block, PcapBlockOwned, PcapError};
+
+use pcap_agent::{filter::FilterCompileError, output::Format};
+
+/// Room for the largest block: a full-size packet and its headers.
+const READ_BUFFER: usize = 1 << 20;
+
+/// One interface of the file.
+struct FileInterface {
+    name: String,
+    link_type: u16,
+    snaplen: u32,
+    /// Timestamp units per second.
+    resolution: u64,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset_s: i64,
+    /// `None` when the expression accepts everything.
+    program: Option<Vec<CbpfInsn>>,
+    /// The id the output gave it.
+    output_id: u32,
+}
+
+/// Where accepted packets go.
+pub enum Sink {
+    /// A capture file (or stdout).
+    File {
+        format: Format,
+        writer: Box<dyn Write + Send>,
+    },
+    /// One line per packet, as tcpdump prints them.
+    Lines(Box<dyn Write + Send>),
+}
+
+/// What happened to the file's packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Packets in the file (up to where reading stopped).
+    pub read: u64,
+    /// Packets the filter accepted and that were written.
+    pub written: u64,
+}
+
+/// Reads `input`, filters it with `expression` and writes what passes to
+/// `sink`, stopping after `count` packets if given.
+pub fn run(
+    input: Box<dyn Read + Send>,
+    expression: &str,
+    count: Option<u64>,
+    sink: Sink,
+) -> anyhow::Result<Totals> {
+    let mut reader = pcap_parser::create_reader(READ_BUFFER, input).map_err(|e| match e {
+        PcapError::Eof | PcapError::Incomplete(_) | PcapError::UnexpectedEof => {
+            anyhow::anyhow!("the file is empty or ends inside its header")
+        }
+        PcapError::HeaderNotRecognized => {
+            anyhow::anyhow!("not a pcap or pcapng file (unknown magic number)")
+        }
+        other => anyhow::anyhow!("cannot read the file: {other:?}"),
+    })?;
+    let mut state = State {
+        expression,
+        interfaces: Vec::new(),
+        sink: Some(sink),
+        out: None,
+        totals: Totals::default(),
+    };
+    loop {
+        if count.is_some_and(|c| state.totals.written >= c) {
+            break;
+        }
+        match reader.next() {
+            Ok((consumed, block)) => {
+                let result = state.block(block);
+                reader.consume(consumed);
+                result?;
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => reader
+                .refill()
+                .map_err(|e| anyhow::anyhow!("reading the file: {e:?}"))?,
+            Err(PcapError::UnexpectedEof) => {
+                bail!("the file ends in the middle of a block (truncated)")
+            }
+            Err(e) => bail!(
+                "the file is damaged after {} packets: {e:?}",
+                state.totals.read
+            ),
+        }
+    }
+    state.finish()?;
+    Ok(state.totals)
+}
+
+enum Out {
+    File(Box<dyn CaptureWriter + Send>),
+    Lines(io::BufWriter<Box<dyn Write + Send>>),
+}
+
+struct State<'e> {
+    expression: &'e str,
+    interfaces: Vec<FileInterface>,
+    /// Until the first packet.
+    sink: Option<Sink>,
+    out: Option<Out>,
+    totals: Totals,
+}
+
+impl State<'_> {
+    fn block(&mut self, block: PcapBlockOwned<'_>) -> anyhow::Result<()> {
+        match block {
+            PcapBlockOwned::LegacyHeader(header) => {
+                let resolution = if header.is_nanosecond_precision() {
+                    1_000_000_000
+                } else {
+                    1_000_000
+                };
+                self.add_interface(
+                    String::new(),
+                    header.network.0,
+                    header.snaplen,
+                    resolution,
+                    0,
+                )
+            }
+            PcapBlockOwned::Legacy(packet) => {
+                let units = u64::from(packet.ts_sec) * self.interfaces[0].resolution
+                    + u64::from(packet.ts_usec);
+                self.packet(0, units, packet.origlen, packet.data)
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                if self.out.is_some() {
+                    bail!(
+                        "the file has a second pcapng section after packets, which is not supported: split it (editcap) first"
+                    );
+                }
+                self.interfaces.clear();
+                Ok(())
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                // if_name (option 2).
+                let name = idb
+                    .options
+                    .iter()
+                    .find(|option| option.code.0 == 2)
+                    .and_then(|option| option.as_bytes())
+                    .map(|name| {
+                        String::from_utf8_lossy(name)
+                            .trim_end_matches('\0')
+                            .to_owned()
+                    })
+                    .unwrap_or_default();
+                let resolution = idb
+                    .ts_resolution()
+                    .context("an interface has an invalid timestamp resolution (if_tsresol)")?;
+                self.add_interface(
+                    name,
+                    idb.linktype.0,
+                    idb.snaplen,
+                    resolution,
+                    idb.ts_offset(),
+                )
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                let caplen = (epb.caplen as usize).min(epb.data.len());
+                self.packet(epb.if_id, units, epb.origlen, &epb.data[..caplen])
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                let caplen = (spb.origlen as usize).min(spb.data.len());
+                self.packet(0, 0, spb.origlen, &spb.data[..caplen])
+            }
+            // Statistics, name resolution, comments and the like: not packets.
+            PcapBlockOwned::NG(_) => Ok(()),
+        }
+    }
+
+    fn add_interface(
+        &mut self,
+        name: String,
+        link_type: i32,
+        snaplen: u32,
+        resolution: u64,
+        offset_s: i64,
+    ) -> anyhow::Result<()> {
+        if self.out.is_some() {
+            bail!("the file describes an interface after its first packet, which is not supported");
+        }
+        // The upper bits hold FCS information (LT_FCS_LENGTH); libpcap
+        // looks only at the link type.
+        let link_type = u16::try_from(link_type & 0x03ff_ffff)
+            .with_context(|| format!("unknown link type {link_type}"))?;
+        let snaplen = match snaplen {
+            0 => MAX_SNAPLEN,
+            n => n.min(MAX_SNAPLEN),
+        };
+        let program = if self.expression.trim().is_empty() {
+            None
+        } else {
+            Some(
+                pcap_filter::compile(self.expression, link_type)
+                    .map_err(|e| FilterCompileError::from(e))?,
+            )
+        };
+        let index = self.interfaces.len();
+        self.interfaces.push(FileInterface {
+            name: if name.is_empty() {
+                format!("if{index}")
+            } else {
+                name
+            },
+            link_type,
+            snaplen,
+            resolution,
+            offset_s,
+            program,
+            output_id: 0,
+        });
+        Ok(())
+    }
+
+    fn packet(&mut self, if_id: u32, units: u64, orig_len: u32, data: &[u8]) -> anyhow::Result<()> {
+        let interface = self.interfaces.get(if_id as usize).with_context(|| {
+            format!("a packet names interface {if_id}, which the file does not describe")
+        })?;
+        self.totals.read += 1;
+        let data = &data[..data.len().min(interface.snaplen as usize)];
+        if let Some(program) = &interface.program
+            && pcap_filter::interp::run(program, data, orig_len) == 0
+        {
+            return Ok(());
+        }
+        let timestamp_ns = timestamp_ns(units, interface.resolution, interface.offset_s);
+        if self.out.is_none() {
+            self.begin()?;
+        }
+        let interface = &self.interfaces[if_id as usize];
+        match self.out.as_mut().expect("begun") {
+            Out::File(writer) => writer.write_packet(&pcap_format::Packet {
+                interface_id: interface.output_id,
+                timestamp_ns,
+                original_len: orig_len.max(data.len() as u32),
+                data,
+                direction: None,
+                comment: None,
+            })?,
+            Out::Lines(out) => writeln!(
+                out,
+                "{} {}",
+                summary::format_time(timestamp_ns),
+                summary::summarize(interface.link_type, data)
+            )?,
+        }
+        self.totals.written += 1;
+        Ok(())
+    }
+
+    /// Opens the output with the file's interfaces.
+    fn begin(&mut self) -> anyhow::Result<()> {
+        let out = match self.sink.take().expect("begin once") {
+            Sink::Lines(writer) => Out::Lines(io::BufWriter::new(writer)),
+            Sink::File { format, writer } => {
+                let mut file: Box<dyn CaptureWriter + Send> = match format {
+                    Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
+                        writer,
+                        &pcap_format::pcapng::SectionOptions {
+                            os: None,
+                            user_application: Some(concat!(
+                                "pcap-agent ",
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                            hardware: None,
+                        },
+                    )?),
+                    Format::Pcap => Box::new(pcap_format::pcap::PcapWriter::deferred(writer)),
+                };
+                for interface in &mut self.interfaces {
+                    interface.output_id = file
+                        .add_interface(&pcap_format::Interface {
+                            name: interface.name.clone(),
+                            description: None,
+                            link_type: interface.link_type,
+                            snaplen: interface.snaplen,
+                        })
+                        .map_err(|e| match e {
+                            pcap_format::FormatError::MixedLinkTypes { .. } => anyhow::anyhow!(
+                                "the file's interfaces have different link types, which classic pcap cannot hold: use --format pcapng"
+                            ),
+                            other => other.into(),
+                        })?;
+                }
+                Out::File(file)
+            }
+        };
+        self.out = Some(out);
+        Ok(())
+    }
+
+    /// Writes the headers even when no packet passed, then flushes.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if self.out.is_none() && self.sink.is_some() && !self.interfaces.is_empty() {
+            self.begin()?;
+        }
+        match &mut self.out {
+            Some(Out::File(writer)) => writer.flush()?,
+            Some(Out::Lines(out)) => out.flush()?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Nanoseconds since the Unix epoch of `units` at `resolution` units per
+/// second, plus `offset_s` seconds; 0 for a time before the epoch.
+fn timestamp_ns(units: u64, resolution: u64, offset_s: i64) -> u64 {
+    let ns = u128::from(units) * 1_000_000_000 / u128::from(resolution);
+    let ns = i128::try_from(ns).unwrap_or(i128::MAX) + i128::from(offset_s) * 1_000_000_000;
+    u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+}
+
+/// Opens `-r`'s argument: a path, or `-` for stdin.
+pub fn open(path: &std::path::Path) -> anyhow::Result<Box<dyn Read + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin()));
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Box::new(io::BufReader::new(file)) as Box<dyn Read + Send>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_every_resolution() {
+        assert_eq!(timestamp_ns(1_500_000, 1_000_000, 0), 1_500_000_000);
+        assert_eq!(timestamp_ns(7, 1_000_000_000, 2), 2_000_000_007);
+        // 2^-10 s units.
+        assert_eq!(timestamp_ns(512, 1024, 0), 500_000_000);
+        assert_eq!(timestamp_ns(1, 1, -5), 0);
+    }
+}
