@@ -474,6 +474,17 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     );
     ensure!(cf.cc_seen().is_empty(), "{:?}", cf.cc_seen());
 
+    // Logged in, but cf cannot get a token (its refresh failed): cf's
+    // error, and what to do.
+    let mut no_token = cf.logged_in("dev")?;
+    no_token.token = String::new();
+    let (stderr, _) = cf.refused(&no_token, &[APP], "no-token")?;
+    ensure!(
+        stderr.contains("run `cf login` again") && stderr.contains("You are not logged in"),
+        "{stderr}"
+    );
+    ensure!(cf.cc_seen().is_empty(), "{:?}", cf.cc_seen());
+
     // No space targeted.
     let mut no_space = cf.logged_in("dev")?;
     no_space.space = None;
