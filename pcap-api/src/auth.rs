@@ -5,10 +5,30 @@
 //! their issuer and their id there, never by their name alone. Tokens are
 //! never logged or put in error messages.
 
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
-use crate::config;
+/// A `[[users]]` entry of the config: a static user and its token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticUser {
+    pub name: String,
+    pub token: String,
+    /// Admins list and download every user's stored captures. This is the
+    /// static user of that name, never a UAA user who shares the name.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl std::fmt::Debug for StaticUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are never logged, not even by accident through `{:?}`.
+        f.debug_struct("StaticUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Which UAA of the configuration vouched for a caller: `[bosh]`'s (the
 /// director's UAA) or `[cf]`'s (Cloud Controller's). In the configuration
@@ -261,7 +281,7 @@ pub struct StaticTokens {
 }
 
 impl StaticTokens {
-    pub fn new(users: &[config::User]) -> Self {
+    pub fn new(users: &[StaticUser]) -> Self {
         Self {
             users: users
                 .iter()
@@ -294,12 +314,12 @@ mod tests {
 
     fn tokens() -> StaticTokens {
         StaticTokens::new(&[
-            config::User {
+            StaticUser {
                 name: "alice".into(),
                 token: "token-a".into(),
                 admin: false,
             },
-            config::User {
+            StaticUser {
                 name: "bob".into(),
                 token: "token-b".into(),
                 admin: false,
@@ -433,7 +453,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_tokens() {
-        let user = config::User {
+        let user = StaticUser {
             name: "alice".into(),
             token: "secret".into(),
             admin: false,

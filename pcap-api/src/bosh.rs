@@ -20,9 +20,9 @@ use tokio::sync::Mutex;
 
 use crate::{
     auth::{AuthError, Authenticator, Uaa, User},
-    config::{self, ConfigError},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
     uaa::{self, SetupError, TokenValidator, error_chain},
+    validate::{self, ConfigError},
 };
 
 /// The `[bosh]` table of the API's configuration.
@@ -59,19 +59,22 @@ fn default_clock_skew() -> f64 {
 
 impl BoshConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        config::check_https_url(
+        validate::check_https_url(
             "bosh.director_url",
             &self.director_url,
             "https://10.0.0.6:25555",
         )?;
-        config::check_certificate("bosh.director_ca", &self.director_ca)?;
+        validate::check_certificate("bosh.director_ca", &self.director_ca)?;
         if self.required_scope.trim().is_empty() {
-            return Err(config::invalid("bosh.required_scope", "must not be empty"));
+            return Err(validate::invalid(
+                "bosh.required_scope",
+                "must not be empty",
+            ));
         }
         if self.agent_port == Some(0) {
-            return Err(config::invalid("bosh.agent_port", "must not be 0"));
+            return Err(validate::invalid("bosh.agent_port", "must not be 0"));
         }
-        config::check_seconds("bosh.token_clock_skew", self.token_clock_skew, true)
+        validate::check_seconds("bosh.token_clock_skew", self.token_clock_skew, true)
     }
 }
 
@@ -462,7 +465,7 @@ pub fn select(
             let origin = format!("{}/{}", instance.job, instance.id);
             match instance.ips.first() {
                 Some(ip) => AgentEndpoint {
-                    address: config::agent_authority(ip, agent_port)
+                    address: validate::agent_authority(ip, agent_port)
                         .unwrap_or_else(|_| format!("{ip}:{agent_port}")),
                     unavailable: None,
                     container: None,

@@ -27,9 +27,9 @@ use tokio::sync::Mutex;
 
 use crate::{
     auth::{AuthError, Authenticator, Uaa, User},
-    config::{self, ConfigError},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
     uaa::{self, SetupError, TokenValidator, error_chain},
+    validate::{self, ConfigError},
 };
 
 /// Scopes that make a token's bearer a Cloud Foundry admin.
@@ -77,14 +77,14 @@ fn default_clock_skew() -> f64 {
 
 impl CfConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        config::check_https_url("cf.api_url", &self.api_url, "https://api.sys.example.com")?;
-        config::check_certificate("cf.ca", &self.ca)?;
+        validate::check_https_url("cf.api_url", &self.api_url, "https://api.sys.example.com")?;
+        validate::check_certificate("cf.ca", &self.ca)?;
         if self.agent_port == Some(0) {
-            return Err(config::invalid("cf.agent_port", "must not be 0"));
+            return Err(validate::invalid("cf.agent_port", "must not be 0"));
         }
         for role in &self.allowed_roles {
             if !SPACE_ROLES.contains(&role.as_str()) {
-                return Err(config::invalid(
+                return Err(validate::invalid(
                     "cf.allowed_roles",
                     format!(
                         "\"{role}\" is not a space role; use some of {} (admins are always allowed)",
@@ -93,7 +93,7 @@ impl CfConfig {
                 ));
             }
         }
-        config::check_seconds("cf.token_clock_skew", self.token_clock_skew, true)
+        validate::check_seconds("cf.token_clock_skew", self.token_clock_skew, true)
     }
 }
 
@@ -635,7 +635,7 @@ pub fn select(
                     if instance.state == "RUNNING" && !host.is_empty() =>
                 {
                     AgentEndpoint {
-                        address: config::agent_authority(host, agent_port)
+                        address: validate::agent_authority(host, agent_port)
                             .unwrap_or_else(|_| format!("{host}:{agent_port}")),
                         unavailable: None,
                         container: Some(ContainerScope {

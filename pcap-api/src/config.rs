@@ -3,38 +3,18 @@
 
 use std::{
     collections::HashSet,
-    fs, io,
-    net::{IpAddr, SocketAddr},
+    fs,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
-use thiserror::Error;
 
-pub use crate::auth::{Grant, ScopeGrant, Uaa};
-
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {message}")]
-    Read { path: String, message: String },
-    #[error("{path}: {source}")]
-    Parse {
-        path: String,
-        source: Box<toml::de::Error>,
-    },
-    /// A value that parses but is wrong; `key` is its dotted path.
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
+pub use crate::auth::{Grant, ScopeGrant, StaticUser as User, Uaa};
+pub use crate::resolve::{TargetAgent, TargetConfig as Target};
+pub use crate::validate::{ConfigError, agent_authority};
+use crate::validate::{check_certificate, check_private_key, check_seconds, invalid, io_message};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +39,7 @@ pub struct Config {
     pub cf: Option<crate::cf::CfConfig>,
     /// Where `--store` captures go; absent: they are refused.
     #[serde(default)]
-    pub store: Option<crate::store::StoreConfig>,
+    pub store: Option<crate::store::config::StoreConfig>,
 }
 
 /// What the API presents to clients.
@@ -165,52 +145,6 @@ impl Limits {
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs_f64(self.drain_grace)
     }
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub name: String,
-    pub token: String,
-    /// Admins list and download every user's stored captures. This is the
-    /// static user of that name, never a UAA user who shares the name.
-    #[serde(default)]
-    pub admin: bool,
-}
-
-impl std::fmt::Debug for User {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Tokens are never logged, not even by accident through `{:?}`.
-        f.debug_struct("User")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A static resolver entry: a target name, who may capture it, and its
-/// agents.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    pub name: String,
-    /// The default when a request names none, and then the only interfaces
-    /// a request may name; empty: any, and the request (or the agents'
-    /// `default_interfaces`) decides.
-    #[serde(default)]
-    pub interfaces: Vec<String>,
-    /// Who may capture this target. Required (`validate` refuses a target
-    /// without one, or with an empty one): nobody else may.
-    #[serde(default)]
-    pub allow: Option<Grant>,
-    pub agents: Vec<TargetAgent>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetAgent {
-    pub origin: String,
-    /// `host:port`, or a bare host that takes `agents.port`.
-    pub address: String,
 }
 
 fn default_listen() -> SocketAddr {
@@ -454,117 +388,6 @@ impl Config {
             self.check_target_grant(i, target)?;
         }
         Ok(())
-    }
-}
-
-/// `host:port` for an agent's address, taking `default_port` when the
-/// address is a bare host or IP address. IPv6 addresses get brackets.
-pub fn agent_authority(address: &str, default_port: u16) -> Result<String, String> {
-    if address.parse::<SocketAddr>().is_ok() {
-        return Ok(address.to_owned());
-    }
-    if let Ok(ip) = address.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port).to_string());
-    }
-    let (host, port) = match address.rsplit_once(':') {
-        Some((host, port)) => {
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("\"{address}\" has a bad port \"{port}\""))?;
-            (host, port)
-        }
-        None => (address, default_port),
-    };
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if !valid_host {
-        return Err(format!(
-            "\"{address}\" is not a host name or IP address, with an optional :port"
-        ));
-    }
-    Ok(format!("{host}:{port}"))
-}
-
-pub(crate) fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), ConfigError> {
-    let ok = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
-    // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
-    if !ok || value > 366.0 * 86400.0 {
-        let expected = if zero_allowed {
-            "zero or more"
-        } else {
-            "more than zero"
-        };
-        return Err(invalid(
-            key,
-            format!("{value} is not a duration in seconds ({expected}, at most a year)"),
-        ));
-    }
-    Ok(())
-}
-
-/// `value` must be an `https://` URL with a host; `example` shows one.
-pub(crate) fn check_https_url(key: &str, value: &str, example: &str) -> Result<(), ConfigError> {
-    let url = reqwest::Url::parse(value)
-        .map_err(|e| invalid(key, format!("\"{value}\" is not a URL: {e}")))?;
-    if url.scheme() != "https" || url.host().is_none() {
-        return Err(invalid(
-            key,
-            format!("\"{value}\" is not an https:// URL like {example}"),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_certificate(key: &str, path: &Path) -> Result<(), ConfigError> {
-    let pem = read(key, path)?;
-    let mut count = 0;
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der =
-            der.map_err(|e| invalid(key, format!("{}: bad PEM certificate: {e}", path.display())))?;
-        x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| invalid(key, format!("{}: bad certificate: {e}", path.display())))?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(invalid(
-            key,
-            format!(
-                "{} holds no \"-----BEGIN CERTIFICATE-----\" block",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_private_key(key: &str, path: &Path) -> Result<(), ConfigError> {
-    let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        invalid(
-            key,
-            format!("{} holds no usable PEM private key: {e}", path.display()),
-        )
-    })?;
-    Ok(())
-}
-
-pub(crate) fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    fs::read(path).map_err(|e| {
-        invalid(
-            key,
-            format!("cannot read {}: {}", path.display(), io_message(&e)),
-        )
-    })
-}
-
-/// An I/O error's message without the " (os error N)" suffix.
-fn io_message(error: &io::Error) -> String {
-    let message = error.to_string();
-    match message.rfind(" (os error ") {
-        Some(at) => message[..at].to_owned(),
-        None => message,
     }
 }
 

@@ -27,3 +27,4 @@ pub mod session;
 pub mod stop;
 pub mod store;
 pub mod uaa;
+pub mod validate;

@@ -12,12 +12,39 @@
 use std::collections::HashMap;
 
 use pcap_proto::v1::{ContainerScope, ResolverStatus, Target, target};
+use serde::Deserialize;
 use thiserror::Error;
 
 use crate::{
     auth::{Grant, User},
-    config,
+    validate,
 };
+
+/// A `[[targets]]` entry of the config, the static resolver's section: a target name, who may capture it, and its
+/// agents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    /// The default when a request names none, and then the only interfaces
+    /// a request may name; empty: any, and the request (or the agents'
+    /// `default_interfaces`) decides.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Who may capture this target. Required (`validate` refuses a target
+    /// without one, or with an empty one): nobody else may.
+    #[serde(default)]
+    pub allow: Option<Grant>,
+    pub agents: Vec<TargetAgent>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAgent {
+    pub origin: String,
+    /// `host:port`, or a bare host that takes `agents.port`.
+    pub address: String,
+}
 
 /// One agent of a resolved target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,7 +144,7 @@ pub struct StaticResolver {
 impl StaticResolver {
     /// Expects a validated configuration (addresses parse, every target has
     /// its grant).
-    pub fn new(targets: &[config::Target], default_port: u16) -> Self {
+    pub fn new(targets: &[TargetConfig], default_port: u16) -> Self {
         let targets = targets
             .iter()
             .map(|t| {
@@ -126,7 +153,7 @@ impl StaticResolver {
                     .iter()
                     .map(|a| AgentEndpoint {
                         origin: a.origin.clone(),
-                        address: config::agent_authority(&a.address, default_port)
+                        address: validate::agent_authority(&a.address, default_port)
                             .unwrap_or_else(|_| a.address.clone()),
                         unavailable: None,
                         container: None,
@@ -198,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn static_targets_resolve_in_config_order() {
         let resolver = StaticResolver::new(
-            &[config::Target {
+            &[TargetConfig {
                 name: "vms".into(),
                 interfaces: vec!["eth0".into()],
                 allow: Some(Grant {
@@ -206,11 +233,11 @@ mod tests {
                     scopes: Vec::new(),
                 }),
                 agents: vec![
-                    config::TargetAgent {
+                    TargetAgent {
                         origin: "vm-0".into(),
                         address: "10.1.0.2:9000".into(),
                     },
-                    config::TargetAgent {
+                    TargetAgent {
                         origin: "vm-1".into(),
                         address: "10.1.1.2".into(),
                     },

@@ -5,7 +5,7 @@ use std::{fmt, fs, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::validate::ConfigError;
 
 /// S3 refuses smaller parts (except the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;

@@ -19,7 +19,7 @@
 //! admins (static users with `admin = true`, UAA users holding one of
 //! `[store] admin_scopes`) see every owner's.
 
-mod config;
+pub mod config;
 mod recorder;
 pub mod stale;
 mod upload;
@@ -89,7 +89,7 @@ pub struct CaptureStore {
 impl CaptureStore {
     /// The client for `config` (validated); `users` and
     /// `config.admin_scopes` say who is an admin.
-    pub fn new(config: &StoreConfig, users: &[crate::config::User]) -> Result<Self, StoreError> {
+    pub fn new(config: &StoreConfig, users: &[crate::auth::StaticUser]) -> Result<Self, StoreError> {
         install_tls_provider();
         let credentials = config
             .credentials()
