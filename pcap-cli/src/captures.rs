@@ -290,7 +290,7 @@ fn http_client(connection: &Connection) -> anyhow::Result<reqwest::Client> {
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot set up HTTP")

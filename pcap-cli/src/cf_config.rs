@@ -222,7 +222,7 @@ pub fn http_client(ca: Option<&Path>, skip_verification: bool) -> anyhow::Result
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(10))
         .timeout(HTTP_TIMEOUT)
         .build()
