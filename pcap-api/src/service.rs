@@ -412,7 +412,7 @@ struct Capture {
     options: CaptureOptions,
     resolved: Resolved,
     /// Writes the capture to the store instead of the client (`--store`).
-    recorder: Option<crate::store::Recorder>,
+    recorder: Option<crate::store::recorder::Recorder>,
     /// Who asked for what, for the audit line at the end.
     audit: Option<audit::Request>,
     _slot: CaptureSlot,

@@ -4,7 +4,9 @@
 //!
 //! * `config`: the `[store]` table.
 //! * `upload`: one object's multipart upload, a part at a time.
-//! * `recorder`: sits between a capture's session and its client, writes
+//! * `error`: `StoreError`, and object_store's errors on one line.
+//! * `recorder`: starts a stored capture's object (`CaptureStore::begin`),
+//!   and sits between a capture's session and its client, writes
 //!   the stream with the CLI's own writer (`pcap-sink`), completes the
 //!   object when the capture ends well and aborts it when it fails.
 //! * this module: the client, object names, listing, presigning and the
@@ -20,7 +22,8 @@
 //! `[store] admin_scopes`) see every owner's.
 
 pub mod config;
-mod recorder;
+mod error;
+pub mod recorder;
 pub mod stale;
 mod upload;
 
@@ -34,41 +37,17 @@ use std::{
 
 use futures_util::TryStreamExt as _;
 use object_store::{
-    Attribute, Attributes, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _,
-    PutMultipartOptions, RetryConfig, TagSet,
+    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     path::Path,
     signer::{Method, Signer as _},
 };
 use pcap_proto::v1::{DownloadUrl, StoredCapture};
-use thiserror::Error;
 
 pub use self::config::StoreConfig;
-pub use self::recorder::Recorder;
-use self::upload::Upload;
+pub use self::error::StoreError;
+use self::error::{error_message, install_tls_provider};
 use crate::auth::{Grant, User};
-
-/// Why a store operation failed. `service` maps these to gRPC codes.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("this pcap-api has no capture store configured ([store])")]
-    NotConfigured,
-    /// The store cannot be reached or refuses us: nothing was started.
-    #[error("the capture store {endpoint} (bucket {bucket}) is unavailable: {message}")]
-    Unavailable {
-        endpoint: String,
-        bucket: String,
-        message: String,
-    },
-    #[error("no stored capture {0} that you may read")]
-    NotFound(String),
-    #[error("\"{0}\" is not a stored capture id (like 20260601T120000Z-5f3a9c01)")]
-    BadId(String),
-    #[error("the capture store failed: {0}")]
-    Failed(String),
-    #[error("cannot set up the capture store client: {0}")]
-    Setup(String),
-}
 
 /// The store client and what every stored capture needs.
 pub struct CaptureStore {
@@ -89,7 +68,10 @@ pub struct CaptureStore {
 impl CaptureStore {
     /// The client for `config` (validated); `users` and
     /// `config.admin_scopes` say who is an admin.
-    pub fn new(config: &StoreConfig, users: &[crate::auth::StaticUser]) -> Result<Self, StoreError> {
+    pub fn new(
+        config: &StoreConfig,
+        users: &[crate::auth::StaticUser],
+    ) -> Result<Self, StoreError> {
         install_tls_provider();
         let credentials = config
             .credentials()
@@ -153,50 +135,6 @@ impl CaptureStore {
 
     fn is_admin(&self, user: &User) -> bool {
         self.admins.admits(user)
-    }
-
-    /// Starts the object of a new stored capture of `user`. This is the
-    /// check that the store works: when it fails, nothing starts.
-    pub async fn begin(self: &Arc<Self>, user: &User) -> Result<Recorder, StoreError> {
-        let now = now_ns();
-        let id = new_id(now);
-        let owner = owner_of(user);
-        let path = self.object_path(&owner, &id, &user.name);
-        let mut tags = TagSet::default();
-        tags.push("owner", &owner);
-        let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::ContentType,
-            "application/vnd.tcpdump.pcap".into(),
-        );
-        attributes.insert(Attribute::Metadata("owner".into()), owner.clone().into());
-        let options = PutMultipartOptions {
-            tags,
-            attributes,
-            ..PutMultipartOptions::default()
-        };
-        let upload = self
-            .s3
-            .put_multipart_opts(&path, options)
-            .await
-            .map_err(|e| self.unavailable(&e))?;
-        tracing::info!(
-            user = %crate::audit::Escaped(&user.name),
-            object = %path,
-            "stored capture: multipart upload started"
-        );
-        Ok(Recorder::new(
-            Arc::clone(self),
-            Upload::new(upload, path),
-            StoredCapture {
-                id,
-                owner: user.name.clone(),
-                size: 0,
-                created_ns: now,
-                expires_ns: self.expires_ns(now),
-            },
-            self.part_size,
-        ))
     }
 
     /// `PREFIX/OWNER/ID.NAME.pcapng`, NAME the start of `name`, encoded.
@@ -370,18 +308,6 @@ impl CaptureStore {
             }
         });
     }
-}
-
-/// object_store signs with ring (its `ring` feature); reqwest's rustls needs
-/// a provider installed for the process.
-fn install_tls_provider() {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-}
-
-/// The message of a store error, without the secrets it never holds
-/// (object_store puts no credentials in its errors) and on one line.
-fn error_message(error: &object_store::Error) -> String {
-    pcap_proto::error_chain(error).replace('\n', " ")
 }
 
 fn now_ns() -> u64 {

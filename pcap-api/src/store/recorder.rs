@@ -21,6 +21,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use object_store::{Attribute, Attributes, ObjectStore as _, PutMultipartOptions, TagSet};
 use pcap_proto::v1::{
     CaptureResponse, Event, Limit, LimitReached, OriginProgress, Packet, Progress, Stored,
     StoredCapture, capture_response::Payload, event,
@@ -29,11 +30,58 @@ use pcap_sink::{Origins, Sink};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{CaptureStore, StoreError, upload::Upload};
+use super::{CaptureStore, StoreError, new_id, owner_of, upload::Upload};
 use crate::{
+    auth::User,
     session::{ClientSink, now_ns},
     stop::{Stop, StopLevel},
 };
+
+impl CaptureStore {
+    /// Starts the object of a new stored capture of `user`. This is the
+    /// check that the store works: when it fails, nothing starts.
+    pub async fn begin(self: &Arc<Self>, user: &User) -> Result<Recorder, StoreError> {
+        let now = super::now_ns();
+        let id = new_id(now);
+        let owner = owner_of(user);
+        let path = self.object_path(&owner, &id, &user.name);
+        let mut tags = TagSet::default();
+        tags.push("owner", &owner);
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            "application/vnd.tcpdump.pcap".into(),
+        );
+        attributes.insert(Attribute::Metadata("owner".into()), owner.clone().into());
+        let options = PutMultipartOptions {
+            tags,
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = self
+            .s3
+            .put_multipart_opts(&path, options)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        tracing::info!(
+            user = %crate::audit::Escaped(&user.name),
+            object = %path,
+            "stored capture: multipart upload started"
+        );
+        Ok(Recorder::new(
+            Arc::clone(self),
+            Upload::new(upload, path),
+            StoredCapture {
+                id,
+                owner: user.name.clone(),
+                size: 0,
+                created_ns: now,
+                expires_ns: self.expires_ns(now),
+            },
+            self.part_size,
+        ))
+    }
+}
 
 /// What the stored section header names as its writer: the CLI's, so that
 /// the object is the file `pcap capture -w` writes.

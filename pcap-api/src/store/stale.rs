@@ -67,7 +67,7 @@ struct UploadEntry {
 impl StaleUploads {
     /// For `config` (validated).
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        super::install_tls_provider();
+        super::error::install_tls_provider();
         let credentials = config
             .credentials()
             .map_err(|e| StoreError::Setup(e.to_string()))?;
@@ -88,7 +88,7 @@ impl StaleUploads {
             .with_timeout(config.timeout());
         let http = ReqwestConnector::default()
             .connect(&options)
-            .map_err(|e| StoreError::Setup(super::error_message(&e)))?;
+            .map_err(|e| StoreError::Setup(super::error::error_message(&e)))?;
         Ok(Self {
             http,
             base,
@@ -193,7 +193,7 @@ impl StaleUploads {
             .map_err(|e| StoreError::Failed(format!("{method} {url}: {e}")))?;
         AwsAuthorizer::new(&self.credential, "s3", &self.region)
             .try_authorize(&mut request, None)
-            .map_err(|e| StoreError::Failed(super::error_message(&e)))?;
+            .map_err(|e| StoreError::Failed(super::error::error_message(&e)))?;
         let response = self
             .http
             .execute(request)

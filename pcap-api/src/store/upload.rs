@@ -51,7 +51,7 @@ impl Upload {
         if let Some(part) = self.in_flight.take() {
             part.await
                 .map_err(|e| StoreError::Failed(format!("a part upload died: {e}")))?
-                .map_err(|e| StoreError::Failed(super::error_message(&e)))?;
+                .map_err(|e| StoreError::Failed(super::error::error_message(&e)))?;
         }
         Ok(())
     }
@@ -66,7 +66,7 @@ impl Upload {
         self.multipart
             .complete()
             .await
-            .map_err(|e| StoreError::Failed(super::error_message(&e)))?;
+            .map_err(|e| StoreError::Failed(super::error::error_message(&e)))?;
         Ok(())
     }
 
@@ -78,6 +78,6 @@ impl Upload {
         self.multipart
             .abort()
             .await
-            .map_err(|e| StoreError::Failed(super::error_message(&e)))
+            .map_err(|e| StoreError::Failed(super::error::error_message(&e)))
     }
 }
