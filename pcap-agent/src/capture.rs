@@ -15,7 +15,6 @@ use crate::{
     clock::WallClock,
     datapath::{self, Datapath, DatapathError},
     iface::Interface,
-    output::Packet,
 };
 
 /// How long to wait, after detaching, for packets that programs still
@@ -35,6 +34,21 @@ pub enum CaptureError {
     Clock(#[from] nix::Error),
     #[error("waiting for packets: {0}")]
     Poll(#[source] io::Error),
+}
+
+/// One packet on its way out.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// Position of its interface in the capture's interface list.
+    pub interface: u32,
+    pub unix_ns: u64,
+    pub orig_len: u32,
+    pub data: &'a [u8],
+    pub direction: Option<Direction>,
+    /// `skb->mark` when the packet was seen.
+    pub mark: u32,
+    /// A comment for the pcapng file (`opt_comment`), e.g. the c2c annotation.
+    pub comment: Option<&'a str>,
 }
 
 /// Where the packets of a capture go.

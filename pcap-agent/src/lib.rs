@@ -14,4 +14,5 @@ pub mod iface;
 pub mod output;
 pub mod privileges;
 pub mod serve;
+pub mod silk;
 pub mod tc_fallback;

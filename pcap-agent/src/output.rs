@@ -6,25 +6,11 @@ use std::io::{self, BufWriter, Write};
 use pcap_common::Direction;
 use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
+pub use crate::capture::Packet;
 use crate::{
     capture::{Delivery, PacketSink, Report},
     iface::Interface,
 };
-
-/// One packet on its way out.
-#[derive(Debug)]
-pub struct Packet<'a> {
-    /// Position of its interface in the capture's interface list.
-    pub interface: u32,
-    pub unix_ns: u64,
-    pub orig_len: u32,
-    pub data: &'a [u8],
-    pub direction: Option<Direction>,
-    /// `skb->mark` when the packet was seen.
-    pub mark: u32,
-    /// A comment for the pcapng file (`opt_comment`), e.g. the c2c annotation.
-    pub comment: Option<&'a str>,
-}
 
 /// File formats for `-w`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

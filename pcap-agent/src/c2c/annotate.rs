@@ -182,7 +182,7 @@ impl C2cSink {
         let Some(path) = &self.options.metadata_store else {
             return Vec::new();
         };
-        match crate::serve::container::read_store(path) {
+        match crate::silk::read_store(path) {
             Ok(store) => store
                 .values()
                 .filter_map(|entry| {

@@ -1,28 +1,18 @@
 //! Cloud Foundry containers: from an `AgentStart.container` scope to the
 //! container's host-side veth on this Diego cell.
 //!
-//! Silk's CNI wrapper keeps a container metadata store,
-//! `/var/vcap/data/container-metadata/store.json`: a JSON object keyed by
-//! Garden handle (for app instances, Diego's instance GUID) whose entries
-//! hold the container's overlay IP and its app, space and org GUIDs. Writers
-//! take `flock(LOCK_EX)` on `store.json_lock` and rewrite the file in place,
-//! so it is read here under a shared lock on the same file.
-//!
-//! Silk names the host side of a container's veth after its overlay IP:
-//! `s-010255077003` for 10.255.77.3 ([`host_interface_name`]).
+//! The container is looked up in silk's container metadata store
+//! ([`crate::silk`]), and its host-side veth is named after its overlay IP
+//! ([`host_interface_name`]).
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    io::{self, ErrorKind},
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use pcap_proto::v1::ContainerScope;
-use serde::Deserialize;
 use thiserror::Error;
 use tonic::Status;
+
+pub use crate::silk::host_interface_name;
+use crate::silk::{StoreEntry, StoreError, read_store};
 
 /// Why a container scope was refused. Each maps to the gRPC status the API
 /// sees ([`ContainerError::status`]).
@@ -35,10 +25,8 @@ pub enum ContainerError {
     NotConfigured,
     #[error("the container scope has no instance_guid")]
     NoInstance,
-    #[error("cannot read the container metadata store {path}: {source}")]
-    Store { path: String, source: io::Error },
-    #[error("the container metadata store {path} is not valid: {message}")]
-    Malformed { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("instance {0} is not on this cell")]
     UnknownInstance(String),
     #[error("instance {instance} does not belong to app {app}")]
@@ -59,38 +47,14 @@ impl ContainerError {
     pub fn status(&self) -> Status {
         let message = self.to_string();
         match self {
-            Self::NotConfigured
-            | Self::Store { .. }
-            | Self::Malformed { .. }
-            | Self::BadIp { .. } => Status::failed_precondition(message),
+            Self::NotConfigured | Self::Store(_) | Self::BadIp { .. } => {
+                Status::failed_precondition(message)
+            }
             Self::NoInstance => Status::invalid_argument(message),
             Self::UnknownInstance(_) | Self::NoInterface { .. } => Status::not_found(message),
             Self::WrongApp { .. } | Self::WrongIp { .. } => Status::permission_denied(message),
         }
     }
-}
-
-/// One entry of the store.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct StoreEntry {
-    #[serde(default)]
-    pub handle: String,
-    pub ip: String,
-    /// `null` in silk's own datastore and for containers without metadata.
-    #[serde(default)]
-    pub metadata: Option<Metadata>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct Metadata {
-    #[serde(default)]
-    pub app_id: String,
-    #[serde(default)]
-    pub space_id: String,
-    #[serde(default)]
-    pub org_id: String,
-    #[serde(default)]
-    pub container_workload: String,
 }
 
 /// A container the capture is pinned to.
@@ -101,49 +65,6 @@ pub struct Container {
     pub overlay_ip: Ipv4Addr,
     /// The host-side veth, `s-010255077003`.
     pub interface: String,
-}
-
-/// Silk's name for the host side of the veth of the container at `ip`
-/// (`device_name_generator.go`: `s-%03d%03d%03d%03d`).
-pub fn host_interface_name(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("s-{a:03}{b:03}{c:03}{d:03}")
-}
-
-/// Reads the store at `path` under a shared `flock` on `<path>_lock`. A
-/// missing store is an empty one (no container has started yet).
-pub fn read_store(path: &Path) -> Result<BTreeMap<String, StoreEntry>, ContainerError> {
-    let store_error = |source| ContainerError::Store {
-        path: path.display().to_string(),
-        source,
-    };
-    let lock_path = sibling(path, "_lock");
-    let _lock = match fs::File::open(&lock_path) {
-        Ok(file) => Some(
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared)
-                .map_err(|(_, errno)| store_error(io::Error::from(errno)))?,
-        ),
-        // No writer has run yet.
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(store_error(e)),
-    };
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(store_error(e)),
-    };
-    parse_store(&text).map_err(|e| ContainerError::Malformed {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// Parses the store's text; a blank store is an empty one.
-pub fn parse_store(text: &str) -> Result<BTreeMap<String, StoreEntry>, serde_json::Error> {
-    if text.trim().is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    serde_json::from_str(text)
 }
 
 /// Finds `scope`'s container in `store` and checks that it belongs to the
@@ -191,14 +112,10 @@ pub fn lookup(scope: &ContainerScope, store: Option<&Path>) -> Result<Container,
     resolve(scope, &read_store(store)?)
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use tonic::Code;
 
     use super::*;
@@ -298,7 +215,7 @@ mod tests {
         fs::write(dir.join("store.json_lock"), "").unwrap();
         assert_eq!(read_store(&path).unwrap(), store());
         fs::write(&path, "{").unwrap();
-        let error = read_store(&path).unwrap_err();
+        let error = ContainerError::from(read_store(&path).unwrap_err());
         assert_eq!(error.status().code(), Code::FailedPrecondition);
         let status = lookup(&scope(INSTANCE, APP, ""), None)
             .unwrap_err()

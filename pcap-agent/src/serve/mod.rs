@@ -9,6 +9,7 @@ pub mod container;
 pub mod queue;
 pub mod service;
 pub mod session;
+pub mod slots;
 pub mod sink;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};

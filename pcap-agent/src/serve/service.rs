@@ -16,6 +16,7 @@ use super::{
     config::Config,
     queue::{QueueStream, send_queue},
     session::Session,
+    slots::Captures,
 };
 
 /// How long a `Capture` call may take to send its `start` request.
@@ -161,52 +162,5 @@ impl Agent for AgentService {
             max_captures: self.captures.max,
             resolvers: Vec::new(),
         }))
-    }
-}
-
-/// The running captures, at most `max`.
-struct Captures {
-    active: watch::Sender<u32>,
-    max: u32,
-}
-
-impl Captures {
-    fn try_acquire(self: &Arc<Self>) -> Option<CaptureSlot> {
-        let admitted = self.active.send_if_modified(|active| {
-            let admit = *active < self.max;
-            if admit {
-                *active += 1;
-            }
-            admit
-        });
-        admitted.then(|| CaptureSlot(Arc::clone(self)))
-    }
-}
-
-/// One running capture; dropping it makes room for another.
-pub struct CaptureSlot(Arc<Captures>);
-
-impl Drop for CaptureSlot {
-    fn drop(&mut self) {
-        self.0.active.send_modify(|active| *active -= 1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admits_at_most_max_captures() {
-        let captures = Arc::new(Captures {
-            active: watch::Sender::new(0),
-            max: 2,
-        });
-        let first = captures.try_acquire().unwrap();
-        let _second = captures.try_acquire().unwrap();
-        assert!(captures.try_acquire().is_none());
-        drop(first);
-        assert_eq!(*captures.active.borrow(), 1);
-        assert!(captures.try_acquire().is_some());
     }
 }

@@ -16,8 +16,8 @@ use super::{
     config::Config,
     container::{self, Container, ContainerError},
     queue::QueueSender,
-    service::CaptureSlot,
     sink::StreamSink,
+    slots::CaptureSlot,
 };
 use crate::{
     capture::{self, CaptureError, Report, Spec, StopReason},
