@@ -50,3 +50,46 @@ pub const MAX_FILTER_BYTES: usize = 4096;
 pub fn filter_too_long(len: usize) -> String {
     format!("the filter expression is {len} bytes; at most {MAX_FILTER_BYTES} are allowed")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fmt, io};
+
+    use super::error_chain;
+
+    /// An error with a message and an optional cause, as libraries nest them.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref()
+        }
+    }
+
+    #[test]
+    fn causes_are_joined_and_each_said_once() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let refused_text = refused.to_string();
+        let connect = Layer("cannot connect", Some(Box::new(refused)));
+        let request = Layer("error sending request", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(&request),
+            format!("error sending request: cannot connect: {refused_text}")
+        );
+
+        // A library that prints its cause in its own message: the cause is
+        // not said twice.
+        let inner = Layer("bad certificate", None);
+        let outer = Layer("TLS handshake: bad certificate", Some(Box::new(inner)));
+        assert_eq!(error_chain(&outer), "TLS handshake: bad certificate");
+
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
+}
