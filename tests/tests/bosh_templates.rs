@@ -890,10 +890,9 @@ fn api_resolvers_and_store_render_configs_the_api_accepts() {
             "\n[cf]\napi_url = \"https://api.sys.example.com\"\nca = \"{dir}/certs/cf-ca.crt\"\n\
              allowed_roles = [\"space_developer\", \"space_manager\"]\nrespect_ssh_setting = true\n"
         ),
-        format!(
-            "\n[store]\nendpoint = \"https://s3.example.com:9000\"\nregion = \"us-east-1\"\n\
-             bucket = \"pcap-captures\"\naccess_key_id = \"AKIDEXAMPLE\"\n"
-        ),
+        "\n[store]\nendpoint = \"https://s3.example.com:9000\"\nregion = \"us-east-1\"\n\
+         bucket = \"pcap-captures\"\naccess_key_id = \"AKIDEXAMPLE\"\n"
+            .to_owned(),
         format!("secret_access_key_file = \"{dir}/store-secret-access-key\"\n"),
         "virtual_hosted_style = true\n".to_owned(),
         "admin_scopes = [{ uaa = \"cf\", scope = \"cloud_controller.admin\" }]\n".to_owned(),
@@ -922,8 +921,12 @@ fn api_resolvers_and_store_render_configs_the_api_accepts() {
         rendered.read("config/certs/cf-ca.crt").trim(),
         pki.api_server.ca.trim()
     );
+}
 
-    // Off by default: none of the three tables, and empty files.
+#[test]
+fn api_resolvers_and_store_are_off_by_default() {
+    let pki = Pki::new("api-no-resolvers");
+    // None of the three tables, and empty files.
     let plain = render_accepted(
         Job::Api,
         "api-no-resolvers",
