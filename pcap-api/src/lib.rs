@@ -9,6 +9,8 @@
 //! packets through the reorder window (`merge`) to the client. `stop` carries
 //! "stop" and "abort" to every task of a capture; `server` serves and
 //! drains. `store` writes `--store` captures to S3-compatible storage.
+//! `config` assembles the configuration sections each of those modules owns;
+//! `validate` holds the checks they share and imports nothing from the crate.
 #![forbid(unsafe_code)]
 
 pub mod audit;
