@@ -11,6 +11,11 @@
 //! snapshot length is cut to that length. Unlike libpcap, the interfaces
 //! of a pcapng file may have different link types (each gets its own
 //! program); every interface must be described before the first packet.
+//! A record whose original length is shorter than its captured bytes
+//! (malformed) is written with the captured length as its original
+//! length, where tcpdump copies the impossible value. Packets printed
+//! without -w use our summary lines (`pcap_format::summary`), not
+//! tcpdump's printer.
 
 use std::io::{self, Read, Write};
 
@@ -218,7 +223,7 @@ impl State<'_> {
         } else {
             Some(
                 pcap_filter::compile(self.expression, link_type)
-                    .map_err(|e| FilterCompileError::from(e))?,
+                    .map_err(FilterCompileError::from)?,
             )
         };
         let index = self.interfaces.len();
@@ -305,7 +310,7 @@ impl State<'_> {
                             pcap_format::FormatError::MixedLinkTypes { .. } => anyhow::anyhow!(
                                 "the file's interfaces have different link types, which classic pcap cannot hold: use --format pcapng"
                             ),
-                            other => other.into(),
+                            other @ pcap_format::FormatError::Io(_) => other.into(),
                         })?;
                 }
                 Out::File(file)
