@@ -179,5 +179,26 @@ pub fn filter(program: &[CbpfInsn], packet: &[u8], wirelen: u32) -> u32 {
     // SAFETY: `insns` and `packet` are live for the call and bpf_filter
     // reads at most `buflen` bytes of the packet; the callers' programs
     // end in a return (a valid program) so bpf_filter stays inside them.
-    unsafe { bpf_filter(insns.as_ptr(), packet.as_ptr(), wirelen, packet.len() as c_uint) }
+    unsafe {
+        bpf_filter(
+            insns.as_ptr(),
+            packet.as_ptr(),
+            wirelen,
+            packet.len() as c_uint,
+        )
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_version() {
+        assert!(thread_safe("libpcap version 1.10.3 (with TPACKET_V3)"));
+        assert!(thread_safe("libpcap version 1.8.0"));
+        assert!(!thread_safe("libpcap version 1.7.4"));
+        assert!(!thread_safe("something else"));
+        assert!(!*SERIALISE, "Debian 12's libpcap 1.10 compiles in parallel");
+    }
 }

@@ -9,8 +9,8 @@ pub mod container;
 pub mod queue;
 pub mod service;
 pub mod session;
-pub mod slots;
 pub mod sink;
+pub mod slots;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -63,21 +63,20 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     crate::tc_fallback::recover_stale();
     // Checks the files, as --check-config does; the handshakes are
     // `TlsServer`'s, which bounds and logs them.
-    let tls = match (config.server_tls()?, &config.tls) {
-        (Some(_), Some(tls)) => Some(TlsServer::new(
+    let tls = if let (Some(_), Some(tls)) = (config.server_tls()?, &config.tls) {
+        Some(TlsServer::new(
             &KeyPair {
                 certificate: &tls.certificate,
                 private_key: &tls.private_key,
             },
             Some(&tls.client_ca),
-        )?),
-        _ => {
-            warn!(
-                "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
-                 AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
-            );
-            None
-        }
+        )?)
+    } else {
+        warn!(
+            "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
+             AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
+        );
+        None
     };
     let mut server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
