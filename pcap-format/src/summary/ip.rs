@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use etherparse::err::ip::LaxHeaderSliceError;
 use etherparse::{
-    Ipv6ExtensionSlice, LaxIpPayloadSlice, LaxIpv4Slice, LaxIpv6Slice, LaxNetSlice,
-    LaxSlicedPacket, TransportSlice,
+    LaxIpPayloadSlice, LaxIpv4Slice, LaxIpv6Slice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
 };
 
 use super::{icmp, stopped, tcp};
@@ -140,20 +139,10 @@ impl<'a> IpSummary<'a> {
         } else {
             payload.payload.len()
         };
-        let fragment =
-            ipv6.extensions()
-                .clone()
-                .into_iter()
-                .find_map(|extension| match extension {
-                    Ipv6ExtensionSlice::Fragment(fragment) if payload.fragmented => {
-                        Some(Fragment {
-                            id: fragment.identification(),
-                            offset: fragment.fragment_offset().byte_offset(),
-                            more: fragment.more_fragments(),
-                        })
-                    }
-                    _ => None,
-                });
+        let fragment = payload
+            .fragmented
+            .then(|| fragment_header(header.next_header().0, ipv6.extensions().slice()))
+            .flatten();
         Self {
             label: "IP6",
             source: header.source_addr().into(),
@@ -162,5 +151,52 @@ impl<'a> IpSummary<'a> {
             payload_len,
             fragment,
         }
+    }
+}
+
+/// The fragment header among IPv6 extension headers, walked by hand with
+/// checked reads: etherparse 0.19's extension iterator panics on some
+/// malformed headers (tcpdump's ipv6_missing_jumbo_payload_option.pcap).
+fn fragment_header(mut next: u8, mut bytes: &[u8]) -> Option<Fragment> {
+    loop {
+        let length = match next {
+            // Fragment: fixed 8 bytes.
+            44 => {
+                let header = bytes.get(..8)?;
+                let offset_flags = u16::from_be_bytes([header[2], header[3]]);
+                return Some(Fragment {
+                    id: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+                    offset: offset_flags & 0xfff8,
+                    more: offset_flags & 1 == 1,
+                });
+            }
+            // Hop-by-hop, routing, destination options: (len + 1) * 8.
+            0 | 43 | 60 => (usize::from(*bytes.get(1)?) + 1) * 8,
+            // Authentication header: (len + 2) * 4.
+            51 => (usize::from(*bytes.get(1)?) + 2) * 4,
+            _ => return None,
+        };
+        next = *bytes.first()?;
+        bytes = bytes.get(length..)?;
+    }
+}
+
+#[cfg(test)]
+mod fragment_tests {
+    use super::fragment_header;
+
+    #[test]
+    fn finds_the_fragment_header_after_options_and_stops_at_truncation() {
+        // Hop-by-hop (next: fragment, 8 bytes), then fragment: offset 1480, more, id 0x01020304.
+        let mut bytes = vec![44, 0, 1, 4, 0, 0, 0, 0];
+        bytes.extend([17, 0, 0x05, 0xc9, 1, 2, 3, 4]);
+        let fragment = fragment_header(0, &bytes).unwrap();
+        assert_eq!(
+            (fragment.id, fragment.offset, fragment.more),
+            (0x0102_0304, 1480, true)
+        );
+        assert!(fragment_header(0, &bytes[..12]).is_none());
+        assert!(fragment_header(0, &[44, 255]).is_none());
+        assert!(fragment_header(17, &bytes).is_none());
     }
 }
