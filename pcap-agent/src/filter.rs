@@ -142,7 +142,7 @@ impl Filter {
 }
 
 /// `ret #k` with k > 0 as the first instruction: every packet matches.
-fn accepts_everything(program: &[CbpfInsn]) -> bool {
+pub fn accepts_everything(program: &[CbpfInsn]) -> bool {
     const RET_K: u16 = 0x06;
     program
         .first()

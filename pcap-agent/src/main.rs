@@ -168,6 +168,9 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     if args.tcpdump.list_interfaces {
         return iface_list::print(&mut io::stdout().lock());
     }
+    if args.count == Some(0) {
+        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
+    }
     if let Some(path) = &args.tcpdump.read {
         return run_offline(args, path);
     }
@@ -248,9 +251,6 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
     if args.duration.is_some() {
         anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");
     }
-    if args.count == Some(0) {
-        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
-    }
     let expression = expression(args)?;
     if expression.len() > pcap_proto::MAX_FILTER_BYTES {
         anyhow::bail!("{}", pcap_proto::filter_too_long(expression.len()));
@@ -322,16 +322,17 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
         n if n <= MAX_SNAPLEN => n,
         n => anyhow::bail!("invalid snaplen {n}: use 1 to {MAX_SNAPLEN} (or 0 for {MAX_SNAPLEN})"),
     };
-    let duration = match args.duration {
-        None => None,
-        Some(secs) if secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok() => {
-            Some(Duration::from_secs_f64(secs))
-        }
-        Some(secs) => anyhow::bail!("invalid --duration {secs}: give a positive number of seconds"),
-    };
-    if args.count == Some(0) {
-        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
-    }
+    let duration = args
+        .duration
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|_| secs > 0.0)
+                .with_context(|| {
+                    format!("invalid --duration {secs}: give a positive number of seconds")
+                })
+        })
+        .transpose()?;
     let ring_bytes = args
         .buffer_kib
         .checked_mul(1024)

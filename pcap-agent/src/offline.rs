@@ -25,7 +25,10 @@ use pcap_filter::CbpfInsn;
 use pcap_format::{CaptureWriter, summary};
 use pcap_parser::{Block, PcapBlockOwned, PcapError};
 
-use pcap_agent::{filter::FilterCompileError, output::Format};
+use pcap_agent::{
+    filter::{FilterCompileError, accepts_everything},
+    output::{self, Format},
+};
 
 /// Room for the largest block: a full-size packet and its headers.
 const READ_BUFFER: usize = 1 << 20;
@@ -57,12 +60,12 @@ pub enum Sink {
 }
 
 /// What happened to the file's packets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
     /// Packets in the file (up to where reading stopped).
-    pub read: u64,
+    read: u64,
     /// Packets the filter accepted and that were written.
-    pub written: u64,
+    written: u64,
 }
 
 /// Reads `input`, filters it with `expression` and writes what passes to
@@ -72,7 +75,7 @@ pub fn run(
     expression: &str,
     count: Option<u64>,
     sink: Sink,
-) -> anyhow::Result<Totals> {
+) -> anyhow::Result<()> {
     let mut reader = pcap_parser::create_reader(READ_BUFFER, input).map_err(|e| match e {
         PcapError::Eof | PcapError::Incomplete(_) | PcapError::UnexpectedEof => {
             anyhow::anyhow!("the file is empty or ends inside its header")
@@ -112,8 +115,7 @@ pub fn run(
             ),
         }
     }
-    state.finish()?;
-    Ok(state.totals)
+    state.finish()
 }
 
 enum Out {
@@ -218,13 +220,18 @@ impl State<'_> {
             0 => MAX_SNAPLEN,
             n => n.min(MAX_SNAPLEN),
         };
+        // One program per link type, as for a live capture; none when it
+        // accepts every packet.
         let program = if self.expression.trim().is_empty() {
             None
+        } else if let Some(earlier) = self.interfaces.iter().find(|i| i.link_type == link_type) {
+            earlier.program.clone()
         } else {
             Some(
                 pcap_filter::compile(self.expression, link_type)
                     .map_err(FilterCompileError::from)?,
             )
+            .filter(|program| !accepts_everything(program))
         };
         let index = self.interfaces.len();
         self.interfaces.push(FileInterface {
@@ -284,20 +291,8 @@ impl State<'_> {
         let out = match self.sink.take().expect("begin once") {
             Sink::Lines(writer) => Out::Lines(io::BufWriter::new(writer)),
             Sink::File { format, writer } => {
-                let mut file: Box<dyn CaptureWriter + Send> = match format {
-                    Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
-                        writer,
-                        &pcap_format::pcapng::SectionOptions {
-                            os: None,
-                            user_application: Some(concat!(
-                                "pcap-agent ",
-                                env!("CARGO_PKG_VERSION")
-                            )),
-                            hardware: None,
-                        },
-                    )?),
-                    Format::Pcap => Box::new(pcap_format::pcap::PcapWriter::deferred(writer)),
-                };
+                // No `os`: the packets were captured elsewhere.
+                let mut file = output::file_writer(format, writer, None)?;
                 for interface in &mut self.interfaces {
                     interface.output_id = file
                         .add_interface(&pcap_format::Interface {

@@ -76,17 +76,7 @@ impl PacketSink for Output {
             return Ok(());
         };
         let sink = sink.take().expect("begin is called once");
-        let mut new_writer: Box<dyn CaptureWriter + Send> = match format {
-            Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
-                sink,
-                &pcap_format::pcapng::SectionOptions {
-                    os: Some(&os_name()),
-                    user_application: Some(concat!("pcap-agent ", env!("CARGO_PKG_VERSION"))),
-                    hardware: None,
-                },
-            )?),
-            Format::Pcap => Box::new(pcap_format::pcap::PcapWriter::deferred(sink)),
-        };
+        let mut new_writer = file_writer(*format, sink, Some(&os_name()))?;
         for interface in interfaces {
             new_writer
                 .add_interface(&pcap_format::Interface {
@@ -183,6 +173,27 @@ impl PacketSink for Output {
         }
         self.flush()
     }
+}
+
+/// A writer of `format` to `sink` with no interfaces yet: a pcapng file
+/// names pcap-agent as its application and `os` as its operating system;
+/// a classic pcap file writes its header with its first interface.
+pub fn file_writer(
+    format: Format,
+    sink: Box<dyn Write + Send>,
+    os: Option<&str>,
+) -> io::Result<Box<dyn CaptureWriter + Send>> {
+    Ok(match format {
+        Format::Pcapng => Box::new(pcap_format::pcapng::PcapNgWriter::new(
+            sink,
+            &pcap_format::pcapng::SectionOptions {
+                os,
+                user_application: Some(concat!("pcap-agent ", env!("CARGO_PKG_VERSION"))),
+                hardware: None,
+            },
+        )?),
+        Format::Pcap => Box::new(pcap_format::pcap::PcapWriter::deferred(sink)),
+    })
 }
 
 fn os_name() -> String {
