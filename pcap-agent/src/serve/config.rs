@@ -12,9 +12,9 @@ use std::{
 };
 
 use pcap_common::MAX_SNAPLEN;
+use pcap_proto::tls::{KeyPair, TlsServer};
 use serde::Deserialize;
 use thiserror::Error;
-use tonic::transport::ServerTlsConfig;
 
 use crate::datapath::AttachMode;
 
@@ -148,7 +148,7 @@ impl Config {
             error,
         })?;
         let config = Self::parse(&text)?;
-        config.server_tls()?;
+        config.tls_server()?;
         Ok(config)
     }
 
@@ -248,9 +248,10 @@ impl Config {
         })
     }
 
-    /// The TLS set-up to serve with: `None` when `insecure_plaintext` is set.
-    /// Reads and parses every file `[tls]` names.
-    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, ConfigError> {
+    /// The TLS server to serve with: `None` when `insecure_plaintext` is
+    /// set. Reads and parses every file `[tls]` names and matches the key
+    /// with the certificate, so `--check-config` checks what serving uses.
+    pub fn tls_server(&self) -> Result<Option<TlsServer>, ConfigError> {
         if self.insecure_plaintext {
             return Ok(None);
         }
@@ -258,18 +259,13 @@ impl Config {
         check_pem("tls.certificate", &tls.certificate, PemKind::Certificate)?;
         check_pem("tls.private_key", &tls.private_key, PemKind::PrivateKey)?;
         check_pem("tls.client_ca", &tls.client_ca, PemKind::Certificate)?;
-        let identity = pcap_proto::tls::KeyPair {
+        let identity = KeyPair {
             certificate: &tls.certificate,
             private_key: &tls.private_key,
         };
-        let config = pcap_proto::tls::server_config(&identity, Some(&tls.client_ca))
-            .map_err(|e| invalid("tls", e.to_string()))?;
-        // Building the server is what parses the key and matches it with the
-        // certificate; do it now so that `--check-config` catches a bad pair.
-        tonic::transport::Server::builder()
-            .tls_config(config.clone())
-            .map_err(|e| invalid("tls", format!("{e}: {}", source_text(&e))))?;
-        Ok(Some(config))
+        TlsServer::new(&identity, Some(&tls.client_ca))
+            .map(Some)
+            .map_err(|e| invalid("tls", e.to_string()))
     }
 
     /// `limits.max_duration` as a [`Duration`].
@@ -308,15 +304,6 @@ fn check_pem(key: &'static str, path: &Path, kind: PemKind) -> Result<(), Config
         PemKind::PrivateKey => {}
     }
     Ok(())
-}
-
-/// The causes of `error`, joined with ": " (tonic's errors keep the useful
-/// part in their source).
-fn source_text(error: &dyn std::error::Error) -> String {
-    error
-        .source()
-        .map(pcap_proto::error_chain)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -461,7 +448,7 @@ mod tests {
              private_key = \"/nonexistent/agent.key\"\nclient_ca = \"/nonexistent/ca.crt\"",
         )
         .unwrap();
-        let message = config.server_tls().unwrap_err().to_string();
+        let message = config.tls_server().unwrap_err().to_string();
         assert_eq!(
             message,
             "tls.certificate: cannot read /nonexistent/agent.crt: No such file or directory (os error 2)"
@@ -478,7 +465,7 @@ mod tests {
             "[tls]\ncertificate = {junk:?}\nprivate_key = {junk:?}\nclient_ca = {junk:?}"
         ))
         .unwrap();
-        let message = config.server_tls().unwrap_err().to_string();
+        let message = config.tls_server().unwrap_err().to_string();
         fs::remove_dir_all(&dir).unwrap();
         assert!(message.starts_with("tls.certificate: "), "{message}");
         assert!(message.contains("is not a PEM certificate"), "{message}");

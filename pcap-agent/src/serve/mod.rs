@@ -14,10 +14,7 @@ pub mod slots;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use pcap_proto::{
-    tls::{KeyPair, TlsError, TlsServer},
-    v1::agent_server::AgentServer,
-};
+use pcap_proto::v1::agent_server::AgentServer;
 use thiserror::Error;
 use tokio::sync::watch;
 use tonic::transport::{Server, server::TcpIncoming};
@@ -51,8 +48,6 @@ pub enum ServeError {
     },
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("tls: {0}")]
-    Tls(#[from] TlsError),
 }
 
 /// Serves until `stop` completes (SIGTERM), then stops every capture, lets
@@ -61,23 +56,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     let address = config.listen_addr()?;
     // tc filters of captures that died with an earlier agent (kernels before 6.6).
     crate::tc_fallback::recover_stale();
-    // Checks the files, as --check-config does; the handshakes are
-    // `TlsServer`'s, which bounds and logs them.
-    let tls = if let (Some(_), Some(tls)) = (config.server_tls()?, &config.tls) {
-        Some(TlsServer::new(
-            &KeyPair {
-                certificate: &tls.certificate,
-                private_key: &tls.private_key,
-            },
-            Some(&tls.client_ca),
-        )?)
-    } else {
+    // The handshakes are `TlsServer`'s, which bounds and logs them.
+    let tls = config.tls_server()?;
+    if tls.is_none() {
         warn!(
             "insecure_plaintext = true: serving plain-text gRPC WITHOUT TLS OR CLIENT \
              AUTHENTICATION; anyone who can reach {address} can capture this host's traffic"
         );
-        None
-    };
+    }
     let mut server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
