@@ -41,34 +41,38 @@ const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n"
 struct SilentDns {
     ns: Netns,
     socket: UdpSocket,
-    etc: PathBuf,
+    _etc: EtcNetns,
+}
+
+/// `/etc/netns/NAME`, removed on drop (made before the directory exists, so
+/// every failure after it cleans up).
+struct EtcNetns(PathBuf);
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl SilentDns {
     fn new(tag: &str) -> anyhow::Result<Self> {
         let ns = Netns::new(tag)?;
-        let etc = PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&etc)?;
-        let dns = Self {
-            socket: bind_in(&ns, "127.0.0.1:53")?,
+        let etc = EtcNetns(PathBuf::from("/etc/netns").join(&ns.name));
+        std::fs::create_dir_all(&etc.0)?;
+        let socket = bind_in(&ns, "127.0.0.1:53")?;
+        std::fs::write(etc.0.join("resolv.conf"), RESOLV_CONF)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self {
             ns,
-            etc,
-        };
-        std::fs::write(dns.etc.join("resolv.conf"), RESOLV_CONF)?;
-        dns.socket.set_nonblocking(true)?;
-        Ok(dns)
+            socket,
+            _etc: etc,
+        })
     }
 
     /// The queries received since the last call.
     fn queries(&self) -> usize {
         let mut buffer = [0u8; 4096];
         std::iter::from_fn(|| self.socket.recv(&mut buffer).ok()).count()
-    }
-}
-
-impl Drop for SilentDns {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.etc);
     }
 }
 

@@ -51,7 +51,7 @@ fn no_import_cycles_between_files_of_one_crate() {
 /// expression path is found; a child that a parent only declares is not.
 #[test]
 fn the_checker_finds_a_cycle_and_ignores_mod_declarations() {
-    let dir = std::env::temp_dir().join(format!("import-cycles-{}", std::process::id()));
+    let dir = pcap_tests::TempDir::new("import-cycles").unwrap();
     let src = dir.join("src");
     fs::create_dir_all(src.join("a")).unwrap();
     fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\npub mod c;\n").unwrap();
@@ -74,7 +74,6 @@ fn the_checker_finds_a_cycle_and_ignores_mod_declarations() {
     .unwrap();
     let graph = FileGraph::of(&src.join("lib.rs"));
     let cycles = graph.cycles();
-    fs::remove_dir_all(&dir).unwrap();
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     let described = graph.describe(&cycles[0].0);
     for file in ["src/a/mod.rs", "src/b.rs", "src/c.rs", "src/a/inner.rs"] {
