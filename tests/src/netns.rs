@@ -30,10 +30,18 @@ impl Netns {
         Ok(ns)
     }
 
+    /// `ip netns exec NAME`, to which the caller adds the program to run
+    /// inside this namespace.
+    pub fn exec(&self) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]);
+        command
+    }
+
     /// A command that runs inside this namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
+        let mut command = self.exec();
+        command.arg(program);
         command
     }
 

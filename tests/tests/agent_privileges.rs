@@ -99,13 +99,6 @@ impl Drop for Started {
     }
 }
 
-/// `ip netns exec NS`, to launch something in `ns`.
-fn in_netns(ns: &Netns) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &ns.name]);
-    command
-}
-
 /// The agent job's properties with the cluster's certificates.
 fn agent_properties(cluster: &Cluster) -> anyhow::Result<Json> {
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| p.display().to_string());
@@ -236,7 +229,7 @@ fn default_job_captures(attach: &str) -> anyhow::Result<()> {
     // As monit does: the ctl script's start, which execs the agent.
     let vm = &cluster.vms[0];
     let mut agent = Started::spawn(var_vcap.command(
-        in_netns(&vm.ns),
+        vm.ns.exec(),
         &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
     ))?;
     wait_listening(&mut agent, &var_vcap)?;
@@ -277,7 +270,7 @@ fn default_job_captures(attach: &str) -> anyhow::Result<()> {
     // has exited.
     let started = Instant::now();
     let drain = var_vcap
-        .command(in_netns(&vm.ns), &["/var/vcap/jobs/pcap-agent/bin/drain"])
+        .command(vm.ns.exec(), &["/var/vcap/jobs/pcap-agent/bin/drain"])
         .output()?;
     let drained_in = started.elapsed();
     ensure!(
@@ -333,7 +326,7 @@ fn the_agent_refuses_to_start_without_a_capability_naming_it() -> anyhow::Result
 
     // The ctl script started by something that dropped CAP_BPF from the
     // bounding set, so that root no longer gets it.
-    let mut launcher = in_netns(&vm.ns);
+    let mut launcher = vm.ns.exec();
     launcher.args(["setpriv", "--bounding-set", "-bpf", "--"]);
     let mut agent = Started::spawn(var_vcap.command(
         launcher,
@@ -356,7 +349,9 @@ fn the_agent_refuses_to_start_without_a_capability_naming_it() -> anyhow::Result
     ensure!(!log.contains("listening"), "{log}");
 
     // `pcap-agent capture` checks before it attaches anything.
-    let output = in_netns(&vm.ns)
+    let output = vm
+        .ns
+        .exec()
         .args(["setpriv", "--bounding-set", "-net_admin,-perfmon", "--"])
         .args(["timeout", "--signal=KILL", "30"])
         .arg(binary("pcap-agent"))
@@ -456,7 +451,7 @@ fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result
         .map_err(anyhow::Error::msg)?;
     let ctl = |action: &str| {
         var_vcap.command(
-            in_netns(&ns),
+            ns.exec(),
             &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", action],
         )
     };
@@ -492,7 +487,10 @@ fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result
         log(&var_vcap)
     );
     ensure!(
-        log(&var_vcap).contains("stopped"),
+        // `serve` logs `info!("stopped")` as its last line on a clean exit.
+        log(&var_vcap)
+            .lines()
+            .any(|line| line.ends_with(" pcap_agent::serve: stopped")),
         "no clean stop in the log:\n{}",
         log(&var_vcap)
     );
@@ -519,7 +517,7 @@ fn the_agent_opens_files_as_vcap_and_cannot_read_what_only_root_may() -> anyhow:
     let key = var_vcap.path("jobs/pcap-agent/config/certs/agent.key");
     pcap_tests::netns::sh(&format!("chown 0:0 {0} && chmod 0600 {0}", key.display()))?;
     let mut agent = Started::spawn(var_vcap.command(
-        in_netns(&cluster.vms[0].ns),
+        cluster.vms[0].ns.exec(),
         &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
     ))?;
     let status = agent.wait(TIMEOUT)?;
