@@ -335,22 +335,7 @@ fn distributed() -> anyhow::Result<()> {
         "== 8. {} through tshark: one interface per VM",
         merged.display()
     );
-    run_command(Command::new("tshark").arg("-r").arg(&merged).args([
-        "-T",
-        "fields",
-        "-E",
-        "header=y",
-        "-e",
-        "frame.number",
-        "-e",
-        "frame.time_epoch",
-        "-e",
-        "frame.interface_name",
-        "-e",
-        "frame.packet_flags_direction",
-        "-e",
-        "_ws.col.Info",
-    ]))?;
+    tshark(&merged)?;
     run_command(Command::new("capinfos").arg(&merged))?;
     Ok(())
 }

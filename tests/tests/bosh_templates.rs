@@ -796,6 +796,21 @@ fn api_link_targets_are_off_by_default_and_name_who_may_capture_them() {
     assert!(error.contains("link_targets.allow_users"), "{error}");
 }
 
+/// `targets`: one target `t` with one agent (`vm-0` at 10.0.0.1), and
+/// `allow` if given.
+fn one_agent_target(allow: Option<Json>) -> Json {
+    let mut target = vec![("name", Json::str("t"))];
+    target.extend(allow.map(|allow| ("allow", allow)));
+    target.push((
+        "agents",
+        Json::list(&[Json::map(&[
+            ("origin", Json::str("vm-0")),
+            ("address", Json::str("10.0.0.1")),
+        ])]),
+    ));
+    Json::list(&[Json::map(&target)])
+}
+
 /// `{uaa, scope}` grants.
 fn grants(pairs: &[(&str, &str)]) -> Json {
     Json::list(
@@ -1553,19 +1568,7 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
         ),
         (
             "target-without-allow",
-            good.clone().with(
-                "targets",
-                Json::list(&[Json::map(&[
-                    ("name", Json::str("t")),
-                    (
-                        "agents",
-                        Json::list(&[Json::map(&[
-                            ("origin", Json::str("vm-0")),
-                            ("address", Json::str("10.0.0.1")),
-                        ])]),
-                    ),
-                ])]),
-            ),
+            good.clone().with("targets", one_agent_target(None)),
             Caught::Render,
             "targets[0].allow",
         ),
@@ -1575,20 +1578,7 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
                 .with("users", Json::list(&[user("alice", "a")]))
                 .with(
                     "targets",
-                    Json::list(&[Json::map(&[
-                        ("name", Json::str("t")),
-                        (
-                            "allow",
-                            Json::map(&[("users", Json::strings(&["mallory"]))]),
-                        ),
-                        (
-                            "agents",
-                            Json::list(&[Json::map(&[
-                                ("origin", Json::str("vm-0")),
-                                ("address", Json::str("10.0.0.1")),
-                            ])]),
-                        ),
-                    ])]),
+                    one_agent_target(Some(Json::map(&[("users", Json::strings(&["mallory"]))]))),
                 ),
             Caught::Check,
             "targets[0].allow.users[0]",
@@ -1812,20 +1802,10 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
             "target-scope-of-a-resolver-that-is-off",
             good.clone().with(
                 "targets",
-                Json::list(&[Json::map(&[
-                    ("name", Json::str("t")),
-                    (
-                        "allow",
-                        Json::map(&[("scopes", grants(&[("bosh", "bosh.admin")]))]),
-                    ),
-                    (
-                        "agents",
-                        Json::list(&[Json::map(&[
-                            ("origin", Json::str("vm-0")),
-                            ("address", Json::str("10.0.0.1")),
-                        ])]),
-                    ),
-                ])]),
+                one_agent_target(Some(Json::map(&[(
+                    "scopes",
+                    grants(&[("bosh", "bosh.admin")]),
+                )]))),
             ),
             Caught::Check,
             "targets[0].allow.scopes[0].uaa",
@@ -1834,20 +1814,10 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
             "target-scope-not-a-grant",
             resolvers.clone().with(
                 "targets",
-                Json::list(&[Json::map(&[
-                    ("name", Json::str("t")),
-                    (
-                        "allow",
-                        Json::map(&[("scopes", Json::strings(&["bosh.admin"]))]),
-                    ),
-                    (
-                        "agents",
-                        Json::list(&[Json::map(&[
-                            ("origin", Json::str("vm-0")),
-                            ("address", Json::str("10.0.0.1")),
-                        ])]),
-                    ),
-                ])]),
+                one_agent_target(Some(Json::map(&[(
+                    "scopes",
+                    Json::strings(&["bosh.admin"]),
+                )]))),
             ),
             Caught::Render,
             "targets[0].allow.scopes",
