@@ -13,6 +13,7 @@
 use std::{
     fmt::Write as _,
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::Instant,
@@ -317,7 +318,8 @@ fn configure(root: &Path) -> anyhow::Result<()> {
     // As in any chroot: packages must not start services of their own.
     let policy = root.join("usr/sbin/policy-rc.d");
     fs::write(&policy, "#!/bin/sh\nexit 101\n")?;
-    run_command(Command::new("chmod").arg("755").arg(&policy))
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", policy.display()))
 }
 
 /// rustup as its installer leaves it: `~/.cargo/bin/rustup` and its proxies,

@@ -19,7 +19,9 @@ use crate::{run_command, workspace_root};
 /// The cargo-fuzz release `cargo xtask fuzz` installs and uses.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The rustup toolchain cargo-fuzz builds with.
+/// The rustup toolchain cargo-fuzz builds with. Commands run `cargo` from
+/// PATH (rustup's proxy, which understands `+nightly`), not `env!("CARGO")`,
+/// the stable cargo that built xtask.
 const TOOLCHAIN: &str = "+nightly";
 
 /// Targets that load eBPF programs, so need root (CAP_BPF, CAP_PERFMON).
@@ -91,12 +93,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             r.corpus_files,
             r.corpus_bytes / 1024,
-            r.result
+            r.failure.as_deref().unwrap_or("ok")
         );
     }
     let failed: Vec<&str> = results
         .iter()
-        .filter(|r| r.result != "ok")
+        .filter(|r| r.failure.is_some())
         .map(|r| r.target.as_str())
         .collect();
     if !failed.is_empty() {
@@ -170,7 +172,8 @@ struct Outcome {
     executions: Option<u64>,
     corpus_files: usize,
     corpus_bytes: u64,
-    result: String,
+    /// Why the run failed; `None` when it found nothing.
+    failure: Option<String>,
 }
 
 /// Fuzzes `target` for `seconds`, with its corpus in `fuzz/corpus/TARGET`
@@ -233,8 +236,8 @@ fn fuzz(fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Outcome> 
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     let (corpus_files, corpus_bytes) = dir_size(&corpus);
-    let result = if status.success() {
-        "ok".to_owned()
+    let failure = if status.success() {
+        None
     } else {
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
         eprintln!(
@@ -242,10 +245,10 @@ fn fuzz(fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Outcome> 
             log_path.display(),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
-        format!(
+        Some(format!(
             "FAILED: {status}, see {}",
             artifact_dir(fuzz_dir, target).display()
-        )
+        ))
     };
     Ok(Outcome {
         target: target.to_owned(),
@@ -253,7 +256,7 @@ fn fuzz(fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Outcome> 
         executions,
         corpus_files,
         corpus_bytes,
-        result,
+        failure,
     })
 }
 
