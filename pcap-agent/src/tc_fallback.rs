@@ -83,6 +83,16 @@ pub(crate) fn direction_name(attach_type: TcAttachType) -> &'static str {
     }
 }
 
+/// The hook a state file's direction names: egress for "egress", else
+/// ingress.
+fn attach_type(direction: &str) -> TcAttachType {
+    if direction == "egress" {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    }
+}
+
 /// Who we are, as the state files record it.
 struct Identity {
     /// `/proc/sys/kernel/random/boot_id`: filters do not outlive a boot.
@@ -437,15 +447,10 @@ fn recover_legacy(path: &Path, text: &str) -> bool {
     for line in text.lines() {
         match line.split_whitespace().collect::<Vec<_>>()[..] {
             ["filter", interface, direction, priority, handle] => {
-                let attach_type = if direction == "egress" {
-                    TcAttachType::Egress
-                } else {
-                    TcAttachType::Ingress
-                };
                 if let (Ok(priority), Ok(handle)) = (priority.parse(), handle.parse::<u32>())
                     && let Ok(link) = SchedClassifierLink::attached(
                         interface,
-                        attach_type,
+                        attach_type(direction),
                         priority,
                         TcHandle::from(handle),
                         None,
@@ -459,14 +464,7 @@ fn recover_legacy(path: &Path, text: &str) -> bool {
         }
     }
     for interface in qdiscs {
-        if !["ingress", "egress"]
-            .iter()
-            .any(|hook| has_filters(interface, hook))
-        {
-            let _ = Command::new("tc")
-                .args(["qdisc", "del", "dev", interface, "clsact"])
-                .status();
-        }
+        delete_clsact_if_unused(interface);
     }
     let _ = fs::remove_file(path);
     warn!(state = %path.display(), "removed tc filters left by an older pcap-agent");
@@ -564,11 +562,7 @@ fn parse_filters(json: &[u8]) -> Vec<ListedFilter> {
 /// Detaches the filters on one hook of `interface` that run `program`;
 /// returns how many.
 fn remove_filters_of(interface: &str, direction: &str, program: u32) -> usize {
-    let attach_type = if direction == "egress" {
-        TcAttachType::Egress
-    } else {
-        TcAttachType::Ingress
-    };
+    let attach_type = attach_type(direction);
     list_filters(interface, direction)
         .into_iter()
         .filter(|f| f.program == Some(program))
@@ -596,17 +590,26 @@ fn remove_unused_qdisc(interface: &str, index: u32, netns: u64) {
     if !mark.exists() {
         return;
     }
-    let in_use = ["ingress", "egress"]
-        .iter()
-        .any(|hook| has_filters(interface, hook));
-    if in_use {
+    if delete_clsact_if_unused(interface) {
+        let _ = fs::remove_file(mark);
+    } else {
         debug!(interface, "clsact qdisc still has filters; leaving it");
-        return;
+    }
+}
+
+/// Deletes the clsact qdisc of `interface` unless a filter is left on
+/// either of its hooks; returns false, deleting nothing, when one is.
+fn delete_clsact_if_unused(interface: &str) -> bool {
+    if ["ingress", "egress"]
+        .iter()
+        .any(|hook| has_filters(interface, hook))
+    {
+        return false;
     }
     let _ = Command::new("tc")
         .args(["qdisc", "del", "dev", interface, "clsact"])
         .status();
-    let _ = fs::remove_file(mark);
+    true
 }
 
 /// Whether `tc filter show` lists anything on the hook (filters of any
