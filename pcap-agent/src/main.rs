@@ -176,7 +176,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     }
     let spec = spec(args)?;
     // Before attaching anything: name what is missing instead of EPERM.
-    privileges::check_effective(&std::collections::HashSet::default())?;
+    privileges::check_effective(&caps::CapsHashSet::new())?;
     let mut output = match &args.write {
         None => Output::lines(Box::new(io::stdout())),
         Some(path) if path.as_os_str() == "-" => {

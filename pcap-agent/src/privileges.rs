@@ -20,7 +20,7 @@
 //! gets the kept capabilities from the bounding set without any inheritable
 //! or ambient ones.
 
-use std::{collections::HashSet, fmt::Write as _};
+use std::collections::HashSet;
 
 use caps::{CapSet, Capability, CapsHashSet, errors::CapsError};
 use nix::{
@@ -155,35 +155,25 @@ pub enum PrivilegeError {
     },
 }
 
-/// What [`enforce`] did, for the log.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Enforced {
-    /// The process holds what capture needs; nothing was dropped.
-    Checked,
-    /// Only these capabilities are left, and `no_new_privs` is set.
-    Restricted(String),
-}
-
 /// For `serve`: with `keep`, [`restrict`] to it; without, [`check_effective`].
 /// Call it before starting any thread.
-pub fn enforce(config: &PrivilegesConfig) -> Result<Enforced, PrivilegeError> {
+pub fn enforce(config: &PrivilegesConfig) -> Result<(), PrivilegeError> {
     match config
         .keep_set()
         .map_err(|(key, message)| PrivilegeError::Config(key, message))?
     {
-        None => {
-            check_effective(&CapsHashSet::new())?;
-            Ok(Enforced::Checked)
-        }
+        None => check_effective(&CapsHashSet::new()),
         Some(keep) => {
             restrict(
                 &keep,
                 config.raise_memlock_rlimit,
                 config.file_user.as_deref(),
             )?;
-            let kept = names(&keep);
-            info!(kept, "dropped every other capability; no_new_privs is set");
-            Ok(Enforced::Restricted(kept))
+            info!(
+                kept = names(&keep),
+                "dropped every other capability; no_new_privs is set"
+            );
+            Ok(())
         }
     }
 }
@@ -265,28 +255,19 @@ pub fn restrict(
             source,
         })?;
     }
-    let steps: [(&str, CapSet, &CapsHashSet); 4] = [
-        (
-            "clear the ambient set",
-            CapSet::Ambient,
-            &CapsHashSet::new(),
-        ),
-        (
-            "clear the inheritable set",
-            CapSet::Inheritable,
-            &CapsHashSet::new(),
-        ),
+    caps::clear(None, CapSet::Ambient).map_err(|source| PrivilegeError::Caps {
+        step: "clear the ambient set",
+        source,
+    })?;
+    let empty = CapsHashSet::new();
+    let steps: [(&str, CapSet, &CapsHashSet); 3] = [
+        ("clear the inheritable set", CapSet::Inheritable, &empty),
         // Effective first: it must stay within the permitted set.
         ("reduce the effective set", CapSet::Effective, keep),
         ("reduce the permitted set", CapSet::Permitted, keep),
     ];
     for (step, set, value) in steps {
-        let result = if matches!(set, CapSet::Ambient) {
-            caps::clear(None, set)
-        } else {
-            caps::set(None, set, value)
-        };
-        result.map_err(|source| PrivilegeError::Caps { step, source })?;
+        caps::set(None, set, value).map_err(|source| PrivilegeError::Caps { step, source })?;
     }
     prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
     verify(keep, file_ids)
@@ -388,14 +369,10 @@ fn names(set: &HashSet<Capability>) -> String {
 }
 
 fn list(caps: &[Capability]) -> String {
-    let mut out = String::new();
-    for (i, cap) in caps.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        let _ = write!(out, "{cap}");
-    }
-    out
+    caps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
