@@ -9,6 +9,7 @@ use aya::{
     programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     util::KernelVersion,
 };
+use nix::errno::Errno;
 use pcap_common::{Counters, MAX_SNAPLEN, slot};
 use thiserror::Error;
 use tracing::debug;
@@ -96,7 +97,8 @@ impl AttachMode {
 pub enum DatapathError {
     #[error(
         "loading the eBPF program was not permitted: run pcap-agent as root \
-         (it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+         (it needs {})",
+        crate::privileges::needed_names()
     )]
     PermissionDenied,
     #[error("cannot load the eBPF program: {0}")]
@@ -338,11 +340,11 @@ impl Drop for Datapath {
 
 /// What a failed load of one of our programs means.
 fn load_error(name: &'static str, e: ProgramError) -> DatapathError {
-    match &e {
+    match e {
         // EPERM is a lack of privilege; the verifier refuses with
         // EACCES, which io::ErrorKind also calls PermissionDenied.
         ProgramError::LoadError { io_error, .. }
-            if io_error.raw_os_error() == Some(libc_eperm()) =>
+            if io_error.raw_os_error() == Some(Errno::EPERM as i32) =>
         {
             DatapathError::PermissionDenied
         }
@@ -354,13 +356,11 @@ fn load_error(name: &'static str, e: ProgramError) -> DatapathError {
             debug!(name, log, "the verifier's whole log");
             DatapathError::Verifier {
                 name,
-                source: io_error
-                    .raw_os_error()
-                    .map_or_else(|| io_error.kind().into(), io::Error::from_raw_os_error),
+                source: io_error,
                 log: pcap_filter::sys::log_tail(&log),
             }
         }
-        _ => DatapathError::Verify {
+        e => DatapathError::Verify {
             name,
             source: Box::new(e),
         },
@@ -394,11 +394,6 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
         .unwrap_or_else(|| panic!("the eBPF object has no classifier {name}"))
 }
 
-/// `EPERM`.
-const fn libc_eperm() -> i32 {
-    nix::errno::Errno::EPERM as i32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,12 +411,12 @@ mod tests {
     #[test]
     fn a_refusal_is_told_from_a_lack_of_privilege() {
         assert!(matches!(
-            refused(nix::errno::Errno::EPERM as i32, ""),
+            refused(Errno::EPERM as i32, ""),
             DatapathError::PermissionDenied
         ));
         let long =
             "0: (b7) r0 = 0\n".repeat(200_000) + "invalid bpf_context access off=9992 size=8\n";
-        let error = refused(nix::errno::Errno::EACCES as i32, &long);
+        let error = refused(Errno::EACCES as i32, &long);
         let message = error.to_string();
         assert!(
             message.starts_with(

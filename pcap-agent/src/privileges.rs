@@ -34,6 +34,16 @@ use serde::Deserialize;
 use thiserror::Error;
 use tracing::info;
 
+/// The names of [`NEEDED`]: `CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN`.
+pub fn needed_names() -> String {
+    let names: Vec<String> = NEEDED.iter().map(|(cap, _)| cap.to_string()).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// What capture needs, and why (for the error that names a missing one).
 pub const NEEDED: [(Capability, &str); 3] = [
     (
@@ -385,6 +395,11 @@ mod tests {
             raise_memlock_rlimit: false,
             file_user: None,
         }
+    }
+
+    #[test]
+    fn needed_names_read_as_a_sentence() {
+        assert_eq!(needed_names(), "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN");
     }
 
     #[test]
