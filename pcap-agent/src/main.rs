@@ -1,5 +1,8 @@
 //! The `pcap-agent` command.
 
+// The ioctl of `ethtool_link` is the one exception, and says so.
+#![deny(unsafe_code)]
+
 use std::{
     fs::File,
     io::{self, IsTerminal as _},
