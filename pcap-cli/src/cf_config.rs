@@ -102,11 +102,7 @@ impl CfConfig {
 
     /// The access token without its `bearer ` prefix.
     pub fn access_token(&self) -> Option<String> {
-        let token = self.text("AccessToken")?;
-        let token = match token.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim().to_owned(),
-            _ => token,
-        };
+        let token = strip_bearer(&self.text("AccessToken")?).to_owned();
         (!token.is_empty()).then_some(token)
     }
 
@@ -245,6 +241,14 @@ pub fn derive_api(target: &str) -> Option<String> {
     let authority = rest.split('/').next()?;
     let host = authority.strip_prefix("api.")?;
     (!host.is_empty()).then(|| format!("{scheme}://pcap.{host}"))
+}
+
+/// `token` without a `bearer ` prefix (in any case), as cf stores it.
+pub fn strip_bearer(token: &str) -> &str {
+    match token.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => token,
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use clap::{CommandFactory as _, Parser};
 
 use crate::app::{self, AppArgs, Login, PluginLogin};
-use crate::cf_config::Named;
+use crate::cf_config::{self, Named};
 use crate::describe;
 use rpc::Cli;
 
@@ -134,10 +134,7 @@ fn login(cli: Cli) -> anyhow::Result<PluginLogin> {
     let token = cli
         .string("AccessToken")
         .context("the cf CLI has no valid access token; run `cf login` again")?;
-    let token = match token.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim().to_owned(),
-        _ => token.trim().to_owned(),
-    };
+    let token = cf_config::strip_bearer(&token).trim().to_owned();
     if token.is_empty() {
         bail!("the cf CLI has no access token; run `cf login` again");
     }

@@ -61,14 +61,18 @@ impl Cli {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// Connects and closes, as cf's plugin library does first.
-    pub fn ping(self) -> Result<(), Error> {
-        TcpStream::connect_timeout(&self.address(), CONNECT_TIMEOUT)
-            .map(drop)
-            .map_err(|source| Error::Connect {
+    fn connect(self) -> Result<TcpStream, Error> {
+        TcpStream::connect_timeout(&self.address(), CONNECT_TIMEOUT).map_err(|source| {
+            Error::Connect {
                 port: self.port,
                 source,
-            })
+            }
+        })
+    }
+
+    /// Connects and closes, as cf's plugin library does first.
+    pub fn ping(self) -> Result<(), Error> {
+        self.connect().map(drop)
     }
 
     /// Calls `CliRpcCmd.<method>(arg)`: the reply.
@@ -78,13 +82,7 @@ impl Cli {
             method: method.to_owned(),
             source,
         };
-        let mut stream =
-            TcpStream::connect_timeout(&self.address(), CONNECT_TIMEOUT).map_err(|source| {
-                Error::Connect {
-                    port: self.port,
-                    source,
-                }
-            })?;
+        let mut stream = self.connect()?;
         stream.set_read_timeout(Some(CALL_TIMEOUT)).map_err(io)?;
         stream.set_write_timeout(Some(CALL_TIMEOUT)).map_err(io)?;
         let mut encoder = Encoder::new();
