@@ -6,9 +6,8 @@ use std::io::{self, BufWriter, Write};
 use pcap_common::Direction;
 use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
-pub use crate::capture::Packet;
 use crate::{
-    capture::{Delivery, PacketSink, Report},
+    capture::{Delivery, Packet, PacketSink, Report},
     iface::Interface,
 };
 

@@ -22,9 +22,9 @@ use super::{
     policy::Tags,
 };
 use crate::{
-    capture::{Delivery, PacketSink, Report},
+    capture::{Delivery, Packet, PacketSink, Report},
     iface::Interface,
-    output::{Output, Packet},
+    output::Output,
 };
 
 /// How far apart in time a packet and its LOG line may be.

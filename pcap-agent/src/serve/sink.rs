@@ -16,9 +16,8 @@ use pcap_proto::v1::{
 
 use super::queue::{Closed, QueueSender};
 use crate::{
-    capture::{Delivery, PacketSink, Report, StopReason},
+    capture::{self, Delivery, PacketSink, Report, StopReason},
     iface::Interface,
-    output,
 };
 
 /// A `Packets` message is sent when it would grow past this.
@@ -172,7 +171,7 @@ impl PacketSink for StreamSink {
         )
     }
 
-    fn packet(&mut self, _: &Interface, packet: &output::Packet<'_>) -> io::Result<Delivery> {
+    fn packet(&mut self, _: &Interface, packet: &capture::Packet<'_>) -> io::Result<Delivery> {
         let charge = packet.data.len() as u64 + PACKET_OVERHEAD;
         if self.batch_bytes + charge > MAX_BATCH_BYTES {
             self.send_batch()?;
@@ -273,8 +272,8 @@ mod tests {
         }
     }
 
-    fn packet(data: &[u8]) -> output::Packet<'_> {
-        output::Packet {
+    fn packet(data: &[u8]) -> capture::Packet<'_> {
+        capture::Packet {
             interface: 0,
             unix_ns: 7,
             orig_len: 1500,
