@@ -19,7 +19,7 @@ use pcap_tests::{
     process::{Running, binary},
     servers::{
         Server, bind_in,
-        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        cloud_controller::{CcRole, CloudController},
         uaa::{SigningKey, Uaa, UaaUser},
     },
 };
@@ -185,25 +185,7 @@ fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<CfServers
     let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
     let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
     let cc_url = format!("https://{}", cc_listener.local_addr()?);
-    let apps = landscape
-        .apps
-        .iter()
-        .map(|app| {
-            let instances = app
-                .instances
-                .iter()
-                .map(|i| {
-                    CcInstance::running(
-                        u32::try_from(i.index).expect("few instances"),
-                        &landscape.cells[i.cell].underlay_ip().to_string(),
-                        &i.overlay_ip.to_string(),
-                        &i.instance_guid,
-                    )
-                })
-                .collect();
-            CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
-        })
-        .collect();
+    let apps = landscape.cc_apps();
     let roles = vec![CcRole::new(
         "space_developer",
         "user-dev",

@@ -69,6 +69,7 @@ use crate::{
     netns::{self, Netns},
     pki::{Ca, Leaf, Validity},
     process::Running,
+    servers::cloud_controller::{CcApp, CcInstance},
 };
 
 /// The port agents listen on, on each cell's underlay address.
@@ -406,6 +407,45 @@ impl Landscape {
         format!("{}:{AGENT_PORT}", underlay_ip(index))
     }
 
+    /// Every cell's agent as lines of a TOML `agents = [...]` array:
+    /// `  { origin = "cell-N", address = "host:port" },`.
+    pub fn agents_toml(&self) -> String {
+        let mut agents = String::new();
+        for cell in &self.cells {
+            writeln!(
+                agents,
+                "  {{ origin = \"{}\", address = \"{}\" }},",
+                cell.origin(),
+                self.agent_address(cell.index)
+            )
+            .expect("writing to a String succeeds");
+        }
+        agents
+    }
+
+    /// The apps as the test Cloud Controller serves them: each with its
+    /// instances running on their cells.
+    pub fn cc_apps(&self) -> Vec<CcApp> {
+        self.apps
+            .iter()
+            .map(|app| {
+                let instances = app
+                    .instances
+                    .iter()
+                    .map(|i| {
+                        CcInstance::running(
+                            u32::try_from(i.index).expect("few instances"),
+                            &self.cells[i.cell].underlay_ip().to_string(),
+                            &i.overlay_ip.to_string(),
+                            &i.instance_guid,
+                        )
+                    })
+                    .collect();
+                CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
+            })
+            .collect()
+    }
+
     /// Rewrites cell `index`'s metadata store from the landscape, under an
     /// exclusive lock on `store.json_lock`, and bumps `store.json_version`,
     /// as cni-wrapper-plugin does.
@@ -482,15 +522,7 @@ impl Landscape {
     /// that alice, and only she, may capture;
     /// `extra` is appended verbatim (e.g. a Cloud Foundry resolver).
     pub fn api_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
-        let mut agents = String::new();
-        for cell in &self.cells {
-            writeln!(
-                agents,
-                "  {{ origin = \"{}\", address = \"{}\" }},",
-                cell.origin(),
-                self.agent_address(cell.index)
-            )?;
-        }
+        let agents = self.agents_toml();
         let config = format!(
             "listen = \"{API_ADDRESS}\"\n\n\
              [tls]\ncertificate = {}\nprivate_key = {}\n\n\

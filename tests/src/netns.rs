@@ -45,16 +45,44 @@ impl Netns {
         command
     }
 
+    /// Runs `f` on a thread of its own that has entered this namespace
+    /// (setns changes only the calling thread; sockets keep the namespace
+    /// they were made in), and returns what it returns.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let netns = std::fs::File::open(&path).with_context(|| path.clone())?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || -> anyhow::Result<T> {
+                    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .context("setns")?;
+                    f()
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread in {} panicked", self.name))?
+        })
+    }
+
+    /// Runs `work` to completion on a thread of its own in this namespace,
+    /// with a single-threaded runtime of its own.
+    pub fn block_on<T: Send>(
+        &self,
+        work: impl AsyncFnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        self.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(work())
+        })
+    }
+
     /// Names of the programs attached to `interface` with TCX, both directions.
     pub fn tcx_programs(&self, interface: &str) -> anyhow::Result<Vec<String>> {
-        let netns = std::fs::File::open(format!("/run/netns/{}", self.name))?;
-        let interface = interface.to_owned();
-        // setns changes only the calling thread, so query from a thread of our own.
-        std::thread::spawn(move || -> anyhow::Result<Vec<String>> {
-            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        self.run(|| {
             let mut names = Vec::new();
             for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-                let (_, programs) = SchedClassifier::query_tcx(&interface, attach_type)?;
+                let (_, programs) = SchedClassifier::query_tcx(interface, attach_type)?;
                 names.extend(
                     programs
                         .iter()
@@ -63,8 +91,6 @@ impl Netns {
             }
             Ok(names)
         })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the TCX query thread panicked"))?
     }
 
     /// Runs a shell command line inside this namespace.

@@ -32,7 +32,7 @@ use pcap_tests::{
     s3::S3Server,
     servers::{
         Server, bind_in,
-        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        cloud_controller::{CcRole, CloudController},
         director::{Director, Instance},
         uaa::{KEY_ID, SigningKey, Uaa, UaaUser},
         unix_now,
@@ -136,25 +136,7 @@ impl World {
 
         let listener = bind_in(&landscape.control, "127.0.0.1:0")?;
         let cc_url = format!("https://{}", listener.local_addr()?);
-        let apps = landscape
-            .apps
-            .iter()
-            .map(|app| {
-                let instances = app
-                    .instances
-                    .iter()
-                    .map(|i| {
-                        CcInstance::running(
-                            i.index as u32,
-                            &landscape.cells[i.cell].underlay_ip().to_string(),
-                            &i.overlay_ip.to_string(),
-                            &i.instance_guid,
-                        )
-                    })
-                    .collect();
-                CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
-            })
-            .collect();
+        let apps = landscape.cc_apps();
         let org = org_guid("org");
         let dev = space_guid("dev");
         let roles = vec![
@@ -185,15 +167,7 @@ impl World {
             None
         };
         let ca = format!("{:?}", landscape.pki.ca.certificate.display().to_string());
-        let mut ops_agents = String::new();
-        for cell in &landscape.cells {
-            writeln!(
-                ops_agents,
-                "  {{ origin = \"{}\", address = \"{}\" }},",
-                cell.origin(),
-                landscape.agent_address(cell.index)
-            )?;
-        }
+        let ops_agents = landscape.agents_toml();
         let store_table = s3.as_ref().map_or_else(String::new, |s3| {
             s3.api_config("admin_scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }]")
         });
@@ -545,27 +519,6 @@ fn rows(world: &World) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Runs `work` on a thread of its own in `ns` (where the API listens),
-/// with a runtime of its own.
-fn in_namespace<T: Send>(
-    ns: &Netns,
-    work: impl AsyncFnOnce() -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    let netns = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || -> anyhow::Result<T> {
-                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(work())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
-    })
-}
-
 async fn client(context: &Context<'_>) -> anyhow::Result<ApiClient<Channel>> {
     let tls = client_config(Some(&context.ca), None, Some("pcap-api"))?;
     let channel = Channel::from_shared(format!("https://{API_ADDRESS}"))?
@@ -674,7 +627,7 @@ fn every_principal_gets_exactly_its_due_on_every_kind_of_target() -> anyhow::Res
     let rows = rows(&world)?;
     let context = world.context();
     let context = &context;
-    let failures = in_namespace(&world.landscape.control, async || {
+    let failures = world.landscape.control.block_on(async || {
         let mut client = client(context).await?;
         let mut failures = Vec::new();
         for row in &rows {
@@ -839,7 +792,7 @@ fn stored_captures_are_isolated_across_issuers_for_users_who_share_a_name() -> a
     let bosh_viewer = world.bosh_uaa.access_token("viewer", "bosh_cli", 600)?;
     let context = world.context();
     let context = &context;
-    let (alices, devs) = in_namespace(&world.landscape.control, async || {
+    let (alices, devs) = world.landscape.control.block_on(async || {
         let mut client = client(context).await?;
         let mut stored = Vec::new();
         for (token, kind) in [(ALICE_TOKEN, Kind::Cells), (dev.as_str(), Kind::App)] {

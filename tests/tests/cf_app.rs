@@ -18,7 +18,7 @@ use pcap_tests::{
     process::Running,
     servers::{
         Server, bind_in,
-        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        cloud_controller::{CcInstance, CcRole, CloudController},
         uaa::{SigningKey, Uaa, UaaUser},
     },
 };
@@ -80,22 +80,11 @@ impl Cf {
 
         let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
         let cc_url = format!("https://{}", cc_listener.local_addr()?);
-        let mut apps = Vec::new();
-        for app in &landscape.apps {
-            let mut instances: Vec<CcInstance> = app
-                .instances
-                .iter()
-                .map(|i| {
-                    CcInstance::running(
-                        i.index as u32,
-                        &landscape.cells[i.cell].underlay_ip().to_string(),
-                        &i.overlay_ip.to_string(),
-                        &i.instance_guid,
-                    )
-                })
-                .collect();
-            if app.name == APP {
+        let mut apps = landscape.cc_apps();
+        for cc_app in &mut apps {
+            if cc_app.name == APP {
                 let cell = landscape.cells[0].underlay_ip().to_string();
+                let instances = cc_app.processes.get_mut("web").expect("a web process");
                 instances.push(CcInstance::crashed(
                     2,
                     &cell,
@@ -104,9 +93,7 @@ impl Cf {
                 ));
                 instances.push(CcInstance::down(3));
             }
-            let mut cc_app = CcApp::new(&app.guid, &app.name, &app.space_guid, instances);
             cc_app.ssh_enabled = ssh_enabled;
-            apps.push(cc_app);
         }
         let org = org_guid("org");
         let roles = vec![

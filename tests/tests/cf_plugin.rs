@@ -23,7 +23,7 @@ use pcap_tests::{
     reference,
     servers::{
         Server, bind_in,
-        cloud_controller::{CcApp, CcInstance, CcRole, CloudController},
+        cloud_controller::{CcRole, CloudController},
         uaa::{SigningKey, Uaa, UaaUser},
     },
 };
@@ -305,7 +305,7 @@ impl Cf {
         let cc = Arc::new(CloudController::new(
             &cc_url,
             Arc::clone(&uaa),
-            cc_apps(&landscape),
+            landscape.cc_apps(),
             roles(),
         ));
         let cc_server = Server::start(cc_listener, &tls, Arc::clone(&cc).router())?;
@@ -426,28 +426,6 @@ fn lookups(cc: &CloudController) -> Vec<(String, String)> {
         .collect()
 }
 
-fn cc_apps(landscape: &Landscape) -> Vec<CcApp> {
-    landscape
-        .apps
-        .iter()
-        .map(|app| {
-            let instances = app
-                .instances
-                .iter()
-                .map(|i| {
-                    CcInstance::running(
-                        i.index as u32,
-                        &landscape.cells[i.cell].underlay_ip().to_string(),
-                        &i.overlay_ip.to_string(),
-                        &i.instance_guid,
-                    )
-                })
-                .collect();
-            CcApp::new(&app.guid, &app.name, &app.space_guid, instances)
-        })
-        .collect()
-}
-
 fn roles() -> Vec<CcRole> {
     let org = org_guid("org");
     vec![
@@ -560,7 +538,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     let other_cc = Arc::new(CloudController::new(
         &url,
         Arc::clone(&cf.uaa),
-        cc_apps(&cf.landscape),
+        cf.landscape.cc_apps(),
         roles(),
     ));
     let _other = Server::start(listener, &self_signed, Arc::clone(&other_cc).router())?;

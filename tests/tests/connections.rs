@@ -7,15 +7,12 @@
 //! These tests need root (they create namespaces and load eBPF programs).
 
 use std::{
-    fs::File,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    os::fd::AsFd as _,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, ensure};
-use nix::sched::{CloneFlags, setns};
 use pcap_proto::{
     tls::{KeyPair, client_config},
     v1::{AgentRequest, agent_client::AgentClient},
@@ -42,26 +39,17 @@ fn stalled_connections(
     address: SocketAddr,
     count: usize,
 ) -> anyhow::Result<Vec<TcpStream>> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> anyhow::Result<Vec<TcpStream>> {
-                // Sockets keep the namespace they were made in.
-                let file = File::open(&path).with_context(|| path.clone())?;
-                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
-                let mut connections = Vec::new();
-                for i in 0..count {
-                    let mut tcp = TcpStream::connect(address)
-                        .with_context(|| format!("connection {i} to {address}"))?;
-                    if i % 2 == 1 {
-                        tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])?;
-                    }
-                    connections.push(tcp);
-                }
-                Ok(connections)
-            })
-            .join()
-            .expect("the connecting thread does not panic")
+    ns.run(|| {
+        let mut connections = Vec::new();
+        for i in 0..count {
+            let mut tcp = TcpStream::connect(address)
+                .with_context(|| format!("connection {i} to {address}"))?;
+            if i % 2 == 1 {
+                tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])?;
+            }
+            connections.push(tcp);
+        }
+        Ok(connections)
     })
 }
 
@@ -277,43 +265,31 @@ fn a_call_that_never_sends_start_ends_after_the_deadline() -> anyhow::Result<()>
     let mut cluster = Cluster::new(&dir, 1)?;
     let agent_config = cluster.agent_config("")?;
     cluster.start_agents(&agent_config)?;
-    let netns = File::open(format!("/run/netns/{}", cluster.control.name))?;
     let address = format!("https://{}", agent_address(&cluster)?);
     let ca = cluster.pki.ca.certificate.clone();
     let client = cluster.pki.api_client.clone();
     // The API's own certificate, a call opened, and no request ever sent.
-    let (code, after) = std::thread::scope(|scope| {
-        scope
-            .spawn(move || -> anyhow::Result<(tonic::Code, Duration)> {
-                setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async {
-                    let tls = client_config(
-                        Some(&ca),
-                        Some(&KeyPair {
-                            certificate: &client.certificate,
-                            private_key: &client.private_key,
-                        }),
-                        Some("pcap-agent"),
-                    )?;
-                    let channel = tonic::transport::Endpoint::from_shared(address)?
-                        .tls_config(tls)?
-                        .connect()
-                        .await?;
-                    let began = Instant::now();
-                    let mut agent = AgentClient::new(channel);
-                    let call = agent.capture(tokio_stream::pending::<AgentRequest>());
-                    let answer = tokio::time::timeout(START_REQUEST_TIMEOUT * 3, call)
-                        .await
-                        .context("the agent still waits for start")?;
-                    let code = answer.err().context("the call was accepted")?.code();
-                    Ok((code, began.elapsed()))
-                })
-            })
-            .join()
-            .expect("the calling thread does not panic")
+    let (code, after) = cluster.control.block_on(async || {
+        let tls = client_config(
+            Some(&ca),
+            Some(&KeyPair {
+                certificate: &client.certificate,
+                private_key: &client.private_key,
+            }),
+            Some("pcap-agent"),
+        )?;
+        let channel = tonic::transport::Endpoint::from_shared(address)?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        let began = Instant::now();
+        let mut agent = AgentClient::new(channel);
+        let call = agent.capture(tokio_stream::pending::<AgentRequest>());
+        let answer = tokio::time::timeout(START_REQUEST_TIMEOUT * 3, call)
+            .await
+            .context("the agent still waits for start")?;
+        let code = answer.err().context("the call was accepted")?.code();
+        Ok((code, began.elapsed()))
     })?;
     eprintln!("the agent ended the call with {code:?} after {after:?}");
     ensure!(code == tonic::Code::DeadlineExceeded, "{code:?}");

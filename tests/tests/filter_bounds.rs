@@ -78,14 +78,7 @@ impl SilentDns {
 
 /// A UDP socket bound in `ns` (sockets stay in the namespace they were made in).
 fn bind_in(ns: &Netns, address: &str) -> anyhow::Result<UdpSocket> {
-    let netns = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
-    let address = address.to_owned();
-    thread::spawn(move || -> anyhow::Result<UdpSocket> {
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        Ok(UdpSocket::bind(address)?)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the bind thread panicked"))?
+    ns.run(|| Ok(UdpSocket::bind(address)?))
 }
 
 #[test]

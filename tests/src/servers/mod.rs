@@ -31,17 +31,11 @@ use crate::{netns::Netns, pki::Leaf};
 
 /// Binds `address` (e.g. `127.0.0.1:0`) inside `ns`.
 pub fn bind_in(ns: &Netns, address: &str) -> anyhow::Result<StdListener> {
-    let netns = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
-    let address = address.to_owned();
-    // setns changes only the calling thread, so bind from a thread of our own.
-    std::thread::spawn(move || -> anyhow::Result<StdListener> {
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let listener = StdListener::bind(&address).with_context(|| format!("bind {address}"))?;
+    ns.run(|| {
+        let listener = StdListener::bind(address).with_context(|| format!("bind {address}"))?;
         listener.set_nonblocking(true)?;
         Ok(listener)
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the bind thread panicked"))?
 }
 
 /// A running HTTPS server.
