@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use pcap_tests::{
     TempDir,
     cluster::{AGENT_PORT, ALICE_TOKEN, Cluster},
-    landscape::{AppSpec, Landscape, VPA_CHAIN, org_guid, space_guid},
+    landscape::{AppSpec, Landscape, VPA_CHAIN, org_guid, space_guid, write_cf_config},
     netns,
     pki::Validity,
     process::{Running, binary},
@@ -205,25 +205,12 @@ fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<CfServers
     landscape.start_api(&api_config)?;
 
     let home = dir.join("home-dev");
-    std::fs::create_dir_all(home.join(".cf"))?;
-    let config = format!(
-        r#"{{"ConfigVersion": 4, "Target": "{cc_url}", "APIVersion": "3.185.0",
-  "AuthorizationEndpoint": "{uaa_url}", "UaaEndpoint": "{uaa_url}",
-  "AccessToken": "bearer {}", "RefreshToken": "{}",
-  "UAAOAuthClient": "cf", "UAAOAuthClientSecret": "", "SSHOAuthClient": "ssh-proxy",
-  "OrganizationFields": {{"GUID": "{}", "Name": "org"}},
-  "SpaceFields": {{"GUID": "{}", "Name": "dev", "AllowSSH": true}},
-  "SSLDisabled": false}}"#,
-        uaa.access_token("dev", "cf", 3600)?,
-        uaa.refresh_token("dev", "cf")?,
-        org_guid("org"),
-        space_guid("dev"),
-    );
-    let path = home.join(".cf/config.json");
-    std::fs::write(&path, config)?;
-    std::fs::set_permissions(
-        &path,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    write_cf_config(
+        &home,
+        &cc_url,
+        &uaa_url,
+        &uaa.access_token("dev", "cf", 3600)?,
+        &uaa.refresh_token("dev", "cf")?,
     )?;
     Ok(CfServers {
         _cc: cc_server,

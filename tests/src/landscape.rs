@@ -133,6 +133,39 @@ pub fn org_guid(name: &str) -> String {
     guid_from(&format!("org:{name}"))
 }
 
+/// Writes `home/.cf/config.json` (mode 0600) as `cf login` leaves it:
+/// logged in to the Cloud Controller at `cc_url` through the UAA at
+/// `uaa_url`, targeting org `org` and space `dev`; `home` is then the
+/// user's `CF_HOME`.
+pub fn write_cf_config(
+    home: &Path,
+    cc_url: &str,
+    uaa_url: &str,
+    access_token: &str,
+    refresh_token: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(home.join(".cf"))?;
+    let config = serde_json::json!({
+        "ConfigVersion": 4, "Target": cc_url, "APIVersion": "3.185.0",
+        "AuthorizationEndpoint": uaa_url, "UaaEndpoint": uaa_url,
+        "AccessToken": format!("bearer {access_token}"),
+        "RefreshToken": refresh_token,
+        "UAAOAuthClient": "cf", "UAAOAuthClientSecret": "", "SSHOAuthClient": "ssh-proxy",
+        "OrganizationFields": {"GUID": org_guid("org"), "Name": "org"},
+        "SpaceFields": {"GUID": space_guid("dev"), "Name": "dev", "AllowSSH": true},
+        "SSLDisabled": false,
+        "PluginRepos": [{"Name": "CF-Community", "URL": "https://plugins.cloudfoundry.org"}],
+        "ColorEnabled": "", "Locale": "",
+    });
+    let path = home.join(".cf/config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    std::fs::set_permissions(
+        &path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )?;
+    Ok(())
+}
+
 /// A c2c policy: `source` may reach `destination` on TCP `port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {

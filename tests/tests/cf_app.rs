@@ -13,7 +13,7 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
-    landscape::{AppSpec, Landscape, org_guid, space_guid},
+    landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
     pki::Validity,
     process::Running,
     servers::{
@@ -137,22 +137,13 @@ impl Cf {
     /// `CF_HOME`.
     fn login(&self, user: &str, lifetime: i64) -> anyhow::Result<PathBuf> {
         let home = self.dir.join(format!("home-{user}"));
-        std::fs::create_dir_all(home.join(".cf"))?;
-        let config = serde_json::json!({
-            "ConfigVersion": 4, "Target": self.cc_url, "APIVersion": "3.185.0",
-            "AuthorizationEndpoint": self.uaa.url(), "UaaEndpoint": self.uaa.url(),
-            "AccessToken": format!("bearer {}", self.uaa.access_token(user, "cf", lifetime)?),
-            "RefreshToken": self.uaa.refresh_token(user, "cf")?,
-            "UAAOAuthClient": "cf", "UAAOAuthClientSecret": "", "SSHOAuthClient": "ssh-proxy",
-            "OrganizationFields": {"GUID": org_guid("org"), "Name": "org"},
-            "SpaceFields": {"GUID": space_guid("dev"), "Name": "dev", "AllowSSH": true},
-            "SSLDisabled": false,
-            "PluginRepos": [{"Name": "CF-Community", "URL": "https://plugins.cloudfoundry.org"}],
-            "ColorEnabled": "", "Locale": "",
-        });
-        let path = home.join(".cf/config.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        write_cf_config(
+            &home,
+            &self.cc_url,
+            self.uaa.url(),
+            &self.uaa.access_token(user, "cf", lifetime)?,
+            &self.uaa.refresh_token(user, "cf")?,
+        )?;
         Ok(home)
     }
 

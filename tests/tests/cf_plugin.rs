@@ -17,7 +17,7 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
-    landscape::{AppSpec, Landscape, org_guid, space_guid},
+    landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
     pki::{Leaf, Validity},
     process::{Running, binary},
     reference,
@@ -591,17 +591,13 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
 
     // `pcap app` with the same login from ~/.cf/config.json.
     let home = cf.dir.join("home-dev");
-    std::fs::create_dir_all(home.join(".cf"))?;
-    let config = serde_json::json!({
-        "ConfigVersion": 4, "Target": cf.cc_url,
-        "AuthorizationEndpoint": cf.uaa.url(), "UaaEndpoint": cf.uaa.url(),
-        "AccessToken": format!("bearer {}", dev.token),
-        "RefreshToken": cf.uaa.refresh_token("dev", "cf")?,
-        "OrganizationFields": {"GUID": org_guid("org"), "Name": "org"},
-        "SpaceFields": {"GUID": space_guid("dev"), "Name": "dev"},
-        "SSLDisabled": false,
-    });
-    std::fs::write(home.join(".cf/config.json"), config.to_string())?;
+    write_cf_config(
+        &home,
+        &cf.cc_url,
+        cf.uaa.url(),
+        &dev.token,
+        &cf.uaa.refresh_token("dev", "cf")?,
+    )?;
     let app_file = cf.dir.join("app.pcapng");
     let mut pcap_app = Running::spawn(
         cf.landscape
