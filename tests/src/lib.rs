@@ -3,6 +3,7 @@
 //! reference tools, and a capture-file reader.
 #![forbid(unsafe_code)]
 
+pub mod agent_call;
 pub mod bosh;
 pub mod captures;
 pub mod cluster;

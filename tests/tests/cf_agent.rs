@@ -6,12 +6,7 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{
-    net::Ipv4Addr,
-    sync::mpsc,
-    thread::{self, JoinHandle},
-    time::Duration,
-};
+use std::{net::Ipv4Addr, sync::mpsc, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use pcap_proto::{
@@ -19,12 +14,12 @@ use pcap_proto::{
     tls::{KeyPair, client_config},
     v1::{
         AgentRequest, AgentStart, CaptureOptions, CaptureResponse, ContainerScope, Direction,
-        StopCapture, agent_client::AgentClient, agent_request::Operation,
-        capture_response::Payload, event,
+        StopCapture, agent_request::Operation, capture_response::Payload, event,
     },
 };
 use pcap_tests::{
     TempDir,
+    agent_call::AgentCall,
     captures::{self, Packet},
     landscape::{AppSpec, Landscape},
     netns::{KernelLog, Netns},
@@ -32,7 +27,6 @@ use pcap_tests::{
     reference::{sync_references, tcpdump},
 };
 use tokio::sync::mpsc as async_mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Code, Status, transport::Endpoint};
 
 /// appA on cell 0, appB and appC on cell 1; appA may reach appB on 8080.
@@ -155,58 +149,26 @@ struct AgentCapture {
 
 impl AgentCapture {
     fn start(landscape: &Landscape, cell: usize, start: AgentStart) -> anyhow::Result<Self> {
-        let netns = std::fs::File::open(format!("/run/netns/{}", landscape.control.name))?;
-        let address = format!("https://{}", landscape.agent_address(cell));
-        let ca = landscape.pki.ca.certificate.clone();
-        let client = landscape.pki.api_client.clone();
-        let (requests, request_rx) = async_mpsc::unbounded_channel();
-        requests.send(AgentRequest {
-            operation: Some(Operation::Start(start)),
-        })?;
-        let (tx, responses) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let run = async {
-                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                let tls = client_config(
-                    Some(&ca),
-                    Some(&KeyPair {
-                        certificate: &client.certificate,
-                        private_key: &client.private_key,
-                    }),
-                    Some("pcap-agent"),
-                )
-                .map_err(|e| Status::internal(e.to_string()))?;
-                let channel = Endpoint::from_shared(address)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .tls_config(tls)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .connect()
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                let mut stream = AgentClient::new(channel)
-                    .capture(UnboundedReceiverStream::new(request_rx))
-                    .await?
-                    .into_inner();
-                while let Some(message) = stream.message().await? {
-                    if tx.send(Ok(message)).is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), Status>(())
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            if let Err(status) = runtime.block_on(run) {
-                let _ = tx.send(Err(status));
-            }
-        });
+        let client = &landscape.pki.api_client;
+        let tls = client_config(
+            Some(&landscape.pki.ca.certificate),
+            Some(&KeyPair {
+                certificate: &client.certificate,
+                private_key: &client.private_key,
+            }),
+            Some("pcap-agent"),
+        )?;
+        let endpoint = Endpoint::from_shared(format!("https://{}", landscape.agent_address(cell)))?
+            .tls_config(tls)?;
+        let AgentCall {
+            responses,
+            requests,
+            thread,
+        } = AgentCall::start(&landscape.control, endpoint, start)?;
         Ok(Self {
             responses,
             requests,
-            thread: Some(thread),
+            thread,
         })
     }
 

@@ -10,7 +10,7 @@ use std::{
     net::UdpSocket,
     path::PathBuf,
     sync::mpsc,
-    thread::{self, JoinHandle},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -19,17 +19,17 @@ use pcap_proto::{
     COMPATIBILITY_LEVEL,
     v1::{
         AgentRequest, AgentStart, CaptureOptions, CaptureResponse, StopCapture,
-        agent_client::AgentClient, agent_request::Operation, capture_response::Payload, event,
+        agent_request::Operation, capture_response::Payload, event,
     },
 };
 use pcap_tests::{
     TempDir,
+    agent_call::AgentCall,
     cluster::{ALICE_TOKEN, Cluster},
     netns::Netns,
     process::{Running, agent_run, binary, wait_until},
 };
 use tokio::sync::mpsc as async_mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Code, Status, transport::Endpoint};
 
 /// A resolver that takes longer than any of these tests may: 5 s per try.
@@ -162,10 +162,14 @@ impl AgentCapture {
 
     /// Its session thread in the agent is `capture-ORIGIN`.
     fn start_as(ns: &Netns, filter: &str, origin: u32) -> anyhow::Result<Self> {
-        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name))?;
-        let (requests, request_rx) = async_mpsc::unbounded_channel();
-        requests.send(AgentRequest {
-            operation: Some(Operation::Start(AgentStart {
+        let AgentCall {
+            responses,
+            requests,
+            thread,
+        } = AgentCall::start(
+            ns,
+            Endpoint::from_static("http://127.0.0.1:9494"),
+            AgentStart {
                 compatibility_level: COMPATIBILITY_LEVEL,
                 origin,
                 options: Some(CaptureOptions {
@@ -174,41 +178,12 @@ impl AgentCapture {
                     ..CaptureOptions::default()
                 }),
                 container: None,
-            })),
-        })?;
-        let (tx, responses) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let run = async {
-                nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                let channel = Endpoint::from_static("http://127.0.0.1:9494")
-                    .connect()
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                let mut stream = AgentClient::new(channel)
-                    .max_decoding_message_size(8 << 20)
-                    .capture(UnboundedReceiverStream::new(request_rx))
-                    .await?
-                    .into_inner();
-                while let Some(message) = stream.message().await? {
-                    if tx.send(Ok(message)).is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), Status>(())
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            if let Err(status) = runtime.block_on(run) {
-                let _ = tx.send(Err(status));
-            }
-        });
+            },
+        )?;
         Ok(Self {
             responses,
             requests,
-            thread: Some(thread),
+            thread,
         })
     }
 
