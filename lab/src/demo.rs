@@ -62,17 +62,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
         vtep_file.display()
     );
     let app_cli = |args: &[&str]| {
-        let mut command = landscape.pcap();
-        command
-            .arg("app")
-            .args(["--api", &landscape.api_url()])
-            .arg("--ca")
-            .arg(&landscape.pki.ca.certificate)
-            .env("CF_HOME", &cf.home)
-            .env("HOME", &cf.home)
-            .env_remove("PCAP_API")
-            .arg("appB")
-            .args(args);
+        let mut command = landscape.pcap_app(&cf.home);
+        command.env("HOME", &cf.home).arg("appB").args(args);
         command
     };
     let mut lines = Running::spawn(&mut app_cli(&[]))?;

@@ -592,6 +592,21 @@ impl Landscape {
         self.control.command(&self.bin("pcap"))
     }
 
+    /// `pcap app --api URL --ca CA` in the control namespace, as the cf
+    /// user whose `CF_HOME` is `cf_home` (and `PCAP_API` unset); the app
+    /// and the rest of the arguments are the caller's.
+    pub fn pcap_app(&self, cf_home: &Path) -> Command {
+        let mut command = self.pcap();
+        command
+            .arg("app")
+            .args(["--api", &self.api_url()])
+            .arg("--ca")
+            .arg(&self.pki.ca.certificate)
+            .env("CF_HOME", cf_home)
+            .env_remove("PCAP_API");
+        command
+    }
+
     /// The API's URL for the CLI's `--api`.
     pub fn api_url(&self) -> String {
         format!("https://{API_ADDRESS}")

@@ -149,16 +149,8 @@ impl Cf {
 
     /// `pcap app ARGS` as the user whose cf home is `home`.
     fn cli(&self, home: &std::path::Path, args: &[&str]) -> std::process::Command {
-        let mut command = self.landscape.pcap();
-        command
-            .arg("app")
-            .args(["--api", &self.landscape.api_url()])
-            .arg("--ca")
-            .arg(&self.landscape.pki.ca.certificate)
-            .env("CF_HOME", home)
-            .env("HOME", &*self.dir)
-            .env_remove("PCAP_API")
-            .args(args);
+        let mut command = self.landscape.pcap_app(home);
+        command.env("HOME", &*self.dir).args(args);
         command
     }
 

@@ -599,16 +599,12 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
         &cf.uaa.refresh_token("dev", "cf")?,
     )?;
     let app_file = cf.dir.join("app.pcapng");
-    let mut pcap_app = Running::spawn(
-        cf.landscape
-            .pcap()
-            .args(["app", "--api", &cf.landscape.api_url()])
-            .arg("--ca")
-            .arg(&cf.landscape.pki.ca.certificate)
-            .env("CF_HOME", &home)
-            .env_remove("PCAP_API")
-            .args([APP, "-w", app_file.to_str().context("utf-8")?, "icmp"]),
-    )?;
+    let mut pcap_app = Running::spawn(cf.landscape.pcap_app(&home).args([
+        APP,
+        "-w",
+        app_file.to_str().context("utf-8")?,
+        "icmp",
+    ]))?;
 
     let plugin_file = cf.dir.join("plugin.pcapng");
     let (mut command, record) = cf.cf_pcap(
