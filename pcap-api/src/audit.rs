@@ -66,15 +66,13 @@ pub struct Request {
 impl Request {
     pub fn new(user: &User, start: &StartCapture) -> Self {
         Self {
-            issuer: user.issuer.label().to_owned(),
-            user_id: user.id.clone(),
-            user: user.name.clone(),
             target: resolve::describe(start.target.as_ref()),
             filter: start
                 .options
                 .as_ref()
                 .map(|o| o.filter.clone())
                 .unwrap_or_default(),
+            ..Self::unread(user)
         }
     }
 

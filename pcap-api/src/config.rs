@@ -215,6 +215,17 @@ impl Config {
         if self.agents.server_name.is_empty() {
             return Err(invalid("agents.server_name", "must not be empty"));
         }
+        if let Err(e) =
+            tokio_rustls::rustls::pki_types::ServerName::try_from(self.agents.server_name.as_str())
+        {
+            return Err(invalid(
+                "agents.server_name",
+                format!(
+                    "{:?} is neither a DNS name nor an IP address: {e}",
+                    self.agents.server_name
+                ),
+            ));
+        }
         check_seconds("agents.connect_timeout", self.agents.connect_timeout, false)?;
         check_seconds("agents.start_timeout", self.agents.start_timeout, false)?;
         check_seconds("merge.reorder_window", self.merge.reorder_window, true)?;

@@ -26,6 +26,11 @@ use pcap_proto::v1::Packet;
 
 /// How far ahead of the API's clock a packet's timestamp may be.
 pub const MAX_FUTURE: Duration = Duration::from_secs(1);
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "one second in nanoseconds fits a u64"
+)]
+const MAX_FUTURE_NS: u64 = MAX_FUTURE.as_nanos() as u64;
 
 type Key = (u64, u64);
 
@@ -52,7 +57,6 @@ fn heap_size(capacity: usize) -> usize {
 
 pub struct Merger {
     window_ns: u64,
-    max_future_ns: u64,
     max_held_bytes: usize,
     /// Keyed by (timestamp, arrival number): equal timestamps keep their
     /// arrival order.
@@ -71,7 +75,6 @@ impl Merger {
     pub fn new(window: Duration, max_held_bytes: usize) -> Self {
         Self {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
-            max_future_ns: u64::try_from(MAX_FUTURE.as_nanos()).unwrap_or(u64::MAX),
             max_held_bytes,
             held: BTreeMap::new(),
             arrivals: 0,
@@ -87,7 +90,7 @@ impl Merger {
     /// `out` what must be sent now: the packet itself when it is late, or
     /// the oldest held packets when the byte budget is exceeded.
     pub fn push(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
-        let latest = now_ns.saturating_add(self.max_future_ns);
+        let latest = now_ns.saturating_add(MAX_FUTURE_NS);
         if packet.timestamp_ns > latest {
             packet.timestamp_ns = latest;
             *self.clamped.entry(packet.origin).or_default() += 1;

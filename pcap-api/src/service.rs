@@ -271,12 +271,8 @@ impl Api for ApiService {
             }
         };
         request.allowed(&capture.origins(), store);
-        let capture = Capture {
-            audit: Some(request),
-            ..capture
-        };
         let (sink, responses) = mpsc::channel(CLIENT_QUEUE);
-        tokio::spawn(capture.run(Arc::clone(&self.shared), requests, sink));
+        tokio::spawn(capture.run(Arc::clone(&self.shared), request, requests, sink));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 
@@ -399,7 +395,6 @@ impl ApiService {
             options,
             resolved,
             recorder,
-            audit: None,
             _slot: slot,
         })
     }
@@ -413,8 +408,6 @@ struct Capture {
     resolved: Resolved,
     /// Writes the capture to the store instead of the client (`--store`).
     recorder: Option<crate::store::recorder::Recorder>,
-    /// Who asked for what, for the audit line at the end.
-    audit: Option<audit::Request>,
     _slot: CaptureSlot,
 }
 
@@ -422,6 +415,7 @@ impl Capture {
     async fn run(
         mut self,
         shared: Arc<Shared>,
+        audit: audit::Request,
         requests: Streaming<CaptureRequest>,
         sink: session::ClientSink,
     ) {
@@ -494,7 +488,7 @@ impl Capture {
             // The object is completed or aborted before the slot is freed.
             let _ = recording.await;
         }
-        self.log(&summary, &stop, began.elapsed());
+        self.log(&audit, &summary, &stop, began.elapsed());
     }
 
     /// The request's options as agents get them: the target's interfaces
@@ -527,7 +521,13 @@ impl Capture {
 
     /// The capture's log line and audit line. Tokens never reach them;
     /// what a caller controls is escaped.
-    fn log(&self, summary: &Summary, stop: &Stop, duration: std::time::Duration) {
+    fn log(
+        &self,
+        audit: &audit::Request,
+        summary: &Summary,
+        stop: &Stop,
+        duration: std::time::Duration,
+    ) {
         let outcome = if summary.client_gone {
             "the client went away"
         } else if !summary.any_started {
@@ -549,16 +549,15 @@ impl Capture {
             bytes = summary.bytes,
             after_limit = summary.after_limit,
             out_of_order = summary.out_of_order,
+            future_clamped = summary.future_clamped,
             "capture ended"
         );
-        if let Some(audit) = &self.audit {
-            audit.ended(&audit::Ended {
-                origins: &origins,
-                duration,
-                outcome,
-                packets: summary.packets,
-            });
-        }
+        audit.ended(&audit::Ended {
+            origins: &origins,
+            duration,
+            outcome,
+            packets: summary.packets,
+        });
     }
 }
 
