@@ -1,6 +1,12 @@
 //! Buffering that hands bytes to the underlying writer only at block
-//! boundaries, so a capture file cut off by a crash (SIGKILL, power loss)
-//! still ends with a complete block and stays readable.
+//! boundaries, so a capture file cut off by a crash (a panic, SIGKILL
+//! between writes) ends with a complete block and stays readable.
+//!
+//! One case no writer can prevent: SIGKILL arriving *during* a `write(2)`
+//! of several page-cache folios makes the kernel stop at a folio boundary
+//! (`generic_perform_write`), so the last block may be cut short. Readers
+//! (tshark, tcpdump -r, `pcap-agent capture -r`) then read every packet
+//! before it and report the file as cut short.
 
 use std::io::{self, Write};
 

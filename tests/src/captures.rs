@@ -52,6 +52,25 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<Capture> {
     }
 }
 
+/// The length of the file's leading whole blocks (pcapng) or records
+/// (pcap): where a file cut off in the middle of a block stops being
+/// readable. Equals `bytes.len()` for a file that ends on a block boundary.
+pub fn whole_blocks_len(bytes: &[u8]) -> usize {
+    let pcapng = bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
+    let mut at = if pcapng { 0 } else { 24 };
+    loop {
+        let (header, len) = if pcapng {
+            (12, bytes.get(at + 4..at + 8).map(|l| u32_at(l, 0) as usize))
+        } else {
+            (16, bytes.get(at + 8..at + 12).map(|l| 16 + u32_at(l, 0) as usize))
+        };
+        match len {
+            Some(len) if len >= header && at + len <= bytes.len() => at += len,
+            _ => return at.min(bytes.len()),
+        }
+    }
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
