@@ -13,6 +13,7 @@ pub mod filter;
 pub mod iface;
 pub mod output;
 pub mod privileges;
+pub mod rtnl;
 pub mod serve;
 pub mod silk;
 pub mod tc_fallback;

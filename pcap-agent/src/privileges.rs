@@ -10,13 +10,13 @@
 //! creator: after it, every capability not kept is gone from the effective,
 //! permitted and bounding sets, the inheritable and ambient sets are empty,
 //! and `no_new_privs` is set, so not even an `execve` of a set-uid or
-//! file-capability program (the clsact fallback runs `tc`) can gain more.
+//! file-capability program (c2c insight runs `iptables-save`) can gain more.
 //!
 //! With `file_user`, files are opened as that user and its group (the
 //! file-system uid and gid, and the only supplementary group), while the
 //! process stays uid 0: silk's container metadata store belongs to `vcap`
 //! with mode 0600, and root without `CAP_DAC_OVERRIDE` could not read it,
-//! while `tc`, which `execve` runs with the file-system ids reset to root,
+//! while `iptables-save`, which `execve` runs with the file-system ids reset to root,
 //! gets the kept capabilities from the bounding set without any inheritable
 //! or ambient ones.
 

@@ -26,7 +26,6 @@ use std::{
     io::{self, Read as _, Write as _},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use aya::programs::{
@@ -37,7 +36,7 @@ use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::iface::Interface;
+use crate::{iface::Interface, rtnl::Rtnl};
 
 const STATE_DIR: &str = "/run/pcap-agent/tc";
 /// The lock that serialises qdisc and filter changes among agents.
@@ -239,7 +238,7 @@ impl Attachments {
         {
             self.interfaces.push((name.clone(), interface.index));
         }
-        match qdisc_kind(name).as_deref() {
+        match qdisc_kind(interface.index).as_deref() {
             Some("clsact") => Ok(()),
             Some("ingress") => Err(TcFallbackError::EgressBehindIngressQdisc(name.clone())),
             _ => {
@@ -407,7 +406,12 @@ pub fn recover_stale() {
             if Interface::lookup(attach.interface).map(|i| i.index).ok() != Some(attach.index) {
                 continue; // The interface is gone, and its filters with it.
             }
-            let count = remove_filters_of(attach.interface, attach.direction, attach.program);
+            let count = remove_filters_of(
+                attach.interface,
+                attach.index,
+                attach.direction,
+                attach.program,
+            );
             if count > 0 {
                 let _ = write!(removed, " {}/{}", attach.interface, attach.direction);
             }
@@ -464,7 +468,9 @@ fn recover_legacy(path: &Path, text: &str) -> bool {
         }
     }
     for interface in qdiscs {
-        delete_clsact_if_unused(interface);
+        if let Ok(interface) = Interface::lookup(interface) {
+            delete_clsact_if_unused(interface.index);
+        }
     }
     let _ = fs::remove_file(path);
     warn!(state = %path.display(), "removed tc filters left by an older pcap-agent");
@@ -518,53 +524,21 @@ impl<'a> State<'a> {
     }
 }
 
-/// A cls_bpf filter as `tc -j filter show` lists it.
-#[derive(Debug, PartialEq, Eq)]
-struct ListedFilter {
-    priority: u16,
-    handle: u32,
-    program: Option<u32>,
-}
-
-/// The filters on one hook of `interface`; empty if it cannot be listed.
-fn list_filters(interface: &str, direction: &str) -> Vec<ListedFilter> {
-    let Ok(output) = Command::new("tc")
-        .args(["-j", "filter", "show", "dev", interface, direction])
-        .output()
-    else {
-        return Vec::new();
-    };
-    parse_filters(&output.stdout)
-}
-
-fn parse_filters(json: &[u8]) -> Vec<ListedFilter> {
-    let Ok(serde_json::Value::Array(filters)) = serde_json::from_slice(json) else {
-        return Vec::new();
-    };
-    filters
-        .iter()
-        .filter_map(|filter| {
-            let options = filter.get("options")?;
-            let handle = options.get("handle")?.as_str()?;
-            Some(ListedFilter {
-                priority: u16::try_from(filter.get("pref")?.as_u64()?).ok()?,
-                handle: u32::from_str_radix(handle.trim_start_matches("0x"), 16).ok()?,
-                program: options
-                    .get("prog")
-                    .and_then(|p| p.get("id"))
-                    .and_then(serde_json::Value::as_u64)
-                    .and_then(|id| u32::try_from(id).ok()),
-            })
-        })
-        .collect()
-}
-
 /// Detaches the filters on one hook of `interface` that run `program`;
 /// returns how many.
-fn remove_filters_of(interface: &str, direction: &str, program: u32) -> usize {
+fn remove_filters_of(interface: &str, index: u32, direction: &str, program: u32) -> usize {
     let attach_type = attach_type(direction);
-    list_filters(interface, direction)
+    let filters = Rtnl::open().and_then(|mut rtnl| rtnl.filters(index, attach_type));
+    let filters = match filters {
+        Ok(filters) => filters,
+        Err(e) => {
+            warn!(interface, direction, error = %e, "cannot list tc filters");
+            return 0;
+        }
+    };
+    filters
         .into_iter()
+        .flatten()
         .filter(|f| f.program == Some(program))
         .filter(|f| {
             SchedClassifierLink::attached(
@@ -584,41 +558,42 @@ fn qdisc_mark(netns: u64, index: u32) -> PathBuf {
 }
 
 /// Deletes the clsact qdisc of `interface` if one of us added it (it is
-/// marked) and no filter uses it any more. Call with [`AgentsLock`] held.
+/// marked) and no filter uses it any more; forgets the mark of an interface
+/// that is gone. Call with [`AgentsLock`] held.
 fn remove_unused_qdisc(interface: &str, index: u32, netns: u64) {
     let mark = qdisc_mark(netns, index);
     if !mark.exists() {
         return;
     }
-    if delete_clsact_if_unused(interface) {
+    if Interface::lookup(interface).map(|i| i.index).ok() != Some(index) {
+        // The qdisc went with its interface.
+        let _ = fs::remove_file(mark);
+        return;
+    }
+    if delete_clsact_if_unused(index) {
         let _ = fs::remove_file(mark);
     } else {
         debug!(interface, "clsact qdisc still has filters; leaving it");
     }
 }
 
-/// Deletes the clsact qdisc of `interface` unless a filter is left on
-/// either of its hooks; returns false, deleting nothing, when one is.
-fn delete_clsact_if_unused(interface: &str) -> bool {
-    if ["ingress", "egress"]
-        .iter()
-        .any(|hook| has_filters(interface, hook))
-    {
+/// Deletes the clsact qdisc of interface `index` unless a filter (of any
+/// kind) is left on either of its hooks; returns false, deleting nothing,
+/// when one is or the filters cannot be listed.
+fn delete_clsact_if_unused(index: u32) -> bool {
+    let Ok(mut rtnl) = Rtnl::open() else {
+        return false;
+    };
+    let in_use = [TcAttachType::Ingress, TcAttachType::Egress]
+        .into_iter()
+        .any(|hook| !rtnl.filters(index, hook).is_ok_and(|f| f.is_empty()));
+    if in_use {
         return false;
     }
-    let _ = Command::new("tc")
-        .args(["qdisc", "del", "dev", interface, "clsact"])
-        .status();
+    if let Err(e) = rtnl.delete_clsact(index) {
+        debug!(index, error = %e, "deleting the clsact qdisc");
+    }
     true
-}
-
-/// Whether `tc filter show` lists anything on the hook (filters of any
-/// kind, which `-j` may not describe).
-fn has_filters(interface: &str, hook: &str) -> bool {
-    Command::new("tc")
-        .args(["filter", "show", "dev", interface, hook])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty())
 }
 
 /// Marked qdiscs of this network namespace whose capture died before it
@@ -656,22 +631,14 @@ fn remove_orphaned_qdiscs(identity: &Identity) {
 }
 
 /// The kind of the qdisc at handle ffff: (clsact or ingress), if any.
-fn qdisc_kind(interface: &str) -> Option<String> {
-    let output = Command::new("tc")
-        .args(["qdisc", "show", "dev", interface])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut words = line.split_whitespace();
-            let (Some("qdisc"), Some(kind), Some("ffff:")) =
-                (words.next(), words.next(), words.next())
-            else {
-                return None;
-            };
-            Some(kind.to_owned())
-        })
+fn qdisc_kind(index: u32) -> Option<String> {
+    match Rtnl::open().and_then(|mut rtnl| rtnl.ingress_qdisc_kind(index)) {
+        Ok(kind) => kind,
+        Err(e) => {
+            warn!(index, error = %e, "cannot list qdiscs");
+            None
+        }
+    }
 }
 
 /// This process's start time, in clock ticks after boot (field 22 of
@@ -712,24 +679,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn parses_tc_json() {
-        let json = br#"[{"protocol":"all","pref":49152,"kind":"bpf","chain":0},
-            {"protocol":"all","pref":49152,"kind":"bpf","chain":0,"options":{"handle":"0x1",
-            "bpf_name":"pcap_ingress","direct-action":true,"not_in_hw":true,
-            "prog":{"id":356265,"name":"pcap_ingress","tag":"b3ae4889ed5a6327","jited":1}}},
-            {"protocol":"all","pref":49151,"kind":"u32","chain":0,"options":{"handle":"800::800"}}]"#;
-        assert_eq!(
-            parse_filters(json),
-            [ListedFilter {
-                priority: 49152,
-                handle: 1,
-                program: Some(356_265)
-            }]
-        );
-        assert!(parse_filters(b"not json").is_empty());
     }
 
     #[test]

@@ -1,0 +1,239 @@
+//! Route netlink, spoken by the agent itself (the `netlink-packet-route`
+//! and `netlink-sys` crates): the clsact qdiscs and cls_bpf filters of the
+//! fallback attach mode ([`crate::tc_fallback`]), and the removal of
+//! captured interfaces ([`LinkWatch`]). The agent runs no `tc` or `ip`.
+//!
+//! aya adds the clsact qdisc and attaches and detaches filters itself; what
+//! it cannot do (list filters with their program ids, read an interface's
+//! qdisc, delete a qdisc) is here.
+
+use std::{io, num::NonZeroI32};
+
+use aya::programs::TcAttachType;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// Room for one datagram of a dump (the kernel fills at most 32 KiB).
+const RECEIVE_BUFFER: usize = 64 * 1024;
+
+/// The handle of the ingress or clsact qdisc, `ffff:`.
+const INGRESS_QDISC: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0,
+};
+
+/// A filter on one hook of an interface, as the kernel lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub priority: u16,
+    pub handle: u32,
+    /// `bpf`, `u32`, ...; `None` for the entry that heads a priority.
+    pub kind: Option<String>,
+    /// The program a `bpf` filter runs.
+    pub program: Option<u32>,
+}
+
+/// A route netlink socket for requests.
+pub struct Rtnl {
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
+}
+
+impl Rtnl {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Self {
+            socket,
+            sequence: 0,
+            buffer: vec![0; RECEIVE_BUFFER],
+        })
+    }
+
+    /// Sends one request and collects the replies: every message of a
+    /// dump, or nothing for an acknowledged change. A reply the crate
+    /// cannot parse is `None`.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<Option<RouteNetlinkMessage>>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = sequence;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
+
+        let mut replies = Vec::new();
+        loop {
+            let size = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let mut offset = 0;
+            while offset < size {
+                let bytes = &self.buffer[offset..size];
+                let Ok(frame) = NetlinkBuffer::new_checked(bytes) else {
+                    break;
+                };
+                let length = frame.length() as usize;
+                offset += length.next_multiple_of(4).max(4);
+                if frame.sequence_number() != sequence {
+                    continue;
+                }
+                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]) {
+                    Ok(message) => match message.payload {
+                        NetlinkPayload::Done(_) => return Ok(replies),
+                        NetlinkPayload::Error(error) => {
+                            return match error.code {
+                                None => Ok(replies),
+                                Some(code) => Err(os_error(code)),
+                            };
+                        }
+                        NetlinkPayload::InnerMessage(inner) => replies.push(Some(inner)),
+                        _ => {}
+                    },
+                    Err(_) => replies.push(None),
+                }
+            }
+        }
+    }
+
+    /// The kind of the qdisc at `ffff:` of an interface (`clsact` or
+    /// `ingress`), if it has one.
+    pub fn ingress_qdisc_kind(&mut self, ifindex: u32) -> io::Result<Option<String>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies.into_iter().flatten().find_map(|reply| {
+            let RouteNetlinkMessage::NewQueueDiscipline(qdisc) = reply else {
+                return None;
+            };
+            (qdisc.header.index == ifindex as i32 && qdisc.header.handle == INGRESS_QDISC)
+                .then(|| kind(&qdisc.attributes))
+                .flatten()
+        }))
+    }
+
+    /// The filters on one hook of an interface's clsact qdisc, of every
+    /// kind: `None` for one the crate cannot parse. Empty when the
+    /// interface or its qdisc is gone.
+    pub fn filters(
+        &mut self,
+        ifindex: u32,
+        hook: TcAttachType,
+    ) -> io::Result<Vec<Option<Filter>>> {
+        let message = TcMessage::from_parts(
+            TcHeader {
+                index: ifindex as i32,
+                parent: hook_parent(hook),
+                ..TcHeader::default()
+            },
+            Vec::new(),
+        );
+        let replies = self.request(RouteNetlinkMessage::GetTrafficFilter(message), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply? {
+                RouteNetlinkMessage::NewTrafficFilter(filter) => Some(Filter {
+                    priority: (filter.header.info >> 16) as u16,
+                    handle: filter.header.handle.into(),
+                    kind: kind(&filter.attributes),
+                    program: program_id(&filter.attributes),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Deletes the clsact qdisc of an interface (never an `ingress` one),
+    /// and with it every filter on it.
+    pub fn delete_clsact(&mut self, ifindex: u32) -> io::Result<()> {
+        let message = TcMessage::from_parts(
+            TcHeader {
+                index: ifindex as i32,
+                parent: TcHandle::CLSACT,
+                handle: INGRESS_QDISC,
+                ..TcHeader::default()
+            },
+            vec![TcAttribute::Kind("clsact".to_owned())],
+        );
+        self.request(RouteNetlinkMessage::DelQueueDiscipline(message), NLM_F_ACK)
+            .map(drop)
+    }
+}
+
+/// The parent a hook's filters hang from: `ffff:fff2` or `ffff:fff3`.
+fn hook_parent(hook: TcAttachType) -> TcHandle {
+    TcHandle {
+        major: 0xffff,
+        minor: match hook {
+            TcAttachType::Egress => TcHandle::MIN_EGRESS,
+            _ => TcHandle::MIN_INGRESS,
+        },
+    }
+}
+
+fn kind(attributes: &[TcAttribute]) -> Option<String> {
+    attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(kind) => Some(kind.clone()),
+        _ => None,
+    })
+}
+
+fn program_id(attributes: &[TcAttribute]) -> Option<u32> {
+    attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(options) => options.iter().find_map(|o| match o {
+            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// A netlink error code (a negative errno) as an I/O error.
+fn os_error(code: NonZeroI32) -> io::Error {
+    io::Error::from_raw_os_error(code.get().saturating_abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_bpf_filter() {
+        let attributes = vec![
+            TcAttribute::Kind("bpf".to_owned()),
+            TcAttribute::Options(vec![
+                TcOption::Bpf(TcFilterBpfOption::ProgName("pcap_ingress".to_owned())),
+                TcOption::Bpf(TcFilterBpfOption::ProgId(356_265)),
+            ]),
+        ];
+        assert_eq!(kind(&attributes).as_deref(), Some("bpf"));
+        assert_eq!(program_id(&attributes), Some(356_265));
+        assert_eq!(program_id(&attributes[..1]), None);
+        assert_eq!(
+            u32::from(hook_parent(TcAttachType::Egress)),
+            0xffff_fff3,
+            "TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)"
+        );
+    }
+
+    #[test]
+    fn an_error_code_is_an_errno() {
+        let error = os_error(NonZeroI32::new(-19).unwrap());
+        assert_eq!(error.raw_os_error(), Some(19));
+    }
+}
