@@ -6,9 +6,9 @@
 use std::{
     fs::File,
     io::{self, IsTerminal as _},
+    num::NonZeroU64,
     path::PathBuf,
     process::ExitCode,
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -23,6 +23,7 @@ use pcap_agent::{
     privileges, serve,
 };
 use pcap_common::MAX_SNAPLEN;
+use pcap_proto::flags::{CaptureFlags, InterfaceFlags};
 use tokio::signal::unix::{SignalKind, signal};
 
 mod ethtool_link;
@@ -59,29 +60,18 @@ struct ServeArgs {
     check_config: bool,
 }
 
+// The flags pcap's remote captures have too come from `pcap_proto::flags`
+// (-i, -s, -c, --duration, -w, the expression).
 #[derive(Debug, Args)]
+#[command(mut_arg("interfaces", |arg| arg
+    .required_unless_present_any(["list_interfaces", "read"])))]
 struct CaptureArgs {
-    /// Interface to capture on (both directions unless -Q). Repeat for several.
-    #[arg(
-        short = 'i',
-        long = "interface",
-        required_unless_present_any = ["list_interfaces", "read"]
-    )]
-    interfaces: Vec<String>,
+    #[command(flatten)]
+    interfaces: InterfaceFlags,
     #[command(flatten)]
     tcpdump: TcpdumpArgs,
-    /// Bytes to keep of each packet: 1 to 262144; 0 means 262144, as in tcpdump.
-    #[arg(short = 's', long = "snapshot-length", default_value_t = MAX_SNAPLEN)]
-    snaplen: u32,
-    /// Exit after writing this many packets.
-    #[arg(short = 'c', long)]
-    count: Option<u64>,
-    /// Exit after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
-    /// Write packets to FILE (`-` for stdout) instead of printing them.
-    #[arg(short = 'w', value_name = "FILE")]
-    write: Option<PathBuf>,
+    #[command(flatten)]
+    capture: CaptureFlags,
     /// File format for -w.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -113,8 +103,6 @@ struct CaptureArgs {
     /// Read the filter expression from FILE (an expression on the command line is then ignored).
     #[arg(short = 'F', value_name = "FILE")]
     filter_file: Option<PathBuf>,
-    /// Filter expression, in tcpdump's (libpcap's) language, run in the kernel.
-    expression: Vec<String>,
 }
 
 /// tcpdump's flags for listing, reading files, directions and names, as
@@ -171,16 +159,13 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     if args.tcpdump.list_interfaces {
         return iface_list::print(&mut io::stdout().lock());
     }
-    if args.count == Some(0) {
-        anyhow::bail!("invalid -c 0: give a packet count of 1 or more");
-    }
     if let Some(path) = &args.tcpdump.read {
         return run_offline(args, path);
     }
     let spec = spec(args)?;
     // Before attaching anything: name what is missing instead of EPERM.
     privileges::check_effective(&caps::CapsHashSet::new())?;
-    let mut output = match &args.write {
+    let mut output = match &args.capture.write {
         None => Output::lines(Box::new(io::stdout())),
         Some(path) if path.as_os_str() == "-" => {
             Output::file(args.format, Box::new(io::stdout()), true)
@@ -240,7 +225,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
 
 /// `-r FILE`: filter a capture file in user space, as `tcpdump -r`.
 fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()> {
-    if !args.interfaces.is_empty() {
+    if !args.interfaces.interfaces.is_empty() {
         anyhow::bail!(
             "-r reads packets from a file and -i captures them live: give one or the other"
         );
@@ -251,7 +236,7 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
     if args.c2c {
         anyhow::bail!("--c2c annotates a live capture: it does not apply to -r");
     }
-    if args.duration.is_some() {
+    if args.capture.duration.is_some() {
         anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");
     }
     let expression = expression(args)?;
@@ -259,7 +244,7 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
         anyhow::bail!("{}", pcap_proto::filter_too_long(expression.len()));
     }
     let input = offline::open(path)?;
-    let sink = match &args.write {
+    let sink = match &args.capture.write {
         None => offline::Sink::Lines(Box::new(io::stdout())),
         Some(out) if out.as_os_str() == "-" => offline::Sink::File {
             format: args.format,
@@ -272,8 +257,13 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
             )),
         },
     };
-    offline::run(input, &expression, args.count, sink)
-        .with_context(|| format!("reading {}", path.display()))?;
+    offline::run(
+        input,
+        &expression,
+        args.capture.count.map(NonZeroU64::get),
+        sink,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     Ok(())
 }
 
@@ -281,13 +271,13 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
 fn expression(args: &CaptureArgs) -> anyhow::Result<String> {
     Ok(match &args.filter_file {
         Some(path) => {
-            if !args.expression.is_empty() {
+            if !args.capture.expression.is_empty() {
                 tracing::warn!("-F given: ignoring the expression on the command line");
             }
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read filter file {}", path.display()))?
         }
-        None => args.expression.join(" "),
+        None => args.capture.expression.join(" "),
     })
 }
 
@@ -320,29 +310,15 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
-    let snaplen = match args.snaplen {
-        0 => MAX_SNAPLEN,
-        n if n <= MAX_SNAPLEN => n,
-        n => anyhow::bail!("invalid snaplen {n}: use 1 to {MAX_SNAPLEN} (or 0 for {MAX_SNAPLEN})"),
-    };
-    let duration = args
-        .duration
-        .map(|secs| {
-            Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|_| secs > 0.0)
-                .with_context(|| {
-                    format!("invalid --duration {secs}: give a positive number of seconds")
-                })
-        })
-        .transpose()?;
+    // The expression may come from -F: only the snaplen and limits here.
+    let options = args.capture.options(&args.interfaces.interfaces, None);
     let ring_bytes = args
         .buffer_kib
         .checked_mul(1024)
         .filter(|b| (4096..=1 << 30).contains(b))
         .with_context(|| format!("invalid -B {}: give 4 to 1048576 KiB", args.buffer_kib))?;
     let mut interfaces: Vec<Interface> = Vec::new();
-    for name in &args.interfaces {
+    for name in &options.interfaces {
         let interface = Interface::lookup(name)?;
         if !interfaces.contains(&interface) {
             interfaces.push(interface);
@@ -351,7 +327,7 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
     let expression = expression(args)?;
     let filter = Filter::compile(&expression, &interfaces)?;
     if args.format == Format::Pcap
-        && args.write.is_some()
+        && args.capture.write.is_some()
         && interfaces
             .iter()
             .any(|i| i.link_type != interfaces[0].link_type)
@@ -363,15 +339,15 @@ fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
     Ok(Spec {
         interfaces,
         datapath: datapath::Options {
-            snaplen,
+            snaplen: options.snaplen_within(MAX_SNAPLEN),
             ring_bytes,
             attach: args.attach,
             directions: args.tcpdump.direction.unwrap_or_default(),
             filter,
         },
-        count: args.count,
+        count: options.limits.packets.map(NonZeroU64::get),
         bytes: None,
-        duration,
+        duration: options.limits.duration,
     })
 }
 

@@ -232,15 +232,14 @@ impl Agent<'_> {
         let start_deadline = Instant::now() + self.connector.start_timeout;
         // The API's own deadline: an agent that neither ends its stream nor
         // breaks the connection is not waited for past the duration asked.
-        let duration_ms = self
+        let end_deadline = self
             .task
             .start
             .options
             .as_ref()
             .and_then(|o| o.limits)
-            .map_or(0, |l| l.duration_ms);
-        let end_deadline = (duration_ms > 0)
-            .then(|| start_deadline + Duration::from_millis(duration_ms) + END_GRACE);
+            .and_then(|l| l.duration_ms)
+            .map(|ms| start_deadline + Duration::from_millis(ms) + END_GRACE);
         let (requests, request_stream) = mpsc::channel(2);
         let start = AgentRequest {
             operation: Some(agent_request::Operation::Start(self.task.start.clone())),

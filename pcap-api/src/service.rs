@@ -2,13 +2,14 @@
 //! as one task per agent (`fanout`) feeding one `session` that writes the
 //! client's response stream.
 
-use std::{sync::Arc, time::Instant};
+use std::{num::NonZeroU64, sync::Arc, time::Instant};
 
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
+    options::{self, Limits},
     tls::TlsError,
     v1::{
-        AgentStart, CaptureOptions, CaptureRequest, CaptureResponse, Limits, OriginDescription,
+        AgentStart, CaptureOptions, CaptureRequest, CaptureResponse, OriginDescription,
         StartCapture, StatusRequest, StatusResponse, api_server::Api, capture_request,
         capture_response::Payload,
     },
@@ -37,8 +38,6 @@ use crate::{
 const CLIENT_QUEUE: usize = 16;
 /// Messages queued from all agents of a capture before they wait.
 const AGENT_QUEUE: usize = 16;
-/// The largest snaplen an agent accepts.
-const MAX_SNAPLEN: u32 = 262_144;
 
 /// Why a capture request is refused before anything starts. The one place
 /// where errors become gRPC status codes.
@@ -328,13 +327,12 @@ impl Api for ApiService {
 impl ApiService {
     /// Everything that can refuse the request, before anything starts.
     async fn prepare(&self, user: User, start: StartCapture) -> Result<Capture, Refusal> {
-        if let Some(options) = &start.options
-            && options.filter.len() > pcap_proto::MAX_FILTER_BYTES
-        {
-            return Err(Refusal::BadRequest(pcap_proto::filter_too_long(
-                options.filter.len(),
-            )));
-        }
+        // The filter's length, the snaplen and the limits, as the agents
+        // check them: before anything is asked of a resolver.
+        let options = start.options.unwrap_or_default();
+        let limits = options::CaptureOptions::from_wire(&options)
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?
+            .limits;
         let target = start.target.unwrap_or_default();
         let resolver = self
             .shared
@@ -349,7 +347,6 @@ impl ApiService {
                 )),
             })?;
         let resolved = resolver.resolve(&user, &target).await?;
-        let options = start.options.unwrap_or_default();
         if resolved.agents.iter().any(|a| a.container.is_some()) && !options.interfaces.is_empty() {
             return Err(Refusal::BadRequest(
                 "an app capture is pinned to each instance's container; it takes no interfaces"
@@ -366,12 +363,6 @@ impl ApiService {
                 audit::escaped(other)
             ))
             .into());
-        }
-        if options.snaplen > MAX_SNAPLEN {
-            return Err(Refusal::BadRequest(format!(
-                "snaplen {} is more than {MAX_SNAPLEN}",
-                options.snaplen
-            )));
         }
         let slot = self
             .shared
@@ -393,6 +384,7 @@ impl ApiService {
             user,
             target: resolve::describe(Some(&target)),
             options,
+            limits,
             resolved,
             recorder,
             _slot: slot,
@@ -405,6 +397,8 @@ struct Capture {
     user: User,
     target: String,
     options: CaptureOptions,
+    /// `options`' limits, checked.
+    limits: Limits,
     resolved: Resolved,
     /// Writes the capture to the store instead of the client (`--store`).
     recorder: Option<crate::store::recorder::Recorder>,
@@ -450,8 +444,12 @@ impl Capture {
             };
             client_listens &= sink.send(Ok(response)).await.is_ok();
         }
-        let agent_options = self.agent_options(&shared.limits);
-        let limits = agent_options.limits.unwrap_or_default();
+        let limits = self.limits.capped_by(Limits {
+            duration: Some(shared.limits.max_duration()),
+            packets: None,
+            bytes: NonZeroU64::new(shared.limits.max_bytes),
+        });
+        let agent_options = self.agent_options(limits);
         let merger = Merger::new(
             shared.merge.reorder_window(),
             usize::try_from(shared.merge.max_buffered_bytes).unwrap_or(usize::MAX),
@@ -461,8 +459,8 @@ impl Capture {
             stop.clone(),
             merger,
             GlobalLimits {
-                packets: limits.packets,
-                bytes: limits.bytes,
+                packets: limits.packets.map_or(0, NonZeroU64::get),
+                bytes: limits.bytes.map_or(0, NonZeroU64::get),
             },
             self.resolved.agents.len(),
         );
@@ -492,21 +490,15 @@ impl Capture {
     }
 
     /// The request's options as agents get them: the target's interfaces
-    /// when the request names none, and the operator's limits as caps.
-    fn agent_options(&self, operator: &config::Limits) -> CaptureOptions {
-        let mut options = self.options.clone();
+    /// when the request names none, and `limits` (the request's, capped by
+    /// the operator's).
+    fn agent_options(&self, limits: Limits) -> CaptureOptions {
+        let mut options = options::CaptureOptions::with_limits(&self.options, limits);
         if options.interfaces.is_empty() {
             options
                 .interfaces
                 .clone_from(&self.resolved.default_interfaces);
         }
-        let requested = options.limits.unwrap_or_default();
-        let max_duration_ms = operator.max_duration().as_millis() as u64;
-        options.limits = Some(Limits {
-            duration_ms: min_nonzero(requested.duration_ms, max_duration_ms),
-            packets: requested.packets,
-            bytes: min_nonzero(requested.bytes, operator.max_bytes),
-        });
         options
     }
 
@@ -649,26 +641,9 @@ async fn watch_client(mut requests: Streaming<CaptureRequest>, stop: Stop, shutd
     }
 }
 
-fn min_nonzero(requested: u64, cap: u64) -> u64 {
-    match (requested, cap) {
-        (0, cap) => cap,
-        (requested, 0) => requested,
-        (requested, cap) => requested.min(cap),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn operator_limits_cap_requests() {
-        assert_eq!(min_nonzero(0, 0), 0);
-        assert_eq!(min_nonzero(0, 10), 10);
-        assert_eq!(min_nonzero(5, 0), 5);
-        assert_eq!(min_nonzero(5, 10), 5);
-        assert_eq!(min_nonzero(50, 10), 10);
-    }
 
     #[test]
     fn refusals_map_to_grpc_codes() {

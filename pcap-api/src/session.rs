@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use pcap_proto::options::START_REQUEST_TIMEOUT;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStopped, Event, Limit, LimitReached, Packet, Packets, Statistics,
     capture_response::Payload, event,
@@ -28,8 +29,6 @@ use crate::{
 
 /// Packet data per `Packets` message sent to the client, as agents do.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// How long a `Capture` call may take to send its `start` request.
-pub const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first message of a call's request stream, within
 /// [`START_REQUEST_TIMEOUT`]: a client that opens a call and sends nothing

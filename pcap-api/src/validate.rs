@@ -63,21 +63,12 @@ pub fn agent_authority(address: &str, default_port: u16) -> Result<String, Strin
     Ok(format!("{host}:{port}"))
 }
 
+/// A duration in seconds, within the bounds every configured duration has
+/// (`pcap_proto::options::check_configured_seconds`).
 pub fn check_seconds(key: &str, value: f64, zero_allowed: bool) -> Result<(), ConfigError> {
-    let ok = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
-    // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
-    if !ok || value > 366.0 * 86400.0 {
-        let expected = if zero_allowed {
-            "zero or more"
-        } else {
-            "more than zero"
-        };
-        return Err(invalid(
-            key,
-            format!("{value} is not a duration in seconds ({expected}, at most a year)"),
-        ));
-    }
-    Ok(())
+    pcap_proto::options::check_configured_seconds(value, zero_allowed)
+        .map(drop)
+        .map_err(|message| invalid(key, message))
 }
 
 /// `value` must be an `https://` URL with a host; `example` shows one.

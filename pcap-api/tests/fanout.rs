@@ -544,7 +544,7 @@ async fn merges_two_agents_and_reports_the_others() {
         assert_eq!(options.filter, "udp");
         assert_eq!(
             options.limits.unwrap().duration_ms,
-            60_000,
+            Some(60_000),
             "capped by max_duration"
         );
     }
@@ -623,7 +623,7 @@ async fn a_packet_limit_stops_every_agent() {
     .await;
     let api = Api::start(pki, 0.0, &[a, b]).await;
     let limits = Limits {
-        packets: 4,
+        packets: Some(4),
         ..Limits::default()
     };
     let (_requests, mut responses) = api.capture(Some(TOKEN), "vms", limits).await.unwrap();
@@ -632,7 +632,7 @@ async fn a_packet_limit_stops_every_agent() {
         let start = expect_start(seen).await;
         assert_eq!(
             start.options.unwrap().limits.unwrap().packets,
-            4,
+            Some(4),
             "agents get the cap"
         );
     }

@@ -14,19 +14,24 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, CommandFactory as _};
-use pcap_proto::v1::{CfAppTarget, StartCapture, Target, target};
+use pcap_proto::v1::{CfAppTarget, StartCapture, target};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tonic::transport::Uri;
 
 use crate::bosh_config::expires_within;
+use crate::captures::Connection;
 use crate::cf_config::{self, CfConfig, Named};
-use crate::{CaptureArgs, Cli, MAX_SNAPLEN, describe, parse_duration, parse_positive};
+use crate::{Cli, RemoteFlags, describe};
 
 /// An access token this close to expiring is refreshed first.
 const REFRESH_MARGIN: Duration = Duration::from_mins(1);
 
+// The filter applies within each instance's container.
 #[derive(Debug, Args)]
+#[command(mut_arg("expression", |arg| arg
+    .help("A tcpdump filter expression, e.g. `tcp port 8080`. It applies within \
+           each instance's own traffic and can never widen it.")))]
 pub struct AppArgs {
     /// The app's name, in the space `cf target` points at.
     #[arg(value_name = "APP_NAME")]
@@ -56,68 +61,30 @@ pub struct AppArgs {
     #[arg(long)]
     insecure: bool,
 
-    /// Bytes kept of each packet, at most 262144; 0 means the maximum.
-    #[arg(short = 's', long, value_name = "SNAPLEN", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SNAPLEN)))]
-    snaplen: u32,
-
-    /// Stop after this many packets, over all instances.
-    #[arg(short = 'c', long, value_name = "COUNT", value_parser = parse_positive)]
-    count: Option<u64>,
-
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
-    duration: Option<Duration>,
-
-    /// Stop after this many bytes of packet data, over all instances.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    max_bytes: Option<u64>,
-
-    /// Write pcapng to FILE, or to stdout with `-w -`; without it, print one
-    /// line per packet.
-    #[arg(short = 'w', value_name = "FILE|-")]
-    write: Option<PathBuf>,
-
-    /// Write the capture to the API's object store instead of here.
-    #[arg(long, conflicts_with = "write")]
-    store: bool,
-
-    /// A tcpdump filter expression, e.g. `tcp port 8080`. It applies within
-    /// each instance's own traffic and can never widen it.
-    #[arg(value_name = "EXPRESSION")]
-    expression: Vec<String>,
+    #[command(flatten)]
+    flags: RemoteFlags,
 }
 
 impl AppArgs {
-    fn capture_args(&self, api: Uri, token: String) -> CaptureArgs {
-        CaptureArgs {
+    /// How to reach the API at `api`, with `token`.
+    fn connection(&self, api: Uri, token: String) -> Connection {
+        Connection {
             api,
-            // Empty: not a static target.
-            target: String::new(),
             ca: self.ca.clone(),
             insecure: self.insecure,
             token: Some(token),
-            interfaces: Vec::new(),
-            snaplen: self.snaplen,
-            count: self.count,
-            duration: self.duration,
-            max_bytes: self.max_bytes,
-            write: self.write.clone(),
-            store: self.store,
-            expression: self.expression.clone(),
         }
     }
 
-    fn start_request(&self, app_guid: &str, capture: &CaptureArgs) -> StartCapture {
-        let mut start = capture.start_request();
-        start.target = Some(Target {
-            kind: Some(target::Kind::CfApp(CfAppTarget {
-                app_guid: app_guid.to_owned(),
-                process_type: self.process.clone(),
-                instances: self.instances.clone(),
-            })),
+    /// The capture of the app `app_guid`: no interfaces, each instance's
+    /// capture is pinned to its container.
+    fn start_request(&self, app_guid: &str) -> StartCapture {
+        let target = target::Kind::CfApp(CfAppTarget {
+            app_guid: app_guid.to_owned(),
+            process_type: self.process.clone(),
+            instances: self.instances.clone(),
         });
-        start
+        self.flags.start_request(target, &[])
     }
 }
 
@@ -180,20 +147,16 @@ pub fn main(args: &AppArgs) -> ExitCode {
 /// Runs the app capture with the login from `login`; `command` is the
 /// clap command whose usage a validation error shows.
 pub fn run(args: &AppArgs, login: Login, command: impl FnOnce() -> clap::Command) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime can always be built");
-    let result = runtime.block_on(async {
+    let result = crate::runtime().block_on(async {
         let (api, token, app_guid) = prepare(args, login).await?;
-        let capture = args.capture_args(api, token);
-        if let Err(message) = capture.validate() {
+        let connection = args.connection(api, token);
+        if let Err(message) = connection.validate() {
             command()
                 .error(clap::error::ErrorKind::ValueValidation, message)
                 .exit();
         }
-        let start = args.start_request(&app_guid, &capture);
-        crate::capture(&capture, start).await
+        let start = args.start_request(&app_guid);
+        crate::capture(&connection, &args.flags, start).await
     });
     match result {
         Ok(code) => code,
@@ -409,8 +372,7 @@ mod tests {
         ]);
         assert_eq!(args.instances, [0, 2, 3]);
         assert_eq!(args.process, "web");
-        let capture = args.capture_args("https://pcap.sys".parse().unwrap(), "t".into());
-        let start = args.start_request("guid-1", &capture);
+        let start = args.start_request("guid-1");
         let Some(target::Kind::CfApp(app)) = start.target.unwrap().kind else {
             panic!("not an app target");
         };

@@ -15,20 +15,27 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, CommandFactory as _};
-use pcap_proto::v1::{BoshTarget, StartCapture, Target, target};
+use clap::Args;
+use pcap_proto::flags::InterfaceFlags;
+use pcap_proto::v1::{BoshTarget, StartCapture, target};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use tonic::transport::Uri;
 
 use crate::bosh_config::{self, BoshConfig, Environment, REFRESH_MARGIN};
-use crate::{CaptureArgs, Cli, MAX_SNAPLEN, describe, parse_duration, parse_positive};
+use crate::captures::Connection;
+use crate::{RemoteFlags, describe};
 
 /// More instances than this need a confirmation on a terminal.
 pub const CONFIRM_ABOVE: usize = 5;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
+// The filter expression's positional arguments take instance IDs first.
 #[derive(Debug, Args)]
+#[command(mut_arg("expression", |arg| arg
+    .value_name("ID|EXPRESSION")
+    .help("Instance IDs, then a tcpdump filter expression, e.g. \
+           `0b2c7f3e-5c1d-4e8a-9f6b-1a2b3c4d5e6f tcp port 443`")))]
 pub struct BoshArgs {
     /// The BOSH environment: an alias or director URL from the BOSH CLI's
     /// configuration.
@@ -81,86 +88,47 @@ pub struct BoshArgs {
     #[arg(long = "bosh-config", env = "BOSH_CONFIG", value_name = "FILE")]
     bosh_config: Option<PathBuf>,
 
-    /// An interface to capture on each VM (repeatable); none means the
-    /// API's or the agents' default.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interfaces: Vec<String>,
+    #[command(flatten)]
+    interfaces: InterfaceFlags,
 
-    /// Bytes kept of each packet, at most 262144; 0 means the maximum.
-    #[arg(short = 's', long, value_name = "SNAPLEN", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SNAPLEN)))]
-    snaplen: u32,
-
-    /// Stop after this many packets, over all VMs.
-    #[arg(short = 'c', long, value_name = "COUNT", value_parser = parse_positive)]
-    count: Option<u64>,
-
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
-    duration: Option<Duration>,
-
-    /// Stop after this many bytes of packet data, over all VMs.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    max_bytes: Option<u64>,
-
-    /// Write pcapng to FILE, or to stdout with `-w -`; without it, print one
-    /// line per packet.
-    #[arg(short = 'w', value_name = "FILE|-")]
-    write: Option<PathBuf>,
-
-    /// Write the capture to the API's object store instead of here: shows
-    /// progress, then a download link (see `pcap captures`).
-    #[arg(long, conflicts_with = "write")]
-    store: bool,
+    #[command(flatten)]
+    flags: RemoteFlags,
 
     /// Do not ask for confirmation, however many instances.
     #[arg(short = 'n', long = "non-interactive")]
     non_interactive: bool,
-
-    /// Instance IDs, then a tcpdump filter expression, e.g.
-    /// `0b2c7f3e-5c1d-4e8a-9f6b-1a2b3c4d5e6f tcp port 443`.
-    #[arg(value_name = "ID|EXPRESSION")]
-    rest: Vec<String>,
 }
 
 impl BoshArgs {
     /// Instance IDs (`--id` and leading IDs) and the filter expression.
     fn ids_and_expression(&self) -> (Vec<String>, Vec<String>) {
+        let rest = &self.flags.capture.expression;
         let mut ids = self.ids.clone();
-        let leading = self.rest.iter().take_while(|a| is_instance_id(a)).count();
-        ids.extend(self.rest[..leading].iter().cloned());
-        (ids, self.rest[leading..].to_vec())
+        let leading = rest.iter().take_while(|a| is_instance_id(a)).count();
+        ids.extend(rest[..leading].iter().cloned());
+        (ids, rest[leading..].to_vec())
     }
 
-    fn start_request(&self, ids: Vec<String>, capture: &CaptureArgs) -> StartCapture {
-        let mut start = capture.start_request();
-        start.target = Some(Target {
-            kind: Some(target::Kind::Bosh(BoshTarget {
-                deployment: self.deployment.clone(),
-                groups: self.groups.clone(),
-                instances: ids,
-            })),
+    /// The BOSH capture of instances `ids` (none: every instance of the
+    /// groups), filtered by `expression`.
+    fn start_request(&self, ids: Vec<String>, expression: Vec<String>) -> StartCapture {
+        let mut flags = self.flags.clone();
+        flags.capture.expression = expression;
+        let target = target::Kind::Bosh(BoshTarget {
+            deployment: self.deployment.clone(),
+            groups: self.groups.clone(),
+            instances: ids,
         });
-        start
+        flags.start_request(target, &self.interfaces.interfaces)
     }
 
-    /// The arguments `pcap capture` would have, with `token`.
-    fn capture_args(&self, token: String, expression: Vec<String>) -> CaptureArgs {
-        CaptureArgs {
+    /// How to reach the API, with `token`.
+    fn connection(&self, token: Option<String>) -> Connection {
+        Connection {
             api: self.api.clone(),
-            // Empty: a BOSH target, not a static one.
-            target: String::new(),
             ca: self.ca.clone(),
             insecure: self.insecure,
-            token: Some(token),
-            interfaces: self.interfaces.clone(),
-            snaplen: self.snaplen,
-            count: self.count,
-            duration: self.duration,
-            max_bytes: self.max_bytes,
-            write: self.write.clone(),
-            store: self.store,
-            expression,
+            token,
         }
     }
 }
@@ -193,30 +161,16 @@ pub fn refusal_hint(code: tonic::Code) -> &'static str {
 /// Runs `pcap bosh`.
 pub fn main(args: &BoshArgs) -> ExitCode {
     let (ids, expression) = args.ids_and_expression();
-    // Validated like `pcap capture`'s, with a placeholder token.
-    if let Err(message) = args
-        .capture_args("placeholder".to_owned(), Vec::new())
-        .validate()
-    {
-        let mut command = Cli::command();
-        command.build();
-        command
-            .find_subcommand_mut("bosh")
-            .expect("bosh is a subcommand")
-            .error(clap::error::ErrorKind::ValueValidation, message)
-            .exit();
+    // Checked as `pcap capture` checks its own; the token comes later.
+    if let Err(message) = args.connection(None).validate() {
+        crate::usage_error("bosh", message);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime can always be built");
-    let result = runtime.block_on(async {
+    let result = crate::runtime().block_on(async {
         let Some(token) = prepare(args, &ids).await? else {
             return Ok(ExitCode::FAILURE);
         };
-        let capture = args.capture_args(token, expression);
-        let start = args.start_request(ids, &capture);
-        crate::capture(&capture, start).await
+        let start = args.start_request(ids, expression);
+        crate::capture(&args.connection(Some(token)), &args.flags, start).await
     });
     match result {
         Ok(code) => code,
@@ -511,7 +465,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
-    use crate::Command;
+    use crate::{Cli, Command};
 
     fn parse(args: &[&str]) -> BoshArgs {
         let argv = ["pcap", "bosh", "--api", "https://api:8443"]
@@ -543,8 +497,7 @@ mod tests {
         let (ids, expression) = args.ids_and_expression();
         assert_eq!(ids, [id]);
         assert_eq!(expression, ["tcp", "port", "443"]);
-        let capture = args.capture_args("t".into(), expression);
-        let start = args.start_request(ids, &capture);
+        let start = args.start_request(ids, expression);
         let Some(target::Kind::Bosh(bosh)) = start.target.unwrap().kind else {
             panic!("not a BOSH target");
         };
@@ -556,7 +509,7 @@ mod tests {
     #[test]
     fn store_goes_to_the_capture_and_excludes_a_file() {
         let args = parse(&["-e", "lab", "-d", "cf", "-g", "router", "--store"]);
-        assert!(args.capture_args("t".into(), vec![]).store);
+        assert!(args.start_request(vec![], vec![]).store);
         let argv = [
             "pcap",
             "bosh",

@@ -39,26 +39,27 @@ pub enum CapturesCommand {
     },
 }
 
-/// How to reach the API: the same options as `pcap capture`.
+/// How to reach the API: `pcap capture`'s and `pcap captures`' flags, and
+/// what `pcap bosh` and `pcap app` fill in from their logins.
 #[derive(Debug, Args)]
 pub struct Connection {
     /// The pcap-api to ask, e.g. https://pcap-api.example.com:8443.
     #[arg(long, value_name = "URL")]
-    api: Uri,
+    pub api: Uri,
 
-    /// Verify the API's (and the store's) certificate against this CA (PEM)
-    /// as well as the system's roots.
+    /// Verify the API's certificate against this CA (PEM) instead of the
+    /// system's roots (a download from the store trusts both).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
-    ca: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
 
     /// Do not verify certificates, and allow http:// URLs. For development
     /// only: anyone in between can read the token.
     #[arg(long)]
-    insecure: bool,
+    pub insecure: bool,
 
     /// The bearer token that identifies you to the API.
     #[arg(long, env = "PCAP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Connection {

@@ -25,21 +25,19 @@ mod uaa;
 
 use std::fs::File;
 use std::io::{self, IsTerminal as _, Write};
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use pcap_proto::v1::{CaptureOptions, Limits, StartCapture, StaticTarget, Target, target};
-use tonic::transport::Uri;
+use pcap_proto::flags::{CaptureFlags, InterfaceFlags};
+use pcap_proto::options;
+use pcap_proto::v1::{StartCapture, StaticTarget, Target, target};
 
 use crate::session::{Ending, Session};
 use crate::sink::Sink;
 use crate::status::{LimitsAsked, Report, code_name};
-
-/// The largest snapshot length an agent accepts.
-const MAX_SNAPLEN: u32 = 262_144;
 
 /// Capture packets of Cloud Foundry apps and VMs, without SSH.
 #[derive(Debug, Parser)]
@@ -80,86 +78,57 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct CaptureArgs {
-    /// The pcap-api to ask, e.g. https://pcap-api.example.com:8443.
-    #[arg(long, value_name = "URL")]
-    api: Uri,
+    #[command(flatten)]
+    connection: captures::Connection,
 
     /// What to capture: a target name from the API's configuration.
     #[arg(long, value_name = "NAME")]
     target: String,
 
-    /// Verify the API's certificate against this CA (PEM) instead of the
-    /// system's roots.
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    interfaces: InterfaceFlags,
 
-    /// Do not verify the API's certificate, and allow http:// URLs.
-    /// For development only: anyone in between can read the token.
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    flags: RemoteFlags,
+}
 
-    /// The bearer token that identifies you to the API.
-    #[arg(long, env = "PCAP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-
-    /// An interface to capture on each origin (repeatable); none means the
-    /// target's default.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    interfaces: Vec<String>,
-
-    /// Bytes kept of each packet, at most 262144; 0 means the maximum.
-    #[arg(short = 's', long, value_name = "SNAPLEN", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SNAPLEN)))]
-    snaplen: u32,
-
-    /// Stop after this many packets, over all origins.
-    #[arg(short = 'c', long, value_name = "COUNT", value_parser = parse_positive)]
-    count: Option<u64>,
-
-    /// Stop after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
-    duration: Option<Duration>,
+/// The capture flags of `pcap capture`, `pcap bosh`, `pcap app` and `cf
+/// pcap`: the ones `pcap-agent capture` shares ([`CaptureFlags`]), and what
+/// only a capture through the API has.
+#[derive(Clone, Debug, Args)]
+pub struct RemoteFlags {
+    #[command(flatten)]
+    capture: CaptureFlags,
 
     /// Stop after this many bytes of packet data, over all origins.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    max_bytes: Option<u64>,
-
-    /// Write pcapng to FILE, or to stdout with `-w -`; without it, print one
-    /// line per packet.
-    #[arg(short = 'w', value_name = "FILE|-")]
-    write: Option<PathBuf>,
+    #[arg(long, value_name = "N", value_parser = options::parse_positive)]
+    max_bytes: Option<NonZeroU64>,
 
     /// Write the capture to the API's object store instead of here: shows
     /// progress, and at the end a download link and its expiry (see `pcap
     /// captures`).
     #[arg(long, conflicts_with = "write")]
     store: bool,
-
-    /// A tcpdump filter expression, e.g. `tcp port 443`.
-    #[arg(value_name = "EXPRESSION")]
-    expression: Vec<String>,
 }
 
-/// `-c` and `--max-bytes`: a whole number, at least 1.
-fn parse_positive(text: &str) -> Result<u64, String> {
-    match text.parse() {
-        Ok(0) => Err("must be at least 1 (leave it out for no limit)".to_owned()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
+impl RemoteFlags {
+    fn output(&self) -> Output {
+        match &self.capture.write {
+            None => Output::Lines,
+            Some(path) if path.as_os_str() == "-" => Output::Stdout,
+            Some(path) => Output::File(path.clone()),
+        }
     }
-}
 
-/// `--duration`: positive seconds, fractions allowed.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if seconds.is_nan() || seconds <= 0.0 {
-        return Err(format!(
-            "the duration must be more than 0 seconds, not {text}"
-        ));
+    /// The start request for `target`, on `interfaces` (none: the
+    /// target's default).
+    fn start_request(&self, target: target::Kind, interfaces: &[String]) -> StartCapture {
+        StartCapture {
+            target: Some(Target { kind: Some(target) }),
+            options: Some(self.capture.options(interfaces, self.max_bytes).to_wire()),
+            store: self.store,
+        }
     }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} seconds is too long"))
 }
 
 /// Where packets go.
@@ -171,65 +140,12 @@ enum Output {
 }
 
 impl CaptureArgs {
-    /// Checks what clap cannot check alone; the message says what is wrong.
-    fn validate(&self) -> Result<(), String> {
-        match (self.api.scheme_str(), self.api.host()) {
-            (Some("https"), Some(_)) => {}
-            (Some("http"), Some(_)) if self.insecure => {}
-            (Some("http"), Some(_)) => {
-                return Err(format!(
-                    "--api {}: plain http:// would send the token unencrypted; \
-                     use an https:// URL, or --insecure for development",
-                    self.api
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "--api {}: expected a URL like https://pcap-api.example.com:8443",
-                    self.api
-                ));
-            }
-        }
-        if let Some(token) = &self.token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Err("the token (--token or PCAP_TOKEN) must be printable ASCII \
-                        without spaces"
-                .to_owned());
-        }
-        Ok(())
-    }
-
-    fn output(&self) -> Output {
-        match &self.write {
-            None => Output::Lines,
-            Some(path) if path.as_os_str() == "-" => Output::Stdout,
-            Some(path) => Output::File(path.clone()),
-        }
-    }
-
     fn start_request(&self) -> StartCapture {
-        StartCapture {
-            target: Some(Target {
-                kind: Some(target::Kind::Static(StaticTarget {
-                    name: self.target.clone(),
-                })),
-            }),
-            options: Some(CaptureOptions {
-                filter: self.expression.join(" "),
-                snaplen: self.snaplen,
-                interfaces: self.interfaces.clone(),
-                limits: Some(Limits {
-                    // Rounded up, so that a tiny duration is not "no limit".
-                    duration_ms: self
-                        .duration
-                        .map_or(0, |d| d.as_nanos().div_ceil(1_000_000) as u64),
-                    packets: self.count.unwrap_or(0),
-                    bytes: self.max_bytes.unwrap_or(0),
-                }),
-            }),
-            store: self.store,
-        }
+        let target = target::Kind::Static(StaticTarget {
+            name: self.target.clone(),
+        });
+        self.flags
+            .start_request(target, &self.interfaces.interfaces)
     }
 }
 
@@ -241,20 +157,10 @@ pub fn main() -> ExitCode {
         Command::App(args) => return app::main(&args),
         Command::Captures { command } => return captures_main(&command),
     };
-    if let Err(message) = args.validate() {
-        let mut command = Cli::command();
-        command.build();
-        command
-            .find_subcommand_mut("capture")
-            .expect("capture is a subcommand")
-            .error(clap::error::ErrorKind::ValueValidation, message)
-            .exit();
+    if let Err(message) = args.connection.validate() {
+        usage_error("capture", message);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime can always be built");
-    match runtime.block_on(capture(&args, args.start_request())) {
+    match runtime().block_on(capture(&args.connection, &args.flags, args.start_request())) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("pcap: {}", describe(&error));
@@ -263,17 +169,42 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs `start` (`pcap capture`'s or `pcap bosh`'s) with `args`' connection
-/// and output options: the exit code, or an error that ends it with 1.
-async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<ExitCode> {
+/// Ends the process as clap does for a bad argument of `pcap SUBCOMMAND`:
+/// `message` says what is wrong, then the usage.
+fn usage_error(subcommand: &str, message: String) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    command
+        .find_subcommand_mut(subcommand)
+        .expect("a subcommand of pcap")
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
+/// The current-thread runtime every command runs on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime can always be built")
+}
+
+/// Runs `start` (`pcap capture`'s, `pcap bosh`'s or `pcap app`'s) through
+/// `api`, with the output of `flags`: the exit code, or an error that ends
+/// it with 1.
+async fn capture(
+    api: &captures::Connection,
+    flags: &RemoteFlags,
+    start: StartCapture,
+) -> anyhow::Result<ExitCode> {
     // Before connecting, so that Ctrl-C is ours from the start.
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
-    let output = args.output();
+    let output = flags.output();
     let sink = open_sink(&output)?;
     let limits = LimitsAsked {
-        packets: args.count,
-        bytes: args.max_bytes,
-        duration: args.duration,
+        packets: flags.capture.count.map(NonZeroU64::get),
+        bytes: flags.max_bytes.map(NonZeroU64::get),
+        duration: flags.capture.duration,
     };
     // Packet lines on the same terminal would break the status line.
     let status_line =
@@ -287,14 +218,14 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
     };
 
     let channel = tokio::select! {
-        channel = connect::connect(&args.api, args.ca.as_deref(), args.insecure) => match channel {
+        channel = connect::connect(&api.api, api.ca.as_deref(), api.insecure) => match channel {
             Ok(channel) => channel,
             Err(error) => {
                 let mut message = describe(&error);
                 if message.to_lowercase().contains("certificate") {
                     message.push_str(" (check --ca, or use --insecure for development)");
                 }
-                eprintln!("pcap: cannot reach the API at {}: {message}{unreachable_hint}", args.api);
+                eprintln!("pcap: cannot reach the API at {}: {message}{unreachable_hint}", api.api);
                 return Ok(ExitCode::FAILURE);
             }
         },
@@ -306,7 +237,7 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
 
     let mut session = Session::new(sink, report);
     let ending = session
-        .run(channel, start, args.token.as_deref(), &mut signals)
+        .run(channel, start, api.token.as_deref(), &mut signals)
         .await;
     let finished = session.finish();
     let ending = ending?;
@@ -339,7 +270,7 @@ async fn capture(args: &CaptureArgs, start: StartCapture) -> anyhow::Result<Exit
             if outcome.nothing_started {
                 eprintln!("pcap: the capture started on no origin");
                 ExitCode::FAILURE
-            } else if args.store {
+            } else if flags.store {
                 report_stored(session.stored())
             } else {
                 if output != Output::Lines {
@@ -384,18 +315,9 @@ fn report_stored(stored: Option<&pcap_proto::v1::Stored>) -> ExitCode {
 /// Runs `pcap captures list|download`.
 fn captures_main(command: &captures::CapturesCommand) -> ExitCode {
     if let Err(message) = command.connection().validate() {
-        let mut cli = Cli::command();
-        cli.build();
-        cli.find_subcommand_mut("captures")
-            .expect("captures is a subcommand")
-            .error(clap::error::ErrorKind::ValueValidation, message)
-            .exit();
+        usage_error("captures", message);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime can always be built");
-    match runtime.block_on(command.run()) {
+    match runtime().block_on(command.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pcap: {}", describe(&error));
@@ -459,6 +381,8 @@ fn plural(n: u64, noun: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use pcap_proto::v1::Limits;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<CaptureArgs, String> {
@@ -469,7 +393,7 @@ mod tests {
         else {
             unreachable!("parsed `pcap capture`")
         };
-        args.validate()?;
+        args.connection.validate()?;
         Ok(args)
     }
 
@@ -502,36 +426,36 @@ mod tests {
         let start = args.start_request();
         let options = start.options.unwrap();
         assert_eq!(options.filter, "tcp port 80");
-        assert_eq!(options.snaplen, 96);
+        assert_eq!(options.snaplen, Some(96));
         assert_eq!(options.interfaces, ["eth0", "eth1"]);
         assert_eq!(
             options.limits,
             Some(Limits {
-                duration_ms: 1500,
-                packets: 10,
-                bytes: 1000
+                duration_ms: Some(1500),
+                packets: Some(10),
+                bytes: Some(1000)
             })
         );
         assert_eq!(
             start.target.unwrap().kind,
             Some(target::Kind::Static(StaticTarget { name: "vms".into() }))
         );
-        assert_eq!(args.output(), Output::Lines);
+        assert_eq!(args.flags.output(), Output::Lines);
     }
 
     #[test]
     fn output_is_a_file_stdout_or_lines() {
         let file = parse(&["--api", "https://a", "-w", "x.pcapng"]).unwrap();
-        assert_eq!(file.output(), Output::File("x.pcapng".into()));
+        assert_eq!(file.flags.output(), Output::File("x.pcapng".into()));
         let stdout = parse(&["--api", "https://a", "-w", "-"]).unwrap();
-        assert_eq!(stdout.output(), Output::Stdout);
+        assert_eq!(stdout.flags.output(), Output::Stdout);
     }
 
     #[test]
     fn tiny_durations_round_up_to_a_millisecond() {
         let args = parse(&["--api", "https://a", "--duration", "0.0001"]).unwrap();
         let limits = args.start_request().options.unwrap().limits.unwrap();
-        assert_eq!(limits.duration_ms, 1);
+        assert_eq!(limits.duration_ms, Some(1));
     }
 
     #[test]

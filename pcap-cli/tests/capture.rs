@@ -557,7 +557,7 @@ fn assert_start_request(start: CaptureRequest) {
     let options = start.options.unwrap();
     assert_eq!(options.filter, "tcp port 80");
     assert_eq!(options.interfaces, ["eth0", "eth1"]);
-    assert_eq!(options.limits.unwrap().packets, 6);
+    assert_eq!(options.limits.unwrap().packets, Some(6));
     assert!(matches!(
         start.target.unwrap().kind,
         Some(target::Kind::Static(ref s)) if s.name == "vms"

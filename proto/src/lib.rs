@@ -2,6 +2,9 @@
 //! the TLS set-up all three share.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "clap")]
+pub mod flags;
+pub mod options;
 pub mod tls;
 
 /// Generated from `proto/pcap/v1/pcap.proto`.
@@ -38,18 +41,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// start request from an API with another level, and says which it serves.
 pub const COMPATIBILITY_LEVEL: u32 = 1;
 
-/// The longest filter expression, in bytes, that the API and the agents
-/// accept. Hand-written tcpdump expressions are far shorter; this leaves
-/// room for generated ones (about 200 `host A.B.C.D or ...` terms) while
-/// bounding libpcap's compile, which grows faster than the length: the
-/// slowest 4 KiB expression we found (`port 1 or port 2 or ...`) compiles
-/// in about 5 s, on the capture's own thread.
-pub const MAX_FILTER_BYTES: usize = 4096;
-
-/// The message for a filter expression longer than [`MAX_FILTER_BYTES`].
-pub fn filter_too_long(len: usize) -> String {
-    format!("the filter expression is {len} bytes; at most {MAX_FILTER_BYTES} are allowed")
-}
+pub use options::{MAX_FILTER_BYTES, filter_too_long};
 
 #[cfg(test)]
 mod tests {

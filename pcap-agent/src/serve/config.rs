@@ -31,9 +31,6 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-/// The largest `limits.max_duration`: a year (as pcap-api allows), in seconds.
-const MAX_DURATION_SECS: f64 = 366.0 * 86400.0;
-
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -203,19 +200,9 @@ impl Config {
         if limits.max_captures == 0 {
             return Err(invalid("limits.max_captures", "give 1 or more"));
         }
-        // Beyond a year is a typo, and Duration::from_secs_f64 must not panic.
-        if !(limits.max_duration.is_finite()
-            && limits.max_duration > 0.0
-            && limits.max_duration <= MAX_DURATION_SECS)
-        {
-            return Err(invalid(
-                "limits.max_duration",
-                format!(
-                    "{} is not a positive number of seconds (at most a year, {MAX_DURATION_SECS})",
-                    limits.max_duration
-                ),
-            ));
-        }
+        // The bounds pcap-api's durations have too.
+        pcap_proto::options::check_configured_seconds(limits.max_duration, false)
+            .map_err(|message| invalid("limits.max_duration", message))?;
         if !(1..=MAX_SNAPLEN).contains(&limits.max_snaplen) {
             return Err(invalid(
                 "limits.max_snaplen",

@@ -1,7 +1,7 @@
 //! The `pcap.v1.Agent` gRPC service: checks who calls, admits captures, and
 //! reports status.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc};
 
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
@@ -20,7 +20,7 @@ use super::{
 };
 
 /// How long a `Capture` call may take to send its `start` request.
-pub const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use pcap_proto::options::START_REQUEST_TIMEOUT;
 
 pub struct AgentService {
     config: Arc<Config>,

@@ -4,9 +4,9 @@
 //! created them, so every capture runs a current-thread runtime on a thread
 //! of its own and talks to the gRPC layer only through its send queue.
 
-use std::{collections::HashSet, sync::Arc, thread, time::Duration};
+use std::{collections::HashSet, num::NonZeroU64, sync::Arc, thread};
 
-use pcap_common::MAX_SNAPLEN;
+use pcap_proto::options::{CaptureOptions, Limits};
 use pcap_proto::v1::{AgentRequest, AgentStart, agent_request::Operation};
 use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
@@ -151,7 +151,9 @@ pub fn plan_scoped(
     start: &AgentStart,
     config: &Config,
 ) -> Result<(Spec, Option<Container>), Status> {
-    let options = start.options.clone().unwrap_or_default();
+    // Checked as the API checks it: the caller controls the request.
+    let options = CaptureOptions::from_wire(&start.options.clone().unwrap_or_default())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let container = match &start.container {
         Some(scope) => Some(
             container::lookup(scope, config.cf.container_metadata_store.as_deref())
@@ -201,22 +203,13 @@ pub fn plan_scoped(
         .iter()
         .map(|name| Interface::lookup(name).map_err(|e| invalid(&e)))
         .collect::<Result<Vec<_>, _>>()?;
-    let snaplen = match options.snaplen {
-        0 => config.limits.max_snaplen,
-        n if n <= MAX_SNAPLEN => n.min(config.limits.max_snaplen),
-        n => {
-            return Err(Status::invalid_argument(format!(
-                "invalid snaplen {n}: use 1 to {MAX_SNAPLEN} (or 0 for {MAX_SNAPLEN})"
-            )));
-        }
-    };
+    let snaplen = options.snaplen_within(config.limits.max_snaplen);
     let filter = Filter::compile(&options.filter, &interfaces).map_err(|e| invalid(&e))?;
-    let limits = options.limits.unwrap_or_default();
-    let max_duration = config.max_duration();
-    let duration = match limits.duration_ms {
-        0 => max_duration,
-        ms => Duration::from_millis(ms).min(max_duration),
-    };
+    let limits = options.limits.capped_by(Limits {
+        duration: Some(config.max_duration()),
+        packets: None,
+        bytes: NonZeroU64::new(config.limits.max_bytes),
+    });
     let spec = Spec {
         interfaces,
         datapath: datapath::Options {
@@ -226,12 +219,9 @@ pub fn plan_scoped(
             directions: datapath::Directions::Inout,
             filter,
         },
-        count: nonzero(limits.packets),
-        bytes: [limits.bytes, config.limits.max_bytes]
-            .into_iter()
-            .filter(|&b| b > 0)
-            .min(),
-        duration: Some(duration),
+        count: limits.packets.map(NonZeroU64::get),
+        bytes: limits.bytes.map(NonZeroU64::get),
+        duration: limits.duration,
     };
     Ok((spec, container))
 }
@@ -317,12 +307,10 @@ fn chain(error: &dyn std::error::Error) -> String {
     pcap_proto::error_chain(error)
 }
 
-fn nonzero(n: u64) -> Option<u64> {
-    (n > 0).then_some(n)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use pcap_proto::v1::{CaptureOptions, Limits};
 
     use super::*;
@@ -352,11 +340,11 @@ mod tests {
         let config = config("[limits]\nmax_duration = 10.0\nmax_snaplen = 100\nmax_bytes = 5000");
         let spec = plan(
             &lo(CaptureOptions {
-                snaplen: 200,
+                snaplen: Some(200),
                 limits: Some(Limits {
-                    duration_ms: 60_000,
-                    packets: 7,
-                    bytes: 9000,
+                    duration_ms: Some(60_000),
+                    packets: Some(7),
+                    bytes: Some(9000),
                 }),
                 ..CaptureOptions::default()
             }),
@@ -380,9 +368,9 @@ mod tests {
         let spec = plan(
             &lo(CaptureOptions {
                 limits: Some(Limits {
-                    duration_ms: u64::MAX,
-                    packets: u64::MAX,
-                    bytes: u64::MAX,
+                    duration_ms: Some(u64::MAX),
+                    packets: Some(u64::MAX),
+                    bytes: Some(u64::MAX),
                 }),
                 ..CaptureOptions::default()
             }),
@@ -396,11 +384,11 @@ mod tests {
     fn smaller_requests_win() {
         let spec = plan(
             &lo(CaptureOptions {
-                snaplen: 64,
+                snaplen: Some(64),
                 limits: Some(Limits {
-                    duration_ms: 1500,
-                    packets: 0,
-                    bytes: 10,
+                    duration_ms: Some(1500),
+                    packets: None,
+                    bytes: Some(10),
                 }),
                 ..CaptureOptions::default()
             }),
@@ -442,7 +430,7 @@ mod tests {
             ),
             (
                 lo(CaptureOptions {
-                    snaplen: 262_145,
+                    snaplen: Some(262_145),
                     ..CaptureOptions::default()
                 }),
                 "invalid snaplen 262145: use 1 to 262144 (or 0 for 262144)",
