@@ -7,7 +7,7 @@
 //! with the kernel's policy verdicts; then three VMs captured at once
 //! through agents, the API and the CLI over mutual TLS (demo-merged.pcapng).
 
-use std::{path::Path, process::Command, sync::Arc};
+use std::{path::Path, process::Command};
 
 use anyhow::Context as _;
 use pcap_tests::{
@@ -15,21 +15,16 @@ use pcap_tests::{
     cluster::{AGENT_PORT, ALICE_TOKEN, Cluster},
     landscape::{AppSpec, Landscape, VPA_CHAIN, org_guid, space_guid, write_cf_config},
     netns,
-    pki::Validity,
     process::{Running, binary},
-    servers::{
-        Server, bind_in,
-        cloud_controller::{CcRole, CloudController},
-        uaa::{SigningKey, Uaa, UaaUser},
-    },
+    servers::{cloud_controller::CcRole, uaa::UaaUser},
+    stand_ins::{CF_SCOPES, CfServers},
 };
 
 use crate::{cargo, run_command, workspace_root};
 
 /// The demo's Cloud Controller and UAA, and the developer's cf home.
-struct CfServers {
-    _cc: Server,
-    _uaa: Server,
+struct DemoCf {
+    _servers: CfServers,
     home: std::path::PathBuf,
 }
 
@@ -156,56 +151,36 @@ fn describe(landscape: &Landscape) -> anyhow::Result<()> {
 /// UAA and Cloud Controller in the control namespace (dev is a space
 /// developer of the apps' space), agents on the cells, pcap-api with its
 /// Cloud Foundry resolver, and dev's `~/.cf/config.json`.
-fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<CfServers> {
-    let tls = landscape
-        .pki
-        .ca
-        .leaf("cf", &["127.0.0.1"], Validity::Current)?;
-    let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-    let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
-    let uaa = Arc::new(Uaa::new(
-        &uaa_url,
-        SigningKey::generate(dir, "cf-uaa")?,
-        vec![UaaUser::new(
-            "dev",
-            "p",
-            &["cloud_controller.read", "cloud_controller.write", "openid"],
-        )],
-        &[("cf", "")],
-    ));
-    let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
-    let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-    let cc_url = format!("https://{}", cc_listener.local_addr()?);
-    let apps = landscape.cc_apps();
+fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<DemoCf> {
+    let users = vec![UaaUser::new("dev", "p", &CF_SCOPES)];
     let roles = vec![CcRole::new(
         "space_developer",
         "user-dev",
         &space_guid("dev"),
         &org_guid("org"),
     )];
-    let cc = Arc::new(CloudController::new(&cc_url, Arc::clone(&uaa), apps, roles));
-    let cc_server = Server::start(cc_listener, &tls, cc.router())?;
-
-    landscape.start_agents("")?;
+    let servers = CfServers::start(
+        landscape,
+        &CfServers::leaf(landscape)?,
+        dir,
+        users,
+        landscape.cc_apps(),
+        roles,
+    )?;
     // dev runs two captures of appB at once (lines, and -w), both on its
     // cell's agent: one more than the default per-user, per-agent limit.
-    let api_config = landscape.api_config(&format!(
-        "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n\n[limits]\nmax_captures_per_user_per_agent = 2\n",
-        utf8(&landscape.pki.ca.certificate)?
-    ))?;
-    landscape.start_api(&api_config)?;
+    servers.start_agents_and_api(landscape, "\n[limits]\nmax_captures_per_user_per_agent = 2")?;
 
     let home = dir.join("home-dev");
     write_cf_config(
         &home,
-        &cc_url,
-        &uaa_url,
-        &uaa.access_token("dev", "cf", 3600)?,
-        &uaa.refresh_token("dev", "cf")?,
+        &servers.cc_url,
+        &servers.uaa_url,
+        &servers.uaa.access_token("dev", "cf", 3600)?,
+        &servers.uaa.refresh_token("dev", "cf")?,
     )?;
-    Ok(CfServers {
-        _cc: cc_server,
-        _uaa: uaa_server,
+    Ok(DemoCf {
+        _servers: servers,
         home,
     })
 }

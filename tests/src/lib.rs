@@ -7,6 +7,7 @@ pub mod agent_call;
 pub mod bosh;
 pub mod captures;
 pub mod cluster;
+pub mod cluster_setup;
 pub mod landscape;
 pub mod netns;
 pub mod pki;
@@ -14,6 +15,7 @@ pub mod process;
 pub mod reference;
 pub mod s3;
 pub mod servers;
+pub mod stand_ins;
 
 /// A directory under the system's temporary directory, removed on drop even
 /// when a test fails.

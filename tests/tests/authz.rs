@@ -31,12 +31,13 @@ use pcap_tests::{
     process::wait_until,
     s3::S3Server,
     servers::{
-        Server, bind_in,
-        cloud_controller::{CcRole, CloudController},
-        director::{Director, Instance},
+        Server,
+        cloud_controller::CcRole,
+        director::Instance,
         uaa::{KEY_ID, SigningKey, Uaa, UaaUser},
         unix_now,
     },
+    stand_ins::{CF_SCOPES, start_bosh_uaa, start_cloud_controller, start_director, start_uaa},
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -75,7 +76,6 @@ impl World {
     /// and carol (store admin, no target); `cells-ops` for `bosh.admin`
     /// of the BOSH UAA; with `store`, an S3 store whose admins are also
     /// BOSH `bosh.admin` holders.
-    #[expect(clippy::too_many_lines, reason = "four servers and the API, in order")]
     fn new(tag: &str, store: bool) -> anyhow::Result<Self> {
         let dir = TempDir::new(tag)?;
         let mut landscape = Landscape::builder()
@@ -88,33 +88,20 @@ impl World {
             .ca
             .leaf("servers", &["127.0.0.1"], Validity::Current)?;
 
-        let listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let url = format!("https://{}", listener.local_addr()?);
-        let read = ["cloud_controller.read", "cloud_controller.write", "openid"];
         let cf_users = ["dev", "auditor", "stranger", "orgman", "alice", "carol"]
             .iter()
-            .map(|name| UaaUser::new(name, "p", &read))
+            .map(|name| UaaUser::new(name, "p", &CF_SCOPES))
             .collect();
-        let cf_uaa = Arc::new(Uaa::new(
-            &url,
-            SigningKey::generate(&dir, "cf-uaa")?,
+        let (cf_uaa, cf_uaa_server) = start_uaa(
+            &landscape.control,
+            &tls,
+            &dir,
+            "cf-uaa",
             cf_users,
             &[("cf", "")],
-        ));
-        let cf_uaa_server = Server::start(listener, &tls, Arc::clone(&cf_uaa).router())?;
-
-        let listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let url = format!("https://{}", listener.local_addr()?);
-        let bosh_uaa = Arc::new(Uaa::new(
-            &url,
-            SigningKey::generate(&dir, "bosh-uaa")?,
-            vec![
-                UaaUser::new("admin", "p", &["bosh.admin", "openid"]),
-                UaaUser::new("viewer", "p", &["bosh.read", "openid"]),
-            ],
-            &[("bosh_cli", "")],
-        ));
-        let bosh_uaa_server = Server::start(listener, &tls, Arc::clone(&bosh_uaa).router())?;
+        )?;
+        let (bosh_uaa, bosh_uaa_server) =
+            start_bosh_uaa(&landscape.control, &tls, &dir, "bosh-uaa")?;
 
         let cells: Vec<Instance> = landscape
             .cells
@@ -127,16 +114,13 @@ impl World {
                 ips: vec![cell.underlay_ip().to_string()],
             })
             .collect();
-        let director = Arc::new(Director::new(
-            Arc::clone(&bosh_uaa),
-            [(DEPLOYMENT.to_owned(), cells)].into(),
-        ));
-        let listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let director_server = Server::start(listener, &tls, director.router())?;
+        let (_, director_server) = start_director(
+            &landscape.control,
+            &tls,
+            &bosh_uaa,
+            [(DEPLOYMENT.to_owned(), cells)],
+        )?;
 
-        let listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let cc_url = format!("https://{}", listener.local_addr()?);
-        let apps = landscape.cc_apps();
         let org = org_guid("org");
         let dev = space_guid("dev");
         let roles = vec![
@@ -152,13 +136,14 @@ impl World {
             // shows apps by space, so the role names the app's space.
             CcRole::new("organization_manager", "user-orgman", &dev, &org),
         ];
-        let cc = Arc::new(CloudController::new(
-            &cc_url,
-            Arc::clone(&cf_uaa),
-            apps,
+        let (_, cc_server) = start_cloud_controller(
+            &landscape.control,
+            &tls,
+            &cf_uaa,
+            landscape.cc_apps(),
             roles,
-        ));
-        let cc_server = Server::start(listener, &tls, cc.router())?;
+        )?;
+        let cc_url = cc_server.url();
 
         landscape.start_agents("")?;
         let s3 = if store {

@@ -12,12 +12,10 @@ use pcap_tests::{
     TempDir,
     captures::{self, Capture},
     cluster::{API_ADDRESS, Cluster},
+    cluster_setup::{assert_nothing_attached, ping_every_vm},
     process::Running,
-    servers::{
-        Server, bind_in,
-        director::{Director, Instance},
-        uaa::{SigningKey, Uaa, UaaUser},
-    },
+    servers::{Server, director::Instance, uaa::Uaa},
+    stand_ins::{start_bosh_uaa, start_director},
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -55,19 +53,7 @@ impl Landscape {
                 .ca
                 .leaf("bosh", &["127.0.0.1"], pcap_tests::pki::Validity::Current)?;
 
-        let uaa_listener = bind_in(&cluster.control, "127.0.0.1:0")?;
-        let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
-        let users = vec![
-            UaaUser::new("admin", "admin-password", &["bosh.admin", "openid"]),
-            UaaUser::new("viewer", "viewer-password", &["bosh.read", "openid"]),
-        ];
-        let uaa = Arc::new(Uaa::new(
-            &uaa_url,
-            SigningKey::generate(&dir, "uaa-signing")?,
-            users,
-            &[("bosh_cli", "")],
-        ));
-        let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
+        let (uaa, uaa_server) = start_bosh_uaa(&cluster.control, &tls, &dir, "uaa-signing")?;
 
         let vm_ip = |i: usize| vec![cluster.vms[i].address()];
         let instance = |job: &str, id: usize, index: u32, ips: Vec<String>| Instance {
@@ -83,12 +69,12 @@ impl Landscape {
             instance("diego-cell", 2, 0, vm_ip(2)),
             instance("diego-cell", 3, 1, Vec::new()),
         ];
-        let director = Arc::new(Director::new(
-            Arc::clone(&uaa),
-            HashMap::from([(DEPLOYMENT.to_owned(), instances)]),
-        ));
-        let director_listener = bind_in(&cluster.control, "127.0.0.1:0")?;
-        let director_server = Server::start(director_listener, &tls, director.router())?;
+        let (_, director_server) = start_director(
+            &cluster.control,
+            &tls,
+            &uaa,
+            [(DEPLOYMENT.to_owned(), instances)],
+        )?;
 
         let agent_config = cluster.agent_config("")?;
         cluster.start_agents(&agent_config)?;
@@ -150,29 +136,25 @@ impl Landscape {
         command
     }
 
-    /// Pings every VM from its peer, distinct sizes per VM.
-    fn ping_every_vm(&self) -> anyhow::Result<()> {
-        for vm in &self.cluster.vms {
-            vm.peer.sh(&format!(
-                "ping -q -c 5 -i 0.002 -s {} {}",
-                64 + 100 * vm.index,
-                vm.data_address()
-            ))?;
-        }
-        Ok(())
-    }
-
-    /// No VM has anything of ours attached.
-    fn assert_nothing_attached(&self) -> anyhow::Result<()> {
-        for vm in &self.cluster.vms {
-            let programs = vm.ns.tcx_programs("eth0")?;
-            ensure!(
-                programs.is_empty(),
-                "{} has {programs:?} attached",
-                vm.origin()
-            );
-        }
-        Ok(())
+    /// `pcap bosh ARGS -w NAME icmp` (NAME in the test's directory), once
+    /// `origins` attached, while every VM is pinged; the file and the
+    /// CLI's stderr, once it succeeded.
+    fn capture_pings(
+        &self,
+        args: &[&str],
+        name: &str,
+        origins: usize,
+    ) -> anyhow::Result<(PathBuf, String)> {
+        let file = self.dir.join(name);
+        let mut command = self.cli(args);
+        command.arg("-w").arg(&file).arg("icmp");
+        let mut cli = Running::spawn(&mut command)?;
+        cli.wait_for(STARTED, origins)?;
+        ping_every_vm(&self.cluster, 5)?;
+        let (status, lines) = cli.interrupt()?;
+        let stderr = lines.join("\n");
+        ensure!(status.success(), "pcap bosh failed:\n{stderr}");
+        Ok((file, stderr))
     }
 
     /// Runs a capture that must be refused; its stderr.
@@ -181,7 +163,7 @@ impl Landscape {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         ensure!(!output.status.success(), "pcap bosh succeeded: {stderr}");
         ensure!(!stderr.contains(STARTED), "something started: {stderr}");
-        self.assert_nothing_attached()?;
+        assert_nothing_attached(&self.cluster)?;
         Ok(stderr)
     }
 }
@@ -200,21 +182,8 @@ fn packets_by_interface(capture: &Capture) -> HashMap<String, usize> {
 #[test]
 fn an_admin_captures_two_groups_after_refreshing_an_expired_token() -> anyhow::Result<()> {
     let landscape = Landscape::new("bosh-groups", "admin", -120)?;
-    let file = landscape.dir.join("groups.pcapng");
-    let mut cli = Running::spawn(&mut landscape.cli(&[
-        "-g",
-        "router",
-        "-g",
-        "diego-cell",
-        "-w",
-        file.to_str().expect("utf-8"),
-        "icmp",
-    ]))?;
-    cli.wait_for(STARTED, 3)?;
-    landscape.ping_every_vm()?;
-    let (status, lines) = cli.interrupt()?;
-    let stderr = lines.join("\n");
-    ensure!(status.success(), "pcap bosh failed:\n{stderr}");
+    let (file, stderr) =
+        landscape.capture_pings(&["-g", "router", "-g", "diego-cell"], "groups.pcapng", 3)?;
 
     // The instances were shown first, the one without an IP reported.
     for id in IDS {
@@ -276,20 +245,7 @@ fn an_admin_captures_two_groups_after_refreshing_an_expired_token() -> anyhow::R
 #[test]
 fn explicit_ids_capture_only_those_instances() -> anyhow::Result<()> {
     let landscape = Landscape::new("bosh-ids", "admin", 3600)?;
-    let file = landscape.dir.join("ids.pcapng");
-    let mut cli = Running::spawn(&mut landscape.cli(&[
-        "-g",
-        "router",
-        IDS[1],
-        "-w",
-        file.to_str().expect("utf-8"),
-        "icmp",
-    ]))?;
-    cli.wait_for(STARTED, 1)?;
-    landscape.ping_every_vm()?;
-    let (status, lines) = cli.interrupt()?;
-    let stderr = lines.join("\n");
-    ensure!(status.success(), "pcap bosh failed:\n{stderr}");
+    let (file, stderr) = landscape.capture_pings(&["-g", "router", IDS[1]], "ids.pcapng", 1)?;
     ensure!(
         !stderr.contains(IDS[0]) && !stderr.contains(IDS[2]),
         "other instances were involved:\n{stderr}"

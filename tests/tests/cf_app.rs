@@ -7,20 +7,19 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
     landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
-    pki::Validity,
     process::Running,
     servers::{
-        Server, bind_in,
-        cloud_controller::{CcInstance, CcRole, CloudController},
+        cloud_controller::{CcInstance, CcRole},
         uaa::{SigningKey, Uaa, UaaUser},
     },
+    stand_ins::{CF_SCOPES, CfServers},
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -31,11 +30,7 @@ const OTHER: &str = "other-app";
 /// The landscape, Cloud Controller and its UAA, and cf CLI homes per user.
 struct Cf {
     // Dropped first: the servers go before the namespaces.
-    _cc_server: Server,
-    _uaa_server: Server,
-    uaa: Arc<Uaa>,
-    cc: Arc<CloudController>,
-    cc_url: String,
+    servers: CfServers,
     landscape: Landscape,
     dir: TempDir,
 }
@@ -56,30 +51,12 @@ impl Cf {
             .app(AppSpec::new(APP, &[0, 1]))
             .app(AppSpec::new(OTHER, &[0]).in_space("other"))
             .build(&dir)?;
-        let tls = landscape
-            .pki
-            .ca
-            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
-
-        let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
-        let read = ["cloud_controller.read", "cloud_controller.write", "openid"];
         let users = vec![
-            UaaUser::new("dev", "p", &read),
-            UaaUser::new("auditor", "p", &read),
-            UaaUser::new("stranger", "p", &read),
+            UaaUser::new("dev", "p", &CF_SCOPES),
+            UaaUser::new("auditor", "p", &CF_SCOPES),
+            UaaUser::new("stranger", "p", &CF_SCOPES),
             UaaUser::new("admin", "p", &["cloud_controller.admin", "openid"]),
         ];
-        let uaa = Arc::new(Uaa::new(
-            &uaa_url,
-            SigningKey::generate(&dir, "cf-uaa")?,
-            users,
-            &[("cf", "")],
-        ));
-        let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
-
-        let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let cc_url = format!("https://{}", cc_listener.local_addr()?);
         let mut apps = landscape.cc_apps();
         for cc_app in &mut apps {
             if cc_app.name == APP {
@@ -111,22 +88,17 @@ impl Cf {
                 &org,
             ),
         ];
-        let cc = Arc::new(CloudController::new(&cc_url, Arc::clone(&uaa), apps, roles));
-        let cc_server = Server::start(cc_listener, &tls, Arc::clone(&cc).router())?;
-
-        landscape.start_agents("")?;
-        let cf = format!(
-            "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n{cf_extra}\n",
-            landscape.pki.ca.certificate.display().to_string()
-        );
-        let api_config = landscape.api_config(&cf)?;
-        landscape.start_api(&api_config)?;
+        let servers = CfServers::start(
+            &landscape,
+            &CfServers::leaf(&landscape)?,
+            &dir,
+            users,
+            apps,
+            roles,
+        )?;
+        servers.start_agents_and_api(&mut landscape, cf_extra)?;
         Ok(Self {
-            _cc_server: cc_server,
-            _uaa_server: uaa_server,
-            uaa,
-            cc,
-            cc_url,
+            servers,
             landscape,
             dir,
         })
@@ -139,10 +111,10 @@ impl Cf {
         let home = self.dir.join(format!("home-{user}"));
         write_cf_config(
             &home,
-            &self.cc_url,
-            self.uaa.url(),
-            &self.uaa.access_token(user, "cf", lifetime)?,
-            &self.uaa.refresh_token(user, "cf")?,
+            &self.servers.cc_url,
+            self.servers.uaa.url(),
+            &self.servers.uaa.access_token(user, "cf", lifetime)?,
+            &self.servers.uaa.refresh_token(user, "cf")?,
         )?;
         Ok(home)
     }
@@ -168,30 +140,13 @@ impl Cf {
         Ok(())
     }
 
-    /// No container veth of any app has anything of ours attached.
-    fn assert_nothing_attached(&self) -> anyhow::Result<()> {
-        for app in &self.landscape.apps {
-            for instance in &app.instances {
-                let cell = &self.landscape.cells[instance.cell];
-                let programs = cell.ns.tcx_programs(&instance.host_interface())?;
-                ensure!(
-                    programs.is_empty(),
-                    "{}/{} has {programs:?} attached",
-                    app.name,
-                    instance.index
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Runs a capture that must be refused; its stderr.
     fn refused(&self, home: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
         let output = self.cli(home, args).output().context("running pcap app")?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         ensure!(!output.status.success(), "pcap app succeeded: {stderr}");
         ensure!(!stderr.contains(STARTED), "something started: {stderr}");
-        self.assert_nothing_attached()?;
+        self.landscape.assert_no_app_attached()?;
         Ok(stderr)
     }
 }
@@ -257,7 +212,13 @@ fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow:
 
     // The refresh: one grant, the file rewritten with everything kept.
     ensure!(stderr.contains("refreshed the access token"), "{stderr}");
-    ensure!(cf.uaa.refreshes.load(std::sync::atomic::Ordering::Relaxed) == 1);
+    ensure!(
+        cf.servers
+            .uaa
+            .refreshes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    );
     let path = home.join(".cf/config.json");
     let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
     ensure!(mode == 0o600, "config.json has mode {mode:o}");
@@ -265,7 +226,7 @@ fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow:
     let access = config["AccessToken"].as_str().context("AccessToken")?;
     ensure!(access.starts_with("bearer ") && access.len() > 100);
     ensure!(
-        cf.uaa.verify(&access["bearer ".len()..]).is_ok(),
+        cf.servers.uaa.verify(&access["bearer ".len()..]).is_ok(),
         "the new token is not valid"
     );
     ensure!(
@@ -283,7 +244,7 @@ fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow:
         !stderr.contains(&access["bearer ".len()..]),
         "the token was printed"
     );
-    cf.assert_nothing_attached()
+    cf.landscape.assert_no_app_attached()
 }
 
 #[test]
@@ -352,7 +313,7 @@ fn instances_are_picked_and_the_filter_cannot_widen_the_scope() -> anyhow::Resul
             && stderr.contains("4 instances"),
         "{stderr}"
     );
-    cf.assert_nothing_attached()
+    cf.landscape.assert_no_app_attached()
 }
 
 #[test]
@@ -388,21 +349,23 @@ fn who_may_capture_what() -> anyhow::Result<()> {
 
     // A developer whose role is removed is refused at the next capture.
     let dev = cf.login("dev", 3600)?;
-    cf.cc.remove_roles(&user_id("dev"), &space_guid("dev"));
+    cf.servers
+        .cc
+        .remove_roles(&user_id("dev"), &space_guid("dev"));
     let stderr = cf.refused(&dev, &[APP])?;
     ensure!(stderr.contains("not found in org"), "{stderr}");
 
     // Tokens the API does not accept, straight at the API.
     let forged = {
         let other_uaa = Uaa::new(
-            cf.uaa.url(),
+            cf.servers.uaa.url(),
             SigningKey::generate(&cf.dir, "forger")?,
             vec![UaaUser::new("dev", "p", &["cloud_controller.admin"])],
             &[],
         );
         other_uaa.access_token("dev", "cf", 3600)?
     };
-    let expired = cf.uaa.access_token("admin", "cf", -600)?;
+    let expired = cf.servers.uaa.access_token("admin", "cf", -600)?;
     for (token, reason) in [(forged, "signature"), (expired, "expired")] {
         let output = cf
             .landscape
@@ -426,7 +389,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
         );
         ensure!(!stderr.contains(&token), "the token was echoed");
     }
-    cf.assert_nothing_attached()
+    cf.landscape.assert_no_app_attached()
 }
 
 #[test]

@@ -11,21 +11,21 @@
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
     landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
-    pki::{Leaf, Validity},
+    pki::Leaf,
     process::{Running, binary},
     reference,
     servers::{
-        Server, bind_in,
         cloud_controller::{CcRole, CloudController},
-        uaa::{SigningKey, Uaa, UaaUser},
+        uaa::UaaUser,
     },
+    stand_ins::{CF_SCOPES, CfServers, start_cloud_controller},
 };
 use serde_json::Value;
 
@@ -123,6 +123,17 @@ fn calls(record: &Path) -> anyhow::Result<Vec<(String, Value)>> {
         .collect()
 }
 
+/// The plugin run by the stand-in for cf as `cf install-plugin` or
+/// `cf uninstall-plugin` do (`command`: `install` or `uninstall`),
+/// recording its calls to cf in `record`.
+fn stub_plugin(record: &Path, command: &str) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(stub()?)
+        .arg(format!("-record={}", record.display()))
+        .arg(binary("cf-pcap"))
+        .arg(command)
+        .output()?)
+}
+
 fn methods(record: &Path) -> anyhow::Result<Vec<String>> {
     Ok(calls(record)?.into_iter().map(|(m, _)| m).collect())
 }
@@ -130,16 +141,11 @@ fn methods(record: &Path) -> anyhow::Result<Vec<String>> {
 #[test]
 fn installs_with_metadata_that_cf_accepts() -> anyhow::Result<()> {
     let dir = TempDir::new("cfp-install")?;
-    let plugin = binary("cf-pcap");
     let record = dir.join("install.jsonl");
 
     // cf install-plugin: SendMetadata, decoded by Go's gob and validated
     // with cf's rules by the stub.
-    let output = Command::new(stub()?)
-        .arg(format!("-record={}", record.display()))
-        .arg(&plugin)
-        .arg("install")
-        .output()?;
+    let output = stub_plugin(&record, "install")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(output.status.success(), "install failed: {stderr}");
     let metadata: Value = serde_json::from_slice(&output.stdout)?;
@@ -173,19 +179,9 @@ fn installs_with_metadata_that_cf_accepts() -> anyhow::Result<()> {
     let options = command["UsageDetails"]["Options"]
         .as_object()
         .context("Options")?;
-    for option in [
-        "instance",
-        "process",
-        "api",
-        "ca",
-        "insecure",
-        "snaplen",
-        "count",
-        "duration",
-        "max-bytes",
-        "w",
-        "store",
-    ] {
+    for option in
+        "instance process api ca insecure snaplen count duration max-bytes w store".split(' ')
+    {
         ensure!(
             options
                 .get(option)
@@ -242,11 +238,7 @@ fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Resul
 
     // cf uninstall-plugin.
     let record = dir.join("uninstall.jsonl");
-    let output = Command::new(stub()?)
-        .arg(format!("-record={}", record.display()))
-        .arg(&plugin)
-        .arg("uninstall")
-        .output()?;
+    let output = stub_plugin(&record, "uninstall")?;
     ensure!(
         output.status.success(),
         "{}",
@@ -267,11 +259,7 @@ fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Resul
 
 /// The landscape with Cloud Controller and its UAA, as in cf_app.rs.
 struct Cf {
-    _cc_server: Server,
-    _uaa_server: Server,
-    uaa: Arc<Uaa>,
-    cc: Arc<CloudController>,
-    cc_url: String,
+    servers: CfServers,
     landscape: Landscape,
     dir: TempDir,
 }
@@ -283,47 +271,26 @@ impl Cf {
             .cells(2)
             .app(AppSpec::new(APP, &[0, 1]))
             .build(&dir)?;
-        let tls = landscape
-            .pki
-            .ca
-            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
-        let uaa_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let uaa_url = format!("https://{}", uaa_listener.local_addr()?);
-        let read = ["cloud_controller.read", "cloud_controller.write", "openid"];
-        let uaa = Arc::new(Uaa::new(
-            &uaa_url,
-            SigningKey::generate(&dir, "cf-uaa")?,
-            vec![
-                UaaUser::new("dev", "p", &read),
-                UaaUser::new("auditor", "p", &read),
-            ],
-            &[("cf", "")],
-        ));
-        let uaa_server = Server::start(uaa_listener, &tls, Arc::clone(&uaa).router())?;
-        let cc_listener = bind_in(&landscape.control, "127.0.0.1:0")?;
-        let cc_url = format!("https://{}", cc_listener.local_addr()?);
-        let cc = Arc::new(CloudController::new(
-            &cc_url,
-            Arc::clone(&uaa),
+        let users = vec![
+            UaaUser::new("dev", "p", &CF_SCOPES),
+            UaaUser::new("auditor", "p", &CF_SCOPES),
+        ];
+        let servers = CfServers::start(
+            &landscape,
+            &CfServers::leaf(&landscape)?,
+            &dir,
+            users,
             landscape.cc_apps(),
             roles(),
-        ));
-        let cc_server = Server::start(cc_listener, &tls, Arc::clone(&cc).router())?;
-        landscape.start_agents("")?;
-        let cf = format!(
-            // Two slots per user and agent: the capture test runs `pcap app`
-            // and `cf pcap` as the same user at the same time.
-            "[cf]\napi_url = \"{cc_url}\"\nca = {:?}\n\n[limits]\nmax_captures_per_user_per_agent = 2\n",
-            landscape.pki.ca.certificate.display().to_string()
-        );
-        let api_config = landscape.api_config(&cf)?;
-        landscape.start_api(&api_config)?;
+        )?;
+        // Two slots per user and agent: the capture test runs `pcap app`
+        // and `cf pcap` as the same user at the same time.
+        servers.start_agents_and_api(
+            &mut landscape,
+            "\n[limits]\nmax_captures_per_user_per_agent = 2",
+        )?;
         Ok(Self {
-            _cc_server: cc_server,
-            _uaa_server: uaa_server,
-            uaa,
-            cc,
-            cc_url,
+            servers,
             landscape,
             dir,
         })
@@ -333,8 +300,8 @@ impl Cf {
     fn logged_in(&self, user: &str) -> anyhow::Result<CfState> {
         Ok(CfState {
             logged_in: true,
-            token: self.uaa.access_token(user, "cf", 3600)?,
-            endpoint: self.cc_url.clone(),
+            token: self.servers.uaa.access_token(user, "cf", 3600)?,
+            endpoint: self.servers.cc_url.clone(),
             skip_ssl: false,
             space: Some((space_guid("dev"), "dev".to_owned())),
         })
@@ -368,22 +335,6 @@ impl Cf {
         Ok((command, record))
     }
 
-    fn assert_nothing_attached(&self) -> anyhow::Result<()> {
-        for app in &self.landscape.apps {
-            for instance in &app.instances {
-                let cell = &self.landscape.cells[instance.cell];
-                let programs = cell.ns.tcx_programs(&instance.host_interface())?;
-                ensure!(
-                    programs.is_empty(),
-                    "{}/{} has {programs:?} attached",
-                    app.name,
-                    instance.index
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// A `cf pcap` that must fail before capturing: its stderr and record.
     fn refused(
         &self,
@@ -405,14 +356,14 @@ impl Cf {
             !stderr.contains(&state.token) || state.token.is_empty(),
             "the token was printed"
         );
-        self.assert_nothing_attached()?;
+        self.landscape.assert_no_app_attached()?;
         Ok((stderr, record))
     }
 
     /// Cloud Controller's app lookups so far (pcap-api also asks for its
     /// root document).
     fn cc_seen(&self) -> Vec<(String, String)> {
-        lookups(&self.cc)
+        lookups(&self.servers.cc)
     }
 }
 
@@ -440,7 +391,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
 
     // Logged out: nothing asked of Cloud Controller.
     let logged_out = CfState {
-        endpoint: cf.cc_url.clone(),
+        endpoint: cf.servers.cc_url.clone(),
         ..CfState::default()
     };
     let (stderr, record) = cf.refused(&logged_out, &[APP], "logged-out")?;
@@ -533,17 +484,15 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     // Cloud Controller with a self-signed certificate: refused, unless cf
     // says `cf api --skip-ssl-validation` (IsSSLDisabled).
     let self_signed = self_signed(&cf.dir)?;
-    let listener = bind_in(&cf.landscape.control, "127.0.0.1:0")?;
-    let url = format!("https://{}", listener.local_addr()?);
-    let other_cc = Arc::new(CloudController::new(
-        &url,
-        Arc::clone(&cf.uaa),
+    let (other_cc, other) = start_cloud_controller(
+        &cf.landscape.control,
+        &self_signed,
+        &cf.servers.uaa,
         cf.landscape.cc_apps(),
         roles(),
-    ));
-    let _other = Server::start(listener, &self_signed, Arc::clone(&other_cc).router())?;
+    )?;
     let mut insecure_cc = cf.logged_in("dev")?;
-    insecure_cc.endpoint.clone_from(&url);
+    insecure_cc.endpoint = other.url();
     let (stderr, _) = cf.refused(&insecure_cc, &["no-such-app"], "self-signed")?;
     ensure!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     ensure!(lookups(&other_cc).is_empty());
@@ -593,10 +542,10 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
     let home = cf.dir.join("home-dev");
     write_cf_config(
         &home,
-        &cf.cc_url,
-        cf.uaa.url(),
+        &cf.servers.cc_url,
+        cf.servers.uaa.url(),
         &dev.token,
-        &cf.uaa.refresh_token("dev", "cf")?,
+        &cf.servers.uaa.refresh_token("dev", "cf")?,
     )?;
     let app_file = cf.dir.join("app.pcapng");
     let mut pcap_app = Running::spawn(cf.landscape.pcap_app(&home).args([
@@ -674,10 +623,10 @@ fn captures_through_the_plugin_what_pcap_app_captures_and_survives_ctrl_c() -> a
         asked.last().map(String::as_str) == Some("GetCurrentOrg"),
         "{asked:?}"
     );
-    cf.assert_nothing_attached()?;
+    cf.landscape.assert_no_app_attached()?;
 
     streams_pcapng_to_stdout(&cf, &dev)?;
-    cf.assert_nothing_attached()?;
+    cf.landscape.assert_no_app_attached()?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use pcap_proto::{
 use pcap_tests::{
     TempDir,
     cluster::{AGENT_PORT, ALICE_TOKEN, API_ADDRESS, Cluster},
+    cluster_setup,
     netns::Netns,
     pki::{Ca, Validity},
     process::{Running, wait_until},
@@ -77,15 +78,6 @@ fn assert_closed_by_server(
     Ok(())
 }
 
-fn running_cluster(dir: &std::path::Path) -> anyhow::Result<Cluster> {
-    let mut cluster = Cluster::new(dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
-    let api_config = cluster.api_config(None, "")?;
-    cluster.start_api(&api_config)?;
-    Ok(cluster)
-}
-
 fn agent_address(cluster: &Cluster) -> anyhow::Result<SocketAddr> {
     Ok(format!("{}:{AGENT_PORT}", cluster.vms[0].address()).parse()?)
 }
@@ -100,7 +92,7 @@ fn start_capture(cluster: &Cluster, args: &[&str]) -> anyhow::Result<Running> {
 #[test]
 fn stalled_handshakes_delay_no_capture_and_are_cut() -> anyhow::Result<()> {
     let dir = TempDir::new("slowloris")?;
-    let mut cluster = running_cluster(&dir)?;
+    let mut cluster = cluster_setup::running(&dir, 1, "", "")?;
     let began = Instant::now();
     let at_agent = stalled_connections(&cluster.control, agent_address(&cluster)?, 200)?;
     let at_api = stalled_connections(&cluster.control, API_ADDRESS.parse()?, 200)?;
@@ -144,10 +136,8 @@ fn stalled_handshakes_delay_no_capture_and_are_cut() -> anyhow::Result<()> {
 #[test]
 fn refused_handshakes_are_logged_by_the_agent_and_shown_per_origin() -> anyhow::Result<()> {
     let dir = TempDir::new("refusals")?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
-    let vm_address = format!("{}:{AGENT_PORT}", cluster.vms[0].address());
+    let mut cluster = cluster_setup::with_agents(&dir, 1, "")?;
+    let vm_address = agent_address(&cluster)?;
 
     // Plain-text HTTP/2 and a TLS client without a certificate.
     let curl = |args: &[&str]| -> anyhow::Result<()> {
@@ -204,11 +194,7 @@ fn refused_handshakes_are_logged_by_the_agent_and_shown_per_origin() -> anyhow::
         ),
     ];
     for (leaf, shown, logged) in cases {
-        let api_config = cluster.api_config(Some(&leaf), "")?;
-        cluster.start_api(&api_config)?;
-        let output = cluster
-            .cli(ALICE_TOKEN, &["-w", "/dev/null", "--duration", "5"])
-            .output()?;
+        let output = cluster_setup::capture_with_api_certificate(&mut cluster, &leaf)?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         let expected = format!(
             "the agent at {vm_address} (vm-0) refused the API's client certificate: {shown}"
@@ -234,7 +220,7 @@ fn refused_handshakes_are_logged_by_the_agent_and_shown_per_origin() -> anyhow::
 #[test]
 fn an_agent_whose_api_vanished_detaches_after_keepalive() -> anyhow::Result<()> {
     let dir = TempDir::new("vanish")?;
-    let cluster = running_cluster(&dir)?;
+    let cluster = cluster_setup::running(&dir, 1, "", "")?;
     let cli = start_capture(&cluster, &["-w", "/dev/null"])?;
     let vm = &cluster.vms[0];
     ensure!(!vm.ns.tcx_programs("eth0")?.is_empty(), "not attached");
@@ -262,9 +248,7 @@ fn an_agent_whose_api_vanished_detaches_after_keepalive() -> anyhow::Result<()> 
 #[test]
 fn a_call_that_never_sends_start_ends_after_the_deadline() -> anyhow::Result<()> {
     let dir = TempDir::new("nostart")?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
+    let cluster = cluster_setup::with_agents(&dir, 1, "")?;
     let address = format!("https://{}", agent_address(&cluster)?);
     let ca = cluster.pki.ca.certificate.clone();
     let client = cluster.pki.api_client.clone();

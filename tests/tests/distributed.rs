@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -17,8 +17,9 @@ use pcap_tests::{
     TempDir,
     captures::{self, Capture, Packet},
     cluster::{AGENT_PORT, ALICE_TOKEN, BOB_TOKEN, Cluster},
+    cluster_setup::{self, assert_agents_detach, ping_every_vm},
     pki::{Ca, Validity},
-    process::{Running, wait_until},
+    process::Running,
     reference::{assert_readable, sync_references, tcpdump},
 };
 
@@ -37,16 +38,30 @@ fn start_cli(
     Ok(cli)
 }
 
-/// Pings each VM from its peer with a size of its own, so that every VM's
-/// traffic is distinct.
-fn ping_every_vm(cluster: &Cluster, count: u32) -> anyhow::Result<()> {
-    for vm in &cluster.vms {
-        vm.peer.sh(&format!(
-            "ping -q -c {count} -i 0.002 -s {} {}",
-            64 + 100 * vm.index,
-            vm.data_address()
-        ))?;
-    }
+/// A cluster of `vms` VMs with its API in a new directory `tag`, and
+/// alice's `pcap capture -w FILE` (a file in that directory), attached on
+/// every VM with five pings to each VM captured.
+fn capturing_cluster(
+    tag: &str,
+    vms: usize,
+) -> anyhow::Result<(TempDir, Cluster, PathBuf, Running)> {
+    let dir = TempDir::new(tag)?;
+    let cluster = cluster_setup::running(&dir, vms, "", "")?;
+    let file = dir.join("capture.pcapng");
+    let cli = start_cli(
+        &cluster,
+        ALICE_TOKEN,
+        &["-w", file.to_str().expect("utf-8")],
+        vms,
+    )?;
+    ping_every_vm(&cluster, 5)?;
+    Ok((dir, cluster, file, cli))
+}
+
+/// Kills `process` (SIGKILL) and reaps it.
+fn kill(process: Running) -> anyhow::Result<()> {
+    process.signal(Signal::SIGKILL)?;
+    process.wait()?;
     Ok(())
 }
 
@@ -59,37 +74,10 @@ fn packets_of<'a>(capture: &'a Capture, name: &str) -> Vec<&'a Packet> {
         .collect()
 }
 
-/// A cluster of `vms` VMs with agents and the API running.
-fn running_cluster(
-    dir: &Path,
-    vms: usize,
-    agent_extra: &str,
-    api_extra: &str,
-) -> anyhow::Result<Cluster> {
-    let mut cluster = Cluster::new(dir, vms)?;
-    let agent_config = cluster.agent_config(agent_extra)?;
-    cluster.start_agents(&agent_config)?;
-    let api_config = cluster.api_config(None, api_extra)?;
-    cluster.start_api(&api_config)?;
-    Ok(cluster)
-}
-
-/// Nothing of ours stays attached to any VM's `eth0`, within `timeout`.
-fn assert_agents_detach(cluster: &Cluster, timeout: Duration) -> anyhow::Result<()> {
-    for vm in &cluster.vms {
-        wait_until(
-            &format!("{} detaches from eth0", vm.origin()),
-            timeout,
-            || Ok(vm.ns.tcx_programs("eth0")?.is_empty()),
-        )?;
-    }
-    Ok(())
-}
-
 #[test]
 fn merged_capture_is_the_union_of_the_references() -> anyhow::Result<()> {
     let dir = TempDir::new("merge")?;
-    let cluster = running_cluster(&dir, 3, "", "")?;
+    let cluster = cluster_setup::running(&dir, 3, "", "")?;
     let merged = dir.join("merged.pcapng");
     let references: Vec<_> = cluster
         .vms
@@ -179,9 +167,7 @@ fn merged_capture_is_the_union_of_the_references() -> anyhow::Result<()> {
 #[test]
 fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Result<()> {
     let dir = TempDir::new("mtls")?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
+    let mut cluster = cluster_setup::with_agents(&dir, 1, "")?;
     let vm_address = format!("{}:{AGENT_PORT}", cluster.vms[0].address());
 
     // No client certificate: the handshake fails. The same request with the
@@ -244,11 +230,7 @@ fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Res
         ),
     ];
     for (case, leaf) in cases {
-        let api_config = cluster.api_config(Some(&leaf), "")?;
-        cluster.start_api(&api_config)?;
-        let output = cluster
-            .cli(ALICE_TOKEN, &["-w", "/dev/null", "--duration", "5"])
-            .output()?;
+        let output = cluster_setup::capture_with_api_certificate(&mut cluster, &leaf)?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         ensure!(
             stderr.contains("vm-0") && stderr.contains(&vm_address),
@@ -272,19 +254,8 @@ fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Res
 
 #[test]
 fn a_killed_agent_is_reported_and_the_others_go_on() -> anyhow::Result<()> {
-    let dir = TempDir::new("kagent")?;
-    let mut cluster = running_cluster(&dir, 3, "", "")?;
-    let file = dir.join("k.pcapng");
-    let cli = start_cli(
-        &cluster,
-        ALICE_TOKEN,
-        &["-w", file.to_str().expect("utf-8")],
-        3,
-    )?;
-    ping_every_vm(&cluster, 5)?;
-    let killed = cluster.vms[1].agent.take().expect("running");
-    killed.signal(Signal::SIGKILL)?;
-    killed.wait()?;
+    let (_dir, mut cluster, file, cli) = capturing_cluster("kagent", 3)?;
+    kill(cluster.vms[1].agent.take().expect("running"))?;
     // The survivors keep capturing. (Each ping has had its reply before
     // `ping` exits, so both have passed the TC hooks.)
     ping_every_vm(&cluster, 5)?;
@@ -311,19 +282,8 @@ fn a_killed_agent_is_reported_and_the_others_go_on() -> anyhow::Result<()> {
 
 #[test]
 fn restarting_the_api_ends_the_cli_with_a_clear_error_and_a_valid_file() -> anyhow::Result<()> {
-    let dir = TempDir::new("rapi")?;
-    let mut cluster = running_cluster(&dir, 2, "", "")?;
-    let file = dir.join("r.pcapng");
-    let cli = start_cli(
-        &cluster,
-        ALICE_TOKEN,
-        &["-w", file.to_str().expect("utf-8")],
-        2,
-    )?;
-    ping_every_vm(&cluster, 5)?;
-    let api = cluster.api.take().expect("running");
-    api.signal(Signal::SIGKILL)?;
-    api.wait()?;
+    let (_dir, mut cluster, file, cli) = capturing_cluster("rapi", 2)?;
+    kill(cluster.api.take().expect("running"))?;
     let (status, lines) = cli.wait()?;
     ensure!(!status.success(), "pcap exits 0 after losing the API");
     ensure!(
@@ -347,7 +307,7 @@ fn restarting_the_api_ends_the_cli_with_a_clear_error_and_a_valid_file() -> anyh
 #[test]
 fn a_disconnected_client_stops_every_agent_within_a_second() -> anyhow::Result<()> {
     let dir = TempDir::new("disc")?;
-    let cluster = running_cluster(&dir, 3, "", "")?;
+    let cluster = cluster_setup::running(&dir, 3, "", "")?;
     let cli = start_cli(&cluster, ALICE_TOKEN, &["-w", "/dev/null"], 3)?;
     for vm in &cluster.vms {
         ensure!(
@@ -356,15 +316,14 @@ fn a_disconnected_client_stops_every_agent_within_a_second() -> anyhow::Result<(
             vm.origin()
         );
     }
-    cli.signal(Signal::SIGKILL)?;
-    cli.wait()?;
+    kill(cli)?;
     assert_agents_detach(&cluster, Duration::from_secs(1))
 }
 
 #[test]
 fn duration_bytes_and_concurrency_limits_are_hit_and_reported() -> anyhow::Result<()> {
     let dir = TempDir::new("lim")?;
-    let cluster = running_cluster(
+    let cluster = cluster_setup::running(
         &dir,
         2,
         "",
@@ -425,7 +384,7 @@ fn duration_bytes_and_concurrency_limits_are_hit_and_reported() -> anyhow::Resul
 fn a_throttled_client_makes_agents_count_drops() -> anyhow::Result<()> {
     const OFFERED: u64 = 20_000;
     let dir = TempDir::new("slow")?;
-    let cluster = running_cluster(&dir, 1, "[limits]\nsend_buffer_bytes = 65536\n", "")?;
+    let cluster = cluster_setup::running(&dir, 1, "[limits]\nsend_buffer_bytes = 65536\n", "")?;
     let vm = &cluster.vms[0];
     // The CLI writes into a pipe that nobody reads until the flood is over.
     let mut cli = Running::spawn(

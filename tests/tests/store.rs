@@ -18,6 +18,7 @@ use pcap_tests::{
     TempDir,
     captures::{self, Capture},
     cluster::{ALICE_TOKEN, API_ADDRESS, BOB_TOKEN, Cluster},
+    cluster_setup::{self, ping_every_vm},
     now_ns,
     process::{Running, wait_until},
     reference::assert_readable,
@@ -37,9 +38,7 @@ const FILTER: &str = "icmp or udp";
 /// A cluster with agents, the S3 server, and the API storing to it with
 /// `store_extra` in its `[store]` table.
 fn store_cluster(dir: &Path, vms: usize, store_extra: &str) -> anyhow::Result<(Cluster, S3Server)> {
-    let mut cluster = Cluster::new(dir, vms)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
+    let mut cluster = cluster_setup::with_agents(dir, vms, "")?;
     let s3 = S3Server::start(&cluster.control, dir, S3_PORT)?;
     let extra = format!(
         "[[users]]\nname = \"carol\"\ntoken = \"{CAROL_TOKEN}\"\nadmin = true\n\n{}",
@@ -65,6 +64,19 @@ fn start_stored(cluster: &Cluster, token: &str, args: &[&str]) -> anyhow::Result
 struct StoredOutput {
     id: String,
     url: String,
+}
+
+/// A one-VM [`store_cluster`] (with `store_extra`), and alice's stored
+/// capture ([`FILTER`]) of three pings to the VM.
+fn one_stored_capture(
+    dir: &Path,
+    store_extra: &str,
+) -> anyhow::Result<(Cluster, S3Server, StoredOutput)> {
+    let (cluster, s3) = store_cluster(dir, 1, store_extra)?;
+    let cli = start_stored(&cluster, ALICE_TOKEN, &[FILTER])?;
+    ping_every_vm(&cluster, 3)?;
+    let stored = finish_stored(cli)?;
+    Ok((cluster, s3, stored))
 }
 
 /// SIGINT, and the id and URL it printed.
@@ -105,6 +117,25 @@ fn captures_command(cluster: &Cluster, token: &str, args: &[&str]) -> Command {
     command
 }
 
+/// `pcap captures download ID -w FILE` as `token`; its output.
+fn download(
+    cluster: &Cluster,
+    token: &str,
+    id: &str,
+    file: &Path,
+) -> anyhow::Result<std::process::Output> {
+    let file = file.to_str().expect("utf-8");
+    Ok(captures_command(cluster, token, &["download", id, "-w", file]).output()?)
+}
+
+/// The store holds no object and no unfinished upload.
+fn assert_store_empty(s3: &S3Server) -> anyhow::Result<()> {
+    let (uploads, objects) = (s3.unfinished_uploads()?, s3.objects()?);
+    ensure!(uploads.is_empty(), "uploads left: {uploads:?}");
+    ensure!(objects.is_empty(), "objects left: {objects:?}");
+    Ok(())
+}
+
 /// `pcap captures list` as `token`: its stdout lines after the header.
 fn list(cluster: &Cluster, token: &str) -> anyhow::Result<Vec<String>> {
     let output = captures_command(cluster, token, &["list"]).output()?;
@@ -118,18 +149,6 @@ fn list(cluster: &Cluster, token: &str) -> anyhow::Result<Vec<String>> {
         .skip(1)
         .map(str::to_owned)
         .collect())
-}
-
-/// Pings each VM from its peer with a size of its own.
-fn ping_every_vm(cluster: &Cluster, count: u32) -> anyhow::Result<()> {
-    for vm in &cluster.vms {
-        vm.peer.sh(&format!(
-            "ping -q -c {count} -i 0.002 -s {} {}",
-            64 + 100 * vm.index,
-            vm.data_address()
-        ))?;
-    }
-    Ok(())
 }
 
 /// Sends a marker datagram to every VM and waits until the streamed file
@@ -260,17 +279,7 @@ fn a_stored_capture_is_the_streamed_capture_and_only_its_owner_sees_it() -> anyh
     );
     let object = s3.object(&keys[0])?;
     let downloaded = dir.join("downloaded.pcapng");
-    let output = captures_command(
-        &cluster,
-        ALICE_TOKEN,
-        &[
-            "download",
-            &stored.id,
-            "-w",
-            downloaded.to_str().expect("utf-8"),
-        ],
-    )
-    .output()?;
+    let output = download(&cluster, ALICE_TOKEN, &stored.id, &downloaded)?;
     ensure!(
         output.status.success(),
         "download failed: {}",
@@ -302,34 +311,14 @@ fn a_stored_capture_is_the_streamed_capture_and_only_its_owner_sees_it() -> anyh
     );
     let bobs = list(&cluster, BOB_TOKEN)?;
     ensure!(bobs.is_empty(), "bob lists {bobs:?}");
-    let output = captures_command(
-        &cluster,
-        BOB_TOKEN,
-        &[
-            "download",
-            &stored.id,
-            "-w",
-            dir.join("bob").to_str().expect("utf-8"),
-        ],
-    )
-    .output()?;
+    let output = download(&cluster, BOB_TOKEN, &stored.id, &dir.join("bob"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(
         !output.status.success() && stderr.contains("NOT_FOUND"),
         "bob's download: {stderr}"
     );
     ensure!(!dir.join("bob").exists());
-    let output = captures_command(
-        &cluster,
-        CAROL_TOKEN,
-        &[
-            "download",
-            &stored.id,
-            "-w",
-            dir.join("carol").to_str().expect("utf-8"),
-        ],
-    )
-    .output()?;
+    let output = download(&cluster, CAROL_TOKEN, &stored.id, &dir.join("carol"))?;
     ensure!(output.status.success() && std::fs::read(dir.join("carol"))? == object);
     Ok(())
 }
@@ -337,10 +326,7 @@ fn a_stored_capture_is_the_streamed_capture_and_only_its_owner_sees_it() -> anyh
 #[test]
 fn an_expired_download_url_is_refused() -> anyhow::Result<()> {
     let dir = TempDir::new("store-expiry")?;
-    let (cluster, _s3) = store_cluster(&dir, 1, "presign_expiry = 2.0")?;
-    let cli = start_stored(&cluster, ALICE_TOKEN, &[FILTER])?;
-    ping_every_vm(&cluster, 3)?;
-    let stored = finish_stored(cli)?;
+    let (cluster, _s3, stored) = one_stored_capture(&dir, "presign_expiry = 2.0")?;
     let issued = now_ns();
     let (code, _) = s3::http_get(&cluster.control, &stored.url, &dir.join("fresh"))?;
     ensure!(code == 200, "a fresh link gave HTTP {code}");
@@ -359,17 +345,7 @@ fn an_expired_download_url_is_refused() -> anyhow::Result<()> {
     let (code, _) = s3::http_get(&cluster.control, &forged, &dir.join("forged"))?;
     ensure!(code == 403, "a forged link gave HTTP {code}");
     // A new link from the API works.
-    let output = captures_command(
-        &cluster,
-        ALICE_TOKEN,
-        &[
-            "download",
-            &stored.id,
-            "-w",
-            dir.join("again").to_str().expect("utf-8"),
-        ],
-    )
-    .output()?;
+    let output = download(&cluster, ALICE_TOKEN, &stored.id, &dir.join("again"))?;
     ensure!(
         output.status.success(),
         "download failed: {}",
@@ -430,26 +406,15 @@ fn a_capture_killed_midway_leaves_no_object_and_no_upload() -> anyhow::Result<()
         lines.iter().any(|l| l.contains("nothing was stored")),
         "no word of the discarded capture: {lines:#?}"
     );
-    ensure!(
-        s3.unfinished_uploads()?.is_empty(),
-        "uploads left: {:?}",
-        s3.unfinished_uploads()?
-    );
-    ensure!(
-        s3.objects()?.is_empty(),
-        "objects left: {:?}",
-        s3.objects()?
-    );
+    assert_store_empty(&s3)?;
     Ok(())
 }
 
 #[test]
 fn retention_removes_old_captures() -> anyhow::Result<()> {
     let dir = TempDir::new("store-retention")?;
-    let (cluster, s3) = store_cluster(&dir, 1, "retention = 2.0\ncleanup_interval = 0.2")?;
-    let cli = start_stored(&cluster, ALICE_TOKEN, &[FILTER])?;
-    ping_every_vm(&cluster, 3)?;
-    let stored = finish_stored(cli)?;
+    let (cluster, s3, stored) =
+        one_stored_capture(&dir, "retention = 2.0\ncleanup_interval = 0.2")?;
     ensure!(
         list(&cluster, ALICE_TOKEN)?
             .iter()

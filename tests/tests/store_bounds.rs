@@ -8,10 +8,7 @@ use std::{io::Read as _, process::Stdio};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
-    cluster::{ALICE_TOKEN, Cluster},
-    process::Running,
-    reference::assert_readable,
+    TempDir, cluster::ALICE_TOKEN, cluster_setup, process::Running, reference::assert_readable,
     s3::S3Server,
 };
 
@@ -24,9 +21,7 @@ const MAX_SIZE: u64 = 6 << 20;
 #[test]
 fn a_stored_capture_stops_at_max_size_and_keeps_what_it_captured() -> anyhow::Result<()> {
     let dir = TempDir::new("maxsize")?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
+    let mut cluster = cluster_setup::with_agents(&dir, 1, "")?;
     let s3 = S3Server::start(&cluster.control, &dir, S3_PORT)?;
     let store = s3.api_config(&format!("part_size = {PART_SIZE}\nmax_size = {MAX_SIZE}"));
     let api_config = cluster.api_config(None, &store)?;
@@ -82,9 +77,7 @@ fn a_stored_capture_stops_at_max_size_and_keeps_what_it_captured() -> anyhow::Re
 #[test]
 fn a_restarted_api_asks_the_store_for_the_uploads_a_killed_one_left_open() -> anyhow::Result<()> {
     let dir = TempDir::new("stale")?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
+    let mut cluster = cluster_setup::with_agents(&dir, 1, "")?;
     let s3 = S3Server::start(&cluster.control, &dir, S3_PORT)?;
     let api_config = cluster.api_config(None, &s3.api_config(""))?;
     cluster.start_api(&api_config)?;
