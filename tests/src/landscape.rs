@@ -63,7 +63,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use pcap_platform::silk;
 
 use crate::{
     cluster::{default_bin_dir, quoted},
@@ -501,28 +500,31 @@ impl Landscape {
     /// exclusive lock on `store.json_lock`, and bumps `store.json_version`,
     /// as cni-wrapper-plugin does.
     pub fn write_store(&self, index: usize) -> anyhow::Result<()> {
-        let mut store = silk::Store::new();
+        let mut store = serde_json::Map::new();
         for app in &self.apps {
             for instance in app.instances.iter().filter(|i| i.cell == index) {
                 let ports: Vec<String> = app.ports.iter().map(u16::to_string).collect();
                 store.insert(
                     instance.instance_guid.clone(),
-                    silk::StoreEntry {
-                        handle: instance.instance_guid.clone(),
-                        ip: instance.overlay_ip.to_string(),
-                        metadata: Some(silk::Metadata {
-                            app_id: app.guid.clone(),
-                            space_id: app.space_guid.clone(),
-                            org_id: app.org_guid.clone(),
-                            policy_group_id: app.guid.clone(),
-                            ports: ports.join(","),
-                            container_workload: "app".to_owned(),
-                        }),
-                    },
+                    serde_json::json!({
+                        "handle": instance.instance_guid,
+                        "ip": instance.overlay_ip.to_string(),
+                        "metadata": {
+                            "app_id": app.guid,
+                            "space_id": app.space_guid,
+                            "org_id": app.org_guid,
+                            "policy_group_id": app.guid,
+                            "ports": ports.join(","),
+                            "container_workload": "app",
+                        },
+                    }),
                 );
             }
         }
-        write_store_file(&self.cells[index].metadata_store(), &store)
+        write_store_file(
+            &self.cells[index].metadata_store(),
+            &serde_json::Value::Object(store),
+        )
     }
 
     /// Writes an agent configuration for cell `index` (its metadata store
@@ -548,76 +550,20 @@ impl Landscape {
     pub fn start_agents(&mut self, extra: &str) -> anyhow::Result<()> {
         for index in 0..self.cells.len() {
             let config = self.agent_config(index, extra)?;
-            self.spawn_agent(index, &config)?;
+            let program = self.bin("pcap-agent");
+            let cell = &mut self.cells[index];
+            let mut command = cell.ns.command(&program);
+            command
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("PCAP_LOG", "info");
+            let mut agent = Running::spawn(&mut command)?;
+            agent
+                .wait_for("listening", 1)
+                .with_context(|| format!("agent of cell-{index}"))?;
+            cell.agent = Some(agent);
         }
         Ok(())
-    }
-
-    fn spawn_agent(&mut self, index: usize, config: &Path) -> anyhow::Result<()> {
-        let program = self.bin("pcap-agent");
-        let cell = &mut self.cells[index];
-        let mut command = cell.ns.command(&program);
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("PCAP_LOG", "info");
-        let mut agent = Running::spawn(&mut command)?;
-        agent
-            .wait_for("listening", 1)
-            .with_context(|| format!("agent of cell-{index}"))?;
-        cell.agent = Some(agent);
-        Ok(())
-    }
-
-    /// Kills cell `index`'s agent with SIGKILL, as a crash does (monit
-    /// restarts it later: [`Landscape::restart_agent`]); its stderr.
-    pub fn kill_agent(&mut self, index: usize) -> anyhow::Result<Vec<String>> {
-        let agent = self.cells[index]
-            .agent
-            .take()
-            .with_context(|| format!("cell-{index} runs no agent"))?;
-        agent.signal(nix::sys::signal::Signal::SIGKILL)?;
-        Ok(agent.wait()?.1)
-    }
-
-    /// Starts cell `index`'s agent again with the configuration it had.
-    pub fn restart_agent(&mut self, index: usize) -> anyhow::Result<()> {
-        let config = self.cells[index].dir.join("agent.toml");
-        self.spawn_agent(index, &config)
-    }
-
-    /// Starts one more container of app `name` on `cell`, with the next
-    /// index, a new instance GUID and the cell's next overlay IP, and
-    /// rewrites the cell's metadata store: what Diego does on a scale-up.
-    /// Its index. (No c2c policy rules are written for it.)
-    pub fn add_instance(&mut self, name: &str, cell: usize) -> anyhow::Result<usize> {
-        anyhow::ensure!(cell < self.cells.len(), "no cell {cell}");
-        let [_, _, c, _] = overlay_base(cell).octets();
-        let last = self
-            .apps
-            .iter()
-            .flat_map(|a| &a.instances)
-            .filter(|i| i.cell == cell)
-            .map(|i| i.overlay_ip.octets()[3])
-            .max()
-            .unwrap_or(2);
-        let overlay_ip = Ipv4Addr::new(10, 255, c, last + 1);
-        let ns = build_container(&self.cells[cell], overlay_ip)?;
-        let app = self
-            .apps
-            .iter_mut()
-            .find(|a| a.name == name)
-            .with_context(|| format!("no app {name} in the landscape"))?;
-        let index = app.instances.len();
-        app.instances.push(Instance {
-            index,
-            instance_guid: instance_guid(name, index),
-            overlay_ip,
-            cell,
-            ns,
-        });
-        self.write_store(cell)?;
-        Ok(index)
     }
 
     /// Writes an API configuration: TLS, the agents' CA and client
@@ -784,7 +730,10 @@ impl Landscape {
 
 /// Silk's host-side veth name for a container's overlay IP:
 /// `s-010255077003` for 10.255.77.3.
-pub use pcap_platform::silk::host_interface_name as host_interface;
+pub fn host_interface(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("s-{a:03}{b:03}{c:03}{d:03}")
+}
 
 fn underlay_ip(cell: usize) -> Ipv4Addr {
     Ipv4Addr::new(
@@ -932,7 +881,7 @@ fn build_container(cell: &Cell, ip: Ipv4Addr) -> anyhow::Result<Netns> {
 
 /// Writes `store.json` in place under `flock(LOCK_EX)` on `store.json_lock`
 /// and bumps `store.json_version`, like cni-wrapper-plugin.
-fn write_store_file(path: &Path, store: &silk::Store) -> anyhow::Result<()> {
+fn write_store_file(path: &Path, store: &serde_json::Value) -> anyhow::Result<()> {
     use std::io::Write as _;
     let lock_path = sibling(path, "_lock");
     let lock = std::fs::OpenOptions::new()
