@@ -68,6 +68,12 @@ pub trait PacketSink {
     fn flush(&mut self) -> io::Result<()>;
     /// The capture is over and `report` accounts for every packet.
     fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()>;
+    /// Names for addresses (a pcapng Name Resolution Block), written
+    /// before the packets that need them. Sinks without names ignore them.
+    fn names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
+        let _ = entries;
+        Ok(())
+    }
 }
 
 /// What a sink did with a packet.

@@ -48,18 +48,6 @@ impl Output {
     pub fn lines(sink: Box<dyn Write + Send>) -> Self {
         Self::Lines(BufWriter::new(sink))
     }
-
-    /// Writes names for IPv4 addresses: a pcapng Name Resolution Block
-    /// (nothing for pcap files or lines). Call after `begin`.
-    pub fn write_names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
-        match self {
-            Self::File {
-                writer: Some(writer),
-                ..
-            } => writer.write_name_resolution(entries),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl PacketSink for Output {
@@ -171,6 +159,17 @@ impl PacketSink for Output {
             }
         }
         self.flush()
+    }
+
+    /// A pcapng Name Resolution Block (nothing for pcap files or lines).
+    fn names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
+        match self {
+            Self::File {
+                writer: Some(writer),
+                ..
+            } => writer.write_name_resolution(entries),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -130,11 +130,7 @@ impl Rtnl {
     /// The filters on one hook of an interface's clsact qdisc, of every
     /// kind: `None` for one the crate cannot parse. Empty when the
     /// interface or its qdisc is gone.
-    pub fn filters(
-        &mut self,
-        ifindex: u32,
-        hook: TcAttachType,
-    ) -> io::Result<Vec<Option<Filter>>> {
+    pub fn filters(&mut self, ifindex: u32, hook: TcAttachType) -> io::Result<Vec<Option<Filter>>> {
         let message = TcMessage::from_parts(
             TcHeader {
                 index: ifindex as i32,

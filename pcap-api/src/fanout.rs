@@ -469,6 +469,10 @@ fn stamp_origin(payload: Payload, origin: u32) -> Option<Payload> {
             statistics.origin = origin;
             Payload::Statistics(statistics)
         }
+        Payload::Names(mut names) => {
+            names.origin = origin;
+            Payload::Names(names)
+        }
         // The API's to send too (stored captures), never an agent's.
         Payload::Origin(_) | Payload::Progress(_) | Payload::Stored(_) => return None,
     })

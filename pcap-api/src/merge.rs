@@ -40,11 +40,16 @@ type Key = (u64, u64);
 pub const PACKET_OVERHEAD: usize =
     (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>();
 
-/// The bytes holding `packet` costs: the overhead, and its data buffer as
-/// the allocator hands it out (glibc: 8 bytes of header, 16-byte steps, 32
-/// at least).
+/// The bytes holding `packet` costs: the overhead, and its data and
+/// comment buffers as the allocator hands them out (glibc: 8 bytes of
+/// header, 16-byte steps, 32 at least).
 pub fn held_size(packet: &Packet) -> usize {
-    PACKET_OVERHEAD + heap_size(packet.data.capacity())
+    PACKET_OVERHEAD
+        + heap_size(packet.data.capacity())
+        + packet
+            .comment
+            .as_ref()
+            .map_or(0, |comment| heap_size(comment.capacity()))
 }
 
 fn heap_size(capacity: usize) -> usize {

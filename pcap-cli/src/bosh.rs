@@ -97,6 +97,14 @@ pub struct BoshArgs {
     /// Do not ask for confirmation, however many instances.
     #[arg(short = 'n', long = "non-interactive")]
     non_interactive: bool,
+
+    /// Container-to-container insight (silk-vtep or the underlay of Diego
+    /// cells): each packet's comment names its policy tag, source app and
+    /// the kernel's LOG verdict, and the file names overlay IPs. App names
+    /// come from Cloud Controller when the API has [cf] and you logged in
+    /// with cf; otherwise apps are named by GUID.
+    #[arg(long)]
+    c2c: bool,
 }
 
 impl BoshArgs {
@@ -119,7 +127,10 @@ impl BoshArgs {
             groups: self.groups.clone(),
             instances: ids,
         });
-        flags.start_request(target, &self.interfaces.interfaces)
+        crate::with_c2c(
+            flags.start_request(target, &self.interfaces.interfaces),
+            self.c2c,
+        )
     }
 
     /// How to reach the API, with `token`.

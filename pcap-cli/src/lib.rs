@@ -90,6 +90,14 @@ struct CaptureArgs {
 
     #[command(flatten)]
     flags: RemoteFlags,
+
+    /// Container-to-container insight (silk-vtep or the underlay of Diego
+    /// cells): each packet's comment names its policy tag, source app and
+    /// the kernel's LOG verdict, and the file names overlay IPs. App names
+    /// come from Cloud Controller when the API has [cf] and you logged in
+    /// with cf; otherwise apps are named by GUID.
+    #[arg(long)]
+    c2c: bool,
 }
 
 /// The capture flags of `pcap capture`, `pcap bosh`, `pcap app` and `cf
@@ -144,9 +152,20 @@ impl CaptureArgs {
         let target = target::Kind::Static(StaticTarget {
             name: self.target.clone(),
         });
-        self.flags
-            .start_request(target, &self.interfaces.interfaces)
+        let start = self
+            .flags
+            .start_request(target, &self.interfaces.interfaces);
+        with_c2c(start, self.c2c)
     }
+}
+
+/// `start`, asking for c2c insight when `c2c` (`pcap capture` and `pcap
+/// bosh --c2c`). The request names no apps: the API fills them in.
+fn with_c2c(mut start: StartCapture, c2c: bool) -> StartCapture {
+    if c2c && let Some(options) = start.options.as_mut() {
+        options.c2c = Some(Box::default());
+    }
+    start
 }
 
 /// The `pcap` binary's main.
@@ -449,6 +468,15 @@ mod tests {
         assert_eq!(file.flags.output(), Output::File("x.pcapng".into()));
         let stdout = parse(&["--api", "https://a", "-w", "-"]).unwrap();
         assert_eq!(stdout.flags.output(), Output::Stdout);
+    }
+
+    #[test]
+    fn c2c_asks_for_insight_with_no_names_of_its_own() {
+        let plain = parse(&["--api", "https://a"]).unwrap();
+        assert_eq!(plain.start_request().options.unwrap().c2c, None);
+        let c2c = parse(&["--api", "https://a", "--c2c"]).unwrap();
+        let insight = c2c.start_request().options.unwrap().c2c.unwrap();
+        assert!(insight.app_names.is_empty());
     }
 
     #[test]

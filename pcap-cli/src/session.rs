@@ -188,6 +188,10 @@ impl<W: Write> Session<W> {
                 self.report.statistics(&statistics);
                 self.sink.add_statistics(statistics);
             }
+            Some(Payload::Names(names)) => self
+                .sink
+                .write_names(&names)
+                .context("cannot write the capture")?,
             Some(Payload::Progress(progress)) => self.report.progress(&progress),
             Some(Payload::Stored(stored)) => self.stored = Some(stored),
             None => {}

@@ -348,6 +348,7 @@ fn packets(origin: u32, interface: u32, first: u64, count: u64) -> Payload {
                     origin,
                     interface,
                     data,
+                    comment: None,
                 }
             })
             .collect(),

@@ -1,5 +1,6 @@
 //! Where the packets of a merged capture stream go: a pcapng stream with
-//! one interface per (origin, interface), or one readable line per packet.
+//! one interface per (origin, interface), packet comments (`opt_comment`)
+//! and Name Resolution Blocks, or one readable line per packet.
 //!
 //! One writer for both ends of the system, so that what they write is the
 //! same: the CLI's `-w FILE` and `-w -`, and the object pcap-api stores for
@@ -11,11 +12,12 @@ mod origins;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
 
 use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
 use pcap_format::summary::{format_time, summarize};
 use pcap_format::{Direction, Interface, InterfaceStatistics, Packet};
-use pcap_proto::v1::{self as proto, InterfaceDescription, Statistics};
+use pcap_proto::v1::{self as proto, InterfaceDescription, NameRecords, Statistics};
 
 pub use crate::origins::Origins;
 
@@ -170,25 +172,55 @@ impl<W: Write> Sink<W> {
                     original_len: packet.original_length,
                     data: &packet.data,
                     direction,
-                    comment: None,
+                    comment: packet.comment.as_deref(),
                 })?,
-                Output::Lines(out) => writeln!(
-                    out,
-                    "{} {} {} {}",
-                    interface.label,
-                    time_of_day(packet.timestamp_ns),
-                    match direction {
-                        Some(Direction::Inbound) => "IN ",
-                        Some(Direction::Outbound) => "OUT",
-                        None => "-  ",
-                    },
-                    summarize(interface.link_type, &packet.data)
-                )?,
+                Output::Lines(out) => {
+                    write!(
+                        out,
+                        "{} {} {} {}",
+                        interface.label,
+                        time_of_day(packet.timestamp_ns),
+                        match direction {
+                            Some(Direction::Inbound) => "IN ",
+                            Some(Direction::Outbound) => "OUT",
+                            None => "-  ",
+                        },
+                        summarize(interface.link_type, &packet.data)
+                    )?;
+                    match &packet.comment {
+                        Some(comment) => writeln!(out, " [{comment}]")?,
+                        None => writeln!(out)?,
+                    }
+                }
             }
             interface.written += 1;
             self.written += 1;
         }
         Ok(())
+    }
+
+    /// Writes names for addresses as a Name Resolution Block (pcapng;
+    /// lines show none). IPv4 records only: pcap-format writes no IPv6
+    /// records yet, and agents send none.
+    pub fn write_names(&mut self, names: &NameRecords) -> io::Result<()> {
+        let Output::PcapNg { writer, .. } = &mut self.output else {
+            return Ok(());
+        };
+        let entries: Vec<(Ipv4Addr, &str)> = names
+            .records
+            .iter()
+            .filter_map(|record| {
+                let octets: [u8; 4] = record.address.as_slice().try_into().ok()?;
+                Some(
+                    record
+                        .names
+                        .iter()
+                        .map(move |name| (Ipv4Addr::from(octets), name.as_str())),
+                )
+            })
+            .flatten()
+            .collect();
+        writer.write_name_resolution(&entries)
     }
 
     /// Keeps an interface's final counts for [`Sink::finish`].

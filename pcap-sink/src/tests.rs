@@ -74,6 +74,7 @@ fn packet(
         origin,
         interface,
         data,
+        comment: None,
     }
 }
 
@@ -315,4 +316,70 @@ fn an_origin_never_announced_gets_a_numbered_name() {
 fn time_of_day_has_nanoseconds() {
     assert_eq!(time_of_day(T0 + 123_456_789), "22:13:20.123456789");
     assert_eq!(time_of_day(999), "00:00:00.000000999");
+}
+
+#[test]
+fn comments_and_name_records_reach_the_file() {
+    let origins = origins();
+    let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
+    sink.add_interface(
+        &interface(0, 0, "silk-vtep", LINKTYPE_ETHERNET, 262_144),
+        &origins,
+    )
+    .unwrap();
+    sink.write_names(&NameRecords {
+        origin: 0,
+        records: vec![
+            proto::NameRecord {
+                address: vec![10, 0, 0, 1],
+                names: vec!["app-a".to_owned()],
+            },
+            // Not IPv4: not written.
+            proto::NameRecord {
+                address: vec![0xfe; 16],
+                names: vec!["v6".to_owned()],
+            },
+        ],
+    })
+    .unwrap();
+    let mut commented = packet(
+        0,
+        0,
+        1,
+        proto::Direction::Inbound,
+        udp(1, LINKTYPE_ETHERNET),
+    );
+    commented.comment = Some("c2c: tag 0x0001 src app app-a".to_owned());
+    let plain = packet(
+        0,
+        0,
+        2,
+        proto::Direction::Inbound,
+        udp(2, LINKTYPE_ETHERNET),
+    );
+    sink.write_packets(&[commented, plain]).unwrap();
+    sink.finish(T0 + 3).unwrap();
+    let file = ScratchFile::new("names.pcapng");
+    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-N",
+            "n",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src_host",
+            "-e",
+            "frame.comment",
+            "-r",
+        ])
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "app-a\tc2c: tag 0x0001 src app app-a\n10.0.0.2\t\n"
+    );
 }

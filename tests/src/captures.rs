@@ -62,7 +62,12 @@ pub fn whole_blocks_len(bytes: &[u8]) -> usize {
         let (header, len) = if pcapng {
             (12, bytes.get(at + 4..at + 8).map(|l| u32_at(l, 0) as usize))
         } else {
-            (16, bytes.get(at + 8..at + 12).map(|l| 16 + u32_at(l, 0) as usize))
+            (
+                16,
+                bytes
+                    .get(at + 8..at + 12)
+                    .map(|l| 16 + u32_at(l, 0) as usize),
+            )
         };
         match len {
             Some(len) if len >= header && at + len <= bytes.len() => at += len,

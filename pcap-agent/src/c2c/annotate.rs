@@ -1,10 +1,17 @@
-//! A [`PacketSink`] for `pcap-agent capture --c2c`: annotates each packet
-//! with its policy tag, source app and LOG verdict, in its pcapng comment.
+//! c2c insight as a layer over any [`PacketSink`]: annotates each packet
+//! with its policy tag, source app and LOG verdict, in its comment, and
+//! names overlay IPs through the sink's [`PacketSink::names`]. The same
+//! layer serves `pcap-agent capture --c2c` (over a file or the terminal)
+//! and a served capture whose options ask for c2c (over the response
+//! stream).
 //!
 //! The kernel logs a verdict after the TC hook saw the packet, so packets
 //! are held for [`C2cOptions::hold`] (200 ms by default) before they are
-//! written, in the order they arrived. A packet is joined to a LOG line of
-//! the same 5-tuple logged within [`JOIN_WINDOW`] of it.
+//! written, in the order they arrived; when the held packets exceed
+//! [`C2cOptions::max_held_bytes`] the oldest go out early. A packet is
+//! joined to a LOG line of the same 5-tuple logged within [`JOIN_WINDOW`]
+//! of it. Packets the inner sink drops (a full send queue) are moved from
+//! delivered to dropped in the report it finishes with.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -24,7 +31,6 @@ use super::{
 use crate::{
     capture::{Delivery, Packet, PacketSink, Report},
     iface::Interface,
-    output::Output,
 };
 
 /// How far apart in time a packet and its LOG line may be.
@@ -42,8 +48,12 @@ pub struct C2cOptions {
     pub metadata_store: Option<PathBuf>,
     /// The command that prints the filter table's rules.
     pub iptables_save: Vec<String>,
-    /// App names by GUID, where known ([`super::apps`]).
+    /// App names by GUID, where known ([`super::apps`], or the API's
+    /// from Cloud Controller).
     pub app_names: HashMap<String, String>,
+    /// Packet data held at most; beyond it the oldest packets are written
+    /// before their hold is over.
+    pub max_held_bytes: usize,
 }
 
 impl Default for C2cOptions {
@@ -53,6 +63,7 @@ impl Default for C2cOptions {
             metadata_store: None,
             iptables_save: vec!["iptables-save".into(), "-t".into(), "filter".into()],
             app_names: HashMap::new(),
+            max_held_bytes: 64 << 20,
         }
     }
 }
@@ -69,20 +80,24 @@ struct Held {
     flow: Option<Flow>,
 }
 
-/// Wraps the capture's [`Output`].
-pub struct C2cSink {
-    inner: Output,
+/// Wraps the capture's sink.
+pub struct C2cSink<S> {
+    inner: S,
     options: C2cOptions,
     interfaces: Vec<Interface>,
     held: VecDeque<Held>,
+    /// Packet data in `held`.
+    held_bytes: usize,
+    /// Packets the inner sink dropped, per interface.
+    dropped: Vec<u64>,
     lines: VecDeque<(u64, LogLine)>,
     tags: Tags,
     kmsg: Option<Kmsg>,
     named: HashSet<Ipv4Addr>,
 }
 
-impl C2cSink {
-    pub fn new(inner: Output, options: C2cOptions) -> Self {
+impl<S: PacketSink> C2cSink<S> {
+    pub fn new(inner: S, options: C2cOptions) -> Self {
         let kmsg = match Kmsg::open() {
             Ok(kmsg) => Some(kmsg),
             Err(e) => {
@@ -98,12 +113,14 @@ impl C2cSink {
         )
     }
 
-    fn with_parts(inner: Output, options: C2cOptions, tags: Tags, kmsg: Option<Kmsg>) -> Self {
+    fn with_parts(inner: S, options: C2cOptions, tags: Tags, kmsg: Option<Kmsg>) -> Self {
         Self {
             inner,
             options,
             interfaces: Vec::new(),
             held: VecDeque::new(),
+            held_bytes: 0,
+            dropped: Vec::new(),
             lines: VecDeque::new(),
             tags,
             kmsg,
@@ -123,14 +140,24 @@ impl C2cSink {
         }
     }
 
-    /// Writes the held packets that waited long enough (all with `all`).
+    /// The sink it wraps.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Writes the held packets that waited long enough (all with `all`),
+    /// and the oldest beyond [`C2cOptions::max_held_bytes`].
     fn release(&mut self, all: bool) -> io::Result<()> {
         self.read_log();
         while let Some(front) = self.held.front() {
-            if !all && front.arrived.elapsed() < self.options.hold {
+            if !all
+                && front.arrived.elapsed() < self.options.hold
+                && self.held_bytes <= self.options.max_held_bytes
+            {
                 break;
             }
             let held = self.held.pop_front().expect("front exists");
+            self.held_bytes -= held.data.len();
             self.write(&held)?;
         }
         Ok(())
@@ -154,7 +181,7 @@ impl C2cSink {
             && self.named.insert(flow.src)
         {
             let name = self.options.app_names.get(guid).unwrap_or(guid);
-            self.inner.write_names(&[(flow.src, name)])?;
+            self.inner.names(&[(flow.src, name)])?;
         }
         let source = source.map(|guid| match self.options.app_names.get(&guid) {
             Some(name) => format!("{name} ({guid})"),
@@ -162,7 +189,7 @@ impl C2cSink {
         });
         let comment = comment(held.tag, source.as_deref(), verdict.as_deref());
         let interface = &self.interfaces[held.interface as usize];
-        self.inner.packet(
+        let delivery = self.inner.packet(
             interface,
             &Packet {
                 interface: held.interface,
@@ -174,6 +201,9 @@ impl C2cSink {
                 comment: comment.as_deref(),
             },
         )?;
+        if delivery == Delivery::Dropped {
+            self.dropped[held.interface as usize] += 1;
+        }
         Ok(())
     }
 
@@ -219,16 +249,29 @@ fn comment(tag: Option<u16>, source: Option<&str>, verdict: Option<&str>) -> Opt
     (!parts.is_empty()).then(|| format!("c2c: {}", parts.join("; ")))
 }
 
-impl PacketSink for C2cSink {
+/// `report` with the packets the inner sink dropped moved from delivered
+/// to dropped.
+fn with_inner_drops(report: &Report, dropped: &[u64]) -> Report {
+    let mut report = report.clone();
+    for ((_, r), &d) in report.interfaces.iter_mut().zip(dropped) {
+        let d = d.min(r.delivered);
+        r.delivered -= d;
+        r.dropped += d;
+    }
+    report
+}
+
+impl<S: PacketSink> PacketSink for C2cSink<S> {
     fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
         self.interfaces = interfaces.to_vec();
+        self.dropped = vec![0; interfaces.len()];
         self.inner.begin(interfaces, snaplen)?;
         self.tags.refresh();
         let names = self.store_names();
         let entries: Vec<(Ipv4Addr, &str)> =
             names.iter().map(|(ip, n)| (*ip, n.as_str())).collect();
         self.named.extend(names.iter().map(|(ip, _)| *ip));
-        self.inner.write_names(&entries)
+        self.inner.names(&entries)
     }
 
     fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<Delivery> {
@@ -248,6 +291,10 @@ impl PacketSink for C2cSink {
             tag,
             flow: parsed.flow,
         });
+        self.held_bytes += packet.data.len();
+        if self.held_bytes > self.options.max_held_bytes {
+            self.release(false)?;
+        }
         Ok(Delivery::Delivered)
     }
 
@@ -269,13 +316,137 @@ impl PacketSink for C2cSink {
             std::thread::sleep(wait);
         }
         self.release(true)?;
-        self.inner.finish(report, unix_ns)
+        self.inner
+            .finish(&with_inner_drops(report, &self.dropped), unix_ns)
+    }
+
+    fn names(&mut self, entries: &[(Ipv4Addr, &str)]) -> io::Result<()> {
+        self.inner.names(entries)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use pcap_common::Counters;
+
     use super::*;
+    use crate::capture::{InterfaceReport, StopReason};
+
+    /// What a sink under the layer saw; it drops every packet after `keep`.
+    #[derive(Default)]
+    struct Recorder {
+        keep: usize,
+        packets: Vec<(u64, Option<String>)>,
+        names: Vec<(Ipv4Addr, String)>,
+        finished: Option<Report>,
+    }
+
+    impl PacketSink for Recorder {
+        fn begin(&mut self, _: &[Interface], _: u32) -> io::Result<()> {
+            Ok(())
+        }
+        fn packet(&mut self, _: &Interface, packet: &Packet<'_>) -> io::Result<Delivery> {
+            if self.packets.len() == self.keep {
+                return Ok(Delivery::Dropped);
+            }
+            self.packets
+                .push((packet.unix_ns, packet.comment.map(str::to_owned)));
+            Ok(Delivery::Delivered)
+        }
+        fn end_batch(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn finish(&mut self, report: &Report, _: u64) -> io::Result<()> {
+            self.finished = Some(report.clone());
+            Ok(())
+        }
+        fn names(&mut self, entries: &[(Ipv4Addr, &str)]) -> io::Result<()> {
+            self.names
+                .extend(entries.iter().map(|(ip, n)| (*ip, (*n).to_owned())));
+            Ok(())
+        }
+    }
+
+    /// Raw IPv4 + TCP 10.255.77.3:40001 → 10.255.78.3:8080.
+    fn syn() -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 63, 6, 0, 0, 10, 255, 77, 3, 10, 255, 78, 3,
+        ];
+        p.extend_from_slice(&40001u16.to_be_bytes());
+        p.extend_from_slice(&8080u16.to_be_bytes());
+        p.extend_from_slice(&[0; 16]);
+        p
+    }
+
+    #[test]
+    fn any_sink_gets_comments_names_and_its_own_drops_counted() {
+        let interface = Interface {
+            name: "silk-vtep".to_owned(),
+            index: 5,
+            link_type: 101,
+        };
+        let mut sink = C2cSink::with_parts(
+            Recorder {
+                keep: 2,
+                ..Recorder::default()
+            },
+            C2cOptions {
+                hold: Duration::ZERO,
+                app_names: HashMap::from([("guid-a".to_owned(), "appA".to_owned())]),
+                ..C2cOptions::default()
+            },
+            Tags::fixed(HashMap::from([(1, "guid-a".to_owned())])),
+            None,
+        );
+        sink.begin(std::slice::from_ref(&interface), 262_144)
+            .unwrap();
+        let data = syn();
+        for (unix_ns, mark) in [(1, 1), (2, 0), (3, 1)] {
+            let packet = Packet {
+                interface: 0,
+                unix_ns,
+                orig_len: 40,
+                data: &data,
+                direction: None,
+                mark,
+                comment: None,
+            };
+            assert_eq!(
+                sink.packet(&interface, &packet).unwrap(),
+                Delivery::Delivered
+            );
+        }
+        let report = Report {
+            interfaces: vec![(
+                interface.clone(),
+                InterfaceReport {
+                    kernel: Counters::default(),
+                    delivered: 3,
+                    dropped: 0,
+                    after_limit: 0,
+                },
+            )],
+            stop: StopReason::Signal,
+        };
+        sink.finish(&report, 9).unwrap();
+        let inner = sink.into_inner();
+        assert_eq!(
+            inner.packets,
+            [
+                (1, Some("c2c: tag 0x0001 src app appA (guid-a)".to_owned())),
+                (2, None),
+            ]
+        );
+        assert_eq!(
+            inner.names,
+            [(Ipv4Addr::new(10, 255, 77, 3), "appA".to_owned())]
+        );
+        let finished = &inner.finished.unwrap().interfaces[0].1;
+        assert_eq!((finished.delivered, finished.dropped), (2, 1));
+    }
 
     #[test]
     fn comments_name_tag_source_and_verdict() {

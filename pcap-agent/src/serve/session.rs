@@ -20,6 +20,7 @@ use super::{
     slots::CaptureSlot,
 };
 use crate::{
+    c2c::{C2cOptions, C2cSink},
     capture::{self, CaptureError, Report, Spec, StopReason},
     datapath::{self, DatapathError},
     filter::Filter,
@@ -114,7 +115,16 @@ impl Session {
                 let _ = started.send(Ok(()));
             }
         };
-        let result = capture::run(&spec, &mut sink, stop, on_attached).await;
+        // c2c insight is the same layer as `pcap-agent capture --c2c`'s.
+        let (result, sink) = if let Some(options) = c2c_options(&self.start, &self.config) {
+            info!(peer = self.peer, origin, "c2c insight");
+            let mut c2c = C2cSink::new(sink, options);
+            let result = capture::run(&spec, &mut c2c, stop, on_attached).await;
+            (result, c2c.into_inner())
+        } else {
+            let result = capture::run(&spec, &mut sink, stop, on_attached).await;
+            (result, sink)
+        };
         match (result, started) {
             (Ok(report), _) => log_stop(&self.peer, origin, &report),
             // Nothing was attached: the call fails with this status.
@@ -224,6 +234,22 @@ pub fn plan_scoped(
         duration: limits.duration,
     };
     Ok((spec, container))
+}
+
+/// The c2c layer's settings when `start` asks for c2c insight: silk's
+/// store from `[cf]` names local overlay IPs, and the app names the API
+/// sent replace GUIDs.
+fn c2c_options(start: &AgentStart, config: &Config) -> Option<C2cOptions> {
+    let c2c = start.options.as_ref()?.c2c.as_ref()?;
+    Some(C2cOptions {
+        metadata_store: config.cf.container_metadata_store.clone(),
+        app_names: c2c
+            .app_names
+            .iter()
+            .map(|(guid, name)| (guid.clone(), name.clone()))
+            .collect(),
+        ..C2cOptions::default()
+    })
 }
 
 /// Completes, with the reason, when the client asks to stop, closes or

@@ -1,6 +1,6 @@
 //! Turns a capture into `CaptureResponse` messages on a [`QueueSender`]:
-//! interface descriptions, packet batches, congestion events, and the final
-//! statistics.
+//! interface descriptions, packet batches (with their comments), name
+//! records, congestion events, and the final statistics.
 
 use std::{
     io,
@@ -10,8 +10,8 @@ use std::{
 use pcap_common::Direction as KernelDirection;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStarted, CaptureStopped, Congested, Direction, Event,
-    InterfaceDescription, Limit, LimitReached, Packet, Packets, Stage, Statistics,
-    capture_response::Payload, event::Kind,
+    InterfaceDescription, Limit, LimitReached, NameRecord, NameRecords, Packet, Packets, Stage,
+    Statistics, capture_response::Payload, event::Kind,
 };
 
 use super::queue::{Closed, QueueSender};
@@ -172,7 +172,8 @@ impl PacketSink for StreamSink {
     }
 
     fn packet(&mut self, _: &Interface, packet: &capture::Packet<'_>) -> io::Result<Delivery> {
-        let charge = packet.data.len() as u64 + PACKET_OVERHEAD;
+        let comment_len = packet.comment.map_or(0, str::len);
+        let charge = (packet.data.len() + comment_len) as u64 + PACKET_OVERHEAD;
         if self.batch_bytes + charge > MAX_BATCH_BYTES {
             self.send_batch()?;
         }
@@ -187,6 +188,7 @@ impl PacketSink for StreamSink {
             origin: self.origin,
             interface: packet.interface,
             data: packet.data.to_vec(),
+            comment: packet.comment.map(str::to_owned),
         });
         self.batch_bytes += charge;
         Ok(Delivery::Delivered)
@@ -195,6 +197,25 @@ impl PacketSink for StreamSink {
     fn end_batch(&mut self) -> io::Result<()> {
         self.send_batch()?;
         self.report_congestion(false)
+    }
+
+    /// One `NameRecords` message, ahead of the packets that need it (it
+    /// may overtake the batch being filled, which does not need it). Names
+    /// are few, one per address: they are not charged to the budget.
+    fn names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.send(Payload::Names(NameRecords {
+            origin: self.origin,
+            records: entries
+                .iter()
+                .map(|(address, name)| NameRecord {
+                    address: address.octets().to_vec(),
+                    names: vec![(*name).to_owned()],
+                })
+                .collect(),
+        }))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -374,6 +374,11 @@ impl State {
                 self.sink.add_statistics(statistics);
                 Some(Payload::Statistics(statistics))
             }
+            // Written to the object; the client needs no names.
+            Some(Payload::Names(names)) => {
+                self.sink.write_names(&names)?;
+                None
+            }
             Some(Payload::Event(event)) => {
                 if let Some(origin) = event.origin {
                     match event.kind {

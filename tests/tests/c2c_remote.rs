@@ -1,0 +1,290 @@
+//! c2c insight through the API: `pcap capture --c2c` of `silk-vtep` on
+//! two cells gives every packet the same comment (policy tag, source app,
+//! LOG verdict) as `pcap-agent capture --c2c` on each cell at the same
+//! time, and the merged file carries name records for the overlay IPs.
+//!
+//! Needs root (namespaces, eBPF).
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    landscape::{ALICE_TOKEN, AppSpec, Landscape},
+    netns::Netns,
+    process::{Running, binary},
+    reference::assert_readable,
+};
+
+/// What the CLI prints (not on a terminal) once an origin has attached.
+const STARTED: &str = "capturing on";
+/// A static target of every cell's `silk-vtep`, for alice.
+const TARGET: &str = "vteps";
+/// Client ports of the allowed (to 8080) and denied (to 9090) connections.
+const ALLOWED_PORT: u16 = 40001;
+const DENIED_PORT: u16 = 40002;
+
+/// A TCP server on 8080 that greets and closes; ready once it says so.
+fn serve(ns: &Netns) -> anyhow::Result<Running> {
+    let script = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen()
+print("ready", file=sys.stderr, flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+"#;
+    let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
+    server.wait_for("ready", 1)?;
+    Ok(server)
+}
+
+/// Connects from `ns` to `ip:port` with source port `sport`: `Ok(true)`
+/// when the greeting arrived, `Ok(false)` when refused.
+fn connect(ns: &Netns, ip: Ipv4Addr, port: u16, sport: u16) -> anyhow::Result<bool> {
+    let out = ns.sh(&format!(
+        "python3 -c '
+import socket
+s = socket.socket(); s.settimeout(5); s.bind((\"0.0.0.0\", {sport}))
+try:
+    s.connect((\"{ip}\", {port})); print(s.recv(100).decode().strip())
+except ConnectionRefusedError:
+    print(\"refused\")
+s.close()'"
+    ))?;
+    match out.trim() {
+        "hello" => Ok(true),
+        "refused" => Ok(false),
+        other => anyhow::bail!("unexpected client output {other:?}"),
+    }
+}
+
+fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    let out = Command::new("tshark")
+        .args(args)
+        .output()
+        .context("running tshark")?;
+    ensure!(
+        out.status.success(),
+        "tshark {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect())
+}
+
+/// One TCP packet of the test's connections: interface, then what
+/// identifies it (addresses, ports, flags, sequence and acknowledgement
+/// numbers), then its comment.
+#[derive(Clone, Debug)]
+struct Row {
+    interface: String,
+    packet: String,
+    comment: String,
+}
+
+/// The packets of the allowed and denied connections in `file`.
+fn rows(file: &Path) -> anyhow::Result<Vec<Row>> {
+    let file = file.to_str().context("utf-8 path")?;
+    let filter = format!("tcp.port == {ALLOWED_PORT} || tcp.port == {DENIED_PORT}");
+    let fields = [
+        "frame.interface_name",
+        "ip.src",
+        "ip.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.flags",
+        "tcp.seq_raw",
+        "tcp.ack_raw",
+        "frame.comment",
+    ];
+    let mut args = vec!["-r", file, "-Y", &filter, "-T", "fields"];
+    for field in &fields {
+        args.extend(["-e", field]);
+    }
+    tshark(&args)?
+        .into_iter()
+        .map(|mut r| {
+            r.resize(fields.len(), String::new());
+            Ok(Row {
+                interface: r[0].clone(),
+                packet: r[1..8].join(" "),
+                comment: r[8].clone(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
+    let dir = TempDir::new("c2c-remote")?;
+    let mut landscape = Landscape::builder()
+        .cells(2)
+        .app(AppSpec::new("appA", &[0]))
+        .app(AppSpec::new("appB", &[1]))
+        .policy("appA", "appB", 8080)
+        .build(&dir)?;
+    landscape.start_agents("")?;
+    let extra = format!(
+        "[[targets]]\nname = \"{TARGET}\"\ninterfaces = [\"silk-vtep\"]\n\
+         allow = {{ users = [\"alice\"] }}\nagents = [\n{}]\n",
+        landscape.agents_toml()
+    );
+    let config = landscape.api_config(&extra)?;
+    landscape.start_api(&config)?;
+
+    let a = &landscape.app("appA").instances[0];
+    let b = &landscape.app("appB").instances[0];
+    let _server = serve(&b.ns)?;
+
+    // The reference: the local command on each cell.
+    let mut locals = Vec::new();
+    for cell in &landscape.cells {
+        let file = dir.join(format!("local-{}.pcapng", cell.index));
+        let mut command = cell
+            .ns
+            .command(binary("pcap-agent").to_str().context("utf-8 path")?);
+        command
+            .args(["capture", "--c2c", "-i", "silk-vtep"])
+            .arg("--container-metadata-store")
+            .arg(cell.metadata_store())
+            .arg("-w")
+            .arg(&file)
+            .arg("tcp");
+        let mut running = Running::spawn(&mut command)?;
+        running.wait_for("listening on", 1)?;
+        locals.push((cell.origin(), file, running));
+    }
+
+    let remote = dir.join("remote.pcapng");
+    let mut cli = Running::spawn(
+        landscape
+            .pcap()
+            .args(["capture", "--api", &landscape.api_url(), "--target", TARGET])
+            .arg("--ca")
+            .arg(&landscape.pki.ca.certificate)
+            .args(["--token", ALICE_TOKEN, "-i", "silk-vtep", "--c2c", "-w"])
+            .arg(&remote)
+            .arg("tcp"),
+    )?;
+    cli.wait_for(STARTED, 2)?;
+
+    ensure!(
+        connect(&a.ns, b.overlay_ip, 8080, ALLOWED_PORT)?,
+        "policy allows 8080"
+    );
+    ensure!(
+        !connect(&a.ns, b.overlay_ip, 9090, DENIED_PORT)?,
+        "no policy for 9090"
+    );
+
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap capture failed: {lines:#?}");
+    let mut local_files = Vec::new();
+    for (origin, file, running) in locals {
+        let (status, lines) = running.interrupt()?;
+        ensure!(status.success(), "local capture failed: {lines:#?}");
+        local_files.push((origin, file));
+    }
+    assert_readable(&remote)?;
+    compare(&landscape, &remote, &local_files)?;
+    check_names(&landscape, &remote)
+}
+
+/// Per cell, the API's packets of both connections, with their comments,
+/// are exactly the local capture's; and the comments say what c2c insight
+/// must say (so that equal is not equally empty).
+fn compare(
+    landscape: &Landscape,
+    remote: &Path,
+    locals: &[(String, std::path::PathBuf)],
+) -> anyhow::Result<()> {
+    let mut by_origin: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for row in rows(remote)? {
+        let (origin, interface) = row
+            .interface
+            .split_once('/')
+            .with_context(|| format!("interface {:?} is not ORIGIN/IFACE", row.interface))?;
+        ensure!(interface == "silk-vtep", "{row:?}");
+        by_origin.entry(origin.to_owned()).or_default().push(row);
+    }
+    let a_guid = &landscape.app("appA").guid;
+    let tag = landscape.tag("appA").context("appA has a tag")?;
+    let source = format!("c2c: tag {tag:#06x} src app {a_guid}");
+    let ok = format!("verdict OK_{tag:04X} (allowed by policy)");
+    let denied = "verdict DENY_C2C (denied: no policy)";
+    for (origin, file) in locals {
+        // The local file is in ring order, the merged one in timestamp
+        // order: compared as sets.
+        let mut local: Vec<(String, String)> = rows(file)?
+            .into_iter()
+            .map(|r| (r.packet, r.comment))
+            .collect();
+        local.sort();
+        let mut through_api: Vec<(String, String)> = by_origin
+            .remove(origin)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.packet, r.comment))
+            .collect();
+        through_api.sort();
+        ensure!(
+            !local.is_empty(),
+            "{origin}: the local capture has none of the connections' packets"
+        );
+        ensure!(
+            through_api == local,
+            "{origin}: through the API\n{through_api:#?}\nlocally\n{local:#?}"
+        );
+        ensure!(
+            local.iter().any(|(_, c)| c.contains(&source)),
+            "{origin}: no packet names appA's tag and GUID ({source}): {local:#?}"
+        );
+        // The verdicts are logged on appB's cell.
+        if origin == &landscape.cells[1].origin() {
+            ensure!(
+                local.iter().any(|(_, c)| c.contains(&ok)),
+                "{origin}: no allowed verdict: {local:#?}"
+            );
+            ensure!(
+                local.iter().any(|(_, c)| c.contains(denied)),
+                "{origin}: no denied verdict: {local:#?}"
+            );
+        }
+    }
+    ensure!(
+        by_origin.is_empty(),
+        "packets of unknown origins: {by_origin:#?}"
+    );
+    Ok(())
+}
+
+/// Wireshark names both overlay IPs from the merged file's name records:
+/// appA's from its tag's source on either cell, appB's from cell-1's store.
+fn check_names(landscape: &Landscape, remote: &Path) -> anyhow::Result<()> {
+    let a_guid = &landscape.app("appA").guid;
+    let b_guid = &landscape.app("appB").guid;
+    let names = tshark(&[
+        "-r",
+        remote.to_str().context("utf-8 path")?,
+        "-N",
+        "n",
+        "-Y",
+        &format!("tcp.port == {ALLOWED_PORT}"),
+        "-T",
+        "fields",
+        "-e",
+        "ip.src_host",
+        "-e",
+        "ip.dst_host",
+    ])?;
+    ensure!(
+        names
+            .iter()
+            .any(|r| r.first() == Some(a_guid) && r.get(1) == Some(b_guid)),
+        "names {names:#?}"
+    );
+    Ok(())
+}
