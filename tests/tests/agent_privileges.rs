@@ -13,7 +13,7 @@
 
 use std::{
     path::Path,
-    process::{Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Output, Stdio},
     sync::mpsc::{self, Receiver},
     time::{Duration, Instant},
 };
@@ -201,6 +201,34 @@ fn attached(ns: &Netns, attach: &str) -> anyhow::Result<Vec<String>> {
     Ok(found)
 }
 
+/// Runs `script`, a job script that stops the agent, whose output must
+/// pass `ok`; it must return within `limit.0` (else it waited for
+/// `limit.1`), with the agent exited cleanly. The script's output.
+fn stop_agent(
+    agent: &mut Started,
+    var_vcap: &VarVcap,
+    mut script: Command,
+    ok: impl Fn(&Output) -> bool,
+    limit: (Duration, &str),
+) -> anyhow::Result<Output> {
+    let started = Instant::now();
+    let output = script.output()?;
+    let took = started.elapsed();
+    ensure!(ok(&output), "{output:?}");
+    ensure!(
+        took < limit.0,
+        "{script:?} took {took:?}: it waited for {}",
+        limit.1
+    );
+    let status = agent.wait(Duration::from_secs(5))?;
+    ensure!(
+        status.success(),
+        "the agent exited {status}:\n{}",
+        log(var_vcap)
+    );
+    Ok(output)
+}
+
 #[test]
 fn the_default_job_runs_the_agent_with_exactly_its_capabilities_and_it_captures()
 -> anyhow::Result<()> {
@@ -268,25 +296,13 @@ fn default_job_captures(attach: &str) -> anyhow::Result<()> {
     // As BOSH does on stop: the drain script's SIGTERM drains the capture,
     // sends its statistics and detaches; the script returns once the agent
     // has exited.
-    let started = Instant::now();
-    let drain = var_vcap
-        .command(vm.ns.exec(), &["/var/vcap/jobs/pcap-agent/bin/drain"])
-        .output()?;
-    let drained_in = started.elapsed();
-    ensure!(
-        drain.status.success() && String::from_utf8_lossy(&drain.stdout) == "0\n",
-        "drain: {drain:?}"
-    );
-    ensure!(
-        drained_in < Duration::from_secs(30),
-        "drain took {drained_in:?}: it waited for its timeout"
-    );
-    let status = agent.wait(Duration::from_secs(5))?;
-    ensure!(
-        status.success(),
-        "the agent exited {status}:\n{}",
-        log(&var_vcap)
-    );
+    let drain = stop_agent(
+        &mut agent,
+        &var_vcap,
+        var_vcap.command(vm.ns.exec(), &["/var/vcap/jobs/pcap-agent/bin/drain"]),
+        |drain| drain.status.success() && String::from_utf8_lossy(&drain.stdout) == "0\n",
+        (Duration::from_secs(30), "its timeout"),
+    )?;
     ensure!(
         String::from_utf8_lossy(&drain.stderr).contains("pcap-agent has stopped"),
         "{}",
@@ -472,20 +488,13 @@ fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result
     ensure!(agent.poll()?.is_none(), "the first agent stopped");
 
     // monit's stop: SIGTERM, and the script returns once the agent is gone.
-    let started = Instant::now();
-    let stop = ctl("stop").output()?;
-    let stopped_in = started.elapsed();
-    ensure!(stop.status.success(), "{stop:?}");
-    ensure!(
-        stopped_in < Duration::from_secs(25),
-        "stop took {stopped_in:?}: it waited for SIGKILL"
-    );
-    let status = agent.wait(Duration::from_secs(5))?;
-    ensure!(
-        status.success(),
-        "the agent exited {status}:\n{}",
-        log(&var_vcap)
-    );
+    stop_agent(
+        &mut agent,
+        &var_vcap,
+        ctl("stop"),
+        |stop| stop.status.success(),
+        (Duration::from_secs(25), "SIGKILL"),
+    )?;
     ensure!(
         // `serve` logs `info!("stopped")` as its last line on a clean exit.
         log(&var_vcap)
