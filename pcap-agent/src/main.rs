@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 mod ethtool_link;
 mod iface_list;
 mod offline;
+mod print_args;
 
 /// eBPF packet capture for Cloud Foundry hosts.
 #[derive(Debug, Parser)]
@@ -125,6 +126,8 @@ struct TcpdumpArgs {
     /// or ports to names.
     #[arg(short = 'n', action = ArgAction::Count)]
     numeric: u8,
+    #[command(flatten)]
+    print: print_args::PrintArgs,
 }
 
 fn main() -> ExitCode {
@@ -166,7 +169,11 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     // Before attaching anything: name what is missing instead of EPERM.
     privileges::check_effective(&caps::CapsHashSet::new())?;
     let mut output = match &args.capture.write {
-        None => Output::lines(Box::new(io::stdout())),
+        None => Output::lines(
+            Box::new(io::stdout()),
+            args.tcpdump.print.options(),
+            args.tcpdump.print.flush_each(),
+        ),
         Some(path) if path.as_os_str() == "-" => {
             Output::file(args.format, Box::new(io::stdout()), true)
         }
@@ -175,7 +182,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
             Box::new(
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
             ),
-            false,
+            args.tcpdump.print.packet_buffered,
         ),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -245,16 +252,22 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
     }
     let input = offline::open(path)?;
     let sink = match &args.capture.write {
-        None => offline::Sink::Lines(Box::new(io::stdout())),
+        None => offline::Sink::Lines {
+            writer: Box::new(io::stdout()),
+            printer: pcap_format::summary::Printer::new(args.tcpdump.print.options()),
+            flush_each: args.tcpdump.print.flush_each(),
+        },
         Some(out) if out.as_os_str() == "-" => offline::Sink::File {
             format: args.format,
             writer: Box::new(io::stdout()),
+            flush_each: args.tcpdump.print.packet_buffered,
         },
         Some(out) => offline::Sink::File {
             format: args.format,
             writer: Box::new(io::BufWriter::new(
                 File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
             )),
+            flush_each: args.tcpdump.print.packet_buffered,
         },
     };
     offline::run(

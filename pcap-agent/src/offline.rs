@@ -14,8 +14,8 @@
 //! A record whose original length is shorter than its captured bytes
 //! (malformed) is written with the captured length as its original
 //! length, where tcpdump copies the impossible value. Packets printed
-//! without -w use our summary lines (`pcap_format::summary`), not
-//! tcpdump's printer.
+//! without -w are printed by `pcap_format::summary::Printer`, whose lines
+//! are tcpdump's for the protocols it covers (docs/printing.md).
 
 use std::io::{self, Read, Write};
 
@@ -24,6 +24,7 @@ use pcap_common::MAX_SNAPLEN;
 use pcap_filter::CbpfInsn;
 use pcap_format::{CaptureWriter, summary};
 use pcap_parser::{Block, PcapBlockOwned, PcapError};
+use summary::Printer;
 
 use pcap_agent::{
     filter::{FilterCompileError, accepts_everything},
@@ -54,9 +55,16 @@ pub enum Sink {
     File {
         format: Format,
         writer: Box<dyn Write + Send>,
+        /// Flush after each packet (-U).
+        flush_each: bool,
     },
     /// One line per packet, as tcpdump prints them.
-    Lines(Box<dyn Write + Send>),
+    Lines {
+        writer: Box<dyn Write + Send>,
+        printer: Printer,
+        /// Flush after each packet (-l, -U).
+        flush_each: bool,
+    },
 }
 
 /// What happened to the file's packets.
@@ -119,8 +127,8 @@ pub fn run(
 }
 
 enum Out {
-    File(Box<dyn CaptureWriter + Send>),
-    Lines(io::BufWriter<Box<dyn Write + Send>>),
+    File(Box<dyn CaptureWriter + Send>, bool),
+    Lines(io::BufWriter<Box<dyn Write + Send>>, Box<Printer>, bool),
 }
 
 struct State<'e> {
@@ -267,20 +275,34 @@ impl State<'_> {
         }
         let interface = &self.interfaces[if_id as usize];
         match self.out.as_mut().expect("begun") {
-            Out::File(writer) => writer.write_packet(&pcap_format::Packet {
-                interface_id: interface.output_id,
-                timestamp_ns,
-                original_len: orig_len.max(data.len() as u32),
-                data,
-                direction: None,
-                comment: None,
-            })?,
-            Out::Lines(out) => writeln!(
-                out,
-                "{} {}",
-                summary::format_time(timestamp_ns),
-                summary::summarize(interface.link_type, data)
-            )?,
+            Out::File(writer, flush_each) => {
+                writer.write_packet(&pcap_format::Packet {
+                    interface_id: interface.output_id,
+                    timestamp_ns,
+                    original_len: orig_len.max(data.len() as u32),
+                    data,
+                    direction: None,
+                    comment: None,
+                })?;
+                if *flush_each {
+                    writer.flush()?;
+                }
+            }
+            Out::Lines(out, printer, flush_each) => {
+                let printed = printer.print(
+                    &summary::Frame {
+                        link_type: interface.link_type,
+                        data,
+                        orig_len,
+                        unix_ns: timestamp_ns,
+                    },
+                    None,
+                );
+                out.write_all(printed.text.as_bytes())?;
+                if *flush_each {
+                    out.flush()?;
+                }
+            }
         }
         self.totals.written += 1;
         Ok(())
@@ -289,8 +311,16 @@ impl State<'_> {
     /// Opens the output with the file's interfaces.
     fn begin(&mut self) -> anyhow::Result<()> {
         let out = match self.sink.take().expect("begin once") {
-            Sink::Lines(writer) => Out::Lines(io::BufWriter::new(writer)),
-            Sink::File { format, writer } => {
+            Sink::Lines {
+                writer,
+                printer,
+                flush_each,
+            } => Out::Lines(io::BufWriter::new(writer), Box::new(printer), flush_each),
+            Sink::File {
+                format,
+                writer,
+                flush_each,
+            } => {
                 // No `os`: the packets were captured elsewhere.
                 let mut file = output::file_writer(format, writer, None)?;
                 for interface in &mut self.interfaces {
@@ -308,7 +338,7 @@ impl State<'_> {
                             other @ pcap_format::FormatError::Io(_) => other.into(),
                         })?;
                 }
-                Out::File(file)
+                Out::File(file, flush_each)
             }
         };
         self.out = Some(out);
@@ -321,8 +351,8 @@ impl State<'_> {
             self.begin()?;
         }
         match &mut self.out {
-            Some(Out::File(writer)) => writer.flush()?,
-            Some(Out::Lines(out)) => out.flush()?,
+            Some(Out::File(writer, _)) => writer.flush()?,
+            Some(Out::Lines(out, ..)) => out.flush()?,
             None => {}
         }
         Ok(())

@@ -31,8 +31,13 @@ pub enum Output {
         sink: Option<Box<dyn Write + Send>>,
         writer: Option<Box<dyn CaptureWriter + Send>>,
     },
-    /// One line per packet.
-    Lines(BufWriter<Box<dyn Write + Send>>),
+    /// One line per packet, printed as tcpdump does; flushed after each
+    /// batch, or each packet when the bool is set (-l, -U).
+    Lines(
+        BufWriter<Box<dyn Write + Send>>,
+        Box<summary::Printer>,
+        bool,
+    ),
 }
 
 impl Output {
@@ -45,8 +50,12 @@ impl Output {
         }
     }
 
-    pub fn lines(sink: Box<dyn Write + Send>) -> Self {
-        Self::Lines(BufWriter::new(sink))
+    pub fn lines(sink: Box<dyn Write + Send>, options: summary::Options, flush_each: bool) -> Self {
+        Self::Lines(
+            BufWriter::new(sink),
+            Box::new(summary::Printer::new(options)),
+            flush_each,
+        )
     }
 }
 
@@ -96,22 +105,29 @@ impl PacketSink for Output {
                         comment: packet.comment,
                     })?;
             }
-            Self::Lines(out) => {
+            Self::Lines(out, printer, flush_each) => {
                 let direction = match packet.direction {
                     Some(Direction::Ingress) => "In ",
                     Some(Direction::Egress) => "Out",
                     None => "?  ",
                 };
-                write!(
-                    out,
-                    "{} {} {direction} {}",
-                    summary::format_time(packet.unix_ns),
-                    interface.name,
-                    summary::summarize(interface.link_type, packet.data)
-                )?;
-                match packet.comment {
-                    Some(comment) => writeln!(out, " [{comment}]")?,
-                    None => writeln!(out)?,
+                let prefix = format!("{} {direction}", interface.name);
+                let frame = summary::Frame {
+                    link_type: interface.link_type,
+                    data: packet.data,
+                    orig_len: packet.orig_len,
+                    unix_ns: packet.unix_ns,
+                };
+                let text = printer.print(&frame, Some(&prefix)).text;
+                // A comment goes at the end of the packet's first line.
+                let first_line = text.find('\n').unwrap_or(text.len());
+                out.write_all(&text.as_bytes()[..first_line])?;
+                if let Some(comment) = packet.comment {
+                    write!(out, " [{comment}]")?;
+                }
+                out.write_all(&text.as_bytes()[first_line..])?;
+                if *flush_each {
+                    out.flush()?;
                 }
             }
         }
@@ -129,7 +145,7 @@ impl PacketSink for Output {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::File { writer, .. } => writer.as_mut().map_or(Ok(()), |w| w.flush()),
-            Self::Lines(out) => out.flush(),
+            Self::Lines(out, ..) => out.flush(),
         }
     }
 

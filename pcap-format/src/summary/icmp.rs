@@ -1,286 +1,222 @@
-//! ICMP (IPv4) and ICMPv6 messages.
-//!
-//! Error messages carry the start of the packet that caused them; the
-//! summary names that packet's destination (and port), as tcpdump does.
+//! ICMP messages (`print-icmp.c`).
 
-use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::fmt::Write as _;
 
-use etherparse::icmpv4::{
-    DestUnreachableHeader, ParameterProblemHeader, RedirectCode, TimeExceededCode,
-};
-use etherparse::icmpv6::{self, DestUnreachableCode};
-use etherparse::{
-    Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, IpNumber, Ipv4HeaderSlice, Ipv6Header,
-    Ipv6HeaderSlice,
+use super::{
+    Nd, Result, Trunc, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe,
+    ip::{self, Addr, IpHeader},
+    u8_at,
 };
 
-/// Writes an ICMP message, e.g. `ICMP echo request, id 1, seq 2, length 64`.
-///
-/// `icmp_len` is the message length the IP header declares.
-pub(super) fn v4(
-    f: &mut fmt::Formatter<'_>,
-    message: &Icmpv4Slice<'_>,
-    icmp_len: usize,
-) -> fmt::Result {
-    f.write_str("ICMP ")?;
-    match message.icmp_type() {
-        Icmpv4Type::EchoRequest(echo) => {
-            write!(f, "echo request, id {}, seq {}", echo.id, echo.seq)?;
-        }
-        Icmpv4Type::EchoReply(echo) => write!(f, "echo reply, id {}, seq {}", echo.id, echo.seq)?,
-        Icmpv4Type::DestinationUnreachable(reason) => {
-            unreachable_v4(f, &reason, message.payload())?;
-        }
-        Icmpv4Type::Redirect(redirect) => {
-            let (verb, to) = match redirect.code {
-                RedirectCode::RedirectForNetwork => ("redirect", "net"),
-                RedirectCode::RedirectForHost => ("redirect", "host"),
-                RedirectCode::RedirectForTypeOfServiceAndNetwork => ("redirect-tos", "net"),
-                RedirectCode::RedirectForTypeOfServiceAndHost => ("redirect-tos", "host"),
-            };
-            f.write_str(verb)?;
-            if let Ok(original) = Ipv4HeaderSlice::from_slice(message.payload()) {
-                write!(f, " {}", original.destination_addr())?;
-            }
-            let gateway = Ipv4Addr::from(redirect.gateway_internet_address);
-            write!(f, " to {to} {gateway}")?;
-        }
-        Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit) => {
-            f.write_str("time exceeded in-transit")?;
-        }
-        Icmpv4Type::TimeExceeded(TimeExceededCode::FragmentReassemblyTimeExceeded) => {
-            f.write_str("ip reassembly time exceeded")?;
-        }
-        Icmpv4Type::ParameterProblem(ParameterProblemHeader::PointerIndicatesError(octet)) => {
-            write!(f, "parameter problem - octet {octet}")?;
-        }
-        Icmpv4Type::ParameterProblem(ParameterProblemHeader::MissingRequiredOption) => {
-            f.write_str("parameter problem - option missing")?;
-        }
-        Icmpv4Type::ParameterProblem(ParameterProblemHeader::BadLength) => {
-            f.write_str("parameter problem - bad length")?;
-        }
-        Icmpv4Type::TimestampRequest(stamp) => {
-            write!(f, "time stamp query id {} seq {}", stamp.id, stamp.seq)?;
-        }
-        Icmpv4Type::TimestampReply(stamp) => {
-            write!(f, "time stamp reply id {} seq {}", stamp.id, stamp.seq)?;
-        }
-        Icmpv4Type::Unknown { type_u8, .. } => match icmpv4_type_name(type_u8) {
-            Some(name) => f.write_str(name)?,
-            None => write!(f, "type-#{type_u8}")?,
-        },
-    }
-    write!(f, ", length {icmp_len}")
+/// Message length above which tcpdump looks for RFC 4884 extensions.
+const ICMP_EXTD_MINLEN: usize = 156 - 20;
+
+/// How building the text stopped: at a `GET_` read (tcpdump longjmps to
+/// the packet's end) or at an `ND_TCHECK` (its `trunc` label: `[|icmp]`,
+/// and the rest of the packet printing goes on).
+enum Stop {
+    Long,
+    Local,
 }
 
-/// Writes why and for whom a destination was unreachable, e.g.
-/// `10.0.0.2 udp port 53 unreachable`.
-fn unreachable_v4(
-    f: &mut fmt::Formatter<'_>,
-    reason: &DestUnreachableHeader,
-    original: &[u8],
-) -> fmt::Result {
-    let Ok(header) = Ipv4HeaderSlice::from_slice(original) else {
-        return write!(f, "destination unreachable, code {}", reason.code_u8());
+impl From<Trunc> for Stop {
+    fn from(Trunc: Trunc) -> Self {
+        Self::Long
+    }
+}
+
+/// `ND_TCHECK_LEN`: `len` bytes at `at`, or [`Stop::Local`].
+fn tcheck(dp: &[u8], at: usize, len: usize) -> std::result::Result<(), Stop> {
+    bytes_at(dp, at, len)
+        .map(|_| ())
+        .map_err(|Trunc| Stop::Local)
+}
+
+/// `icmp_print`: a message of `plen` bytes.
+pub(super) fn icmp_print(
+    nd: &mut Nd<'_>,
+    dp: &[u8],
+    plen: usize,
+    _ip: IpHeader<'_>,
+    fragmented: bool,
+) -> Result {
+    nd.protocol = "icmp";
+    let icmp_type = u8_at(dp, 0)?;
+    let code = u8_at(dp, 1)?;
+    let text = match describe(dp, icmp_type, code) {
+        Ok(text) => text,
+        Err(Stop::Long) => return Err(Trunc),
+        Err(Stop::Local) => {
+            nd.trunc();
+            return Ok(());
+        }
     };
-    let to = header.destination_addr();
-    let protocol = header.protocol();
-    match reason {
-        DestUnreachableHeader::Network => write!(f, "net {to} unreachable"),
-        DestUnreachableHeader::Host => write!(f, "host {to} unreachable"),
-        DestUnreachableHeader::Protocol => write!(f, "{to} protocol {} unreachable", protocol.0),
-        DestUnreachableHeader::Port => {
-            let port = destination_port(&original[header.slice().len()..]);
-            match (transport_name(protocol), port) {
-                (Some(name), Some(port)) => write!(f, "{to} {name} port {port} unreachable"),
-                _ => write!(f, "{to} protocol {} port unreachable", protocol.0),
-            }
-        }
-        DestUnreachableHeader::FragmentationNeeded { next_hop_mtu } => {
-            write!(f, "{to} unreachable - need to frag (mtu {next_hop_mtu})")
-        }
-        DestUnreachableHeader::SourceRouteFailed => {
-            write!(f, "{to} unreachable - source route failed")
-        }
-        DestUnreachableHeader::NetworkUnknown => write!(f, "net {to} unreachable - unknown"),
-        DestUnreachableHeader::HostUnknown => write!(f, "host {to} unreachable - unknown"),
-        DestUnreachableHeader::Isolated => write!(f, "{to} unreachable - source host isolated"),
-        DestUnreachableHeader::NetworkProhibited => {
-            write!(f, "net {to} unreachable - admin prohibited")
-        }
-        DestUnreachableHeader::HostProhibited => {
-            write!(f, "host {to} unreachable - admin prohibited")
-        }
-        DestUnreachableHeader::TosNetwork => write!(f, "net {to} unreachable - tos prohibited"),
-        DestUnreachableHeader::TosHost => write!(f, "host {to} unreachable - tos prohibited"),
-        DestUnreachableHeader::FilterProhibited => {
-            write!(f, "host {to} unreachable - admin prohibited filter")
-        }
-        DestUnreachableHeader::HostPrecedenceViolation => {
-            write!(f, "host {to} unreachable - host precedence violation")
-        }
-        DestUnreachableHeader::PrecedenceCutoff => {
-            write!(f, "host {to} unreachable - precedence cutoff")
+    let _ = write!(nd.out, "ICMP {text}, length {plen}");
+    if nd.verbose() > 0 && !fragmented && dp.len() >= plen {
+        let sum = in_cksum(&[&dp[..plen]]);
+        if sum != 0 {
+            let field = be16(dp, 2)?;
+            let _ = write!(
+                nd.out,
+                " (wrong icmp cksum {field:x} (->{:x})!)",
+                in_cksum_shouldbe(field, sum)
+            );
         }
     }
+    if nd.verbose() > 0 && matches!(icmp_type, 3 | 4 | 5 | 11 | 12) {
+        nd.print("\n\t");
+        let inner_len = usize::from(be16(dp, 8 + 2)?);
+        let end = dp.len().min(8 + inner_len);
+        ip::ip_print(nd, &dp[8..end.max(8)], inner_len)?;
+    }
+    nd.protocol = "icmp";
+    if nd.verbose() > 0 && plen > ICMP_EXTD_MINLEN && matches!(icmp_type, 3 | 11 | 12) {
+        // RFC 4884 extensions, which tcpdump decodes: not ours.
+        nd.unsupported();
+    }
+    Ok(())
 }
 
-/// Names of the ICMP types etherparse leaves unknown.
-fn icmpv4_type_name(type_u8: u8) -> Option<&'static str> {
-    Some(match type_u8 {
-        3 => "destination unreachable",
-        4 => "source quench",
-        5 => "redirect",
-        9 => "router advertisement",
-        10 => "router solicitation",
-        11 => "time exceeded",
-        12 => "parameter problem",
-        15 => "information request",
-        16 => "information reply",
-        17 => "address mask request",
-        18 => "address mask reply",
-        _ => return None,
-    })
-}
-
-/// Writes an ICMPv6 message, e.g.
-/// `ICMP6, echo request, id 7, seq 1, length 64`.
-///
-/// `icmp_len` is the message length the IP header declares.
-pub(super) fn v6(
-    f: &mut fmt::Formatter<'_>,
-    message: &Icmpv6Slice<'_>,
-    icmp_len: usize,
-) -> fmt::Result {
-    f.write_str("ICMP6, ")?;
-    let body = message.payload();
-    match message.icmp_type() {
-        Icmpv6Type::EchoRequest(echo) => {
-            write!(f, "echo request, id {}, seq {}", echo.id, echo.seq)?;
-        }
-        Icmpv6Type::EchoReply(echo) => write!(f, "echo reply, id {}, seq {}", echo.id, echo.seq)?,
-        Icmpv6Type::DestinationUnreachable(code) => unreachable_v6(f, code, body)?,
-        Icmpv6Type::PacketTooBig { mtu } => write!(f, "packet too big, mtu {mtu}")?,
-        Icmpv6Type::TimeExceeded(code) => {
-            f.write_str(match code {
-                icmpv6::TimeExceededCode::HopLimitExceeded => "time exceeded in-transit",
-                icmpv6::TimeExceededCode::FragmentReassemblyTimeExceeded => {
-                    "ip6 reassembly time exceeded"
+/// The text after `ICMP `, built before printing, as tcpdump's `buf`.
+fn describe(dp: &[u8], icmp_type: u8, code: u8) -> std::result::Result<String, Stop> {
+    let addr = |at: usize| -> Result<Addr<'_>> { Ok(Addr(bytes_at(dp, at, 4)?)) };
+    // The original datagram's destination.
+    let odst = || addr(24);
+    Ok(match icmp_type {
+        0 | 8 => format!(
+            "echo {}, id {}, seq {}",
+            if icmp_type == 8 { "request" } else { "reply" },
+            be16(dp, 4)?,
+            be16(dp, 6)?
+        ),
+        3 => match code {
+            0 => format!("net {} unreachable", odst()?),
+            1 => format!("host {} unreachable", odst()?),
+            2 => format!("{} protocol {} unreachable", odst()?, u8_at(dp, 17)?),
+            3 => {
+                tcheck(dp, 17, 1)?;
+                let hlen = usize::from(dp[8] & 0x0f) * 4;
+                let dport = be16(dp, 8 + hlen + 2)?;
+                let proto = u8_at(dp, 17)?;
+                match proto {
+                    6 => format!("{} tcp port {dport} unreachable", odst()?),
+                    17 => format!("{} udp port {dport} unreachable", odst()?),
+                    _ => format!("{} protocol {proto} port {dport} unreachable", odst()?),
                 }
-            })?;
-            if let Ok(original) = Ipv6HeaderSlice::from_slice(body) {
-                write!(f, " for {}", original.destination_addr())?;
             }
-        }
-        Icmpv6Type::ParameterProblem(problem) => write!(
-            f,
-            "parameter problem, code {} - octet {}",
-            problem.code.code_u8(),
-            problem.pointer
-        )?,
-        Icmpv6Type::RouterSolicitation => f.write_str("router solicitation")?,
-        Icmpv6Type::RouterAdvertisement(_) => f.write_str("router advertisement")?,
-        Icmpv6Type::NeighborSolicitation => {
-            f.write_str("neighbor solicitation")?;
-            if let Some(target) = ipv6_addr_at(body, 0) {
-                write!(f, ", who has {target}")?;
+            4 => {
+                let mtu = be16(dp, 6)?;
+                if mtu == 0 {
+                    format!("{} unreachable - need to frag", odst()?)
+                } else {
+                    format!("{} unreachable - need to frag (mtu {mtu})", odst()?)
+                }
             }
-        }
-        Icmpv6Type::NeighborAdvertisement(_) => {
-            f.write_str("neighbor advertisement")?;
-            if let Some(target) = ipv6_addr_at(body, 0) {
-                write!(f, ", tgt is {target}")?;
-            }
-        }
-        Icmpv6Type::Redirect => f.write_str("redirect")?,
-        Icmpv6Type::Unknown { type_u8, .. } => match icmpv6_type_name(type_u8) {
-            Some(name) => f.write_str(name)?,
-            None => write!(f, "type-#{type_u8}")?,
+            5 => format!("{} unreachable - source route failed", odst()?),
+            6 => format!("net {} unreachable - unknown", odst()?),
+            7 => format!("host {} unreachable - unknown", odst()?),
+            8 => format!("{} unreachable - source host isolated", odst()?),
+            9 => format!("net {} unreachable - admin prohibited", odst()?),
+            10 => format!("host {} unreachable - admin prohibited", odst()?),
+            11 => format!("net {} unreachable - tos prohibited", odst()?),
+            12 => format!("host {} unreachable - tos prohibited", odst()?),
+            13 => format!("host {} unreachable - admin prohibited filter", odst()?),
+            14 => format!("host {} unreachable - host precedence violation", odst()?),
+            15 => format!("host {} unreachable - precedence cutoff", odst()?),
+            _ => format!("{} unreachable - #{code}", odst()?),
         },
-    }
-    write!(f, ", length {icmp_len}")
-}
-
-/// Names of the ICMPv6 types etherparse leaves unknown: router discovery,
-/// redirect, multicast listener messages, and known types with an unknown
-/// code.
-fn icmpv6_type_name(type_u8: u8) -> Option<&'static str> {
-    Some(match type_u8 {
-        1 => "destination unreachable",
-        2 => "packet too big",
-        3 => "time exceeded",
-        4 => "parameter problem",
-        128 => "echo request",
-        129 => "echo reply",
-        130 => "multicast listener query",
-        131 => "multicast listener report",
-        132 => "multicast listener done",
-        133 => "router solicitation",
-        134 => "router advertisement",
-        135 => "neighbor solicitation",
-        136 => "neighbor advertisement",
-        137 => "redirect",
-        143 => "multicast listener report v2",
-        _ => return None,
+        5 => {
+            let (verb, to) = match code {
+                0 => ("redirect", "net "),
+                1 => ("redirect", "host "),
+                2 => ("redirect-tos", "net "),
+                3 => ("redirect-tos", "host "),
+                _ => ("", ""),
+            };
+            if verb.is_empty() {
+                format!("redirect-#{code} {} to {}", odst()?, addr(4)?)
+            } else {
+                format!("{verb} {} to {to}{}", odst()?, addr(4)?)
+            }
+        }
+        9 => router_advertisement(dp)?,
+        11 => {
+            tcheck(dp, 24, 4)?;
+            match code {
+                0 => "time exceeded in-transit".to_owned(),
+                1 => "ip reassembly time exceeded".to_owned(),
+                _ => format!("time exceeded-#{code}"),
+            }
+        }
+        12 => {
+            if code == 0 {
+                format!("parameter problem - octet {}", u8_at(dp, 4)?)
+            } else {
+                format!("parameter problem - code {code}")
+            }
+        }
+        18 => format!("address mask is 0x{:08x}", be32(dp, 8)?),
+        13 => format!("time stamp query id {} seq {}", be16(dp, 4)?, be16(dp, 6)?),
+        14 => {
+            tcheck(dp, 16, 4)?;
+            format!(
+                "time stamp reply id {} seq {}: org {}, recv {}, xmit {}",
+                be16(dp, 4)?,
+                be16(dp, 6)?,
+                stamp(be32(dp, 8)?),
+                stamp(be32(dp, 12)?),
+                stamp(be32(dp, 16)?)
+            )
+        }
+        4 => "source quench".to_owned(),
+        10 => "router solicitation".to_owned(),
+        15 => "information request".to_owned(),
+        16 => "information reply".to_owned(),
+        17 => "address mask request".to_owned(),
+        other => format!("type-#{other}"),
     })
 }
 
-/// Writes why and for whom a destination was unreachable, e.g.
-/// `destination unreachable, unreachable port, fd00::2 udp port 53`.
-fn unreachable_v6(
-    f: &mut fmt::Formatter<'_>,
-    code: DestUnreachableCode,
-    original: &[u8],
-) -> fmt::Result {
-    f.write_str("destination unreachable, ")?;
-    f.write_str(match code {
-        DestUnreachableCode::NoRoute => "unreachable route",
-        DestUnreachableCode::Prohibited => "unreachable prohibited",
-        DestUnreachableCode::BeyondScope => "beyond scope",
-        DestUnreachableCode::Address => "unreachable address",
-        DestUnreachableCode::Port => "unreachable port",
-        DestUnreachableCode::SourceAddressFailedPolicy => "source address failed policy",
-        DestUnreachableCode::RejectRoute => "reject route",
-    })?;
-    let Ok(header) = Ipv6HeaderSlice::from_slice(original) else {
-        return Ok(());
-    };
-    let to = header.destination_addr();
-    let protocol = header.next_header();
-    match code {
-        DestUnreachableCode::Port => {
-            let port = destination_port(&original[Ipv6Header::LEN..]);
-            match (transport_name(protocol), port) {
-                (Some(name), Some(port)) => write!(f, ", {to} {name} port {port}"),
-                _ => write!(f, ", {to} protocol {}", protocol.0),
-            }
-        }
-        DestUnreachableCode::BeyondScope => {
-            write!(f, " {to}, source address {}", header.source_addr())
-        }
-        _ => write!(f, " {to}"),
+/// `router advertisement lifetime 30:00 1: {10.0.0.1 0}`.
+fn router_advertisement(dp: &[u8]) -> std::result::Result<String, Stop> {
+    let mut text = "router advertisement lifetime ".to_owned();
+    tcheck(dp, 4, 4)?;
+    let lifetime = be16(dp, 6)?;
+    if lifetime < 60 {
+        let _ = write!(text, "{lifetime}");
+    } else if lifetime < 3600 {
+        let _ = write!(text, "{}:{:02}", lifetime / 60, lifetime % 60);
+    } else {
+        let _ = write!(
+            text,
+            "{}:{:02}:{:02}",
+            lifetime / 3600,
+            (lifetime % 3600) / 60,
+            lifetime % 60
+        );
     }
-}
-
-/// `tcp` or `udp`, the protocols whose ports error messages show.
-fn transport_name(protocol: IpNumber) -> Option<&'static str> {
-    match protocol {
-        IpNumber::TCP => Some("tcp"),
-        IpNumber::UDP => Some("udp"),
-        _ => None,
+    let num = u8_at(dp, 4)?;
+    let _ = write!(text, " {num}:");
+    let size = u8_at(dp, 5)?;
+    if size != 2 {
+        let _ = write!(text, " [size {size}]");
+        return Ok(text);
     }
+    for index in 0..usize::from(num) {
+        let at = 8 + index * 8;
+        tcheck(dp, at, 8)?;
+        let _ = write!(text, " {{{} {}}}", Addr(&dp[at..at + 4]), be32(dp, at + 4)?);
+    }
+    Ok(text)
 }
 
-/// Destination port of a TCP or UDP header: both keep it in bytes 2-3.
-fn destination_port(transport_header: &[u8]) -> Option<u16> {
-    let bytes = transport_header.get(2..4)?;
-    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
-}
-
-/// The IPv6 address at `offset` in `bytes`, if they hold one there.
-fn ipv6_addr_at(bytes: &[u8], offset: usize) -> Option<Ipv6Addr> {
-    let octets: [u8; 16] = bytes.get(offset..offset + 16)?.try_into().ok()?;
-    Some(Ipv6Addr::from(octets))
+/// Milliseconds since midnight as `HH:MM:SS.mmm`.
+fn stamp(ms: u32) -> String {
+    let msec = ms % 1000;
+    let mut sec = ms / 1000;
+    let mut min = sec / 60;
+    sec -= min * 60;
+    let hrs = min / 60;
+    min -= hrs * 60;
+    format!("{hrs:02}:{min:02}:{sec:02}.{msec:03}")
 }

@@ -1,76 +1,141 @@
-//! Ethernet frames: VLAN and MACsec tags, then the network layer.
+//! Ethernet frames and their 802.1Q tags (`print-ether.c`).
 
-use std::fmt;
+use std::fmt::Write as _;
 
-use etherparse::{EtherType, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket};
+use super::{Nd, Result, arp, be16, ethertype_name, ip};
 
-use super::{arp, ip, stopped};
+const ETHER_HDRLEN: usize = 14;
+/// Type values up to this are an IEEE 802.3 length.
+const MAX_ETHERNET_LENGTH_VAL: u16 = 1500;
 
-/// Summarizes an Ethernet frame, starting at the destination MAC address.
-pub(super) fn ethernet(f: &mut fmt::Formatter<'_>, frame: &[u8]) -> fmt::Result {
-    let Ok(packet) = LaxSlicedPacket::from_ethernet(frame) else {
-        return f.write_str("[|ether]");
-    };
-    for tag in &packet.link_exts {
-        match tag {
-            LaxLinkExtSlice::Vlan(vlan) => {
-                write!(
-                    f,
-                    "802.1Q vlan {}, p {}",
-                    vlan.vlan_identifier().value(),
-                    vlan.priority_code_point().value()
-                )?;
-                if vlan.drop_eligible_indicator() {
-                    f.write_str(", DEI")?;
-                }
-                write!(f, ", ethertype {}, ", EtherTypeName(vlan.ether_type()))?;
-            }
-            LaxLinkExtSlice::Macsec(_) => f.write_str("MACsec, ")?,
-        }
-    }
-
-    match &packet.net {
-        Some(LaxNetSlice::Arp(arp)) => {
-            let arp_len = packet.ether_payload().map_or(0, |p| p.payload.len());
-            arp::summarize(f, arp, arp_len)
-        }
-        Some(_) => ip::summarize(f, &packet),
-        None => match (&packet.stop_err, packet.ether_payload()) {
-            (Some((error, layer)), _) => stopped(f, error, *layer),
-            (None, Some(payload)) => {
-                // Decoding stopped at an ether type etherparse does not know.
-                let tag_named_it =
-                    matches!(packet.link_exts.last(), Some(LaxLinkExtSlice::Vlan(_)));
-                if payload.ether_type.0 <= MAX_802_3_LENGTH {
-                    f.write_str("802.3, ")?;
-                } else if !tag_named_it {
-                    write!(f, "ethertype {}, ", EtherTypeName(payload.ether_type))?;
-                }
-                write!(f, "length {}", frame.len())
-            }
-            (None, None) => write!(f, "encrypted, length {}", frame.len()),
-        },
-    }
+/// `ether_if_print`: a frame of `length` bytes on the wire, `p` the
+/// captured part. Returns the link-layer header length (for `-x`).
+pub(super) fn ether_if(nd: &mut Nd<'_>, p: &[u8], length: usize) -> Result<usize> {
+    nd.protocol = "ether";
+    ether(nd, p, length)
 }
 
-/// Ether type values up to this are an IEEE 802.3 length, not a type.
-const MAX_802_3_LENGTH: u16 = 1500;
+/// `ether_print` / `ether_common_print`.
+pub(super) fn ether(nd: &mut Nd<'_>, p: &[u8], mut length: usize) -> Result<usize> {
+    let mut caplen = p.len();
+    if length < caplen {
+        let _ = write!(nd.out, "[length {length} < caplen {caplen}]");
+        nd.invalid();
+        nd.unsupported();
+        return Ok(length);
+    }
+    if caplen < ETHER_HDRLEN {
+        nd.trunc();
+        return Ok(caplen);
+    }
+    let orig_length = length;
+    let dst = &p[0..6];
+    let src = &p[6..12];
+    length -= 12;
+    caplen -= 12;
+    let mut at = 12;
+    let mut hdrlen = 12;
+    if nd.eflag() {
+        let _ = write!(nd.out, "{} > {}, ", Mac(src), Mac(dst));
+    }
+    let mut length_type = be16(p, at)?;
+    length -= 2;
+    caplen -= 2;
+    at += 2;
+    hdrlen += 2;
+    let mut printed_length = false;
+    if length_type == 0x88e5 {
+        // MACsec.
+        nd.unsupported();
+    }
+    while matches!(length_type, 0x8100 | 0x9100 | 0x9200 | 0x88a8) {
+        if caplen < 4 || length < 4 {
+            nd.protocol = "vlan";
+            nd.trunc();
+            return Ok(hdrlen + caplen.min(length));
+        }
+        if nd.eflag() {
+            let tag = be16(p, at)?;
+            ether_type(nd, length_type);
+            if printed_length {
+                nd.print(", ");
+            } else {
+                let _ = write!(nd.out, ", length {orig_length}: ");
+                printed_length = true;
+            }
+            let _ = write!(
+                nd.out,
+                "vlan {}, p {}{}, ",
+                tag & 0xfff,
+                tag >> 13,
+                if tag & 0x1000 != 0 { ", DEI" } else { "" }
+            );
+        }
+        length_type = be16(p, at + 2)?;
+        at += 4;
+        length -= 4;
+        caplen -= 4;
+        hdrlen += 4;
+    }
+    let payload = &p[at..];
+    if length_type <= MAX_ETHERNET_LENGTH_VAL {
+        // 802.3 and LLC (spanning tree, CDP...): not ours.
+        nd.unsupported();
+        let len = usize::from(length_type).min(length);
+        if nd.eflag() {
+            nd.print("802.3");
+            if !printed_length {
+                let _ = write!(nd.out, ", length {len}: ");
+            }
+        }
+        let _ = write!(nd.out, "LLC, length {len}");
+        return Ok(hdrlen);
+    }
+    if nd.eflag() {
+        ether_type(nd, length_type);
+        if printed_length {
+            nd.print(", ");
+        } else {
+            let _ = write!(nd.out, ", length {orig_length}: ");
+        }
+    }
+    match length_type {
+        0x0800 => ip::ip_print(nd, payload, length)?,
+        0x86dd => ip::ip6_print(nd, payload, length)?,
+        0x0806 | 0x8035 => arp::arp_print(nd, payload, length)?,
+        _ => {
+            // Other protocols: not ours; their MAC addresses and type.
+            nd.unsupported();
+            if !nd.eflag() {
+                let _ = write!(nd.out, "{} > {}, ", Mac(src), Mac(dst));
+                ether_type(nd, length_type);
+                let _ = write!(nd.out, ", length {orig_length}");
+            }
+        }
+    }
+    Ok(hdrlen)
+}
 
-/// An ether type as tcpdump names it, or in hex.
-struct EtherTypeName(EtherType);
+/// `ethertype IPv4 (0x0800)`.
+fn ether_type(nd: &mut Nd<'_>, ether_type: u16) {
+    let _ = write!(
+        nd.out,
+        "ethertype {} (0x{ether_type:04x})",
+        ethertype_name(ether_type).unwrap_or("Unknown")
+    );
+}
 
-impl fmt::Display for EtherTypeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.0 {
-            EtherType::IPV4 => "IPv4",
-            EtherType::IPV6 => "IPv6",
-            EtherType::ARP => "ARP",
-            EtherType::VLAN_TAGGED_FRAME => "802.1Q",
-            EtherType::PROVIDER_BRIDGING => "802.1Q-QinQ",
-            EtherType::VLAN_DOUBLE_TAGGED_FRAME => "802.1Q-9100",
-            EtherType::MACSEC => "MACsec",
-            EtherType(value) => return write!(f, "{value:#06x}"),
-        };
-        f.write_str(name)
+/// A MAC address as tcpdump writes it: `aa:bb:cc:dd:ee:ff`.
+pub(super) struct Mac<'a>(pub(super) &'a [u8]);
+
+impl std::fmt::Display for Mac<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, byte) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
     }
 }

@@ -1,101 +1,435 @@
-//! TCP segments: flags, sequence numbers, window, options, length.
+//! TCP segments (`print-tcp.c`).
 
-use std::fmt;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
-use etherparse::{TcpOptionElement, TcpOptionReadError, TcpSlice};
+use super::{
+    Nd, Result, Trunc, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, ip::IpHeader, u8_at,
+};
 
-/// Writes the part after the ports, e.g.
-/// `Flags [P.], seq 1:101, ack 7, win 502, length 100`.
-///
-/// `ip_payload_len` is the segment length the IP header declares; the
-/// segment's data may be cut shorter by the capture.
-pub(super) fn summarize(
-    f: &mut fmt::Formatter<'_>,
-    segment: &TcpSlice<'_>,
-    ip_payload_len: usize,
-) -> fmt::Result {
-    let data_len = ip_payload_len.saturating_sub(segment.header_slice().len());
-    let seq = segment.sequence_number();
+const TH_FIN: u8 = 0x01;
+const TH_SYN: u8 = 0x02;
+const TH_RST: u8 = 0x04;
+const TH_ACK: u8 = 0x10;
+const TH_URG: u8 = 0x20;
+const TCP_HDRLEN: usize = 20;
 
-    write!(f, "Flags [{}]", Flags(segment))?;
-    // Like tcpdump, show the sequence number only where it tells something.
-    if data_len > 0 {
-        write!(f, ", seq {seq}:{}", seq.wrapping_add(data_len as u32))?;
-    } else if segment.syn() || segment.fin() || segment.rst() {
-        write!(f, ", seq {seq}")?;
+/// Ports whose payload tcpdump decodes (telnet, SMTP, whois, BGP, PPTP,
+/// Redis, SSH, BEEP, OpenFlow, FTP, HTTP, RTSP, DNS, MSDP, RPKI-RTR, LDP,
+/// NFS): a segment with data on them is not ours.
+const DECODED_PORTS: [u16; 21] = [
+    23, 25, 43, 179, 1723, 6379, 22, 10288, 6633, 6653, 21, 80, 8080, 554, 8554, 53, 639, 323, 646,
+    2049, 139,
+];
+
+/// The initial sequence numbers of each connection seen, for relative
+/// numbers (tcpdump's `tcp_seq_hash`).
+#[derive(Debug, Default)]
+pub(super) struct Connections {
+    /// (addresses in a fixed order, ports) to (seq, ack) bases.
+    bases: HashMap<(Vec<u8>, u32), (u32, u32)>,
+}
+
+/// `tcp_print`: a segment of `length` bytes (header included).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one function per tcpdump printer, in its order, to compare them line by line"
+)]
+pub(super) fn tcp_print(
+    nd: &mut Nd<'_>,
+    tp: &[u8],
+    mut length: usize,
+    ip: IpHeader<'_>,
+    fragmented: bool,
+) -> Result {
+    nd.protocol = "tcp";
+    if tp.len() < 4 {
+        let _ = write!(nd.out, "{} > {}:", ip.source(), ip.destination());
+        nd.trunc();
+        return Ok(());
     }
-    if segment.ack() {
-        write!(f, ", ack {}", segment.acknowledgment_number())?;
+    let sport = be16(tp, 0)?;
+    let dport = be16(tp, 2)?;
+    if ip.protocol() == 6 {
+        let _ = write!(
+            nd.out,
+            "{}.{sport} > {}.{dport}: ",
+            ip.source(),
+            ip.destination()
+        );
+    } else {
+        let _ = write!(nd.out, "{sport} > {dport}: ");
     }
-    write!(f, ", win {}", segment.window_size())?;
-    if segment.urg() {
-        write!(f, ", urg {}", segment.urgent_pointer())?;
+    if tp.len() < TCP_HDRLEN {
+        nd.trunc();
+        return Ok(());
     }
-    if !segment.options().is_empty() {
-        write!(f, ", options [{}]", Options(segment))?;
+    let mut hlen = usize::from(tp[12] >> 4) * 4;
+    if hlen < TCP_HDRLEN {
+        let _ = write!(
+            nd.out,
+            " tcp {} [bad hdr length {hlen} - too short, < {TCP_HDRLEN}]",
+            length.wrapping_sub(hlen) as u32
+        );
+        return Ok(());
     }
-    write!(f, ", length {data_len}")
+    let mut seq = be32(tp, 4)?;
+    let mut ack = be32(tp, 8)?;
+    let win = be16(tp, 14)?;
+    let urp = be16(tp, 18)?;
+    let flags = tp[13];
+    let _ = write!(nd.out, "Flags [{}]", Flags(flags));
+    let (mut rev, mut thseq, mut thack) = (false, 0u32, 0u32);
+    if !nd.options.absolute_seq && flags & TH_ACK != 0 {
+        let (src, dst) = (ip.source().0, ip.destination().0);
+        rev = sport > dport || (sport == dport && src > dst);
+        let (key, port) = if rev {
+            (
+                [dst, src].concat(),
+                (u32::from(dport) << 16) | u32::from(sport),
+            )
+        } else {
+            (
+                [src, dst].concat(),
+                (u32::from(sport) << 16) | u32::from(dport),
+            )
+        };
+        let entry = nd.tcp.bases.get(&(key.clone(), port)).copied();
+        let base = match entry {
+            Some(base) if flags & TH_SYN == 0 => {
+                if rev {
+                    seq = seq.wrapping_sub(base.1);
+                    ack = ack.wrapping_sub(base.0);
+                } else {
+                    seq = seq.wrapping_sub(base.0);
+                    ack = ack.wrapping_sub(base.1);
+                }
+                base
+            }
+            _ => {
+                let base = if rev {
+                    (ack.wrapping_sub(1), seq)
+                } else {
+                    (seq, ack.wrapping_sub(1))
+                };
+                nd.tcp.bases.insert((key, port), base);
+                base
+            }
+        };
+        (thseq, thack) = base;
+    }
+    if hlen > length {
+        let _ = write!(nd.out, " [bad hdr length {hlen} - too long, > {length}]");
+        return Ok(());
+    }
+    if nd.verbose() > 0 && !fragmented && tp.len() >= length {
+        let pseudo = ip.pseudo_header(6, length);
+        let sum = in_cksum(&[&pseudo, &tp[..length]]);
+        let field = be16(tp, 16)?;
+        let _ = write!(nd.out, ", cksum 0x{field:04x}");
+        if sum == 0 {
+            nd.print(" (correct)");
+        } else {
+            let _ = write!(
+                nd.out,
+                " (incorrect -> 0x{:04x})",
+                in_cksum_shouldbe(field, sum)
+            );
+        }
+    }
+    length -= hlen;
+    if nd.verbose() > 1 || length > 0 || flags & (TH_SYN | TH_FIN | TH_RST) != 0 {
+        let _ = write!(nd.out, ", seq {seq}");
+        if length > 0 {
+            let _ = write!(nd.out, ":{}", seq.wrapping_add(length as u32));
+        }
+    }
+    if flags & TH_ACK != 0 {
+        let _ = write!(nd.out, ", ack {ack}");
+    }
+    let _ = write!(nd.out, ", win {win}");
+    if flags & TH_URG != 0 {
+        let _ = write!(nd.out, ", urg {urp}");
+    }
+    if hlen > TCP_HDRLEN {
+        hlen -= TCP_HDRLEN;
+        nd.print(", options [");
+        let mut printed_one = false;
+        match options(
+            nd,
+            &tp[TCP_HDRLEN..],
+            hlen,
+            rev,
+            thseq,
+            thack,
+            &mut printed_one,
+        )? {
+            OptionsEnd::Done => nd.print("]"),
+            OptionsEnd::Bad => {
+                nd.print("[bad opt]");
+                if printed_one {
+                    nd.print("]");
+                }
+                return Ok(());
+            }
+            OptionsEnd::Truncated => {
+                nd.trunc();
+                if printed_one {
+                    nd.print(">");
+                }
+                return Ok(());
+            }
+        }
+    }
+    let _ = write!(nd.out, ", length {length}");
+    if length == 0 {
+        return Ok(());
+    }
+    let header_len = usize::from(tp[12] >> 4) * 4;
+    if tp.len() < header_len {
+        let _ = write!(
+            nd.out,
+            " [remaining caplen({}) < header length({header_len})]",
+            tp.len()
+        );
+        return Err(Trunc);
+    }
+    if flags & TH_RST != 0 && nd.verbose() > 0 {
+        // tcpdump shows the reset's data: not ours.
+        nd.unsupported();
+        return Ok(());
+    }
+    if DECODED_PORTS.contains(&sport) || DECODED_PORTS.contains(&dport) {
+        nd.unsupported();
+    }
+    Ok(())
 }
 
 /// The flags as tcpdump writes them: `S`, `F`, `P`, `R`, `U`, `E`, `W`,
 /// `.` for ACK, or `none`.
-struct Flags<'a>(&'a TcpSlice<'a>);
+struct Flags(u8);
 
-impl fmt::Display for Flags<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let segment = self.0;
-        let flags = [
-            (segment.fin(), 'F'),
-            (segment.syn(), 'S'),
-            (segment.rst(), 'R'),
-            (segment.psh(), 'P'),
-            (segment.ack(), '.'),
-            (segment.urg(), 'U'),
-            (segment.ece(), 'E'),
-            (segment.cwr(), 'W'),
+impl std::fmt::Display for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (0x01, 'F'),
+            (0x02, 'S'),
+            (0x04, 'R'),
+            (0x08, 'P'),
+            (0x10, '.'),
+            (0x20, 'U'),
+            (0x40, 'E'),
+            (0x80, 'W'),
         ];
-        let mut any = false;
-        for (set, letter) in flags {
-            if set {
-                fmt::Write::write_char(f, letter)?;
-                any = true;
-            }
+        if self.0 == 0 {
+            return f.write_str("none");
         }
-        if !any {
-            f.write_str("none")?;
+        for (bit, letter) in names {
+            if self.0 & bit != 0 {
+                f.write_char(letter)?;
+            }
         }
         Ok(())
     }
 }
 
-/// The options as tcpdump writes them, e.g. `mss 1460,sackOK,nop,wscale 7`.
-struct Options<'a>(&'a TcpSlice<'a>);
+/// How the options ended: tcpdump's `bad` and `trunc` labels.
+enum OptionsEnd {
+    Done,
+    Bad,
+    Truncated,
+}
 
-impl fmt::Display for Options<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, option) in self.0.options_iterator().enumerate() {
-            if index > 0 {
-                f.write_str(",")?;
+/// The options of `hlen` bytes at `cp`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one function per tcpdump printer, in its order, to compare them line by line"
+)]
+fn options(
+    nd: &mut Nd<'_>,
+    cp: &[u8],
+    mut hlen: usize,
+    rev: bool,
+    thseq: u32,
+    thack: u32,
+    printed_one: &mut bool,
+) -> Result<OptionsEnd> {
+    let mut at = 0;
+    while hlen > 0 {
+        if *printed_one {
+            nd.print(",");
+        }
+        let opt = u8_at(cp, at)?;
+        at += 1;
+        let len = if opt == 0 || opt == 1 {
+            1
+        } else {
+            let len = usize::from(u8_at(cp, at)?);
+            at += 1;
+            if len < 2 || len > hlen {
+                return Ok(OptionsEnd::Bad);
             }
-            match option {
-                Ok(TcpOptionElement::Noop) => f.write_str("nop")?,
-                Ok(TcpOptionElement::MaximumSegmentSize(mss)) => write!(f, "mss {mss}")?,
-                Ok(TcpOptionElement::WindowScale(shift)) => write!(f, "wscale {shift}")?,
-                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => f.write_str("sackOK")?,
-                Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
-                    let blocks = std::iter::once(first).chain(rest.into_iter().flatten());
-                    write!(f, "sack {} ", blocks.clone().count())?;
-                    for (left, right) in blocks {
-                        write!(f, "{{{left}:{right}}}")?;
-                    }
+            hlen -= 1;
+            len
+        };
+        hlen -= 1;
+        let mut datalen = 0;
+        macro_rules! lencheck {
+            ($l:expr) => {{
+                let l = $l;
+                if l > hlen {
+                    return Ok(OptionsEnd::Bad);
                 }
-                Ok(TcpOptionElement::Timestamp(value, echo)) => {
-                    write!(f, "TS val {value} ecr {echo}")?;
+                if bytes_at(cp, at, l).is_err() {
+                    return Ok(OptionsEnd::Truncated);
                 }
-                Err(TcpOptionReadError::UnknownId(kind)) => return write!(f, "unknown-{kind}"),
-                Err(_) => return f.write_str("[bad opt]"),
+            }};
+        }
+        match option_name(opt) {
+            Some(name) => nd.print(name),
+            None => {
+                let _ = write!(nd.out, "unknown-{opt}");
             }
         }
-        Ok(())
+        match opt {
+            2 => {
+                datalen = 2;
+                lencheck!(datalen);
+                let _ = write!(nd.out, " {}", be16(cp, at)?);
+            }
+            3 => {
+                datalen = 1;
+                lencheck!(datalen);
+                let _ = write!(nd.out, " {}", u8_at(cp, at)?);
+            }
+            5 => {
+                datalen = len - 2;
+                if datalen % 8 != 0 {
+                    nd.print(" invalid sack");
+                } else {
+                    let _ = write!(nd.out, " {} ", datalen / 8);
+                    let mut i = 0;
+                    while i < datalen {
+                        lencheck!(i + 4);
+                        let mut s = be32(cp, at + i)?;
+                        lencheck!(i + 8);
+                        let mut e = be32(cp, at + i + 4)?;
+                        if rev {
+                            s = s.wrapping_sub(thseq);
+                            e = e.wrapping_sub(thseq);
+                        } else {
+                            s = s.wrapping_sub(thack);
+                            e = e.wrapping_sub(thack);
+                        }
+                        let _ = write!(nd.out, "{{{s}:{e}}}");
+                        i += 8;
+                    }
+                }
+            }
+            11..=13 | 6 | 7 => {
+                datalen = 4;
+                lencheck!(datalen);
+                let _ = write!(nd.out, " {}", be32(cp, at)?);
+            }
+            8 => {
+                datalen = 8;
+                lencheck!(datalen);
+                let _ = write!(nd.out, " val {} ecr {}", be32(cp, at)?, be32(cp, at + 4)?);
+            }
+            20 => {
+                datalen = 2;
+                lencheck!(datalen);
+                let _ = write!(
+                    nd.out,
+                    " cap {:02x} id {}",
+                    u8_at(cp, at)?,
+                    u8_at(cp, at + 1)?
+                );
+            }
+            0 | 1 | 4 => {}
+            28 => {
+                datalen = 2;
+                lencheck!(datalen);
+                let mut uto = u32::from(be16(cp, at)?);
+                let _ = write!(nd.out, " 0x{uto:x}");
+                if uto & 1 != 0 {
+                    uto = (uto >> 1) * 60;
+                } else {
+                    uto >>= 1;
+                }
+                let _ = write!(nd.out, " {uto}");
+            }
+            254 => {
+                datalen = len - 2;
+                lencheck!(datalen);
+                if datalen < 2 {
+                    return Ok(OptionsEnd::Bad);
+                }
+                let magic = be16(cp, at)?;
+                nd.print("-");
+                if magic == 0xf989 {
+                    // TCP Fast Open: not ours.
+                    nd.unsupported();
+                } else {
+                    let _ = write!(nd.out, "{magic:04x}");
+                }
+            }
+            // MD5 signatures (checked by tcpdump), TCP-AO, MPTCP, TFO.
+            19 | 29 | 30 | 34 => {
+                nd.unsupported();
+                datalen = len - 2;
+                lencheck!(datalen);
+            }
+            _ => {
+                datalen = len - 2;
+                if datalen > 0 {
+                    nd.print(" 0x");
+                }
+                for i in 0..datalen {
+                    lencheck!(i + 1);
+                    let _ = write!(nd.out, "{:02x}", u8_at(cp, at + i)?);
+                }
+            }
+        }
+        at += datalen;
+        hlen -= datalen;
+        let mut spec = datalen + 1;
+        if opt != 0 && opt != 1 {
+            spec += 1;
+        }
+        if spec != len {
+            let _ = write!(nd.out, "[len {len}]");
+        }
+        *printed_one = true;
+        if opt == 0 {
+            break;
+        }
     }
+    Ok(OptionsEnd::Done)
+}
+
+/// tcpdump's `tcp_option_values`.
+fn option_name(opt: u8) -> Option<&'static str> {
+    Some(match opt {
+        0 => "eol",
+        1 => "nop",
+        2 => "mss",
+        3 => "wscale",
+        4 => "sackOK",
+        5 => "sack",
+        6 => "echo",
+        7 => "echoreply",
+        8 => "TS",
+        11 => "cc",
+        12 => "ccnew",
+        13 => "",
+        19 => "md5",
+        20 => "scps",
+        28 => "uto",
+        29 => "tcp-ao",
+        30 => "mptcp",
+        34 => "tfo",
+        254 => "exp",
+        _ => return None,
+    })
 }
