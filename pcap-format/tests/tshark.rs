@@ -6,9 +6,8 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use etherparse::PacketBuilder;
 use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
@@ -16,25 +15,24 @@ use pcap_format::pcap::PcapWriter;
 use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
 use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
 
+#[path = "../../pcap-cli/tests/support/wireshark.rs"]
+mod wireshark;
+
+use wireshark::{ScratchFile, capinfos_value, tshark_block_fields, tshark_rows};
+
 /// 2023-11-14T22:13:20Z, in nanoseconds.
 const T0: u64 = 1_700_000_000_000_000_000;
 
 #[test]
 fn pcapng_packets_read_back_in_tshark() {
-    let file = ScratchFile::new("packets.pcapng");
-    write_pcapng_capture(&file.0);
+    let file = pcapng_capture("packets.pcapng");
 
     let rows = tshark_rows(
         &file.0,
-        &[
-            "frame.interface_name",
-            "frame.len",
-            "frame.cap_len",
-            "frame.time_epoch",
-            "frame.comment",
-            "frame.packet_flags_direction",
-            "ip.src",
-        ],
+        &fields(
+            "frame.interface_name frame.len frame.cap_len frame.time_epoch frame.comment \
+             frame.packet_flags_direction ip.src",
+        ),
     );
     assert_eq!(
         rows,
@@ -50,23 +48,22 @@ fn pcapng_packets_read_back_in_tshark() {
 
 #[test]
 fn pcapng_section_and_interfaces_read_back_in_capinfos() {
-    let file = ScratchFile::new("interfaces.pcapng");
-    write_pcapng_capture(&file.0);
+    let file = pcapng_capture("interfaces.pcapng");
 
     let info = capinfos(&file.0);
-    assert_eq!(capinfos_value(&info, "Number of packets"), "5");
-    assert_eq!(capinfos_value(&info, "File type"), "pcapng");
+    assert_eq!(capinfos_value(&file.0, "Number of packets"), "5");
+    assert_eq!(capinfos_value(&file.0, "File type"), "pcapng");
     assert_eq!(
-        capinfos_value(&info, "File timestamp precision"),
+        capinfos_value(&file.0, "File timestamp precision"),
         "nanoseconds (9)"
     );
     assert_eq!(
-        capinfos_value(&info, "Capture application"),
+        capinfos_value(&file.0, "Capture application"),
         "pcap-format test"
     );
-    assert_eq!(capinfos_value(&info, "Capture oper-sys"), "Linux");
-    assert_eq!(capinfos_value(&info, "Capture hardware"), "x86_64");
-    assert_eq!(capinfos_value(&info, "Number of interfaces in file"), "3");
+    assert_eq!(capinfos_value(&file.0, "Capture oper-sys"), "Linux");
+    assert_eq!(capinfos_value(&file.0, "Capture hardware"), "x86_64");
+    assert_eq!(capinfos_value(&file.0, "Number of interfaces in file"), "3");
     let interface_lines = |prefix: &str| -> Vec<String> {
         info.lines()
             .filter_map(|line| line.trim().strip_prefix(prefix))
@@ -90,22 +87,19 @@ fn pcapng_section_and_interfaces_read_back_in_capinfos() {
 /// the statistics options no other tool prints.
 #[test]
 fn pcapng_blocks_read_back_in_tshark_file_dissector() {
-    let file = ScratchFile::new("blocks.pcapng");
-    write_pcapng_capture(&file.0);
+    let file = pcapng_capture("blocks.pcapng");
 
-    let fields = tshark_file_format_fields(
+    let fields = tshark_block_fields(
         &file.0,
-        &[
-            "pcapng.block.type",
-            "pcapng.block.length",
-            "pcapng.block.length_trailer",
-            "pcapng.options.option.data.interface.received",
-            "pcapng.options.option.data.interface.dropped",
-            "pcapng.options.option.data.interface.accepted_by_filter",
-            "pcapng.options.option.data.interface.dropped_by_os",
-            "pcapng.options.option.data.interface.delivered_to_user",
-            "pcapng.options.option.data.comment",
-        ],
+        &fields(
+            "pcapng.block.type pcapng.block.length pcapng.block.length_trailer \
+             pcapng.options.option.data.interface.received \
+             pcapng.options.option.data.interface.dropped \
+             pcapng.options.option.data.interface.accepted_by_filter \
+             pcapng.options.option.data.interface.dropped_by_os \
+             pcapng.options.option.data.interface.delivered_to_user \
+             pcapng.options.option.data.comment",
+        ),
     );
     let [types, lengths, trailers, statistics @ .., comments] = &fields[..] else {
         panic!("unexpected fields {fields:?}");
@@ -173,14 +167,10 @@ fn pcap_file_reads_back_in_tshark() {
 
     let rows = tshark_rows(
         &file.0,
-        &[
-            "frame.len",
-            "frame.cap_len",
-            "frame.time_epoch",
-            "frame.comment",
-            "frame.packet_flags_direction",
-            "ip.src",
-        ],
+        &fields(
+            "frame.len frame.cap_len frame.time_epoch frame.comment frame.packet_flags_direction \
+             ip.src",
+        ),
     );
     assert_eq!(
         rows,
@@ -193,17 +183,17 @@ fn pcap_file_reads_back_in_tshark() {
     );
 
     let info = capinfos(&file.0);
-    assert_eq!(capinfos_value(&info, "Number of packets"), "4");
+    assert_eq!(capinfos_value(&file.0, "Number of packets"), "4");
     assert!(
-        capinfos_value(&info, "File type").contains("pcap"),
+        capinfos_value(&file.0, "File type").contains("pcap"),
         "{info}"
     );
     assert_eq!(
-        capinfos_value(&info, "File timestamp precision"),
+        capinfos_value(&file.0, "File timestamp precision"),
         "nanoseconds (9)"
     );
     assert_eq!(
-        capinfos_value(&info, "Packet size limit"),
+        capinfos_value(&file.0, "Packet size limit"),
         "file hdr: 60 bytes"
     );
 }
@@ -211,7 +201,9 @@ fn pcap_file_reads_back_in_tshark() {
 /// Writes the pcapng capture the tests read back: Ethernet and raw IP
 /// interfaces (one added between packets), packets with and without
 /// direction and comment, odd lengths (1, 3, 61 bytes), and statistics.
-fn write_pcapng_capture(path: &Path) {
+fn pcapng_capture(name: &str) -> ScratchFile {
+    let file = ScratchFile::new(name);
+    let path = &file.0;
     let syn = tcp_syn_frame();
     let udp = udp_datagram();
     let odd_61: Vec<u8> = (0..61).collect();
@@ -289,6 +281,7 @@ fn write_pcapng_capture(path: &Path) {
     })
     .unwrap();
     w.into_inner().unwrap().into_inner().unwrap();
+    file
 }
 
 /// A packet without direction and comment, whose original length is its
@@ -335,102 +328,22 @@ fn udp_datagram() -> Vec<u8> {
     datagram
 }
 
-/// One row per packet of the given `tshark -T fields` fields, joined by
-/// `|`. Flags printed in hex (`0x00000001`) are turned into decimal, so the
-/// rows do not depend on how a tshark version pads them.
-fn tshark_rows(file: &Path, fields: &[&str]) -> Vec<String> {
-    let mut args = vec!["-r", path_str(file), "-T", "fields"];
-    for field in fields {
-        args.extend(["-e", field]);
-    }
-    run("tshark", &args)
-        .lines()
-        .map(|line| line.split('\t').map(decimal).collect::<Vec<_>>().join("|"))
-        .collect()
-}
-
-/// The fields of tshark's dissection of the pcapng file itself (one row,
-/// every block in it), one string per field.
-fn tshark_file_format_fields(file: &Path, fields: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "-X",
-        "read_format:MIME Files Format",
-        "-r",
-        path_str(file),
-        "-T",
-        "fields",
-    ];
-    for field in fields {
-        args.extend(["-e", field]);
-    }
-    let output = run("tshark", &args);
-    let row = output.lines().next().unwrap_or_default();
-    row.split('\t').map(str::to_owned).collect()
-}
-
-fn decimal(value: &str) -> String {
-    match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).unwrap().to_string(),
-        None => value.to_owned(),
-    }
-}
-
 /// `capinfos -M` output: exact counts, one `name: value` per line.
 fn capinfos(file: &Path) -> String {
-    run("capinfos", &["-M", path_str(file)])
-}
-
-fn capinfos_value<'a>(info: &'a str, name: &str) -> &'a str {
-    info.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim_start().strip_prefix(':'))
-        .map_or_else(
-            || panic!("no {name:?} in capinfos output:\n{info}"),
-            str::trim,
-        )
-}
-
-/// Runs `tool` and returns its standard output; fails the test if the tool
-/// is missing or reports an error.
-fn run(tool: &str, args: &[&str]) -> String {
-    let output = match Command::new(tool).args(args).output() {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{tool}` is not installed or not on PATH; these tests read the written files back \
-             with Wireshark's tools: install them (Debian/Ubuntu: `apt-get install tshark`)"
-        ),
-        Err(error) => panic!("cannot run `{tool}`: {error}"),
-    };
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let output = Command::new("capinfos")
+        .arg("-M")
+        .arg(file)
+        .output()
+        .expect("capinfos runs (apt-get install tshark)");
     assert!(
         output.status.success(),
-        "`{tool} {}` failed with {}:\n{stdout}{}",
-        args.join(" "),
-        output.status,
+        "capinfos: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    stdout
+    String::from_utf8(output.stdout).unwrap()
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary path is UTF-8")
-}
-
-/// A file in the temporary directory, removed when dropped.
-struct ScratchFile(PathBuf);
-
-impl ScratchFile {
-    fn new(name: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let unique = format!("pcap-format-{}-{nanos}-{name}", std::process::id());
-        Self(std::env::temp_dir().join(unique))
-    }
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// The space-separated `list` of tshark fields.
+fn fields(list: &str) -> Vec<&str> {
+    list.split_whitespace().collect()
 }

@@ -155,16 +155,9 @@ fn pcapng_file() -> ScratchFile {
 #[test]
 fn packets_carry_their_origin_interface_and_direction() {
     let file = pcapng_file();
-    let rows = tshark_rows(
-        &file.0,
-        &[
-            "frame.interface_name",
-            "frame.interface_description",
-            "frame.packet_flags_direction",
-            "frame.time_epoch",
-            "ip.src",
-        ],
-    );
+    let fields = "frame.interface_name frame.interface_description \
+                  frame.packet_flags_direction frame.time_epoch ip.src";
+    let rows = tshark_rows(&file.0, &fields.split_whitespace().collect::<Vec<_>>());
     assert_eq!(
         rows,
         [
