@@ -18,7 +18,7 @@
 //!   crashed, down or missing instance is reported to the client as
 //!   unavailable, never an error.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus, Target, target};
 use reqwest::{StatusCode, Url, header};
@@ -364,6 +364,47 @@ impl Authenticator for CfAuthenticator {
     }
 }
 
+/// App names for c2c insight, from Cloud Controller with the caller's own
+/// token.
+pub struct AppNames {
+    cc: Arc<CloudController>,
+}
+
+impl AppNames {
+    /// GUID → name of the apps Cloud Controller shows `user` (`GET
+    /// /v3/apps`, one page of up to 5000), when `user` is a principal of
+    /// Cloud Controller's UAA. None for anyone else, or when Cloud
+    /// Controller fails (logged): apps then stay GUIDs.
+    pub async fn for_user(&self, user: &User) -> HashMap<String, String> {
+        let Ok(validator) = self.cc.validator().await else {
+            return HashMap::new();
+        };
+        let token = match (user.issuer.url(), &user.token) {
+            (Some(issuer), Some(token)) if issuer == validator.issuer() => token.expose(),
+            _ => return HashMap::new(),
+        };
+        let query = [("per_page", "5000")];
+        match self
+            .cc
+            .get::<Page<App>>(&["v3", "apps"], &query, token)
+            .await
+        {
+            Ok(page) => page
+                .resources
+                .into_iter()
+                .map(|app| (app.guid, app.name))
+                .collect(),
+            Err(failure) => {
+                tracing::warn!(
+                    ?failure,
+                    "c2c insight: cannot list apps, so they stay GUIDs"
+                );
+                HashMap::new()
+            }
+        }
+    }
+}
+
 pub struct CfResolver {
     cc: Arc<CloudController>,
     agent_port: u16,
@@ -372,6 +413,13 @@ pub struct CfResolver {
 }
 
 impl CfResolver {
+    /// App names through the same Cloud Controller.
+    pub fn app_names(&self) -> AppNames {
+        AppNames {
+            cc: Arc::clone(&self.cc),
+        }
+    }
+
     /// Reads Cloud Controller's root in the background, so that the log
     /// says at once whether it and its UAA are reachable. A failure is
     /// retried by a later request, at most every `uaa::DISCOVERY_RETRY`.

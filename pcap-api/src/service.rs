@@ -132,6 +132,8 @@ struct Shared {
     shutdown: Stop,
     /// Where `--store` captures go (`[store]`).
     store: Option<Arc<crate::store::CaptureStore>>,
+    /// App names for c2c insight (`[cf]`).
+    app_names: Option<crate::cf::AppNames>,
     /// The resolvers' health for `Status`, asked at most every 30 s.
     health: crate::health::HealthCache<Vec<pcap_proto::v1::ResolverStatus>>,
 }
@@ -151,10 +153,12 @@ impl ApiService {
             authenticators.push(Box::new(authenticator));
             resolvers.push(Box::new(resolver));
         }
+        let mut app_names = None;
         if let Some(cf) = &config.cf {
             let (resolver, authenticator) =
                 crate::cf::new(cf, config.agents.port).map_err(SetupError::Cf)?;
             resolver.discover_in_background();
+            app_names = Some(resolver.app_names());
             authenticators.push(Box::new(authenticator));
             resolvers.push(Box::new(resolver));
         }
@@ -172,6 +176,7 @@ impl ApiService {
             limits: limits.clone(),
             shutdown,
             store: None,
+            app_names,
             health: crate::health::HealthCache::new(crate::health::HEALTH_TTL),
         };
         Ok(Self {
@@ -347,6 +352,14 @@ impl ApiService {
                 )),
             })?;
         let resolved = resolver.resolve(&user, &target).await?;
+        // c2c insight: app names are the API's to give, never the caller's.
+        let mut options = options;
+        if let Some(c2c) = options.c2c.as_mut() {
+            c2c.app_names = match &self.shared.app_names {
+                Some(names) => names.for_user(&user).await,
+                None => std::collections::HashMap::new(),
+            };
+        }
         if resolved.agents.iter().any(|a| a.container.is_some()) && !options.interfaces.is_empty() {
             return Err(Refusal::BadRequest(
                 "an app capture is pinned to each instance's container; it takes no interfaces"

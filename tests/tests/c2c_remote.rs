@@ -2,6 +2,7 @@
 //! two cells gives every packet the same comment (policy tag, source app,
 //! LOG verdict) as `pcap-agent capture --c2c` on each cell at the same
 //! time, and the merged file carries name records for the overlay IPs.
+//! For a Cloud Foundry user, app names come from Cloud Controller.
 //!
 //! Needs root (namespaces, eBPF).
 
@@ -14,6 +15,8 @@ use pcap_tests::{
     netns::Netns,
     process::{Running, binary},
     reference::assert_readable,
+    servers::uaa::UaaUser,
+    stand_ins::CfServers,
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -117,22 +120,48 @@ fn rows(file: &Path) -> anyhow::Result<Vec<Row>> {
         .collect()
 }
 
-#[test]
-fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
-    let dir = TempDir::new("c2c-remote")?;
-    let mut landscape = Landscape::builder()
+/// appA on cell-0 may reach appB on cell-1 on 8080.
+fn landscape(dir: &Path) -> anyhow::Result<Landscape> {
+    Landscape::builder()
         .cells(2)
         .app(AppSpec::new("appA", &[0]))
         .app(AppSpec::new("appB", &[1]))
         .policy("appA", "appB", 8080)
-        .build(&dir)?;
-    landscape.start_agents("")?;
-    let extra = format!(
+        .build(dir)
+}
+
+/// The API's static target of every cell's `silk-vtep`, for `allow`.
+fn vteps_target(landscape: &Landscape, allow: &str) -> String {
+    format!(
         "[[targets]]\nname = \"{TARGET}\"\ninterfaces = [\"silk-vtep\"]\n\
-         allow = {{ users = [\"alice\"] }}\nagents = [\n{}]\n",
+         allow = {{ {allow} }}\nagents = [\n{}]\n\n",
         landscape.agents_toml()
-    );
-    let config = landscape.api_config(&extra)?;
+    )
+}
+
+/// Starts `pcap capture --c2c` of the vteps as the bearer of `token`,
+/// writing `file`; returns once both cells attached.
+fn remote_capture(landscape: &Landscape, token: &str, file: &Path) -> anyhow::Result<Running> {
+    let mut cli = Running::spawn(
+        landscape
+            .pcap()
+            .args(["capture", "--api", &landscape.api_url(), "--target", TARGET])
+            .arg("--ca")
+            .arg(&landscape.pki.ca.certificate)
+            .args(["--token", token, "-i", "silk-vtep", "--c2c", "-w"])
+            .arg(file)
+            .arg("tcp"),
+    )?;
+    cli.wait_for(STARTED, 2)?;
+    Ok(cli)
+}
+
+#[test]
+fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
+    let dir = TempDir::new("c2c-remote")?;
+    let mut landscape = landscape(&dir)?;
+    landscape.start_agents("")?;
+    let config = landscape.api_config(&vteps_target(&landscape, "users = [\"alice\"]"))?;
     landscape.start_api(&config)?;
 
     let a = &landscape.app("appA").instances[0];
@@ -158,18 +187,10 @@ fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
         locals.push((cell.origin(), file, running));
     }
 
+    // alice is a static user: apps stay GUIDs, as locally without
+    // --cf-apps.
     let remote = dir.join("remote.pcapng");
-    let mut cli = Running::spawn(
-        landscape
-            .pcap()
-            .args(["capture", "--api", &landscape.api_url(), "--target", TARGET])
-            .arg("--ca")
-            .arg(&landscape.pki.ca.certificate)
-            .args(["--token", ALICE_TOKEN, "-i", "silk-vtep", "--c2c", "-w"])
-            .arg(&remote)
-            .arg("tcp"),
-    )?;
-    cli.wait_for(STARTED, 2)?;
+    let cli = remote_capture(&landscape, ALICE_TOKEN, &remote)?;
 
     ensure!(
         connect(&a.ns, b.overlay_ip, 8080, ALLOWED_PORT)?,
@@ -190,7 +211,60 @@ fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
     }
     assert_readable(&remote)?;
     compare(&landscape, &remote, &local_files)?;
-    check_names(&landscape, &remote)
+    let a_guid = &landscape.app("appA").guid;
+    let b_guid = &landscape.app("appB").guid;
+    check_names(&remote, a_guid, b_guid)
+}
+
+/// A Cloud Foundry admin's capture names apps as Cloud Controller does:
+/// `src app appA (GUID)` in comments, `appA` and `appB` in name records.
+#[test]
+fn app_names_come_from_cloud_controller_for_a_cf_user() -> anyhow::Result<()> {
+    let dir = TempDir::new("c2c-names")?;
+    let mut landscape = landscape(&dir)?;
+    let cf = CfServers::start(
+        &landscape,
+        &CfServers::leaf(&landscape)?,
+        &dir,
+        vec![UaaUser::new("ops", "secret", &["cloud_controller.admin"])],
+        landscape.cc_apps(),
+        Vec::new(),
+    )?;
+    let allow = "scopes = [{ uaa = \"cf\", scope = \"cloud_controller.admin\" }]";
+    let target = vteps_target(&landscape, allow);
+    cf.start_agents_and_api(&mut landscape, &target)?;
+
+    let a = &landscape.app("appA").instances[0];
+    let b = &landscape.app("appB").instances[0];
+    let _server = serve(&b.ns)?;
+    let remote = dir.join("remote.pcapng");
+    let token = cf.uaa.access_token("ops", "cf", 600)?;
+    let cli = remote_capture(&landscape, &token, &remote)?;
+    ensure!(
+        connect(&a.ns, b.overlay_ip, 8080, ALLOWED_PORT)?,
+        "policy allows 8080"
+    );
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap capture failed: {lines:#?}");
+    assert_readable(&remote)?;
+
+    let a_guid = &landscape.app("appA").guid;
+    let tag = landscape.tag("appA").context("appA has a tag")?;
+    let named = format!("c2c: tag {tag:#06x} src app appA ({a_guid})");
+    let rows = rows(&remote)?;
+    for origin in landscape
+        .cells
+        .iter()
+        .map(pcap_tests::landscape::Cell::origin)
+    {
+        ensure!(
+            rows.iter()
+                .any(|r| r.interface.starts_with(&format!("{origin}/"))
+                    && r.comment.contains(&named)),
+            "{origin}: no packet says {named}: {rows:#?}"
+        );
+    }
+    check_names(&remote, "appA", "appB")
 }
 
 /// Per cell, the API's packets of both connections, with their comments,
@@ -261,11 +335,10 @@ fn compare(
     Ok(())
 }
 
-/// Wireshark names both overlay IPs from the merged file's name records:
-/// appA's from its tag's source on either cell, appB's from cell-1's store.
-fn check_names(landscape: &Landscape, remote: &Path) -> anyhow::Result<()> {
-    let a_guid = &landscape.app("appA").guid;
-    let b_guid = &landscape.app("appB").guid;
+/// Wireshark names both overlay IPs from the merged file's name records
+/// (`a`, `b`): appA's from its tag's source on either cell, appB's from
+/// cell-1's store.
+fn check_names(remote: &Path, a: &str, b: &str) -> anyhow::Result<()> {
     let names = tshark(&[
         "-r",
         remote.to_str().context("utf-8 path")?,
@@ -283,7 +356,8 @@ fn check_names(landscape: &Landscape, remote: &Path) -> anyhow::Result<()> {
     ensure!(
         names
             .iter()
-            .any(|r| r.first() == Some(a_guid) && r.get(1) == Some(b_guid)),
+            .any(|r| r.first().map(String::as_str) == Some(a)
+                && r.get(1).map(String::as_str) == Some(b)),
         "names {names:#?}"
     );
     Ok(())
