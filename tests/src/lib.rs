@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_call;
+pub mod agent_capture;
 pub mod bosh;
 pub mod captures;
 pub mod cluster;

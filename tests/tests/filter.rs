@@ -7,25 +7,16 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
+    TempDir, agent_capture,
     captures::{self, Packet},
     netns::{Netns, Pair},
-    process::{Running, agent_run, binary, wait_until},
+    process::{Running, agent_run, wait_until},
 };
-
-fn agent_command(ns: &Netns) -> Command {
-    let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
-    command.arg("capture");
-    command
-}
 
 /// Starts a capture of `interface` into `file` with `filter` and waits until it listens.
 fn capture(ns: &Netns, interface: &str, file: &Path, filter: &[&str]) -> anyhow::Result<Running> {
-    let mut command = agent_command(ns);
-    command.args(["-i", interface, "-w"]).arg(file).args(filter);
-    let mut running = Running::spawn(&mut command)?;
-    running.wait_for("listening on", 1)?;
-    Ok(running)
+    let file = file.to_str().expect("utf-8 path");
+    agent_capture::start(ns, &[&["-i", interface, "-w", file], filter].concat())
 }
 
 /// What `tcpdump -r FILE EXPR` keeps of a capture file.
@@ -267,7 +258,7 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
     let from_file = dir.join("from-file.pcapng");
     let none = dir.join("none.pcapng");
     let every = dir.join("every.pcapng");
-    let mut command = agent_command(&pair.a);
+    let mut command = agent_capture::command(&pair.a);
     command
         .args(["-i", "veth0", "-w"])
         .arg(&from_file)

@@ -8,34 +8,13 @@ use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
 use pcap_tests::{
     TempDir,
+    agent_capture::{self, start as agent, within},
     captures::{self, Capture, Direction, Packet},
     netns::{Netns, Pair},
     now_ns,
     process::{Running, agent_run, binary, stat, wait_until},
     reference::{assert_readable, sync_references, tcpdump},
 };
-
-/// Starts `pcap-agent capture` in `ns` and waits until it listens on every interface.
-fn agent(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
-    let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
-    command.arg("capture").args(args);
-    let mut running = Running::spawn(&mut command)?;
-    let interfaces = args.iter().filter(|a| **a == "-i").count();
-    running.wait_for("listening on", interfaces)?;
-    Ok(running)
-}
-
-/// The packets stamped within `from..=to`, in time order: packets handled on
-/// two CPUs can reach a capture (ours or tcpdump's) out of order.
-fn within(packets: &[Packet], from: u64, to: u64) -> Vec<Packet> {
-    let mut packets: Vec<Packet> = packets
-        .iter()
-        .filter(|p| (from..=to).contains(&p.unix_ns))
-        .cloned()
-        .collect();
-    packets.sort_by_key(|p| p.unix_ns);
-    packets
-}
 
 /// Ours must equal tcpdump's, packet for packet, byte for byte.
 fn assert_same(ours: &[Packet], reference: &[Packet], direction: Direction) -> anyhow::Result<()> {
@@ -541,19 +520,14 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
         "the redirect stopped working ({ifb_packets} packets on the IFB)"
     );
     // On kernels without TCX the clsact fallback refuses egress here, with a clear error.
-    let fallback = Running::spawn(
-        pair.a
-            .command(binary("pcap-agent").to_str().expect("utf-8"))
-            .args([
-                "capture",
-                "-i",
-                "veth0",
-                "--attach",
-                "tc",
-                "-w",
-                "/dev/null",
-            ]),
-    )?;
+    let fallback = Running::spawn(agent_capture::command(&pair.a).args([
+        "-i",
+        "veth0",
+        "--attach",
+        "tc",
+        "-w",
+        "/dev/null",
+    ]))?;
     let (status, lines) = fallback.wait()?;
     ensure!(
         !status.success() && lines.iter().any(|l| l.contains("`ingress` qdisc")),

@@ -12,11 +12,12 @@ use std::{
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
+    agent_capture::{self, within},
     bosh::workspace_root,
     captures::{self, Direction, Packet},
     netns::{Netns, Pair},
     now_ns,
-    process::{Running, agent_run, binary},
+    process::{agent_run, binary},
     reference::{assert_readable, sync_references, tcpdump},
 };
 
@@ -226,31 +227,23 @@ fn read_refuses_what_does_not_apply() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The packets stamped within `from..=to`, in time order.
-fn within(packets: &[Packet], from: u64, to: u64) -> Vec<Packet> {
-    let mut packets: Vec<Packet> = packets
-        .iter()
-        .filter(|p| (from..=to).contains(&p.unix_ns))
-        .cloned()
-        .collect();
-    packets.sort_by_key(|p| p.unix_ns);
-    packets
-}
-
 /// `-Q DIRECTION` on veth1 against `tcpdump -Q DIRECTION` on the same traffic.
 fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
     let pair = Pair::new(&format!("q{direction}"))?;
     pair.disable_ipv6()?;
     let dir = TempDir::new("direction")?;
     let (ours_file, theirs_file) = (dir.join("ours.pcapng"), dir.join("theirs.pcap"));
-    let mut command = pair
-        .b
-        .command(binary("pcap-agent").to_str().expect("utf-8 path"));
-    command
-        .args(["capture", "-i", "veth1", "-Q", direction, "-w"])
-        .arg(&ours_file);
-    let mut ours = Running::spawn(&mut command)?;
-    ours.wait_for("listening on", 1)?;
+    let ours = agent_capture::start(
+        &pair.b,
+        &[
+            "-i",
+            "veth1",
+            "-Q",
+            direction,
+            "-w",
+            ours_file.to_str().expect("utf-8"),
+        ],
+    )?;
     // Only the hook of that direction is attached.
     let expected = if direction == "in" {
         "pcap_ingress"
