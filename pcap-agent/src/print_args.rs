@@ -6,6 +6,10 @@ use pcap_format::summary::{Dump, Options, TimeFormat};
 
 /// `-e`, `-v`, `-x`/`-X`/`-A`, `-t`, `-S`, `-#`, `-l`, `-U`, as tcpdump.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one bool per tcpdump flag, as clap parses them"
+)]
 pub struct PrintArgs {
     /// Print the link-level header (MAC addresses, ether type, VLAN tags).
     #[arg(short = 'e')]

@@ -9,10 +9,6 @@ const ETHERTYPE_IP: u16 = 0x0800;
 const ETHERTYPE_TRAIL: u16 = 0x1000;
 
 /// `arp_print`: `length` bytes on the wire after the link-layer header.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one function per tcpdump printer, in its order, to compare them line by line"
-)]
 pub(super) fn arp_print(nd: &mut Nd<'_>, ap: &[u8], length: usize) -> Result {
     nd.protocol = "arp";
     bytes_at(ap, 0, 8)?;

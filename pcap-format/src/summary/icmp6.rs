@@ -387,6 +387,10 @@ fn mldv2_records(nd: &mut Nd<'_>, dp: &[u8], len: usize, groups: u16) -> Result 
 /// `icmp6_opt_print`: the neighbor discovery options from byte `from`
 /// of a `length`-byte message. The inner result is tcpdump's `trunc`
 /// label (`Err(())`).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one function per tcpdump printer, in its order, to compare them line by line"
+)]
 fn options(
     nd: &mut Nd<'_>,
     dp: &[u8],
