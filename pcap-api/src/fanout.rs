@@ -7,15 +7,20 @@
 //! then reads nothing from its agent, so HTTP/2 flow control holds the agent
 //! back and its byte-budgeted send queue drops (and counts) packets.
 
-use std::{error::Error as _, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    error::Error as _,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use hyper_util::rt::TokioIo;
 use pcap_proto::{
     tls::{ClientTlsFailure, FailureSlot, KeyPair, TlsError, Watched},
     v1::{
-        AgentRequest, AgentStart, CaptureResponse, ConnectionError, Event, InstanceUnavailable,
-        StartFailed, StopCapture, agent_client::AgentClient, agent_request,
-        capture_response::Payload, event,
+        AgentRequest, AgentStart, CaptureOptions, CaptureResponse, ConnectionError, Disconnected,
+        Event, InstanceUnavailable, OriginDescription, Reconnected, StartFailed, StopCapture,
+        agent_client::AgentClient, agent_request, capture_response::Payload, event,
     },
 };
 use tokio::{
@@ -31,8 +36,9 @@ use tonic::{
 };
 
 use crate::{
+    auth::User,
     config,
-    limits::{AgentSlot, LimitError},
+    limits::{AgentSlot, Concurrency, LimitError},
     resolve::AgentEndpoint,
     stop::{Stop, StopLevel},
 };
@@ -101,6 +107,25 @@ pub struct AgentTask {
     pub start: AgentStart,
     /// Held until the task ends.
     pub slot: AgentSlot,
+    /// When set, a connection that breaks after the capture started (or an
+    /// agent that ends its capture by itself: it restarted) is made again
+    /// once the agent is back, until this reaches `Drain` (the instance is
+    /// gone) or the capture stops; the gap is told as `Reconnected`.
+    pub reconnect: Option<Stop>,
+}
+
+/// The first wait before connecting again to an agent whose connection
+/// broke, doubled after each failed attempt up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How one connection to an agent ended.
+enum Attempt {
+    /// For good: the capture ended, or a failure was told to the session.
+    Done,
+    /// The connection broke after the capture had started (or the agent
+    /// ended it by itself); the message says how.
+    Lost(String),
 }
 
 /// Runs `task` until the agent ends or `stop` reaches `Abort` (then the
@@ -215,34 +240,111 @@ impl Agent<'_> {
         )
     }
 
+    /// Captures on the agent; when the connection is lost and the task
+    /// reconnects, again and again until the capture or the instance ends.
     async fn capture(&self) {
+        let began = Instant::now();
+        let mut attempt = self.first_attempt(began).await;
+        while let Attempt::Lost(message) = attempt {
+            let Some(retire) = &self.task.reconnect else {
+                let kind = event::Kind::ConnectionError(ConnectionError {});
+                return self.outbox.event(kind, message).await;
+            };
+            let lost_at = SystemTime::now();
+            let kind = event::Kind::Disconnected(Disconnected {});
+            self.outbox.event(kind, message).await;
+            let Some(channel) = self.reconnect(retire, began).await else {
+                return;
+            };
+            attempt = self.attempt(channel, began, Some(lost_at)).await;
+        }
+    }
+
+    /// Connects again with growing pauses until the agent answers; `None`
+    /// when the capture stops, the instance is retired or the capture's
+    /// duration has passed first.
+    async fn reconnect(&self, retire: &Stop, began: Instant) -> Option<Channel> {
+        let mut pause = RECONNECT_FIRST;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.stop.reached(StopLevel::Drain) => return None,
+                () = retire.reached(StopLevel::Drain) => return None,
+            }
+            if self.remaining_ms(began) == Some(0) {
+                return None;
+            }
+            match self.connect().await {
+                Ok(channel) => return Some(channel),
+                Err(message) => tracing::debug!(origin = self.task.origin, "{message}"),
+            }
+            pause = (pause * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// What is left of the capture's duration, when it has one.
+    fn remaining_ms(&self, began: Instant) -> Option<u64> {
+        let asked = self.duration_ms()?;
+        let spent = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Some(asked.saturating_sub(spent))
+    }
+
+    fn duration_ms(&self) -> Option<u64> {
+        self.task
+            .start
+            .options
+            .as_ref()
+            .and_then(|o| o.limits)
+            .and_then(|l| l.duration_ms)
+    }
+
+    async fn first_attempt(&self, began: Instant) -> Attempt {
         let channel = tokio::select! {
             channel = self.connect() => channel,
             () = self.stop.reached(StopLevel::Drain) => Err(format!(
                 "the capture stopped before {} was reached", self.name()
             )),
         };
-        let channel = match channel {
-            Ok(channel) => channel,
+        match channel {
+            Ok(channel) => self.attempt(channel, began, None).await,
             Err(message) => {
                 let kind = event::Kind::InstanceUnavailable(InstanceUnavailable {});
-                return self.outbox.event(kind, message).await;
+                self.outbox.event(kind, message).await;
+                Attempt::Done
             }
-        };
+        }
+    }
+
+    /// Starts the capture on `channel` (for what is left of its duration)
+    /// and forwards what the agent sends. `lost_at`: this connects again
+    /// after a connection lost then.
+    async fn attempt(
+        &self,
+        channel: Channel,
+        began: Instant,
+        lost_at: Option<SystemTime>,
+    ) -> Attempt {
         let start_deadline = Instant::now() + self.connector.start_timeout;
+        let mut start = self.task.start.clone();
+        let remaining = self.remaining_ms(began);
+        if lost_at.is_some()
+            && let (Some(ms), Some(limits)) = (
+                remaining,
+                start.options.as_mut().and_then(|o| o.limits.as_mut()),
+            )
+        {
+            if ms == 0 {
+                return Attempt::Done;
+            }
+            limits.duration_ms = Some(ms);
+        }
         // The API's own deadline: an agent that neither ends its stream nor
         // breaks the connection is not waited for past the duration asked.
-        let end_deadline = self
-            .task
-            .start
-            .options
-            .as_ref()
-            .and_then(|o| o.limits)
-            .and_then(|l| l.duration_ms)
-            .map(|ms| start_deadline + Duration::from_millis(ms) + END_GRACE);
+        let end_deadline =
+            remaining.map(|ms| start_deadline + Duration::from_millis(ms) + END_GRACE);
         let (requests, request_stream) = mpsc::channel(2);
         let start = AgentRequest {
-            operation: Some(agent_request::Operation::Start(self.task.start.clone())),
+            operation: Some(agent_request::Operation::Start(start)),
         };
         requests
             .try_send(start)
@@ -257,9 +359,10 @@ impl Agent<'_> {
             let _ = requests.send(stop).await;
             std::future::pending::<()>().await;
         };
+        let deadlines = (start_deadline, end_deadline);
         tokio::select! {
-            () = self.receive(channel, ReceiverStream::new(request_stream), start_deadline, end_deadline) => {}
-            () = send_stop => {}
+            attempt = self.receive(channel, ReceiverStream::new(request_stream), deadlines, lost_at) => attempt,
+            () = send_stop => Attempt::Done,
         }
     }
 
@@ -306,21 +409,30 @@ impl Agent<'_> {
 
     /// Starts the capture and forwards what the agent sends until its
     /// stream ends. Before `capture_started`, the start deadline applies;
-    /// after it, the end deadline (when the capture has a duration).
+    /// after it, the end deadline (when the capture has a duration). After
+    /// a lost connection (`lost_at`), the agent's `capture_started` becomes
+    /// `Reconnected` with the gap.
     async fn receive(
         &self,
         channel: Channel,
         requests: ReceiverStream<AgentRequest>,
-        start_deadline: Instant,
-        end_deadline: Option<Instant>,
-    ) {
+        (start_deadline, end_deadline): (Instant, Option<Instant>),
+        lost_at: Option<SystemTime>,
+    ) -> Attempt {
         let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut responses = match timeout_at(start_deadline, client.capture(requests)).await {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return self.refused(&status).await,
-            Err(_) => return self.start_timed_out().await,
+            Ok(Err(status)) => {
+                self.refused(&status).await;
+                return Attempt::Done;
+            }
+            Err(_) => {
+                self.start_timed_out().await;
+                return Attempt::Done;
+            }
         };
         let mut started = false;
+        let mut limit_reached = false;
         loop {
             let deadline = if started {
                 end_deadline
@@ -330,8 +442,14 @@ impl Agent<'_> {
             let next = match deadline {
                 Some(deadline) => match timeout_at(deadline, responses.message()).await {
                     Ok(next) => next,
-                    Err(_) if started => return self.overran().await,
-                    Err(_) => return self.start_timed_out().await,
+                    Err(_) if started => {
+                        self.overran().await;
+                        return Attempt::Done;
+                    }
+                    Err(_) => {
+                        self.start_timed_out().await;
+                        return Attempt::Done;
+                    }
                 },
                 None => responses.message().await,
             };
@@ -339,41 +457,76 @@ impl Agent<'_> {
                 Ok(Some(CaptureResponse {
                     payload: Some(payload),
                 })) => {
-                    started |= matches!(
-                        &payload,
-                        Payload::Event(Event {
-                            kind: Some(event::Kind::CaptureStarted(_)),
-                            ..
-                        })
-                    );
-                    let Some(payload) = stamp_origin(payload, self.task.origin) else {
+                    let is = |wanted: fn(&event::Kind) -> bool| matches!(&payload, Payload::Event(Event { kind: Some(k), .. }) if wanted(k));
+                    let now_started = is(|k| matches!(k, event::Kind::CaptureStarted(_)));
+                    started |= now_started;
+                    limit_reached |= is(|k| matches!(k, event::Kind::LimitReached(_)));
+                    let payload = match lost_at {
+                        Some(lost_at) if now_started => Some(self.reconnected(lost_at)),
+                        _ => stamp_origin(payload, self.task.origin),
+                    };
+                    let Some(payload) = payload else {
                         continue;
                     };
                     if !self.outbox.send(FromAgent::Payload(payload)).await {
-                        return;
+                        return Attempt::Done;
                     }
                 }
                 Ok(Some(CaptureResponse { payload: None })) => {}
-                Ok(None) if started => return,
+                Ok(None) if started => {
+                    // Neither asked to stop nor at a limit: the agent went
+                    // away by itself (SIGTERM from monit, a cell update).
+                    let by_itself = self.task.reconnect.is_some()
+                        && self.stop.level() == StopLevel::Running
+                        && !limit_reached;
+                    return if by_itself {
+                        Attempt::Lost(format!("{} ended the capture by itself", self.name()))
+                    } else {
+                        Attempt::Done
+                    };
+                }
                 Ok(None) => {
                     let kind = event::Kind::StartFailed(StartFailed {
                         code: Code::Unknown as i32,
                     });
                     let message = format!("{} ended its stream before capturing", self.name());
-                    return self.outbox.event(kind, message).await;
+                    self.outbox.event(kind, message).await;
+                    return Attempt::Done;
                 }
                 Err(status) if started => {
-                    let kind = event::Kind::ConnectionError(ConnectionError {});
-                    let message = format!(
+                    return Attempt::Lost(format!(
                         "the connection to {} broke: {}",
                         self.name(),
                         describe(&status)
-                    );
-                    return self.outbox.event(kind, message).await;
+                    ));
                 }
-                Err(status) => return self.refused(&status).await,
+                Err(status) => {
+                    self.refused(&status).await;
+                    return Attempt::Done;
+                }
             }
         }
+    }
+
+    /// `Reconnected` in place of the agent's `capture_started` after a
+    /// lost connection: how long nothing was captured, and when.
+    fn reconnected(&self, lost_at: SystemTime) -> Payload {
+        let now = SystemTime::now();
+        let gap = now.duration_since(lost_at).unwrap_or_default();
+        let time = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).format("%H:%M:%S%.3f");
+        Payload::Event(Event {
+            origin: Some(self.task.origin),
+            message: format!(
+                "{} is back; nothing was captured for {:.1}s, from {} to {} UTC",
+                self.name(),
+                gap.as_secs_f64(),
+                time(lost_at),
+                time(now)
+            ),
+            kind: Some(event::Kind::Reconnected(Reconnected {
+                gap_ns: u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX),
+            })),
+        })
     }
 
     /// The agent answered the start with an error: a TLS refusal (named),
@@ -444,6 +597,122 @@ impl Agent<'_> {
             self.connector.start_timeout.as_secs_f64()
         );
         self.outbox.event(kind, message).await;
+    }
+}
+
+/// Starts the agent tasks of one capture. The origins of the capture on
+/// one agent (instances of an app on one cell) share one concurrency slot,
+/// held until the capture ends; an agent over its limit gets a start
+/// failure instead of a task.
+pub struct Launcher {
+    connector: Arc<Connector>,
+    concurrency: Concurrency,
+    user_key: String,
+    user_name: String,
+    stop: Stop,
+    to_session: mpsc::Sender<AgentMessage>,
+    slots: HashMap<String, Result<AgentSlot, LimitError>>,
+}
+
+impl Launcher {
+    pub fn new(
+        connector: Arc<Connector>,
+        concurrency: Concurrency,
+        user: &User,
+        stop: Stop,
+        to_session: mpsc::Sender<AgentMessage>,
+    ) -> Self {
+        Self {
+            connector,
+            concurrency,
+            user_key: user.key(),
+            user_name: user.name.clone(),
+            stop,
+            to_session,
+            slots: HashMap::new(),
+        }
+    }
+
+    /// The capture's stop signal.
+    pub fn stop(&self) -> &Stop {
+        &self.stop
+    }
+
+    /// The session's channel, for what the capture's other tasks tell it.
+    pub fn to_session(&self) -> &mpsc::Sender<AgentMessage> {
+        &self.to_session
+    }
+
+    /// Announces a new origin mid-stream: the session forwards its
+    /// description to the client before anything else of it.
+    pub async fn announce(&self, origin: u32, endpoint: &AgentEndpoint) {
+        let description = OriginDescription {
+            id: origin,
+            name: endpoint.origin.clone(),
+            address: endpoint.address.clone(),
+        };
+        let _ = self
+            .to_session
+            .send(AgentMessage {
+                origin,
+                body: FromAgent::Payload(Payload::Origin(description)),
+            })
+            .await;
+    }
+
+    /// Starts `endpoint` as `origin` with `options` (an unavailable one
+    /// is told as such, one over its agent's limit is refused). Returns
+    /// whether a task started.
+    pub async fn launch(
+        &mut self,
+        origin: u32,
+        endpoint: &AgentEndpoint,
+        options: &CaptureOptions,
+        reconnect: Option<Stop>,
+    ) -> bool {
+        if let Some(reason) = &endpoint.unavailable {
+            for message in unavailable(origin, reason) {
+                let _ = self.to_session.send(message).await;
+            }
+            return false;
+        }
+        let slot = self
+            .slots
+            .entry(endpoint.address.clone())
+            .or_insert_with(|| {
+                self.concurrency
+                    .start_on_agent(&self.user_key, &self.user_name, &endpoint.address)
+            })
+            .clone();
+        match slot {
+            Ok(slot) => {
+                let task = AgentTask {
+                    origin,
+                    endpoint: endpoint.clone(),
+                    start: AgentStart {
+                        compatibility_level: pcap_proto::COMPATIBILITY_LEVEL,
+                        origin,
+                        options: Some(options.clone()),
+                        container: endpoint.container.clone(),
+                    },
+                    slot,
+                    reconnect,
+                };
+                tokio::spawn(run(
+                    Arc::clone(&self.connector),
+                    task,
+                    self.stop.clone(),
+                    self.to_session.clone(),
+                ));
+                true
+            }
+            Err(limit) => {
+                for message in refused_by_limit(origin, &limit) {
+                    let _ = self.to_session.send(message).await;
+                }
+                false
+            }
+        }
     }
 }
 

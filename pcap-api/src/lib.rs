@@ -19,6 +19,7 @@ pub mod bosh;
 pub mod cf;
 pub mod config;
 pub mod fanout;
+pub mod follow;
 pub mod health;
 pub mod limits;
 pub mod merge;

@@ -106,6 +106,40 @@ pub trait Resolver: Send + Sync {
     /// The agents of `target`, as `user` may capture them.
     async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError>;
     async fn status(&self) -> ResolverStatus;
+    /// For targets whose instances change while they are captured (Cloud
+    /// Foundry apps): how often to ask for them again (`follow`).
+    fn follow_every(&self, _target: &Target) -> Option<std::time::Duration> {
+        None
+    }
+    /// The target's instances now, each with its state, for `follow`:
+    /// resolved and authorized for `user` exactly as [`Resolver::resolve`]
+    /// does.
+    async fn instances(
+        &self,
+        _user: &User,
+        _target: &Target,
+    ) -> Result<Vec<Instance>, ResolveError> {
+        Err(ResolveError::Unsupported(
+            "this target's instances cannot be followed".to_owned(),
+        ))
+    }
+}
+
+/// One instance of a followed target (an app instance), as its platform
+/// reports it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The instance index (`my-app/2` is index 2).
+    pub index: u32,
+    /// The platform's state: `RUNNING`, `CRASHED`, `DOWN`, `STOPPING`...
+    pub state: String,
+    /// Its GUID (Diego's instance GUID), whatever its state, when known.
+    pub guid: Option<String>,
+    /// Why it is not running, in the platform's words, when it says.
+    pub details: Option<String>,
+    /// The agent that captures it, named `APP/INDEX`; `unavailable` when it
+    /// does not run, `container` (with its instance GUID) when it does.
+    pub endpoint: AgentEndpoint,
 }
 
 /// A readable name for a target, for logs.
@@ -283,6 +317,7 @@ mod tests {
                 app_guid: "g".into(),
                 process_type: process.into(),
                 instances: instances.to_vec(),
+                follow: false,
             })),
         };
         assert_eq!(describe(Some(&app("", &[]))), "cf:g/web");

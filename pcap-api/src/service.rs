@@ -9,8 +9,8 @@ use pcap_proto::{
     options::{self, Limits},
     tls::TlsError,
     v1::{
-        AgentStart, CaptureOptions, CaptureRequest, CaptureResponse, OriginDescription,
-        StartCapture, StatusRequest, StatusResponse, api_server::Api, capture_request,
+        CaptureOptions, CaptureRequest, CaptureResponse, OriginDescription, StartCapture,
+        StatusRequest, StatusResponse, Target, api_server::Api, capture_request,
         capture_response::Payload,
     },
 };
@@ -24,8 +24,9 @@ use crate::{
     auth::{self, AuthError, Authenticator, Chain, StaticTokens, User},
     bosh,
     config::{self, Config},
-    fanout::{self, AgentTask, Connector},
-    limits::{AgentSlot, CaptureSlot, Concurrency, LimitError, Maxima},
+    fanout::{Connector, Launcher},
+    follow,
+    limits::{CaptureSlot, Concurrency, LimitError, Maxima},
     merge::Merger,
     resolve::{self, AgentEndpoint, ResolveError, Resolved, Resolver, StaticResolver},
     session::{self, GlobalLimits, Session, Summary},
@@ -396,6 +397,7 @@ impl ApiService {
         Ok(Capture {
             user,
             target: resolve::describe(Some(&target)),
+            wire_target: target,
             options,
             limits,
             resolved,
@@ -409,6 +411,8 @@ impl ApiService {
 struct Capture {
     user: User,
     target: String,
+    /// The target as asked, for following its instances.
+    wire_target: Target,
     options: CaptureOptions,
     /// `options`' limits, checked.
     limits: Limits,
@@ -482,15 +486,23 @@ impl Capture {
         } else {
             &[]
         };
+        let launcher = Launcher::new(
+            Arc::clone(&shared.connector),
+            shared.concurrency.clone(),
+            &self.user,
+            stop.clone(),
+            to_session,
+        );
         // The session runs while agents start: it drains their messages.
         let ((), summary) = tokio::join!(
             start_agents(
                 agents,
-                &self.user,
+                launcher,
                 &agent_options,
+                &self.user,
+                &self.wire_target,
                 &shared,
-                &stop,
-                to_session
+                began
             ),
             session.run(from_agents),
         );
@@ -566,64 +578,45 @@ impl Capture {
     }
 }
 
-/// Spawns one task per agent, numbered in order. An agent over its
-/// concurrency limit gets a start failure instead. The origins of this
-/// capture on one agent (instances of an app on one cell) share one slot.
+/// Starts one task per agent, numbered in order, then, for a target whose
+/// instances change (an app), watches them until the capture ends: changes
+/// are told, and with `follow` new instances started.
 async fn start_agents(
     agents: &[AgentEndpoint],
-    user: &User,
+    mut launcher: Launcher,
     options: &CaptureOptions,
+    user: &User,
+    target: &Target,
     shared: &Shared,
-    stop: &Stop,
-    to_session: mpsc::Sender<fanout::AgentMessage>,
+    began: Instant,
 ) {
-    let user_key = user.key();
-    let mut slots: std::collections::HashMap<&str, Result<AgentSlot, LimitError>> =
-        std::collections::HashMap::new();
+    let follow = follow::wanted(target);
+    let mut retire = Vec::new();
     for (id, endpoint) in agents.iter().enumerate() {
-        let origin = id as u32;
-        if let Some(reason) = &endpoint.unavailable {
-            for message in fanout::unavailable(origin, reason) {
-                let _ = to_session.send(message).await;
-            }
-            continue;
-        }
-        let slot = slots
-            .entry(endpoint.address.as_str())
-            .or_insert_with(|| {
-                shared
-                    .concurrency
-                    .start_on_agent(&user_key, &user.name, &endpoint.address)
-            })
-            .clone();
-        match slot {
-            Ok(slot) => {
-                let task = AgentTask {
-                    origin,
-                    endpoint: endpoint.clone(),
-                    start: AgentStart {
-                        compatibility_level: COMPATIBILITY_LEVEL,
-                        origin,
-                        options: Some(options.clone()),
-                        container: endpoint.container.clone(),
-                    },
-                    slot,
-                };
-                let connector = Arc::clone(&shared.connector);
-                tokio::spawn(fanout::run(
-                    connector,
-                    task,
-                    stop.clone(),
-                    to_session.clone(),
-                ));
-            }
-            Err(limit) => {
-                for message in fanout::refused_by_limit(origin, &limit) {
-                    let _ = to_session.send(message).await;
-                }
-            }
-        }
+        let reconnect = follow.then(Stop::default);
+        launcher
+            .launch(id as u32, endpoint, options, reconnect.clone())
+            .await;
+        retire.push(reconnect);
     }
+    let resolver = shared.resolvers.iter().find(|r| r.accepts(target));
+    let Some((resolver, every)) = resolver.and_then(|r| Some((r, r.follow_every(target)?))) else {
+        return;
+    };
+    if agents.is_empty() {
+        return;
+    }
+    let watch = follow::Follow {
+        resolver: resolver.as_ref(),
+        user,
+        target,
+        every,
+        follow,
+        options: options.clone(),
+        began,
+        stop: launcher.stop().clone(),
+    };
+    watch.run(launcher, agents, retire).await;
 }
 
 /// Turns what the client does into the capture's stop level: `stop` or a

@@ -161,6 +161,13 @@ impl Session {
     }
 
     async fn on_agent(&mut self, message: AgentMessage) -> Result<(), ClientGone> {
+        // An origin announced mid-stream (`follow`): known from now on.
+        if let FromAgent::Payload(Payload::Origin(origin)) = &message.body
+            && origin.id as usize >= self.origins.len()
+        {
+            self.origins
+                .resize_with(origin.id as usize + 1, Origin::default);
+        }
         let Some(origin) = self.origins.get_mut(message.origin as usize) else {
             return Ok(());
         };

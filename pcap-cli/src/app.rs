@@ -46,6 +46,13 @@ pub struct AppArgs {
     #[arg(long, value_name = "TYPE", default_value = "web")]
     process: String,
 
+    /// Follow the app: also capture instances that start during the
+    /// capture (a scale-up, a restart, a move to another cell), each as a
+    /// new interface `APP/INDEX#N`, and reconnect when a cell's agent
+    /// restarts (the gap is reported).
+    #[arg(long)]
+    follow: bool,
+
     /// The pcap-api to ask; default: Cloud Controller's URL with `api.`
     /// replaced by `pcap.` (https://api.SYS → https://pcap.SYS).
     #[arg(long, env = "PCAP_API", value_name = "URL")]
@@ -83,6 +90,7 @@ impl AppArgs {
             app_guid: app_guid.to_owned(),
             process_type: self.process.clone(),
             instances: self.instances.clone(),
+            follow: self.follow,
         });
         self.flags.start_request(target, &[])
     }

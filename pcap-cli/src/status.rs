@@ -155,7 +155,11 @@ impl Report {
             }
             event::Kind::CaptureStarted(_) => progress.state = State::Started,
             event::Kind::CaptureStopped(_) => progress.state = State::Stopped,
-            event::Kind::ConnectionError(_) => progress.state = State::Lost,
+            event::Kind::ConnectionError(_) | event::Kind::Disconnected(_) => {
+                progress.state = State::Lost;
+            }
+            event::Kind::Reconnected(_) => progress.state = State::Started,
+            event::Kind::InstanceChanged(_) => {}
             event::Kind::Congested(congested) => progress.congested += congested.dropped,
             event::Kind::LimitReached(_) => {}
         }
@@ -357,7 +361,42 @@ fn describe_event(
             "{}: connection lost{because}; its statistics will be missing",
             with_address.as_deref().unwrap_or("an origin")
         ),
+        event::Kind::Disconnected(_) => format!(
+            "{}: connection lost{because}; capturing again when its agent is back",
+            with_address.as_deref().unwrap_or("an origin")
+        ),
+        event::Kind::Reconnected(reconnected) => about(&format!(
+            "capturing again after a gap of {:.1}s (packets of that time are missing){because}",
+            Duration::from_nanos(reconnected.gap_ns).as_secs_f64()
+        )),
+        event::Kind::InstanceChanged(changed) => {
+            about(&describe_instance_change(changed, origins, &because))
+        }
     })
+}
+
+/// "instance crashed; now captured as my-app/1#1: ...", for an origin.
+fn describe_instance_change(
+    changed: &pcap_proto::v1::InstanceChanged,
+    origins: &Origins,
+    because: &str,
+) -> String {
+    use pcap_proto::v1::InstanceChange;
+    let what = match changed.change() {
+        InstanceChange::Stopped => "instance stopped",
+        InstanceChange::Crashed => "instance crashed",
+        InstanceChange::Restarted => "instance restarted",
+        InstanceChange::Moved => "instance moved to another cell",
+        InstanceChange::Added => "new instance, capturing it",
+        InstanceChange::Unspecified => "instance changed",
+    };
+    match changed.successor {
+        Some(successor) if changed.change() != InstanceChange::Added => format!(
+            "{what}; now captured as {}{because}",
+            origins.name(successor)
+        ),
+        _ => format!("{what}{because}"),
+    }
 }
 
 fn stage_explanation(stage: Stage) -> &'static str {

@@ -550,20 +550,76 @@ impl Landscape {
     pub fn start_agents(&mut self, extra: &str) -> anyhow::Result<()> {
         for index in 0..self.cells.len() {
             let config = self.agent_config(index, extra)?;
-            let program = self.bin("pcap-agent");
-            let cell = &mut self.cells[index];
-            let mut command = cell.ns.command(&program);
-            command
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("PCAP_LOG", "info");
-            let mut agent = Running::spawn(&mut command)?;
-            agent
-                .wait_for("listening", 1)
-                .with_context(|| format!("agent of cell-{index}"))?;
-            cell.agent = Some(agent);
+            self.spawn_agent(index, &config)?;
         }
         Ok(())
+    }
+
+    fn spawn_agent(&mut self, index: usize, config: &Path) -> anyhow::Result<()> {
+        let program = self.bin("pcap-agent");
+        let cell = &mut self.cells[index];
+        let mut command = cell.ns.command(&program);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("PCAP_LOG", "info");
+        let mut agent = Running::spawn(&mut command)?;
+        agent
+            .wait_for("listening", 1)
+            .with_context(|| format!("agent of cell-{index}"))?;
+        cell.agent = Some(agent);
+        Ok(())
+    }
+
+    /// Kills cell `index`'s agent with SIGKILL, as a crash does (monit
+    /// restarts it later: [`Landscape::restart_agent`]); its stderr.
+    pub fn kill_agent(&mut self, index: usize) -> anyhow::Result<Vec<String>> {
+        let agent = self.cells[index]
+            .agent
+            .take()
+            .with_context(|| format!("cell-{index} runs no agent"))?;
+        agent.signal(nix::sys::signal::Signal::SIGKILL)?;
+        Ok(agent.wait()?.1)
+    }
+
+    /// Starts cell `index`'s agent again with the configuration it had.
+    pub fn restart_agent(&mut self, index: usize) -> anyhow::Result<()> {
+        let config = self.cells[index].dir.join("agent.toml");
+        self.spawn_agent(index, &config)
+    }
+
+    /// Starts one more container of app `name` on `cell`, with the next
+    /// index, a new instance GUID and the cell's next overlay IP, and
+    /// rewrites the cell's metadata store: what Diego does on a scale-up.
+    /// Its index. (No c2c policy rules are written for it.)
+    pub fn add_instance(&mut self, name: &str, cell: usize) -> anyhow::Result<usize> {
+        anyhow::ensure!(cell < self.cells.len(), "no cell {cell}");
+        let [_, _, c, _] = overlay_base(cell).octets();
+        let last = self
+            .apps
+            .iter()
+            .flat_map(|a| &a.instances)
+            .filter(|i| i.cell == cell)
+            .map(|i| i.overlay_ip.octets()[3])
+            .max()
+            .unwrap_or(2);
+        let overlay_ip = Ipv4Addr::new(10, 255, c, last + 1);
+        let ns = build_container(&self.cells[cell], overlay_ip)?;
+        let app = self
+            .apps
+            .iter_mut()
+            .find(|a| a.name == name)
+            .with_context(|| format!("no app {name} in the landscape"))?;
+        let index = app.instances.len();
+        app.instances.push(Instance {
+            index,
+            instance_guid: instance_guid(name, index),
+            overlay_ip,
+            cell,
+            ns,
+        });
+        self.write_store(cell)?;
+        Ok(index)
     }
 
     /// Writes an API configuration: TLS, the agents' CA and client

@@ -271,6 +271,7 @@ impl Kind {
                 app_guid: app_guid.to_owned(),
                 process_type: String::new(),
                 instances: Vec::new(),
+                follow: false,
             }),
         };
         Target { kind: Some(kind) }

@@ -20,12 +20,13 @@ pub const COMMAND_ENV: &str = "CF_PCAP_COMMAND";
 pub const HELP_TEXT: &str = "Capture the network traffic of an app's instances (pcapng file, stdout, or one line per packet)";
 
 /// `cf help pcap`'s usage line; the command name is substituted.
-const USAGE: &str = "cf COMMAND APP_NAME [--instance 0,2] [--process TYPE] [-w FILE|-] \
+const USAGE: &str = "cf COMMAND APP_NAME [--instance 0,2] [--process TYPE] [--follow] [-w FILE|-] \
 [-s SNAPLEN] [-c COUNT] [--duration SECS] [--max-bytes N] [--store] \
 [--api URL] [--ca FILE] [--insecure] [EXPRESSION]\n\n   \
 cf COMMAND myapp -w app.pcapng\n   \
 cf COMMAND myapp -w - | wireshark -k -i -\n   \
-cf COMMAND myapp --instance 0 -c 100 tcp port 8080";
+cf COMMAND myapp --instance 0 -c 100 tcp port 8080\n   \
+cf COMMAND myapp --follow -w app.pcapng";
 
 /// The Go types of `code.cloudfoundry.org/cli/plugin`'s `PluginMetadata`.
 pub fn metadata_type() -> Type {

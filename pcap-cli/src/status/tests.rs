@@ -244,7 +244,7 @@ fn a_limit_is_told_once() {
     let reached = event::Kind::LimitReached(LimitReached {
         limit: Limit::Duration.into(),
     });
-    report.event(&event(Some(0), "", reached), &origins(), &[]);
+    report.event(&event(Some(0), "", reached.clone()), &origins(), &[]);
     report.event(&event(Some(1), "", reached), &origins(), &[]);
     assert_eq!(report.limits_told, [Limit::Duration]);
 }

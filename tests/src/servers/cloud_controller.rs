@@ -14,8 +14,9 @@
 //! spaces where they hold any role; `cloud_controller.admin`,
 //! `admin_read_only` and `global_auditor` see everything. Errors: 1000
 //! CF-InvalidAuthToken and 10002 CF-NotAuthenticated (401), 10003
-//! CF-NotAuthorized (403), 10010 CF-ResourceNotFound (404). Roles can be
-//! changed while it runs ([`CloudController::remove_role`]).
+//! CF-NotAuthorized (403), 10010 CF-ResourceNotFound (404). Roles and
+//! instances can be changed while it runs ([`CloudController::remove_roles`],
+//! [`CloudController::update_instances`]).
 
 use std::{
     collections::HashMap,
@@ -159,6 +160,9 @@ pub struct CloudController {
     url: String,
     uaa: Arc<Uaa>,
     apps: Vec<CcApp>,
+    /// App GUID → process type → instances, as the stats show them now
+    /// (from `apps`; changed by [`CloudController::update_instances`]).
+    instances: Mutex<HashMap<String, HashMap<String, Vec<CcInstance>>>>,
     roles: Mutex<Vec<CcRole>>,
     /// Requests with a bearer token, answered or refused.
     pub requests: AtomicUsize,
@@ -172,6 +176,11 @@ impl CloudController {
         Self {
             url: url.to_owned(),
             uaa,
+            instances: Mutex::new(
+                apps.iter()
+                    .map(|a| (a.guid.clone(), a.processes.clone()))
+                    .collect(),
+            ),
             apps,
             roles: Mutex::new(roles),
             requests: AtomicUsize::new(0),
@@ -185,6 +194,24 @@ impl CloudController {
             .lock()
             .expect("not poisoned")
             .retain(|r| !(r.user_guid == user_guid && r.space_guid == space_guid));
+    }
+
+    /// Changes the instances of app `app_guid`'s process `process`, as
+    /// Diego would (a scale-up, a crash, a restart, a move): what the next
+    /// stats request shows.
+    pub fn update_instances(
+        &self,
+        app_guid: &str,
+        process: &str,
+        change: impl FnOnce(&mut Vec<CcInstance>),
+    ) {
+        let mut instances = self.instances.lock().expect("not poisoned");
+        let process = instances
+            .entry(app_guid.to_owned())
+            .or_default()
+            .entry(process.to_owned())
+            .or_default();
+        change(process);
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -515,7 +542,8 @@ async fn stats(
         Ok(app) => app,
         Err(response) => return *response,
     };
-    let Some(instances) = app.processes.get(&kind) else {
+    let instances = cc.instances.lock().expect("not poisoned");
+    let Some(instances) = instances.get(&app.guid).and_then(|p| p.get(&kind)) else {
         return not_found("Process");
     };
     let resources: Vec<Value> = instances.iter().map(|i| i.stats(&kind)).collect();

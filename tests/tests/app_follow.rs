@@ -1,0 +1,313 @@
+//! App captures while the app changes: instances that start, crash or
+//! vanish at Cloud Controller during a capture, and an agent that is
+//! killed and restarted. The landscape, Cloud Controller and UAA are those
+//! of `cf_app`; Cloud Controller's process stats change during the test
+//! ([`CloudController::update_instances`]) and the API looks at them every
+//! 2 s (`[cf] follow_interval`, its floor).
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::{collections::HashMap, path::PathBuf, time::Instant};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    captures::{self, Capture},
+    landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
+    pki::Validity,
+    process::Running,
+    reference,
+    servers::{
+        cloud_controller::{CcInstance, CcRole},
+        uaa::UaaUser,
+    },
+    stand_ins::{CF_SCOPES, CfServers},
+};
+
+/// What the CLI prints (not on a terminal) once an origin has attached.
+const STARTED: &str = "capturing on";
+const APP: &str = "my-app";
+
+/// The landscape (two cells, `my-app` with instance 0 on cell 0 and 1 on
+/// cell 1), Cloud Controller and its UAA, and user `dev` (a space
+/// developer) logged in.
+struct Cf {
+    // Dropped first: the servers go before the namespaces.
+    servers: CfServers,
+    landscape: Landscape,
+    home: PathBuf,
+    dir: TempDir,
+}
+
+impl Cf {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(tag)?;
+        let mut landscape = Landscape::builder()
+            .cells(2)
+            .app(AppSpec::new(APP, &[0, 1]))
+            .build(&dir)?;
+        let tls = landscape
+            .pki
+            .ca
+            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
+        let users = vec![UaaUser::new("dev", "p", &CF_SCOPES)];
+        let roles = vec![CcRole::new(
+            "space_developer",
+            "user-dev",
+            &space_guid("dev"),
+            &org_guid("org"),
+        )];
+        let servers = CfServers::start(&landscape, &tls, &dir, users, landscape.cc_apps(), roles)?;
+        servers.start_agents_and_api(&mut landscape, "follow_interval = 2.0")?;
+        let home = dir.join("home-dev");
+        write_cf_config(
+            &home,
+            &servers.cc_url,
+            servers.uaa.url(),
+            &servers.uaa.access_token("dev", "cf", 3600)?,
+            &servers.uaa.refresh_token("dev", "cf")?,
+        )?;
+        Ok(Self {
+            servers,
+            landscape,
+            home,
+            dir,
+        })
+    }
+
+    /// `pcap app my-app ARGS -w FILE icmp`, started; the file.
+    fn capture(&self, name: &str, args: &[&str]) -> anyhow::Result<(Running, PathBuf)> {
+        let file = self.dir.join(name);
+        let mut command = self.landscape.pcap_app(&self.home);
+        command
+            .env("HOME", &*self.dir)
+            .arg(APP)
+            .args(args)
+            .arg("-w")
+            .arg(&file)
+            .arg("icmp");
+        Ok((Running::spawn(&mut command)?, file))
+    }
+
+    /// Pings the cell's gateway from instance `index` of the app, 100 +
+    /// 100 × index bytes of payload (so each instance's packets have their
+    /// own size).
+    fn ping_from(&self, index: usize) -> anyhow::Result<()> {
+        let instance = &self.landscape.app(APP).instances[index];
+        instance.ns.sh(&format!(
+            "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
+            100 + 100 * index
+        ))?;
+        Ok(())
+    }
+
+    /// Changes my-app's web instances at Cloud Controller.
+    fn update(&self, change: impl FnOnce(&mut Vec<CcInstance>)) {
+        let guid = &self.landscape.app(APP).guid;
+        self.servers.cc.update_instances(guid, "web", change);
+    }
+}
+
+/// Packet sizes per origin (the interface name before its last `/`).
+fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
+    let mut by_origin: HashMap<String, Vec<usize>> = HashMap::new();
+    for packet in &capture.packets {
+        let interface = packet.interface.clone().unwrap_or_default();
+        let origin = interface
+            .rsplit_once('/')
+            .map_or(interface.as_str(), |(origin, _)| origin)
+            .to_owned();
+        by_origin.entry(origin).or_default().push(packet.data.len());
+    }
+    by_origin
+}
+
+/// `origin` has at least 10 packets, every one of instance `index`'s own
+/// pings (14 + 20 + 8 + payload bytes).
+fn own_pings(
+    by_origin: &HashMap<String, Vec<usize>>,
+    origin: &str,
+    index: usize,
+) -> anyhow::Result<()> {
+    let sizes = by_origin.get(origin).cloned().unwrap_or_default();
+    ensure!(
+        sizes.len() >= 10,
+        "too few packets of {origin}: {by_origin:?}"
+    );
+    let own = 42 + 100 + 100 * index;
+    ensure!(
+        sizes.iter().all(|s| *s == own),
+        "{origin} holds packets of other instances ({own} bytes expected): {sizes:?}"
+    );
+    Ok(())
+}
+
+/// The line of `stderr` that mentions all of `words`.
+fn line_with<'a>(stderr: &'a str, words: &[&str]) -> anyhow::Result<&'a str> {
+    stderr
+        .lines()
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .with_context(|| format!("no line with {words:?}:\n{stderr}"))
+}
+
+#[test]
+fn a_followed_capture_adds_an_instance_that_starts_later() -> anyhow::Result<()> {
+    let mut cf = Cf::new("follow-add")?;
+    let (mut cli, file) = cf.capture("follow.pcapng", &["--follow"])?;
+    cli.wait_for(STARTED, 2)?;
+
+    // A scale-up: a third container on cell 0, then Cloud Controller
+    // reports it running.
+    let index = cf.landscape.add_instance(APP, 0)?;
+    ensure!(index == 2, "the new instance has index {index}");
+    let instance = &cf.landscape.app(APP).instances[index];
+    let (guid, ip) = (
+        instance.instance_guid.clone(),
+        instance.overlay_ip.to_string(),
+    );
+    let cell = cf.landscape.cells[0].underlay_ip().to_string();
+    cf.update(|instances| instances.push(CcInstance::running(2, &cell, &ip, &guid)));
+    cli.wait_for(STARTED, 3)?;
+    for index in 0..3 {
+        cf.ping_from(index)?;
+    }
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+
+    let added = line_with(&stderr, &["my-app/2#1", "new instance", &guid])?;
+    ensure!(added.starts_with("pcap: my-app/2#1: "), "{added}");
+    line_with(&stderr, &["my-app/2#1", STARTED])?;
+
+    let capture = captures::read_file(&file)?;
+    let by_origin = packets_by_origin(&capture);
+    own_pings(&by_origin, "my-app/0", 0)?;
+    own_pings(&by_origin, "my-app/1", 1)?;
+    // The new instance is an interface of its own, on its own veth.
+    own_pings(&by_origin, "my-app/2#1", 2)?;
+    let veth = cf.landscape.app(APP).instances[2].host_interface();
+    ensure!(
+        capture
+            .packets
+            .iter()
+            .filter_map(|p| p.interface.as_deref())
+            .any(|i| i == format!("my-app/2#1/{veth}")),
+        "no packet on my-app/2#1/{veth}"
+    );
+    ensure!(by_origin.len() == 3, "origins: {:?}", by_origin.keys());
+    ensure!(
+        capture
+            .statistics
+            .iter()
+            .any(|s| s.interface.as_deref() == Some(&format!("my-app/2#1/{veth}"))),
+        "no statistics for the new interface: {:?}",
+        capture.statistics
+    );
+    reference::assert_readable(&file)?;
+    cf.landscape.assert_no_app_attached()
+}
+
+#[test]
+fn instances_that_crash_or_vanish_are_reported_and_the_rest_goes_on() -> anyhow::Result<()> {
+    let cf = Cf::new("follow-crash")?;
+    // Without --follow: changes are told all the same.
+    let (mut cli, file) = cf.capture("crash.pcapng", &[])?;
+    cli.wait_for(STARTED, 2)?;
+
+    cf.update(|instances| {
+        let one = instances
+            .iter_mut()
+            .find(|i| i.index == 1)
+            .expect("index 1");
+        one.state = "CRASHED".to_owned();
+    });
+    cli.wait_for("instance crashed", 1)?;
+    cf.ping_from(0)?;
+    cf.update(|instances| instances.retain(|i| i.index != 0));
+    cli.wait_for("instance stopped", 1)?;
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+
+    let guids: Vec<String> = cf
+        .landscape
+        .app(APP)
+        .instances
+        .iter()
+        .map(|i| i.instance_guid.clone())
+        .collect();
+    let crashed = line_with(&stderr, &["instance crashed", "CRASHED", &guids[1]])?;
+    ensure!(crashed.starts_with("pcap: my-app/1: "), "{crashed}");
+    let stopped = line_with(&stderr, &["instance stopped", &guids[0]])?;
+    ensure!(
+        stopped.starts_with("pcap: my-app/0: ") && stopped.contains("gone from Cloud Controller"),
+        "{stopped}"
+    );
+    // Each told once, though Cloud Controller said the same at every look.
+    ensure!(
+        stderr.matches("instance crashed").count() == 1,
+        "told more than once:\n{stderr}"
+    );
+
+    // Instance 0 went on after instance 1 crashed.
+    let capture = captures::read_file(&file)?;
+    own_pings(&packets_by_origin(&capture), "my-app/0", 0)?;
+    reference::assert_readable(&file)?;
+    cf.landscape.assert_no_app_attached()
+}
+
+#[test]
+fn a_killed_agent_is_reconnected_and_the_gap_reported() -> anyhow::Result<()> {
+    let mut cf = Cf::new("follow-agent")?;
+    let (mut cli, file) = cf.capture("agent.pcapng", &["--follow"])?;
+    cli.wait_for(STARTED, 2)?;
+
+    // Cell 1's agent (instance 1) dies: its TCX links go with it.
+    let before_kill = Instant::now();
+    cf.landscape.kill_agent(1)?;
+    let killed = Instant::now();
+    cli.wait_for("connection lost", 1)?;
+    let veth = cf.landscape.app(APP).instances[1].host_interface();
+    let programs = cf.landscape.cells[1].ns.tcx_programs(&veth)?;
+    ensure!(programs.is_empty(), "{veth} has {programs:?} attached");
+    let restarting = Instant::now();
+    cf.landscape.restart_agent(1)?;
+    cli.wait_for("capturing again after", 1)?;
+    let back = Instant::now();
+    cf.ping_from(0)?;
+    cf.ping_from(1)?;
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+
+    let lost = line_with(&stderr, &["connection lost"])?;
+    ensure!(lost.starts_with("pcap: my-app/1 ("), "{lost}");
+    let gap_line = line_with(&stderr, &["capturing again after a gap of"])?;
+    ensure!(gap_line.starts_with("pcap: my-app/1: "), "{gap_line}");
+    let gap: f64 = gap_line
+        .split("gap of ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .context("no gap figure")?
+        .parse()?;
+    // The gap spans at least the time the agent was down, and no more than
+    // the time from the kill until the CLI heard it was back.
+    let down = (restarting - killed).as_secs_f64();
+    let most = (back - before_kill).as_secs_f64();
+    ensure!(
+        gap + 0.2 >= down && gap <= most + 0.1,
+        "gap {gap}s, agent down {down:.3}s, at most {most:.3}s:\n{stderr}"
+    );
+    ensure!(
+        !stderr.contains("my-app/1#"),
+        "the reconnected instance became a new origin:\n{stderr}"
+    );
+
+    // Packets of instance 1 after its agent came back, on the same origin.
+    let capture = captures::read_file(&file)?;
+    let by_origin = packets_by_origin(&capture);
+    own_pings(&by_origin, "my-app/0", 0)?;
+    own_pings(&by_origin, "my-app/1", 1)?;
+    reference::assert_readable(&file)?;
+    cf.landscape.assert_no_app_attached()
+}
