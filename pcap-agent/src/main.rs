@@ -23,7 +23,10 @@ use pcap_agent::{
     privileges, serve,
 };
 use pcap_common::MAX_SNAPLEN;
-use pcap_proto::flags::{CaptureFlags, InterfaceFlags};
+use pcap_proto::{
+    flags::{CaptureFlags, InterfaceFlags},
+    options::CaptureOptions,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 mod ethtool_link;
@@ -162,10 +165,13 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     if args.tcpdump.list_interfaces {
         return iface_list::print(&mut io::stdout().lock());
     }
+    // The snaplen and limits, checked as the agent service checks a
+    // request's (the expression may still come from -F).
+    let options = args.capture.options(&args.interfaces.interfaces, None)?;
     if let Some(path) = &args.tcpdump.read {
-        return run_offline(args, path);
+        return run_offline(args, &options, path);
     }
-    let spec = spec(args)?;
+    let spec = spec(args, &options)?;
     // Before attaching anything: name what is missing instead of EPERM.
     privileges::check_effective(&caps::CapsHashSet::new())?;
     let mut output = match &args.capture.write {
@@ -231,7 +237,11 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
 }
 
 /// `-r FILE`: filter a capture file in user space, as `tcpdump -r`.
-fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()> {
+fn run_offline(
+    args: &CaptureArgs,
+    options: &CaptureOptions,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     if !args.interfaces.interfaces.is_empty() {
         anyhow::bail!(
             "-r reads packets from a file and -i captures them live: give one or the other"
@@ -273,7 +283,7 @@ fn run_offline(args: &CaptureArgs, path: &std::path::Path) -> anyhow::Result<()>
     offline::run(
         input,
         &expression,
-        args.capture.count.map(NonZeroU64::get),
+        options.limits.packets.map(NonZeroU64::get),
         sink,
     )
     .with_context(|| format!("reading {}", path.display()))?;
@@ -322,9 +332,7 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn spec(args: &CaptureArgs) -> anyhow::Result<Spec> {
-    // The expression may come from -F: only the snaplen and limits here.
-    let options = args.capture.options(&args.interfaces.interfaces, None);
+fn spec(args: &CaptureArgs, options: &CaptureOptions) -> anyhow::Result<Spec> {
     let ring_bytes = args
         .buffer_kib
         .checked_mul(1024)

@@ -154,7 +154,12 @@ pub fn main(args: &AppArgs) -> ExitCode {
 
 /// Runs the app capture with the login from `login`; `command` is the
 /// clap command whose usage a validation error shows.
-pub fn run(args: &AppArgs, login: Login, command: impl FnOnce() -> clap::Command) -> ExitCode {
+pub fn run(args: &AppArgs, login: Login, command: impl Fn() -> clap::Command) -> ExitCode {
+    if let Err(message) = args.flags.check() {
+        command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit();
+    }
     let result = crate::runtime().block_on(async {
         let (api, token, app_guid) = prepare(args, login).await?;
         let connection = args.connection(api, token);

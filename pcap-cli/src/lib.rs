@@ -120,6 +120,18 @@ pub struct RemoteFlags {
 }
 
 impl RemoteFlags {
+    /// Checks what clap cannot: the values of the flags; the message names
+    /// the flag.
+    fn check(&self) -> Result<(), String> {
+        self.options(&[]).map(drop)
+    }
+
+    fn options(&self, interfaces: &[String]) -> Result<options::CaptureOptions, String> {
+        self.capture
+            .options(interfaces, self.max_bytes)
+            .map_err(|e| e.to_string())
+    }
+
     fn output(&self) -> Output {
         match &self.capture.write {
             None => Output::Lines,
@@ -133,7 +145,11 @@ impl RemoteFlags {
     fn start_request(&self, target: target::Kind, interfaces: &[String]) -> StartCapture {
         StartCapture {
             target: Some(Target { kind: Some(target) }),
-            options: Some(self.capture.options(interfaces, self.max_bytes).to_wire()),
+            options: Some(
+                self.options(interfaces)
+                    .expect("checked by RemoteFlags::check first")
+                    .to_wire(),
+            ),
             store: self.store,
         }
     }
@@ -176,7 +192,7 @@ pub fn main() -> ExitCode {
         Command::App(args) => return app::main(&args),
         Command::Captures { command } => return captures_main(&command),
     };
-    if let Err(message) = args.connection.validate() {
+    if let Err(message) = args.flags.check().and(args.connection.validate()) {
         usage_error("capture", message);
     }
     match runtime().block_on(capture(&args.connection, &args.flags, args.start_request())) {
@@ -220,10 +236,14 @@ async fn capture(
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
     let output = flags.output();
     let sink = open_sink(&output)?;
+    let asked = flags
+        .options(&[])
+        .expect("checked by RemoteFlags::check first")
+        .limits;
     let limits = LimitsAsked {
-        packets: flags.capture.count.map(NonZeroU64::get),
-        bytes: flags.max_bytes.map(NonZeroU64::get),
-        duration: flags.capture.duration,
+        packets: asked.packets.map(NonZeroU64::get),
+        bytes: asked.bytes.map(NonZeroU64::get),
+        duration: asked.duration,
     };
     // Packet lines on the same terminal would break the status line.
     let status_line =
@@ -412,6 +432,7 @@ mod tests {
         else {
             unreachable!("parsed `pcap capture`")
         };
+        args.flags.check()?;
         args.connection.validate()?;
         Ok(args)
     }

@@ -58,6 +58,13 @@ pub enum OptionsError {
     /// A limit of 0 that arrived on the wire (`limits.packets` and so on).
     #[error("limits.{0} is 0: leave it out for no limit")]
     ZeroLimit(&'static str),
+    /// `-c 0`.
+    #[error("invalid -c 0: must be at least 1 (leave -c out for no limit)")]
+    ZeroCount,
+    #[error("invalid --duration {0}: must be more than 0 seconds")]
+    Duration(String),
+    #[error("invalid --duration {0}: {0} seconds is too long")]
+    DurationTooLong(String),
 }
 
 /// Stop conditions; `None` is no limit (an operator's or agent's maximum
@@ -181,36 +188,34 @@ pub fn snaplen(value: u64) -> Result<Option<NonZeroU32>, OptionsError> {
     }
 }
 
-/// `-s`: a snaplen, 0 to [`MAX_SNAPLEN`] (0 means the maximum).
-pub fn parse_snaplen(text: &str) -> Result<u32, String> {
-    let value: u64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a whole number"))?;
-    snaplen(value)
-        .map(|n| n.map_or(0, NonZeroU32::get))
-        .map_err(|e| e.to_string())
+/// A flag's whole number (`-s`, `-c`); its range is checked where the
+/// flags become [`CaptureOptions`] (`crate::flags`), so that the message
+/// can name the flag.
+pub fn parse_whole(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))
 }
 
-/// `-c`, `--max-bytes`: a whole number, at least 1.
+/// `--max-bytes`: a whole number, at least 1.
 pub fn parse_positive(text: &str) -> Result<NonZeroU64, String> {
-    match text.parse::<u64>() {
-        Ok(n) => NonZeroU64::new(n)
-            .ok_or_else(|| "must be at least 1 (leave it out for no limit)".to_owned()),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
-    }
+    NonZeroU64::new(parse_whole(text)?)
+        .ok_or_else(|| "must be at least 1 (leave it out for no limit)".to_owned())
 }
 
-/// `--duration`: positive seconds, fractions allowed.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+/// `--duration`'s number of seconds (fractions allowed); more than 0 is
+/// checked with the other flags, by [`duration`].
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))
+}
+
+/// A duration asked for in seconds: more than 0, and representable.
+pub fn duration(seconds: f64) -> Result<Duration, OptionsError> {
     if seconds.is_nan() || seconds <= 0.0 {
-        return Err(format!(
-            "the duration must be more than 0 seconds, not {text}"
-        ));
+        return Err(OptionsError::Duration(seconds.to_string()));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text} seconds is too long"))
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| OptionsError::DurationTooLong(seconds.to_string()))
 }
 
 /// A configured maximum duration (`limits.max_duration` of the API and the
@@ -295,10 +300,9 @@ mod tests {
             within(Some(MAX_SNAPLEN + 1)).unwrap_err().to_string(),
             "invalid snaplen 262145: use 1 to 262144 (or 0 for 262144)"
         );
-        assert_eq!(parse_snaplen("0"), Ok(0));
-        assert!(parse_snaplen("262145").unwrap_err().contains("262145"));
+        assert_eq!(snaplen(0), Ok(None));
         assert!(
-            parse_snaplen("lots")
+            parse_whole("lots")
                 .unwrap_err()
                 .contains("not a whole number")
         );
@@ -340,13 +344,19 @@ mod tests {
                 .unwrap_err()
                 .contains("not a whole number")
         );
-        assert!(
-            parse_duration("-1")
-                .unwrap_err()
-                .contains("more than 0 seconds")
+        assert!(parse_seconds("soon").unwrap_err().contains("not a number"));
+        assert_eq!(
+            duration(-1.0).unwrap_err().to_string(),
+            "invalid --duration -1: must be more than 0 seconds"
         );
-        assert!(parse_duration("soon").unwrap_err().contains("not a number"));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(duration(f64::NAN).is_err());
+        assert!(
+            duration(1e300)
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
+        assert_eq!(duration(1.5), Ok(Duration::from_millis(1500)));
         assert!(check_configured_seconds(f64::NAN, false).is_err());
         assert_eq!(
             check_configured_seconds(-1.0, false).unwrap_err(),
