@@ -522,6 +522,16 @@ mod tests {
     }
 
     #[test]
+    fn c2c_goes_to_the_capture() {
+        let plain = parse(&["-e", "lab", "-d", "cf", "-g", "diego-cell"]);
+        let options = plain.start_request(vec![], vec![]).options.unwrap();
+        assert_eq!(options.c2c, None);
+        let c2c = parse(&["-e", "lab", "-d", "cf", "-g", "diego-cell", "--c2c"]);
+        let options = c2c.start_request(vec![], vec![]).options.unwrap();
+        assert!(options.c2c.is_some_and(|c2c| c2c.app_names.is_empty()));
+    }
+
+    #[test]
     fn store_goes_to_the_capture_and_excludes_a_file() {
         let args = parse(&["-e", "lab", "-d", "cf", "-g", "router", "--store"]);
         assert!(args.start_request(vec![], vec![]).store);
