@@ -24,7 +24,7 @@ use tonic::transport::Uri;
 
 use crate::bosh_config::{self, BoshConfig, Environment, REFRESH_MARGIN};
 use crate::captures::Connection;
-use crate::{RemoteFlags, describe};
+use crate::{C2cFlag, RemoteFlags, describe};
 
 /// More instances than this need a confirmation on a terminal.
 pub const CONFIRM_ABOVE: usize = 5;
@@ -98,13 +98,8 @@ pub struct BoshArgs {
     #[arg(short = 'n', long = "non-interactive")]
     non_interactive: bool,
 
-    /// Container-to-container insight (silk-vtep or the underlay of Diego
-    /// cells): each packet's comment names its policy tag, source app and
-    /// the kernel's LOG verdict, and the file names overlay IPs. App names
-    /// come from Cloud Controller when the API has [cf] and you logged in
-    /// with cf; otherwise apps are named by GUID.
-    #[arg(long)]
-    c2c: bool,
+    #[command(flatten)]
+    c2c: C2cFlag,
 }
 
 impl BoshArgs {
@@ -127,10 +122,8 @@ impl BoshArgs {
             groups: self.groups.clone(),
             instances: ids,
         });
-        crate::with_c2c(
-            flags.start_request(target, &self.interfaces.interfaces),
-            self.c2c,
-        )
+        self.c2c
+            .apply(flags.start_request(target, &self.interfaces.interfaces))
     }
 
     /// How to reach the API, with `token`.

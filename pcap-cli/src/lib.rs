@@ -91,13 +91,8 @@ struct CaptureArgs {
     #[command(flatten)]
     flags: RemoteFlags,
 
-    /// Container-to-container insight (silk-vtep or the underlay of Diego
-    /// cells): each packet's comment names its policy tag, source app and
-    /// the kernel's LOG verdict, and the file names overlay IPs. App names
-    /// come from Cloud Controller when the API has [cf] and you logged in
-    /// with cf; otherwise apps are named by GUID.
-    #[arg(long)]
-    c2c: bool,
+    #[command(flatten)]
+    c2c: C2cFlag,
 }
 
 /// The capture flags of `pcap capture`, `pcap bosh`, `pcap app` and `cf
@@ -171,17 +166,34 @@ impl CaptureArgs {
         let start = self
             .flags
             .start_request(target, &self.interfaces.interfaces);
-        with_c2c(start, self.c2c)
+        self.c2c.apply(start)
     }
 }
 
-/// `start`, asking for c2c insight when `c2c` (`pcap capture` and `pcap
-/// bosh --c2c`). The request names no apps: the API fills them in.
-fn with_c2c(mut start: StartCapture, c2c: bool) -> StartCapture {
-    if c2c && let Some(options) = start.options.as_mut() {
-        options.c2c = Some(Box::default());
+/// `--c2c`, for the captures that reach silk-vtep or the underlay of
+/// Diego cells: `pcap capture` and `pcap bosh`.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct C2cFlag {
+    /// Container-to-container insight (silk-vtep or the underlay of Diego
+    /// cells): each packet's comment names its policy tag, source app and
+    /// the kernel's LOG verdict, and the file names overlay IPs. App names
+    /// come from Cloud Controller when the API has [cf] and you logged in
+    /// with cf; otherwise apps are named by GUID.
+    #[arg(long)]
+    c2c: bool,
+}
+
+impl C2cFlag {
+    /// `start`, asking for c2c insight when the flag is given. The request
+    /// names no apps: the API fills them in.
+    fn apply(self, mut start: StartCapture) -> StartCapture {
+        if self.c2c
+            && let Some(options) = start.options.as_mut()
+        {
+            options.c2c = Some(Box::default());
+        }
+        start
     }
-    start
 }
 
 /// The `pcap` binary's main.
