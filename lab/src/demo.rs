@@ -12,12 +12,13 @@ use std::{path::Path, process::Command};
 use anyhow::Context as _;
 use pcap_tests::{
     TempDir,
-    cluster::{AGENT_PORT, ALICE_TOKEN, Cluster},
-    landscape::{AppSpec, Landscape, VPA_CHAIN, org_guid, space_guid, write_cf_config},
+    cluster::{AGENT_PORT, ALICE_TOKEN},
+    cluster_setup,
+    landscape::{AppSpec, Landscape, VPA_CHAIN, write_cf_config},
     netns,
     process::{Running, binary},
-    servers::{cloud_controller::CcRole, uaa::UaaUser},
-    stand_ins::{CF_SCOPES, CfServers},
+    servers::uaa::UaaUser,
+    stand_ins::{CF_SCOPES, CfServers, space_role},
 };
 
 use crate::{cargo, run_command, workspace_root};
@@ -153,12 +154,7 @@ fn describe(landscape: &Landscape) -> anyhow::Result<()> {
 /// Cloud Foundry resolver, and dev's `~/.cf/config.json`.
 fn cf_servers(landscape: &mut Landscape, dir: &Path) -> anyhow::Result<DemoCf> {
     let users = vec![UaaUser::new("dev", "p", &CF_SCOPES)];
-    let roles = vec![CcRole::new(
-        "space_developer",
-        "user-dev",
-        &space_guid("dev"),
-        &org_guid("org"),
-    )];
+    let roles = vec![space_role("space_developer", "dev", "dev")];
     let servers = CfServers::start(
         landscape,
         &CfServers::leaf(landscape)?,
@@ -192,43 +188,29 @@ fn utf8(path: &Path) -> anyhow::Result<&str> {
 /// The c2c columns: names from the file's name-resolution blocks, and each
 /// packet's comment (tag, source app, verdict).
 fn tshark_c2c(file: &Path) -> anyhow::Result<()> {
-    run_command(Command::new("tshark").arg("-r").arg(file).args([
-        "-N",
-        "n",
-        "-T",
-        "fields",
-        "-E",
-        "header=y",
-        "-e",
-        "frame.number",
-        "-e",
-        "ip.src_host",
-        "-e",
-        "ip.dst_host",
-        "-e",
-        "tcp.dstport",
-        "-e",
-        "frame.comment",
-    ]))
+    let fields = "frame.number ip.src_host ip.dst_host tcp.dstport frame.comment";
+    tshark_fields(file, &["-N", "n"], fields)
 }
 
 fn tshark(file: &Path) -> anyhow::Result<()> {
-    run_command(Command::new("tshark").arg("-r").arg(file).args([
-        "-T",
-        "fields",
-        "-E",
-        "header=y",
-        "-e",
-        "frame.number",
-        "-e",
-        "frame.time_epoch",
-        "-e",
-        "frame.interface_name",
-        "-e",
-        "frame.packet_flags_direction",
-        "-e",
-        "_ws.col.Info",
-    ]))
+    let fields = "frame.number frame.time_epoch frame.interface_name \
+                  frame.packet_flags_direction _ws.col.Info";
+    tshark_fields(file, &[], fields)
+}
+
+/// `tshark -r FILE OPTIONS -T fields -E header=y -e FIELD...` for the
+/// space-separated `fields`.
+fn tshark_fields(file: &Path, options: &[&str], fields: &str) -> anyhow::Result<()> {
+    let mut command = Command::new("tshark");
+    command
+        .arg("-r")
+        .arg(file)
+        .args(options)
+        .args(["-T", "fields", "-E", "header=y"]);
+    for field in fields.split_whitespace() {
+        command.args(["-e", field]);
+    }
+    run_command(&mut command)
 }
 
 /// Three VMs, each running `pcap-agent serve`, one `pcap-api serve`, and
@@ -236,11 +218,7 @@ fn tshark(file: &Path) -> anyhow::Result<()> {
 fn distributed() -> anyhow::Result<()> {
     println!("== 6. three VMs, each with pcap-agent serve; pcap-api; mutual TLS everywhere");
     let dir = TempDir::new("demo")?;
-    let mut cluster = Cluster::new(&dir, 3)?;
-    let agent_config = cluster.agent_config("")?;
-    cluster.start_agents(&agent_config)?;
-    let api_config = cluster.api_config(None, "")?;
-    cluster.start_api(&api_config)?;
+    let cluster = cluster_setup::running(&dir, 3, "", "")?;
     for vm in &cluster.vms {
         println!(
             "   {}: agent on {}:{AGENT_PORT}, capturing eth0 {}",

@@ -208,6 +208,24 @@ pub struct Check {
     pub output: String,
 }
 
+/// Runs `command`, which must succeed: else panics naming `what`, with its
+/// stderr. Its output.
+pub fn run_ok(command: &mut Command, what: &str) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {what}: {error}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `unshare`'s arguments that run `sh` in a mount namespace of its own whose
+/// mounts stay private (then `-c SCRIPT $0 ARGS...`).
+const PRIVATE_MOUNTS_SH: [&str; 5] = ["--mount", "--propagation", "private", "--", "sh"];
+
 /// Runs `BINARY serve --config /var/vcap/jobs/JOB/config/JOB.toml
 /// --check-config` in a private mount namespace where a tmpfs on /var/vcap
 /// holds `rendered` as /var/vcap/jobs/JOB, so the binary reads exactly the
@@ -221,16 +239,8 @@ mkdir -p /var/vcap/jobs
 cp -R "$1" "/var/vcap/jobs/$2"
 exec "$3" serve --config "/var/vcap/jobs/$2/config/$2.toml" --check-config"#;
     let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
+        .args(PRIVATE_MOUNTS_SH)
+        .args(["-c", script, "sh"])
         .arg(rendered)
         .arg(job)
         .arg(binary)
@@ -347,17 +357,9 @@ mount --bind "$3/group" /etc/group
 shift 3
 exec "$@""#;
         launcher
-            .args([
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
+            .arg("unshare")
+            .args(PRIVATE_MOUNTS_SH)
+            .args(["-c", script, "sh"])
             .arg(&self.dir)
             .arg(&self.run_pcap_agent)
             .arg(self.dir.parent().expect("var-vcap is in a directory"))

@@ -6,7 +6,7 @@
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    landscape::Landscape,
+    landscape::{Landscape, org_guid, space_guid},
     netns::Netns,
     pki::{Leaf, Validity},
     servers::{
@@ -19,6 +19,17 @@ use crate::{
 
 /// The scopes of a Cloud Foundry user who may read and write apps.
 pub const CF_SCOPES: [&str; 3] = ["cloud_controller.read", "cloud_controller.write", "openid"];
+
+/// The role `kind` (e.g. `space_developer`) of cf user `user` (GUID
+/// `user-USER`) in space `space` of org `org`, as in every landscape.
+pub fn space_role(kind: &str, user: &str, space: &str) -> CcRole {
+    CcRole::new(
+        kind,
+        &format!("user-{user}"),
+        &space_guid(space),
+        &org_guid("org"),
+    )
+}
 
 /// Binds 127.0.0.1 in `ns` and serves over TLS (`tls`) the router that
 /// `make` builds for the server's `https://` URL; what `make` built, and

@@ -25,19 +25,20 @@ use pcap_proto::{
 };
 use pcap_tests::{
     TempDir,
-    landscape::{ALICE_TOKEN, API_ADDRESS, AppSpec, Landscape, org_guid, space_guid},
+    landscape::{ALICE_TOKEN, API_ADDRESS, AppSpec, Landscape},
     netns::Netns,
     pki::Validity,
     process::wait_until,
     s3::S3Server,
     servers::{
         Server,
-        cloud_controller::CcRole,
         director::Instance,
         uaa::{KEY_ID, SigningKey, Uaa, UaaUser},
         unix_now,
     },
-    stand_ins::{CF_SCOPES, start_bosh_uaa, start_cloud_controller, start_director, start_uaa},
+    stand_ins::{
+        CF_SCOPES, space_role, start_bosh_uaa, start_cloud_controller, start_director, start_uaa,
+    },
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -121,20 +122,13 @@ impl World {
             [(DEPLOYMENT.to_owned(), cells)],
         )?;
 
-        let org = org_guid("org");
-        let dev = space_guid("dev");
         let roles = vec![
-            CcRole::new("space_developer", "user-dev", &dev, &org),
-            CcRole::new("space_auditor", "user-auditor", &dev, &org),
-            CcRole::new(
-                "space_developer",
-                "user-stranger",
-                &space_guid("other"),
-                &org,
-            ),
+            space_role("space_developer", "dev", "dev"),
+            space_role("space_auditor", "auditor", "dev"),
+            space_role("space_developer", "stranger", "other"),
             // An org manager sees the org's apps; the test Cloud Controller
             // shows apps by space, so the role names the app's space.
-            CcRole::new("organization_manager", "user-orgman", &dev, &org),
+            space_role("organization_manager", "orgman", "dev"),
         ];
         let (_, cc_server) = start_cloud_controller(
             &landscape.control,

@@ -16,7 +16,10 @@
 
 use std::{path::Path, process::Command};
 
-use pcap_tests::{TempDir, bosh::workspace_root};
+use pcap_tests::{
+    TempDir,
+    bosh::{run_ok, workspace_root},
+};
 
 const STANDIN_VERSION: &str = "1.95.0";
 
@@ -55,20 +58,16 @@ fn run_packaging(script: &Path, compile: &Path, install: &Path) -> std::process:
 /// Runs `command` in bash with the package's compile.env sourced, as the
 /// pcap package's packaging script does.
 fn with_compile_env(install: &Path, command: &str) -> String {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -euo pipefail; source {}/bosh/compile.env; {command}",
-            install.display()
-        ))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail; source {}/bosh/compile.env; {command}",
+                install.display()
+            ))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+        command,
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -130,15 +129,11 @@ fn packaging_installs_the_toolchain_from_installer_blobs_offline() {
     let dir = TempDir::new("bosh-rust-packaging").unwrap();
     let install = dir.join("install");
     std::fs::create_dir_all(&install).unwrap();
-    let standin = Command::new(workspace_root().join("tests/bosh/rust-blobs-standin.sh"))
-        .arg(&*dir)
-        .arg(STANDIN_VERSION)
-        .output()
-        .unwrap();
-    assert!(
-        standin.status.success(),
-        "{}",
-        String::from_utf8_lossy(&standin.stderr)
+    run_ok(
+        Command::new(workspace_root().join("tests/bosh/rust-blobs-standin.sh"))
+            .arg(&*dir)
+            .arg(STANDIN_VERSION),
+        "rust-blobs-standin.sh",
     );
 
     let started = std::time::Instant::now();
@@ -149,12 +144,12 @@ fn packaging_installs_the_toolchain_from_installer_blobs_offline() {
     eprintln!("packaging took {:?}", started.elapsed());
 
     // The compiler the installer put at the prefix runs.
-    let rustc = Command::new(install.join("bin/rustc"))
-        .arg("--version")
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(rustc.status.success());
+    let rustc = run_ok(
+        Command::new(install.join("bin/rustc"))
+            .arg("--version")
+            .env_clear(),
+        "rustc --version",
+    );
     assert!(
         String::from_utf8_lossy(&rustc.stdout).starts_with(&format!("rustc {STANDIN_VERSION} ")),
         "{}",

@@ -13,13 +13,13 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
-    landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
+    landscape::{AppSpec, Landscape, space_guid, write_cf_config},
     process::Running,
     servers::{
-        cloud_controller::{CcInstance, CcRole},
+        cloud_controller::CcInstance,
         uaa::{SigningKey, Uaa, UaaUser},
     },
-    stand_ins::{CF_SCOPES, CfServers},
+    stand_ins::{CF_SCOPES, CfServers, space_role},
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -72,21 +72,10 @@ impl Cf {
             }
             cc_app.ssh_enabled = ssh_enabled;
         }
-        let org = org_guid("org");
         let roles = vec![
-            CcRole::new("space_developer", &user_id("dev"), &space_guid("dev"), &org),
-            CcRole::new(
-                "space_auditor",
-                &user_id("auditor"),
-                &space_guid("dev"),
-                &org,
-            ),
-            CcRole::new(
-                "space_developer",
-                &user_id("stranger"),
-                &space_guid("other"),
-                &org,
-            ),
+            space_role("space_developer", "dev", "dev"),
+            space_role("space_auditor", "auditor", "dev"),
+            space_role("space_developer", "stranger", "other"),
         ];
         let servers = CfServers::start(
             &landscape,

@@ -25,7 +25,7 @@ use pcap_tests::{
         cloud_controller::{CcRole, CloudController},
         uaa::UaaUser,
     },
-    stand_ins::{CF_SCOPES, CfServers, start_cloud_controller},
+    stand_ins::{CF_SCOPES, CfServers, space_role, start_cloud_controller},
 };
 use serde_json::Value;
 
@@ -378,10 +378,9 @@ fn lookups(cc: &CloudController) -> Vec<(String, String)> {
 }
 
 fn roles() -> Vec<CcRole> {
-    let org = org_guid("org");
     vec![
-        CcRole::new("space_developer", "user-dev", &space_guid("dev"), &org),
-        CcRole::new("space_auditor", "user-auditor", &space_guid("dev"), &org),
+        space_role("space_developer", "dev", "dev"),
+        space_role("space_auditor", "auditor", "dev"),
     ]
 }
 
