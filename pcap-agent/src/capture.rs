@@ -15,6 +15,7 @@ use crate::{
     clock::WallClock,
     datapath::{self, Datapath, DatapathError},
     iface::Interface,
+    rtnl::LinkWatch,
 };
 
 /// How long to wait, after detaching, for packets that programs still
@@ -68,6 +69,17 @@ pub trait PacketSink {
     fn flush(&mut self) -> io::Result<()>;
     /// The capture is over and `report` accounts for every packet.
     fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()>;
+    /// Interface `id` (its position) was removed at `report.removed_ns`;
+    /// `report` is final for it and the capture goes on without it.
+    fn interface_removed(
+        &mut self,
+        id: u32,
+        interface: &Interface,
+        report: &InterfaceReport,
+    ) -> io::Result<()> {
+        let _ = (id, interface, report);
+        Ok(())
+    }
     /// Names for addresses (a pcapng Name Resolution Block), written
     /// before the packets that need them. Sinks without names ignore them.
     fn names(&mut self, entries: &[(std::net::Ipv4Addr, &str)]) -> io::Result<()> {
@@ -113,6 +125,9 @@ pub enum StopReason {
     Requested,
     /// The reader of the output went away (for example `| head`).
     OutputClosed,
+    /// Every interface of the capture was removed (deleted, or moved to
+    /// another network namespace).
+    InterfacesGone,
 }
 
 impl StopReason {
@@ -133,6 +148,8 @@ pub struct InterfaceReport {
     pub dropped: u64,
     /// Read from the ring after a packet or byte limit was reached, and not written.
     pub after_limit: u64,
+    /// When the interface was removed, if it was during the capture.
+    pub removed_ns: Option<u64>,
 }
 
 impl InterfaceReport {
@@ -157,6 +174,7 @@ impl Report {
                 delivered: sum.delivered + r.delivered,
                 dropped: sum.dropped + r.dropped,
                 after_limit: sum.after_limit + r.after_limit,
+                removed_ns: None,
             })
     }
 }
@@ -172,6 +190,8 @@ pub async fn run(
     stop: impl Future<Output = StopReason>,
     on_attached: impl FnOnce(),
 ) -> Result<Report, CaptureError> {
+    // Listening before anything is attached: no removal goes unnoticed.
+    let links = LinkWatch::open().map_err(CaptureError::Poll)?;
     let mut datapath = Datapath::attach(&spec.interfaces, &spec.datapath)?;
     let ring = datapath.take_ring().expect("a fresh datapath has its ring");
     #[expect(
@@ -179,11 +199,17 @@ pub async fn run(
         reason = "`register` is unsafe; the ring buffer owns its fd for as long as the AsyncFd lives"
     )]
     let mut ring = AsyncFd::new(ring).map_err(CaptureError::Poll)?;
+    #[expect(
+        deprecated,
+        reason = "`register` is unsafe; the watch owns its socket for as long as the AsyncFd lives"
+    )]
+    let mut links = AsyncFd::new(links).map_err(CaptureError::Poll)?;
     let mut reader = Reader {
         interfaces: &spec.interfaces,
         delivered: vec![0; spec.interfaces.len()],
         dropped: vec![0; spec.interfaces.len()],
         after_limit: vec![0; spec.interfaces.len()],
+        removed: vec![None; spec.interfaces.len()],
         remaining: spec.count,
         remaining_bytes: spec.bytes,
         limit_reached: None,
@@ -220,6 +246,15 @@ pub async fn run(
             _ = tick.tick() => {
                 let drained = reader.drain(ring.get_mut()).and_then(|()| reader.output.flush());
                 if let Some(reason) = reader.stop_after(drained)? {
+                    break reason;
+                }
+            }
+            guard = links.readable_mut() => {
+                let mut guard = guard.map_err(CaptureError::Poll)?;
+                let removed = guard.get_inner_mut().removed(&reader.watched());
+                guard.clear_ready();
+                let removed = removed.map_err(CaptureError::Poll)?;
+                if let Some(reason) = reader.remove(&removed, ring.get_mut(), &mut datapath)? {
                     break reason;
                 }
             }
@@ -271,6 +306,8 @@ struct Reader<'a> {
     remaining: Option<u64>,
     /// Bytes still to deliver under the byte limit.
     remaining_bytes: Option<u64>,
+    /// When each interface was removed, if it was.
+    removed: Vec<Option<u64>>,
     /// Set once a packet or byte limit is reached; later packets are not delivered.
     limit_reached: Option<StopReason>,
     clock: WallClock,
@@ -342,23 +379,76 @@ impl Reader<'_> {
     }
 
     fn report(&self, datapath: &Datapath, stop: StopReason) -> Result<Report, DatapathError> {
-        let interfaces = self
-            .interfaces
-            .iter()
-            .enumerate()
-            .map(|(slot, interface)| {
+        let interfaces = (0..self.interfaces.len())
+            .map(|slot| {
                 Ok((
-                    interface.clone(),
-                    InterfaceReport {
-                        kernel: datapath.counters(interface.index)?,
-                        delivered: self.delivered[slot],
-                        dropped: self.dropped[slot],
-                        after_limit: self.after_limit[slot],
-                    },
+                    self.interfaces[slot].clone(),
+                    self.report_of(datapath, slot)?,
                 ))
             })
             .collect::<Result<_, DatapathError>>()?;
         Ok(Report { interfaces, stop })
+    }
+
+    fn report_of(
+        &self,
+        datapath: &Datapath,
+        slot: usize,
+    ) -> Result<InterfaceReport, DatapathError> {
+        Ok(InterfaceReport {
+            kernel: datapath.counters(self.interfaces[slot].index)?,
+            delivered: self.delivered[slot],
+            dropped: self.dropped[slot],
+            after_limit: self.after_limit[slot],
+            removed_ns: self.removed[slot],
+        })
+    }
+
+    /// The indexes of the interfaces still captured.
+    fn watched(&self) -> Vec<u32> {
+        (self.interfaces.iter().zip(&self.removed))
+            .filter(|(_, removed)| removed.is_none())
+            .map(|(interface, _)| interface.index)
+            .collect()
+    }
+
+    /// Ends the capture of the interfaces with these indexes, which are
+    /// gone: what the ring holds of them is written first, then their final
+    /// statistics. Returns [`StopReason::InterfacesGone`] once none is left.
+    fn remove(
+        &mut self,
+        indexes: &[u32],
+        ring: &mut RingBuf<MapData>,
+        datapath: &mut Datapath,
+    ) -> Result<Option<StopReason>, CaptureError> {
+        if indexes.is_empty() {
+            return Ok(None);
+        }
+        let drained = self.drain(ring);
+        if let Some(reason) = self.stop_after(drained)? {
+            return Ok(Some(reason));
+        }
+        let now = self.clock.unix_ns(tai_now());
+        let interfaces = self.interfaces;
+        for (slot, interface) in interfaces.iter().enumerate() {
+            if !indexes.contains(&interface.index) || self.removed[slot].is_some() {
+                continue;
+            }
+            datapath.forget(interface.index);
+            self.removed[slot] = Some(now);
+            let report = self.report_of(datapath, slot)?;
+            let told = self
+                .output
+                .interface_removed(slot as u32, interface, &report);
+            if let Some(reason) = self.stop_after(told)? {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(self
+            .removed
+            .iter()
+            .all(Option::is_some)
+            .then_some(StopReason::InterfacesGone))
     }
 }
 

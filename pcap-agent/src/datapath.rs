@@ -312,6 +312,14 @@ impl Datapath {
             .fold(Counters::default(), |sum, c| sum.add(*c)))
     }
 
+    /// Forgets interface `index`, which is gone: its TCX links and cls_bpf
+    /// filters went with it, and nothing is to be detached from it.
+    pub fn forget(&mut self, index: u32) {
+        if let Some(tc) = self.tc.as_mut() {
+            tc.forget(index);
+        }
+    }
+
     /// Detaches the program from every interface. Packets already in the ring
     /// stay there to be drained.
     pub fn detach(&mut self) {

@@ -233,6 +233,14 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
         anyhow::Ok(capture::run(&spec, &mut output, stop, listening).await?)
     })?;
     print_report(&report);
+    if report.stop == StopReason::InterfacesGone {
+        // As tcpdump's "pcap_loop: The interface disappeared".
+        anyhow::bail!(if report.interfaces.len() == 1 {
+            "the interface disappeared"
+        } else {
+            "every interface disappeared"
+        });
+    }
     Ok(())
 }
 

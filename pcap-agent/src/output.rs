@@ -7,7 +7,7 @@ use pcap_common::Direction;
 use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
 use crate::{
-    capture::{Delivery, Packet, PacketSink, Report},
+    capture::{Delivery, InterfaceReport, Packet, PacketSink, Report},
     iface::Interface,
 };
 
@@ -157,22 +157,37 @@ impl PacketSink for Output {
         } = self
         {
             for (id, (_, r)) in report.interfaces.iter().enumerate() {
-                writer.write_interface_statistics(&InterfaceStatistics {
-                    interface_id: id as u32,
-                    timestamp_ns: unix_ns,
-                    start_time_ns: None,
-                    end_time_ns: Some(unix_ns),
-                    if_received: Some(r.kernel.seen),
-                    if_dropped: None,
-                    filter_accepted: Some(r.kernel.matched),
-                    os_dropped: Some(r.kernel.dropped()),
-                    user_delivered: Some(r.delivered),
-                    comment: Some(&format!(
-                        "dropped: ring full {}, copy failed {}; not written after the packet limit {}",
-                        r.kernel.dropped_ring_full, r.kernel.dropped_copy_failed, r.after_limit
-                    )),
-                })?;
+                // A removed interface's statistics were written then.
+                if r.removed_ns.is_none() {
+                    write_statistics(writer.as_mut(), id as u32, r, unix_ns)?;
+                }
             }
+        }
+        self.flush()
+    }
+
+    /// Says so on stderr, as tcpdump does, and writes the interface's
+    /// statistics block now.
+    fn interface_removed(
+        &mut self,
+        id: u32,
+        interface: &Interface,
+        report: &InterfaceReport,
+    ) -> io::Result<()> {
+        let at = report.removed_ns.unwrap_or_default();
+        eprintln!(
+            "pcap-agent: {}: the interface disappeared at {} UTC; its capture ended \
+             ({} packets written)",
+            interface.name,
+            summary::format_time(at),
+            report.delivered
+        );
+        if let Self::File {
+            writer: Some(writer),
+            ..
+        } = self
+        {
+            write_statistics(writer.as_mut(), id, report, at)?;
         }
         self.flush()
     }
@@ -187,6 +202,30 @@ impl PacketSink for Output {
             _ => Ok(()),
         }
     }
+}
+
+/// One interface's statistics block, ending at `unix_ns`.
+fn write_statistics(
+    writer: &mut (dyn CaptureWriter + Send),
+    id: u32,
+    r: &InterfaceReport,
+    unix_ns: u64,
+) -> io::Result<()> {
+    writer.write_interface_statistics(&InterfaceStatistics {
+        interface_id: id,
+        timestamp_ns: unix_ns,
+        start_time_ns: None,
+        end_time_ns: Some(unix_ns),
+        if_received: Some(r.kernel.seen),
+        if_dropped: None,
+        filter_accepted: Some(r.kernel.matched),
+        os_dropped: Some(r.kernel.dropped()),
+        user_delivered: Some(r.delivered),
+        comment: Some(&format!(
+            "dropped: ring full {}, copy failed {}; not written after the packet limit {}",
+            r.kernel.dropped_ring_full, r.kernel.dropped_copy_failed, r.after_limit
+        )),
+    })
 }
 
 /// A writer of `format` to `sink` with no interfaces yet: a pcapng file

@@ -7,7 +7,11 @@
 //! it cannot do (list filters with their program ids, read an interface's
 //! qdisc, delete a qdisc) is here.
 
-use std::{io, num::NonZeroI32};
+use std::{
+    io,
+    num::NonZeroI32,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use aya::programs::TcAttachType;
 use netlink_packet_core::{
@@ -15,7 +19,8 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_packet_route::{
-    RouteNetlinkMessage,
+    AddressFamily, RouteNetlinkMessage,
+    link::LinkMessage,
     tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -168,6 +173,99 @@ impl Rtnl {
         );
         self.request(RouteNetlinkMessage::DelQueueDiscipline(message), NLM_F_ACK)
             .map(drop)
+    }
+}
+
+/// Tells which interfaces are removed (deleted, or moved to another
+/// network namespace): a non-blocking route netlink socket in the link
+/// group of the network namespace it was opened in.
+pub struct LinkWatch {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl LinkWatch {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.add_membership(nix::libc::RTNLGRP_LINK)?;
+        socket.set_non_blocking(true)?;
+        Ok(Self {
+            socket,
+            buffer: vec![0; RECEIVE_BUFFER],
+        })
+    }
+
+    /// Reads every notification waiting, until the socket would block:
+    /// the indexes of the removed interfaces among `watched`. When the
+    /// kernel dropped notifications (the socket's buffer was full), each of
+    /// `watched` is looked up instead.
+    pub fn removed(&mut self, watched: &[u32]) -> io::Result<Vec<u32>> {
+        let mut removed = Vec::new();
+        let mut lost = false;
+        loop {
+            let size = match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(size) => size,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    lost = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut offset = 0;
+            while offset < size {
+                let bytes = &self.buffer[offset..size];
+                let Ok(frame) = NetlinkBuffer::new_checked(bytes) else {
+                    break;
+                };
+                let length = frame.length() as usize;
+                offset += length.next_multiple_of(4).max(4);
+                let Ok(message) =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
+                else {
+                    continue;
+                };
+                // A bridge port's removal from its bridge is an RTM_DELLINK
+                // of family AF_BRIDGE: the interface stays.
+                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) =
+                    message.payload
+                    && link.header.interface_family == AddressFamily::Unspec
+                    && watched.contains(&link.header.index)
+                    && !removed.contains(&link.header.index)
+                {
+                    removed.push(link.header.index);
+                }
+            }
+        }
+        if lost {
+            let mut rtnl = Rtnl::open()?;
+            for &index in watched {
+                if !removed.contains(&index) && !rtnl.link_exists(index)? {
+                    removed.push(index);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl AsRawFd for LinkWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl Rtnl {
+    /// Whether this network namespace has an interface with this index.
+    pub fn link_exists(&mut self, index: u32) -> io::Result<bool> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        match self.request(RouteNetlinkMessage::GetLink(message), NLM_F_ACK) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

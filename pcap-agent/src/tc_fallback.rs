@@ -162,7 +162,8 @@ pub struct Attachments {
     /// The capture's state file, locked for as long as the capture runs.
     state: Flock<File>,
     identity: Identity,
-    filters: Vec<SchedClassifierLink>,
+    /// The filters, with the index of their interface.
+    filters: Vec<(u32, SchedClassifierLink)>,
     /// Interfaces we attached to (name, ifindex), for the qdisc clean-up.
     interfaces: Vec<(String, u32)>,
     /// Holds [`AgentsLock`] from [`Self::begin`] until [`Self::end`].
@@ -285,8 +286,20 @@ impl Attachments {
             )
             .map_err(attach_error)?;
         let link = program.take_link(link_id).map_err(attach_error)?;
-        self.filters.push(link);
+        self.filters.push((interface.index, link));
         Ok(())
+    }
+
+    /// Forgets what was attached to interface `index`, which is gone: its
+    /// filters and its qdisc went with it (and its mark goes now).
+    pub fn forget(&mut self, index: u32) {
+        for (_, link) in self.filters.extract_if(.., |(i, _)| *i == index) {
+            // Dropping it would ask the kernel to detach it, from an index
+            // that another interface may have by now.
+            std::mem::forget(link);
+        }
+        self.interfaces.retain(|(_, i)| *i != index);
+        let _ = fs::remove_file(qdisc_mark(self.identity.netns, index));
     }
 
     fn record(&mut self, line: &str) -> Result<(), TcFallbackError> {
@@ -310,7 +323,7 @@ impl Attachments {
         if let Err(e) = &lock {
             warn!(error = %e, "detaching tc filters without the agents' lock");
         }
-        for link in self.filters.drain(..) {
+        for (_, link) in self.filters.drain(..) {
             if let Err(e) = link.detach() {
                 warn!(error = %e, "detaching a tc filter");
             }

@@ -161,7 +161,8 @@ impl Report {
             event::Kind::Reconnected(_) => progress.state = State::Started,
             event::Kind::InstanceChanged(_) => {}
             event::Kind::Congested(congested) => progress.congested += congested.dropped,
-            event::Kind::LimitReached(_) => {}
+            // The origin goes on with its other interfaces, if any.
+            event::Kind::LimitReached(_) | event::Kind::InterfaceRemoved(_) => {}
         }
     }
 
@@ -361,6 +362,11 @@ fn describe_event(
             "{}: connection lost{because}; its statistics will be missing",
             with_address.as_deref().unwrap_or("an origin")
         ),
+        event::Kind::InterfaceRemoved(_) => about(if event.message.is_empty() {
+            "an interface was removed"
+        } else {
+            &event.message
+        }),
         event::Kind::Disconnected(_) => format!(
             "{}: connection lost{because}; capturing again when its agent is back",
             with_address.as_deref().unwrap_or("an origin")

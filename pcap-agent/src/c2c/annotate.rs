@@ -29,7 +29,7 @@ use super::{
     policy::Tags,
 };
 use crate::{
-    capture::{Delivery, Packet, PacketSink, Report},
+    capture::{Delivery, InterfaceReport, Packet, PacketSink, Report},
     iface::Interface,
 };
 
@@ -308,6 +308,15 @@ impl<S: PacketSink> PacketSink for C2cSink<S> {
         self.inner.flush()
     }
 
+    fn interface_removed(
+        &mut self,
+        id: u32,
+        interface: &Interface,
+        report: &InterfaceReport,
+    ) -> io::Result<()> {
+        self.inner.interface_removed(id, interface, report)
+    }
+
     /// Gives the youngest held packet its full window for a verdict, then
     /// writes everything.
     fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
@@ -427,6 +436,7 @@ mod tests {
                     delivered: 3,
                     dropped: 0,
                     after_limit: 0,
+                    removed_ns: None,
                 },
             )],
             stop: StopReason::Signal,

@@ -10,13 +10,13 @@ use std::{
 use pcap_common::Direction as KernelDirection;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStarted, CaptureStopped, Congested, Direction, Event,
-    InterfaceDescription, Limit, LimitReached, NameRecord, NameRecords, Packet, Packets, Stage,
-    Statistics, capture_response::Payload, event::Kind,
+    InterfaceDescription, InterfaceRemoved, Limit, LimitReached, NameRecord, NameRecords, Packet,
+    Packets, Stage, Statistics, capture_response::Payload, event::Kind,
 };
 
 use super::queue::{Closed, QueueSender};
 use crate::{
-    capture::{self, Delivery, PacketSink, Report, StopReason},
+    capture::{self, Delivery, InterfaceReport, PacketSink, Report, StopReason},
     iface::Interface,
 };
 
@@ -238,14 +238,17 @@ impl PacketSink for StreamSink {
                 out_of_order: 0,
                 after_limit: r.after_limit,
                 start_ns: self.start_ns,
-                end_ns: unix_ns,
+                end_ns: r.removed_ns.unwrap_or(unix_ns),
             }))?;
         }
         let limit = match report.stop {
             StopReason::Count => Some((Limit::Packets, "packet")),
             StopReason::Bytes => Some((Limit::Bytes, "byte")),
             StopReason::Duration => Some((Limit::Duration, "duration")),
-            StopReason::Signal | StopReason::Requested | StopReason::OutputClosed => None,
+            StopReason::Signal
+            | StopReason::Requested
+            | StopReason::OutputClosed
+            | StopReason::InterfacesGone => None,
         };
         if let Some((limit, name)) = limit {
             self.send_event(
@@ -258,11 +261,38 @@ impl PacketSink for StreamSink {
         let why = match report.stop {
             StopReason::Signal => "the agent is shutting down",
             StopReason::Requested => "stop requested",
+            StopReason::InterfacesGone => "every interface was removed",
             _ => "limit reached",
         };
         self.send_event(
             format!("capture stopped: {why}"),
             Kind::CaptureStopped(CaptureStopped {}),
+        )
+    }
+
+    /// `Event{interface_removed}`: the capture goes on with the origin's
+    /// other interfaces, if any. Its statistics come with the others'.
+    fn interface_removed(
+        &mut self,
+        id: u32,
+        interface: &Interface,
+        report: &InterfaceReport,
+    ) -> io::Result<()> {
+        self.send_batch()?;
+        let message = if self.app_perspective {
+            format!(
+                "the container's interface {} was removed: the instance stopped or moved",
+                interface.name
+            )
+        } else {
+            format!("interface {} was removed", interface.name)
+        };
+        self.send_event(
+            message,
+            Kind::InterfaceRemoved(InterfaceRemoved {
+                interface: id,
+                removed_ns: report.removed_ns.unwrap_or_default(),
+            }),
         )
     }
 }
@@ -372,6 +402,7 @@ mod tests {
                     delivered: 2,
                     dropped: 1,
                     after_limit: 0,
+                    removed_ns: None,
                 },
             )],
             stop: StopReason::Count,

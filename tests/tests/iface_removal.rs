@@ -1,0 +1,233 @@
+//! A captured interface that disappears mid-capture: the capture of that
+//! interface ends with a message naming it and when, its statistics are
+//! written, the others go on, and when none is left the capture exits
+//! non-zero, as tcpdump does ("pcap_loop: The interface disappeared").
+//! Nothing stays attached, and the clsact fallback leaves no state.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::path::Path;
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    captures::{self, Capture},
+    netns::{Netns, Pair},
+    now_ns,
+    process::{Running, binary},
+    reference::assert_readable,
+};
+
+/// Where the clsact fallback keeps its state files and qdisc marks.
+const TC_STATE: &str = "/run/pcap-agent/tc";
+
+/// Starts `pcap-agent capture` in `ns` and waits until it listens on every interface.
+fn agent(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
+    let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
+    command.arg("capture").args(args);
+    let mut running = Running::spawn(&mut command)?;
+    let interfaces = args.iter().filter(|a| **a == "-i").count();
+    running.wait_for("listening on", interfaces)?;
+    Ok(running)
+}
+
+/// `veth0` (a) – `veth1` (b) from [`Pair`], and a second pair `veth2`
+/// (a, 10.0.1.1) – `veth3` (b, 10.0.1.2).
+fn two_links(tag: &str) -> anyhow::Result<Pair> {
+    let pair = Pair::new(tag)?;
+    pair.a.sh(&format!(
+        "ip link add veth2 type veth peer name veth3 netns {} && \
+         ip addr add 10.0.1.1/24 dev veth2 && ip link set veth2 up",
+        pair.b.name
+    ))?;
+    pair.b
+        .sh("ip addr add 10.0.1.2/24 dev veth3 && ip link set veth3 up")?;
+    pair.disable_ipv6()?;
+    pair.a.sh("sysctl -qw net.ipv6.conf.veth2.disable_ipv6=1")?;
+    Ok(pair)
+}
+
+/// The inode of `ns`, as the clsact fallback names its qdisc marks.
+fn netns_inode(ns: &Netns) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(format!("/run/netns/{}", ns.name))?.ino())
+}
+
+fn ifindex(ns: &Netns, interface: &str) -> anyhow::Result<u32> {
+    ns.sh(&format!("cat /sys/class/net/{interface}/ifindex"))?
+        .trim()
+        .parse()
+        .context("ifindex")
+}
+
+/// The clsact fallback's files that belong to the capture `pid`, or mark a
+/// qdisc on one of `indexes` in the namespace `netns`.
+fn tc_state_of(pid: i32, netns: u64, indexes: &[u32]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(TC_STATE) else {
+        return Vec::new();
+    };
+    let marks: Vec<String> = indexes
+        .iter()
+        .map(|index| format!("qdisc-{netns}-{index}"))
+        .collect();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.contains(&format!("-{pid}-")) || marks.contains(name))
+        .collect()
+}
+
+/// Neither a TCX link nor a tc filter of ours on `interface`, and no clsact
+/// qdisc there.
+fn assert_nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
+    let tcx = ns.tcx_programs(interface)?;
+    ensure!(
+        tcx.is_empty(),
+        "TCX programs left attached to {interface}: {tcx:?}"
+    );
+    let listing = ns.sh(&format!(
+        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress; \
+         tc qdisc show dev {interface}"
+    ))?;
+    ensure!(
+        !listing.contains("pcap_ingress")
+            && !listing.contains("pcap_egress")
+            && !listing.contains("clsact"),
+        "left attached to {interface}:\n{listing}"
+    );
+    Ok(())
+}
+
+/// The statistics block of `interface`, and the packets of it.
+fn of_interface<'a>(
+    capture: &'a Capture,
+    interface: &str,
+) -> anyhow::Result<(&'a captures::Statistics, Vec<&'a captures::Packet>)> {
+    let statistics = capture
+        .statistics
+        .iter()
+        .find(|s| s.interface.as_deref() == Some(interface))
+        .with_context(|| format!("no statistics block for {interface}: {capture:?}"))?;
+    let packets = capture
+        .packets
+        .iter()
+        .filter(|p| p.interface.as_deref() == Some(interface))
+        .collect();
+    Ok((statistics, packets))
+}
+
+fn ping(ns: &Netns, address: &str) -> anyhow::Result<()> {
+    ns.sh(&format!("ping -q -c 3 -i 0.01 -W 1 {address}"))?;
+    Ok(())
+}
+
+/// Deletes `interface` in `ns` and waits for the capture to say so; the
+/// time just before.
+fn delete(ours: &mut Running, ns: &Netns, interface: &str) -> anyhow::Result<u64> {
+    let before = now_ns();
+    ns.sh(&format!("ip link del {interface}"))?;
+    ours.wait_for(&format!("{interface}: the interface disappeared at "), 1)?;
+    Ok(before)
+}
+
+/// The file is valid; `gone_first` has its packets from before `gone_at`
+/// and a statistics block that counts them; veth0 went on after it.
+fn check_file(file: &Path, gone_first: &str, gone_at: u64) -> anyhow::Result<Capture> {
+    assert_readable(file)?;
+    let capture = captures::read_file(file)?;
+    let (statistics, packets) = of_interface(&capture, gone_first)?;
+    ensure!(
+        packets.len() >= 6,
+        "{gone_first}: {} packets before it went",
+        packets.len()
+    );
+    ensure!(
+        statistics.user_delivered == Some(packets.len() as u64),
+        "{gone_first}: {statistics:?} for {} packets",
+        packets.len()
+    );
+    ensure!(
+        packets.iter().all(|p| p.unix_ns < gone_at),
+        "{gone_first} has packets from after it was deleted"
+    );
+    let (_, others) = of_interface(&capture, "veth0")?;
+    ensure!(
+        others.iter().filter(|p| p.unix_ns > gone_at).count() >= 6,
+        "veth0 was not captured after {gone_first} went: {} packets",
+        others.len()
+    );
+    Ok(capture)
+}
+
+#[test]
+fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::Result<()> {
+    let dir = TempDir::new("iface-removal")?;
+    for attach in ["tcx", "tc"] {
+        let pair = two_links(&format!("gone{attach}"))?;
+        let netns = netns_inode(&pair.a)?;
+        let indexes = [ifindex(&pair.a, "veth0")?, ifindex(&pair.a, "veth2")?];
+        let file = dir.join(format!("{attach}.pcapng"));
+        let path = file.to_str().expect("utf-8");
+        let mut ours = agent(
+            &pair.a,
+            &["-i", "veth0", "-i", "veth2", "--attach", attach, "-w", path],
+        )?;
+        ping(&pair.a, "10.0.1.2")?;
+        ping(&pair.a, "10.0.0.2")?;
+        let gone_at = delete(&mut ours, &pair.a, "veth2")?;
+        ping(&pair.a, "10.0.0.2")?;
+        delete(&mut ours, &pair.a, "veth0")?;
+        let pid = ours.pid().as_raw();
+        let (status, lines) = ours.wait()?;
+        let stderr = lines.join("\n");
+        ensure!(
+            status.code() == Some(1),
+            "{attach}: exited with {status}:\n{stderr}"
+        );
+        ensure!(
+            stderr.contains("pcap-agent: every interface disappeared"),
+            "{attach}:\n{stderr}"
+        );
+        let capture = check_file(&file, "veth2", gone_at)?;
+        let (statistics, packets) = of_interface(&capture, "veth0")?;
+        ensure!(
+            statistics.user_delivered == Some(packets.len() as u64),
+            "{attach}: veth0 {statistics:?} for {} packets",
+            packets.len()
+        );
+        let left = tc_state_of(pid, netns, &indexes);
+        ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<()> {
+    let dir = TempDir::new("iface-removal-rest")?;
+    for attach in ["tcx", "tc"] {
+        let pair = two_links(&format!("rest{attach}"))?;
+        let netns = netns_inode(&pair.a)?;
+        let indexes = [ifindex(&pair.a, "veth0")?, ifindex(&pair.a, "veth2")?];
+        let file = dir.join(format!("{attach}.pcapng"));
+        let path = file.to_str().expect("utf-8");
+        let mut ours = agent(
+            &pair.a,
+            &["-i", "veth2", "-i", "veth0", "--attach", attach, "-w", path],
+        )?;
+        ping(&pair.a, "10.0.1.2")?;
+        let gone_at = delete(&mut ours, &pair.a, "veth2")?;
+        ping(&pair.a, "10.0.0.2")?;
+        let pid = ours.pid().as_raw();
+        let (status, lines) = ours.interrupt()?;
+        let stderr = lines.join("\n");
+        ensure!(
+            status.success(),
+            "{attach}: exited with {status}:\n{stderr}"
+        );
+        check_file(&file, "veth2", gone_at)?;
+        assert_nothing_attached(&pair.a, "veth0")?;
+        let left = tc_state_of(pid, netns, &indexes);
+        ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
+    }
+    Ok(())
+}
