@@ -83,3 +83,60 @@ fn prints_one_readable_line_per_packet() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// tcpdump's printing flags on a live capture: the same ping, printed by
+/// pcap-agent and by tcpdump on the same interface, reads the same, once
+/// our `veth0 Out`/`veth0 In ` (tcpdump's `-i any` habit) is set aside.
+#[test]
+fn prints_live_packets_with_tcpdump_flags_as_tcpdump() -> anyhow::Result<()> {
+    let pair = Pair::new("lflags")?;
+    pair.disable_ipv6()?;
+    let flags = ["-c", "4", "-t", "-e", "-v", "-x", "-l", "icmp"];
+    let mut ours = Running::spawn(
+        pair.a
+            .command(binary("pcap-agent").to_str().expect("utf-8"))
+            .args(["capture", "-i", "veth0"])
+            .args(flags)
+            .stdout(Stdio::piped()),
+    )?;
+    let mut theirs = Running::spawn(
+        pair.a
+            .command("tcpdump")
+            .args(["-i", "veth0", "-nn"])
+            .args(flags)
+            .stdout(Stdio::piped()),
+    )?;
+    ours.wait_for("listening on", 1)?;
+    theirs.wait_for("listening on", 1)?;
+    let (our_stdout, their_stdout) = (
+        ours.take_stdout().expect("piped stdout"),
+        theirs.take_stdout().expect("piped stdout"),
+    );
+    pair.a.sh("ping -c 2 -i 0.2 10.0.0.2")?;
+    let (status, lines) = ours.wait()?;
+    ensure!(status.success(), "{lines:?}");
+    let (status, lines) = theirs.wait()?;
+    ensure!(status.success(), "{lines:?}");
+    let ours = std::io::read_to_string(our_stdout)?;
+    let theirs = std::io::read_to_string(their_stdout)?;
+    let mut directions = Vec::new();
+    let ours: String = ours
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some(("veth0", rest)) => {
+                let (direction, rest) = rest.split_at(4);
+                directions.push(direction.trim_end().to_owned());
+                rest.to_owned()
+            }
+            _ => line.to_owned(),
+        })
+        .map(|line| line + "\n")
+        .collect();
+    ensure!(directions == ["Out", "In", "Out", "In"], "{directions:?}");
+    ensure!(
+        theirs.contains("ICMP echo request") && theirs.contains("\t0x0000:  4500"),
+        "tcpdump printed:\n{theirs}"
+    );
+    ensure!(ours == theirs, "ours:\n{ours}\ntcpdump:\n{theirs}");
+    Ok(())
+}

@@ -187,14 +187,20 @@ fn read_from_stdin_with_a_count() -> anyhow::Result<()> {
         &theirs,
         "-r - -c 5 udp",
     )?;
-    // Printed, one line per packet.
-    let output = agent()
-        .args(["-r"])
-        .arg(&file)
-        .args(["-c", "3", "-n", "udp"])
-        .output()?;
-    let stdout = String::from_utf8(output.stdout)?;
-    ensure!(stdout.lines().count() == 3, "printed: {stdout}");
+    // Printed as tcpdump prints them (VXLAN: two lines a packet).
+    let printed = |program: &mut Command| -> anyhow::Result<String> {
+        let output = program
+            .arg("-r")
+            .arg(&file)
+            .args(["-c", "3", "-n", "udp"])
+            .env("TZ", "UTC")
+            .output()?;
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    let ours = printed(&mut agent())?;
+    let theirs = printed(&mut Command::new("tcpdump"))?;
+    ensure!(ours.lines().count() == 6, "printed: {ours}");
+    ensure!(ours == theirs, "printed:\n{ours}tcpdump:\n{theirs}");
     Ok(())
 }
 
