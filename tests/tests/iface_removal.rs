@@ -3,6 +3,8 @@
 //! written, the others go on, and when none is left the capture exits
 //! non-zero, as tcpdump does ("pcap_loop: The interface disappeared").
 //! Nothing stays attached, and the clsact fallback leaves no state.
+//! Through the API, the removal of a container's veth is an event of that
+//! origin, and the capture goes on for the other instances.
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
@@ -12,10 +14,13 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
+    landscape::{AppSpec, Landscape, write_cf_config},
     netns::{Netns, Pair},
     now_ns,
     process::{Running, binary},
     reference::assert_readable,
+    servers::uaa::UaaUser,
+    stand_ins::{CF_SCOPES, CfServers, space_role},
 };
 
 /// Where the clsact fallback keeps its state files and qdisc marks.
@@ -229,5 +234,107 @@ fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<(
         let left = tc_state_of(pid, netns, &indexes);
         ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
     }
+    Ok(())
+}
+
+/// Pings the cell's gateway from instance `index` of `app`: 5 requests and
+/// 5 replies of 142 + 100 × index bytes, so each instance's are its own.
+fn ping_from(landscape: &Landscape, app: &str, index: usize) -> anyhow::Result<()> {
+    landscape.app(app).instances[index].ns.sh(&format!(
+        "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
+        100 + 100 * index
+    ))?;
+    Ok(())
+}
+
+#[test]
+fn a_removed_container_veth_is_its_origins_event_and_the_others_go_on() -> anyhow::Result<()> {
+    const APP: &str = "my-app";
+    let dir = TempDir::new("iface-removal-cf")?;
+    let mut landscape = Landscape::builder()
+        .cells(2)
+        .app(AppSpec::new(APP, &[0, 1]))
+        .build(&dir)?;
+    let servers = CfServers::start(
+        &landscape,
+        &CfServers::leaf(&landscape)?,
+        &dir,
+        vec![UaaUser::new("dev", "p", &CF_SCOPES)],
+        landscape.cc_apps(),
+        vec![space_role("space_developer", "dev", "dev")],
+    )?;
+    servers.start_agents_and_api(&mut landscape, "")?;
+    let home = dir.join("home-dev");
+    write_cf_config(
+        &home,
+        &servers.cc_url,
+        servers.uaa.url(),
+        &servers.uaa.access_token("dev", "cf", 600)?,
+        &servers.uaa.refresh_token("dev", "cf")?,
+    )?;
+    let file = dir.join("app.pcapng");
+    let mut command = landscape.pcap_app(&home);
+    command
+        .env("HOME", &*dir)
+        .args([APP, "-w", file.to_str().expect("utf-8"), "icmp"]);
+    let mut cli = Running::spawn(&mut command)?;
+    cli.wait_for("capturing on", 2)?;
+    ping_from(&landscape, APP, 0)?;
+    ping_from(&landscape, APP, 1)?;
+
+    let kept = &landscape.app(APP).instances[0];
+    let gone = &landscape.app(APP).instances[1];
+    let veth = gone.host_interface();
+    let gone_at = now_ns();
+    landscape.cells[gone.cell]
+        .ns
+        .sh(&format!("ip link del {veth}"))?;
+    let event = format!(
+        "{APP}/1: the container's interface {veth} was removed: the instance stopped or moved"
+    );
+    cli.wait_for(&event, 1)?;
+    let after = now_ns();
+    ping_from(&landscape, APP, 0)?;
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+    ensure!(
+        !stderr.contains(&format!("{APP}/0: the container's interface")),
+        "the other origin was told of a removal:\n{stderr}"
+    );
+
+    assert_readable(&file)?;
+    let capture = captures::read_file(&file)?;
+    let of = |origin: &str| -> Vec<&captures::Packet> {
+        capture
+            .packets
+            .iter()
+            .filter(|p| {
+                p.interface
+                    .as_deref()
+                    .is_some_and(|i| i.starts_with(&format!("{origin}/")))
+            })
+            .collect()
+    };
+    let removed = of(&format!("{APP}/1"));
+    ensure!(
+        removed.len() >= 10 && removed.iter().all(|p| p.unix_ns < gone_at),
+        "{APP}/1: {} packets, some after its veth went",
+        removed.len()
+    );
+    let others = of(&format!("{APP}/0"));
+    ensure!(
+        others.iter().filter(|p| p.unix_ns > after).count() >= 10,
+        "{APP}/0 was not captured after {APP}/1's veth went: {} packets",
+        others.len()
+    );
+    ensure!(
+        others.iter().all(|p| p.data.len() == 142),
+        "{APP}/0 holds packets of another instance"
+    );
+    let programs = landscape.cells[kept.cell]
+        .ns
+        .tcx_programs(&kept.host_interface())?;
+    ensure!(programs.is_empty(), "{APP}/0 has {programs:?} attached");
     Ok(())
 }
