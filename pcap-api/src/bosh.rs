@@ -13,15 +13,16 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+pub use pcap_platform::director::Instance;
+use pcap_platform::director::{self, Error as DirectorError, Info};
 use pcap_proto::v1::{BoshTarget, ResolverStatus, Target, target};
-use reqwest::{StatusCode, Url, header};
+use reqwest::StatusCode;
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
 use crate::{
     auth::{AuthError, Authenticator, Uaa, User},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, SetupError, TokenValidator, error_chain},
+    uaa::{self, DiscoveredUaa, SetupError, TokenValidator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -80,115 +81,45 @@ impl BoshConfig {
 
 /// The director and, once `/info` has named it, its UAA.
 struct Director {
-    url: String,
-    http: reqwest::Client,
-    clock_skew: Duration,
-    uaa: Mutex<Option<Arc<TokenValidator>>>,
-    /// `/info` failed recently: answered from memory for a while.
-    failed: uaa::FailedDiscovery,
-}
-
-#[derive(Debug, Deserialize)]
-struct Info {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    version: String,
-    user_authentication: UserAuthentication,
-}
-
-#[derive(Debug, Deserialize)]
-struct UserAuthentication {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    options: UaaOptions,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct UaaOptions {
-    #[serde(default)]
-    url: Option<String>,
-}
-
-/// One entry of `GET /deployments/:name/instances`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Instance {
-    pub job: String,
-    pub id: String,
-    #[serde(default)]
-    pub index: Option<u64>,
-    #[serde(default)]
-    pub az: Option<String>,
-    #[serde(default)]
-    pub ips: Vec<String>,
-}
-
-/// The director's error body: `{"code": 70000, "description": "..."}`.
-#[derive(Deserialize)]
-struct DirectorError {
-    description: String,
+    client: director::Director,
+    uaa: DiscoveredUaa,
 }
 
 impl Director {
+    fn url(&self) -> &str {
+        self.client.url()
+    }
+
     async fn info(&self) -> Result<Info, String> {
-        let url = format!("{}/info", self.url);
-        let response = self
-            .http
-            .get(&url)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot reach the BOSH director at {url}: {}",
-                    error_chain(&e)
-                )
-            })?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "the BOSH director at {url} answered HTTP {}",
-                response.status()
-            ));
-        }
-        response.json().await.map_err(|e| {
-            format!(
+        self.client.info().await.map_err(|error| match error {
+            DirectorError::Status { url, status, .. } => {
+                format!("the BOSH director at {url} answered HTTP {status}")
+            }
+            DirectorError::Malformed { url, source } => format!(
                 "the BOSH director at {url} sent a bad /info: {}",
-                error_chain(&e)
-            )
+                error_chain(&source)
+            ),
+            other => error_chain(&other),
         })
     }
 
     /// The validator of the director's UAA, found through `/info` the
     /// first time.
     async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
-        let mut uaa = self.uaa.lock().await;
-        if let Some(validator) = &*uaa {
-            return Ok(Arc::clone(validator));
-        }
-        if let Some(message) = self.failed.recent() {
-            return Err(message);
-        }
-        let discovered = async {
-            let info = self.info().await?;
-            let uaa_url = uaa_of(&info)?;
-            Ok::<_, String>((info, uaa_url))
-        };
-        let (info, uaa_url) = discovered.await.inspect_err(|m| self.failed.record(m))?;
-        tracing::info!(
-            director = %self.url,
-            name = %info.name,
-            version = %info.version,
-            uaa = %uaa_url,
-            "found the BOSH director's UAA"
-        );
-        let validator = Arc::new(TokenValidator::new(
-            &uaa_url,
-            self.http.clone(),
-            self.clock_skew,
-        ));
-        *uaa = Some(Arc::clone(&validator));
-        Ok(validator)
+        self.uaa
+            .validator(async {
+                let info = self.info().await?;
+                let uaa_url = uaa_of(&info)?;
+                tracing::info!(
+                    director = %self.url(),
+                    name = %info.name,
+                    version = %info.version,
+                    uaa = %uaa_url,
+                    "found the BOSH director's UAA"
+                );
+                Ok(uaa_url)
+            })
+            .await
     }
 
     /// The deployment's instances, listed with the caller's own token.
@@ -197,40 +128,36 @@ impl Director {
         deployment: &str,
         token: &str,
     ) -> Result<Vec<Instance>, ResolveError> {
-        let mut url =
-            Url::parse(&self.url).map_err(|e| ResolveError::Unavailable(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| ResolveError::Unavailable(format!("{} cannot be a base URL", self.url)))?
-            .pop_if_empty()
-            .extend(["deployments", deployment, "instances"]);
-        let response = self
-            .http
-            .get(url.clone())
-            .bearer_auth(token)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                ResolveError::Unavailable(format!(
+        let error = match self.client.instances(deployment, token).await {
+            Ok(instances) => return Ok(instances),
+            Err(error) => error,
+        };
+        let (status, description) = match error {
+            DirectorError::Status {
+                status,
+                description,
+                ..
+            } => (
+                status,
+                description.map(|d| format!(": {d}")).unwrap_or_default(),
+            ),
+            DirectorError::Unreachable { source, .. } => {
+                return Err(ResolveError::Unavailable(format!(
                     "cannot reach the BOSH director at {}: {}",
-                    self.url,
-                    error_chain(&e)
-                ))
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(|e| {
-                ResolveError::Unavailable(format!(
+                    self.url(),
+                    error_chain(&source)
+                )));
+            }
+            DirectorError::Malformed { source, .. } => {
+                return Err(ResolveError::Unavailable(format!(
                     "the BOSH director sent a bad instance list for deployment \"{deployment}\": {}",
-                    error_chain(&e)
-                ))
-            });
-        }
-        let description = response
-            .json::<DirectorError>()
-            .await
-            .map(|e| format!(": {}", e.description))
-            .unwrap_or_default();
+                    error_chain(&source)
+                )));
+            }
+            other @ DirectorError::BadUrl { .. } => {
+                return Err(ResolveError::Unavailable(other.to_string()));
+            }
+        };
         Err(match status {
             StatusCode::UNAUTHORIZED => ResolveError::PermissionDenied(format!(
                 "the BOSH director did not accept the token (HTTP 401){description}"
@@ -278,12 +205,10 @@ pub fn new(
     let ca_name = config.director_ca.display().to_string();
     let ca = std::fs::read(&config.director_ca)
         .map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
+    let http = uaa::https_client(&ca, &ca_name)?;
     let director = Arc::new(Director {
-        url: config.director_url.trim_end_matches('/').to_owned(),
-        http: uaa::https_client(&ca, &ca_name)?,
-        clock_skew: Duration::from_secs_f64(config.token_clock_skew),
-        uaa: Mutex::new(None),
-        failed: uaa::FailedDiscovery::default(),
+        client: director::Director::new(&config.director_url, http.clone()),
+        uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
     });
     let resolver = BoshResolver {
         director: Arc::clone(&director),
@@ -306,9 +231,7 @@ impl Authenticator for BoshAuthenticator {
     }
 
     fn issuer(&self) -> Option<String> {
-        // Known once discovered; while discovery runs, not known yet.
-        let validator = self.director.uaa.try_lock().ok()?;
-        validator.as_ref().map(|v| v.issuer().to_owned())
+        self.director.uaa.issuer()
     }
 }
 
@@ -325,15 +248,8 @@ impl BoshResolver {
     /// failure is retried by a later request, at most every
     /// `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let director = Arc::clone(&self.director);
-        runtime.spawn(async move {
-            if let Err(message) = director.validator().await {
-                tracing::warn!("{message}; trying again on a BOSH capture, at most every 10 s");
-            }
-        });
+        uaa::discover_in_background(async move { director.validator().await }, "a BOSH capture");
     }
 }
 
@@ -399,7 +315,9 @@ impl Resolver for BoshResolver {
                     true,
                     format!(
                         "director \"{}\" ({}) at {}, UAA {uaa}",
-                        info.name, info.version, self.director.url
+                        info.name,
+                        info.version,
+                        self.director.url()
                     ),
                 ),
                 Err(message) => (false, message),

@@ -20,15 +20,16 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
+use pcap_platform::cloud_controller::{self, Error as CcError};
+pub use pcap_platform::cloud_controller::{App, InstanceStats};
 use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus, Target, target};
-use reqwest::{StatusCode, Url, header};
-use serde::{Deserialize, de::DeserializeOwned};
-use tokio::sync::Mutex;
+use reqwest::StatusCode;
+use serde::Deserialize;
 
 use crate::{
     auth::{AuthError, Authenticator, Uaa, User},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, SetupError, TokenValidator, error_chain},
+    uaa::{self, DiscoveredUaa, SetupError, TokenValidator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -97,159 +98,35 @@ impl CfConfig {
     }
 }
 
-/// Cloud Controller's error body.
-#[derive(Debug, Default, Deserialize)]
-struct CcErrors {
-    #[serde(default)]
-    errors: Vec<CcError>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CcError {
-    #[serde(default)]
-    code: u64,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    detail: String,
-}
-
-/// What a request to Cloud Controller came to, when not a success.
-#[derive(Debug)]
-enum Failure {
-    /// Cloud Controller answered with an error status.
-    Status(StatusCode, String),
-    /// It could not be reached or sent something unreadable.
-    Unavailable(String),
-}
-
-#[derive(Deserialize)]
-struct Root {
-    links: RootLinks,
-}
-
-#[derive(Deserialize)]
-struct RootLinks {
-    #[serde(default)]
-    uaa: Option<Link>,
-}
-
-#[derive(Deserialize)]
-struct Link {
-    href: String,
-}
-
-/// `GET /v3/apps/:guid`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct App {
-    pub guid: String,
-    pub name: String,
-    #[serde(default)]
-    pub state: String,
-    pub relationships: AppRelationships,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct AppRelationships {
-    pub space: Relationship,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Relationship {
-    pub data: RelationshipData,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct RelationshipData {
-    pub guid: String,
-}
-
-#[derive(Deserialize)]
-struct Page<T> {
-    #[serde(default = "Vec::new")]
-    resources: Vec<T>,
-}
-
-#[derive(Deserialize)]
-struct Role {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct SshEnabled {
-    enabled: bool,
-    #[serde(default)]
-    reason: String,
-}
-
-/// One entry of a process's stats.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct InstanceStats {
-    pub index: u32,
-    pub state: String,
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub instance_internal_ip: Option<String>,
-    #[serde(default)]
-    pub instance_guid: Option<String>,
-    #[serde(default)]
-    pub details: Option<String>,
-}
-
 /// Cloud Controller and, once its root has named it, its UAA.
 struct CloudController {
-    url: String,
-    http: reqwest::Client,
-    clock_skew: Duration,
-    uaa: Mutex<Option<Arc<TokenValidator>>>,
-    /// The root failed recently: answered from memory for a while.
-    failed: uaa::FailedDiscovery,
+    client: cloud_controller::CloudController,
+    uaa: DiscoveredUaa,
 }
 
 impl CloudController {
-    fn unreachable(&self, error: &reqwest::Error) -> String {
-        format!(
-            "cannot reach Cloud Controller at {}: {}",
-            self.url,
-            error_chain(error)
-        )
-    }
-
-    async fn root(&self) -> Result<Root, String> {
-        let url = format!("{}/", self.url);
-        let response = self
-            .http
-            .get(&url)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "Cloud Controller at {url} answered HTTP {}",
-                response.status()
-            ));
-        }
-        response.json().await.map_err(|e| {
-            format!(
-                "Cloud Controller at {url} sent a bad root document: {}",
-                error_chain(&e)
-            )
-        })
+    fn url(&self) -> &str {
+        self.client.url()
     }
 
     async fn uaa_url(&self) -> Result<String, String> {
-        let root = self.root().await?;
-        root.links
-            .uaa
-            .map(|l| l.href.trim_end_matches('/').to_owned())
+        let root = self.client.root().await.map_err(|error| match error {
+            CcError::Status { status, .. } => {
+                format!("Cloud Controller at {}/ answered HTTP {status}", self.url())
+            }
+            CcError::Malformed { source, .. } => format!(
+                "Cloud Controller at {}/ sent a bad root document: {}",
+                self.url(),
+                error_chain(&source)
+            ),
+            other => error_chain(&other),
+        })?;
+        root.uaa_url()
             .filter(|href| href.starts_with("https://"))
             .ok_or_else(|| {
                 format!(
                     "Cloud Controller at {} names no https:// UAA (links.uaa.href)",
-                    self.url
+                    self.url()
                 )
             })
     }
@@ -257,67 +134,13 @@ impl CloudController {
     /// The validator of Cloud Controller's UAA, found through `GET /` the
     /// first time.
     async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
-        let mut uaa = self.uaa.lock().await;
-        if let Some(validator) = &*uaa {
-            return Ok(Arc::clone(validator));
-        }
-        if let Some(message) = self.failed.recent() {
-            return Err(message);
-        }
-        let uaa_url = self
-            .uaa_url()
+        self.uaa
+            .validator(async {
+                let uaa_url = self.uaa_url().await?;
+                tracing::info!(cloud_controller = %self.url(), uaa = %uaa_url, "found Cloud Controller's UAA");
+                Ok(uaa_url)
+            })
             .await
-            .inspect_err(|m| self.failed.record(m))?;
-        tracing::info!(cloud_controller = %self.url, uaa = %uaa_url, "found Cloud Controller's UAA");
-        let validator = Arc::new(TokenValidator::new(
-            &uaa_url,
-            self.http.clone(),
-            self.clock_skew,
-        ));
-        *uaa = Some(Arc::clone(&validator));
-        Ok(validator)
-    }
-
-    /// `GET path?query` with the caller's token.
-    async fn get<T: DeserializeOwned>(
-        &self,
-        path: &[&str],
-        query: &[(&str, &str)],
-        token: &str,
-    ) -> Result<T, Failure> {
-        let mut url = Url::parse(&self.url).map_err(|e| Failure::Unavailable(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| Failure::Unavailable(format!("{} cannot be a base URL", self.url)))?
-            .pop_if_empty()
-            .extend(path);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| Failure::Unavailable(self.unreachable(&e)))?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(|e| {
-                Failure::Unavailable(format!(
-                    "Cloud Controller sent a bad answer to GET /{}: {}",
-                    path.join("/"),
-                    error_chain(&e)
-                ))
-            });
-        }
-        let errors = response.json::<CcErrors>().await.unwrap_or_default();
-        let detail = errors
-            .errors
-            .first()
-            .map(|e| format!(" ({} {}: {})", e.code, e.title, e.detail))
-            .unwrap_or_default();
-        Err(Failure::Status(status, detail))
     }
 }
 
@@ -330,12 +153,10 @@ pub fn new(
     let ca_name = config.ca.display().to_string();
     let ca =
         std::fs::read(&config.ca).map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
+    let http = uaa::https_client(&ca, &ca_name)?;
     let cc = Arc::new(CloudController {
-        url: config.api_url.trim_end_matches('/').to_owned(),
-        http: uaa::https_client(&ca, &ca_name)?,
-        clock_skew: Duration::from_secs_f64(config.token_clock_skew),
-        uaa: Mutex::new(None),
-        failed: uaa::FailedDiscovery::default(),
+        client: cloud_controller::CloudController::new(&config.api_url, http.clone()),
+        uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
     });
     let resolver = CfResolver {
         cc: Arc::clone(&cc),
@@ -358,9 +179,7 @@ impl Authenticator for CfAuthenticator {
     }
 
     fn issuer(&self) -> Option<String> {
-        // Known once discovered; while discovery runs, not known yet.
-        let validator = self.cc.uaa.try_lock().ok()?;
-        validator.as_ref().map(|v| v.issuer().to_owned())
+        self.cc.uaa.issuer()
     }
 }
 
@@ -384,19 +203,20 @@ impl AppNames {
             _ => return HashMap::new(),
         };
         let query = [("per_page", "5000")];
-        match self
+        let apps: Result<cloud_controller::Page<App>, CcError> = self
             .cc
-            .get::<Page<App>>(&["v3", "apps"], &query, token)
-            .await
-        {
+            .client
+            .get(&["v3", "apps"], &query, Some(token))
+            .await;
+        match apps {
             Ok(page) => page
                 .resources
                 .into_iter()
                 .map(|app| (app.guid, app.name))
                 .collect(),
-            Err(failure) => {
+            Err(error) => {
                 tracing::warn!(
-                    ?failure,
+                    error = %error_chain(&error),
                     "c2c insight: cannot list apps, so they stay GUIDs"
                 );
                 HashMap::new()
@@ -424,33 +244,27 @@ impl CfResolver {
     /// says at once whether it and its UAA are reachable. A failure is
     /// retried by a later request, at most every `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let cc = Arc::clone(&self.cc);
-        runtime.spawn(async move {
-            if let Err(message) = cc.validator().await {
-                tracing::warn!("{message}; trying again on an app capture, at most every 10 s");
-            }
-        });
+        uaa::discover_in_background(async move { cc.validator().await }, "an app capture");
     }
 
     /// Cloud Controller's refusals, in terms of the app.
-    fn refused(failure: Failure, guid: &str, what: &str) -> ResolveError {
-        match failure {
-            Failure::Unavailable(message) => ResolveError::Unavailable(message),
-            Failure::Status(StatusCode::UNAUTHORIZED, detail) => {
-                ResolveError::Unauthenticated(format!(
-                    "Cloud Controller did not accept the token (HTTP 401){detail}; log in again"
-                ))
-            }
-            Failure::Status(StatusCode::NOT_FOUND, _) => {
+    fn refused(error: CcError, guid: &str, what: &str) -> ResolveError {
+        let CcError::Status { status, errors, .. } = error else {
+            return ResolveError::Unavailable(error_chain(&error));
+        };
+        let detail = errors.summary();
+        match status {
+            StatusCode::UNAUTHORIZED => ResolveError::Unauthenticated(format!(
+                "Cloud Controller did not accept the token (HTTP 401){detail}; log in again"
+            )),
+            StatusCode::NOT_FOUND => {
                 ResolveError::NotFound(format!("app {guid} not found or not visible to you"))
             }
-            Failure::Status(StatusCode::FORBIDDEN, detail) => ResolveError::PermissionDenied(
-                format!("Cloud Controller does not let you {what} (HTTP 403){detail}"),
-            ),
-            Failure::Status(status, detail) => ResolveError::Unavailable(format!(
+            StatusCode::FORBIDDEN => ResolveError::PermissionDenied(format!(
+                "Cloud Controller does not let you {what} (HTTP 403){detail}"
+            )),
+            status => ResolveError::Unavailable(format!(
                 "Cloud Controller answered HTTP {status} when asked to {what}{detail}"
             )),
         }
@@ -459,7 +273,12 @@ impl CfResolver {
     /// Whether the caller holds an allowed role in `space`; the refusal
     /// names what they would need and what they have.
     async fn authorize(&self, app: &App, user_id: &str, token: &str) -> Result<(), ResolveError> {
-        let space = &app.relationships.space.data.guid;
+        let space = app.space_guid().ok_or_else(|| {
+            ResolveError::Unavailable(format!(
+                "Cloud Controller sent app {} without its space (relationships.space)",
+                app.guid
+            ))
+        })?;
         let needs = if self.allowed_roles.is_empty() {
             "only Cloud Foundry admins may capture apps on this pcap API".to_owned()
         } else {
@@ -473,10 +292,10 @@ impl CfResolver {
             return Err(ResolveError::PermissionDenied(needs));
         }
         let types = self.allowed_roles.join(",");
-        let roles: Page<Role> = self
+        let roles = self
             .cc
-            .get(
-                &["v3", "roles"],
+            .client
+            .roles(
                 &[
                     ("types", &types),
                     ("space_guids", space),
@@ -493,18 +312,13 @@ impl CfResolver {
         {
             return Ok(());
         }
-        let held: Page<Role> = self
+        let held = self
             .cc
-            .get(
-                &["v3", "roles"],
-                &[("space_guids", space), ("user_guids", user_id)],
-                token,
-            )
+            .client
+            .roles(&[("space_guids", space), ("user_guids", user_id)], token)
             .await
-            .unwrap_or(Page {
-                resources: Vec::new(),
-            });
-        let mut kinds: Vec<String> = held.resources.into_iter().map(|r| r.kind).collect();
+            .map_or_else(|_| Vec::new(), |page| page.resources);
+        let mut kinds: Vec<String> = held.into_iter().map(|r| r.kind).collect();
         kinds.sort();
         kinds.dedup();
         let has = if kinds.is_empty() {
@@ -558,9 +372,10 @@ impl Resolver for CfResolver {
                 user.name
             )));
         }
-        let app: App = self
+        let app = self
             .cc
-            .get(&["v3", "apps", guid], &[], token)
+            .client
+            .app(guid, token)
             .await
             .map_err(|f| Self::refused(f, guid, "read the app"))?;
         if !admin {
@@ -568,9 +383,10 @@ impl Resolver for CfResolver {
             self.authorize(&app, &user.id, token).await?;
         }
         if self.respect_ssh_setting {
-            let ssh: SshEnabled = self
+            let ssh = self
                 .cc
-                .get(&["v3", "apps", guid, "ssh_enabled"], &[], token)
+                .client
+                .ssh_enabled(guid, token)
                 .await
                 .map_err(|f| Self::refused(f, guid, "read the app's SSH setting"))?;
             if !ssh.enabled {
@@ -591,16 +407,16 @@ impl Resolver for CfResolver {
         } else {
             target.process_type.as_str()
         };
-        let stats: Page<InstanceStats> = self
+        let stats = self
             .cc
-            .get(
-                &["v3", "apps", guid, "processes", process, "stats"],
-                &[],
-                token,
-            )
+            .client
+            .process_stats(guid, process, token)
             .await
             .map_err(|f| match f {
-                Failure::Status(StatusCode::NOT_FOUND, _) => ResolveError::NotFound(format!(
+                CcError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                } => ResolveError::NotFound(format!(
                     "app \"{}\" has no process of type \"{process}\"",
                     app.name
                 )),
@@ -619,7 +435,7 @@ impl Resolver for CfResolver {
         let (healthy, message) = match self.cc.uaa_url().await {
             Ok(uaa) => (
                 true,
-                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url),
+                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url()),
             ),
             Err(message) => (false, message),
         };
@@ -724,7 +540,7 @@ mod tests {
     }
 
     fn stats() -> Vec<InstanceStats> {
-        let page: Page<InstanceStats> = serde_json::from_str(
+        let page: cloud_controller::Page<InstanceStats> = serde_json::from_str(
             r#"{"resources":[
               {"type":"web","index":0,"instance_guid":"g0","state":"RUNNING","routable":true,
                "host":"10.244.16.10","instance_internal_ip":"10.255.93.167","uptime":9,
@@ -744,6 +560,7 @@ mod tests {
             app_guid: "a-1".into(),
             process_type: String::new(),
             instances: instances.to_vec(),
+            follow: false,
         }
     }
 

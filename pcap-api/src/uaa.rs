@@ -17,10 +17,12 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use pcap_platform::uaa::{TokenKey, TokenKeys};
 use reqwest::{StatusCode, header};
 use serde::Deserialize;
 use thiserror::Error;
@@ -124,6 +126,76 @@ impl FailedDiscovery {
     }
 }
 
+/// A UAA found through another server (the director's `/info`, Cloud
+/// Controller's root) the first time a token is to be checked: its
+/// validator once found, the last failure meanwhile.
+pub struct DiscoveredUaa {
+    http: reqwest::Client,
+    clock_skew: Duration,
+    validator: Mutex<Option<Arc<TokenValidator>>>,
+    failed: FailedDiscovery,
+}
+
+impl DiscoveredUaa {
+    /// Validators it makes fetch keys with `http` and allow `clock_skew`.
+    pub fn new(http: reqwest::Client, clock_skew: Duration) -> Self {
+        Self {
+            http,
+            clock_skew,
+            validator: Mutex::new(None),
+            failed: FailedDiscovery::default(),
+        }
+    }
+
+    /// The validator of the UAA whose URL `discover` finds, the first time;
+    /// a failure is answered from memory for [`DISCOVERY_RETRY`].
+    pub async fn validator(
+        &self,
+        discover: impl Future<Output = Result<String, String>>,
+    ) -> Result<Arc<TokenValidator>, String> {
+        let mut validator = self.validator.lock().await;
+        if let Some(found) = &*validator {
+            return Ok(Arc::clone(found));
+        }
+        if let Some(message) = self.failed.recent() {
+            return Err(message);
+        }
+        let uaa_url = discover.await.inspect_err(|m| self.failed.record(m))?;
+        let found = Arc::new(TokenValidator::new(
+            &uaa_url,
+            self.http.clone(),
+            self.clock_skew,
+        ));
+        *validator = Some(Arc::clone(&found));
+        Ok(found)
+    }
+
+    /// The `iss` of the UAA's tokens: known once discovered; while
+    /// discovery runs, not known yet.
+    pub fn issuer(&self) -> Option<String> {
+        let validator = self.validator.try_lock().ok()?;
+        validator.as_ref().map(|v| v.issuer().to_owned())
+    }
+}
+
+/// Runs `discovery` in the background when there is a runtime, so that the
+/// log says at once whether the server and its UAA are reachable; a
+/// failure is retried by a later request (`retried_by`), at most every
+/// [`DISCOVERY_RETRY`].
+pub fn discover_in_background(
+    discovery: impl Future<Output = Result<Arc<TokenValidator>, String>> + Send + 'static,
+    retried_by: &'static str,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(message) = discovery.await {
+            tracing::warn!("{message}; trying again on {retried_by}, at most every 10 s");
+        }
+    });
+}
+
 /// An HTTPS client that trusts the certificates in `ca_pem` only.
 pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, SetupError> {
     let certificates = reqwest::Certificate::from_pem_bundle(ca_pem)
@@ -204,28 +276,6 @@ struct RawClaims {
     scope: Vec<String>,
     #[serde(default)]
     aud: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct TokenKeys {
-    keys: Vec<TokenKey>,
-}
-
-#[derive(Deserialize)]
-struct TokenKey {
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    alg: Option<String>,
-    kty: String,
-    #[serde(default, rename = "use")]
-    usage: Option<String>,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    n: Option<String>,
-    #[serde(default)]
-    e: Option<String>,
 }
 
 struct Key {
@@ -431,7 +481,7 @@ impl TokenValidator {
 /// is `Unavailable`, any other failure `Rejected` with its reason.
 pub async fn authenticate(
     uaa: Uaa,
-    validator: impl Future<Output = Result<std::sync::Arc<TokenValidator>, String>>,
+    validator: impl Future<Output = Result<Arc<TokenValidator>, String>>,
     token: &str,
 ) -> Result<User, AuthError> {
     if jsonwebtoken::decode_header(token).is_err() {

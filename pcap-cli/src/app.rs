@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, CommandFactory as _};
+use pcap_platform::cloud_controller::{App, CloudController, Error as CcError};
+use pcap_platform::uaa::expires_within;
 use pcap_proto::v1::{CfAppTarget, StartCapture, target};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use tonic::transport::Uri;
 
-use crate::bosh_config::expires_within;
 use crate::captures::Connection;
 use crate::cf_config::{self, CfConfig, Named};
 use crate::{Cli, RemoteFlags, describe};
@@ -180,33 +180,6 @@ pub fn run(args: &AppArgs, login: Login, command: impl Fn() -> clap::Command) ->
     }
 }
 
-#[derive(Deserialize)]
-struct Apps {
-    resources: Vec<App>,
-}
-
-#[derive(Deserialize)]
-struct App {
-    guid: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct Root {
-    links: RootLinks,
-}
-
-#[derive(Deserialize)]
-struct RootLinks {
-    #[serde(default)]
-    uaa: Option<Link>,
-}
-
-#[derive(Deserialize)]
-struct Link {
-    href: String,
-}
-
 enum Lookup {
     Unauthorized,
     Failed(anyhow::Error),
@@ -219,8 +192,8 @@ async fn prepare(args: &AppArgs, login: Login) -> anyhow::Result<(Uri, String, S
         Login::Config => from_config(args).await?,
         Login::Plugin(login) => {
             let http = cf_config::http_client(args.ca.as_deref(), login.ssl_disabled)?;
-            let found =
-                find_app(&http, &login.cc, &args.app, &login.space.guid, &login.token).await;
+            let client = CloudController::new(&login.cc, http);
+            let found = find_app(&client, &args.app, &login.space.guid, &login.token).await;
             (login.cc, login.org, login.space, login.token, found)
         }
     };
@@ -272,66 +245,58 @@ async fn from_config(
     let space = config.space()?;
     let org = config.org();
     let http = cf_config::http_client(args.ca.as_deref(), config.ssl_disabled())?;
+    let client = CloudController::new(&cc, http);
     let fresh = config
         .access_token()
         .is_some_and(|t| !expires_within(&t, REFRESH_MARGIN));
     if !fresh {
-        refresh(&http, &cc, &mut config).await?;
+        refresh(&client, &mut config).await?;
     }
     let mut token = config.access_token().unwrap_or_default();
-    let mut found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+    let mut found = find_app(&client, &args.app, &space.guid, &token).await;
     if matches!(found, Err(Lookup::Unauthorized)) && fresh && config.refresh_token().is_some() {
         // Revoked or otherwise refused before its time: one refresh.
-        refresh(&http, &cc, &mut config).await?;
+        refresh(&client, &mut config).await?;
         token = config.access_token().unwrap_or_default();
-        found = find_app(&http, &cc, &args.app, &space.guid, &token).await;
+        found = find_app(&client, &args.app, &space.guid, &token).await;
     }
     Ok((cc, org, space, token, found))
 }
 
+/// The app `name` in `space`, if Cloud Controller lets the user see it.
 async fn find_app(
-    http: &reqwest::Client,
-    cc: &str,
+    cc: &CloudController,
     name: &str,
     space: &str,
     token: &str,
 ) -> Result<Option<App>, Lookup> {
-    let mut url = reqwest::Url::parse(&format!("{cc}/v3/apps"))
-        .map_err(|e| Lookup::Failed(anyhow::anyhow!("{cc} is not a URL: {e}")))?;
-    url.query_pairs_mut()
-        .append_pair("names", name)
-        .append_pair("space_guids", space);
-    let response = http.get(url).bearer_auth(token).send().await.map_err(|e| {
-        Lookup::Failed(
-            anyhow::Error::new(e).context(format!("cannot reach Cloud Controller at {cc}")),
-        )
-    })?;
-    match response.status() {
-        StatusCode::UNAUTHORIZED => Err(Lookup::Unauthorized),
-        status if status.is_success() => {
-            let apps: Apps = response.json().await.map_err(|e| {
-                Lookup::Failed(
-                    anyhow::Error::new(e).context("Cloud Controller's app list is not valid"),
-                )
-            })?;
-            Ok(apps.resources.into_iter().find(|a| a.name == name))
-        }
-        status => Err(Lookup::Failed(anyhow::anyhow!(
-            "Cloud Controller at {cc} answered HTTP {status} to the app lookup"
+    match cc.apps_named(name, space, token).await {
+        Ok(apps) => Ok(apps.resources.into_iter().find(|a| a.name == name)),
+        Err(CcError::Status {
+            status: StatusCode::UNAUTHORIZED,
+            ..
+        }) => Err(Lookup::Unauthorized),
+        Err(CcError::Status { status, .. }) => Err(Lookup::Failed(anyhow::anyhow!(
+            "Cloud Controller at {} answered HTTP {status} to the app lookup",
+            cc.url()
         ))),
+        Err(CcError::Malformed { source, .. }) => Err(Lookup::Failed(
+            anyhow::Error::new(source).context("Cloud Controller's app list is not valid"),
+        )),
+        Err(error) => Err(Lookup::Failed(error.into())),
     }
 }
 
 /// Refreshes the access token through UAA and rewrites the configuration.
-async fn refresh(http: &reqwest::Client, cc: &str, config: &mut CfConfig) -> anyhow::Result<()> {
+async fn refresh(cc: &CloudController, config: &mut CfConfig) -> anyhow::Result<()> {
     let Some(refresh_token) = config.refresh_token() else {
         bail!("your Cloud Foundry login has expired and there is no refresh token; run `cf login`");
     };
     let uaa = match config.uaa_endpoint() {
         Some(uaa) => uaa,
-        None => uaa_of(http, cc).await?,
+        None => uaa_of(cc).await?,
     };
-    let (access, refreshed) = cf_config::refresh(http, &uaa, &refresh_token).await?;
+    let (access, refreshed) = cf_config::refresh(cc.http(), &uaa, &refresh_token).await?;
     config.store_tokens(&access, refreshed.as_deref())?;
     eprintln!(
         "pcap: refreshed the access token in {}",
@@ -341,18 +306,14 @@ async fn refresh(http: &reqwest::Client, cc: &str, config: &mut CfConfig) -> any
 }
 
 /// The UAA named by Cloud Controller's root.
-async fn uaa_of(http: &reqwest::Client, cc: &str) -> anyhow::Result<String> {
-    let root: Root = http
-        .get(format!("{cc}/"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach Cloud Controller at {cc}"))?
-        .json()
-        .await
-        .context("Cloud Controller's root document is not valid")?;
-    root.links
-        .uaa
-        .map(|l| l.href)
+async fn uaa_of(cc: &CloudController) -> anyhow::Result<String> {
+    let root = cc.root().await.map_err(|error| match error {
+        CcError::Malformed { source, .. } => {
+            anyhow::Error::new(source).context("Cloud Controller's root document is not valid")
+        }
+        other => other.into(),
+    })?;
+    root.uaa_url()
         .context("Cloud Controller names no UAA, so the token cannot be refreshed")
 }
 

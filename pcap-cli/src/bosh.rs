@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use pcap_platform::director::{self, Error as DirectorError, Instance};
+use pcap_proto::error_chain;
 use pcap_proto::flags::InterfaceFlags;
 use pcap_proto::v1::{BoshTarget, StartCapture, target};
-use reqwest::{StatusCode, Url};
-use serde::Deserialize;
+use reqwest::StatusCode;
 use tonic::transport::Uri;
 
 use crate::bosh_config::{self, BoshConfig, Environment, REFRESH_MARGIN};
@@ -265,7 +266,7 @@ async fn refresh(
         );
     };
     let uaa = director.uaa_url().await?;
-    let (access, refreshed) = bosh_config::refresh(&director.http, &uaa, &refresh_token).await?;
+    let (access, refreshed) = bosh_config::refresh(director.http(), &uaa, &refresh_token).await?;
     config.store_tokens(environment, &access, refreshed.as_deref())?;
     eprintln!(
         "pcap: refreshed the access token in {}",
@@ -282,21 +283,13 @@ fn plural_instances(n: usize) -> String {
     }
 }
 
-/// One entry of the director's `GET /deployments/:name/instances`.
-#[derive(Clone, Debug, Deserialize)]
-struct Instance {
-    job: String,
-    id: String,
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default)]
-    az: Option<String>,
-    #[serde(default)]
-    ips: Vec<String>,
+/// How `pcap bosh` shows an instance of the director's list.
+trait Describe {
+    /// `router/0b2c… (index 0, z1, 10.0.1.5)`.
+    fn describe(&self) -> String;
 }
 
-impl Instance {
-    /// `router/0b2c… (index 0, z1, 10.0.1.5)`.
+impl Describe for Instance {
     fn describe(&self) -> String {
         let mut details = Vec::new();
         if let Some(index) = self.index {
@@ -325,29 +318,6 @@ fn choose<'a>(instances: &'a [Instance], groups: &[String], ids: &[String]) -> V
     chosen
 }
 
-#[derive(Deserialize)]
-struct Info {
-    user_authentication: UserAuthentication,
-}
-
-#[derive(Deserialize)]
-struct UserAuthentication {
-    #[serde(default)]
-    options: UaaOptions,
-}
-
-#[derive(Default, Deserialize)]
-struct UaaOptions {
-    #[serde(default)]
-    url: Option<String>,
-}
-
-/// The director's error body.
-#[derive(Deserialize)]
-struct DirectorError {
-    description: String,
-}
-
 enum Listing {
     Unauthorized,
     Failed(anyhow::Error),
@@ -355,8 +325,7 @@ enum Listing {
 
 /// The director of an environment, trusted through its `ca_cert`.
 struct Director {
-    url: String,
-    http: reqwest::Client,
+    client: director::Director,
 }
 
 impl Director {
@@ -379,37 +348,34 @@ impl Director {
             .build()
             .context("cannot set up an HTTPS client")?;
         Ok(Self {
-            url: environment.url.trim_end_matches('/').to_owned(),
-            http,
+            client: director::Director::new(&environment.url, http),
         })
     }
 
-    fn unreachable(&self, error: &reqwest::Error) -> anyhow::Error {
+    fn http(&self) -> &reqwest::Client {
+        self.client.http()
+    }
+
+    fn unreachable(&self, source: &reqwest::Error) -> anyhow::Error {
         anyhow::anyhow!(
             "cannot reach the BOSH director at {}: {}; the capture was not started",
-            self.url,
-            describe(&anyhow::Error::new(clone_error(error)))
+            self.client.url(),
+            error_chain(source)
         )
     }
 
     /// The UAA from the director's `/info`.
     async fn uaa_url(&self) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(format!("{}/info", self.url))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            bail!(
-                "the BOSH director's /info answered HTTP {}",
-                response.status()
-            );
-        }
-        let info: Info = response
-            .json()
-            .await
-            .context("the BOSH director's /info is not valid")?;
+        let info = self.client.info().await.map_err(|error| match error {
+            DirectorError::Unreachable { source, .. } => self.unreachable(&source),
+            DirectorError::Status { status, .. } => {
+                anyhow::anyhow!("the BOSH director's /info answered HTTP {status}")
+            }
+            DirectorError::Malformed { source, .. } => {
+                anyhow::Error::new(source).context("the BOSH director's /info is not valid")
+            }
+            other @ DirectorError::BadUrl { .. } => other.into(),
+        })?;
         info.user_authentication
             .options
             .url
@@ -417,31 +383,29 @@ impl Director {
     }
 
     async fn instances(&self, deployment: &str, token: &str) -> Result<Vec<Instance>, Listing> {
-        let mut url = Url::parse(&self.url).map_err(|e| Listing::Failed(e.into()))?;
-        url.path_segments_mut()
-            .map_err(|()| Listing::Failed(anyhow::anyhow!("{} is not a base URL", self.url)))?
-            .pop_if_empty()
-            .extend(["deployments", deployment, "instances"]);
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| Listing::Failed(self.unreachable(&e)))?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(|e| {
-                Listing::Failed(
-                    anyhow::Error::new(e).context("the director's instance list is not valid"),
-                )
-            });
-        }
-        let description = response
-            .json::<DirectorError>()
-            .await
-            .map(|e| format!(": {}", e.description))
-            .unwrap_or_default();
+        let error = match self.client.instances(deployment, token).await {
+            Ok(instances) => return Ok(instances),
+            Err(error) => error,
+        };
+        let (status, description) = match error {
+            DirectorError::Status {
+                status,
+                description,
+                ..
+            } => (
+                status,
+                description.map(|d| format!(": {d}")).unwrap_or_default(),
+            ),
+            DirectorError::Unreachable { source, .. } => {
+                return Err(Listing::Failed(self.unreachable(&source)));
+            }
+            DirectorError::Malformed { source, .. } => {
+                return Err(Listing::Failed(
+                    anyhow::Error::new(source).context("the director's instance list is not valid"),
+                ));
+            }
+            other @ DirectorError::BadUrl { .. } => return Err(Listing::Failed(other.into())),
+        };
         Err(match status {
             StatusCode::UNAUTHORIZED => Listing::Unauthorized,
             StatusCode::FORBIDDEN => Listing::Failed(anyhow::anyhow!(
@@ -450,18 +414,13 @@ impl Director {
             )),
             StatusCode::NOT_FOUND => Listing::Failed(anyhow::anyhow!(
                 "deployment \"{deployment}\" not found at the BOSH director {}",
-                self.url
+                self.client.url()
             )),
             _ => Listing::Failed(anyhow::anyhow!(
                 "the BOSH director answered HTTP {status}{description}"
             )),
         })
     }
-}
-
-/// reqwest errors cannot be cloned; their text and causes can.
-fn clone_error(error: &reqwest::Error) -> io::Error {
-    io::Error::other(pcap_proto::error_chain(error))
 }
 
 #[cfg(test)]

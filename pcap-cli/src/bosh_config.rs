@@ -12,11 +12,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use serde::Deserialize;
 use yaml_serde::{Mapping, Value};
 
 /// The BOSH CLI's port when an environment is given as a bare host.
@@ -203,29 +201,7 @@ fn normalize_url(text: &str) -> String {
     }
 }
 
-/// Whether `token` (a JWT) expires within `margin`, by its `exp` claim.
-/// Tokens that cannot be read count as expired.
-pub fn expires_within(token: &str, margin: Duration) -> bool {
-    #[derive(Deserialize)]
-    struct Expiry {
-        exp: u64,
-    }
-    let exp = token
-        .split('.')
-        .nth(1)
-        .and_then(|payload| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload.trim_end_matches('='))
-                .ok()
-        })
-        .and_then(|json| serde_json::from_slice::<Expiry>(&json).ok())
-        .map(|e| e.exp);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    exp.is_none_or(|exp| exp <= now + margin.as_secs())
-}
+pub use pcap_platform::uaa::expires_within;
 
 /// Trades `refresh_token` for new tokens at `uaa_url` (client `bosh_cli`).
 pub async fn refresh(
@@ -239,6 +215,9 @@ pub async fn refresh(
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use base64::Engine as _;
 
     use super::*;
 

@@ -63,6 +63,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use pcap_platform::silk;
 
 use crate::{
     cluster::{default_bin_dir, quoted},
@@ -500,31 +501,28 @@ impl Landscape {
     /// exclusive lock on `store.json_lock`, and bumps `store.json_version`,
     /// as cni-wrapper-plugin does.
     pub fn write_store(&self, index: usize) -> anyhow::Result<()> {
-        let mut store = serde_json::Map::new();
+        let mut store = silk::Store::new();
         for app in &self.apps {
             for instance in app.instances.iter().filter(|i| i.cell == index) {
                 let ports: Vec<String> = app.ports.iter().map(u16::to_string).collect();
                 store.insert(
                     instance.instance_guid.clone(),
-                    serde_json::json!({
-                        "handle": instance.instance_guid,
-                        "ip": instance.overlay_ip.to_string(),
-                        "metadata": {
-                            "app_id": app.guid,
-                            "space_id": app.space_guid,
-                            "org_id": app.org_guid,
-                            "policy_group_id": app.guid,
-                            "ports": ports.join(","),
-                            "container_workload": "app",
-                        },
-                    }),
+                    silk::StoreEntry {
+                        handle: instance.instance_guid.clone(),
+                        ip: instance.overlay_ip.to_string(),
+                        metadata: Some(silk::Metadata {
+                            app_id: app.guid.clone(),
+                            space_id: app.space_guid.clone(),
+                            org_id: app.org_guid.clone(),
+                            policy_group_id: app.guid.clone(),
+                            ports: ports.join(","),
+                            container_workload: "app".to_owned(),
+                        }),
+                    },
                 );
             }
         }
-        write_store_file(
-            &self.cells[index].metadata_store(),
-            &serde_json::Value::Object(store),
-        )
+        write_store_file(&self.cells[index].metadata_store(), &store)
     }
 
     /// Writes an agent configuration for cell `index` (its metadata store
@@ -786,10 +784,7 @@ impl Landscape {
 
 /// Silk's host-side veth name for a container's overlay IP:
 /// `s-010255077003` for 10.255.77.3.
-pub fn host_interface(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("s-{a:03}{b:03}{c:03}{d:03}")
-}
+pub use pcap_platform::silk::host_interface_name as host_interface;
 
 fn underlay_ip(cell: usize) -> Ipv4Addr {
     Ipv4Addr::new(
@@ -937,7 +932,7 @@ fn build_container(cell: &Cell, ip: Ipv4Addr) -> anyhow::Result<Netns> {
 
 /// Writes `store.json` in place under `flock(LOCK_EX)` on `store.json_lock`
 /// and bumps `store.json_version`, like cni-wrapper-plugin.
-fn write_store_file(path: &Path, store: &serde_json::Value) -> anyhow::Result<()> {
+fn write_store_file(path: &Path, store: &silk::Store) -> anyhow::Result<()> {
     use std::io::Write as _;
     let lock_path = sibling(path, "_lock");
     let lock = std::fs::OpenOptions::new()

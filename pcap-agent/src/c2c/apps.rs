@@ -3,18 +3,7 @@
 
 use std::{collections::HashMap, fs, io, path::Path};
 
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Apps {
-    resources: Vec<App>,
-}
-
-#[derive(Deserialize)]
-struct App {
-    guid: String,
-    name: String,
-}
+use pcap_platform::cloud_controller::{App, Page};
 
 /// GUID → name from a saved `/v3/apps` response.
 pub fn read(path: &Path) -> io::Result<HashMap<String, String>> {
@@ -31,7 +20,7 @@ pub fn read(path: &Path) -> io::Result<HashMap<String, String>> {
 }
 
 fn parse(json: &str) -> Result<HashMap<String, String>, serde_json::Error> {
-    let apps: Apps = serde_json::from_str(json)?;
+    let apps: Page<App> = serde_json::from_str(json)?;
     Ok(apps
         .resources
         .into_iter()

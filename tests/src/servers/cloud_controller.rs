@@ -33,6 +33,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use pcap_platform::cloud_controller::{
+    App, AppRelationships, CcErrors, InstanceStats, Link, Page, Pagination, Relationship, Role,
+    RoleRelationships, Root, RootLinks, SshEnabled,
+};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::uaa::{AccessClaims, Uaa};
@@ -89,23 +94,39 @@ impl CcInstance {
 
     fn stats(&self, process: &str) -> Value {
         if self.state == "DOWN" {
-            return json!({
-                "type": process, "index": self.index, "state": "DOWN", "routable": false,
-                "uptime": 0, "isolation_segment": null, "details": null,
-            });
+            let down = InstanceStats {
+                process_type: process.to_owned(),
+                index: self.index,
+                state: "DOWN".to_owned(),
+                ..InstanceStats::default()
+            };
+            return with_fields(
+                &down,
+                json!({"routable": false, "uptime": 0, "isolation_segment": null}),
+            );
         }
-        json!({
-            "type": process, "index": self.index, "instance_guid": self.instance_guid,
-            "state": self.state, "routable": self.state == "RUNNING",
-            "host": self.host, "instance_internal_ip": self.internal_ip, "uptime": 9042,
-            "mem_quota": 268_435_456, "disk_quota": 1_073_741_824, "log_rate_limit": null,
-            "fds_quota": 16384, "isolation_segment": null,
-            "details": if self.state == "CRASHED" { json!("APP/PROC/WEB: Exited with status 1") } else { Value::Null },
-            "instance_ports": [{"external": 64546, "internal": 8080,
-                                "external_tls_proxy_port": 61002, "internal_tls_proxy_port": 61003}],
-            "usage": {"time": "2026-01-01T00:00:00Z", "cpu": 0.0003, "mem": 19_177_472,
-                      "disk": 69_705_728, "log_rate": 0},
-        })
+        let stats = InstanceStats {
+            process_type: process.to_owned(),
+            index: self.index,
+            state: self.state.clone(),
+            host: Some(self.host.clone()),
+            instance_internal_ip: Some(self.internal_ip.clone()),
+            instance_guid: Some(self.instance_guid.clone()),
+            details: (self.state == "CRASHED")
+                .then(|| "APP/PROC/WEB: Exited with status 1".to_owned()),
+        };
+        with_fields(
+            &stats,
+            json!({
+                "routable": self.state == "RUNNING", "uptime": 9042,
+                "mem_quota": 268_435_456, "disk_quota": 1_073_741_824, "log_rate_limit": null,
+                "fds_quota": 16384, "isolation_segment": null,
+                "instance_ports": [{"external": 64546, "internal": 8080,
+                                    "external_tls_proxy_port": 61002, "internal_tls_proxy_port": 61003}],
+                "usage": {"time": "2026-01-01T00:00:00Z", "cpu": 0.0003, "mem": 19_177_472,
+                          "disk": 69_705_728, "log_rate": 0},
+            }),
+        )
     }
 }
 
@@ -232,14 +253,24 @@ impl CloudController {
 
     fn app_json(&self, app: &CcApp) -> Value {
         let base = format!("{}/v3/apps/{}", self.url, app.guid);
-        json!({
-            "guid": app.guid, "name": app.name, "state": "STARTED",
-            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-            "lifecycle": {"type": "buildpack", "data": {"buildpacks": [], "stack": "cflinuxfs4"}},
-            "relationships": {"space": {"data": {"guid": app.space_guid}}, "current_droplet": {"data": {"guid": "d"}}},
-            "metadata": {"labels": {}, "annotations": {}},
-            "links": {"self": {"href": base}, "processes": {"href": format!("{base}/processes")}},
-        })
+        let typed = App {
+            guid: app.guid.clone(),
+            name: app.name.clone(),
+            state: "STARTED".to_owned(),
+            relationships: Some(AppRelationships {
+                space: Relationship::to(&app.space_guid),
+            }),
+        };
+        with_fields(
+            &typed,
+            json!({
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                "lifecycle": {"type": "buildpack", "data": {"buildpacks": [], "stack": "cflinuxfs4"}},
+                "relationships": {"current_droplet": {"data": {"guid": "d"}}},
+                "metadata": {"labels": {}, "annotations": {}},
+                "links": {"self": {"href": base}, "processes": {"href": format!("{base}/processes")}},
+            }),
+        )
     }
 }
 
@@ -269,12 +300,26 @@ async fn record(
     next.run(request).await
 }
 
-fn error(status: StatusCode, code: u32, title: &str, detail: &str) -> Response {
-    (
-        status,
-        Json(json!({"errors": [{"code": code, "title": title, "detail": detail}]})),
-    )
-        .into_response()
+fn error(status: StatusCode, code: u64, title: &str, detail: &str) -> Response {
+    (status, Json(CcErrors::one(code, title, detail))).into_response()
+}
+
+/// `typed` as JSON, with the fields pcap does not read added (objects
+/// merged, so `extra` can add to a nested object).
+fn with_fields(typed: &impl Serialize, extra: Value) -> Value {
+    fn merge(into: &mut Value, extra: Value) {
+        match (into, extra) {
+            (Value::Object(into), Value::Object(extra)) => {
+                for (key, value) in extra {
+                    merge(into.entry(key).or_insert(Value::Null), value);
+                }
+            }
+            (into, extra) => *into = extra,
+        }
+    }
+    let mut value = serde_json::to_value(typed).expect("wire types serialize");
+    merge(&mut value, extra);
+    value
 }
 
 fn not_found(what: &str) -> Response {
@@ -420,35 +465,49 @@ fn paginate(
     }
     let total = resources.len();
     let pages = total.div_ceil(per_page).max(1);
-    let href = |p: usize| json!({"href": format!("{url}{path}?page={p}&per_page={per_page}")});
-    let body = json!({
-        "pagination": {
-            "total_results": total, "total_pages": pages,
-            "first": href(1), "last": href(pages),
-            "next": if page < pages { href(page + 1) } else { Value::Null },
-            "previous": if page > 1 { href(page - 1) } else { Value::Null },
-        },
-        "resources": resources.into_iter().skip((page - 1) * per_page).take(per_page).collect::<Vec<_>>(),
-    });
+    let href = |p: usize| Link::new(format!("{url}{path}?page={p}&per_page={per_page}"));
+    let body = Page {
+        pagination: Some(Pagination {
+            total_results: total as u64,
+            total_pages: pages as u64,
+            first: Some(href(1)),
+            last: Some(href(pages)),
+            next: (page < pages).then(|| href(page + 1)),
+            previous: (page > 1).then(|| href(page - 1)),
+        }),
+        resources: resources
+            .into_iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .collect(),
+    };
     Json(body).into_response()
 }
 
-async fn root(State(cc): State<Shared>) -> Json<Value> {
+async fn root(State(cc): State<Shared>) -> Json<Root> {
     let uaa = cc.uaa.url();
-    Json(json!({"links": {
+    let other = json!({
         "self": {"href": cc.url},
         "bits_service": null,
         "cloud_controller_v2": {"href": format!("{}/v2", cc.url), "meta": {"version": "2.250.0"}},
         "cloud_controller_v3": {"href": format!("{}/v3", cc.url), "meta": {"version": "3.185.0"}},
         "network_policy_v0": {"href": format!("{}/networking/v0/external", cc.url)},
         "network_policy_v1": {"href": format!("{}/networking/v1/external", cc.url)},
-        "login": {"href": uaa},
-        "uaa": {"href": uaa},
         "credhub": null, "routing": {"href": format!("{}/routing", cc.url)},
         "logging": {"href": "wss://doppler.invalid:443"},
         "log_cache": {"href": "https://log-cache.invalid"},
         "app_ssh": {"href": "ssh.invalid:2222", "meta": {"host_key_fingerprint": "x", "oauth_client": "ssh-proxy"}},
-    }}))
+    });
+    let Value::Object(other) = other else {
+        unreachable!("an object literal")
+    };
+    Json(Root {
+        links: RootLinks {
+            uaa: Some(Link::new(uaa)),
+            login: Some(Link::new(uaa)),
+            other,
+        },
+    })
 }
 
 async fn list_apps(
@@ -521,10 +580,15 @@ async fn ssh_enabled(
         Err(response) => return *response,
     };
     match cc.visible_app(&caller, &guid) {
-        Ok(app) if app.ssh_enabled => Json(json!({"enabled": true, "reason": ""})).into_response(),
-        Ok(_) => {
-            Json(json!({"enabled": false, "reason": "ssh is disabled for app"})).into_response()
-        }
+        Ok(app) => Json(SshEnabled {
+            enabled: app.ssh_enabled,
+            reason: if app.ssh_enabled {
+                String::new()
+            } else {
+                "ssh is disabled for app".to_owned()
+            },
+        })
+        .into_response(),
         Err(response) => *response,
     }
 }
@@ -547,7 +611,7 @@ async fn stats(
         return not_found("Process");
     };
     let resources: Vec<Value> = instances.iter().map(|i| i.stats(&kind)).collect();
-    Json(json!({"resources": resources})).into_response()
+    Json(Page::unpaginated(resources)).into_response()
 }
 
 async fn list_roles(
@@ -571,16 +635,22 @@ async fn list_roles(
         .filter(|r| spaces.as_ref().is_none_or(|s| s.contains(&r.space_guid)))
         .filter(|r| users.as_ref().is_none_or(|u| u.contains(&r.user_guid)))
         .map(|r| {
-            json!({
-                "guid": r.guid, "type": r.kind,
-                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-                "relationships": {
-                    "user": {"data": {"guid": r.user_guid}},
-                    "organization": {"data": null},
-                    "space": {"data": {"guid": r.space_guid}},
-                },
-                "links": {"self": {"href": format!("{}/v3/roles/{}", cc.url, r.guid)}},
-            })
+            let role = Role {
+                guid: r.guid.clone(),
+                kind: r.kind.clone(),
+                relationships: Some(RoleRelationships {
+                    user: Relationship::to(&r.user_guid),
+                    organization: Relationship::default(),
+                    space: Relationship::to(&r.space_guid),
+                }),
+            };
+            with_fields(
+                &role,
+                json!({
+                    "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                    "links": {"self": {"href": format!("{}/v3/roles/{}", cc.url, r.guid)}},
+                }),
+            )
         })
         .collect();
     paginate(&cc.url, "/v3/roles", &query, resources)

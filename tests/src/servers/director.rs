@@ -19,7 +19,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde_json::json;
+use pcap_platform::director::{self, DirectorError, Info, UserAuthentication};
+use serde_json::{Value, json};
 
 use super::uaa::Uaa;
 
@@ -63,34 +64,42 @@ impl Director {
 
 type Shared = Arc<Director>;
 
-async fn info(State(director): State<Shared>) -> Json<serde_json::Value> {
-    Json(json!({
-        "name": "test-director",
-        "uuid": UUID,
-        "version": "280.1.0 (00000000)",
-        "user": null,
-        "cpi": "warden_cpi",
-        "stemcell_os": "ubuntu-jammy",
-        "stemcell_version": "1.500",
-        "user_authentication": {
-            "type": "uaa",
-            "options": {"url": director.uaa.url(), "urls": [director.uaa.url()]},
-        },
-        "features": {
-            "local_dns": {"status": true, "extras": {"domain_name": "bosh"}},
-            "power_dns": {"status": false},
-            "snapshots": {"status": false},
-            "config_server": {"status": true, "extras": {"urls": []}},
-        },
-    }))
+async fn info(State(director): State<Shared>) -> Json<Value> {
+    let info = Info {
+        name: "test-director".to_owned(),
+        uuid: UUID.to_owned(),
+        version: "280.1.0 (00000000)".to_owned(),
+        user_authentication: UserAuthentication::uaa(director.uaa.url()),
+    };
+    let mut body = serde_json::to_value(info).expect("wire types serialize");
+    let Value::Object(fields) = &mut body else {
+        unreachable!("a struct is an object")
+    };
+    // What the director says besides, which pcap does not read.
+    fields.extend([
+        ("user".to_owned(), Value::Null),
+        ("cpi".to_owned(), json!("warden_cpi")),
+        ("stemcell_os".to_owned(), json!("ubuntu-jammy")),
+        ("stemcell_version".to_owned(), json!("1.500")),
+        (
+            "features".to_owned(),
+            json!({
+                "local_dns": {"status": true, "extras": {"domain_name": "bosh"}},
+                "power_dns": {"status": false},
+                "snapshots": {"status": false},
+                "config_server": {"status": true, "extras": {"urls": []}},
+            }),
+        ),
+    ]);
+    Json(body)
 }
 
-fn error(status: StatusCode, code: u32, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"code": code, "description": description})),
-    )
-        .into_response()
+fn error(status: StatusCode, code: u64, description: &str) -> Response {
+    let body = DirectorError {
+        code,
+        description: description.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn instances(
@@ -138,16 +147,18 @@ async fn instances(
         .iter()
         .map(|i| {
             let has_vm = !i.ips.is_empty();
-            json!({
-                "agent_id": has_vm.then(|| format!("agent-{}", i.id)),
-                "cid": has_vm.then(|| format!("vm-{}", i.id)),
-                "job": i.job,
-                "index": i.index,
-                "id": i.id,
-                "az": i.az,
-                "ips": i.ips,
-                "expects_vm": true,
-            })
+            let typed = director::Instance {
+                job: i.job.clone(),
+                id: i.id.clone(),
+                index: Some(u64::from(i.index)),
+                az: Some(i.az.clone()),
+                ips: i.ips.clone(),
+            };
+            let mut entry = serde_json::to_value(typed).expect("wire types serialize");
+            entry["agent_id"] = json!(has_vm.then(|| format!("agent-{}", i.id)));
+            entry["cid"] = json!(has_vm.then(|| format!("vm-{}", i.id)));
+            entry["expects_vm"] = json!(true);
+            entry
         })
         .collect();
     Json(body).into_response()

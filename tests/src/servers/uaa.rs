@@ -25,6 +25,7 @@ use axum::{
 };
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use pcap_platform::uaa::{OAuthError, TokenKey, TokenKeys, TokenRequest, TokenResponse};
 use rsa::{
     RsaPrivateKey, RsaPublicKey,
     pkcs8::{DecodePrivateKey as _, EncodePublicKey as _, LineEnding},
@@ -323,30 +324,26 @@ async fn token_keys(State(uaa): State<Shared>, headers: HeaderMap) -> Response {
         uaa.token_keys_not_modified.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let body = json!({"keys": [{
-        "kid": KEY_ID, "alg": "RS256", "kty": "RSA", "use": "sig",
-        "value": uaa.key.public_pem, "n": uaa.key.n, "e": uaa.key.e,
-    }]});
+    let body = TokenKeys {
+        keys: vec![TokenKey {
+            kid: Some(KEY_ID.to_owned()),
+            alg: Some("RS256".to_owned()),
+            kty: "RSA".to_owned(),
+            usage: Some("sig".to_owned()),
+            value: Some(uaa.key.public_pem.clone()),
+            n: Some(uaa.key.n.clone()),
+            e: Some(uaa.key.e.clone()),
+        }],
+    };
     ([(header::ETAG, etag)], Json(body)).into_response()
 }
 
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-}
-
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+    let body = OAuthError {
+        error: error.to_owned(),
+        error_description: description.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The client of a `Basic` authorization header, if it is known.
@@ -369,7 +366,7 @@ fn client(uaa: &Uaa, headers: &HeaderMap) -> Option<String> {
 async fn token(
     State(uaa): State<Shared>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    Form(form): Form<TokenRequest>,
 ) -> Response {
     let Some(client) = client(&uaa, &headers) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Bad credentials");
@@ -432,13 +429,13 @@ async fn token(
         uaa.refreshes.fetch_add(1, Ordering::Relaxed);
     }
     let claims = uaa.verify(&access).expect("a token it just signed");
-    Json(json!({
-        "access_token": access,
-        "token_type": "bearer",
-        "refresh_token": refresh,
-        "expires_in": ACCESS_LIFETIME - 1,
-        "scope": claims.scope.join(" "),
-        "jti": claims.jti,
-    }))
+    Json(TokenResponse {
+        access_token: access,
+        token_type: "bearer".to_owned(),
+        refresh_token: Some(refresh),
+        expires_in: Some(ACCESS_LIFETIME - 1),
+        scope: Some(claims.scope.join(" ")),
+        jti: Some(claims.jti),
+    })
     .into_response()
 }
