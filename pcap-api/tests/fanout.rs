@@ -406,7 +406,7 @@ fn event_kind(payload: &Payload) -> Option<(Option<u32>, event::Kind)> {
             origin,
             kind: Some(kind),
             ..
-        }) => Some((*origin, *kind)),
+        }) => Some((*origin, kind.clone())),
         _ => None,
     }
 }

@@ -153,16 +153,19 @@ impl Report {
             event::Kind::InvalidRequest(_) => {
                 progress.state = State::Refused(Code::InvalidArgument);
             }
-            event::Kind::CaptureStarted(_) => progress.state = State::Started,
+            event::Kind::CaptureStarted(_) | event::Kind::Reconnected(_) => {
+                progress.state = State::Started;
+            }
             event::Kind::CaptureStopped(_) => progress.state = State::Stopped,
             event::Kind::ConnectionError(_) | event::Kind::Disconnected(_) => {
                 progress.state = State::Lost;
             }
-            event::Kind::Reconnected(_) => progress.state = State::Started,
-            event::Kind::InstanceChanged(_) => {}
             event::Kind::Congested(congested) => progress.congested += congested.dropped,
-            // The origin goes on with its other interfaces, if any.
-            event::Kind::LimitReached(_) | event::Kind::InterfaceRemoved(_) => {}
+            // The origin goes on with its other interfaces, if any; an
+            // instance change is told, the agent's events say the rest.
+            event::Kind::LimitReached(_)
+            | event::Kind::InterfaceRemoved(_)
+            | event::Kind::InstanceChanged(_) => {}
         }
     }
 
