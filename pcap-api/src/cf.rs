@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::{AuthError, Authenticator, Uaa, User},
-    resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
+    resolve::{AgentEndpoint, Instance, ResolveError, Resolved, Resolver},
     uaa::{self, DiscoveredUaa, SetupError, TokenValidator, error_chain},
     validate::{self, ConfigError},
 };
@@ -66,6 +66,19 @@ pub struct CfConfig {
     /// Seconds of clock difference allowed on a token's `exp` and `nbf`.
     #[serde(default = "default_clock_skew")]
     pub token_clock_skew: f64,
+    /// Seconds between two looks at a captured app's instances (process
+    /// stats, with the caller's token): changes are told to the user, and
+    /// `follow` captures new instances. At least [`MIN_FOLLOW_INTERVAL`].
+    #[serde(default = "default_follow_interval")]
+    pub follow_interval: f64,
+}
+
+/// The floor of `follow_interval`: Cloud Controller is asked at most this
+/// often per capture.
+pub const MIN_FOLLOW_INTERVAL: f64 = 2.0;
+
+fn default_follow_interval() -> f64 {
+    5.0
 }
 
 fn default_allowed_roles() -> Vec<String> {
@@ -93,6 +106,15 @@ impl CfConfig {
                     ),
                 ));
             }
+        }
+        if !(self.follow_interval >= MIN_FOLLOW_INTERVAL && self.follow_interval <= 3600.0) {
+            return Err(validate::invalid(
+                "cf.follow_interval",
+                format!(
+                    "must be {MIN_FOLLOW_INTERVAL} to 3600 seconds, not {}",
+                    self.follow_interval
+                ),
+            ));
         }
         validate::check_seconds("cf.token_clock_skew", self.token_clock_skew, true)
     }
@@ -163,6 +185,7 @@ pub fn new(
         agent_port: config.agent_port.unwrap_or(default_port),
         allowed_roles: config.allowed_roles.clone(),
         respect_ssh_setting: config.respect_ssh_setting,
+        follow_every: Duration::from_secs_f64(config.follow_interval),
     };
     Ok((resolver, CfAuthenticator { cc }))
 }
@@ -230,6 +253,7 @@ pub struct CfResolver {
     agent_port: u16,
     allowed_roles: Vec<String>,
     respect_ssh_setting: bool,
+    follow_every: Duration,
 }
 
 impl CfResolver {
@@ -340,6 +364,69 @@ impl Resolver for CfResolver {
         let Some(target::Kind::CfApp(target)) = &target.kind else {
             return Err(ResolveError::NoTarget);
         };
+        let (app, process, stats) = self.authorized_stats(user, target).await?;
+        Ok(Resolved {
+            agents: select(&app, &process, &stats, target, self.agent_port)?,
+            // Pinned to the container's veth by the agent.
+            default_interfaces: Vec::new(),
+            // No interface may be named (checked in `service`).
+            allowed_interfaces: None,
+        })
+    }
+
+    async fn status(&self) -> ResolverStatus {
+        let (healthy, message) = match self.cc.uaa_url().await {
+            Ok(uaa) => (
+                true,
+                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url()),
+            ),
+            Err(message) => (false, message),
+        };
+        ResolverStatus {
+            name: "cf".to_owned(),
+            healthy,
+            message,
+        }
+    }
+
+    fn follow_every(&self, target: &Target) -> Option<Duration> {
+        self.accepts(target).then_some(self.follow_every)
+    }
+
+    async fn instances(&self, user: &User, target: &Target) -> Result<Vec<Instance>, ResolveError> {
+        let Some(target::Kind::CfApp(target)) = &target.kind else {
+            return Err(ResolveError::NoTarget);
+        };
+        let (app, process, stats) = self.authorized_stats(user, target).await?;
+        let prefix = origin_prefix(&app, &process);
+        Ok(stats
+            .iter()
+            .filter(|s| target.instances.is_empty() || target.instances.contains(&s.index))
+            .map(|s| Instance {
+                index: s.index,
+                state: s.state.clone(),
+                guid: s.instance_guid.clone().filter(|g| !g.is_empty()),
+                details: s.details.clone().filter(|d| !d.is_empty()),
+                endpoint: endpoint(
+                    &app,
+                    &format!("{prefix}/{}", s.index),
+                    Some(s),
+                    self.agent_port,
+                ),
+            })
+            .collect())
+    }
+}
+
+impl CfResolver {
+    /// The app, its process type and that process's instance stats, once
+    /// the caller is authorized for the app: what [`Resolver::resolve`]
+    /// and [`Resolver::instances`] both check and read.
+    async fn authorized_stats(
+        &self,
+        user: &User,
+        target: &CfAppTarget,
+    ) -> Result<(App, String, Vec<InstanceStats>), ResolveError> {
         let guid = target.app_guid.as_str();
         if guid.is_empty() || guid.contains('/') {
             return Err(ResolveError::BadRequest(
@@ -422,28 +509,7 @@ impl Resolver for CfResolver {
                 )),
                 f => Self::refused(f, guid, "read the app's instances"),
             })?;
-        Ok(Resolved {
-            agents: select(&app, process, &stats.resources, target, self.agent_port)?,
-            // Pinned to the container's veth by the agent.
-            default_interfaces: Vec::new(),
-            // No interface may be named (checked in `service`).
-            allowed_interfaces: None,
-        })
-    }
-
-    async fn status(&self) -> ResolverStatus {
-        let (healthy, message) = match self.cc.uaa_url().await {
-            Ok(uaa) => (
-                true,
-                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url()),
-            ),
-            Err(message) => (false, message),
-        };
-        ResolverStatus {
-            name: "cf".to_owned(),
-            healthy,
-            message,
-        }
+        Ok((app, process.to_owned(), stats.resources))
     }
 }
 
@@ -476,55 +542,71 @@ pub fn select(
             app.name
         )));
     }
-    let prefix = if process == "web" {
-        app.name.clone()
-    } else {
-        format!("{}:{process}", app.name)
-    };
+    let prefix = origin_prefix(app, process);
     Ok(indices
         .into_iter()
         .map(|index| {
-            let origin = format!("{prefix}/{index}");
-            let unavailable = |reason: String| AgentEndpoint {
-                origin: origin.clone(),
-                address: String::new(),
-                unavailable: Some(reason),
-                container: None,
-            };
-            let Some(instance) = stats.iter().find(|s| s.index == index) else {
-                return unavailable(format!("{origin} is missing from Cloud Controller's stats"));
-            };
-            match (&instance.host, &instance.instance_guid) {
-                (Some(host), Some(instance_guid))
-                    if instance.state == "RUNNING" && !host.is_empty() =>
-                {
-                    AgentEndpoint {
-                        address: validate::agent_authority(host, agent_port)
-                            .unwrap_or_else(|_| format!("{host}:{agent_port}")),
-                        unavailable: None,
-                        container: Some(ContainerScope {
-                            instance_guid: instance_guid.clone(),
-                            app_guid: app.guid.clone(),
-                            overlay_ip: instance.instance_internal_ip.clone().unwrap_or_default(),
-                        }),
-                        origin: origin.clone(),
-                    }
-                }
-                _ => {
-                    let details = instance
-                        .details
-                        .as_deref()
-                        .filter(|d| !d.is_empty())
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default();
-                    unavailable(format!(
-                        "{origin} is {}{details}; not capturing it",
-                        instance.state
-                    ))
-                }
-            }
+            let instance = stats.iter().find(|s| s.index == index);
+            endpoint(app, &format!("{prefix}/{index}"), instance, agent_port)
         })
         .collect())
+}
+
+/// `APP` for the web process, `APP:TYPE` for others: origins are
+/// `PREFIX/INDEX`.
+fn origin_prefix(app: &App, process: &str) -> String {
+    if process == "web" {
+        app.name.clone()
+    } else {
+        format!("{}:{process}", app.name)
+    }
+}
+
+/// The agent that captures `instance` as `origin`, pinned to its container
+/// when it runs; unavailable (saying why) when it does not, or when it is
+/// missing from the stats.
+fn endpoint(
+    app: &App,
+    origin: &str,
+    instance: Option<&InstanceStats>,
+    agent_port: u16,
+) -> AgentEndpoint {
+    let unavailable = |reason: String| AgentEndpoint {
+        origin: origin.to_owned(),
+        address: String::new(),
+        unavailable: Some(reason),
+        container: None,
+    };
+    let Some(instance) = instance else {
+        return unavailable(format!("{origin} is missing from Cloud Controller's stats"));
+    };
+    match (&instance.host, &instance.instance_guid) {
+        (Some(host), Some(instance_guid)) if instance.state == "RUNNING" && !host.is_empty() => {
+            AgentEndpoint {
+                address: validate::agent_authority(host, agent_port)
+                    .unwrap_or_else(|_| format!("{host}:{agent_port}")),
+                unavailable: None,
+                container: Some(ContainerScope {
+                    instance_guid: instance_guid.clone(),
+                    app_guid: app.guid.clone(),
+                    overlay_ip: instance.instance_internal_ip.clone().unwrap_or_default(),
+                }),
+                origin: origin.to_owned(),
+            }
+        }
+        _ => {
+            let details = instance
+                .details
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            unavailable(format!(
+                "{origin} is {}{details}; not capturing it",
+                instance.state
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
