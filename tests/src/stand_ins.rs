@@ -6,7 +6,8 @@
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    landscape::{Landscape, org_guid, space_guid},
+    TempDir,
+    landscape::{Landscape, LandscapeBuilder, org_guid, space_guid},
     netns::Netns,
     pki::{Leaf, Validity},
     servers::{
@@ -183,5 +184,41 @@ impl CfServers {
         landscape.start_agents("")?;
         let config = landscape.api_config(&self.api_table(landscape, extra))?;
         landscape.start_api(&config)
+    }
+}
+
+/// A landscape with Cloud Foundry in front of it ([`CfServers`]), its
+/// agents and the API running, in a directory of its own.
+pub struct CfLandscape {
+    // Dropped first: the servers go before the namespaces.
+    pub servers: CfServers,
+    pub landscape: Landscape,
+    pub dir: TempDir,
+}
+
+impl CfLandscape {
+    /// Builds `landscape` in a new directory `tag`; starts Cloud Foundry
+    /// with `users`, `roles` and the apps `apps` makes of the landscape
+    /// (e.g. [`Landscape::cc_apps`]); then the agents, and the API with
+    /// `cf_extra` in its `[cf]` table.
+    pub fn start(
+        tag: &str,
+        landscape: LandscapeBuilder,
+        users: Vec<UaaUser>,
+        roles: Vec<CcRole>,
+        apps: impl FnOnce(&Landscape) -> Vec<CcApp>,
+        cf_extra: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = TempDir::new(tag)?;
+        let mut landscape = landscape.build(&dir)?;
+        let tls = CfServers::leaf(&landscape)?;
+        let apps = apps(&landscape);
+        let servers = CfServers::start(&landscape, &tls, &dir, users, apps, roles)?;
+        servers.start_agents_and_api(&mut landscape, cf_extra)?;
+        Ok(Self {
+            servers,
+            landscape,
+            dir,
+        })
     }
 }

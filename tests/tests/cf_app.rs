@@ -11,7 +11,6 @@ use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
     captures::{self, Capture},
     landscape::{AppSpec, Landscape, space_guid, write_cf_config},
     process::Running,
@@ -19,7 +18,7 @@ use pcap_tests::{
         cloud_controller::CcInstance,
         uaa::{SigningKey, Uaa, UaaUser},
     },
-    stand_ins::{CF_SCOPES, CfServers, space_role},
+    stand_ins::{CF_SCOPES, CfLandscape, space_role},
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -28,11 +27,14 @@ const APP: &str = "my-app";
 const OTHER: &str = "other-app";
 
 /// The landscape, Cloud Controller and its UAA, and cf CLI homes per user.
-struct Cf {
-    // Dropped first: the servers go before the namespaces.
-    servers: CfServers,
-    landscape: Landscape,
-    dir: TempDir,
+struct Cf(CfLandscape);
+
+impl std::ops::Deref for Cf {
+    type Target = CfLandscape;
+
+    fn deref(&self) -> &CfLandscape {
+        &self.0
+    }
 }
 
 fn user_id(name: &str) -> String {
@@ -45,52 +47,40 @@ impl Cf {
     /// space. `cf_extra` is appended to the API's `[cf]` table;
     /// `ssh_enabled` is my-app's SSH setting.
     fn new(tag: &str, cf_extra: &str, ssh_enabled: bool) -> anyhow::Result<Self> {
-        let dir = TempDir::new(tag)?;
-        let mut landscape = Landscape::builder()
+        let landscape = Landscape::builder()
             .cells(2)
             .app(AppSpec::new(APP, &[0, 1]))
-            .app(AppSpec::new(OTHER, &[0]).in_space("other"))
-            .build(&dir)?;
+            .app(AppSpec::new(OTHER, &[0]).in_space("other"));
         let users = vec![
             UaaUser::new("dev", "p", &CF_SCOPES),
             UaaUser::new("auditor", "p", &CF_SCOPES),
             UaaUser::new("stranger", "p", &CF_SCOPES),
             UaaUser::new("admin", "p", &["cloud_controller.admin", "openid"]),
         ];
-        let mut apps = landscape.cc_apps();
-        for cc_app in &mut apps {
-            if cc_app.name == APP {
-                let cell = landscape.cells[0].underlay_ip().to_string();
-                let instances = cc_app.processes.get_mut("web").expect("a web process");
-                instances.push(CcInstance::crashed(
-                    2,
-                    &cell,
-                    "10.255.77.99",
-                    "crashed-guid",
-                ));
-                instances.push(CcInstance::down(3));
-            }
-            cc_app.ssh_enabled = ssh_enabled;
-        }
         let roles = vec![
             space_role("space_developer", "dev", "dev"),
             space_role("space_auditor", "auditor", "dev"),
             space_role("space_developer", "stranger", "other"),
         ];
-        let servers = CfServers::start(
-            &landscape,
-            &CfServers::leaf(&landscape)?,
-            &dir,
-            users,
-            apps,
-            roles,
-        )?;
-        servers.start_agents_and_api(&mut landscape, cf_extra)?;
-        Ok(Self {
-            servers,
-            landscape,
-            dir,
-        })
+        let apps = |landscape: &Landscape| {
+            let mut apps = landscape.cc_apps();
+            for cc_app in &mut apps {
+                if cc_app.name == APP {
+                    let cell = landscape.cells[0].underlay_ip().to_string();
+                    let instances = cc_app.processes.get_mut("web").expect("a web process");
+                    instances.push(CcInstance::crashed(
+                        2,
+                        &cell,
+                        "10.255.77.99",
+                        "crashed-guid",
+                    ));
+                    instances.push(CcInstance::down(3));
+                }
+                cc_app.ssh_enabled = ssh_enabled;
+            }
+            apps
+        };
+        CfLandscape::start(tag, landscape, users, roles, apps, cf_extra).map(Self)
     }
 
     /// Writes `user`'s `~/.cf/config.json` (targeting org `org`, space

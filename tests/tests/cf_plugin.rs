@@ -25,7 +25,7 @@ use pcap_tests::{
         cloud_controller::{CcRole, CloudController},
         uaa::UaaUser,
     },
-    stand_ins::{CF_SCOPES, CfServers, space_role, start_cloud_controller},
+    stand_ins::{CF_SCOPES, CfLandscape, space_role, start_cloud_controller},
 };
 use serde_json::Value;
 
@@ -258,42 +258,29 @@ fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Resul
 }
 
 /// The landscape with Cloud Controller and its UAA, as in cf_app.rs.
-struct Cf {
-    servers: CfServers,
-    landscape: Landscape,
-    dir: TempDir,
+struct Cf(CfLandscape);
+
+impl std::ops::Deref for Cf {
+    type Target = CfLandscape;
+
+    fn deref(&self) -> &CfLandscape {
+        &self.0
+    }
 }
 
 impl Cf {
     fn new(tag: &str) -> anyhow::Result<Self> {
-        let dir = TempDir::new(tag)?;
-        let mut landscape = Landscape::builder()
+        let landscape = Landscape::builder()
             .cells(2)
-            .app(AppSpec::new(APP, &[0, 1]))
-            .build(&dir)?;
+            .app(AppSpec::new(APP, &[0, 1]));
         let users = vec![
             UaaUser::new("dev", "p", &CF_SCOPES),
             UaaUser::new("auditor", "p", &CF_SCOPES),
         ];
-        let servers = CfServers::start(
-            &landscape,
-            &CfServers::leaf(&landscape)?,
-            &dir,
-            users,
-            landscape.cc_apps(),
-            roles(),
-        )?;
         // Two slots per user and agent: the capture test runs `pcap app`
         // and `cf pcap` as the same user at the same time.
-        servers.start_agents_and_api(
-            &mut landscape,
-            "\n[limits]\nmax_captures_per_user_per_agent = 2",
-        )?;
-        Ok(Self {
-            servers,
-            landscape,
-            dir,
-        })
+        let cf_extra = "\n[limits]\nmax_captures_per_user_per_agent = 2";
+        CfLandscape::start(tag, landscape, users, roles(), Landscape::cc_apps, cf_extra).map(Self)
     }
 
     /// cf logged in as `user`, targeting org `org`, space `dev`.
