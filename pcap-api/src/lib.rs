@@ -5,7 +5,8 @@
 //! A capture: `service` checks the request (`auth`, `resolve`, `limits`;
 //! `bosh` resolves BOSH targets at a director, `cf` app instances at
 //! Cloud Controller, `uaa` checks UAA tokens; `audit` logs who captured what),
-//! then one `fanout` task per agent feeds one `session`, which sends
+//! then one `fanout` task per agent feeds one `session` (`follow` watches an
+//! app capture's instances and starts new ones), which sends
 //! packets through the reorder window (`merge`) to the client. `stop` carries
 //! "stop" and "abort" to every task of a capture; `server` serves and
 //! drains. `store` writes `--store` captures to S3-compatible storage.
