@@ -376,3 +376,51 @@ fn comments_and_name_records_reach_the_file() {
         "app-a\tc2c: tag 0x0001 src app app-a\n10.0.0.2\t\n"
     );
 }
+
+/// An origin announced mid-stream (`pcap app --follow`): its interface
+/// block comes after packets of others, and Wireshark reads both.
+#[test]
+fn an_interface_described_after_packets_is_read_back() {
+    let mut origins = origins();
+    let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
+    sink.add_interface(
+        &interface(0, 0, "eth0", LINKTYPE_ETHERNET, 262_144),
+        &origins,
+    )
+    .unwrap();
+    let first = packet(
+        0,
+        0,
+        1,
+        proto::Direction::Inbound,
+        udp(1, LINKTYPE_ETHERNET),
+    );
+    sink.write_packets(&[first]).unwrap();
+    origins.add(OriginDescription {
+        id: 2,
+        name: "my-app/2#1".to_owned(),
+        address: "10.0.0.101:9494".to_owned(),
+    });
+    sink.add_interface(
+        &interface(2, 0, "s-010255077005", LINKTYPE_ETHERNET, 262_144),
+        &origins,
+    )
+    .unwrap();
+    let later = packet(
+        2,
+        0,
+        2,
+        proto::Direction::Outbound,
+        udp(5, LINKTYPE_ETHERNET),
+    );
+    sink.write_packets(&[later]).unwrap();
+    sink.finish(T0 + 3).unwrap();
+    let file = ScratchFile::new("mid-stream.pcapng");
+    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    let rows = tshark_rows(&file.0, &["frame.interface_name", "ip.src"]);
+    assert_eq!(
+        rows,
+        ["vm-0/eth0|10.0.0.1", "my-app/2#1/s-010255077005|10.0.0.5"]
+    );
+    assert_eq!(capinfos_value(&file.0, "Number of interfaces in file"), "2");
+}
