@@ -201,6 +201,20 @@ fn attached(ns: &Netns, attach: &str) -> anyhow::Result<Vec<String>> {
     Ok(found)
 }
 
+/// A one-VM cluster (no agent running) and a `/var/vcap` in `dir` with the
+/// pcap-agent job rendered from [`agent_properties`] as `edit` changes them.
+fn rendered_agent_job(
+    dir: &Path,
+    edit: impl FnOnce(Json) -> Json,
+) -> anyhow::Result<(Cluster, VarVcap)> {
+    let cluster = Cluster::new(dir, 1)?;
+    let var_vcap = VarVcap::new(dir, &cluster.bin_dir)?;
+    var_vcap
+        .render("pcap-agent", &edit(agent_properties(&cluster)?))?
+        .map_err(anyhow::Error::msg)?;
+    Ok((cluster, var_vcap))
+}
+
 /// Runs `script`, a job script that stops the agent, whose output must
 /// pass `ok`; it must return within `limit.0` (else it waited for
 /// `limit.1`), with the agent exited cleanly. The script's output.
@@ -245,14 +259,9 @@ fn the_default_job_captures_with_the_clsact_fallback_under_the_same_capabilities
 
 fn default_job_captures(attach: &str) -> anyhow::Result<()> {
     let dir = TempDir::new(&format!("privileges-job-{attach}"))?;
-    let mut cluster = Cluster::new(&dir, 1)?;
-    let var_vcap = VarVcap::new(&dir, &cluster.bin_dir)?;
-    var_vcap
-        .render(
-            "pcap-agent",
-            &agent_properties(&cluster)?.with("capture.attach", Json::str(attach)),
-        )?
-        .map_err(anyhow::Error::msg)?;
+    let (mut cluster, var_vcap) = rendered_agent_job(&dir, |properties| {
+        properties.with("capture.attach", Json::str(attach))
+    })?;
 
     // As monit does: the ctl script's start, which execs the agent.
     let vm = &cluster.vms[0];
@@ -333,11 +342,7 @@ fn default_job_captures(attach: &str) -> anyhow::Result<()> {
 #[test]
 fn the_agent_refuses_to_start_without_a_capability_naming_it() -> anyhow::Result<()> {
     let dir = TempDir::new("privileges-missing")?;
-    let cluster = Cluster::new(&dir, 1)?;
-    let var_vcap = VarVcap::new(&dir, &cluster.bin_dir)?;
-    var_vcap
-        .render("pcap-agent", &agent_properties(&cluster)?)?
-        .map_err(anyhow::Error::msg)?;
+    let (cluster, var_vcap) = rendered_agent_job(&dir, |properties| properties)?;
     let vm = &cluster.vms[0];
 
     // The ctl script started by something that dropped CAP_BPF from the
@@ -516,11 +521,7 @@ fn the_ctl_script_starts_one_agent_and_stops_it_with_sigterm() -> anyhow::Result
 #[test]
 fn the_agent_opens_files_as_vcap_and_cannot_read_what_only_root_may() -> anyhow::Result<()> {
     let dir = TempDir::new("privileges-files")?;
-    let cluster = Cluster::new(&dir, 1)?;
-    let var_vcap = VarVcap::new(&dir, &cluster.bin_dir)?;
-    var_vcap
-        .render("pcap-agent", &agent_properties(&cluster)?)?
-        .map_err(anyhow::Error::msg)?;
+    let (cluster, var_vcap) = rendered_agent_job(&dir, |properties| properties)?;
     // The key readable by root alone: the configuration check (as root, with
     // every capability) passes, but the agent reads it again to serve.
     let key = var_vcap.path("jobs/pcap-agent/config/certs/agent.key");

@@ -262,8 +262,7 @@ fn explicit_ids_capture_only_those_instances() -> anyhow::Result<()> {
 
 #[test]
 fn a_non_admin_is_denied_and_nothing_attaches() -> anyhow::Result<()> {
-    let landscape = Landscape::new("bosh-viewer", "viewer", 3600)?;
-    let stderr = landscape.refused(&["-g", "router"])?;
+    let stderr = Landscape::new("bosh-viewer", "viewer", 3600)?.refused(&["-g", "router"])?;
     ensure!(
         stderr.contains("PermissionDenied") || stderr.contains("PERMISSION_DENIED"),
         "{stderr}"
@@ -275,8 +274,7 @@ fn a_non_admin_is_denied_and_nothing_attaches() -> anyhow::Result<()> {
 
 #[test]
 fn an_unknown_group_is_named_with_the_existing_ones() -> anyhow::Result<()> {
-    let landscape = Landscape::new("bosh-group", "admin", 3600)?;
-    let stderr = landscape.refused(&["-g", "routr"])?;
+    let stderr = Landscape::new("bosh-group", "admin", 3600)?.refused(&["-g", "routr"])?;
     ensure!(
         stderr.contains(
             "instance group \"routr\" not found in deployment \"cf\"; it has: diego-cell, router"
