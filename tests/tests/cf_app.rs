@@ -119,6 +119,11 @@ impl Cf {
         Ok(())
     }
 
+    /// [`Cf::refused`] as `user`, logged in for an hour.
+    fn refused_as(&self, user: &str, args: &[&str]) -> anyhow::Result<String> {
+        self.refused(&self.login(user, 3600)?, args)
+    }
+
     /// Runs a capture that must be refused; its stderr.
     fn refused(&self, home: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
         let output = self.cli(home, args).output().context("running pcap app")?;
@@ -300,8 +305,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
     let cf = Cf::new("cf-authz", "", true)?;
 
     // A space auditor sees the app but may not capture it by default.
-    let auditor = cf.login("auditor", 3600)?;
-    let stderr = cf.refused(&auditor, &[APP])?;
+    let stderr = cf.refused_as("auditor", &[APP])?;
     ensure!(
         stderr.contains("PERMISSION_DENIED")
             && stderr.contains("space_developer")
@@ -310,8 +314,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
     );
 
     // A developer of another space: the app does not exist for them.
-    let stranger = cf.login("stranger", 3600)?;
-    let stderr = cf.refused(&stranger, &[APP])?;
+    let stderr = cf.refused_as("stranger", &[APP])?;
     ensure!(stderr.contains("not found in org"), "{stderr}");
 
     // An admin (no role in the space) may capture any app.
@@ -374,8 +377,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
 #[test]
 fn the_ssh_setting_is_respected_when_the_operator_asks() -> anyhow::Result<()> {
     let cf = Cf::new("cf-ssh", "respect_ssh_setting = true", false)?;
-    let dev = cf.login("dev", 3600)?;
-    let stderr = cf.refused(&dev, &[APP])?;
+    let stderr = cf.refused_as("dev", &[APP])?;
     ensure!(
         stderr.contains("PERMISSION_DENIED") && stderr.contains("ssh is disabled"),
         "{stderr}"
