@@ -432,7 +432,9 @@ impl Agent<'_> {
             }
         };
         let mut started = false;
-        let mut limit_reached = false;
+        // A limit, or the container's interface gone (its instance stopped):
+        // an end of the agent's own that is not a restart.
+        let mut ended_for_a_reason = false;
         loop {
             let deadline = if started {
                 end_deadline
@@ -460,7 +462,12 @@ impl Agent<'_> {
                     let is = |wanted: fn(&event::Kind) -> bool| matches!(&payload, Payload::Event(Event { kind: Some(k), .. }) if wanted(k));
                     let now_started = is(|k| matches!(k, event::Kind::CaptureStarted(_)));
                     started |= now_started;
-                    limit_reached |= is(|k| matches!(k, event::Kind::LimitReached(_)));
+                    ended_for_a_reason |= is(|k| {
+                        matches!(
+                            k,
+                            event::Kind::LimitReached(_) | event::Kind::InterfaceRemoved(_)
+                        )
+                    });
                     let payload = match lost_at {
                         Some(lost_at) if now_started => Some(self.reconnected(lost_at)),
                         _ => stamp_origin(payload, self.task.origin),
@@ -474,11 +481,12 @@ impl Agent<'_> {
                 }
                 Ok(Some(CaptureResponse { payload: None })) => {}
                 Ok(None) if started => {
-                    // Neither asked to stop nor at a limit: the agent went
-                    // away by itself (SIGTERM from monit, a cell update).
+                    // Neither asked to stop nor at a limit, nor left without
+                    // an interface: the agent went away by itself (SIGTERM
+                    // from monit, a cell update).
                     let by_itself = self.task.reconnect.is_some()
                         && self.stop.level() == StopLevel::Running
-                        && !limit_reached;
+                        && !ended_for_a_reason;
                     return if by_itself {
                         Attempt::Lost(format!("{} ended the capture by itself", self.name()))
                     } else {

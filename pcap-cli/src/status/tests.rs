@@ -269,3 +269,67 @@ fn code_names_are_grpc_names() {
     assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
     assert_eq!(code_name(Code::from(8)), "RESOURCE_EXHAUSTED");
 }
+
+#[test]
+fn instance_changes_and_gaps_in_words() {
+    use pcap_proto::v1::{Disconnected, InstanceChange, InstanceChanged, Reconnected};
+    let changed = |change: InstanceChange, successor: Option<u32>| {
+        event::Kind::InstanceChanged(InstanceChanged {
+            change: change.into(),
+            state: String::new(),
+            successor,
+        })
+    };
+    let cases = [
+        (
+            event(
+                Some(1),
+                "CC says CRASHED",
+                changed(InstanceChange::Crashed, None),
+            ),
+            "vm-1: instance crashed: CC says CRASHED",
+        ),
+        (
+            event(Some(1), "", changed(InstanceChange::Moved, Some(2))),
+            "vm-1: instance moved to another cell; now captured as vm-2",
+        ),
+        (
+            event(Some(2), "running", changed(InstanceChange::Added, Some(2))),
+            "vm-2: new instance, capturing it: running",
+        ),
+        (
+            event(Some(0), "broke", event::Kind::Disconnected(Disconnected {})),
+            "vm-0 (10.1.0.2:9494): connection lost: broke; capturing again when its agent is back",
+        ),
+        (
+            event(
+                Some(0),
+                "back",
+                event::Kind::Reconnected(Reconnected {
+                    gap_ns: 1_250_000_000,
+                }),
+            ),
+            "vm-0: capturing again after a gap of 1.2s (packets of that time are missing): back",
+        ),
+    ];
+    for (event, expected) in cases {
+        assert_eq!(describe(&event), expected);
+    }
+    let mut report = report();
+    report.event(
+        &event(Some(0), "", event::Kind::Disconnected(Disconnected {})),
+        &origins(),
+        &[],
+    );
+    assert_eq!(report.progress[&0].state, State::Lost);
+    report.event(
+        &event(
+            Some(0),
+            "",
+            event::Kind::Reconnected(Reconnected { gap_ns: 1 }),
+        ),
+        &origins(),
+        &[],
+    );
+    assert_eq!(report.progress[&0].state, State::Started);
+}
