@@ -7,7 +7,10 @@
 //!   timestamps, one link type).
 //! * [`CaptureWriter`] lets the caller pick one of the two at run time,
 //!   behind a `Box<dyn CaptureWriter>`.
-//! * [`summary::summarize`] renders one packet as a tcpdump-like line.
+//! * [`summary::Printer`] prints packets as `tcpdump -nn` does (with its
+//!   `-e`, `-v`, `-x`, `-X`, `-A`, `-t` options) for Ethernet, ARP, IPv4/IPv6,
+//!   ICMP/ICMPv6, TCP, UDP and VXLAN; [`summary::summarize`] is one packet's
+//!   line.
 //!
 //! The writers do no I/O of their own beyond [`std::io::Write`]; wrap files
 //! and sockets in a [`std::io::BufWriter`], as every block is written with a

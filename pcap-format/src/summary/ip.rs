@@ -415,7 +415,7 @@ fn route(nd: &mut Nd<'_>, cp: &[u8], length: usize) -> Result {
     }
     let raw_ptr = u8_at(cp, 2)?;
     let ptr = usize::from(raw_ptr).wrapping_sub(1);
-    if ptr < 3 || (ptr + 1) & 3 != 0 || ptr > length + 1 {
+    if ptr < 3 || ptr.wrapping_add(1) & 3 != 0 || ptr > length + 1 {
         let _ = write!(nd.out, " [bad ptr {raw_ptr}]");
     }
     let mut len = 3;

@@ -351,3 +351,63 @@ fn invalid_record_lengths_as_tcpdump() {
     assert_eq!(printed.text, "[Invalid header: len(10) < caplen(20)]\n");
     assert!(!printed.supported);
 }
+
+/// Random frames of the types we decode, cut anywhere, through every
+/// option: the printer never panics and always ends the packet's text.
+#[test]
+fn never_panics_on_random_frames() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let ether_types: [[u8; 2]; 5] = [[8, 0], [0x86, 0xdd], [8, 6], [0x81, 0], [0x88, 0xa8]];
+    let option_sets = [
+        Options::default(),
+        Options {
+            verbose: 2,
+            link_header: true,
+            dump: Dump::Ascii { link: true },
+            ..Options::default()
+        },
+        Options {
+            verbose: 1,
+            time: TimeFormat::SincePrevious,
+            dump: Dump::Hex { link: false },
+            ..Options::default()
+        },
+    ];
+    for options in option_sets {
+        let mut printer = Printer::new(options);
+        for _ in 0..5_000 {
+            let len = (next() % 160) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if data.len() >= 20 {
+                let kind = ether_types[(next() % 5) as usize];
+                data[12..14].copy_from_slice(&kind);
+                // Mostly well-formed version and header length.
+                data[14] = match kind {
+                    [0x86, 0xdd] => 0x60,
+                    // IPv4 with options now and then.
+                    _ => 0x45 + (next() % 2) as u8 * (next() % 11) as u8,
+                };
+                if data.len() > 23 && next() % 2 == 0 {
+                    data[23] = [1, 6, 17, 58, 0, 44][(next() % 6) as usize];
+                }
+            }
+            let orig_len = data.len() as u32 + (next() % 3) as u32;
+            let printed = printer.print(
+                &Frame {
+                    link_type: LINKTYPE_ETHERNET,
+                    data: &data,
+                    orig_len,
+                    unix_ns: next() % 4_000_000_000_000_000_000,
+                },
+                None,
+            );
+            assert!(printed.text.ends_with('\n'));
+        }
+    }
+}
