@@ -215,6 +215,19 @@ fn rendered_agent_job(
     Ok((cluster, var_vcap))
 }
 
+/// The job's ctl script starts the agent through `launcher`, and the agent
+/// exits 1 (refusing to run) within [`TIMEOUT`]: its log.
+fn refused_start(var_vcap: &VarVcap, launcher: Command) -> anyhow::Result<String> {
+    let mut agent = Started::spawn(var_vcap.command(
+        launcher,
+        &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
+    ))?;
+    let status = agent.wait(TIMEOUT)?;
+    let log = log(var_vcap);
+    ensure!(status.code() == Some(1), "exited {status}:\n{log}");
+    Ok(log)
+}
+
 /// Runs `script`, a job script that stops the agent, whose output must
 /// pass `ok`; it must return within `limit.0` (else it waited for
 /// `limit.1`), with the agent exited cleanly. The script's output.
@@ -349,13 +362,7 @@ fn the_agent_refuses_to_start_without_a_capability_naming_it() -> anyhow::Result
     // bounding set, so that root no longer gets it.
     let mut launcher = vm.ns.exec();
     launcher.args(["setpriv", "--bounding-set", "-bpf", "--"]);
-    let mut agent = Started::spawn(var_vcap.command(
-        launcher,
-        &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
-    ))?;
-    let status = agent.wait(TIMEOUT)?;
-    let log = log(&var_vcap);
-    ensure!(status.code() == Some(1), "exited {status}:\n{log}");
+    let log = refused_start(&var_vcap, launcher)?;
     ensure!(
         log.contains(
             "pcap-agent needs CAP_BPF to load its eBPF program and create its maps; it has: "
@@ -526,13 +533,7 @@ fn the_agent_opens_files_as_vcap_and_cannot_read_what_only_root_may() -> anyhow:
     // every capability) passes, but the agent reads it again to serve.
     let key = var_vcap.path("jobs/pcap-agent/config/certs/agent.key");
     pcap_tests::netns::sh(&format!("chown 0:0 {0} && chmod 0600 {0}", key.display()))?;
-    let mut agent = Started::spawn(var_vcap.command(
-        cluster.vms[0].ns.exec(),
-        &["/var/vcap/jobs/pcap-agent/bin/pcap-agent_ctl", "start"],
-    ))?;
-    let status = agent.wait(TIMEOUT)?;
-    let log = log(&var_vcap);
-    ensure!(status.code() == Some(1), "exited {status}:\n{log}");
+    let log = refused_start(&var_vcap, cluster.vms[0].ns.exec())?;
     ensure!(
         log.contains("dropped every other capability")
             && log.contains("/var/vcap/jobs/pcap-agent/config/certs/agent.key")
