@@ -7,6 +7,7 @@ pub mod agent_call;
 pub mod agent_capture;
 pub mod bosh;
 pub mod captures;
+pub mod checks;
 pub mod cluster;
 pub mod cluster_setup;
 pub mod landscape;

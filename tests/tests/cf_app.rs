@@ -12,6 +12,7 @@ use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     captures::{self, Capture},
+    checks::contains_all,
     landscape::{AppSpec, Landscape, space_guid, write_cf_config},
     process::Running,
     servers::{
@@ -291,12 +292,7 @@ fn instances_are_picked_and_the_filter_cannot_widen_the_scope() -> anyhow::Resul
 
     // An index out of range: refused, naming the range.
     let stderr = cf.refused(&home, &[APP, "--instance", "7"])?;
-    ensure!(
-        stderr.contains("NOT_FOUND")
-            && stderr.contains("out of range")
-            && stderr.contains("4 instances"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["NOT_FOUND", "out of range", "4 instances"])?;
     cf.landscape.assert_no_app_attached()
 }
 
@@ -306,12 +302,10 @@ fn who_may_capture_what() -> anyhow::Result<()> {
 
     // A space auditor sees the app but may not capture it by default.
     let stderr = cf.refused_as("auditor", &[APP])?;
-    ensure!(
-        stderr.contains("PERMISSION_DENIED")
-            && stderr.contains("space_developer")
-            && stderr.contains("space_auditor"),
-        "{stderr}"
-    );
+    contains_all(
+        &stderr,
+        &["PERMISSION_DENIED", "space_developer", "space_auditor"],
+    )?;
 
     // A developer of another space: the app does not exist for them.
     let stderr = cf.refused_as("stranger", &[APP])?;
@@ -378,10 +372,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
 fn the_ssh_setting_is_respected_when_the_operator_asks() -> anyhow::Result<()> {
     let cf = Cf::new("cf-ssh", "respect_ssh_setting = true", false)?;
     let stderr = cf.refused_as("dev", &[APP])?;
-    ensure!(
-        stderr.contains("PERMISSION_DENIED") && stderr.contains("ssh is disabled"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["PERMISSION_DENIED", "ssh is disabled"])?;
     Ok(())
 }
 
@@ -413,9 +404,6 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
         .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(!output.status.success());
-    ensure!(
-        stderr.contains("https://127.0.0.1:1") && stderr.contains("PCAP_API"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["https://127.0.0.1:1", "PCAP_API"])?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
+    checks::contains_all,
     landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
     pki::Leaf,
     process::{Running, binary},
@@ -250,10 +251,7 @@ fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Resul
     let output = Command::new(&plugin).output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(output.status.code() == Some(1), "{:?}", output.status);
-    ensure!(
-        stderr.contains("cf CLI plugin") && stderr.contains("cf install-plugin"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["cf CLI plugin", "cf install-plugin"])?;
     Ok(())
 }
 
@@ -394,10 +392,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     let mut no_token = cf.logged_in("dev")?;
     no_token.token = String::new();
     let (stderr, _) = cf.refused(&no_token, &[APP], "no-token")?;
-    ensure!(
-        stderr.contains("run `cf login` again") && stderr.contains("You are not logged in"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["run `cf login` again", "You are not logged in"])?;
     ensure!(cf.cc_seen().is_empty(), "{:?}", cf.cc_seen());
 
     // No space targeted.
@@ -410,10 +405,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     // An unknown app: looked up in the targeted space with cf's token.
     let dev = cf.logged_in("dev")?;
     let (stderr, record) = cf.refused(&dev, &["no-such-app"], "unknown")?;
-    ensure!(
-        stderr.contains("\"no-such-app\" not found") && stderr.contains("space \"dev\""),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["\"no-such-app\" not found", "space \"dev\""])?;
     let expected = format!(
         "/v3/apps?names=no-such-app&space_guids={}",
         space_guid("dev")
@@ -442,10 +434,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     // Not allowed: a space auditor.
     let auditor = cf.logged_in("auditor")?;
     let (stderr, _) = cf.refused(&auditor, &[APP], "auditor")?;
-    ensure!(
-        stderr.contains("PERMISSION_DENIED") && stderr.contains("SpaceDeveloper"),
-        "{stderr}"
-    );
+    contains_all(&stderr, &["PERMISSION_DENIED", "SpaceDeveloper"])?;
 
     // The pcap API cannot be reached.
     let record = cf.dir.join("unreachable2.jsonl");
@@ -461,11 +450,10 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
         .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(output.status.code() == Some(1), "{stderr}");
-    ensure!(
-        stderr.contains("cannot reach the API at https://127.0.0.1:1")
-            && stderr.contains("PCAP_API"),
-        "{stderr}"
-    );
+    contains_all(
+        &stderr,
+        &["cannot reach the API at https://127.0.0.1:1", "PCAP_API"],
+    )?;
 
     // Cloud Controller with a self-signed certificate: refused, unless cf
     // says `cf api --skip-ssl-validation` (IsSSLDisabled).
