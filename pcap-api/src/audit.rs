@@ -61,12 +61,15 @@ pub struct Request {
     user: String,
     target: String,
     filter: String,
+    /// The target's kind, for metrics (`crate::metrics::target_kind`).
+    kind: &'static str,
 }
 
 impl Request {
     pub fn new(user: &User, start: &StartCapture) -> Self {
         Self {
             target: resolve::describe(start.target.as_ref()),
+            kind: crate::metrics::target_kind(start.target.as_ref()),
             filter: start
                 .options
                 .as_ref()
@@ -85,6 +88,7 @@ impl Request {
             user: user.name.clone(),
             target: String::new(),
             filter: String::new(),
+            kind: crate::metrics::target_kind(None),
         }
     }
 
@@ -92,6 +96,7 @@ impl Request {
     /// the client got, `reason` what the operator needs to know (it may say
     /// more than the client is told).
     pub fn refused(&self, status: &tonic::Status, reason: &str) {
+        crate::metrics::metrics().capture_refused(status.code());
         tracing::info!(
             target: "audit",
             issuer = %Escaped(&self.issuer),
@@ -108,6 +113,7 @@ impl Request {
 
     /// The request passed every check; its agents start now.
     pub fn allowed(&self, origins: &[&str], store: bool) {
+        crate::metrics::metrics().capture_started(self.kind);
         tracing::info!(
             target: "audit",
             issuer = %Escaped(&self.issuer),
@@ -124,6 +130,7 @@ impl Request {
 
     /// The capture ran and ended.
     pub fn ended(&self, capture: &Ended<'_>) {
+        crate::metrics::metrics().capture_ended(self.kind, capture.outcome);
         tracing::info!(
             target: "audit",
             issuer = %Escaped(&self.issuer),
@@ -144,6 +151,7 @@ impl Request {
 /// A request whose token was missing or not accepted: nobody is known, and
 /// the request was not read.
 pub fn unauthenticated(error: &dyn std::error::Error) {
+    crate::metrics::metrics().capture_refused(tonic::Code::Unauthenticated);
     tracing::info!(
         target: "audit",
         issuer = "",

@@ -40,6 +40,9 @@ pub struct Config {
     /// Where `--store` captures go; absent: they are refused.
     #[serde(default)]
     pub store: Option<crate::store::config::StoreConfig>,
+    /// The metrics listener (`crate::metrics`).
+    #[serde(default)]
+    pub metrics: pcap_proto::metrics::MetricsConfig,
 }
 
 /// What the API presents to clients.
@@ -253,6 +256,9 @@ impl Config {
         }
         check_seconds("limits.max_duration", self.limits.max_duration, false)?;
         check_seconds("limits.drain_grace", self.limits.drain_grace, true)?;
+        self.metrics
+            .check(crate::metrics::DEFAULT_LISTEN)
+            .map_err(|e| invalid(e.key, e.message))?;
         self.validate_users()?;
         self.validate_targets()?;
         if let Some(bosh) = &self.bosh {

@@ -300,7 +300,9 @@ impl Agent<'_> {
 
     async fn first_attempt(&self, began: Instant) -> Attempt {
         let channel = tokio::select! {
-            channel = self.connect() => channel,
+            channel = self.connect() => channel.inspect_err(|_| {
+                crate::metrics::metrics().agent_connection_failed();
+            }),
             () = self.stop.reached(StopLevel::Drain) => Err(format!(
                 "the capture stopped before {} was reached", self.name()
             )),
@@ -540,6 +542,9 @@ impl Agent<'_> {
     /// The agent answered the start with an error: a TLS refusal (named),
     /// unreachable when the transport failed, refused otherwise.
     async fn refused(&self, status: &Status) {
+        if self.tls_failure(status).is_some() || status.code() == Code::Unavailable {
+            crate::metrics::metrics().agent_connection_failed();
+        }
         if let Some(message) = self.tls_failure(status) {
             let kind = event::Kind::StartFailed(StartFailed {
                 code: Code::Unauthenticated as i32,

@@ -24,6 +24,7 @@ pub mod follow;
 pub mod health;
 pub mod limits;
 pub mod merge;
+pub mod metrics;
 pub mod resolve;
 pub mod server;
 pub mod service;

@@ -108,10 +108,12 @@ impl Merger {
                 .out_of_order
                 .entry((packet.origin, packet.interface))
                 .or_default() += 1;
+            crate::metrics::metrics().out_of_order();
             out.push(packet);
             return;
         }
         self.held_bytes += held_size(&packet);
+        crate::metrics::metrics().held_bytes(held_size(&packet) as i64);
         *self.held_per_origin.entry(packet.origin).or_default() += 1;
         self.held
             .insert((packet.timestamp_ns, self.arrivals), packet);
@@ -191,6 +193,7 @@ impl Merger {
             return;
         };
         self.held_bytes -= held_size(&packet);
+        crate::metrics::metrics().held_bytes(-(held_size(&packet) as i64));
         if let Some(count) = self.held_per_origin.get_mut(&packet.origin) {
             *count -= 1;
             if *count == 0 {
@@ -199,6 +202,13 @@ impl Merger {
         }
         self.sent_up_to = Some(self.sent_up_to.unwrap_or(0).max(packet.timestamp_ns));
         out.push(packet);
+    }
+}
+
+impl Drop for Merger {
+    /// What an aborted capture still held leaves the metrics' count.
+    fn drop(&mut self) {
+        crate::metrics::metrics().held_bytes(-(self.held_bytes as i64));
     }
 }
 

@@ -38,6 +38,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Metrics(#[from] pcap_proto::metrics::MetricsError),
 }
 
 /// Serves on `listener` until `signal` completes, then drains.
@@ -56,6 +58,15 @@ pub async fn serve(
         abort_stale_uploads(crate::store::stale::StaleUploads::new(store)?);
     }
     let captures = service.concurrency();
+    let metrics =
+        pcap_proto::metrics::MetricsListener::bind(&config.metrics, crate::metrics::DEFAULT_LISTEN)
+            .await?;
+    if let Some(listener) = metrics {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, tls = listener.is_tls(), "serving metrics");
+        }
+        listener.serve(|| crate::metrics::metrics().render());
+    }
     let identity = KeyPair {
         certificate: &config.tls.certificate,
         private_key: &config.tls.private_key,

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "clap")]
 pub mod flags;
+pub mod metrics;
 pub mod options;
 pub mod tls;
 

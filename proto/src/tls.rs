@@ -268,6 +268,23 @@ impl TlsServer {
         self
     }
 
+    /// Offers `protocols` in ALPN instead of `h2` (the metrics listener
+    /// speaks HTTP/1.1).
+    #[must_use]
+    pub fn with_alpn(mut self, protocols: &[&[u8]]) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// One handshake on `tcp` within the deadline: the TLS connection, or
+    /// `None` after logging why not (as [`Self::incoming`] does).
+    pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+        let acceptor = TlsAcceptor::from(Arc::clone(&self.config));
+        handshake(acceptor, tcp, self.handshake_timeout).await
+    }
+
     /// The TLS connections made over the TCP connections `tcp` yields, for
     /// tonic's `serve_with_incoming`. Each handshake runs in its own task
     /// and gets `handshake_timeout`; a refused one is logged (peer and

@@ -1929,3 +1929,107 @@ fn packaging_builds_the_binaries_offline_from_vendored_sources() {
         );
     }
 }
+
+#[test]
+fn both_jobs_expose_the_metrics_listener_as_properties() {
+    let pki = Pki::new("metrics");
+    let config_dir = |job: &str| format!("/var/vcap/jobs/{job}/config/certs");
+    // The defaults: plain HTTP on this VM only.
+    for (job, tag, properties, port) in [
+        (
+            Job::Agent,
+            "metrics-agent-defaults",
+            pki.agent_properties(),
+            9495,
+        ),
+        (Job::Api, "metrics-api-defaults", pki.api_properties(), 9496),
+    ] {
+        let config = render_accepted(job, tag, Json::map(&[("properties", properties)])).config();
+        assert!(
+            config.contains(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
+            "{tag}:\n{config}"
+        );
+        assert!(!config.contains("[metrics.tls]"), "{tag}:\n{config}");
+    }
+    // HTTPS with client certificates, on every address.
+    let rendered = render_accepted(
+        Job::Agent,
+        "metrics-agent-tls",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("metrics.address", Json::str("0.0.0.0"))
+                .with("metrics.port", Json::Int(9100))
+                .with("metrics.tls.certificate", Json::str(&pki.agent.certificate))
+                .with("metrics.tls.private_key", Json::str(&pki.agent.private_key))
+                .with("metrics.tls.client_ca", Json::str(&pki.agent.ca)),
+        )]),
+    );
+    let config = rendered.config();
+    let certs = config_dir("pcap-agent");
+    for line in [
+        "listen = \"0.0.0.0:9100\"".to_owned(),
+        "[metrics.tls]".to_owned(),
+        format!("certificate = \"{certs}/metrics.crt\""),
+        format!("private_key = \"{certs}/metrics.key\""),
+        format!("client_ca = \"{certs}/metrics-client-ca.crt\""),
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
+    }
+    assert_eq!(
+        rendered.read("config/certs/metrics.crt").trim(),
+        pki.agent.certificate.trim()
+    );
+    assert_eq!(
+        rendered.read("config/certs/metrics-client-ca.crt").trim(),
+        pki.agent.ca.trim()
+    );
+    // Turned off.
+    let config = render_accepted(
+        Job::Api,
+        "metrics-api-off",
+        Json::map(&[(
+            "properties",
+            pki.api_properties()
+                .with("metrics.enabled", Json::Bool(false)),
+        )]),
+    )
+    .config();
+    assert!(
+        config.contains("\n[metrics]\nenabled = false\n"),
+        "{config}"
+    );
+    // Wrong values are caught naming the property.
+    let api = pki.api_properties();
+    for (case, properties, name) in [
+        (
+            "metrics-half-key-pair",
+            api.clone().with(
+                "metrics.tls.certificate",
+                Json::str(&pki.api_server.certificate),
+            ),
+            "metrics.tls.certificate, metrics.tls.private_key: give both or neither",
+        ),
+        (
+            "metrics-client-ca-without-tls",
+            api.clone()
+                .with("metrics.tls.client_ca", Json::str(&pki.api_client.ca)),
+            "metrics.tls.client_ca: client certificates need HTTPS",
+        ),
+        (
+            "metrics-port-too-big",
+            api.clone().with("metrics.port", Json::Int(70000)),
+            "metrics.port",
+        ),
+    ] {
+        assert_rejected(Job::Api, case, properties, Caught::Render, name);
+    }
+    assert_rejected(
+        Job::Agent,
+        "metrics-address",
+        pki.agent_properties()
+            .with("metrics.address", Json::str("localhost")),
+        Caught::Check,
+        "metrics.listen: \"localhost:9495\" is not an address",
+    );
+}

@@ -58,6 +58,9 @@ pub struct Config {
     /// Capabilities kept at start (see `crate::privileges`).
     #[serde(default)]
     pub privileges: crate::privileges::PrivilegesConfig,
+    /// The metrics listener (`super::metrics`).
+    #[serde(default)]
+    pub metrics: pcap_proto::metrics::MetricsConfig,
 }
 
 /// Cloud Foundry: where this Diego cell's containers are described.
@@ -146,6 +149,10 @@ impl Config {
         })?;
         let config = Self::parse(&text)?;
         config.tls_server()?;
+        config
+            .metrics
+            .check(super::metrics::DEFAULT_LISTEN)
+            .map_err(|e| invalid(e.key, e.message))?;
         Ok(config)
     }
 
@@ -159,6 +166,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.metrics
+            .address(super::metrics::DEFAULT_LISTEN)
+            .map_err(|e| invalid(e.key, e.message))?;
         self.privileges
             .keep_set()
             .map_err(|(key, message)| invalid(key, message))?;

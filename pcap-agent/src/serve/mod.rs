@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod container;
+pub mod metrics;
 pub mod queue;
 pub mod service;
 pub mod session;
@@ -46,6 +47,8 @@ pub enum ServeError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Metrics(#[from] pcap_proto::metrics::MetricsError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -78,6 +81,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     let config = Arc::new(config);
     let service = AgentService::new(Arc::clone(&config), shutdown_rx.clone());
     let mut active = service.active_captures();
+    if let Some(listener) =
+        pcap_proto::metrics::MetricsListener::bind(&config.metrics, metrics::DEFAULT_LISTEN).await?
+    {
+        info!(address = %listener.local_addr().unwrap_or(address), tls = listener.is_tls(), "serving metrics");
+        let running = service.active_captures();
+        listener.serve(move || metrics::metrics().render(*running.borrow()));
+    }
     info!(
         address = %local,
         max_captures = config.limits.max_captures,

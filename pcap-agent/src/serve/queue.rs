@@ -117,6 +117,10 @@ impl Stream for QueueStream {
         self.rx.poll_recv(cx).map(|queued| {
             queued.map(|Queued { item, reserved }| {
                 self.budget.used.fetch_sub(reserved, Ordering::AcqRel);
+                if let Ok(message) = &item {
+                    super::metrics::metrics()
+                        .sent_bytes(prost::Message::encoded_len(message) as u64);
+                }
                 item
             })
         })

@@ -91,6 +91,35 @@ impl Agent for AgentService {
         &self,
         request: Request<Streaming<AgentRequest>>,
     ) -> Result<Response<QueueStream>, Status> {
+        let result = self.start_capture(request).await;
+        if let Err(status) = &result {
+            super::metrics::metrics().refused(status.code());
+        }
+        result
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(StatusResponse {
+            healthy: !*self.shutdown.borrow(),
+            compatibility_level: COMPATIBILITY_LEVEL,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            active_captures: *self.captures.active.borrow(),
+            max_captures: self.captures.max,
+            resolvers: Vec::new(),
+        }))
+    }
+}
+
+impl AgentService {
+    /// A `Capture` call: the capture's stream, or why it was refused.
+    async fn start_capture(
+        &self,
+        request: Request<Streaming<AgentRequest>>,
+    ) -> Result<Response<QueueStream>, Status> {
         self.authorize(&request)?;
         let peer = request
             .remote_addr()
@@ -147,20 +176,5 @@ impl Agent for AgentService {
             Ok(Err(status)) => Err(status),
             Err(_) => Err(Status::internal("the capture ended before it started")),
         }
-    }
-
-    async fn status(
-        &self,
-        request: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
-        self.authorize(&request)?;
-        Ok(Response::new(StatusResponse {
-            healthy: !*self.shutdown.borrow(),
-            compatibility_level: COMPATIBILITY_LEVEL,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            active_captures: *self.captures.active.borrow(),
-            max_captures: self.captures.max,
-            resolvers: Vec::new(),
-        }))
     }
 }

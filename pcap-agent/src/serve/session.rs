@@ -290,6 +290,7 @@ async fn stop_condition(
 }
 
 fn log_stop(peer: &str, origin: u32, report: &Report) {
+    super::metrics::metrics().capture_ended(report);
     let total = report.total();
     info!(
         peer,

@@ -185,6 +185,7 @@ impl Recorder {
                 let last = mem::take(&mut self.last_part);
                 match self.upload.complete(last).await {
                     Ok(()) => {
+                        crate::metrics::metrics().store_uploaded();
                         tracing::info!(object = %path, size = self.capture.size, "stored capture completed");
                         let stored = self
                             .store
@@ -204,6 +205,7 @@ impl Recorder {
                         let _ = client.send(message).await;
                     }
                     Err(e) => {
+                        crate::metrics::metrics().store_failed();
                         tracing::warn!(object = %path, error = %e, "completing a stored capture failed");
                         let _ = client
                             .send(Err(Status::unavailable(format!("{e}; nothing was stored"))))
@@ -218,6 +220,7 @@ impl Recorder {
                         tracing::info!(object = %path, "stored capture discarded: upload aborted");
                     }
                     Err(e) => {
+                        crate::metrics::metrics().store_failed();
                         tracing::warn!(object = %path, error = %e, "aborting a stored capture's upload failed");
                     }
                 }
@@ -263,6 +266,7 @@ impl Recorder {
                 return Outcome::Discard(None);
             }
             if let Err(e) = self.send_full_parts(state).await {
+                crate::metrics::metrics().store_failed();
                 stop.request(StopLevel::Abort, "the capture store failed");
                 return Outcome::Discard(Some(Status::unavailable(format!(
                     "{e}; the capture was stopped and nothing was stored"
