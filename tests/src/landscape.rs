@@ -591,17 +591,7 @@ impl Landscape {
     /// rewrites the cell's metadata store: what Diego does on a scale-up.
     /// Its index. (No c2c policy rules are written for it.)
     pub fn add_instance(&mut self, name: &str, cell: usize) -> anyhow::Result<usize> {
-        anyhow::ensure!(cell < self.cells.len(), "no cell {cell}");
-        let [_, _, c, _] = overlay_base(cell).octets();
-        let last = self
-            .apps
-            .iter()
-            .flat_map(|a| &a.instances)
-            .filter(|i| i.cell == cell)
-            .map(|i| i.overlay_ip.octets()[3])
-            .max()
-            .unwrap_or(2);
-        let overlay_ip = Ipv4Addr::new(10, 255, c, last + 1);
+        let overlay_ip = self.next_overlay_ip(cell)?;
         let ns = build_container(&self.cells[cell], overlay_ip)?;
         let app = self
             .apps
@@ -618,6 +608,54 @@ impl Landscape {
         });
         self.write_store(cell)?;
         Ok(index)
+    }
+
+    /// Moves instance `index` of app `name` to `cell`, as Diego does when
+    /// it evacuates a cell: a new container there (a new instance GUID and
+    /// overlay IP), the old one removed (its veth goes with it), both
+    /// cells' metadata stores rewritten.
+    pub fn move_instance(&mut self, name: &str, index: usize, cell: usize) -> anyhow::Result<()> {
+        let overlay_ip = self.next_overlay_ip(cell)?;
+        let ns = build_container(&self.cells[cell], overlay_ip)?;
+        let app = self
+            .apps
+            .iter_mut()
+            .find(|a| a.name == name)
+            .with_context(|| format!("no app {name} in the landscape"))?;
+        let old = app
+            .instances
+            .get_mut(index)
+            .with_context(|| format!("{name} has no instance {index}"))?;
+        let old_cell = old.cell;
+        let moved = Instance {
+            index,
+            instance_guid: truncate(
+                &guid_from(&format!("instance:{name}/{index}@{overlay_ip}")),
+                28,
+            ),
+            overlay_ip,
+            cell,
+            ns,
+        };
+        // The old container's namespace goes, and its veth pair with it.
+        drop(std::mem::replace(old, moved));
+        self.write_store(old_cell)?;
+        self.write_store(cell)
+    }
+
+    /// The next free overlay IP of `cell`'s /24.
+    fn next_overlay_ip(&self, cell: usize) -> anyhow::Result<Ipv4Addr> {
+        anyhow::ensure!(cell < self.cells.len(), "no cell {cell}");
+        let [_, _, c, _] = overlay_base(cell).octets();
+        let last = self
+            .apps
+            .iter()
+            .flat_map(|a| &a.instances)
+            .filter(|i| i.cell == cell)
+            .map(|i| i.overlay_ip.octets()[3])
+            .max()
+            .unwrap_or(2);
+        Ok(Ipv4Addr::new(10, 255, c, last + 1))
     }
 
     /// Writes an API configuration: TLS, the agents' CA and client

@@ -208,6 +208,47 @@ fn a_followed_capture_adds_an_instance_that_starts_later() -> anyhow::Result<()>
 }
 
 #[test]
+fn a_moved_instance_is_followed_to_its_new_cell() -> anyhow::Result<()> {
+    let mut cf = Cf::new("follow-move")?;
+    let (mut cli, file) = cf.capture("move.pcapng", &["--follow"])?;
+    cli.wait_for(STARTED, 2)?;
+    let old_guid = cf.landscape.app(APP).instances[1].instance_guid.clone();
+
+    // Cell 1 is evacuated: instance 1 runs again on cell 0.
+    cf.landscape.move_instance(APP, 1, 0)?;
+    let moved = &cf.landscape.app(APP).instances[1];
+    let (guid, ip) = (moved.instance_guid.clone(), moved.overlay_ip.to_string());
+    let cell = cf.landscape.cells[0].underlay_ip().to_string();
+    cf.update(|instances| {
+        instances.retain(|i| i.index != 1);
+        instances.push(CcInstance::running(1, &cell, &ip, &guid));
+    });
+    cli.wait_for(STARTED, 3)?;
+    cli.wait_for("instance moved", 1)?;
+    cf.ping_from(0)?;
+    cf.ping_from(1)?;
+    let (status, lines) = cli.interrupt()?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "pcap app failed:\n{stderr}");
+
+    let moved_line = line_with(&stderr, &["instance moved to another cell", &old_guid])?;
+    ensure!(
+        moved_line.starts_with("pcap: my-app/1: ")
+            && moved_line.contains("now captured as my-app/1#1")
+            && moved_line.contains(&guid),
+        "{moved_line}"
+    );
+    line_with(&stderr, &["my-app/1#1", STARTED])?;
+    let capture = captures::read_file(&file)?;
+    let by_origin = packets_by_origin(&capture);
+    own_pings(&by_origin, "my-app/0", 0)?;
+    // Instance 1's pings after the move, on its new interface.
+    own_pings(&by_origin, "my-app/1#1", 1)?;
+    reference::assert_readable(&file)?;
+    cf.landscape.assert_no_app_attached()
+}
+
+#[test]
 fn instances_that_crash_or_vanish_are_reported_and_the_rest_goes_on() -> anyhow::Result<()> {
     let cf = Cf::new("follow-crash")?;
     // Without --follow: changes are told all the same.
