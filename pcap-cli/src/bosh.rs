@@ -387,25 +387,16 @@ impl Director {
             Ok(instances) => return Ok(instances),
             Err(error) => error,
         };
-        let (status, description) = match error {
-            DirectorError::Status {
-                status,
-                description,
-                ..
-            } => (
-                status,
-                description.map(|d| format!(": {d}")).unwrap_or_default(),
-            ),
-            DirectorError::Unreachable { source, .. } => {
-                return Err(Listing::Failed(self.unreachable(&source)));
-            }
-            DirectorError::Malformed { source, .. } => {
-                return Err(Listing::Failed(
-                    anyhow::Error::new(source).context("the director's instance list is not valid"),
-                ));
-            }
-            other @ DirectorError::BadUrl { .. } => return Err(Listing::Failed(other.into())),
+        let Some(status) = error.status() else {
+            return Err(Listing::Failed(match error {
+                DirectorError::Unreachable { source, .. } => self.unreachable(&source),
+                DirectorError::Malformed { source, .. } => {
+                    anyhow::Error::new(source).context("the director's instance list is not valid")
+                }
+                other => other.into(),
+            }));
         };
+        let description = error.described();
         Err(match status {
             StatusCode::UNAUTHORIZED => Listing::Unauthorized,
             StatusCode::FORBIDDEN => Listing::Failed(anyhow::anyhow!(

@@ -230,11 +230,12 @@ pub use client::{CloudController, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use reqwest::{StatusCode, Url, header};
+    use reqwest::StatusCode;
     use serde::de::DeserializeOwned;
     use thiserror::Error;
 
     use super::{App, CcErrors, InstanceStats, Page, Role, Root, SshEnabled};
+    use crate::http::{Failure, get_json};
 
     /// What a request to Cloud Controller came to, when not a success.
     #[derive(Debug, Error)]
@@ -354,41 +355,25 @@ mod client {
             query: &[(&str, &str)],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let bad_url = || Error::BadUrl {
-                url: self.url.clone(),
+            let (_, failure) = match get_json(&self.http, &self.url, path, query, token).await {
+                Ok(document) => return Ok(document),
+                Err(failed) => failed,
             };
-            let mut url = Url::parse(&self.url).map_err(|_| bad_url())?;
-            url.path_segments_mut()
-                .map_err(|()| bad_url())?
-                .pop_if_empty()
-                .extend(path);
-            if !query.is_empty() {
-                url.query_pairs_mut().extend_pairs(query);
-            }
-            let mut request = self
-                .http
-                .get(url)
-                .header(header::ACCEPT, "application/json");
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await.map_err(|source| Error::Unreachable {
-                url: self.url.clone(),
-                source,
-            })?;
             let path = format!("/{}", path.join("/"));
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json()
-                    .await
-                    .map_err(|source| Error::Malformed { path, source });
-            }
-            let errors = response.json::<CcErrors>().await.unwrap_or_default();
-            Err(Error::Status {
-                path,
-                status,
-                errors,
+            Err(match failure {
+                Failure::BadUrl => Error::BadUrl {
+                    url: self.url.clone(),
+                },
+                Failure::Unreachable(source) => Error::Unreachable {
+                    url: self.url.clone(),
+                    source,
+                },
+                Failure::Status(status, errors) => Error::Status {
+                    path,
+                    status,
+                    errors: errors.unwrap_or_default(),
+                },
+                Failure::Malformed(source) => Error::Malformed { path, source },
             })
         }
     }

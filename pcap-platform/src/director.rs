@@ -81,10 +81,11 @@ pub use client::{Director, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use reqwest::{StatusCode, Url, header};
+    use reqwest::StatusCode;
     use thiserror::Error;
 
     use super::{DirectorError, Info, Instance};
+    use crate::http::{Failure, get_json};
 
     /// What a request to the director came to, when not a success. `url`
     /// is the URL requested.
@@ -111,6 +112,27 @@ mod client {
             #[source]
             source: reqwest::Error,
         },
+    }
+
+    impl Error {
+        /// The error status the director answered with, if it did.
+        pub fn status(&self) -> Option<StatusCode> {
+            match self {
+                Self::Status { status, .. } => Some(*status),
+                _ => None,
+            }
+        }
+
+        /// `: DESCRIPTION` when the director described its error status.
+        pub fn described(&self) -> String {
+            match self {
+                Self::Status {
+                    description: Some(description),
+                    ..
+                } => format!(": {description}"),
+                _ => String::new(),
+            }
+        }
     }
 
     /// A director at a URL, through a client its caller set up (its CA,
@@ -159,42 +181,19 @@ mod client {
             path: &[&str],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let bad_url = || Error::BadUrl {
-                url: self.url.clone(),
+            let (url, failure) = match get_json(&self.http, &self.url, path, &[], token).await {
+                Ok(document) => return Ok(document),
+                Err(failed) => failed,
             };
-            let mut url = Url::parse(&self.url).map_err(|_| bad_url())?;
-            url.path_segments_mut()
-                .map_err(|()| bad_url())?
-                .pop_if_empty()
-                .extend(path);
-            let shown = url.to_string();
-            let mut request = self
-                .http
-                .get(url)
-                .header(header::ACCEPT, "application/json");
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await.map_err(|source| Error::Unreachable {
-                url: shown.clone(),
-                source,
-            })?;
-            let status = response.status();
-            if status.is_success() {
-                return response
-                    .json()
-                    .await
-                    .map_err(|source| Error::Malformed { url: shown, source });
-            }
-            let description = response
-                .json::<DirectorError>()
-                .await
-                .ok()
-                .map(|e| e.description);
-            Err(Error::Status {
-                url: shown,
-                status,
-                description,
+            Err(match failure {
+                Failure::BadUrl => Error::BadUrl { url },
+                Failure::Unreachable(source) => Error::Unreachable { url, source },
+                Failure::Status(status, body) => Error::Status {
+                    url,
+                    status,
+                    description: body.map(|e: DirectorError| e.description),
+                },
+                Failure::Malformed(source) => Error::Malformed { url, source },
             })
         }
     }
@@ -207,19 +206,20 @@ mod tests {
     #[test]
     fn info_names_the_uaa() {
         let info: Info = serde_json::from_str(
-            r#"{"name":"bosh","uuid":"u","version":"280.0.0","user":null,"cpi":"warden_cpi",
-                "user_authentication":{"type":"uaa","options":{"url":"https://10.0.0.6:8443","urls":["https://10.0.0.6:8443"]}},
-                "features":{}}"#,
+            r#"{"user_authentication":{"options":{"urls":["https://192.168.56.6:8443"],
+                "url":"https://192.168.56.6:8443"},"type":"uaa"},"name":"vbox","version":"282.0.3",
+                "uuid":"9d1f","cpi":"virtualbox_cpi","stemcell_os":"ubuntu-noble"}"#,
         )
         .unwrap();
         assert_eq!(
             info.user_authentication,
-            UserAuthentication::uaa("https://10.0.0.6:8443")
+            UserAuthentication::uaa("https://192.168.56.6:8443")
         );
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(serde_json::from_value::<Info>(json).unwrap(), info);
     }
 
+    /// Moved here from pcap-api's BOSH resolver, which lists them.
     #[test]
     fn instances_parse_with_nulls_and_no_ips() {
         let list: Vec<Instance> = serde_json::from_str(

@@ -15,5 +15,7 @@
 
 pub mod cloud_controller;
 pub mod director;
+#[cfg(feature = "client")]
+mod http;
 pub mod silk;
 pub mod uaa;

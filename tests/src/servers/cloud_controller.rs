@@ -340,13 +340,7 @@ struct Caller {
 impl CloudController {
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let Some(token) = token else {
+        let Some(token) = super::bearer_token(headers) else {
             return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 10002,

@@ -15,7 +15,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -108,13 +108,7 @@ async fn instances(
     headers: HeaderMap,
 ) -> Response {
     director.instance_requests.fetch_add(1, Ordering::Relaxed);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = token else {
+    let Some(token) = super::bearer_token(&headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
             600_000,

@@ -191,14 +191,7 @@ impl Uaa {
     pub fn access_token(&self, user: &str, client: &str, lifetime: i64) -> anyhow::Result<String> {
         let user = self.user(user)?;
         let now = unix_now();
-        let mut aud: Vec<String> = user
-            .scopes
-            .iter()
-            .filter_map(|s| s.rsplit_once('.').map(|(prefix, _)| prefix.to_owned()))
-            .collect();
-        aud.push(client.to_owned());
-        aud.sort();
-        aud.dedup();
+        let aud = audiences(&user.scopes, client);
         let claims = AccessClaims {
             jti: self.jti(""),
             sub: format!("user-{}", user.name),
@@ -251,13 +244,7 @@ impl Uaa {
         lifetime: i64,
     ) -> anyhow::Result<String> {
         let now = unix_now();
-        let mut aud: Vec<String> = scopes
-            .iter()
-            .filter_map(|s| s.rsplit_once('.').map(|(prefix, _)| prefix.to_owned()))
-            .collect();
-        aud.push(client.to_owned());
-        aud.sort();
-        aud.dedup();
+        let aud = audiences(scopes, client);
         self.sign_claims(&json!({
             "jti": self.jti(""), "sub": client, "authorities": scopes, "scope": scopes,
             "client_id": client, "cid": client, "azp": client,
@@ -310,6 +297,23 @@ impl Uaa {
             .route("/oauth/token", post(token))
             .with_state(self)
     }
+}
+
+/// A token's `aud`, as UAA makes it: the resource of each scope (the part
+/// before its last dot) and the client, sorted, each once.
+fn audiences(scopes: &[impl AsRef<str>], client: &str) -> Vec<String> {
+    let mut aud: Vec<String> = scopes
+        .iter()
+        .filter_map(|s| {
+            s.as_ref()
+                .rsplit_once('.')
+                .map(|(prefix, _)| prefix.to_owned())
+        })
+        .collect();
+    aud.push(client.to_owned());
+    aud.sort();
+    aud.dedup();
+    aud
 }
 
 type Shared = std::sync::Arc<Uaa>;

@@ -1,0 +1,56 @@
+//! The one GET both clients make: a JSON document under a base URL, with
+//! an optional bearer token, and the error body of a refusal.
+
+use reqwest::{StatusCode, Url, header};
+use serde::de::DeserializeOwned;
+
+/// Why a GET gave no document; `E` is the server's error body.
+pub(crate) enum Failure<E> {
+    /// The base URL cannot take a path.
+    BadUrl,
+    Unreachable(reqwest::Error),
+    /// An error status, with the error body when it parsed.
+    Status(StatusCode, Option<E>),
+    /// A success whose body is not the document expected.
+    Malformed(reqwest::Error),
+}
+
+/// `GET BASE/PATH?QUERY` (`Accept: application/json`, the bearer `token`
+/// when given): the document, or the URL asked and the failure.
+pub(crate) async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(
+    http: &reqwest::Client,
+    base: &str,
+    path: &[&str],
+    query: &[(&str, &str)],
+    token: Option<&str>,
+) -> Result<T, (String, Failure<E>)> {
+    let Ok(mut url) = Url::parse(base) else {
+        return Err((base.to_owned(), Failure::BadUrl));
+    };
+    let Ok(mut segments) = url.path_segments_mut() else {
+        return Err((base.to_owned(), Failure::BadUrl));
+    };
+    segments.pop_if_empty().extend(path);
+    drop(segments);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    let shown = url.to_string();
+    let mut request = http.get(url).header(header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return Err((shown, Failure::Unreachable(error))),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return response
+            .json()
+            .await
+            .map_err(|error| (shown, Failure::Malformed(error)));
+    }
+    let body = response.json::<E>().await.ok();
+    Err((shown, Failure::Status(status, body)))
+}
