@@ -155,13 +155,13 @@ pub(super) fn tcp_print(
         hlen -= TCP_HDRLEN;
         nd.print(", options [");
         let mut printed_one = false;
+        let payload_captured = tp.len() >= usize::from(tp[12] >> 4) * 4 + length;
         match options(
             nd,
             &tp[TCP_HDRLEN..],
             hlen,
-            rev,
-            thseq,
-            thack,
+            (rev, thseq, thack),
+            payload_captured,
             &mut printed_one,
         )? {
             OptionsEnd::Done => nd.print("]"),
@@ -240,7 +240,8 @@ enum OptionsEnd {
     Truncated,
 }
 
-/// The options of `hlen` bytes at `cp`.
+/// The options of `hlen` bytes at `cp`; SACK blocks are relative to the
+/// connection's bases (`rev`, `thseq`, `thack` of `tcp_print`).
 #[expect(
     clippy::too_many_lines,
     reason = "one function per tcpdump printer, in its order, to compare them line by line"
@@ -249,9 +250,8 @@ fn options(
     nd: &mut Nd<'_>,
     cp: &[u8],
     mut hlen: usize,
-    rev: bool,
-    thseq: u32,
-    thack: u32,
+    (rev, thseq, thack): (bool, u32, u32),
+    payload_captured: bool,
     printed_one: &mut bool,
 ) -> Result<OptionsEnd> {
     let mut at = 0;
@@ -368,14 +368,35 @@ fn options(
                 let magic = be16(cp, at)?;
                 nd.print("-");
                 if magic == 0xf989 {
-                    // TCP Fast Open: not ours.
-                    nd.unsupported();
+                    fast_open(nd, &cp[at + 2..at + datalen], true);
                 } else {
                     let _ = write!(nd.out, "{magic:04x}");
                 }
             }
-            // MD5 signatures (checked by tcpdump), TCP-AO, MPTCP, TFO.
-            19 | 29 | 30 | 34 => {
+            19 => {
+                datalen = 16;
+                lencheck!(datalen);
+                // tcpdump checks the signature with -M's secret: without
+                // one it says so.
+                nd.print(" ");
+                if payload_captured {
+                    nd.print("shared secret not supplied with -M, ");
+                } else {
+                    nd.print("snaplen too short, ");
+                }
+                nd.print("can't check - ");
+                for byte in &cp[at..at + 16] {
+                    let _ = write!(nd.out, "{byte:02x}");
+                }
+            }
+            34 => {
+                datalen = len - 2;
+                lencheck!(datalen);
+                nd.print(" ");
+                fast_open(nd, &cp[at..at + datalen], false);
+            }
+            // TCP-AO and MPTCP: not ours.
+            29 | 30 => {
                 nd.unsupported();
                 datalen = len - 2;
                 lencheck!(datalen);
@@ -406,6 +427,23 @@ fn options(
         }
     }
     Ok(OptionsEnd::Done)
+}
+
+/// `print_tcp_fastopen_option`: a cookie request, or the cookie.
+fn fast_open(nd: &mut Nd<'_>, cookie: &[u8], experimental: bool) {
+    if experimental {
+        nd.print("tfo");
+    }
+    if cookie.is_empty() {
+        nd.print(" cookiereq");
+    } else if !cookie.len().is_multiple_of(2) || cookie.len() < 4 || cookie.len() > 16 {
+        nd.invalid();
+    } else {
+        nd.print(" cookie ");
+        for byte in cookie {
+            let _ = write!(nd.out, "{byte:02x}");
+        }
+    }
 }
 
 /// tcpdump's `tcp_option_values`.
