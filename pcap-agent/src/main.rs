@@ -182,14 +182,16 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
         ),
         Some(path) if path.as_os_str() == "-" => {
             Output::file(args.format, Box::new(io::stdout()), true)
+                .packet_buffered(args.tcpdump.print.packet_buffered)
         }
         Some(path) => Output::file(
             args.format,
             Box::new(
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
             ),
-            args.tcpdump.print.packet_buffered,
-        ),
+            false,
+        )
+        .packet_buffered(args.tcpdump.print.packet_buffered),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -28,6 +28,8 @@ pub enum Output {
         /// Someone reads it as it is written (a pipe to Wireshark): flush
         /// after every batch rather than when the buffer fills.
         live: bool,
+        /// -U: flush after every packet.
+        packet_buffered: bool,
         sink: Option<Box<dyn Write + Send>>,
         writer: Option<Box<dyn CaptureWriter + Send>>,
     },
@@ -45,9 +47,23 @@ impl Output {
         Self::File {
             format,
             live,
+            packet_buffered: false,
             sink: Some(sink),
             writer: None,
         }
+    }
+
+    /// -U: a file flushed after every packet (lines are flushed by
+    /// [`Output::lines`]' `flush_each`).
+    #[must_use]
+    pub fn packet_buffered(mut self, on: bool) -> Self {
+        if let Self::File {
+            packet_buffered, ..
+        } = &mut self
+        {
+            *packet_buffered = on;
+        }
+        self
     }
 
     pub fn lines(sink: Box<dyn Write + Send>, options: summary::Options, flush_each: bool) -> Self {
@@ -89,21 +105,26 @@ impl PacketSink for Output {
 
     fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<Delivery> {
         match self {
-            Self::File { writer, .. } => {
-                writer
-                    .as_mut()
-                    .expect("begin was called")
-                    .write_packet(&pcap_format::Packet {
-                        interface_id: packet.interface,
-                        timestamp_ns: packet.unix_ns,
-                        original_len: packet.orig_len,
-                        data: packet.data,
-                        direction: packet.direction.map(|d| match d {
-                            Direction::Ingress => pcap_format::Direction::Inbound,
-                            Direction::Egress => pcap_format::Direction::Outbound,
-                        }),
-                        comment: packet.comment,
-                    })?;
+            Self::File {
+                writer,
+                packet_buffered,
+                ..
+            } => {
+                let writer = writer.as_mut().expect("begin was called");
+                writer.write_packet(&pcap_format::Packet {
+                    interface_id: packet.interface,
+                    timestamp_ns: packet.unix_ns,
+                    original_len: packet.orig_len,
+                    data: packet.data,
+                    direction: packet.direction.map(|d| match d {
+                        Direction::Ingress => pcap_format::Direction::Inbound,
+                        Direction::Egress => pcap_format::Direction::Outbound,
+                    }),
+                    comment: packet.comment,
+                })?;
+                if *packet_buffered {
+                    writer.flush()?;
+                }
             }
             Self::Lines(out, printer, flush_each) => {
                 let direction = match packet.direction {
