@@ -453,6 +453,22 @@ fn agent_privileges_follow_the_kernel_and_limit_properties() {
 
     assert_monit_runs_the_ctl_script(&rendered);
 
+    // Served --c2c verdicts: CAP_SYSLOG only when the operator asks.
+    let rendered = render_accepted(
+        Job::Agent,
+        "agent-kernel-log",
+        Json::map(&[(
+            "properties",
+            pki.agent_properties()
+                .with("c2c.read_kernel_log", Json::Bool(true)),
+        )]),
+    );
+    let config = rendered.config();
+    assert!(
+        config.contains("\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\", \"SYSLOG\"]\n"),
+        "{config}"
+    );
+
     let rendered = render_properties(
         Job::Agent,
         "agent-limits",
