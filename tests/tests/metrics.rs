@@ -20,6 +20,7 @@ use pcap_tests::{
     TempDir,
     captures::{self, Statistics},
     cluster::{ALICE_TOKEN, BOB_TOKEN, Cluster},
+    cluster_setup::{self, ping_every_vm},
     netns::Netns,
     process::{Running, binary, wait_until},
 };
@@ -107,18 +108,6 @@ fn wait_for_api_metrics(cluster: &mut Cluster) -> anyhow::Result<()> {
         .wait_for("serving metrics", 1)
 }
 
-/// Pings each VM from its peer, with a size of its own.
-fn ping_every_vm(cluster: &Cluster, count: u32) -> anyhow::Result<()> {
-    for vm in &cluster.vms {
-        vm.peer.sh(&format!(
-            "ping -q -c {count} -i 0.002 -s {} {}",
-            64 + 100 * vm.index,
-            vm.data_address()
-        ))?;
-    }
-    Ok(())
-}
-
 /// The statistics block of interface `name`.
 fn statistics<'a>(blocks: &'a [Statistics], name: &str) -> anyhow::Result<&'a Statistics> {
     blocks
@@ -180,12 +169,8 @@ fn assert_agents_count_as_the_file_says(
 #[test]
 fn both_daemons_count_captures_as_their_statistics_blocks_say() -> anyhow::Result<()> {
     let dir = TempDir::new("metrics")?;
-    let mut cluster = Cluster::new(&dir, 2)?;
     // One capture per agent: a second one is refused by the agents.
-    let agent_config = cluster.agent_config("[limits]\nmax_captures = 1\n")?;
-    cluster.start_agents(&agent_config)?;
-    let api_config = cluster.api_config(None, "")?;
-    cluster.start_api(&api_config)?;
+    let mut cluster = cluster_setup::running(&dir, 2, "[limits]\nmax_captures = 1\n", "")?;
     wait_for_api_metrics(&mut cluster)?;
 
     let before = api_scrape(&cluster)?;
