@@ -230,12 +230,14 @@ pub use client::{CloudController, Error};
 
 #[cfg(feature = "client")]
 mod client {
+    use std::ops::Deref;
+
     use reqwest::StatusCode;
     use serde::de::DeserializeOwned;
     use thiserror::Error;
 
     use super::{App, CcErrors, InstanceStats, Page, Role, Root, SshEnabled};
-    use crate::http::{Failure, get_json};
+    use crate::http::{Endpoint, Failure};
 
     /// What a request to Cloud Controller came to, when not a success.
     #[derive(Debug, Error)]
@@ -276,29 +278,23 @@ mod client {
     }
 
     /// Cloud Controller at a URL, through a client its caller set up
-    /// (certificates, timeouts).
+    /// (certificates, timeouts): an [`Endpoint`] with Cloud Controller's
+    /// documents.
     #[derive(Clone, Debug)]
-    pub struct CloudController {
-        url: String,
-        http: reqwest::Client,
+    pub struct CloudController(Endpoint);
+
+    impl Deref for CloudController {
+        type Target = Endpoint;
+
+        fn deref(&self) -> &Endpoint {
+            &self.0
+        }
     }
 
     impl CloudController {
         /// `url` is e.g. `https://api.sys.example.com`.
         pub fn new(url: &str, http: reqwest::Client) -> Self {
-            Self {
-                url: url.trim_end_matches('/').to_owned(),
-                http,
-            }
-        }
-
-        /// Cloud Controller's URL, without a trailing `/`.
-        pub fn url(&self) -> &str {
-            &self.url
-        }
-
-        pub fn http(&self) -> &reqwest::Client {
-            &self.http
+            Self(Endpoint::new(url, http))
         }
 
         /// `GET /`, without a token.
@@ -355,17 +351,17 @@ mod client {
             query: &[(&str, &str)],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let (_, failure) = match get_json(&self.http, &self.url, path, query, token).await {
+            let (_, failure) = match self.0.get_json(path, query, token).await {
                 Ok(document) => return Ok(document),
                 Err(failed) => failed,
             };
             let path = format!("/{}", path.join("/"));
             Err(match failure {
                 Failure::BadUrl => Error::BadUrl {
-                    url: self.url.clone(),
+                    url: self.url().to_owned(),
                 },
                 Failure::Unreachable(source) => Error::Unreachable {
-                    url: self.url.clone(),
+                    url: self.url().to_owned(),
                     source,
                 },
                 Failure::Status(status, errors) => Error::Status {

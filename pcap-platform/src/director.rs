@@ -81,11 +81,13 @@ pub use client::{Director, Error};
 
 #[cfg(feature = "client")]
 mod client {
+    use std::ops::Deref;
+
     use reqwest::StatusCode;
     use thiserror::Error;
 
     use super::{DirectorError, Info, Instance};
-    use crate::http::{Failure, get_json};
+    use crate::http::{Endpoint, Failure};
 
     /// What a request to the director came to, when not a success. `url`
     /// is the URL requested.
@@ -136,29 +138,22 @@ mod client {
     }
 
     /// A director at a URL, through a client its caller set up (its CA,
-    /// timeouts).
+    /// timeouts): an [`Endpoint`] with the director's documents.
     #[derive(Clone, Debug)]
-    pub struct Director {
-        url: String,
-        http: reqwest::Client,
+    pub struct Director(Endpoint);
+
+    impl Deref for Director {
+        type Target = Endpoint;
+
+        fn deref(&self) -> &Endpoint {
+            &self.0
+        }
     }
 
     impl Director {
         /// `url` is e.g. `https://10.0.0.6:25555`.
         pub fn new(url: &str, http: reqwest::Client) -> Self {
-            Self {
-                url: url.trim_end_matches('/').to_owned(),
-                http,
-            }
-        }
-
-        /// The director's URL, without a trailing `/`.
-        pub fn url(&self) -> &str {
-            &self.url
-        }
-
-        pub fn http(&self) -> &reqwest::Client {
-            &self.http
+            Self(Endpoint::new(url, http))
         }
 
         /// `GET /info`, without a token.
@@ -181,7 +176,7 @@ mod client {
             path: &[&str],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let (url, failure) = match get_json(&self.http, &self.url, path, &[], token).await {
+            let (url, failure) = match self.0.get_json(path, &[], token).await {
                 Ok(document) => return Ok(document),
                 Err(failed) => failed,
             };

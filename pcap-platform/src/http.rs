@@ -1,5 +1,7 @@
-//! The one GET both clients make: a JSON document under a base URL, with
-//! an optional bearer token, and the error body of a refusal.
+//! What both clients are: a server at a base URL, reached through a
+//! `reqwest::Client` its caller set up (certificates, timeouts), and the
+//! one GET they make: a JSON document with an optional bearer token, and
+//! the error body of a refusal.
 
 use reqwest::{StatusCode, Url, header};
 use serde::de::DeserializeOwned;
@@ -15,9 +17,46 @@ pub(crate) enum Failure<E> {
     Malformed(reqwest::Error),
 }
 
+/// A server at a base URL; Cloud Controller and the director are one.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Endpoint {
+    /// `url` is e.g. `https://api.sys.example.com`; a trailing `/` is
+    /// dropped.
+    pub fn new(url: &str, http: reqwest::Client) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The server's URL, without a trailing `/`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `GET URL/PATH?QUERY`, see [`get_json`].
+    pub(crate) async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> Result<T, (String, Failure<E>)> {
+        get_json(&self.http, &self.url, path, query, token).await
+    }
+}
+
 /// `GET BASE/PATH?QUERY` (`Accept: application/json`, the bearer `token`
 /// when given): the document, or the URL asked and the failure.
-pub(crate) async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(
+async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(
     http: &reqwest::Client,
     base: &str,
     path: &[&str],

@@ -19,3 +19,6 @@ pub mod director;
 mod http;
 pub mod silk;
 pub mod uaa;
+
+#[cfg(feature = "client")]
+pub use http::Endpoint;
