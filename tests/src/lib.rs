@@ -5,6 +5,7 @@
 
 pub mod agent_call;
 pub mod agent_capture;
+pub mod app_capture;
 pub mod bosh;
 pub mod captures;
 pub mod checks;

@@ -3,11 +3,14 @@
 //! namespace of a landscape or cluster), as the system tests and the demo
 //! set them up.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
     TempDir,
-    landscape::{Landscape, LandscapeBuilder, org_guid, space_guid},
+    landscape::{Landscape, LandscapeBuilder, org_guid, space_guid, write_cf_config},
     netns::Netns,
     pki::{Leaf, Validity},
     servers::{
@@ -220,5 +223,21 @@ impl CfLandscape {
             landscape,
             dir,
         })
+    }
+
+    /// Logs cf user `user` (password-less client `cf`) in: a cf CLI home
+    /// `home-USER` in the directory, with an access token valid for
+    /// `seconds`; the home.
+    pub fn log_in(&self, user: &str, seconds: i64) -> anyhow::Result<PathBuf> {
+        let home = self.dir.join(format!("home-{user}"));
+        let uaa = &self.servers.uaa;
+        write_cf_config(
+            &home,
+            &self.servers.cc_url,
+            uaa.url(),
+            &uaa.access_token(user, "cf", seconds)?,
+            &uaa.refresh_token(user, "cf")?,
+        )?;
+        Ok(home)
     }
 }

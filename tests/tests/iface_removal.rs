@@ -8,33 +8,24 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
+    TempDir, agent_capture,
+    app_capture::{self, ping_gateway_from},
     captures::{self, Capture},
-    landscape::{AppSpec, Landscape, write_cf_config},
+    landscape::{AppSpec, Landscape},
     netns::{Netns, Pair},
     now_ns,
-    process::{Running, binary},
+    process::Running,
     reference::assert_readable,
     servers::uaa::UaaUser,
-    stand_ins::{CF_SCOPES, CfServers, space_role},
+    stand_ins::{CF_SCOPES, CfLandscape, space_role},
 };
 
 /// Where the clsact fallback keeps its state files and qdisc marks.
 const TC_STATE: &str = "/run/pcap-agent/tc";
-
-/// Starts `pcap-agent capture` in `ns` and waits until it listens on every interface.
-fn agent(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
-    let mut command = ns.command(binary("pcap-agent").to_str().expect("utf-8 path"));
-    command.arg("capture").args(args);
-    let mut running = Running::spawn(&mut command)?;
-    let interfaces = args.iter().filter(|a| **a == "-i").count();
-    running.wait_for("listening on", interfaces)?;
-    Ok(running)
-}
 
 /// `veth0` (a) – `veth1` (b) from [`Pair`], and a second pair `veth2`
 /// (a, 10.0.1.1) – `veth3` (b, 10.0.1.2).
@@ -164,20 +155,51 @@ fn check_file(file: &Path, gone_first: &str, gone_at: u64) -> anyhow::Result<Cap
     Ok(capture)
 }
 
-#[test]
-fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::Result<()> {
-    let dir = TempDir::new("iface-removal")?;
-    for attach in ["tcx", "tc"] {
-        let pair = two_links(&format!("gone{attach}"))?;
+/// A capture with `attach` of two links ([`two_links`], tag `tag`), in the
+/// order `interfaces`, writing `ATTACH.pcapng` in `dir`.
+struct TwoLinkCapture {
+    ours: Running,
+    pair: Pair,
+    file: PathBuf,
+    netns: u64,
+    indexes: [u32; 2],
+}
+
+impl TwoLinkCapture {
+    /// Started, and veth2's peer pinged.
+    fn start(dir: &Path, tag: &str, attach: &str, interfaces: [&str; 2]) -> anyhow::Result<Self> {
+        let pair = two_links(&format!("{tag}{attach}"))?;
         let netns = netns_inode(&pair.a)?;
         let indexes = [ifindex(&pair.a, "veth0")?, ifindex(&pair.a, "veth2")?];
         let file = dir.join(format!("{attach}.pcapng"));
         let path = file.to_str().expect("utf-8");
-        let mut ours = agent(
+        let [first, second] = interfaces;
+        let ours = agent_capture::start(
             &pair.a,
-            &["-i", "veth0", "-i", "veth2", "--attach", attach, "-w", path],
+            &["-i", first, "-i", second, "--attach", attach, "-w", path],
         )?;
         ping(&pair.a, "10.0.1.2")?;
+        Ok(Self {
+            ours,
+            pair,
+            file,
+            netns,
+            indexes,
+        })
+    }
+}
+
+#[test]
+fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::Result<()> {
+    let dir = TempDir::new("iface-removal")?;
+    for attach in ["tcx", "tc"] {
+        let TwoLinkCapture {
+            mut ours,
+            pair,
+            file,
+            netns,
+            indexes,
+        } = TwoLinkCapture::start(&dir, "gone", attach, ["veth0", "veth2"])?;
         ping(&pair.a, "10.0.0.2")?;
         let gone_at = delete(&mut ours, &pair.a, "veth2")?;
         ping(&pair.a, "10.0.0.2")?;
@@ -210,16 +232,13 @@ fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::R
 fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<()> {
     let dir = TempDir::new("iface-removal-rest")?;
     for attach in ["tcx", "tc"] {
-        let pair = two_links(&format!("rest{attach}"))?;
-        let netns = netns_inode(&pair.a)?;
-        let indexes = [ifindex(&pair.a, "veth0")?, ifindex(&pair.a, "veth2")?];
-        let file = dir.join(format!("{attach}.pcapng"));
-        let path = file.to_str().expect("utf-8");
-        let mut ours = agent(
-            &pair.a,
-            &["-i", "veth2", "-i", "veth0", "--attach", attach, "-w", path],
-        )?;
-        ping(&pair.a, "10.0.1.2")?;
+        let TwoLinkCapture {
+            mut ours,
+            pair,
+            file,
+            netns,
+            indexes,
+        } = TwoLinkCapture::start(&dir, "rest", attach, ["veth2", "veth0"])?;
         let gone_at = delete(&mut ours, &pair.a, "veth2")?;
         ping(&pair.a, "10.0.0.2")?;
         let pid = ours.pid().as_raw();
@@ -237,50 +256,26 @@ fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<(
     Ok(())
 }
 
-/// Pings the cell's gateway from instance `index` of `app`: 5 requests and
-/// 5 replies of 142 + 100 × index bytes, so each instance's are its own.
-fn ping_from(landscape: &Landscape, app: &str, index: usize) -> anyhow::Result<()> {
-    landscape.app(app).instances[index].ns.sh(&format!(
-        "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
-        100 + 100 * index
-    ))?;
-    Ok(())
-}
-
 #[test]
 fn a_removed_container_veth_is_its_origins_event_and_the_others_go_on() -> anyhow::Result<()> {
     const APP: &str = "my-app";
-    let dir = TempDir::new("iface-removal-cf")?;
-    let mut landscape = Landscape::builder()
-        .cells(2)
-        .app(AppSpec::new(APP, &[0, 1]))
-        .build(&dir)?;
-    let servers = CfServers::start(
-        &landscape,
-        &CfServers::leaf(&landscape)?,
-        &dir,
+    let cf = CfLandscape::start(
+        "iface-removal-cf",
+        Landscape::builder()
+            .cells(2)
+            .app(AppSpec::new(APP, &[0, 1])),
         vec![UaaUser::new("dev", "p", &CF_SCOPES)],
-        landscape.cc_apps(),
         vec![space_role("space_developer", "dev", "dev")],
+        Landscape::cc_apps,
+        "",
     )?;
-    servers.start_agents_and_api(&mut landscape, "")?;
-    let home = dir.join("home-dev");
-    write_cf_config(
-        &home,
-        &servers.cc_url,
-        servers.uaa.url(),
-        &servers.uaa.access_token("dev", "cf", 600)?,
-        &servers.uaa.refresh_token("dev", "cf")?,
-    )?;
-    let file = dir.join("app.pcapng");
-    let mut command = landscape.pcap_app(&home);
-    command
-        .env("HOME", &*dir)
-        .args([APP, "-w", file.to_str().expect("utf-8"), "icmp"]);
-    let mut cli = Running::spawn(&mut command)?;
+    let home = cf.log_in("dev", 600)?;
+    let landscape = &cf.landscape;
+    let file = cf.dir.join("app.pcapng");
+    let mut cli = app_capture::start(&cf, &home, APP, &[], &file)?;
     cli.wait_for("capturing on", 2)?;
-    ping_from(&landscape, APP, 0)?;
-    ping_from(&landscape, APP, 1)?;
+    ping_gateway_from(landscape, APP, 0)?;
+    ping_gateway_from(landscape, APP, 1)?;
 
     let kept = &landscape.app(APP).instances[0];
     let gone = &landscape.app(APP).instances[1];
@@ -294,7 +289,7 @@ fn a_removed_container_veth_is_its_origins_event_and_the_others_go_on() -> anyho
     );
     cli.wait_for(&event, 1)?;
     let after = now_ns();
-    ping_from(&landscape, APP, 0)?;
+    ping_gateway_from(landscape, APP, 0)?;
     let (status, lines) = cli.interrupt()?;
     let stderr = lines.join("\n");
     ensure!(status.success(), "pcap app failed:\n{stderr}");

@@ -1,0 +1,53 @@
+//! `pcap app` captures of a [`CfLandscape`] as the system tests run them,
+//! the traffic they make in its app instances, and the packets per origin.
+
+use std::{collections::HashMap, path::Path};
+
+use crate::{captures::Capture, landscape::Landscape, process::Running, stand_ins::CfLandscape};
+
+/// Starts `pcap app APP ARGS -w FILE icmp` as the cf user logged in at
+/// `home` (see [`CfLandscape::log_in`]), with `HOME` the landscape's
+/// directory.
+pub fn start(
+    cf: &CfLandscape,
+    home: &Path,
+    app: &str,
+    args: &[&str],
+    file: &Path,
+) -> anyhow::Result<Running> {
+    let mut command = cf.landscape.pcap_app(home);
+    command
+        .env("HOME", &*cf.dir)
+        .arg(app)
+        .args(args)
+        .arg("-w")
+        .arg(file)
+        .arg("icmp");
+    Running::spawn(&mut command)
+}
+
+/// Pings the cell's gateway from instance `index` of `app`: 5 requests
+/// and 5 replies with 100 + 100 × index bytes of payload (142 + 100 ×
+/// index on the wire), so that each instance's packets have their own
+/// size.
+pub fn ping_gateway_from(landscape: &Landscape, app: &str, index: usize) -> anyhow::Result<()> {
+    landscape.app(app).instances[index].ns.sh(&format!(
+        "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
+        100 + 100 * index
+    ))?;
+    Ok(())
+}
+
+/// Packet sizes per origin (the interface name before its last `/`).
+pub fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
+    let mut by_origin: HashMap<String, Vec<usize>> = HashMap::new();
+    for packet in &capture.packets {
+        let interface = packet.interface.clone().unwrap_or_default();
+        let origin = interface
+            .rsplit_once('/')
+            .map_or(interface.as_str(), |(origin, _)| origin)
+            .to_owned();
+        by_origin.entry(origin).or_default().push(packet.data.len());
+    }
+    by_origin
+}
