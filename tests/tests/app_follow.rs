@@ -7,21 +7,22 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{collections::HashMap, path::PathBuf, time::Instant};
+use std::{
+    collections::HashMap,
+    ops::{Deref, DerefMut},
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
-    captures::{self, Capture},
-    landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
-    pki::Validity,
+    app_capture::{self, packets_by_origin, ping_gateway_from},
+    captures,
+    landscape::{AppSpec, Landscape},
     process::Running,
     reference,
-    servers::{
-        cloud_controller::{CcInstance, CcRole},
-        uaa::UaaUser,
-    },
-    stand_ins::{CF_SCOPES, CfServers},
+    servers::{cloud_controller::CcInstance, uaa::UaaUser},
+    stand_ins::{CF_SCOPES, CfLandscape, space_role},
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -30,75 +31,55 @@ const APP: &str = "my-app";
 
 /// The landscape (two cells, `my-app` with instance 0 on cell 0 and 1 on
 /// cell 1), Cloud Controller and its UAA, and user `dev` (a space
-/// developer) logged in.
+/// developer) logged in at `home`.
 struct Cf {
-    // Dropped first: the servers go before the namespaces.
-    servers: CfServers,
-    landscape: Landscape,
+    cf: CfLandscape,
     home: PathBuf,
-    dir: TempDir,
+}
+
+impl Deref for Cf {
+    type Target = CfLandscape;
+
+    fn deref(&self) -> &CfLandscape {
+        &self.cf
+    }
+}
+
+impl DerefMut for Cf {
+    fn deref_mut(&mut self) -> &mut CfLandscape {
+        &mut self.cf
+    }
 }
 
 impl Cf {
     fn new(tag: &str) -> anyhow::Result<Self> {
-        let dir = TempDir::new(tag)?;
-        let mut landscape = Landscape::builder()
-            .cells(2)
-            .app(AppSpec::new(APP, &[0, 1]))
-            .build(&dir)?;
-        let tls = landscape
-            .pki
-            .ca
-            .leaf("cf", &["127.0.0.1"], Validity::Current)?;
-        let users = vec![UaaUser::new("dev", "p", &CF_SCOPES)];
-        let roles = vec![CcRole::new(
-            "space_developer",
-            "user-dev",
-            &space_guid("dev"),
-            &org_guid("org"),
-        )];
-        let servers = CfServers::start(&landscape, &tls, &dir, users, landscape.cc_apps(), roles)?;
-        servers.start_agents_and_api(&mut landscape, "follow_interval = 2.0")?;
-        let home = dir.join("home-dev");
-        write_cf_config(
-            &home,
-            &servers.cc_url,
-            servers.uaa.url(),
-            &servers.uaa.access_token("dev", "cf", 3600)?,
-            &servers.uaa.refresh_token("dev", "cf")?,
+        let cf = CfLandscape::start(
+            tag,
+            Landscape::builder()
+                .cells(2)
+                .app(AppSpec::new(APP, &[0, 1])),
+            vec![UaaUser::new("dev", "p", &CF_SCOPES)],
+            vec![space_role("space_developer", "dev", "dev")],
+            Landscape::cc_apps,
+            "follow_interval = 2.0",
         )?;
-        Ok(Self {
-            servers,
-            landscape,
-            home,
-            dir,
-        })
+        let home = cf.log_in("dev", 3600)?;
+        Ok(Self { cf, home })
     }
 
-    /// `pcap app my-app ARGS -w FILE icmp`, started; the file.
+    /// `pcap app my-app ARGS -w FILE icmp`, started and attached to both
+    /// instances; the file.
     fn capture(&self, name: &str, args: &[&str]) -> anyhow::Result<(Running, PathBuf)> {
         let file = self.dir.join(name);
-        let mut command = self.landscape.pcap_app(&self.home);
-        command
-            .env("HOME", &*self.dir)
-            .arg(APP)
-            .args(args)
-            .arg("-w")
-            .arg(&file)
-            .arg("icmp");
-        Ok((Running::spawn(&mut command)?, file))
+        let mut cli = app_capture::start(&self.cf, &self.home, APP, args, &file)?;
+        cli.wait_for(STARTED, 2)?;
+        Ok((cli, file))
     }
 
-    /// Pings the cell's gateway from instance `index` of the app, 100 +
-    /// 100 × index bytes of payload (so each instance's packets have their
-    /// own size).
+    /// Pings the cell's gateway from instance `index` of the app (see
+    /// [`ping_gateway_from`]).
     fn ping_from(&self, index: usize) -> anyhow::Result<()> {
-        let instance = &self.landscape.app(APP).instances[index];
-        instance.ns.sh(&format!(
-            "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
-            100 + 100 * index
-        ))?;
-        Ok(())
+        ping_gateway_from(&self.landscape, APP, index)
     }
 
     /// Changes my-app's web instances at Cloud Controller.
@@ -106,20 +87,13 @@ impl Cf {
         let guid = &self.landscape.app(APP).guid;
         self.servers.cc.update_instances(guid, "web", change);
     }
-}
 
-/// Packet sizes per origin (the interface name before its last `/`).
-fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
-    let mut by_origin: HashMap<String, Vec<usize>> = HashMap::new();
-    for packet in &capture.packets {
-        let interface = packet.interface.clone().unwrap_or_default();
-        let origin = interface
-            .rsplit_once('/')
-            .map_or(interface.as_str(), |(origin, _)| origin)
-            .to_owned();
-        by_origin.entry(origin).or_default().push(packet.data.len());
+    /// The capture `file` is readable, and nothing stays attached to any
+    /// instance.
+    fn check_end(&self, file: &Path) -> anyhow::Result<()> {
+        reference::assert_readable(file)?;
+        self.landscape.assert_no_app_attached()
     }
-    by_origin
 }
 
 /// `origin` has at least 10 packets, every one of instance `index`'s own
@@ -154,7 +128,6 @@ fn line_with<'a>(stderr: &'a str, words: &[&str]) -> anyhow::Result<&'a str> {
 fn a_followed_capture_adds_an_instance_that_starts_later() -> anyhow::Result<()> {
     let mut cf = Cf::new("follow-add")?;
     let (mut cli, file) = cf.capture("follow.pcapng", &["--follow"])?;
-    cli.wait_for(STARTED, 2)?;
 
     // A scale-up: a third container on cell 0, then Cloud Controller
     // reports it running.
@@ -203,15 +176,13 @@ fn a_followed_capture_adds_an_instance_that_starts_later() -> anyhow::Result<()>
         "no statistics for the new interface: {:?}",
         capture.statistics
     );
-    reference::assert_readable(&file)?;
-    cf.landscape.assert_no_app_attached()
+    cf.check_end(&file)
 }
 
 #[test]
 fn a_moved_instance_is_followed_to_its_new_cell() -> anyhow::Result<()> {
     let mut cf = Cf::new("follow-move")?;
     let (mut cli, file) = cf.capture("move.pcapng", &["--follow"])?;
-    cli.wait_for(STARTED, 2)?;
     let old_guid = cf.landscape.app(APP).instances[1].instance_guid.clone();
 
     // Cell 1 is evacuated: instance 1 runs again on cell 0.
@@ -244,8 +215,7 @@ fn a_moved_instance_is_followed_to_its_new_cell() -> anyhow::Result<()> {
     own_pings(&by_origin, "my-app/0", 0)?;
     // Instance 1's pings after the move, on its new interface.
     own_pings(&by_origin, "my-app/1#1", 1)?;
-    reference::assert_readable(&file)?;
-    cf.landscape.assert_no_app_attached()
+    cf.check_end(&file)
 }
 
 #[test]
@@ -253,7 +223,6 @@ fn instances_that_crash_or_vanish_are_reported_and_the_rest_goes_on() -> anyhow:
     let cf = Cf::new("follow-crash")?;
     // Without --follow: changes are told all the same.
     let (mut cli, file) = cf.capture("crash.pcapng", &[])?;
-    cli.wait_for(STARTED, 2)?;
 
     cf.update(|instances| {
         let one = instances
@@ -293,15 +262,13 @@ fn instances_that_crash_or_vanish_are_reported_and_the_rest_goes_on() -> anyhow:
     // Instance 0 went on after instance 1 crashed.
     let capture = captures::read_file(&file)?;
     own_pings(&packets_by_origin(&capture), "my-app/0", 0)?;
-    reference::assert_readable(&file)?;
-    cf.landscape.assert_no_app_attached()
+    cf.check_end(&file)
 }
 
 #[test]
 fn a_killed_agent_is_reconnected_and_the_gap_reported() -> anyhow::Result<()> {
     let mut cf = Cf::new("follow-agent")?;
     let (mut cli, file) = cf.capture("agent.pcapng", &["--follow"])?;
-    cli.wait_for(STARTED, 2)?;
 
     // Cell 1's agent (instance 1) dies: its TCX links go with it.
     let before_kill = Instant::now();
@@ -349,6 +316,5 @@ fn a_killed_agent_is_reconnected_and_the_gap_reported() -> anyhow::Result<()> {
     let by_origin = packets_by_origin(&capture);
     own_pings(&by_origin, "my-app/0", 0)?;
     own_pings(&by_origin, "my-app/1", 1)?;
-    reference::assert_readable(&file)?;
-    cf.landscape.assert_no_app_attached()
+    cf.check_end(&file)
 }
