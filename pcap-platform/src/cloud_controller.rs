@@ -230,14 +230,12 @@ pub use client::{CloudController, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use std::ops::Deref;
-
     use reqwest::StatusCode;
     use serde::de::DeserializeOwned;
     use thiserror::Error;
 
     use super::{App, CcErrors, InstanceStats, Page, Role, Root, SshEnabled};
-    use crate::http::{Endpoint, Failure};
+    use crate::http::{Failure, endpoint_client};
 
     /// What a request to Cloud Controller came to, when not a success.
     #[derive(Debug, Error)]
@@ -277,26 +275,15 @@ mod client {
         }
     }
 
-    /// Cloud Controller at a URL, through a client its caller set up
-    /// (certificates, timeouts): an [`Endpoint`] with Cloud Controller's
-    /// documents.
-    #[derive(Clone, Debug)]
-    pub struct CloudController(Endpoint);
-
-    impl Deref for CloudController {
-        type Target = Endpoint;
-
-        fn deref(&self) -> &Endpoint {
-            &self.0
-        }
+    endpoint_client! {
+        /// Cloud Controller at a URL, through a client its caller set up
+        /// (certificates, timeouts): an [`Endpoint`](crate::Endpoint) with Cloud Controller's
+        /// documents.
+        CloudController,
+        "https://api.sys.example.com"
     }
 
     impl CloudController {
-        /// `url` is e.g. `https://api.sys.example.com`.
-        pub fn new(url: &str, http: reqwest::Client) -> Self {
-            Self(Endpoint::new(url, http))
-        }
-
         /// `GET /`, without a token.
         pub async fn root(&self) -> Result<Root, Error> {
             self.get(&[], &[], None).await

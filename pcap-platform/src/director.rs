@@ -81,13 +81,11 @@ pub use client::{Director, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use std::ops::Deref;
-
     use reqwest::StatusCode;
     use thiserror::Error;
 
     use super::{DirectorError, Info, Instance};
-    use crate::http::{Endpoint, Failure};
+    use crate::http::{Failure, endpoint_client};
 
     /// What a request to the director came to, when not a success. `url`
     /// is the URL requested.
@@ -137,25 +135,14 @@ mod client {
         }
     }
 
-    /// A director at a URL, through a client its caller set up (its CA,
-    /// timeouts): an [`Endpoint`] with the director's documents.
-    #[derive(Clone, Debug)]
-    pub struct Director(Endpoint);
-
-    impl Deref for Director {
-        type Target = Endpoint;
-
-        fn deref(&self) -> &Endpoint {
-            &self.0
-        }
+    endpoint_client! {
+        /// A director at a URL, through a client its caller set up (its CA,
+        /// timeouts): an [`Endpoint`](crate::Endpoint) with the director's documents.
+        Director,
+        "https://10.0.0.6:25555"
     }
 
     impl Director {
-        /// `url` is e.g. `https://10.0.0.6:25555`.
-        pub fn new(url: &str, http: reqwest::Client) -> Self {
-            Self(Endpoint::new(url, http))
-        }
-
         /// `GET /info`, without a token.
         pub async fn info(&self) -> Result<Info, Error> {
             self.get(&["info"], None).await

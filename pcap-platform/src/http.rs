@@ -54,6 +54,32 @@ impl Endpoint {
     }
 }
 
+/// Declares the client of one server: an [`Endpoint`] (its URL and HTTP
+/// client, by `Deref`) to which the module adds the server's documents.
+macro_rules! endpoint_client {
+    ($(#[$doc:meta])* $name:ident, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name($crate::http::Endpoint);
+
+        impl std::ops::Deref for $name {
+            type Target = $crate::http::Endpoint;
+
+            fn deref(&self) -> &$crate::http::Endpoint {
+                &self.0
+            }
+        }
+
+        impl $name {
+            #[doc = concat!("`url` is e.g. `", $example, "`.")]
+            pub fn new(url: &str, http: reqwest::Client) -> Self {
+                Self($crate::http::Endpoint::new(url, http))
+            }
+        }
+    };
+}
+pub(crate) use endpoint_client;
+
 /// `GET BASE/PATH?QUERY` (`Accept: application/json`, the bearer `token`
 /// when given): the document, or the URL asked and the failure.
 async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(

@@ -6,7 +6,7 @@
 //! Garden handle (for app instances, Diego's instance GUID) whose entries
 //! hold the container's overlay IP and its app, space and org GUIDs. Writers
 //! take `flock(LOCK_EX)` on `store.json_lock` and rewrite the file in place,
-//! so it is read here under a shared lock on the same file ([`read_store`],
+//! so it is read here under a shared lock on the same file (`read_store`,
 //! with the `silk` feature).
 //!
 //! Silk names the host side of a container's veth after its overlay IP:
