@@ -7,6 +7,7 @@ pub mod agent_call;
 pub mod agent_capture;
 pub mod app_capture;
 pub mod bosh;
+pub mod c2c_traffic;
 pub mod captures;
 pub mod checks;
 pub mod cluster;

@@ -6,14 +6,14 @@
 //!
 //! Needs root (namespaces, eBPF).
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir,
+    TempDir, agent_capture,
+    c2c_traffic::{connect, serve, tshark},
     landscape::{ALICE_TOKEN, AppSpec, Landscape},
-    netns::Netns,
-    process::{Running, binary},
+    process::Running,
     reference::assert_readable,
     servers::uaa::UaaUser,
     stand_ins::CfServers,
@@ -26,57 +26,6 @@ const TARGET: &str = "vteps";
 /// Client ports of the allowed (to 8080) and denied (to 9090) connections.
 const ALLOWED_PORT: u16 = 40001;
 const DENIED_PORT: u16 = 40002;
-
-/// A TCP server on 8080 that greets and closes; ready once it says so.
-fn serve(ns: &Netns) -> anyhow::Result<Running> {
-    let script = r#"
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8080)); s.listen()
-print("ready", file=sys.stderr, flush=True)
-while True:
-    c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
-"#;
-    let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
-    server.wait_for("ready", 1)?;
-    Ok(server)
-}
-
-/// Connects from `ns` to `ip:port` with source port `sport`: `Ok(true)`
-/// when the greeting arrived, `Ok(false)` when refused.
-fn connect(ns: &Netns, ip: Ipv4Addr, port: u16, sport: u16) -> anyhow::Result<bool> {
-    let out = ns.sh(&format!(
-        "python3 -c '
-import socket
-s = socket.socket(); s.settimeout(5); s.bind((\"0.0.0.0\", {sport}))
-try:
-    s.connect((\"{ip}\", {port})); print(s.recv(100).decode().strip())
-except ConnectionRefusedError:
-    print(\"refused\")
-s.close()'"
-    ))?;
-    match out.trim() {
-        "hello" => Ok(true),
-        "refused" => Ok(false),
-        other => anyhow::bail!("unexpected client output {other:?}"),
-    }
-}
-
-fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
-    let out = Command::new("tshark")
-        .args(args)
-        .output()
-        .context("running tshark")?;
-    ensure!(
-        out.status.success(),
-        "tshark {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect())
-}
 
 /// One TCP packet of the test's connections: interface, then what
 /// identifies it (addresses, ports, flags, sequence and acknowledgement
@@ -172,18 +121,20 @@ fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
     let mut locals = Vec::new();
     for cell in &landscape.cells {
         let file = dir.join(format!("local-{}.pcapng", cell.index));
-        let mut command = cell
-            .ns
-            .command(binary("pcap-agent").to_str().context("utf-8 path")?);
-        command
-            .args(["capture", "--c2c", "-i", "silk-vtep"])
-            .arg("--container-metadata-store")
-            .arg(cell.metadata_store())
-            .arg("-w")
-            .arg(&file)
-            .arg("tcp");
-        let mut running = Running::spawn(&mut command)?;
-        running.wait_for("listening on", 1)?;
+        let store = cell.metadata_store();
+        let running = agent_capture::start(
+            &cell.ns,
+            &[
+                "--c2c",
+                "-i",
+                "silk-vtep",
+                "--container-metadata-store",
+                store.to_str().context("utf-8 path")?,
+                "-w",
+                file.to_str().context("utf-8 path")?,
+                "tcp",
+            ],
+        )?;
         locals.push((cell.origin(), file, running));
     }
 

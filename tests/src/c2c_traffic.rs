@@ -1,0 +1,62 @@
+//! Traffic between app instances over the overlay, as the c2c tests make
+//! it (a greeting TCP server, clients that tell allowed from refused), and
+//! tshark's fields of the captures they compare.
+
+use std::{net::Ipv4Addr, process::Command};
+
+use anyhow::{Context as _, ensure};
+
+use crate::{netns::Netns, process::Running};
+
+/// A TCP server in `ns` on 8080 that greets and closes; ready once it says
+/// so.
+pub fn serve(ns: &Netns) -> anyhow::Result<Running> {
+    let script = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen()
+print("ready", file=sys.stderr, flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+"#;
+    let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
+    server.wait_for("ready", 1)?;
+    Ok(server)
+}
+
+/// Connects from `ns` to `ip:port` with source port `sport`: `Ok(true)`
+/// when the greeting arrived, `Ok(false)` when refused.
+pub fn connect(ns: &Netns, ip: Ipv4Addr, port: u16, sport: u16) -> anyhow::Result<bool> {
+    let out = ns.sh(&format!(
+        "python3 -c '
+import socket
+s = socket.socket(); s.settimeout(5); s.bind((\"0.0.0.0\", {sport}))
+try:
+    s.connect((\"{ip}\", {port})); print(s.recv(100).decode().strip())
+except ConnectionRefusedError:
+    print(\"refused\")
+s.close()'"
+    ))?;
+    match out.trim() {
+        "hello" => Ok(true),
+        "refused" => Ok(false),
+        other => anyhow::bail!("unexpected client output {other:?}"),
+    }
+}
+
+/// `tshark ARGS` (e.g. `-T fields -e …`): its output's lines, split at tabs.
+pub fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    let out = Command::new("tshark")
+        .args(args)
+        .output()
+        .context("running tshark")?;
+    ensure!(
+        out.status.success(),
+        "tshark {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect())
+}
