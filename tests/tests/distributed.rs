@@ -4,12 +4,7 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
