@@ -58,6 +58,15 @@ pub struct Packet<'a> {
 /// read from the ring with `end_batch` after each drain of the ring and
 /// `flush` now and then, and `finish` once unless the sink reported
 /// [`io::ErrorKind::BrokenPipe`] (its reader went away).
+/// An interface that went away during the capture.
+pub struct Removed<'a> {
+    /// Its position among the capture's interfaces.
+    pub id: u32,
+    pub interface: &'a Interface,
+    /// Final for it.
+    pub report: &'a InterfaceReport,
+}
+
 pub trait PacketSink {
     /// Everything is attached; packets of these interfaces follow.
     fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()>;
@@ -69,15 +78,10 @@ pub trait PacketSink {
     fn flush(&mut self) -> io::Result<()>;
     /// The capture is over and `report` accounts for every packet.
     fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()>;
-    /// Interface `id` (its position) was removed at `report.removed_ns`;
-    /// `report` is final for it and the capture goes on without it.
-    fn interface_removed(
-        &mut self,
-        id: u32,
-        interface: &Interface,
-        report: &InterfaceReport,
-    ) -> io::Result<()> {
-        let _ = (id, interface, report);
+    /// An interface was removed at `report.removed_ns`; its report is
+    /// final and the capture goes on without it.
+    fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
+        let _ = removed;
         Ok(())
     }
     /// Names for addresses (a pcapng Name Resolution Block), written
@@ -437,9 +441,11 @@ impl Reader<'_> {
             datapath.forget(interface.index);
             self.removed[slot] = Some(now);
             let report = self.report_of(datapath, slot)?;
-            let told = self
-                .output
-                .interface_removed(slot as u32, interface, &report);
+            let told = self.output.interface_removed(&Removed {
+                id: slot as u32,
+                interface,
+                report: &report,
+            });
             if let Some(reason) = self.stop_after(told)? {
                 return Ok(Some(reason));
             }

@@ -7,7 +7,7 @@ use pcap_common::Direction;
 use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
 
 use crate::{
-    capture::{Delivery, InterfaceReport, Packet, PacketSink, Report},
+    capture::{Delivery, InterfaceReport, Packet, PacketSink, Removed, Report},
     iface::Interface,
 };
 
@@ -189,12 +189,12 @@ impl PacketSink for Output {
 
     /// Says so on stderr, as tcpdump does, and writes the interface's
     /// statistics block now.
-    fn interface_removed(
-        &mut self,
-        id: u32,
-        interface: &Interface,
-        report: &InterfaceReport,
-    ) -> io::Result<()> {
+    fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
+        let Removed {
+            id,
+            interface,
+            report,
+        } = *removed;
         let at = report.removed_ns.unwrap_or_default();
         eprintln!(
             "pcap-agent: {}: the interface disappeared at {} UTC; its capture ended \

@@ -29,7 +29,7 @@ use super::{
     policy::Tags,
 };
 use crate::{
-    capture::{Delivery, InterfaceReport, Packet, PacketSink, Report},
+    capture::{Delivery, Packet, PacketSink, Removed, Report},
     iface::Interface,
 };
 
@@ -308,13 +308,8 @@ impl<S: PacketSink> PacketSink for C2cSink<S> {
         self.inner.flush()
     }
 
-    fn interface_removed(
-        &mut self,
-        id: u32,
-        interface: &Interface,
-        report: &InterfaceReport,
-    ) -> io::Result<()> {
-        self.inner.interface_removed(id, interface, report)
+    fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
+        self.inner.interface_removed(removed)
     }
 
     /// Gives the youngest held packet its full window for a verdict, then

@@ -16,7 +16,7 @@ use pcap_proto::v1::{
 
 use super::queue::{Closed, QueueSender};
 use crate::{
-    capture::{self, Delivery, InterfaceReport, PacketSink, Report, StopReason},
+    capture::{self, Delivery, PacketSink, Removed, Report, StopReason},
     iface::Interface,
 };
 
@@ -272,12 +272,12 @@ impl PacketSink for StreamSink {
 
     /// `Event{interface_removed}`: the capture goes on with the origin's
     /// other interfaces, if any. Its statistics come with the others'.
-    fn interface_removed(
-        &mut self,
-        id: u32,
-        interface: &Interface,
-        report: &InterfaceReport,
-    ) -> io::Result<()> {
+    fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
+        let Removed {
+            id,
+            interface,
+            report,
+        } = *removed;
         self.send_batch()?;
         let message = if self.app_perspective {
             format!(
