@@ -1,9 +1,42 @@
 //! `pcap app` captures of a [`CfLandscape`] as the system tests run them,
 //! the traffic they make in its app instances, and the packets per origin.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
-use crate::{captures::Capture, landscape::Landscape, process::Running, stand_ins::CfLandscape};
+use crate::{
+    captures::Capture,
+    landscape::{AppSpec, Landscape},
+    process::Running,
+    servers::uaa::UaaUser,
+    stand_ins::{CF_SCOPES, CfLandscape, space_role},
+};
+
+/// Two cells, `app` with instance 0 on cell 0 and 1 on cell 1, Cloud
+/// Foundry with `cf_extra` in the API's `[cf]` table, and cf user `dev` (a
+/// space developer of space `dev`) logged in with a token valid for
+/// `seconds`; the landscape and dev's home.
+pub fn two_instances_for_dev(
+    tag: &str,
+    app: &str,
+    cf_extra: &str,
+    seconds: i64,
+) -> anyhow::Result<(CfLandscape, PathBuf)> {
+    let cf = CfLandscape::start(
+        tag,
+        Landscape::builder()
+            .cells(2)
+            .app(AppSpec::new(app, &[0, 1])),
+        vec![UaaUser::new("dev", "p", &CF_SCOPES)],
+        vec![space_role("space_developer", "dev", "dev")],
+        Landscape::cc_apps,
+        cf_extra,
+    )?;
+    let home = cf.log_in("dev", seconds)?;
+    Ok((cf, home))
+}
 
 /// Starts `pcap app APP ARGS -w FILE icmp` as the cf user logged in at
 /// `home` (see [`CfLandscape::log_in`]), with `HOME` the landscape's

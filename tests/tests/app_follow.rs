@@ -18,11 +18,10 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     app_capture::{self, packets_by_origin, ping_gateway_from},
     captures,
-    landscape::{AppSpec, Landscape},
     process::Running,
     reference,
-    servers::{cloud_controller::CcInstance, uaa::UaaUser},
-    stand_ins::{CF_SCOPES, CfLandscape, space_role},
+    servers::cloud_controller::CcInstance,
+    stand_ins::CfLandscape,
 };
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
@@ -53,17 +52,8 @@ impl DerefMut for Cf {
 
 impl Cf {
     fn new(tag: &str) -> anyhow::Result<Self> {
-        let cf = CfLandscape::start(
-            tag,
-            Landscape::builder()
-                .cells(2)
-                .app(AppSpec::new(APP, &[0, 1])),
-            vec![UaaUser::new("dev", "p", &CF_SCOPES)],
-            vec![space_role("space_developer", "dev", "dev")],
-            Landscape::cc_apps,
-            "follow_interval = 2.0",
-        )?;
-        let home = cf.log_in("dev", 3600)?;
+        let (cf, home) =
+            app_capture::two_instances_for_dev(tag, APP, "follow_interval = 2.0", 3600)?;
         Ok(Self { cf, home })
     }
 

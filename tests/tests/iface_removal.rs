@@ -8,20 +8,20 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir, agent_capture,
     app_capture::{self, ping_gateway_from},
     captures::{self, Capture},
-    landscape::{AppSpec, Landscape},
     netns::{Netns, Pair},
     now_ns,
     process::Running,
     reference::assert_readable,
-    servers::uaa::UaaUser,
-    stand_ins::{CF_SCOPES, CfLandscape, space_role},
 };
 
 /// Where the clsact fallback keeps its state files and qdisc marks.
@@ -165,6 +165,16 @@ struct TwoLinkCapture {
     indexes: [u32; 2],
 }
 
+/// A [`TwoLinkCapture`] that ended: its exit status and stderr, and the
+/// clsact fallback's state it left ([`tc_state_of`]).
+struct Ended {
+    status: ExitStatus,
+    stderr: String,
+    pair: Pair,
+    file: PathBuf,
+    tc_left: Vec<String>,
+}
+
 impl TwoLinkCapture {
     /// Started, and veth2's peer pinged.
     fn start(dir: &Path, tag: &str, attach: &str, interfaces: [&str; 2]) -> anyhow::Result<Self> {
@@ -187,26 +197,51 @@ impl TwoLinkCapture {
             indexes,
         })
     }
+
+    /// Pings veth0's peer.
+    fn ping_veth0(&self) -> anyhow::Result<()> {
+        ping(&self.pair.a, "10.0.0.2")
+    }
+
+    /// Deletes `interface` (see [`delete`]); the time just before.
+    fn delete(&mut self, interface: &str) -> anyhow::Result<u64> {
+        delete(&mut self.ours, &self.pair.a, interface)
+    }
+
+    /// Ends the capture with `end` ([`Running::wait`] or
+    /// [`Running::interrupt`]).
+    fn end(
+        self,
+        end: impl FnOnce(Running) -> anyhow::Result<(ExitStatus, Vec<String>)>,
+    ) -> anyhow::Result<Ended> {
+        let pid = self.ours.pid().as_raw();
+        let (status, lines) = end(self.ours)?;
+        Ok(Ended {
+            status,
+            stderr: lines.join("\n"),
+            tc_left: tc_state_of(pid, self.netns, &self.indexes),
+            pair: self.pair,
+            file: self.file,
+        })
+    }
 }
 
 #[test]
 fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::Result<()> {
     let dir = TempDir::new("iface-removal")?;
     for attach in ["tcx", "tc"] {
-        let TwoLinkCapture {
-            mut ours,
-            pair,
+        let mut capture = TwoLinkCapture::start(&dir, "gone", attach, ["veth0", "veth2"])?;
+        capture.ping_veth0()?;
+        let gone_at = capture.delete("veth2")?;
+        capture.ping_veth0()?;
+        capture.delete("veth0")?;
+        let Ended {
+            status,
+            stderr,
             file,
-            netns,
-            indexes,
-        } = TwoLinkCapture::start(&dir, "gone", attach, ["veth0", "veth2"])?;
-        ping(&pair.a, "10.0.0.2")?;
-        let gone_at = delete(&mut ours, &pair.a, "veth2")?;
-        ping(&pair.a, "10.0.0.2")?;
-        delete(&mut ours, &pair.a, "veth0")?;
-        let pid = ours.pid().as_raw();
-        let (status, lines) = ours.wait()?;
-        let stderr = lines.join("\n");
+            tc_left,
+            pair: _pair,
+        } = capture.end(Running::wait)?;
         ensure!(
             status.code() == Some(1),
             "{attach}: exited with {status}:\n{stderr}"
@@ -222,8 +257,7 @@ fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::R
             "{attach}: veth0 {statistics:?} for {} packets",
             packets.len()
         );
-        let left = tc_state_of(pid, netns, &indexes);
-        ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
+        ensure!(tc_left.is_empty(), "{attach}: tc state left: {tc_left:?}");
     }
     Ok(())
 }
@@ -232,25 +266,18 @@ fn a_deleted_interface_ends_its_capture_and_the_last_one_ends_all() -> anyhow::R
 fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<()> {
     let dir = TempDir::new("iface-removal-rest")?;
     for attach in ["tcx", "tc"] {
-        let TwoLinkCapture {
-            mut ours,
-            pair,
-            file,
-            netns,
-            indexes,
-        } = TwoLinkCapture::start(&dir, "rest", attach, ["veth2", "veth0"])?;
-        let gone_at = delete(&mut ours, &pair.a, "veth2")?;
-        ping(&pair.a, "10.0.0.2")?;
-        let pid = ours.pid().as_raw();
-        let (status, lines) = ours.interrupt()?;
-        let stderr = lines.join("\n");
+        let mut capture = TwoLinkCapture::start(&dir, "rest", attach, ["veth2", "veth0"])?;
+        let gone_at = capture.delete("veth2")?;
+        capture.ping_veth0()?;
+        let ended = capture.end(Running::interrupt)?;
+        let (status, stderr) = (ended.status, &ended.stderr);
         ensure!(
             status.success(),
             "{attach}: exited with {status}:\n{stderr}"
         );
-        check_file(&file, "veth2", gone_at)?;
-        assert_nothing_attached(&pair.a, "veth0")?;
-        let left = tc_state_of(pid, netns, &indexes);
+        check_file(&ended.file, "veth2", gone_at)?;
+        assert_nothing_attached(&ended.pair.a, "veth0")?;
+        let left = &ended.tc_left;
         ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
     }
     Ok(())
@@ -259,17 +286,7 @@ fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<(
 #[test]
 fn a_removed_container_veth_is_its_origins_event_and_the_others_go_on() -> anyhow::Result<()> {
     const APP: &str = "my-app";
-    let cf = CfLandscape::start(
-        "iface-removal-cf",
-        Landscape::builder()
-            .cells(2)
-            .app(AppSpec::new(APP, &[0, 1])),
-        vec![UaaUser::new("dev", "p", &CF_SCOPES)],
-        vec![space_role("space_developer", "dev", "dev")],
-        Landscape::cc_apps,
-        "",
-    )?;
-    let home = cf.log_in("dev", 600)?;
+    let (cf, home) = app_capture::two_instances_for_dev("iface-removal-cf", APP, "", 600)?;
     let landscape = &cf.landscape;
     let file = cf.dir.join("app.pcapng");
     let mut cli = app_capture::start(&cf, &home, APP, &[], &file)?;
