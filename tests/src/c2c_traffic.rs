@@ -2,7 +2,7 @@
 //! it (a greeting TCP server, clients that tell allowed from refused), and
 //! tshark's fields of the captures they compare.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 
@@ -59,4 +59,24 @@ pub fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
         .lines()
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect())
+}
+
+/// `tshark -r FILE ARGS -T fields -e FIELD…`: a row a packet, with one
+/// value per field (empty where tshark gives none).
+pub fn tshark_fields(
+    file: &Path,
+    args: &[&str],
+    fields: &[&str],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut all = vec!["-r", file.to_str().context("utf-8 path")?];
+    all.extend(args);
+    all.extend(["-T", "fields"]);
+    for field in fields {
+        all.extend(["-e", field]);
+    }
+    let mut rows = tshark(&all)?;
+    for row in &mut rows {
+        row.resize(fields.len(), String::new());
+    }
+    Ok(rows)
 }

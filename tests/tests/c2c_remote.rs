@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir, agent_capture,
-    c2c_traffic::{connect, serve, tshark},
+    c2c_traffic::{connect, serve, tshark_fields},
     landscape::{ALICE_TOKEN, AppSpec, Landscape},
     process::Running,
     reference::assert_readable,
@@ -39,7 +39,6 @@ struct Row {
 
 /// The packets of the allowed and denied connections in `file`.
 fn rows(file: &Path) -> anyhow::Result<Vec<Row>> {
-    let file = file.to_str().context("utf-8 path")?;
     let filter = format!("tcp.port == {ALLOWED_PORT} || tcp.port == {DENIED_PORT}");
     let fields = [
         "frame.interface_name",
@@ -52,21 +51,14 @@ fn rows(file: &Path) -> anyhow::Result<Vec<Row>> {
         "tcp.ack_raw",
         "frame.comment",
     ];
-    let mut args = vec!["-r", file, "-Y", &filter, "-T", "fields"];
-    for field in &fields {
-        args.extend(["-e", field]);
-    }
-    tshark(&args)?
+    Ok(tshark_fields(file, &["-Y", &filter], &fields)?
         .into_iter()
-        .map(|mut r| {
-            r.resize(fields.len(), String::new());
-            Ok(Row {
-                interface: r[0].clone(),
-                packet: r[1..8].join(" "),
-                comment: r[8].clone(),
-            })
+        .map(|r| Row {
+            interface: r[0].clone(),
+            packet: r[1..8].join(" "),
+            comment: r[8].clone(),
         })
-        .collect()
+        .collect())
 }
 
 /// appA on cell-0 may reach appB on cell-1 on 8080.
@@ -290,20 +282,12 @@ fn compare(
 /// (`a`, `b`): appA's from its tag's source on either cell, appB's from
 /// cell-1's store.
 fn check_names(remote: &Path, a: &str, b: &str) -> anyhow::Result<()> {
-    let names = tshark(&[
-        "-r",
-        remote.to_str().context("utf-8 path")?,
-        "-N",
-        "n",
-        "-Y",
-        &format!("tcp.port == {ALLOWED_PORT}"),
-        "-T",
-        "fields",
-        "-e",
-        "ip.src_host",
-        "-e",
-        "ip.dst_host",
-    ])?;
+    let filter = format!("tcp.port == {ALLOWED_PORT}");
+    let names = tshark_fields(
+        remote,
+        &["-N", "n", "-Y", &filter],
+        &["ip.src_host", "ip.dst_host"],
+    )?;
     ensure!(
         names
             .iter()
