@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 
-use crate::{netns::Netns, process::Running};
+use crate::{agent_capture, landscape::Cell, netns::Netns, process::Running};
 
 /// A TCP server in `ns` on 8080 that greets and closes; ready once it says
 /// so.
@@ -22,6 +22,25 @@ while True:
     let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
     server.wait_for("ready", 1)?;
     Ok(server)
+}
+
+/// `pcap-agent capture --c2c` of `cell`'s `silk-vtep` with the cell's
+/// container metadata store, writing the TCP packets to `file`; started.
+pub fn local_vtep_capture(cell: &Cell, file: &Path) -> anyhow::Result<Running> {
+    let store = cell.metadata_store();
+    agent_capture::start(
+        &cell.ns,
+        &[
+            "--c2c",
+            "-i",
+            "silk-vtep",
+            "--container-metadata-store",
+            store.to_str().context("utf-8 path")?,
+            "-w",
+            file.to_str().context("utf-8 path")?,
+            "tcp",
+        ],
+    )
 }
 
 /// Connects from `ns` to `ip:port` with source port `sport`: `Ok(true)`

@@ -10,8 +10,8 @@ use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    TempDir, agent_capture,
-    c2c_traffic::{connect, serve, tshark_fields},
+    TempDir,
+    c2c_traffic::{connect, local_vtep_capture, serve, tshark_fields},
     landscape::{ALICE_TOKEN, AppSpec, Landscape},
     process::Running,
     reference::assert_readable,
@@ -113,20 +113,7 @@ fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
     let mut locals = Vec::new();
     for cell in &landscape.cells {
         let file = dir.join(format!("local-{}.pcapng", cell.index));
-        let store = cell.metadata_store();
-        let running = agent_capture::start(
-            &cell.ns,
-            &[
-                "--c2c",
-                "-i",
-                "silk-vtep",
-                "--container-metadata-store",
-                store.to_str().context("utf-8 path")?,
-                "-w",
-                file.to_str().context("utf-8 path")?,
-                "tcp",
-            ],
-        )?;
+        let running = local_vtep_capture(cell, &file)?;
         locals.push((cell.origin(), file, running));
     }
 
