@@ -8,9 +8,7 @@
 //! same directory, mode 0600, then a rename), with every field this program
 //! does not know kept as it was, and never with an empty token.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -152,27 +150,7 @@ impl BoshConfig {
     fn save(&self) -> anyhow::Result<()> {
         let text =
             yaml_serde::to_string(&self.document).context("cannot serialize the configuration")?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| "config".into(), |n| n.to_string_lossy().into_owned());
-        let temporary = dir.join(format!(".{name}.pcap-{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temporary, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&temporary);
-            anyhow::anyhow!("cannot rewrite {}: {e}", self.path.display())
-        })
+        crate::rewrite::replace(&self.path, &text, 0o600)
     }
 }
 

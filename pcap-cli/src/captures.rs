@@ -6,14 +6,12 @@
 use std::fs::{self, File};
 use std::io::{self, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use pcap_proto::v1::api_client::ApiClient;
 use pcap_proto::v1::{GetDownloadUrlRequest, ListCapturesRequest, StoredCapture};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tonic::transport::Uri;
 
 use crate::connect;
@@ -266,42 +264,10 @@ fn s3_message(body: &str) -> Option<&str> {
 }
 
 /// HTTP for the presigned URL: the system's roots plus `--ca`, or no
-/// verification with `--insecure`.
+/// verification with `--insecure`; no overall timeout, as a download takes
+/// as long as the capture is big.
 fn http_client(connection: &Connection) -> anyhow::Result<reqwest::Client> {
-    let mut tls = if connection.insecure {
-        connect::unverified_client_config()?
-    } else {
-        let mut roots = RootCertStore::empty();
-        for certificate in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(certificate);
-        }
-        if let Some(ca) = &connection.ca {
-            let pem = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            for certificate in rustls_pki_certificates(&pem) {
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("bad certificate in {}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot set up HTTP")
-}
-
-fn rustls_pki_certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject as _;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
+    connect::https_client(connection.ca.as_deref(), connection.insecure, None)
 }
 
 /// Bytes so far on stderr: a redrawn line on a terminal, else a line every

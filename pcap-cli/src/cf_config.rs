@@ -8,16 +8,13 @@
 //! program does not know kept as it was, and never with an empty token.
 //! Tokens are never printed.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 /// The cf CLI's UAA client, with an empty secret.
 const UAA_CLIENT: &str = "cf";
@@ -168,23 +165,7 @@ impl CfConfig {
             .context("cannot serialize the configuration")?;
         text.push('\n');
         let mode = fs::metadata(&self.path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let temporary = dir.join(format!(".config.json.pcap-{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.set_permissions(fs::Permissions::from_mode(mode))?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temporary, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&temporary);
-            anyhow::anyhow!("cannot rewrite {}: {e}", self.path.display())
-        })
+        crate::rewrite::replace(&self.path, &text, mode)
     }
 }
 
@@ -192,37 +173,7 @@ impl CfConfig {
 /// verification when the cf CLI was told so (`SSLDisabled`,
 /// `cf login --skip-ssl-validation`).
 pub fn http_client(ca: Option<&Path>, skip_verification: bool) -> anyhow::Result<reqwest::Client> {
-    let mut tls = if skip_verification {
-        crate::connect::unverified_client_config()?
-    } else {
-        let mut roots = RootCertStore::empty();
-        for certificate in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(certificate);
-        }
-        if let Some(ca) = ca {
-            use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-            let pem = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            for certificate in CertificateDer::pem_slice_iter(&pem) {
-                let certificate =
-                    certificate.with_context(|| format!("bad certificate in {}", ca.display()))?;
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("bad certificate in {}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .context("cannot set up HTTPS")
+    crate::connect::https_client(ca, skip_verification, Some(HTTP_TIMEOUT))
 }
 
 /// Trades `refresh_token` for new tokens at `uaa_url` (client `cf`).

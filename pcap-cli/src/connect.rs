@@ -5,6 +5,7 @@
 //! connector of ours does the TLS handshake with a verifier that accepts any
 //! certificate; it also allows plain `http://`.
 
+use std::fs;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use tokio_rustls::rustls::client::danger::{
 };
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +76,48 @@ async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
         }
     });
     Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+/// An HTTP/1.1 client for HTTPS (Cloud Controller, UAA, presigned
+/// download URLs): the system's roots plus the certificates in `ca`, or no
+/// verification with `insecure`; `timeout` bounds each whole request.
+pub(crate) fn https_client(
+    ca: Option<&Path>,
+    insecure: bool,
+    timeout: Option<Duration>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut tls = if insecure {
+        unverified_client_config()?
+    } else {
+        let mut roots = RootCertStore::empty();
+        for certificate in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(certificate);
+        }
+        if let Some(ca) = ca {
+            use rustls::pki_types::pem::PemObject as _;
+            let pem = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            for certificate in CertificateDer::pem_slice_iter(&pem) {
+                let certificate =
+                    certificate.with_context(|| format!("bad certificate in {}", ca.display()))?;
+                roots
+                    .add(certificate)
+                    .with_context(|| format!("bad certificate in {}", ca.display()))?;
+            }
+        }
+        let provider = Arc::new(crypto::ring::default_provider());
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    };
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder.build().context("cannot set up HTTPS")
 }
 
 pub(crate) fn unverified_client_config() -> anyhow::Result<ClientConfig> {

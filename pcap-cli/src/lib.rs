@@ -18,6 +18,7 @@ mod cf_config;
 pub mod cf_plugin;
 mod connect;
 mod origins;
+mod rewrite;
 mod session;
 mod sink;
 mod status;
