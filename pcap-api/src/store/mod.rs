@@ -65,13 +65,19 @@ pub struct CaptureStore {
     admins: Grant,
 }
 
-impl CaptureStore {
-    /// The client for `config` (validated); `users` and
-    /// `config.admin_scopes` say who is an admin.
-    pub fn new(
-        config: &StoreConfig,
-        users: &[crate::auth::StaticUser],
-    ) -> Result<Self, StoreError> {
+/// What both S3 clients (the object store's and [`stale::StaleUploads`])
+/// are built from.
+struct Connection {
+    credentials: config::Credentials,
+    /// `endpoint`, or AWS's for the region.
+    endpoint: String,
+    /// Plain HTTP only to an `http://` endpoint; `timeout` per request,
+    /// connecting within at most 5 s of it.
+    options: ClientOptions,
+}
+
+impl Connection {
+    fn new(config: &StoreConfig) -> Result<Self, StoreError> {
         install_tls_provider();
         let credentials = config
             .credentials()
@@ -80,18 +86,37 @@ impl CaptureStore {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let options = ClientOptions::new()
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_connect_timeout(config.timeout().min(Duration::from_secs(5)))
+            .with_timeout(config.timeout());
+        Ok(Self {
+            credentials,
+            endpoint,
+            options,
+        })
+    }
+}
+
+impl CaptureStore {
+    /// The client for `config` (validated); `users` and
+    /// `config.admin_scopes` say who is an admin.
+    pub fn new(
+        config: &StoreConfig,
+        users: &[crate::auth::StaticUser],
+    ) -> Result<Self, StoreError> {
+        let Connection {
+            credentials,
+            endpoint,
+            options,
+        } = Connection::new(config)?;
         let mut builder = AmazonS3Builder::new()
             .with_region(&config.region)
             .with_bucket_name(&config.bucket)
             .with_access_key_id(credentials.access_key_id)
             .with_secret_access_key(credentials.secret_access_key)
             .with_virtual_hosted_style_request(config.virtual_hosted_style)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(endpoint.starts_with("http://"))
-                    .with_connect_timeout(config.timeout().min(Duration::from_secs(5)))
-                    .with_timeout(config.timeout()),
-            )
+            .with_client_options(options)
             // A store that is down must refuse a capture within seconds.
             .with_retry(RetryConfig {
                 max_retries: 2,

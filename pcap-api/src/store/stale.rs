@@ -14,7 +14,6 @@ use std::{
 };
 
 use object_store::{
-    ClientOptions,
     aws::{AwsAuthorizer, AwsCredential},
     client::{HttpClient, HttpConnector as _, HttpRequest, HttpRequestBody, ReqwestConnector},
 };
@@ -67,14 +66,11 @@ struct UploadEntry {
 impl StaleUploads {
     /// For `config` (validated).
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
-        super::error::install_tls_provider();
-        let credentials = config
-            .credentials()
-            .map_err(|e| StoreError::Setup(e.to_string()))?;
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let super::Connection {
+            credentials,
+            endpoint,
+            options,
+        } = super::Connection::new(config)?;
         let endpoint = endpoint.trim_end_matches('/');
         let base = if config.virtual_hosted_style {
             let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
@@ -82,10 +78,6 @@ impl StaleUploads {
         } else {
             format!("{endpoint}/{}", config.bucket)
         };
-        let options = ClientOptions::new()
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_connect_timeout(config.timeout().min(Duration::from_secs(5)))
-            .with_timeout(config.timeout());
         let http = ReqwestConnector::default()
             .connect(&options)
             .map_err(|e| StoreError::Setup(super::error::error_message(&e)))?;
