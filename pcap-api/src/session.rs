@@ -7,13 +7,10 @@
 //! origin, so the client sees an origin's packets before its statistics,
 //! and the statistics carry the final out-of-order and after-limit counts.
 
-use std::{
-    collections::HashMap,
-    mem,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, mem, time::Duration};
 
 use pcap_proto::options::START_REQUEST_TIMEOUT;
+use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStopped, Event, Limit, LimitReached, Packet, Packets, Statistics,
     capture_response::Payload, event,
@@ -135,7 +132,7 @@ impl Session {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
                     let mut ready = Vec::new();
-                    self.merger.pop_ready(now_ns(), &mut ready);
+                    self.merger.pop_ready(unix_now_ns(), &mut ready);
                     self.send_packets(ready).await?;
                     self.release_tails().await?;
                 }
@@ -174,7 +171,7 @@ impl Session {
         match message.body {
             FromAgent::Payload(Payload::Packets(batch)) => {
                 let clamped_before = self.merger.clamped(message.origin);
-                let now = now_ns();
+                let now = unix_now_ns();
                 let mut ready = Vec::new();
                 for packet in batch.packets {
                     self.merger.push(packet, now, &mut ready);
@@ -351,15 +348,9 @@ fn begins_tail(payload: &Payload) -> bool {
         })
 }
 
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// The monotonic instant of a wall-clock time.
 fn instant_at(wall_ns: u64) -> Instant {
-    Instant::now() + Duration::from_nanos(wall_ns.saturating_sub(now_ns()))
+    Instant::now() + Duration::from_nanos(wall_ns.saturating_sub(unix_now_ns()))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use pcap_api::{
     fanout::{AgentMessage, FromAgent},
     merge::Merger,
-    session::{GlobalLimits, Session, now_ns},
+    session::{GlobalLimits, Session},
     stop::Stop,
 };
+use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{NameRecord, NameRecords, Packet, Packets, capture_response::Payload};
 use tokio::sync::mpsc;
 
@@ -20,7 +21,7 @@ async fn names_go_before_the_packets_that_follow_them() {
     let session = Session::new(client, Stop::default(), merger, GlobalLimits::default(), 1);
     let task = tokio::spawn(session.run(from_agents));
 
-    let now = now_ns();
+    let now = unix_now_ns();
     let packet = |n: u8, comment: Option<&str>| Packet {
         timestamp_ns: now + u64::from(n),
         original_length: 1,

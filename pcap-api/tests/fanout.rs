@@ -8,10 +8,11 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use pcap_api::{config::Config, server};
+use pcap_proto::unix_now_ns as now_ns;
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
     tls::{KeyPair, client_config, server_config},
@@ -370,13 +371,6 @@ async fn capture_on(
         let responses = client.capture(request).await?.into_inner();
         Ok((requests, responses))
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 async fn next(responses: &mut Streaming<CaptureResponse>) -> Payload {

@@ -6,7 +6,7 @@
 use std::fs::{self, File};
 use std::io::{self, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
@@ -332,9 +332,7 @@ pub fn utc(ns: u64) -> String {
 
 /// How long until `ns`, in words: "in 14m 59s", or "expired".
 pub fn until(ns: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = pcap_proto::unix_now_ns();
     let Some(left) = ns.checked_sub(now) else {
         return "expired".to_owned();
     };

@@ -3,7 +3,6 @@
 //! or a second Ctrl-C says not to wait.
 
 use std::io::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use pcap_proto::v1::api_client::ApiClient;
@@ -205,10 +204,7 @@ impl<W: Write> Session<W> {
     /// summary. Returns the packets written and the outcome, or the
     /// output's error.
     pub fn finish(&mut self) -> anyhow::Result<(u64, Outcome)> {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let finished = self.sink.finish(now_ns);
+        let finished = self.sink.finish(pcap_proto::unix_now_ns());
         if self.sink.skipped() > 0 {
             self.report.say(&format!(
                 "{} packets of interfaces the API never described were left out",

@@ -38,6 +38,14 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Wall-clock time in nanoseconds since the Unix epoch, as the wire's `*_ns`
+/// fields carry it (0 before 1970, `u64::MAX` after 2554).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Bumped on every incompatible change to `pcap.v1`. An agent refuses a
 /// start request from an API with another level, and says which it serves.
 pub const COMPATIBILITY_LEVEL: u32 = 1;

@@ -32,7 +32,7 @@ use std::{
     fmt::Write as _,
     hash::{BuildHasher as _, Hasher as _},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use futures_util::TryStreamExt as _;
@@ -42,6 +42,7 @@ use object_store::{
     path::Path,
     signer::{Method, Signer as _},
 };
+use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{DownloadUrl, StoredCapture};
 
 pub use self::config::StoreConfig;
@@ -190,7 +191,7 @@ impl CaptureStore {
             .await
             .map_err(|e| StoreError::Failed(error_message(&e)))?;
         let expires =
-            now_ns().saturating_add(u64::try_from(self.presign_expiry.as_nanos()).unwrap_or(0));
+            unix_now_ns().saturating_add(u64::try_from(self.presign_expiry.as_nanos()).unwrap_or(0));
         Ok((url.to_string(), expires))
     }
 
@@ -283,7 +284,7 @@ impl CaptureStore {
         let Some(retention) = self.retention else {
             return Ok(0);
         };
-        let cutoff = now_ns().saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(0));
+        let cutoff = unix_now_ns().saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(0));
         let objects: Vec<ObjectMeta> = self
             .s3
             .list(Some(&self.prefix))
@@ -333,12 +334,6 @@ impl CaptureStore {
             }
         });
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// `20260601T120000Z-5f3a9c01`: the UTC time and 32 random bits.

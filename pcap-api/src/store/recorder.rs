@@ -22,6 +22,7 @@ use std::{
 };
 
 use object_store::{Attribute, Attributes, ObjectStore as _, PutMultipartOptions, TagSet};
+use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{
     CaptureResponse, Event, Limit, LimitReached, OriginProgress, Packet, Progress, Stored,
     StoredCapture, capture_response::Payload, event,
@@ -33,7 +34,7 @@ use tonic::Status;
 use super::{CaptureStore, StoreError, new_id, owner_of, upload::Upload};
 use crate::{
     auth::User,
-    session::{ClientSink, now_ns},
+    session::ClientSink,
     stop::{Stop, StopLevel},
 };
 
@@ -41,7 +42,7 @@ impl CaptureStore {
     /// Starts the object of a new stored capture of `user`. This is the
     /// check that the store works: when it fails, nothing starts.
     pub async fn begin(self: &Arc<Self>, user: &User) -> Result<Recorder, StoreError> {
-        let now = super::now_ns();
+        let now = unix_now_ns();
         let id = new_id(now);
         let owner = owner_of(user);
         let path = self.object_path(&owner, &id, &user.name);
@@ -179,7 +180,7 @@ impl Recorder {
         };
         match outcome {
             Outcome::Keep => {
-                self.capture.created_ns = now_ns();
+                self.capture.created_ns = unix_now_ns();
                 self.capture.expires_ns = self.store.expires_ns(self.capture.created_ns);
                 let path = self.upload.path().clone();
                 let last = mem::take(&mut self.last_part);
@@ -317,7 +318,7 @@ impl Recorder {
                 "the capture broke on every origin; nothing was stored",
             )));
         }
-        if let Err(e) = state.sink.finish(now_ns()) {
+        if let Err(e) = state.sink.finish(unix_now_ns()) {
             return Outcome::Discard(Some(Status::internal(format!(
                 "cannot write the capture: {e}; nothing was stored"
             ))));
