@@ -164,16 +164,7 @@ pub fn refused_by_limit(origin: u32, limit: &LimitError) -> [AgentMessage; 2] {
             code: Code::ResourceExhausted as i32,
         })),
     };
-    [
-        AgentMessage {
-            origin,
-            body: FromAgent::Payload(Payload::Event(event)),
-        },
-        AgentMessage {
-            origin,
-            body: FromAgent::Ended,
-        },
-    ]
+    event_then_end(origin, event)
 }
 
 /// What the session gets for an agent the resolver could not give an
@@ -184,6 +175,11 @@ pub fn unavailable(origin: u32, message: &str) -> [AgentMessage; 2] {
         message: message.to_owned(),
         kind: Some(event::Kind::InstanceUnavailable(InstanceUnavailable {})),
     };
+    event_then_end(origin, event)
+}
+
+/// `event` from `origin`, and the end of `origin`.
+fn event_then_end(origin: u32, event: Event) -> [AgentMessage; 2] {
     [
         AgentMessage {
             origin,
