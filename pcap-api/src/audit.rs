@@ -65,6 +65,22 @@ pub struct Request {
     kind: &'static str,
 }
 
+/// One audit line about a [`Request`]: the caller, the target and the
+/// filter, then the given fields and message.
+macro_rules! audit_line {
+    ($request:expr, $($rest:tt)+) => {
+        tracing::info!(
+            target: "audit",
+            issuer = %Escaped(&$request.issuer),
+            user_id = %Escaped(&$request.user_id),
+            user = %Escaped(&$request.user),
+            target = %Escaped(&$request.target),
+            filter = %Escaped(&$request.filter),
+            $($rest)+
+        )
+    };
+}
+
 impl Request {
     pub fn new(user: &User, start: &StartCapture) -> Self {
         Self {
@@ -97,13 +113,8 @@ impl Request {
     /// more than the client is told).
     pub fn refused(&self, status: &tonic::Status, reason: &str) {
         crate::metrics::metrics().capture_refused(status.code());
-        tracing::info!(
-            target: "audit",
-            issuer = %Escaped(&self.issuer),
-            user_id = %Escaped(&self.user_id),
-            user = %Escaped(&self.user),
-            target = %Escaped(&self.target),
-            filter = %Escaped(&self.filter),
+        audit_line!(
+            self,
             decision = "refused",
             code = ?status.code(),
             reason = %Escaped(reason),
@@ -114,13 +125,8 @@ impl Request {
     /// The request passed every check; its agents start now.
     pub fn allowed(&self, origins: &[&str], store: bool) {
         crate::metrics::metrics().capture_started(self.kind);
-        tracing::info!(
-            target: "audit",
-            issuer = %Escaped(&self.issuer),
-            user_id = %Escaped(&self.user_id),
-            user = %Escaped(&self.user),
-            target = %Escaped(&self.target),
-            filter = %Escaped(&self.filter),
+        audit_line!(
+            self,
             decision = "allowed",
             origins = %Escaped(&origins.join(",")),
             store,
@@ -131,13 +137,8 @@ impl Request {
     /// The capture ran and ended.
     pub fn ended(&self, capture: &Ended<'_>) {
         crate::metrics::metrics().capture_ended(self.kind, capture.outcome);
-        tracing::info!(
-            target: "audit",
-            issuer = %Escaped(&self.issuer),
-            user_id = %Escaped(&self.user_id),
-            user = %Escaped(&self.user),
-            target = %Escaped(&self.target),
-            filter = %Escaped(&self.filter),
+        audit_line!(
+            self,
             decision = "allowed",
             origins = %Escaped(&capture.origins.join(",")),
             duration_s = capture.duration.as_secs_f64(),
