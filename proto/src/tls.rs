@@ -203,6 +203,34 @@ fn pem_certificates(
     Ok(certificates)
 }
 
+/// The certificates of the CA file at `ca`, as roots to verify peers by.
+fn ca_roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in pem_certificates("CA certificate", ca)? {
+        roots.add(certificate).map_err(|e| TlsError::BadPem {
+            what: "CA certificate",
+            path: ca.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The certificate chain and private key of `identity`, as rustls takes
+/// them.
+fn chain_and_key(
+    identity: &KeyPair<'_>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = pem_certificates("certificate", identity.certificate)?;
+    let key_pem = read_pem("private key", identity.private_key, "PRIVATE KEY")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadPem {
+        what: "private key",
+        path: identity.private_key.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok((chain, key))
+}
+
 /// A TLS server's handshakes: the rustls configuration (HTTP/2 only) and
 /// the handshake deadline.
 #[derive(Clone)]
@@ -224,27 +252,14 @@ impl TlsServer {
     /// requires clients to present a certificate that chains to it (and is
     /// within its validity period), like [`server_config`].
     pub fn new(identity: &KeyPair<'_>, client_ca: Option<&Path>) -> Result<Self, TlsError> {
-        let chain = pem_certificates("certificate", identity.certificate)?;
-        let key_pem = read_pem("private key", identity.private_key, "PRIVATE KEY")?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadPem {
-            what: "private key",
-            path: identity.private_key.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let (chain, key) = chain_and_key(identity)?;
         let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?;
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for certificate in pem_certificates("CA certificate", ca)? {
-                    roots.add(certificate).map_err(|e| TlsError::BadPem {
-                        what: "CA certificate",
-                        path: ca.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                }
+                let roots = ca_roots(ca)?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
                         .build()
@@ -469,21 +484,8 @@ pub fn rustls_client_config(
     ca: &Path,
     identity: &KeyPair<'_>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in pem_certificates("CA certificate", ca)? {
-        roots.add(certificate).map_err(|e| TlsError::BadPem {
-            what: "CA certificate",
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
-    }
-    let chain = pem_certificates("certificate", identity.certificate)?;
-    let key_pem = read_pem("private key", identity.private_key, "PRIVATE KEY")?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadPem {
-        what: "private key",
-        path: identity.private_key.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let roots = ca_roots(ca)?;
+    let (chain, key) = chain_and_key(identity)?;
     let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Setup(e.to_string()))?
