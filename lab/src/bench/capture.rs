@@ -19,7 +19,7 @@ use pcap_tests::{
     process::{Running, stat, wait_until},
 };
 
-use super::Options;
+use super::{Options, Run};
 use crate::workspace_root;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,14 +41,6 @@ impl Tool {
             Self::Tcpdump => "tcpdump",
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Run {
-    offered: u64,
-    captured: u64,
-    dropped: u64,
-    cpu: Duration,
 }
 
 pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use pcap_tests::{
     process::{Running, wait_until},
 };
 
-use super::{Options, capture::trafgen_config};
+use super::{Options, Run, capture::trafgen_config};
 use crate::workspace_root;
 
 /// What the CLI prints once an origin has attached.
@@ -33,14 +33,6 @@ const STARTED: &str = "capturing on";
 enum Route {
     Local,
     Distributed,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Run {
-    offered: u64,
-    captured: u64,
-    dropped: u64,
-    cpu: Duration,
 }
 
 pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {

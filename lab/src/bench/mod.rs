@@ -7,11 +7,22 @@ mod distributed;
 mod filter;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{cargo, workspace_root};
+
+/// One measured run of a capture path: packets offered and captured, drops
+/// reported, and the capturing side's CPU time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    offered: u64,
+    captured: u64,
+    dropped: u64,
+    cpu: Duration,
+}
 
 #[derive(Debug, Args)]
 pub struct Options {
