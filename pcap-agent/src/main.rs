@@ -193,18 +193,11 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
         )
         .packet_buffered(args.tcpdump.print.packet_buffered),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime()?;
     let report = runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let signalled = interrupt_or_terminate()?;
         let stop = async {
-            tokio::select! {
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => {}
-            }
+            signalled.await;
             StopReason::Signal
         };
         let listening = || {
@@ -325,20 +318,31 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     // before the runtime starts any.
     privileges::enforce(&config.privileges)?;
     // One thread serves gRPC; every capture runs on a thread of its own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let stop = interrupt_or_terminate()?;
+        anyhow::Ok(serve::run(config, stop).await?)
+    })
+}
+
+/// The single-threaded runtime both modes run in.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let stop = async {
-            tokio::select! {
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => {}
-            }
-        };
-        anyhow::Ok(serve::run(config, stop).await?)
+        .context("starting the runtime")
+}
+
+/// Installs the SIGINT and SIGTERM handlers (inside the runtime); the
+/// future ends at the first of either.
+fn interrupt_or_terminate() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
     })
 }
 
