@@ -86,18 +86,11 @@ impl Rtnl {
         let mut replies = Vec::new();
         loop {
             let size = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            let mut offset = 0;
-            while offset < size {
-                let bytes = &self.buffer[offset..size];
-                let Ok(frame) = NetlinkBuffer::new_checked(bytes) else {
-                    break;
-                };
-                let length = frame.length() as usize;
-                offset += length.next_multiple_of(4).max(4);
-                if frame.sequence_number() != sequence {
+            for (frame_sequence, bytes) in frames(&self.buffer[..size]) {
+                if frame_sequence != sequence {
                     continue;
                 }
-                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length]) {
+                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
                     Ok(message) => match message.payload {
                         NetlinkPayload::Done(_) => return Ok(replies),
                         NetlinkPayload::Error(error) => {
@@ -213,17 +206,8 @@ impl LinkWatch {
                 }
                 Err(e) => return Err(e),
             };
-            let mut offset = 0;
-            while offset < size {
-                let bytes = &self.buffer[offset..size];
-                let Ok(frame) = NetlinkBuffer::new_checked(bytes) else {
-                    break;
-                };
-                let length = frame.length() as usize;
-                offset += length.next_multiple_of(4).max(4);
-                let Ok(message) =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
-                else {
+            for (_, bytes) in frames(&self.buffer[..size]) {
+                let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
                     continue;
                 };
                 // A bridge port's removal from its bridge is an RTM_DELLINK
@@ -248,6 +232,19 @@ impl LinkWatch {
         }
         Ok(removed)
     }
+}
+
+/// The netlink messages in what one `recv` returned, in order: each one's
+/// sequence number and bytes. Ends at the first that is cut short.
+fn frames(received: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let bytes = received.get(offset..).filter(|b| !b.is_empty())?;
+        let frame = NetlinkBuffer::new_checked(bytes).ok()?;
+        let length = frame.length() as usize;
+        offset += length.next_multiple_of(4).max(4);
+        Some((frame.sequence_number(), &bytes[..length]))
+    })
 }
 
 impl AsRawFd for LinkWatch {

@@ -190,8 +190,8 @@ impl CaptureStore {
             .signed_url(Method::GET, path, self.presign_expiry)
             .await
             .map_err(|e| StoreError::Failed(error_message(&e)))?;
-        let expires =
-            unix_now_ns().saturating_add(u64::try_from(self.presign_expiry.as_nanos()).unwrap_or(0));
+        let expires = unix_now_ns()
+            .saturating_add(u64::try_from(self.presign_expiry.as_nanos()).unwrap_or(0));
         Ok((url.to_string(), expires))
     }
 
