@@ -2,7 +2,7 @@
 //! instance ID, authorized by the director itself.
 //!
 //! - The director's `GET /info` names its UAA; the caller's token must be a
-//!   valid access token of that UAA (`BoshAuthenticator`, through `uaa`)
+//!   valid access token of that UAA (`uaa::UaaAuthenticator`)
 //!   and carry `required_scope` (`bosh.admin` by default).
 //! - Authorization: the API lists the deployment's instances at the
 //!   director with the caller's own token, so the director decides who may
@@ -20,9 +20,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthError, Authenticator, Uaa, User},
+    auth::{Uaa, User},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, DiscoveredUaa, SetupError, TokenValidator, error_chain},
+    uaa::{self, DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -103,25 +103,6 @@ impl Director {
         })
     }
 
-    /// The validator of the director's UAA, found through `/info` the
-    /// first time.
-    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
-        self.uaa
-            .validator(async {
-                let info = self.info().await?;
-                let uaa_url = uaa_of(&info)?;
-                tracing::info!(
-                    director = %self.url(),
-                    name = %info.name,
-                    version = %info.version,
-                    uaa = %uaa_url,
-                    "found the BOSH director's UAA"
-                );
-                Ok(uaa_url)
-            })
-            .await
-    }
-
     /// The deployment's instances, listed with the caller's own token.
     async fn instances(
         &self,
@@ -165,6 +146,27 @@ impl Director {
     }
 }
 
+/// The director names its UAA in `/info`.
+#[tonic::async_trait]
+impl NamesUaa for Director {
+    fn discovered(&self) -> &DiscoveredUaa {
+        &self.uaa
+    }
+
+    async fn discover(&self) -> Result<String, String> {
+        let info = self.info().await?;
+        let uaa_url = uaa_of(&info)?;
+        tracing::info!(
+            director = %self.url(),
+            name = %info.name,
+            version = %info.version,
+            uaa = %uaa_url,
+            "found the BOSH director's UAA"
+        );
+        Ok(uaa_url)
+    }
+}
+
 /// The UAA URL from `/info`.
 fn uaa_of(info: &Info) -> Result<String, String> {
     if info.user_authentication.kind != "uaa" {
@@ -190,11 +192,8 @@ fn uaa_of(info: &Info) -> Result<String, String> {
 pub fn new(
     config: &BoshConfig,
     default_port: u16,
-) -> Result<(BoshResolver, BoshAuthenticator), SetupError> {
-    let ca_name = config.director_ca.display().to_string();
-    let ca = std::fs::read(&config.director_ca)
-        .map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
-    let http = uaa::https_client(&ca, &ca_name)?;
+) -> Result<(BoshResolver, UaaAuthenticator), SetupError> {
+    let http = uaa::https_client_trusting(&config.director_ca)?;
     let director = Arc::new(Director {
         client: director::Director::new(&config.director_url, http.clone()),
         uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
@@ -205,23 +204,7 @@ pub fn new(
         agent_port: config.agent_port.unwrap_or(default_port),
         interfaces: config.interfaces.clone(),
     };
-    Ok((resolver, BoshAuthenticator { director }))
-}
-
-/// Accepts access tokens of the director's UAA.
-pub struct BoshAuthenticator {
-    director: Arc<Director>,
-}
-
-#[tonic::async_trait]
-impl Authenticator for BoshAuthenticator {
-    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        uaa::authenticate(Uaa::Bosh, self.director.validator(), token).await
-    }
-
-    fn issuer(&self) -> Option<String> {
-        self.director.uaa.issuer()
-    }
+    Ok((resolver, UaaAuthenticator::new(Uaa::Bosh, director)))
 }
 
 pub struct BoshResolver {
@@ -237,8 +220,7 @@ impl BoshResolver {
     /// failure is retried by a later request, at most every
     /// `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        let director = Arc::clone(&self.director);
-        uaa::discover_in_background(async move { director.validator().await }, "a BOSH capture");
+        uaa::discover_in_background(self.director.clone(), "a BOSH capture");
     }
 }
 
@@ -269,15 +251,12 @@ impl Resolver for BoshResolver {
             .map_err(ResolveError::Unavailable)?;
         // An authenticated user of another issuer (a static user, a Cloud
         // Foundry user): who they are is known, they may not do this.
-        let token = match (user.issuer.url(), &user.token) {
-            (Some(issuer), Some(token)) if issuer == validator.issuer() => token,
-            _ => {
-                return Err(ResolveError::PermissionDenied(format!(
-                    "capturing BOSH VMs needs a token of the director's UAA ({}); {} is not its user",
-                    validator.uaa_url(),
-                    user.describe()
-                )));
-            }
+        let Some(token) = validator.own_token(user) else {
+            return Err(ResolveError::PermissionDenied(format!(
+                "capturing BOSH VMs needs a token of the director's UAA ({}); {} is not its user",
+                validator.uaa_url(),
+                user.describe()
+            )));
         };
         if !user.scopes.contains(&self.required_scope) {
             return Err(ResolveError::PermissionDenied(format!(
@@ -285,10 +264,7 @@ impl Resolver for BoshResolver {
                 user.name, self.required_scope
             )));
         }
-        let instances = self
-            .director
-            .instances(&target.deployment, token.expose())
-            .await?;
+        let instances = self.director.instances(&target.deployment, token).await?;
         Ok(Resolved {
             agents: select(&instances, target, self.agent_port)?,
             default_interfaces: self.interfaces.clone(),
@@ -395,6 +371,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{AuthError, Authenticator};
 
     fn instance(job: &str, id: &str, index: u64, ips: &[&str]) -> Instance {
         Instance {
@@ -490,7 +467,7 @@ mod tests {
     }
 
     /// A `[bosh]` whose director listens nowhere.
-    fn unreachable_director() -> (BoshResolver, BoshAuthenticator, PathBuf) {
+    fn unreachable_director() -> (BoshResolver, UaaAuthenticator, PathBuf) {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}", closed.local_addr().unwrap());
         drop(closed);

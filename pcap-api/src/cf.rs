@@ -3,7 +3,7 @@
 //!
 //! - Cloud Controller's root (`GET /`) names its UAA (`links.uaa.href`);
 //!   the caller's token must be a valid access token of that UAA
-//!   (`CfAuthenticator`, through `uaa`) with `cloud_controller.read` or
+//!   (`uaa::UaaAuthenticator`) with `cloud_controller.read` or
 //!   `cloud_controller.admin`.
 //! - Authorization, always with the caller's token, so that Cloud
 //!   Controller decides what they see: the app must be visible
@@ -27,9 +27,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthError, Authenticator, Uaa, User},
+    auth::{Uaa, User},
     resolve::{AgentEndpoint, Instance, ResolveError, Resolved, Resolver},
-    uaa::{self, DiscoveredUaa, SetupError, TokenValidator, error_chain},
+    uaa::{self, DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -152,17 +152,19 @@ impl CloudController {
                 )
             })
     }
+}
 
-    /// The validator of Cloud Controller's UAA, found through `GET /` the
-    /// first time.
-    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
-        self.uaa
-            .validator(async {
-                let uaa_url = self.uaa_url().await?;
-                tracing::info!(cloud_controller = %self.url(), uaa = %uaa_url, "found Cloud Controller's UAA");
-                Ok(uaa_url)
-            })
-            .await
+/// Cloud Controller names its UAA in its root.
+#[tonic::async_trait]
+impl NamesUaa for CloudController {
+    fn discovered(&self) -> &DiscoveredUaa {
+        &self.uaa
+    }
+
+    async fn discover(&self) -> Result<String, String> {
+        let uaa_url = self.uaa_url().await?;
+        tracing::info!(cloud_controller = %self.url(), uaa = %uaa_url, "found Cloud Controller's UAA");
+        Ok(uaa_url)
     }
 }
 
@@ -171,11 +173,8 @@ impl CloudController {
 pub fn new(
     config: &CfConfig,
     default_port: u16,
-) -> Result<(CfResolver, CfAuthenticator), SetupError> {
-    let ca_name = config.ca.display().to_string();
-    let ca =
-        std::fs::read(&config.ca).map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
-    let http = uaa::https_client(&ca, &ca_name)?;
+) -> Result<(CfResolver, UaaAuthenticator), SetupError> {
+    let http = uaa::https_client_trusting(&config.ca)?;
     let cc = Arc::new(CloudController {
         client: cloud_controller::CloudController::new(&config.api_url, http.clone()),
         uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
@@ -187,23 +186,7 @@ pub fn new(
         respect_ssh_setting: config.respect_ssh_setting,
         follow_every: Duration::from_secs_f64(config.follow_interval),
     };
-    Ok((resolver, CfAuthenticator { cc }))
-}
-
-/// Accepts access tokens of Cloud Controller's UAA.
-pub struct CfAuthenticator {
-    cc: Arc<CloudController>,
-}
-
-#[tonic::async_trait]
-impl Authenticator for CfAuthenticator {
-    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        uaa::authenticate(Uaa::Cf, self.cc.validator(), token).await
-    }
-
-    fn issuer(&self) -> Option<String> {
-        self.cc.uaa.issuer()
-    }
+    Ok((resolver, UaaAuthenticator::new(Uaa::Cf, cc)))
 }
 
 /// App names for c2c insight, from Cloud Controller with the caller's own
@@ -221,9 +204,8 @@ impl AppNames {
         let Ok(validator) = self.cc.validator().await else {
             return HashMap::new();
         };
-        let token = match (user.issuer.url(), &user.token) {
-            (Some(issuer), Some(token)) if issuer == validator.issuer() => token.expose(),
-            _ => return HashMap::new(),
+        let Some(token) = validator.own_token(user) else {
+            return HashMap::new();
         };
         let query = [("per_page", "5000")];
         let apps: Result<cloud_controller::Page<App>, CcError> = self
@@ -268,8 +250,7 @@ impl CfResolver {
     /// says at once whether it and its UAA are reachable. A failure is
     /// retried by a later request, at most every `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        let cc = Arc::clone(&self.cc);
-        uaa::discover_in_background(async move { cc.validator().await }, "an app capture");
+        uaa::discover_in_background(self.cc.clone(), "an app capture");
     }
 
     /// Cloud Controller's refusals, in terms of the app.
@@ -440,16 +421,13 @@ impl CfResolver {
             .map_err(ResolveError::Unavailable)?;
         // An authenticated user of another issuer (a static user, a BOSH
         // user): who they are is known, they may not do this.
-        let token = match (user.issuer.url(), &user.token) {
-            (Some(issuer), Some(token)) if issuer == validator.issuer() => token.expose(),
-            _ => {
-                return Err(ResolveError::PermissionDenied(format!(
-                    "capturing apps needs a token of Cloud Foundry's UAA ({}), and {} is not its user; \
-                     log in with `cf login`",
-                    validator.uaa_url(),
-                    user.describe()
-                )));
-            }
+        let Some(token) = validator.own_token(user) else {
+            return Err(ResolveError::PermissionDenied(format!(
+                "capturing apps needs a token of Cloud Foundry's UAA ({}), and {} is not its user; \
+                 log in with `cf login`",
+                validator.uaa_url(),
+                user.describe()
+            )));
         };
         let has_scope = |scope: &str| user.scopes.iter().any(|s| s == scope);
         let admin = has_scope(ADMIN_SCOPE);

@@ -80,20 +80,19 @@ impl Agents {
     }
 }
 
+/// The reorder window; every key has its default.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Merge {
-    #[serde(default = "default_reorder_window")]
     pub reorder_window: f64,
-    #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: u64,
 }
 
 impl Default for Merge {
     fn default() -> Self {
         Self {
-            reorder_window: default_reorder_window(),
-            max_buffered_bytes: default_max_buffered_bytes(),
+            reorder_window: 0.5,
+            max_buffered_bytes: 64 << 20,
         }
     }
 }
@@ -104,38 +103,32 @@ impl Merge {
     }
 }
 
+/// The API's limits; every key has its default.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    #[serde(default = "default_max_captures")]
     pub max_captures: u32,
-    #[serde(default = "default_max_captures_per_user")]
     pub max_captures_per_user: u32,
-    #[serde(default = "default_max_captures_per_agent")]
     pub max_captures_per_agent: u32,
     /// Captures one user may run on one agent at once, so that one user
     /// cannot hold all of an agent's `max_captures_per_agent`.
-    #[serde(default = "default_max_captures_per_user_per_agent")]
     pub max_captures_per_user_per_agent: u32,
-    #[serde(default = "default_max_duration")]
     pub max_duration: f64,
     /// Bytes of packet data per capture; 0 = no limit.
-    #[serde(default)]
     pub max_bytes: u64,
-    #[serde(default = "default_drain_grace")]
     pub drain_grace: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_captures: default_max_captures(),
-            max_captures_per_user: default_max_captures_per_user(),
-            max_captures_per_agent: default_max_captures_per_agent(),
-            max_captures_per_user_per_agent: default_max_captures_per_user_per_agent(),
-            max_duration: default_max_duration(),
+            max_captures: 16,
+            max_captures_per_user: 2,
+            max_captures_per_agent: 2,
+            max_captures_per_user_per_agent: 1,
+            max_duration: 3600.0,
             max_bytes: 0,
-            drain_grace: default_drain_grace(),
+            drain_grace: 10.0,
         }
     }
 }
@@ -164,30 +157,6 @@ fn default_connect_timeout() -> f64 {
 }
 fn default_start_timeout() -> f64 {
     5.0
-}
-fn default_reorder_window() -> f64 {
-    0.5
-}
-fn default_max_buffered_bytes() -> u64 {
-    64 << 20
-}
-fn default_max_captures() -> u32 {
-    16
-}
-fn default_max_captures_per_user() -> u32 {
-    2
-}
-fn default_max_captures_per_agent() -> u32 {
-    2
-}
-fn default_max_captures_per_user_per_agent() -> u32 {
-    1
-}
-fn default_max_duration() -> f64 {
-    3600.0
-}
-fn default_drain_grace() -> f64 {
-    10.0
 }
 
 impl Config {
@@ -344,15 +313,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut tokens = HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
-            if user.name.is_empty() {
-                return Err(invalid(format!("users[{i}].name"), "must not be empty"));
-            }
-            if !names.insert(&user.name) {
-                return Err(invalid(
-                    format!("users[{i}].name"),
-                    format!("\"{}\" appears twice", user.name),
-                ));
-            }
+            check_new_name(&mut names, format!("users[{i}].name"), &user.name)?;
             if user.token.is_empty() {
                 return Err(invalid(format!("users[{i}].token"), "must not be empty"));
             }
@@ -369,15 +330,7 @@ impl Config {
     fn validate_targets(&self) -> Result<(), ConfigError> {
         let mut names = HashSet::new();
         for (i, target) in self.targets.iter().enumerate() {
-            if target.name.is_empty() {
-                return Err(invalid(format!("targets[{i}].name"), "must not be empty"));
-            }
-            if !names.insert(&target.name) {
-                return Err(invalid(
-                    format!("targets[{i}].name"),
-                    format!("\"{}\" appears twice", target.name),
-                ));
-            }
+            check_new_name(&mut names, format!("targets[{i}].name"), &target.name)?;
             if target.agents.is_empty() {
                 return Err(invalid(
                     format!("targets[{i}].agents"),
@@ -406,6 +359,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `name` (at `key`) is not empty and not among `names`, which it joins.
+fn check_new_name<'a>(
+    names: &mut HashSet<&'a str>,
+    key: String,
+    name: &'a str,
+) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    if !names.insert(name) {
+        return Err(invalid(key, format!("\"{name}\" appears twice")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

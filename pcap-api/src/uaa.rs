@@ -17,6 +17,7 @@
 
 use std::{
     collections::HashMap,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,7 +29,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::auth::{AuthError, Issuer, Secret, Uaa, User};
+use crate::auth::{AuthError, Authenticator, Issuer, Secret, Uaa, User};
 
 /// The least time between two fetches of the keys caused by unknown `kid`s.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -178,22 +179,68 @@ impl DiscoveredUaa {
     }
 }
 
-/// Runs `discovery` in the background when there is a runtime, so that the
-/// log says at once whether the server and its UAA are reachable; a
-/// failure is retried by a later request (`retried_by`), at most every
-/// [`DISCOVERY_RETRY`].
-pub fn discover_in_background(
-    discovery: impl Future<Output = Result<Arc<TokenValidator>, String>> + Send + 'static,
-    retried_by: &'static str,
-) {
+/// A server that names its UAA (the director's `/info`, Cloud Controller's
+/// root): how to ask it, and the UAA it named once found.
+#[tonic::async_trait]
+pub trait NamesUaa: Send + Sync + 'static {
+    /// Where the UAA is kept once found.
+    fn discovered(&self) -> &DiscoveredUaa;
+
+    /// Asks the server for its UAA's URL, and logs what it found.
+    async fn discover(&self) -> Result<String, String>;
+
+    /// The validator of the server's UAA, found through [`Self::discover`]
+    /// the first time; a failure is answered from memory for
+    /// [`DISCOVERY_RETRY`].
+    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
+        self.discovered().validator(self.discover()).await
+    }
+}
+
+/// Runs `server`'s discovery in the background when there is a runtime,
+/// so that the log says at once whether the server and its UAA are
+/// reachable; a failure is retried by a later request (`retried_by`), at
+/// most every [`DISCOVERY_RETRY`].
+pub fn discover_in_background(server: Arc<dyn NamesUaa>, retried_by: &'static str) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
-        if let Err(message) = discovery.await {
+        if let Err(message) = server.validator().await {
             tracing::warn!("{message}; trying again on {retried_by}, at most every 10 s");
         }
     });
+}
+
+/// Accepts access tokens of the UAA a server names, as users of `uaa`:
+/// `[bosh]`'s director's and `[cf]`'s Cloud Controller's.
+pub struct UaaAuthenticator {
+    uaa: Uaa,
+    server: Arc<dyn NamesUaa>,
+}
+
+impl UaaAuthenticator {
+    pub fn new(uaa: Uaa, server: Arc<dyn NamesUaa>) -> Self {
+        Self { uaa, server }
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for UaaAuthenticator {
+    async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        authenticate(self.uaa, self.server.validator(), token).await
+    }
+
+    fn issuer(&self) -> Option<String> {
+        self.server.discovered().issuer()
+    }
+}
+
+/// An HTTPS client that trusts the certificates of the PEM file `ca` only.
+pub fn https_client_trusting(ca: &Path) -> Result<reqwest::Client, SetupError> {
+    let ca_name = ca.display().to_string();
+    let pem = std::fs::read(ca).map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
+    https_client(&pem, &ca_name)
 }
 
 /// An HTTPS client that trusts the certificates in `ca_pem` only.
@@ -332,6 +379,15 @@ impl TokenValidator {
     /// The `iss` this UAA's tokens carry.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// `user`'s own token, when it is one of this UAA's. A user of another
+    /// issuer (a static user, another UAA's) is known, but cannot act here.
+    pub fn own_token<'u>(&self, user: &'u User) -> Option<&'u str> {
+        match (user.issuer.url(), &user.token) {
+            (Some(issuer), Some(token)) if issuer == self.issuer => Some(token.expose()),
+            _ => None,
+        }
     }
 
     /// Checks `token` and returns its claims.

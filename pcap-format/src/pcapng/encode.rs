@@ -129,11 +129,7 @@ impl BlockBuf {
     /// Appends option `code` with `value`, padded to 4 bytes. Must follow
     /// the block's fixed fields.
     pub(super) fn option(&mut self, code: u16, value: &[u8]) -> io::Result<()> {
-        let len = option_len(value)?;
-        self.put_u16(code);
-        self.put_u16(len);
-        self.bytes.extend_from_slice(value);
-        self.bytes.extend_from_slice(&ZEROS[..padding(value.len())]);
+        self.type_length_value(code, value)?;
         self.has_options = true;
         Ok(())
     }
@@ -142,8 +138,14 @@ impl BlockBuf {
     /// padded to 4 bytes. Records are not options: no `opt_endofopt` follows
     /// them unless an option is added after.
     pub(super) fn record(&mut self, record_type: u16, value: &[u8]) -> io::Result<()> {
+        self.type_length_value(record_type, value)
+    }
+
+    /// `kind`, the length of `value`, `value` padded to 4 bytes: the shape
+    /// of options and of name records alike.
+    fn type_length_value(&mut self, kind: u16, value: &[u8]) -> io::Result<()> {
         let len = option_len(value)?;
-        self.put_u16(record_type);
+        self.put_u16(kind);
         self.put_u16(len);
         self.bytes.extend_from_slice(value);
         self.bytes.extend_from_slice(&ZEROS[..padding(value.len())]);

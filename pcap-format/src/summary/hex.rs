@@ -10,16 +10,21 @@ const HEX_WIDTH: usize = 40;
 pub(super) fn hex(out: &mut String, indent: &str, bytes: &[u8], offset: usize) {
     for (line, chunk) in bytes.chunks(BYTES_PER_LINE).enumerate() {
         let _ = write!(out, "{indent}0x{:04x}: ", offset + line * BYTES_PER_LINE);
-        for pair in chunk.chunks(2) {
-            match pair {
-                [a, b] => {
-                    let _ = write!(out, " {a:02x}{b:02x}");
-                }
-                [a] => {
-                    let _ = write!(out, " {a:02x}");
-                }
-                _ => {}
+        hex_groups(out, chunk);
+    }
+}
+
+/// ` xxxx` for every two bytes of `chunk`, ` xx` for a last odd one.
+fn hex_groups(out: &mut String, chunk: &[u8]) {
+    for pair in chunk.chunks(2) {
+        match pair {
+            [a, b] => {
+                let _ = write!(out, " {a:02x}{b:02x}");
             }
+            [a] => {
+                let _ = write!(out, " {a:02x}");
+            }
+            _ => {}
         }
     }
 }
@@ -29,17 +34,7 @@ pub(super) fn hex(out: &mut String, indent: &str, bytes: &[u8], offset: usize) {
 pub(super) fn hex_and_ascii(out: &mut String, indent: &str, bytes: &[u8], offset: usize) {
     for (line, chunk) in bytes.chunks(BYTES_PER_LINE).enumerate() {
         let mut hex = String::with_capacity(HEX_WIDTH);
-        for pair in chunk.chunks(2) {
-            match pair {
-                [a, b] => {
-                    let _ = write!(hex, " {a:02x}{b:02x}");
-                }
-                [a] => {
-                    let _ = write!(hex, " {a:02x}");
-                }
-                _ => {}
-            }
-        }
+        hex_groups(&mut hex, chunk);
         let ascii: String = chunk
             .iter()
             .map(|&b| {

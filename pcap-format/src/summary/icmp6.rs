@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, be16, be32, bytes_at, hex, in_cksum, in_cksum_shouldbe,
+    Nd, Result, be16, be32, bytes_at, hex, in_cksum,
     ip::{Addr, IpHeader},
-    u8_at,
+    print_sum_check, u8_at,
 };
 
 /// `icmp6_print`: a message of `length` bytes.
@@ -32,15 +32,7 @@ pub(super) fn icmp6_print(
         let field = be16(dp, 2)?;
         let pseudo = ip.pseudo_header(58, length);
         let sum = in_cksum(&[&pseudo, &dp[..length]]);
-        if sum == 0 {
-            nd.print("[icmp6 sum ok] ");
-        } else {
-            let _ = write!(
-                nd.out,
-                "[bad icmp6 cksum 0x{field:04x} -> 0x{:04x}!] ",
-                in_cksum_shouldbe(field, sum)
-            );
-        }
+        print_sum_check(nd, "icmp6", field, sum);
     }
     let icmp6_type = u8_at(dp, 0)?;
     match type_name(icmp6_type) {

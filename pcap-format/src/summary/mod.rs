@@ -363,6 +363,21 @@ fn in_cksum_shouldbe(field: u16, sum: u16) -> u16 {
     !(shouldbe as u16)
 }
 
+/// `[PROTO sum ok] ` or `[bad PROTO cksum 0xFIELD -> 0xSHOULDBE!] `, as
+/// tcpdump's UDP and ICMPv6 printers say how a checksum `field` came out
+/// (`sum` is [`in_cksum`]'s result over the pseudo-header and the data).
+fn print_sum_check(nd: &mut Nd<'_>, proto: &str, field: u16, sum: u16) {
+    if sum == 0 {
+        let _ = write!(nd.out, "[{proto} sum ok] ");
+    } else {
+        let _ = write!(
+            nd.out,
+            "[bad {proto} cksum 0x{field:04x} -> 0x{:04x}!] ",
+            in_cksum_shouldbe(field, sum)
+        );
+    }
+}
+
 /// tcpdump's table of ether types (`ethertype_values`, in its order:
 /// 0x9100 is `802.1Q-9100`, not `VMAN`).
 fn ethertype_name(ether_type: u16) -> Option<&'static str> {

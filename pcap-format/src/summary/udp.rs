@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, be16, be24, bytes_at, in_cksum, in_cksum_shouldbe, ip::IpHeader, link, u8_at,
+    Nd, Result, be16, be24, bytes_at, in_cksum, ip::IpHeader, link, print_sum_check, u8_at,
 };
 
 const UDP_HDRLEN: usize = 8;
@@ -153,15 +153,7 @@ pub(super) fn udp_print(
         } else if check && cp.len() >= length {
             let pseudo = ip.pseudo_header(17, length + UDP_HDRLEN);
             let sum = in_cksum(&[&pseudo, &up[..length + UDP_HDRLEN]]);
-            if sum == 0 {
-                nd.print("[udp sum ok] ");
-            } else {
-                let _ = write!(
-                    nd.out,
-                    "[bad udp cksum 0x{field:04x} -> 0x{:04x}!] ",
-                    in_cksum_shouldbe(field, sum)
-                );
-            }
+            print_sum_check(nd, "udp", field, sum);
         }
     }
     match decoder(sport, dport, cp) {
