@@ -28,29 +28,24 @@ cf COMMAND myapp -w - | wireshark -k -i -\n   \
 cf COMMAND myapp --instance 0 -c 100 tcp port 8080\n   \
 cf COMMAND myapp --follow -w app.pcapng";
 
-/// The Go types of `code.cloudfoundry.org/cli/plugin`'s `PluginMetadata`.
-pub fn metadata_type() -> Type {
-    let version = Type::Struct(
+/// The plugin library's `VersionType`.
+fn version_type() -> Type {
+    Type::Struct(
         "VersionType",
         vec![
             ("Major", Type::Int),
             ("Minor", Type::Int),
             ("Build", Type::Int),
         ],
-    );
+    )
+}
+
+/// The Go types of `code.cloudfoundry.org/cli/plugin`'s `PluginMetadata`.
+pub fn metadata_type() -> Type {
+    let version = version_type();
     let usage = Type::Struct(
         "Usage",
-        vec![
-            ("Usage", Type::String),
-            (
-                "Options",
-                Type::Map(
-                    "map[string]string",
-                    Box::new(Type::String),
-                    Box::new(Type::String),
-                ),
-            ),
-        ],
+        vec![("Usage", Type::String), ("Options", Type::string_map())],
     );
     let command = Type::Struct(
         "Command",
@@ -138,6 +133,7 @@ pub fn metadata(command: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gob::{Decoder, Encoder, split_message};
     use super::*;
 
     #[test]
@@ -179,8 +175,56 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_the_plugin_metadata_shapes() {
+        let version = version_type();
+        let options = Type::string_map();
+        let ty = Type::Struct(
+            "Outer",
+            vec![
+                ("Name", Type::String),
+                ("Version", version.clone()),
+                ("Empty", version),
+                ("List", Type::Slice("[]string", Box::new(Type::String))),
+                ("Options", options),
+                ("Flag", Type::Bool),
+            ],
+        );
+        let value = Value::fields(vec![
+            Value::string("pcap"),
+            Value::fields(vec![Value::Int(1), Value::Int(-300), Value::Int(0)]),
+            Value::fields(vec![Value::Int(0), Value::Int(0), Value::Int(0)]),
+            Value::Slice(vec![Value::string("a"), Value::string("b")]),
+            Value::Map(vec![(Value::string("k"), Value::string("v"))]),
+            Value::Bool(true),
+        ]);
+        let mut encoder = Encoder::new();
+        let stream = encoder.encode(&ty, &value);
+        let mut decoder = Decoder::new();
+        let mut rest = stream.as_slice();
+        let mut decoded = None;
+        while let Some((body, tail)) = split_message(rest).unwrap() {
+            if let Some(v) = decoder.message(body).unwrap() {
+                decoded = Some(v);
+            }
+            rest = tail;
+        }
+        let decoded = decoded.expect("a value");
+        assert_eq!(Value::text(decoded.field("Name")), Some("pcap"));
+        let version = decoded.field("Version").unwrap();
+        assert_eq!(version.field("Major"), Some(&Value::Int(1)));
+        assert_eq!(version.field("Minor"), Some(&Value::Int(-300)));
+        assert_eq!(version.field("Build"), None, "zero left out");
+        assert_eq!(decoded.field("Empty"), Some(&Value::Struct(vec![])));
+        assert_eq!(
+            decoded.field("List"),
+            Some(&Value::Slice(vec![Value::string("a"), Value::string("b")]))
+        );
+        assert_eq!(Value::boolean(decoded.field("Flag")), Some(true));
+    }
+
+    #[test]
     fn the_metadata_encodes() {
-        let mut encoder = super::super::gob::Encoder::new();
+        let mut encoder = Encoder::new();
         let bytes = encoder.encode(&metadata_type(), &metadata(COMMAND));
         assert!(bytes.windows(4).any(|w| w == b"pcap"));
     }

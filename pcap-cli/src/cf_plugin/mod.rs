@@ -167,8 +167,7 @@ mod tests {
 
     #[test]
     fn the_plugin_takes_pcap_apps_flags() {
-        let parsed = PluginCli::try_parse_from([
-            "cf pcap",
+        let args = [
             "my-app",
             "--instance",
             "0,2",
@@ -177,25 +176,15 @@ mod tests {
             "tcp",
             "port",
             "80",
-        ])
-        .unwrap();
+        ];
+        let parsed = PluginCli::try_parse_from(["cf pcap"].into_iter().chain(args)).unwrap();
         assert_eq!(
             format!("{:?}", parsed.app),
             format!("{:?}", {
-                let crate::Command::App(args) = crate::Cli::try_parse_from([
-                    "pcap",
-                    "app",
-                    "my-app",
-                    "--instance",
-                    "0,2",
-                    "-w",
-                    "-",
-                    "tcp",
-                    "port",
-                    "80",
-                ])
-                .unwrap()
-                .command
+                let crate::Command::App(args) =
+                    crate::Cli::try_parse_from(["pcap", "app"].into_iter().chain(args))
+                        .unwrap()
+                        .command
                 else {
                     unreachable!()
                 };

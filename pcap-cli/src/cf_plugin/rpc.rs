@@ -143,24 +143,33 @@ impl Cli {
 
     /// A method taking `""` and returning a string.
     pub fn string(self, method: &str) -> Result<String, Error> {
-        match self.call(method, &Type::String, &Value::string(""))? {
-            Value::String(s) => Ok(s),
-            other => Err(Error::Unexpected {
-                method: method.to_owned(),
-                what: format!("{other:?} instead of a string"),
-            }),
-        }
+        self.reply_as(method, "a string", |reply| match reply {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
     }
 
     /// A method taking `""` and returning a bool.
     pub fn boolean(self, method: &str) -> Result<bool, Error> {
-        match self.call(method, &Type::String, &Value::string(""))? {
-            Value::Bool(b) => Ok(b),
-            other => Err(Error::Unexpected {
-                method: method.to_owned(),
-                what: format!("{other:?} instead of a bool"),
-            }),
-        }
+        self.reply_as(method, "a bool", |reply| match reply {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// A method taking `""`, its reply as what `take` makes of it (`what`
+    /// names that in the error when it makes nothing).
+    fn reply_as<T>(
+        self,
+        method: &str,
+        what: &str,
+        take: impl FnOnce(&Value) -> Option<T>,
+    ) -> Result<T, Error> {
+        let reply = self.call(method, &Type::String, &Value::string(""))?;
+        take(&reply).ok_or_else(|| Error::Unexpected {
+            method: method.to_owned(),
+            what: format!("{reply:?} instead of {what}"),
+        })
     }
 
     /// `GetCurrentSpace` / `GetCurrentOrg`: the embedded `SpaceFields` /
