@@ -186,31 +186,29 @@ fn enhanced_packet_block_cuts_data_to_snaplen() {
     assert_eq!(bytes[28..32], [1, 2, 0, 0]);
 }
 
-#[test]
-fn packet_of_unknown_interface_is_refused_before_writing() {
+/// `packet` is refused as invalid input, and nothing of it is written.
+fn assert_refused_before_writing(packet: &Packet<'_>) {
     let mut w = writer_with_interface(0);
-    let error = w
-        .write_packet(&Packet {
-            interface_id: 1,
-            ..packet(&[1])
-        })
-        .unwrap_err();
+    let error = w.write_packet(packet).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     assert!(w.into_inner().unwrap().is_empty());
 }
 
 #[test]
+fn packet_of_unknown_interface_is_refused_before_writing() {
+    assert_refused_before_writing(&Packet {
+        interface_id: 1,
+        ..packet(&[1])
+    });
+}
+
+#[test]
 fn oversized_comment_is_refused_before_writing() {
     let comment = "x".repeat(70_000);
-    let mut w = writer_with_interface(0);
-    let error = w
-        .write_packet(&Packet {
-            comment: Some(&comment),
-            ..packet(&[1])
-        })
-        .unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-    assert!(w.into_inner().unwrap().is_empty());
+    assert_refused_before_writing(&Packet {
+        comment: Some(&comment),
+        ..packet(&[1])
+    });
 }
 
 #[test]

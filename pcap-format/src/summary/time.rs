@@ -146,12 +146,16 @@ mod tests {
 
     #[test]
     fn formats_time_of_day_in_utc_with_microseconds() {
-        assert_eq!(format_time(0), "00:00:00.000000");
-        // 2023-11-14T22:13:20.123456789Z
-        assert_eq!(format_time(1_700_000_000_123_456_789), "22:13:20.123456");
-        assert_eq!(format_time(86_399_999_999_999), "23:59:59.999999");
-        assert_eq!(format_time(86_400_000_000_000), "00:00:00.000000");
-        assert_eq!(format_time(u64::MAX), "23:34:33.709551");
+        for (ns, expected) in [
+            (0, "00:00:00.000000"),
+            // 2023-11-14T22:13:20.123456789Z
+            (1_700_000_000_123_456_789, "22:13:20.123456"),
+            (86_399_999_999_999, "23:59:59.999999"),
+            (86_400_000_000_000, "00:00:00.000000"),
+            (u64::MAX, "23:34:33.709551"),
+        ] {
+            assert_eq!(format_time(ns), expected, "{ns}");
+        }
     }
 
     #[test]
@@ -172,43 +176,32 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(run(TimeFormat::None), ["", "", ""]);
-        assert_eq!(
-            run(TimeFormat::Unix),
-            [
-                "1700000000.123456 ",
-                "1700000001.000000 ",
-                "1699999999.000000 "
-            ]
-        );
-        assert_eq!(
-            run(TimeFormat::Date),
-            [
-                "2023-11-14 22:13:20.123456 ",
-                "2023-11-14 22:13:21.000000 ",
-                "2023-11-14 22:13:19.000000 "
-            ]
-        );
-        assert_eq!(
-            run(TimeFormat::SincePrevious),
-            [
-                " 00:00:00.000000 ",
-                " 00:00:00.876544 ",
-                "-00:00:02.000000 "
-            ]
-        );
-        assert_eq!(
-            run(TimeFormat::SinceFirst),
-            [
-                " 00:00:00.000000 ",
-                " 00:00:00.876544 ",
-                "-00:00:01.123456 "
-            ]
-        );
-        assert_eq!(
-            run(TimeFormat::Default),
-            ["22:13:20.123456 ", "22:13:21.000000 ", "22:13:19.000000 "]
-        );
+        // Each format's three stamps, joined by `|`.
+        for (format, expected) in [
+            (TimeFormat::None, "||"),
+            (
+                TimeFormat::Unix,
+                "1700000000.123456 |1700000001.000000 |1699999999.000000 ",
+            ),
+            (
+                TimeFormat::Date,
+                "2023-11-14 22:13:20.123456 |2023-11-14 22:13:21.000000 |2023-11-14 22:13:19.000000 ",
+            ),
+            (
+                TimeFormat::SincePrevious,
+                " 00:00:00.000000 | 00:00:00.876544 |-00:00:02.000000 ",
+            ),
+            (
+                TimeFormat::SinceFirst,
+                " 00:00:00.000000 | 00:00:00.876544 |-00:00:01.123456 ",
+            ),
+            (
+                TimeFormat::Default,
+                "22:13:20.123456 |22:13:21.000000 |22:13:19.000000 ",
+            ),
+        ] {
+            assert_eq!(run(format).join("|"), expected, "{format:?}");
+        }
     }
 
     #[test]
