@@ -1,12 +1,18 @@
 //! The local capture, `pcap-agent capture`, started in a namespace as its
 //! tests start it, and the packets they compare with tcpdump's.
 
-use std::process::Command;
+use std::{
+    path::Path,
+    process::{ChildStdout, Command, ExitStatus, Stdio},
+};
+
+use anyhow::ensure;
 
 use crate::{
-    captures::Packet,
+    captures::{self, Capture, Packet},
     netns::Netns,
     process::{Running, binary},
+    reference::assert_readable,
 };
 
 /// `pcap-agent capture` in `ns`, with no arguments yet.
@@ -19,12 +25,44 @@ pub fn command(ns: &Netns) -> Command {
 /// Starts `pcap-agent capture ARGS` in `ns` and waits until it listens on
 /// every interface it names (`-i`).
 pub fn start(ns: &Netns, args: &[&str]) -> anyhow::Result<Running> {
-    let mut command = command(ns);
-    command.args(args);
-    let mut running = Running::spawn(&mut command)?;
+    listening(command(ns).args(args), args)
+}
+
+/// Starts `command`, a capture with `args`, and waits until it listens on
+/// every interface `args` names.
+fn listening(command: &mut Command, args: &[&str]) -> anyhow::Result<Running> {
+    let mut running = Running::spawn(command)?;
     let interfaces = args.iter().filter(|a| **a == "-i").count();
     running.wait_for("listening on", interfaces)?;
     Ok(running)
+}
+
+/// Starts `pcap-agent capture ARGS` in `ns` with its stdout piped, as
+/// [`start`] does; returns it and its stdout.
+pub fn start_piped(ns: &Netns, args: &[&str]) -> anyhow::Result<(Running, ChildStdout)> {
+    let mut running = listening(command(ns).args(args).stdout(Stdio::piped()), args)?;
+    let stdout = running.take_stdout().expect("piped stdout");
+    Ok((running, stdout))
+}
+
+/// Starts `pcap-agent capture -w FILE ARGS` in `ns`, as [`start`] does.
+pub fn start_writing(ns: &Netns, file: &Path, args: &[&str]) -> anyhow::Result<Running> {
+    let file = file.to_str().expect("utf-8 path");
+    start(ns, &[&["-w", file], args].concat())
+}
+
+/// Checks that a capture into `file` that ended as `ended` (the exit status
+/// and stderr lines of [`Running::wait`] or [`Running::interrupt`])
+/// succeeded and left a file that tshark and capinfos read; returns what the
+/// file holds, and the stderr lines.
+pub fn written(
+    ended: (ExitStatus, Vec<String>),
+    file: &Path,
+) -> anyhow::Result<(Capture, Vec<String>)> {
+    let (status, lines) = ended;
+    ensure!(status.success(), "pcap-agent failed: {lines:?}");
+    assert_readable(file)?;
+    Ok((captures::read_file(file)?, lines))
 }
 
 /// The packets stamped within `from..=to`, in time order: packets handled on

@@ -2,11 +2,73 @@
 
 use anyhow::ensure;
 
+use crate::{captures::Packet, netns::Netns};
+
 /// `text` (e.g. a command's stderr) contains every one of `needles`; else
 /// fails naming the first one missing, with the whole text.
 pub fn contains_all(text: &str, needles: &[&str]) -> anyhow::Result<()> {
     for needle in needles {
         ensure!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    Ok(())
+}
+
+/// Nothing of ours is attached to `interface` in `ns`: no TCX program, no tc
+/// filter running `pcap_ingress` or `pcap_egress`, and no clsact qdisc.
+pub fn nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
+    let tcx = ns.tcx_programs(interface)?;
+    ensure!(
+        tcx.is_empty(),
+        "TCX programs left attached to {interface}: {tcx:?}"
+    );
+    let listing = ns.sh(&format!(
+        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress; \
+         tc qdisc show dev {interface}"
+    ))?;
+    ensure!(
+        !listing.contains("pcap_ingress")
+            && !listing.contains("pcap_egress")
+            && !listing.contains("clsact"),
+        "left attached to {interface}:\n{listing}"
+    );
+    Ok(())
+}
+
+/// `ours` and `reference` (what a reference tool such as tcpdump kept) hold
+/// as many packets, and each of ours is like the reference's at the same
+/// place in what `key` picks of them (for example the bytes and the
+/// original length). `what` names the comparison in a failure.
+pub fn same_packets<'a, K: PartialEq + std::fmt::Debug>(
+    what: &str,
+    ours: &'a [Packet],
+    reference: &'a [Packet],
+    key: impl Fn(&'a Packet) -> K,
+) -> anyhow::Result<()> {
+    ensure!(
+        ours.len() == reference.len(),
+        "{what}: we have {} packets, the reference {}",
+        ours.len(),
+        reference.len()
+    );
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        let (a, b) = (key(a), key(b));
+        ensure!(
+            a == b,
+            "{what}: packet {i} differs\nours:      {a:02x?}\nreference: {b:02x?}"
+        );
+    }
+    Ok(())
+}
+
+/// Each of `ours` was stamped within a millisecond of the reference's packet
+/// at the same place.
+pub fn stamped_alike(what: &str, ours: &[Packet], reference: &[Packet]) -> anyhow::Result<()> {
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        let skew = a.unix_ns.abs_diff(b.unix_ns);
+        ensure!(
+            skew < 1_000_000,
+            "{what}: packet {i}: timestamps {skew} ns apart"
+        );
     }
     Ok(())
 }

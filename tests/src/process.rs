@@ -143,6 +143,21 @@ pub fn wait_until(
     Ok(())
 }
 
+/// Runs `command` to its end with nothing on stdin, and fails with its
+/// stderr unless it succeeds; `what` names it in the error.
+pub fn run_ok(command: &mut Command, what: &str) -> anyhow::Result<std::process::Output> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output)
+}
+
 /// `pcap-agent ARGS` in `ns`, for runs that must end on their own (bad
 /// input): killed after 30 s so that a regression fails instead of hanging.
 pub fn agent_run(ns: &crate::netns::Netns, args: &[&str]) -> anyhow::Result<std::process::Output> {

@@ -1,11 +1,16 @@
 //! Reference tools: tcpdump capturing beside us, and tshark/capinfos
 //! checking that our files are readable.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, ensure};
 
 use crate::{
+    bosh::workspace_root,
     netns::Netns,
     now_ns,
     process::{Running, wait_until},
@@ -18,21 +23,18 @@ pub fn tcpdump(
     direction: &str,
     file: &Path,
 ) -> anyhow::Result<Running> {
+    let args = ["-i", interface, "-Q", direction, "-s", "262144", "-U"];
+    tcpdump_writing(ns, file, &args)
+}
+
+/// Starts `tcpdump ARGS` in `ns` writing nanosecond pcap to `file` (as root,
+/// which owns the test's directories), and waits until it listens.
+pub fn tcpdump_writing(ns: &Netns, file: &Path, args: &[&str]) -> anyhow::Result<Running> {
     let mut command = ns.command("tcpdump");
-    command.args([
-        "-i",
-        interface,
-        "-Q",
-        direction,
-        "-s",
-        "262144",
-        "-U",
-        "-Z",
-        "root",
-        "--time-stamp-precision=nano",
-        "-w",
-    ]);
-    command.arg(file);
+    command
+        .args(["-Z", "root", "--time-stamp-precision=nano", "-w"])
+        .arg(file)
+        .args(args);
     let mut running = Running::spawn(&mut command)?;
     running.wait_for("listening on", 1)?;
     Ok(running)
@@ -77,4 +79,18 @@ pub fn assert_readable(file: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// tcpdump's own test captures (`tests/corpus/tcpdump-tests/*.pcap`), in
+/// name order.
+pub fn corpus() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = workspace_root().join("tests/corpus/tcpdump-tests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|path| path.extension().is_some_and(|e| e == "pcap"));
+    files.sort();
+    ensure!(files.len() > 400, "the corpus has {} files", files.len());
+    Ok(files)
 }

@@ -9,14 +9,15 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir, agent_capture,
     captures::{self, Packet},
+    checks,
     netns::{Netns, Pair},
     process::{Running, agent_run, wait_until},
+    reference::tcpdump_writing,
 };
 
 /// Starts a capture of `interface` into `file` with `filter` and waits until it listens.
 fn capture(ns: &Netns, interface: &str, file: &Path, filter: &[&str]) -> anyhow::Result<Running> {
-    let file = file.to_str().expect("utf-8 path");
-    agent_capture::start(ns, &[&["-i", interface, "-w", file], filter].concat())
+    agent_capture::start_writing(ns, file, &[&["-i", interface], filter].concat())
 }
 
 /// What `tcpdump -r FILE EXPR` keeps of a capture file.
@@ -48,23 +49,8 @@ fn same_packets(ours: &[Packet], reference: &[Packet], what: &str) -> anyhow::Re
         packets
     };
     let (ours, reference) = (sorted(ours), sorted(reference));
-    ensure!(
-        ours.len() == reference.len(),
-        "{what}: {} packets, tcpdump keeps {}",
-        ours.len(),
-        reference.len()
-    );
-    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
-        ensure!(
-            a.data == b.data && a.orig_len == b.orig_len,
-            "{what}: packet {i} differs"
-        );
-        ensure!(
-            a.unix_ns.abs_diff(b.unix_ns) < 1_000_000,
-            "{what}: packet {i} more than 1 ms apart"
-        );
-    }
-    Ok(())
+    checks::same_packets(what, &ours, &reference, |p| (p.orig_len, &p.data))?;
+    checks::stamped_alike(what, &ours, &reference)
 }
 
 fn send_traffic(pair: &Pair) -> anyhow::Result<()> {
@@ -258,14 +244,8 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
     let from_file = dir.join("from-file.pcapng");
     let none = dir.join("none.pcapng");
     let every = dir.join("every.pcapng");
-    let mut command = agent_capture::command(&pair.a);
-    command
-        .args(["-i", "veth0", "-w"])
-        .arg(&from_file)
-        .arg("-F")
-        .arg(&expression);
-    let mut file_capture = Running::spawn(&mut command)?;
-    file_capture.wait_for("listening on", 1)?;
+    let expression = expression.to_str().expect("utf-8 path");
+    let file_capture = capture(&pair.a, "veth0", &from_file, &["-F", expression])?;
     // tcpdump refuses `ip and not ip` ("expression rejects all packets");
     // `len < 0` is rejected only when it runs.
     let reject_all = capture(&pair.a, "veth0", &none, &["len", "<", "0"])?;
@@ -308,22 +288,13 @@ fn raw_ip_devices_filter_and_capture_like_tcpdump() -> anyhow::Result<()> {
     ns.sh("ip addr add 10.8.0.1/24 dev tun0 && ip link set tun0 up")?;
     let ours_file = dir.join("ours.pcapng");
     let ref_file = dir.join("ref.pcap");
-    let ours = capture(&ns, "tun0", &ours_file, &["icmp", "and", "src", "10.8.0.2"])?;
-    let mut command = ns.command("tcpdump");
-    command
-        .args([
-            "-i",
-            "tun0",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "--time-stamp-precision=nano",
-            "-w",
-        ])
-        .arg(&ref_file)
-        .args(["icmp", "and", "src", "10.8.0.2"]);
-    let mut reference = Running::spawn(&mut command)?;
-    reference.wait_for("listening on", 1)?;
+    let filter = ["icmp", "and", "src", "10.8.0.2"];
+    let ours = capture(&ns, "tun0", &ours_file, &filter)?;
+    let reference = tcpdump_writing(
+        &ns,
+        &ref_file,
+        &[&["-i", "tun0", "--immediate-mode"], &filter[..]].concat(),
+    )?;
     // The FIFO opens for writing once the peer has it open for reading.
     wait_until(
         "the TUN peer opens its FIFO",

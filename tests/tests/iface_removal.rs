@@ -18,6 +18,7 @@ use pcap_tests::{
     TempDir, agent_capture,
     app_capture::{self, ping_gateway_from},
     captures::{self, Capture},
+    checks,
     netns::{Netns, Pair},
     now_ns,
     process::Running,
@@ -71,27 +72,6 @@ fn tc_state_of(pid: i32, netns: u64, indexes: &[u32]) -> Vec<String> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|name| name.contains(&format!("-{pid}-")) || marks.contains(name))
         .collect()
-}
-
-/// Neither a TCX link nor a tc filter of ours on `interface`, and no clsact
-/// qdisc there.
-fn assert_nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
-    let tcx = ns.tcx_programs(interface)?;
-    ensure!(
-        tcx.is_empty(),
-        "TCX programs left attached to {interface}: {tcx:?}"
-    );
-    let listing = ns.sh(&format!(
-        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress; \
-         tc qdisc show dev {interface}"
-    ))?;
-    ensure!(
-        !listing.contains("pcap_ingress")
-            && !listing.contains("pcap_egress")
-            && !listing.contains("clsact"),
-        "left attached to {interface}:\n{listing}"
-    );
-    Ok(())
 }
 
 /// The statistics block of `interface`, and the packets of it.
@@ -276,7 +256,7 @@ fn the_others_go_on_and_are_detached_when_the_capture_ends() -> anyhow::Result<(
             "{attach}: exited with {status}:\n{stderr}"
         );
         check_file(&ended.file, "veth2", gone_at)?;
-        assert_nothing_attached(&ended.pair.a, "veth0")?;
+        checks::nothing_attached(&ended.pair.a, "veth0")?;
         let left = &ended.tc_left;
         ensure!(left.is_empty(), "{attach}: tc state left: {left:?}");
     }

@@ -10,44 +10,23 @@ use pcap_tests::{
     TempDir,
     agent_capture::{self, start as agent, within},
     captures::{self, Capture, Direction, Packet},
-    netns::{Netns, Pair},
+    checks,
+    netns::Pair,
     now_ns,
     process::{Running, agent_run, binary, stat, wait_until},
-    reference::{assert_readable, sync_references, tcpdump},
+    reference::{assert_readable, sync_references, tcpdump, tcpdump_writing},
 };
 
 /// Ours must equal tcpdump's, packet for packet, byte for byte.
 fn assert_same(ours: &[Packet], reference: &[Packet], direction: Direction) -> anyhow::Result<()> {
-    let ours: Vec<&Packet> = ours
+    let ours: Vec<Packet> = ours
         .iter()
         .filter(|p| p.direction == Some(direction))
+        .cloned()
         .collect();
-    ensure!(
-        ours.len() == reference.len(),
-        "{direction:?}: we have {} packets, tcpdump {}",
-        ours.len(),
-        reference.len()
-    );
-    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-        ensure!(
-            a.data == b.data,
-            "{direction:?} packet {i}: bytes differ\nours: {:02x?}\ntcpdump: {:02x?}",
-            a.data,
-            b.data
-        );
-        ensure!(
-            a.orig_len == b.orig_len,
-            "{direction:?} packet {i}: length {} vs {}",
-            a.orig_len,
-            b.orig_len
-        );
-        let skew = a.unix_ns.abs_diff(b.unix_ns);
-        ensure!(
-            skew < 1_000_000,
-            "{direction:?} packet {i}: timestamps {skew} ns apart"
-        );
-    }
-    Ok(())
+    let what = format!("{direction:?}");
+    checks::same_packets(&what, &ours, reference, |p| (p.orig_len, &p.data))?;
+    checks::stamped_alike(&what, &ours, reference)
 }
 
 /// Sends ICMP, UDP, a TCP conversation, IPv6, ARP and a VLAN-tagged frame
@@ -115,10 +94,7 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
     let ours_file = dir.join("ours.pcapng");
     let (in_file, out_file) = (dir.join("in.pcap"), dir.join("out.pcap"));
 
-    let ours = agent(
-        &pair.b,
-        &["-i", "veth1", "-w", ours_file.to_str().expect("utf-8")],
-    )?;
+    let ours = agent_capture::start_writing(&pair.b, &ours_file, &["-i", "veth1"])?;
     let tcpdump_in = tcpdump(&pair.b, "veth1", "in", &in_file)?;
     let tcpdump_out = tcpdump(&pair.b, "veth1", "out", &out_file)?;
     let from = now_ns();
@@ -126,13 +102,10 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
     sync_references(&pair.a, "10.0.0.2", &[&in_file])?;
     sync_references(&pair.b, "10.0.0.1", &[&out_file])?;
     let to = now_ns();
-    let (status, lines) = ours.interrupt()?;
-    ensure!(status.success(), "pcap-agent failed: {lines:?}");
+    let (ours, lines) = agent_capture::written(ours.interrupt()?, &ours_file)?;
     tcpdump_in.interrupt()?;
     tcpdump_out.interrupt()?;
 
-    assert_readable(&ours_file)?;
-    let ours = captures::read_file(&ours_file)?;
     let ours_packets = within(&ours.packets, from, to);
     let reference_in = within(&captures::read_file(&in_file)?.packets, from, to);
     let reference_out = within(&captures::read_file(&out_file)?.packets, from, to);
@@ -205,43 +178,19 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     let dir = TempDir::new("snap")?;
     let ours_file = dir.join("ours.pcap");
     let ref_file = dir.join("ref.pcap");
-    let ours = agent(
+    let ours = agent_capture::start_writing(
         &pair.a,
-        &[
-            "-i",
-            "veth0",
-            "-s",
-            "60",
-            "--format",
-            "pcap",
-            "-w",
-            ours_file.to_str().expect("utf-8"),
-        ],
+        &ours_file,
+        &["-i", "veth0", "-s", "60", "--format", "pcap"],
     )?;
-    let mut command = pair.a.command("tcpdump");
-    command
-        .args([
-            "-i",
-            "veth0",
-            "-s",
-            "60",
-            "-U",
-            "-Z",
-            "root",
-            "--time-stamp-precision=nano",
-            "-w",
-        ])
-        .arg(&ref_file);
-    let mut reference = Running::spawn(&mut command)?;
-    reference.wait_for("listening on", 1)?;
+    let reference = tcpdump_writing(&pair.a, &ref_file, &["-i", "veth0", "-s", "60", "-U"])?;
     let from = now_ns();
     pair.a.sh("ping -c 3 -i 0.2 -s 1000 10.0.0.2")?;
     sync_references(&pair.a, "10.0.0.2", &[&ref_file])?;
     let to = now_ns();
-    ours.interrupt()?;
+    let (ours, _) = agent_capture::written(ours.interrupt()?, &ours_file)?;
     reference.interrupt()?;
-    assert_readable(&ours_file)?;
-    let ours = within(&captures::read_file(&ours_file)?.packets, from, to);
+    let ours = within(&ours.packets, from, to);
     let reference = within(&captures::read_file(&ref_file)?.packets, from, to);
     ensure!(
         reference.len() >= 3,
@@ -249,22 +198,13 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
         reference.len()
     );
     // Classic pcap has no direction, so compare with tcpdump on both directions.
-    ensure!(
-        ours.len() == reference.len(),
-        "{} vs {} packets",
-        ours.len(),
-        reference.len()
-    );
-    for (a, b) in ours.iter().zip(&reference) {
+    checks::same_packets("-s 60", &ours, &reference, |p| (p.orig_len, &p.data))?;
+    for a in &ours {
         ensure!(
             a.data.len() == (a.orig_len as usize).min(60),
             "{} bytes kept of {}",
             a.data.len(),
             a.orig_len
-        );
-        ensure!(
-            a.data == b.data && a.orig_len == b.orig_len,
-            "differ from tcpdump:\n{a:?}\n{b:?}"
         );
     }
     Ok(())
@@ -275,22 +215,9 @@ fn count_stops_after_n_packets() -> anyhow::Result<()> {
     let pair = Pair::new("count")?;
     let dir = TempDir::new("count")?;
     let file = dir.join("c.pcapng");
-    let ours = agent(
-        &pair.a,
-        &[
-            "-i",
-            "veth0",
-            "-c",
-            "3",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-    )?;
+    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "-c", "3"])?;
     pair.a.sh("ping -c 5 -i 0.1 10.0.0.2")?;
-    let (status, lines) = ours.wait()?;
-    ensure!(status.success(), "{lines:?}");
-    assert_readable(&file)?;
-    let capture = captures::read_file(&file)?;
+    let (capture, lines) = agent_capture::written(ours.wait()?, &file)?;
     ensure!(
         capture.packets.len() == 3,
         "-c 3 wrote {} packets",
@@ -305,20 +232,8 @@ fn duration_stops_the_capture() -> anyhow::Result<()> {
     let pair = Pair::new("dur")?;
     let dir = TempDir::new("dur")?;
     let file = dir.join("d.pcapng");
-    let ours = agent(
-        &pair.a,
-        &[
-            "-i",
-            "veth0",
-            "--duration",
-            "0.5",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-    )?;
-    let (status, lines) = ours.wait()?;
-    ensure!(status.success(), "{lines:?}");
-    assert_readable(&file)?;
+    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "--duration", "0.5"])?;
+    agent_capture::written(ours.wait()?, &file)?;
     Ok(())
 }
 
@@ -328,25 +243,13 @@ fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Resu
     let dir = TempDir::new("flood")?;
     let file = dir.join("f.pcapng");
     // A small ring, so that the flood overruns it and drops are counted.
-    let ours = agent(
-        &pair.a,
-        &[
-            "-i",
-            "veth0",
-            "-B",
-            "64",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-    )?;
+    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "-B", "64"])?;
     // Interrupt it mid-flood, once the file holds data.
     let flood = flood_until(&pair, &file, 1 << 20)?;
-    let (status, lines) = ours.interrupt()?;
+    let ended = ours.interrupt()?;
     flood.signal(Signal::SIGINT)?;
     let _ = flood.wait();
-    ensure!(status.success(), "{lines:?}");
-    assert_readable(&file)?;
-    let capture = captures::read_file(&file)?;
+    let (capture, lines) = agent_capture::written(ended, &file)?;
     check_accounting(&capture, &lines)?;
     Ok(())
 }
@@ -374,17 +277,8 @@ fn a_killed_capture_leaves_a_readable_file() -> anyhow::Result<()> {
     let dir = TempDir::new("kill")?;
     for format in ["pcapng", "pcap"] {
         let file = dir.join(format!("k.{format}"));
-        let ours = agent(
-            &pair.a,
-            &[
-                "-i",
-                "veth0",
-                "--format",
-                format,
-                "-w",
-                file.to_str().expect("utf-8"),
-            ],
-        )?;
+        let ours =
+            agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "--format", format])?;
         // Kill it once it has written a few MiB, in the middle of the flood.
         let flood = flood_until(&pair, &file, 3 << 20)?;
         ours.signal(Signal::SIGKILL)?;
@@ -412,24 +306,7 @@ fn a_killed_capture_leaves_a_readable_file() -> anyhow::Result<()> {
             capture.packets.len()
         );
     }
-    assert_nothing_attached(&pair.a, "veth0")
-}
-
-/// Neither a TCX link nor a tc filter on `interface` runs a program of ours.
-fn assert_nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
-    let tcx = ns.tcx_programs(interface)?;
-    ensure!(
-        tcx.is_empty(),
-        "TCX programs left attached to {interface}: {tcx:?}"
-    );
-    let listing = ns.sh(&format!(
-        "tc filter show dev {interface} ingress; tc filter show dev {interface} egress"
-    ))?;
-    ensure!(
-        !listing.contains("pcap_ingress") && !listing.contains("pcap_egress"),
-        "left attached:\n{listing}"
-    );
-    Ok(())
+    checks::nothing_attached(&pair.a, "veth0")
 }
 
 #[test]
@@ -452,11 +329,7 @@ fn nothing_is_left_attached_after_sigterm_or_sigkill() -> anyhow::Result<()> {
             ours.wait()?
         };
         ensure!(status.success());
-        assert_nothing_attached(&pair.a, "veth0")?;
-        ensure!(
-            !pair.a.sh("tc qdisc show dev veth0")?.contains("clsact"),
-            "{attach}: clsact left behind"
-        );
+        checks::nothing_attached(&pair.a, "veth0").with_context(|| format!("{attach}: SIGTERM"))?;
 
         // SIGKILL: TCX links die with the process; tc filters are removed by the next start.
         let ours = agent(
@@ -468,11 +341,7 @@ fn nothing_is_left_attached_after_sigterm_or_sigkill() -> anyhow::Result<()> {
         // The next start cleans up, whichever way it attaches itself.
         let next = agent(&pair.a, &["-i", "lo", "-w", "/dev/null"])?;
         next.interrupt()?;
-        assert_nothing_attached(&pair.a, "veth0")?;
-        ensure!(
-            !pair.a.sh("tc qdisc show dev veth0")?.contains("clsact"),
-            "{attach}: clsact left after SIGKILL"
-        );
+        checks::nothing_attached(&pair.a, "veth0").with_context(|| format!("{attach}: SIGKILL"))?;
     }
     Ok(())
 }
@@ -489,14 +358,9 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
     )?;
     let dir = TempDir::new("ifb")?;
     let file = dir.join("i.pcapng");
-    let ours = agent(
-        &pair.a,
-        &["-i", "veth0", "-w", file.to_str().expect("utf-8")],
-    )?;
+    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0"])?;
     pair.a.sh("ping -c 3 -i 0.2 10.0.0.2")?;
-    let (status, lines) = ours.interrupt()?;
-    ensure!(status.success(), "{lines:?}");
-    let capture = captures::read_file(&file)?;
+    let (capture, _) = agent_capture::written(ours.interrupt()?, &file)?;
     let is_echo_reply = |p: &Packet| {
         p.data.len() > 34 && p.data[12..14] == [8, 0] && p.data[23] == 1 && p.data[34] == 0
     };
@@ -533,7 +397,7 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
         !status.success() && lines.iter().any(|l| l.contains("`ingress` qdisc")),
         "{lines:?}"
     );
-    assert_nothing_attached(&pair.a, "veth0")?;
+    checks::nothing_attached(&pair.a, "veth0")?;
     Ok(())
 }
 
@@ -551,22 +415,9 @@ fn captures_a_vxlan_device() -> anyhow::Result<()> {
     }
     let dir = TempDir::new("vx")?;
     let file = dir.join("v.pcapng");
-    let ours = agent(
-        &pair.a,
-        &[
-            "-i",
-            "silk-vtep",
-            "-i",
-            "veth0",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-    )?;
+    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "silk-vtep", "-i", "veth0"])?;
     pair.a.sh("ping -c 2 -i 0.2 10.255.2.0")?;
-    let (status, lines) = ours.interrupt()?;
-    ensure!(status.success(), "{lines:?}");
-    assert_readable(&file)?;
-    let capture = captures::read_file(&file)?;
+    let (capture, _) = agent_capture::written(ours.interrupt()?, &file)?;
     let count = |name: &str, what: &dyn Fn(&Packet) -> bool| {
         capture
             .packets
@@ -609,7 +460,7 @@ fn bad_input_gets_a_clear_error_and_attaches_nothing() -> anyhow::Result<()> {
             stderr.contains(needle) && stderr.lines().count() == 1,
             "{args:?}: {stderr}"
         );
-        assert_nothing_attached(&pair.a, "veth0")?;
+        checks::nothing_attached(&pair.a, "veth0")?;
     }
     // Unprivileged: a clear message, not an errno.
     let output = pair

@@ -5,22 +5,13 @@
 use std::process::{Command, Stdio};
 
 use anyhow::ensure;
-use pcap_tests::{
-    netns::Pair,
-    process::{Running, binary},
-};
+use pcap_tests::{agent_capture, netns::Pair, process::Running};
 
 #[test]
 fn writes_pcapng_to_stdout_for_tshark() -> anyhow::Result<()> {
     let pair = Pair::new("stdout")?;
-    let mut capture = Running::spawn(
-        pair.a
-            .command(binary("pcap-agent").to_str().expect("utf-8"))
-            .args(["capture", "-i", "veth0", "-c", "4", "-w", "-", "icmp"])
-            .stdout(Stdio::piped()),
-    )?;
-    capture.wait_for("listening on", 1)?;
-    let stdout = capture.take_stdout().expect("piped stdout");
+    let (capture, stdout) =
+        agent_capture::start_piped(&pair.a, &["-i", "veth0", "-c", "4", "-w", "-", "icmp"])?;
     let tshark = Command::new("tshark")
         .args([
             "-r",
@@ -57,14 +48,8 @@ fn writes_pcapng_to_stdout_for_tshark() -> anyhow::Result<()> {
 #[test]
 fn prints_one_readable_line_per_packet() -> anyhow::Result<()> {
     let pair = Pair::new("lines")?;
-    let mut capture = Running::spawn(
-        pair.a
-            .command(binary("pcap-agent").to_str().expect("utf-8"))
-            .args(["capture", "-i", "veth0", "-c", "2", "icmp"])
-            .stdout(Stdio::piped()),
-    )?;
-    capture.wait_for("listening on", 1)?;
-    let stdout = capture.take_stdout().expect("piped stdout");
+    let (capture, stdout) =
+        agent_capture::start_piped(&pair.a, &["-i", "veth0", "-c", "2", "icmp"])?;
     pair.a.sh("ping -c 1 10.0.0.2")?;
     let (status, _) = capture.wait()?;
     ensure!(status.success());
@@ -92,13 +77,8 @@ fn prints_live_packets_with_tcpdump_flags_as_tcpdump() -> anyhow::Result<()> {
     let pair = Pair::new("lflags")?;
     pair.disable_ipv6()?;
     let flags = ["-c", "4", "-t", "-e", "-v", "-x", "-l", "icmp"];
-    let mut ours = Running::spawn(
-        pair.a
-            .command(binary("pcap-agent").to_str().expect("utf-8"))
-            .args(["capture", "-i", "veth0"])
-            .args(flags)
-            .stdout(Stdio::piped()),
-    )?;
+    let (ours, our_stdout) =
+        agent_capture::start_piped(&pair.a, &[&["-i", "veth0"], &flags[..]].concat())?;
     let mut theirs = Running::spawn(
         pair.a
             .command("tcpdump")
@@ -106,12 +86,8 @@ fn prints_live_packets_with_tcpdump_flags_as_tcpdump() -> anyhow::Result<()> {
             .args(flags)
             .stdout(Stdio::piped()),
     )?;
-    ours.wait_for("listening on", 1)?;
     theirs.wait_for("listening on", 1)?;
-    let (our_stdout, their_stdout) = (
-        ours.take_stdout().expect("piped stdout"),
-        theirs.take_stdout().expect("piped stdout"),
-    );
+    let their_stdout = theirs.take_stdout().expect("piped stdout");
     pair.a.sh("ping -c 2 -i 0.2 10.0.0.2")?;
     let (status, lines) = ours.wait()?;
     ensure!(status.success(), "{lines:?}");

@@ -12,20 +12,21 @@
 //!
 //! Runs tcpdump and pcap-agent as ordinary processes: no root needed.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 use pcap_format::summary::{Dump, Frame, Options, Printer, TimeFormat};
-use pcap_tests::{bosh::workspace_root, captures, process::binary};
+use pcap_tests::{
+    captures,
+    process::{binary, run_ok},
+    reference,
+};
 
 /// The flag sets compared, with the options they stand for.
 fn flag_sets() -> Vec<(&'static [&'static str], Options)> {
     let base = Options::default();
+    let dump = |dump| Options { dump, ..base };
+    let time = |time| Options { time, ..base };
     vec![
         (&[], base),
         (
@@ -44,76 +45,16 @@ fn flag_sets() -> Vec<(&'static [&'static str], Options)> {
                 ..base
             },
         ),
-        (
-            &["-x"],
-            Options {
-                dump: Dump::Hex { link: false },
-                ..base
-            },
-        ),
-        (
-            &["-xx"],
-            Options {
-                dump: Dump::Hex { link: true },
-                ..base
-            },
-        ),
-        (
-            &["-X"],
-            Options {
-                dump: Dump::HexAscii { link: false },
-                ..base
-            },
-        ),
-        (
-            &["-XX"],
-            Options {
-                dump: Dump::HexAscii { link: true },
-                ..base
-            },
-        ),
-        (
-            &["-A"],
-            Options {
-                dump: Dump::Ascii { link: false },
-                ..base
-            },
-        ),
-        (
-            &["-t"],
-            Options {
-                time: TimeFormat::None,
-                ..base
-            },
-        ),
-        (
-            &["-tt"],
-            Options {
-                time: TimeFormat::Unix,
-                ..base
-            },
-        ),
-        (
-            &["-ttt"],
-            Options {
-                time: TimeFormat::SincePrevious,
-                ..base
-            },
-        ),
-        (
-            &["-tttt"],
-            Options {
-                time: TimeFormat::Date,
-                ..base
-            },
-        ),
-        (
-            &["-ttttt"],
-            Options {
-                time: TimeFormat::SinceFirst,
-                ..base
-            },
-        ),
+        (&["-x"], dump(Dump::Hex { link: false })),
+        (&["-xx"], dump(Dump::Hex { link: true })),
+        (&["-X"], dump(Dump::HexAscii { link: false })),
+        (&["-XX"], dump(Dump::HexAscii { link: true })),
+        (&["-A"], dump(Dump::Ascii { link: false })),
+        (&["-t"], time(TimeFormat::None)),
+        (&["-tt"], time(TimeFormat::Unix)),
+        (&["-ttt"], time(TimeFormat::SincePrevious)),
+        (&["-tttt"], time(TimeFormat::Date)),
+        (&["-ttttt"], time(TimeFormat::SinceFirst)),
         (
             &["-e", "-v", "-XX"],
             Options {
@@ -129,31 +70,10 @@ fn flag_sets() -> Vec<(&'static [&'static str], Options)> {
 /// Deliberate differences: (file, flags, why). See docs/printing.md.
 const ALLOWED: &[(&str, &str, &str)] = &[];
 
-fn corpus() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = workspace_root().join("tests/corpus/tcpdump-tests");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|path| path.extension().is_some_and(|e| e == "pcap"));
-    files.sort();
-    ensure!(files.len() > 400, "the corpus has {} files", files.len());
-    Ok(files)
-}
-
 /// A program's output for a file, split into packets: each starts with
 /// the packet number of `-#`.
 fn packets(program: &mut Command, what: &str) -> anyhow::Result<Vec<String>> {
-    let output = program
-        .env("TZ", "UTC")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    ensure!(
-        output.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run_ok(program.env("TZ", "UTC"), what)?;
     let text = String::from_utf8_lossy(&output.stdout);
     let mut packets: Vec<String> = Vec::new();
     for line in text.lines() {
@@ -235,7 +155,7 @@ struct Tally {
 
 #[test]
 fn prints_the_corpus_as_tcpdump() -> anyhow::Result<()> {
-    let files = corpus()?;
+    let files = reference::corpus()?;
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     let mut report = String::new();
     for (flags, options) in flag_sets() {

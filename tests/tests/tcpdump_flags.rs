@@ -4,21 +4,19 @@
 //!
 //! The `-Q` and `-D` tests need root (namespaces, eBPF).
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use pcap_tests::{
     TempDir,
     agent_capture::{self, within},
     bosh::workspace_root,
     captures::{self, Direction, Packet},
+    checks,
     netns::{Netns, Pair},
     now_ns,
-    process::{agent_run, binary},
-    reference::{assert_readable, sync_references, tcpdump},
+    process::{agent_run, binary, run_ok},
+    reference::{assert_readable, corpus, sync_references, tcpdump},
 };
 
 /// Expressions for `-r`: protocols, VLANs, byte offsets, lengths, and
@@ -33,35 +31,10 @@ const EXPRESSIONS: [&str; 7] = [
     "ip[6:2] & 0x3fff != 0",
 ];
 
-fn corpus() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = workspace_root().join("tests/corpus/tcpdump-tests");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|path| path.extension().is_some_and(|e| e == "pcap"));
-    files.sort();
-    ensure!(files.len() > 400, "the corpus has {} files", files.len());
-    Ok(files)
-}
-
 fn agent() -> Command {
     let mut command = Command::new(binary("pcap-agent"));
     command.arg("capture");
     command
-}
-
-fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    ensure!(
-        output.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }
 
 /// `tcpdump -r FILE -w OUT [-c N] EXPR`.
@@ -79,7 +52,7 @@ fn reference(
     if !expression.is_empty() {
         command.arg(expression);
     }
-    run(
+    run_ok(
         &mut command,
         &format!("tcpdump -r {} {expression}", file.display()),
     )?;
@@ -93,26 +66,20 @@ fn reference(
 /// written with the captured length as its original length, where tcpdump
 /// copies the impossible value.
 fn assert_equal(ours: &[Packet], theirs: &[Packet], what: &str) -> anyhow::Result<()> {
-    ensure!(
-        ours.len() == theirs.len(),
-        "{what}: we kept {} packets, tcpdump {}",
-        ours.len(),
-        theirs.len()
-    );
-    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        let their_len = b.orig_len.max(u32::try_from(b.data.len())?);
+    for (i, a) in ours.iter().enumerate() {
         ensure!(
-            (a.unix_ns, a.orig_len, &a.data) == (b.unix_ns, their_len, &b.data),
-            "{what}: packet {i} differs\nours:    {} {} {:02x?}\ntcpdump: {} {} {:02x?}",
-            a.unix_ns,
+            a.orig_len as usize >= a.data.len(),
+            "{what}: packet {i}: original length {} below the {} bytes kept",
             a.orig_len,
-            a.data,
-            b.unix_ns,
-            b.orig_len,
-            b.data
+            a.data.len()
         );
     }
-    Ok(())
+    checks::same_packets(what, ours, theirs, |p| {
+        let len = p
+            .orig_len
+            .max(u32::try_from(p.data.len()).expect("a packet under 4 GiB"));
+        (p.unix_ns, len, &p.data)
+    })
 }
 
 #[test]
@@ -135,12 +102,12 @@ fn read_filters_the_corpus_exactly_as_tcpdump() -> anyhow::Result<()> {
             if !expression.is_empty() {
                 command.arg(expression);
             }
-            run(&mut command, &what)?;
+            run_ok(&mut command, &what)?;
             assert_equal(&captures::read_file(&ours_file)?.packets, &theirs, &what)?;
             kept[e] += theirs.len();
             // pcapng output holds the same packets.
             if *expression == "tcp" {
-                run(
+                run_ok(
                     agent()
                         .arg("-r")
                         .arg(&file)
@@ -239,17 +206,8 @@ fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
     pair.disable_ipv6()?;
     let dir = TempDir::new("direction")?;
     let (ours_file, theirs_file) = (dir.join("ours.pcapng"), dir.join("theirs.pcap"));
-    let ours = agent_capture::start(
-        &pair.b,
-        &[
-            "-i",
-            "veth1",
-            "-Q",
-            direction,
-            "-w",
-            ours_file.to_str().expect("utf-8"),
-        ],
-    )?;
+    let ours =
+        agent_capture::start_writing(&pair.b, &ours_file, &["-i", "veth1", "-Q", direction])?;
     // Only the hook of that direction is attached.
     let expected = if direction == "in" {
         "pcap_ingress"
@@ -273,11 +231,9 @@ fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
         sync_references(&pair.b, "10.0.0.1", &[&theirs_file])?;
     }
     let to = now_ns();
-    let (status, lines) = ours.interrupt()?;
-    ensure!(status.success(), "pcap-agent failed: {lines:?}");
+    let (ours, _) = agent_capture::written(ours.interrupt()?, &ours_file)?;
     theirs.interrupt()?;
-    assert_readable(&ours_file)?;
-    let ours = within(&captures::read_file(&ours_file)?.packets, from, to);
+    let ours = within(&ours.packets, from, to);
     let theirs = within(&captures::read_file(&theirs_file)?.packets, from, to);
     let wanted = if direction == "in" {
         Direction::Inbound
@@ -294,21 +250,9 @@ fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
         "-Q {direction}: only {} packets",
         ours.len()
     );
-    ensure!(
-        ours.len() == theirs.len(),
-        "-Q {direction}: we have {} packets, tcpdump {}",
-        ours.len(),
-        theirs.len()
-    );
-    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        ensure!(
-            (a.orig_len, &a.data) == (b.orig_len, &b.data),
-            "-Q {direction} packet {i} differs\nours:    {:02x?}\ntcpdump: {:02x?}",
-            a.data,
-            b.data
-        );
-    }
-    Ok(())
+    checks::same_packets(&format!("-Q {direction}"), &ours, &theirs, |p| {
+        (p.orig_len, &p.data)
+    })
 }
 
 #[test]
