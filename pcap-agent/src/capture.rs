@@ -7,7 +7,9 @@
 use std::{future::Future, io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use pcap_common::{Counters, Direction, HEADER_LEN, PacketHeader};
+use pcap_common::{
+    Counters, Direction, FLAG_PKT_TYPE_MASK, FLAG_PKT_TYPE_SHIFT, HEADER_LEN, PacketHeader,
+};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
@@ -15,8 +17,12 @@ use crate::{
     clock::WallClock,
     datapath::{self, Datapath, DatapathError},
     iface::Interface,
-    rtnl::LinkWatch,
+    rtnl::{Link, LinkChanges, LinkWatch},
 };
+
+/// `sll_pkttype` of a packet the interface sent (`PACKET_OUTGOING`); the
+/// others are the kernel's `skb->pkt_type` on ingress.
+pub const PACKET_OUTGOING: u8 = 4;
 
 /// How long to wait, after detaching, for packets that programs still
 /// running on other CPUs were writing. An RCU grace period is far shorter.
@@ -46,6 +52,10 @@ pub struct Packet<'a> {
     pub orig_len: u32,
     pub data: &'a [u8],
     pub direction: Option<Direction>,
+    /// What a packet socket calls `sll_pkttype`: [`PACKET_OUTGOING`] on
+    /// egress, else the kernel's `PACKET_HOST`, `PACKET_BROADCAST`,
+    /// `PACKET_MULTICAST` or `PACKET_OTHERHOST` (0 to 3).
+    pub packet_type: u8,
     /// `skb->mark` when the packet was seen.
     pub mark: u32,
     /// A comment for the pcapng file (`opt_comment`), e.g. the c2c annotation.
@@ -82,6 +92,12 @@ pub trait PacketSink {
     /// final and the capture goes on without it.
     fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
         let _ = removed;
+        Ok(())
+    }
+    /// `-i any`: a new interface is captured; packets of it follow, with
+    /// the next position among the capture's interfaces.
+    fn interface_added(&mut self, interface: &Interface, snaplen: u32) -> io::Result<()> {
+        let _ = (interface, snaplen);
         Ok(())
     }
     /// Names for addresses (a pcapng Name Resolution Block), written
@@ -209,7 +225,7 @@ pub async fn run(
     )]
     let mut links = AsyncFd::new(links).map_err(CaptureError::Poll)?;
     let mut reader = Reader {
-        interfaces: &spec.interfaces,
+        interfaces: spec.interfaces.clone(),
         delivered: vec![0; spec.interfaces.len()],
         dropped: vec![0; spec.interfaces.len()],
         after_limit: vec![0; spec.interfaces.len()],
@@ -255,10 +271,10 @@ pub async fn run(
             }
             guard = links.readable_mut() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
-                let removed = guard.get_inner_mut().removed(&reader.watched());
+                let changes = guard.get_inner_mut().changes(&reader.watched());
                 guard.clear_ready();
-                let removed = removed.map_err(CaptureError::Poll)?;
-                if let Some(reason) = reader.remove(&removed, ring.get_mut(), &mut datapath)? {
+                let changes = changes.map_err(CaptureError::Poll)?;
+                if let Some(reason) = reader.links_changed(&changes, ring.get_mut(), &mut datapath, spec)? {
                     break reason;
                 }
             }
@@ -302,7 +318,7 @@ pub async fn run(
 }
 
 struct Reader<'a> {
-    interfaces: &'a [Interface],
+    interfaces: Vec<Interface>,
     delivered: Vec<u64>,
     dropped: Vec<u64>,
     after_limit: Vec<u64>,
@@ -345,12 +361,17 @@ impl Reader<'_> {
                 self.after_limit[slot] += 1;
                 continue;
             }
+            let direction = Direction::from_u8(header.direction);
             let packet = Packet {
                 interface: slot as u32,
                 unix_ns: self.clock.unix_ns(header.tai_ns),
                 orig_len: header.orig_len,
                 data,
-                direction: Direction::from_u8(header.direction),
+                direction,
+                packet_type: match direction {
+                    Some(Direction::Egress) => PACKET_OUTGOING,
+                    _ => (header.flags >> FLAG_PKT_TYPE_SHIFT) & FLAG_PKT_TYPE_MASK,
+                },
                 mark: header.mark,
                 comment: None,
             };
@@ -433,7 +454,7 @@ impl Reader<'_> {
             return Ok(Some(reason));
         }
         let now = self.clock.unix_ns(tai_now());
-        let interfaces = self.interfaces;
+        let interfaces = self.interfaces.clone();
         for (slot, interface) in interfaces.iter().enumerate() {
             if !indexes.contains(&interface.index) || self.removed[slot].is_some() {
                 continue;
@@ -455,6 +476,53 @@ impl Reader<'_> {
             .iter()
             .all(Option::is_some)
             .then_some(StopReason::InterfacesGone))
+    }
+
+    /// Ends the capture of the interfaces that went away and, with
+    /// `-i any`, starts it on those that appeared.
+    fn links_changed(
+        &mut self,
+        changes: &LinkChanges,
+        ring: &mut RingBuf<MapData>,
+        datapath: &mut Datapath,
+        spec: &Spec,
+    ) -> Result<Option<StopReason>, CaptureError> {
+        if let Some(reason) = self.remove(&changes.removed, ring, datapath)? {
+            return Ok(Some(reason));
+        }
+        if !spec.datapath.any {
+            return Ok(None);
+        }
+        let added = self.add(&changes.added, datapath, spec);
+        self.stop_after(added)
+    }
+
+    /// `-i any`: captures the interfaces that appeared. One that cannot be
+    /// captured (a hardware type pcap does not know, or gone again before
+    /// it was attached) is left out, and said so in the log.
+    fn add(&mut self, links: &[Link], datapath: &mut Datapath, spec: &Spec) -> io::Result<()> {
+        for link in links {
+            let interface = match Interface::new(&link.name, link.index, link.hardware_type) {
+                Ok(interface) => interface,
+                Err(e) => {
+                    tracing::debug!(interface = link.name, error = %e, "not captured");
+                    continue;
+                }
+            };
+            self.interfaces.push(interface.clone());
+            if let Err(e) = datapath.add(&interface, &self.interfaces, &spec.datapath) {
+                tracing::warn!(interface = link.name, error = %e, "cannot capture a new interface");
+                self.interfaces.pop();
+                continue;
+            }
+            self.delivered.push(0);
+            self.dropped.push(0);
+            self.after_limit.push(0);
+            self.removed.push(None);
+            self.output
+                .interface_added(&interface, spec.datapath.snaplen)?;
+        }
+        Ok(())
     }
 }
 

@@ -150,7 +150,15 @@ pub struct Options {
     pub directions: Directions,
     /// Which packets to capture; `None` for all.
     pub filter: Option<Filter>,
+    /// `-i any`: interfaces are added while the capture runs
+    /// ([`Datapath::add`]), and loopback interfaces are captured on
+    /// ingress only, as libpcap skips outgoing loopback packets (each is
+    /// seen again as it comes in).
+    pub any: bool,
 }
+
+/// Room in the counters for the interfaces an `-i any` capture may add.
+const MAX_ANY_INTERFACES: u32 = 4096;
 
 /// A loaded, attached capture program with its own ring buffer and counters.
 ///
@@ -160,7 +168,7 @@ pub struct Datapath {
     ring: Option<RingBuf<MapData>>,
     tc: Option<tc_fallback::Attachments>,
     /// The filter programs, also held by the `FILTERS` program array.
-    _filter_programs: Option<[std::os::fd::OwnedFd; 2]>,
+    filter_programs: Option<[std::os::fd::OwnedFd; 2]>,
     nr_cpus: usize,
     detached: bool,
 }
@@ -186,7 +194,14 @@ impl Datapath {
                 true,
             )
             .map_max_entries("PACKETS", ring_bytes)
-            .map_max_entries("COUNTERS", interfaces.len().max(1) as u32)
+            .map_max_entries(
+                "COUNTERS",
+                if options.any {
+                    MAX_ANY_INTERFACES
+                } else {
+                    interfaces.len().max(1) as u32
+                },
+            )
             .load(EBPF_OBJECT)
             .map_err(|e| match &e {
                 EbpfError::MapError(MapError::CreateError { io_error, .. })
@@ -204,11 +219,7 @@ impl Datapath {
                 PerCpuHashMap::try_from(ebpf.map_mut("COUNTERS").expect("COUNTERS map"))
                     .map_err(|e| DatapathError::Map("COUNTERS", e))?;
             for interface in interfaces {
-                let zeros = PerCpuValues::try_from(vec![Counters::default(); nr_cpus])
-                    .map_err(|e| DatapathError::Map("COUNTERS", MapError::IoError(e)))?;
-                counters
-                    .insert(interface.index, zeros, 0)
-                    .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+                zero_counters(&mut counters, interface.index, nr_cpus)?;
             }
         }
         let names = ENTRY_PROGRAMS
@@ -233,45 +244,47 @@ impl Datapath {
             ebpf,
             ring: Some(ring),
             tc: None,
-            _filter_programs: filter_programs,
+            filter_programs,
             nr_cpus,
             detached: false,
         };
-        if options.attach.uses_tcx() {
-            datapath.attach_tcx(interfaces, options.directions)?;
-        } else {
-            let mut attachments = tc_fallback::Attachments::new()?;
-            let result = attachments.begin().and_then(|()| {
-                interfaces.iter().try_for_each(|interface| {
-                    attachments.prepare(interface)?;
-                    options
-                        .directions
-                        .hooks()
-                        .try_for_each(|(name, attach_type)| {
-                            attachments.attach(
-                                interface,
-                                program(&mut datapath.ebpf, name),
-                                attach_type,
-                            )
-                        })
-                })
-            });
-            attachments.end();
-            datapath.tc = Some(attachments);
-            result?;
+        if !options.attach.uses_tcx() {
+            datapath.tc = Some(tc_fallback::Attachments::new()?);
         }
+        datapath.attach_hooks(interfaces, options)?;
         Ok(datapath)
     }
 
-    fn attach_tcx(
+    /// Attaches the entry programs to the hooks `options` asks for of each
+    /// interface: TCX links, or cls_bpf filters when `self.tc` is set.
+    fn attach_hooks(
         &mut self,
         interfaces: &[Interface],
-        directions: Directions,
+        options: &Options,
     ) -> Result<(), DatapathError> {
+        let hooks = |interface: &Interface| {
+            let loopback_in_only = options.any && interface.is_loopback();
+            options.directions.hooks().filter(move |(_, attach_type)| {
+                !(loopback_in_only && matches!(attach_type, TcAttachType::Egress))
+            })
+        };
+        if let Some(attachments) = self.tc.as_mut() {
+            let ebpf = &mut self.ebpf;
+            let result = attachments.begin().and_then(|()| {
+                interfaces.iter().try_for_each(|interface| {
+                    attachments.prepare(interface)?;
+                    hooks(interface).try_for_each(|(name, attach_type)| {
+                        attachments.attach(interface, program(ebpf, name), attach_type)
+                    })
+                })
+            });
+            attachments.end();
+            return Ok(result?);
+        }
         // First on ingress and last on egress: we see what the wire sees,
         // before and after any other program has had its say.
         for interface in interfaces {
-            for (name, attach_type) in directions.hooks() {
+            for (name, attach_type) in hooks(interface) {
                 let order = match attach_type {
                     TcAttachType::Egress => LinkOrder::last(),
                     _ => LinkOrder::first(),
@@ -291,6 +304,32 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Adds `interface` to a running `-i any` capture, whose interfaces
+    /// are now `all` (the new one included): its counters, the filter
+    /// recompiled for `all` (replaced in its slots before the interface is
+    /// attached, so that the new interface never meets a program of another
+    /// link type), then its hooks.
+    pub fn add(
+        &mut self,
+        interface: &Interface,
+        all: &[Interface],
+        options: &Options,
+    ) -> Result<(), DatapathError> {
+        {
+            let mut counters: PerCpuHashMap<_, u32, Counters> =
+                PerCpuHashMap::try_from(self.ebpf.map_mut("COUNTERS").expect("COUNTERS map"))
+                    .map_err(|e| DatapathError::Map("COUNTERS", e))?;
+            zero_counters(&mut counters, interface.index, self.nr_cpus)?;
+        }
+        if let Some(filter) = &options.filter {
+            let Some(aya::maps::Map::ProgramArray(filters)) = self.ebpf.map("FILTERS") else {
+                unreachable!("the eBPF object has a FILTERS program array");
+            };
+            self.filter_programs = Some(filter.install(all, filters.fd().as_fd())?);
+        }
+        self.attach_hooks(std::slice::from_ref(interface), options)
     }
 
     /// The ring buffer. Taken by the reader; `None` once taken.
@@ -344,6 +383,19 @@ impl Drop for Datapath {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// Sets an interface's counters to zero on every CPU.
+fn zero_counters(
+    counters: &mut PerCpuHashMap<&mut MapData, u32, Counters>,
+    index: u32,
+    nr_cpus: usize,
+) -> Result<(), DatapathError> {
+    let zeros = PerCpuValues::try_from(vec![Counters::default(); nr_cpus])
+        .map_err(|e| DatapathError::Map("COUNTERS", MapError::IoError(e)))?;
+    counters
+        .insert(index, zeros, 0)
+        .map_err(|e| DatapathError::Map("COUNTERS", e))
 }
 
 /// What a failed load of one of our programs means.

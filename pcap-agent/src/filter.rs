@@ -11,7 +11,7 @@ use pcap_filter::{
 };
 use thiserror::Error;
 
-use crate::iface::Interface;
+use crate::iface::{Interface, LINKTYPE_ETHERNET, LINKTYPE_RAW};
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -51,6 +51,19 @@ impl Filter {
         expression: &str,
         interfaces: &[Interface],
     ) -> Result<Option<Self>, FilterCompileError> {
+        Self::compile_for(expression, interfaces.iter().map(|i| i.link_type))
+    }
+
+    /// As [`Self::compile`], for every link type an interface of an
+    /// `-i any` capture may have, now or when it appears.
+    pub fn compile_any(expression: &str) -> Result<Option<Self>, FilterCompileError> {
+        Self::compile_for(expression, [LINKTYPE_ETHERNET, LINKTYPE_RAW])
+    }
+
+    fn compile_for(
+        expression: &str,
+        link_types: impl IntoIterator<Item = u16>,
+    ) -> Result<Option<Self>, FilterCompileError> {
         if expression.len() > pcap_proto::MAX_FILTER_BYTES {
             return Err(FilterCompileError::TooLong(expression.len()));
         }
@@ -58,15 +71,9 @@ impl Filter {
             return Ok(None);
         }
         let mut programs: Vec<(u16, Vec<CbpfInsn>)> = Vec::new();
-        for interface in interfaces {
-            if programs
-                .iter()
-                .all(|(link_type, _)| *link_type != interface.link_type)
-            {
-                programs.push((
-                    interface.link_type,
-                    pcap_filter::compile(expression, interface.link_type)?,
-                ));
+        for link_type in link_types {
+            if programs.iter().all(|(known, _)| *known != link_type) {
+                programs.push((link_type, pcap_filter::compile(expression, link_type)?));
             }
         }
         if programs
@@ -86,8 +93,9 @@ impl Filter {
     }
 
     /// Loads one filter program per direction and puts them into their
-    /// `FILTERS` slots. The programs live as long as the returned fds and the
-    /// program array hold them.
+    /// `FILTERS` slots (replacing what they held). The programs live as
+    /// long as the returned fds and the program array hold them. Only the
+    /// link types of `interfaces` are dispatched to.
     pub(crate) fn install(
         &self,
         interfaces: &[Interface],
@@ -108,6 +116,7 @@ impl Filter {
             .programs
             .iter()
             .zip(&ifindexes)
+            .filter(|(_, (_, ifindexes))| !ifindexes.is_empty())
             .map(|((link_type, program), (_, ifindexes))| InterfaceFilter {
                 program,
                 link_type: *link_type,

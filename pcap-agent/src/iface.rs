@@ -11,7 +11,7 @@ pub const LINKTYPE_RAW: u16 = 101;
 
 /// `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
 const ARPHRD_ETHER: u32 = 1;
-const ARPHRD_LOOPBACK: u32 = 772;
+pub const ARPHRD_LOOPBACK: u32 = 772;
 const ARPHRD_NONE: u32 = 0xfffe;
 const ARPHRD_RAWIP: u32 = 519;
 const ARPHRD_TUNNEL: u32 = 768;
@@ -39,7 +39,13 @@ pub struct Interface {
     pub index: u32,
     /// The pcap link type of what the TC hook sees on this interface.
     pub link_type: u16,
+    /// Its `ARPHRD_*` hardware type (`sll2_hatype` in `-i any` captures).
+    pub hardware_type: u32,
 }
+
+/// The name of tcpdump's pseudo-interface for every interface of the
+/// network namespace (`-i any`).
+pub const ANY: &str = "any";
 
 impl Interface {
     /// Resolves `name` in the current network namespace.
@@ -65,6 +71,12 @@ impl Interface {
                 path,
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             })?;
+        Self::new(name, index, arphrd)
+    }
+
+    /// The interface `name` with index `index` and hardware type `arphrd`
+    /// (as route netlink tells them), if pcap can capture that type.
+    pub fn new(name: &str, index: u32, arphrd: u32) -> Result<Self, InterfaceError> {
         let link_type = match arphrd {
             ARPHRD_ETHER | ARPHRD_LOOPBACK => LINKTYPE_ETHERNET,
             // As libpcap: devices without a link-layer header carry raw IP.
@@ -80,7 +92,13 @@ impl Interface {
             name: name.to_owned(),
             index,
             link_type,
+            hardware_type: arphrd,
         })
+    }
+
+    /// Whether this is a loopback interface.
+    pub fn is_loopback(&self) -> bool {
+        self.hardware_type == ARPHRD_LOOPBACK
     }
 }
 
@@ -89,6 +107,7 @@ pub fn link_type_name(link_type: u16) -> &'static str {
     match link_type {
         LINKTYPE_ETHERNET => "EN10MB (Ethernet)",
         LINKTYPE_RAW => "RAW (Raw IP)",
+        pcap_format::linktype::LINKTYPE_LINUX_SLL2 => "LINUX_SLL2 (Linux cooked v2)",
         _ => "unknown",
     }
 }

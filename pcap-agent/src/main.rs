@@ -18,9 +18,9 @@ use pcap_agent::{
     capture::{self, Report, Spec, StopReason},
     datapath::{self, AttachMode, Directions},
     filter::Filter,
-    iface::{Interface, link_type_name},
+    iface::{ANY, Interface, link_type_name},
     output::{Format, Output},
-    privileges, serve,
+    privileges, rtnl, serve,
 };
 use pcap_common::MAX_SNAPLEN;
 use pcap_proto::{
@@ -174,7 +174,8 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     let spec = spec(args, &options)?;
     // Before attaching anything: name what is missing instead of EPERM.
     privileges::check_effective(&caps::CapsHashSet::new())?;
-    let mut output = match &args.capture.write {
+    let any = spec.datapath.any;
+    let output = match &args.capture.write {
         None => Output::lines(
             Box::new(io::stdout()),
             args.tcpdump.print.options(),
@@ -193,6 +194,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
         )
         .packet_buffered(args.tcpdump.print.packet_buffered),
     };
+    let mut output = output.any(any);
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let signalled = interrupt_or_terminate()?;
@@ -201,6 +203,26 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
             StopReason::Signal
         };
         let listening = || {
+            if any {
+                // One link type for all in pcap and lines; pcapng keeps each
+                // interface's own.
+                let link_type = match (&args.capture.write, args.format) {
+                    (Some(_), Format::Pcapng) => "per interface (pcapng)",
+                    _ => link_type_name(pcap_format::linktype::LINKTYPE_LINUX_SLL2),
+                };
+                eprintln!(
+                    "pcap-agent: listening on any ({} interfaces: {}), link-type {link_type}, \
+                     snapshot length {} bytes",
+                    spec.interfaces.len(),
+                    spec.interfaces
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    spec.datapath.snaplen
+                );
+                return;
+            }
             for interface in &spec.interfaces {
                 eprintln!(
                     "pcap-agent: listening on {}, link-type {}, snapshot length {} bytes",
@@ -352,16 +374,37 @@ fn spec(args: &CaptureArgs, options: &CaptureOptions) -> anyhow::Result<Spec> {
         .checked_mul(1024)
         .filter(|b| (4096..=1 << 30).contains(b))
         .with_context(|| format!("invalid -B {}: give 4 to 1048576 KiB", args.buffer_kib))?;
+    let any = options.interfaces.iter().any(|name| name == ANY);
     let mut interfaces: Vec<Interface> = Vec::new();
-    for name in &options.interfaces {
+    if any {
+        if options.interfaces.len() > 1 {
+            anyhow::bail!("-i any captures every interface: give it alone");
+        }
+        // Every interface pcap can capture; the capture adds those that
+        // appear later.
+        let links = rtnl::Rtnl::open()
+            .and_then(|mut rtnl| rtnl.links())
+            .context("listing the interfaces")?;
+        interfaces.extend(
+            links
+                .iter()
+                .filter_map(|l| Interface::new(&l.name, l.index, l.hardware_type).ok()),
+        );
+    }
+    for name in options.interfaces.iter().filter(|_| !any) {
         let interface = Interface::lookup(name)?;
         if !interfaces.contains(&interface) {
             interfaces.push(interface);
         }
     }
     let expression = expression(args)?;
-    let filter = Filter::compile(&expression, &interfaces)?;
-    if args.format == Format::Pcap
+    let filter = if any {
+        Filter::compile_any(&expression)?
+    } else {
+        Filter::compile(&expression, &interfaces)?
+    };
+    if !any
+        && args.format == Format::Pcap
         && args.capture.write.is_some()
         && interfaces
             .iter()
@@ -379,6 +422,7 @@ fn spec(args: &CaptureArgs, options: &CaptureOptions) -> anyhow::Result<Spec> {
             attach: args.attach,
             directions: args.tcpdump.direction.unwrap_or_default(),
             filter,
+            any,
         },
         count: options.limits.packets.map(NonZeroU64::get),
         bytes: None,

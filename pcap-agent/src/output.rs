@@ -4,11 +4,13 @@
 use std::io::{self, BufWriter, Write};
 
 use pcap_common::Direction;
-use pcap_format::{CaptureWriter, InterfaceStatistics, summary};
+use pcap_format::{
+    CaptureWriter, InterfaceStatistics, linktype::LINKTYPE_LINUX_SLL2, sll2, summary,
+};
 
 use crate::{
     capture::{Delivery, InterfaceReport, Packet, PacketSink, Removed, Report},
-    iface::Interface,
+    iface::{ANY, Interface, link_type_name},
 };
 
 /// File formats for `-w`.
@@ -32,6 +34,8 @@ pub enum Output {
         packet_buffered: bool,
         sink: Option<Box<dyn Write + Send>>,
         writer: Option<Box<dyn CaptureWriter + Send>>,
+        /// `-i any`: see [`Output::any`].
+        any: Any,
     },
     /// One line per packet, printed as tcpdump does; flushed after each
     /// batch, or each packet when the bool is set (-l, -U).
@@ -39,7 +43,23 @@ pub enum Output {
         BufWriter<Box<dyn Write + Send>>,
         Box<summary::Printer>,
         bool,
+        Any,
     ),
+}
+
+/// How an `-i any` capture writes its packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Any {
+    /// Not `-i any`: each packet as its interface's link type.
+    #[default]
+    Off,
+    /// `-i any`, in pcapng: one interface block per interface, each with
+    /// its own link type, and a new block for an interface that appears.
+    PerInterface,
+    /// `-i any` in classic pcap or as lines: `LINKTYPE_LINUX_SLL2`, as
+    /// `tcpdump -i any` (one link type for every interface), cut to the
+    /// snap length.
+    Cooked { snaplen: u32 },
 }
 
 impl Output {
@@ -50,7 +70,27 @@ impl Output {
             packet_buffered: false,
             sink: Some(sink),
             writer: None,
+            any: Any::Off,
         }
+    }
+
+    /// `-i any`: in pcapng, one interface block per interface, as always
+    /// (and one more for each interface that appears); in classic pcap
+    /// and lines, Linux cooked v2 as `tcpdump -i any` writes it.
+    #[must_use]
+    pub fn any(mut self, on: bool) -> Self {
+        let cooked = Any::Cooked { snaplen: 0 };
+        match &mut self {
+            Self::File { format, any, .. } => {
+                *any = match (on, *format) {
+                    (false, _) => Any::Off,
+                    (true, Format::Pcapng) => Any::PerInterface,
+                    (true, Format::Pcap) => cooked,
+                };
+            }
+            Self::Lines(.., any) => *any = if on { cooked } else { Any::Off },
+        }
+        self
     }
 
     /// -U: a file flushed after every packet (lines are flushed by
@@ -71,6 +111,7 @@ impl Output {
             BufWriter::new(sink),
             Box::new(summary::Printer::new(options)),
             flush_each,
+            Any::Off,
         )
     }
 }
@@ -78,10 +119,15 @@ impl Output {
 impl PacketSink for Output {
     /// Writes the file's headers for the capture's interfaces.
     fn begin(&mut self, interfaces: &[Interface], snaplen: u32) -> io::Result<()> {
+        let (Self::File { any, .. } | Self::Lines(.., any)) = self;
+        if let Any::Cooked { snaplen: cooked } = any {
+            *cooked = snaplen;
+        }
         let Self::File {
             format,
             sink,
             writer,
+            any,
             ..
         } = self
         else {
@@ -89,6 +135,18 @@ impl PacketSink for Output {
         };
         let sink = sink.take().expect("begin is called once");
         let mut new_writer = file_writer(*format, sink, Some(&os_name()))?;
+        if let Any::Cooked { .. } = any {
+            new_writer
+                .add_interface(&pcap_format::Interface {
+                    name: ANY.to_owned(),
+                    description: None,
+                    link_type: LINKTYPE_LINUX_SLL2,
+                    snaplen,
+                })
+                .map_err(io::Error::other)?;
+            *writer = Some(new_writer);
+            return Ok(());
+        }
         for interface in interfaces {
             new_writer
                 .add_interface(&pcap_format::Interface {
@@ -104,6 +162,30 @@ impl PacketSink for Output {
     }
 
     fn packet(&mut self, interface: &Interface, packet: &Packet<'_>) -> io::Result<Delivery> {
+        let (Self::File { any, .. } | Self::Lines(.., any)) = self;
+        let cooked = match *any {
+            Any::Cooked { snaplen } => sll2::from_frame(
+                interface.link_type,
+                packet.data,
+                packet.orig_len,
+                sll2::Meta {
+                    ifindex: interface.index,
+                    hardware_type: interface.hardware_type as u16,
+                    packet_type: packet.packet_type,
+                },
+                snaplen,
+            ),
+            _ => None,
+        };
+        let (link_type, data, orig_len, interface_id) = match &cooked {
+            Some((data, orig_len)) => (LINKTYPE_LINUX_SLL2, &data[..], *orig_len, 0),
+            None => (
+                interface.link_type,
+                packet.data,
+                packet.orig_len,
+                packet.interface,
+            ),
+        };
         match self {
             Self::File {
                 writer,
@@ -112,10 +194,10 @@ impl PacketSink for Output {
             } => {
                 let writer = writer.as_mut().expect("begin was called");
                 writer.write_packet(&pcap_format::Packet {
-                    interface_id: packet.interface,
+                    interface_id,
                     timestamp_ns: packet.unix_ns,
-                    original_len: packet.orig_len,
-                    data: packet.data,
+                    original_len: orig_len,
+                    data,
                     direction: packet.direction.map(|d| match d {
                         Direction::Ingress => pcap_format::Direction::Inbound,
                         Direction::Egress => pcap_format::Direction::Outbound,
@@ -126,17 +208,22 @@ impl PacketSink for Output {
                     writer.flush()?;
                 }
             }
-            Self::Lines(out, printer, flush_each) => {
-                let direction = match packet.direction {
-                    Some(Direction::Ingress) => "In ",
-                    Some(Direction::Egress) => "Out",
-                    None => "?  ",
+            Self::Lines(out, printer, flush_each, any) => {
+                let prefix = if let Any::Cooked { .. } = any {
+                    // The printer puts the packet type after the name.
+                    interface.name.clone()
+                } else {
+                    let direction = match packet.direction {
+                        Some(Direction::Ingress) => "In ",
+                        Some(Direction::Egress) => "Out",
+                        None => "?  ",
+                    };
+                    format!("{} {direction}", interface.name)
                 };
-                let prefix = format!("{} {direction}", interface.name);
                 let frame = summary::Frame {
-                    link_type: interface.link_type,
-                    data: packet.data,
-                    orig_len: packet.orig_len,
+                    link_type,
+                    data,
+                    orig_len,
                     unix_ns: packet.unix_ns,
                 };
                 let text = printer.print(&frame, Some(&prefix)).text;
@@ -211,6 +298,33 @@ impl PacketSink for Output {
             write_statistics(writer.as_mut(), id, report, at)?;
         }
         self.flush()
+    }
+
+    /// `-i any`: a new interface block in pcapng (nothing for the one
+    /// interface of a cooked capture), and a line on stderr.
+    fn interface_added(&mut self, interface: &Interface, snaplen: u32) -> io::Result<()> {
+        eprintln!(
+            "pcap-agent: listening on {} (index {}, new), link-type {}",
+            interface.name,
+            interface.index,
+            link_type_name(interface.link_type)
+        );
+        if let Self::File {
+            writer: Some(writer),
+            any: Any::PerInterface,
+            ..
+        } = self
+        {
+            writer
+                .add_interface(&pcap_format::Interface {
+                    name: interface.name.clone(),
+                    description: None,
+                    link_type: interface.link_type,
+                    snaplen,
+                })
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
     }
 
     /// A pcapng Name Resolution Block (nothing for pcap files or lines).

@@ -20,7 +20,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::LinkMessage,
+    link::{LinkAttribute, LinkMessage},
     tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -169,9 +169,67 @@ impl Rtnl {
     }
 }
 
+/// An interface as route netlink tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// Its `ARPHRD_*` type.
+    pub hardware_type: u32,
+}
+
+impl Link {
+    /// The interface a `RTM_NEWLINK` describes (not a bridge port's
+    /// `AF_BRIDGE` variant), if it has a name.
+    fn of(message: &LinkMessage) -> Option<Self> {
+        if message.header.interface_family != AddressFamily::Unspec {
+            return None;
+        }
+        let name = message.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })?;
+        Some(Self {
+            index: message.header.index,
+            name,
+            hardware_type: u32::from(u16::from(message.header.link_layer_type)),
+        })
+    }
+}
+
+impl Rtnl {
+    /// Every interface of this network namespace, in index order.
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut links: Vec<Link> = replies
+            .into_iter()
+            .flatten()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Link::of(&link),
+                _ => None,
+            })
+            .collect();
+        links.sort_by_key(|link| link.index);
+        Ok(links)
+    }
+}
+
+/// What a [`LinkWatch`] read since it was last asked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkChanges {
+    /// Indexes of watched interfaces that were removed.
+    pub removed: Vec<u32>,
+    /// Interfaces that were not watched and are here now (created, or
+    /// moved into this network namespace).
+    pub added: Vec<Link>,
+}
+
 /// Tells which interfaces are removed (deleted, or moved to another
-/// network namespace): a non-blocking route netlink socket in the link
-/// group of the network namespace it was opened in.
+/// network namespace) and which appear: a non-blocking route netlink
+/// socket in the link group of the network namespace it was opened in.
 pub struct LinkWatch {
     socket: Socket,
     buffer: Vec<u8>,
@@ -190,11 +248,12 @@ impl LinkWatch {
     }
 
     /// Reads every notification waiting, until the socket would block:
-    /// the indexes of the removed interfaces among `watched`. When the
-    /// kernel dropped notifications (the socket's buffer was full), each of
-    /// `watched` is looked up instead.
-    pub fn removed(&mut self, watched: &[u32]) -> io::Result<Vec<u32>> {
-        let mut removed = Vec::new();
+    /// the removed interfaces among `watched`, and the interfaces that
+    /// appeared and are not among them. When the kernel dropped
+    /// notifications (the socket's buffer was full), the interfaces are
+    /// listed instead.
+    pub fn changes(&mut self, watched: &[u32]) -> io::Result<LinkChanges> {
+        let mut changes = LinkChanges::default();
         let mut lost = false;
         loop {
             let size = match self.socket.recv(&mut &mut self.buffer[..], 0) {
@@ -210,27 +269,45 @@ impl LinkWatch {
                 let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
                     continue;
                 };
-                // A bridge port's removal from its bridge is an RTM_DELLINK
-                // of family AF_BRIDGE: the interface stays.
-                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) =
-                    message.payload
-                    && link.header.interface_family == AddressFamily::Unspec
-                    && watched.contains(&link.header.index)
-                    && !removed.contains(&link.header.index)
-                {
-                    removed.push(link.header.index);
+                match message.payload {
+                    // A bridge port's removal from its bridge is an
+                    // RTM_DELLINK of family AF_BRIDGE: the interface stays.
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
+                        if link.header.interface_family == AddressFamily::Unspec =>
+                    {
+                        let index = link.header.index;
+                        changes.added.retain(|added| added.index != index);
+                        if watched.contains(&index) && !changes.removed.contains(&index) {
+                            changes.removed.push(index);
+                        }
+                    }
+                    // Every change of an interface (up, down, renamed...)
+                    // is an RTM_NEWLINK: only unknown indexes are new.
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                        if let Some(link) = Link::of(&link)
+                            && !watched.contains(&link.index)
+                            && changes.added.iter().all(|added| added.index != link.index)
+                        {
+                            changes.added.push(link);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
         if lost {
-            let mut rtnl = Rtnl::open()?;
+            let links = Rtnl::open()?.links()?;
             for &index in watched {
-                if !removed.contains(&index) && !rtnl.link_exists(index)? {
-                    removed.push(index);
+                if !changes.removed.contains(&index) && links.iter().all(|l| l.index != index) {
+                    changes.removed.push(index);
                 }
             }
+            changes.added = links
+                .into_iter()
+                .filter(|link| !watched.contains(&link.index))
+                .collect();
         }
-        Ok(removed)
+        Ok(changes)
     }
 }
 
@@ -250,19 +327,6 @@ fn frames(received: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
 impl AsRawFd for LinkWatch {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
-    }
-}
-
-impl Rtnl {
-    /// Whether this network namespace has an interface with this index.
-    pub fn link_exists(&mut self, index: u32) -> io::Result<bool> {
-        let mut message = LinkMessage::default();
-        message.header.index = index;
-        match self.request(RouteNetlinkMessage::GetLink(message), NLM_F_ACK) {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }
 

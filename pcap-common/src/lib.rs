@@ -55,6 +55,13 @@ impl Direction {
 /// was put back into the captured bytes, as libpcap does.
 pub const FLAG_VLAN_REINSERTED: u8 = 1;
 
+/// `PacketHeader::flags`: on ingress, bits 1 to 3 hold `skb->pkt_type`
+/// (`PACKET_HOST` 0, `PACKET_BROADCAST` 1, `PACKET_MULTICAST` 2,
+/// `PACKET_OTHERHOST` 3), what a packet socket reports as `sll_pkttype`.
+pub const FLAG_PKT_TYPE_SHIFT: u8 = 1;
+/// The mask of the packet type bits, after shifting.
+pub const FLAG_PKT_TYPE_MASK: u8 = 0x7;
+
 /// Metadata written before the packet bytes of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

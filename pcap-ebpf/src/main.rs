@@ -24,7 +24,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::TcContext,
 };
-use pcap_common::{Counters, Direction, FLAG_VLAN_REINSERTED, MAX_SNAPLEN, PacketHeader, slot};
+use pcap_common::{
+    Counters, Direction, FLAG_PKT_TYPE_MASK, FLAG_PKT_TYPE_SHIFT, FLAG_VLAN_REINSERTED,
+    MAX_SNAPLEN, PacketHeader, slot,
+};
 
 /// Captured packets. User space sets the size when it loads the program.
 #[map]
@@ -151,7 +154,7 @@ fn capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) {
 fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Result<(), Drop> {
     let skb = ctx.skb.skb;
     // SAFETY: the kernel passes a valid `__sk_buff` to the program.
-    let (ifindex, mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs) = unsafe {
+    let (ifindex, mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs, pkt_type) = unsafe {
         (
             (*skb).ifindex,
             (*skb).mark,
@@ -160,6 +163,7 @@ fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Re
             (*skb).vlan_tci,
             (*skb).gso_size,
             (*skb).gso_segs,
+            (*skb).pkt_type,
         )
     };
     // libpcap puts an out-of-band VLAN tag back into the frame; so do we.
@@ -193,7 +197,7 @@ fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Re
             FLAG_VLAN_REINSERTED
         } else {
             0
-        },
+        } | ((pkt_type as u8 & FLAG_PKT_TYPE_MASK) << FLAG_PKT_TYPE_SHIFT),
     };
     copy::emit(ctx, &header, vlan, &PACKETS, wakeup_flags(header.tai_ns))
 }

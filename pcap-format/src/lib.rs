@@ -23,6 +23,7 @@ pub mod linktype;
 pub mod pcap;
 pub mod pcapng;
 mod record;
+pub mod sll2;
 pub mod summary;
 
 pub use capture_writer::{CaptureWriter, FormatError};

@@ -75,6 +75,7 @@ struct Held {
     orig_len: u32,
     data: Vec<u8>,
     direction: Option<Direction>,
+    packet_type: u8,
     mark: u32,
     tag: Option<u16>,
     flow: Option<Flow>,
@@ -197,6 +198,7 @@ impl<S: PacketSink> C2cSink<S> {
                 orig_len: held.orig_len,
                 data: &held.data,
                 direction: held.direction,
+                packet_type: held.packet_type,
                 mark: held.mark,
                 comment: comment.as_deref(),
             },
@@ -287,6 +289,7 @@ impl<S: PacketSink> PacketSink for C2cSink<S> {
             orig_len: packet.orig_len,
             data: packet.data.to_vec(),
             direction: packet.direction,
+            packet_type: packet.packet_type,
             mark: packet.mark,
             tag,
             flow: parsed.flow,
@@ -310,6 +313,12 @@ impl<S: PacketSink> PacketSink for C2cSink<S> {
 
     fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
         self.inner.interface_removed(removed)
+    }
+
+    fn interface_added(&mut self, interface: &Interface, snaplen: u32) -> io::Result<()> {
+        self.interfaces.push(interface.clone());
+        self.dropped.push(0);
+        self.inner.interface_added(interface, snaplen)
     }
 
     /// Gives the youngest held packet its full window for a verdict, then
@@ -391,6 +400,7 @@ mod tests {
             name: "silk-vtep".to_owned(),
             index: 5,
             link_type: 101,
+            hardware_type: 0xfffe,
         };
         let mut sink = C2cSink::with_parts(
             Recorder {
@@ -415,6 +425,7 @@ mod tests {
                 orig_len: 40,
                 data: &data,
                 direction: None,
+                packet_type: 0,
                 mark,
                 comment: None,
             };

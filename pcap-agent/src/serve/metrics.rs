@@ -179,6 +179,7 @@ mod tests {
             name: name.to_owned(),
             index: 2,
             link_type: 1,
+            hardware_type: 1,
         };
         let report = |seen| InterfaceReport {
             kernel: Counters {

@@ -228,6 +228,7 @@ pub fn plan_scoped(
             attach: config.capture.attach,
             directions: datapath::Directions::Inout,
             filter,
+            any: false,
         },
         count: limits.packets.map(NonZeroU64::get),
         bytes: limits.bytes.map(NonZeroU64::get),

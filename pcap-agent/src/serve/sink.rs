@@ -320,6 +320,7 @@ mod tests {
             name: "eth0".to_owned(),
             index: 2,
             link_type: 1,
+            hardware_type: 1,
         }
     }
 
@@ -330,6 +331,7 @@ mod tests {
             orig_len: 1500,
             data,
             direction: Some(KernelDirection::Egress),
+            packet_type: capture::PACKET_OUTGOING,
             mark: 0,
             comment: None,
         }

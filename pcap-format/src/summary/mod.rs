@@ -22,6 +22,7 @@ mod icmp;
 mod icmp6;
 mod ip;
 mod link;
+mod sll;
 mod tcp;
 #[cfg(test)]
 mod tests;
@@ -30,7 +31,7 @@ mod udp;
 
 use std::fmt::Write as _;
 
-use crate::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
+use crate::linktype::{LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW};
 
 pub use time::{TimeFormat, format_time};
 
@@ -129,7 +130,9 @@ impl Printer {
     }
 
     /// The packet's text, as tcpdump prints it; `prefix` goes between the
-    /// time stamp and the protocols (an interface name and direction).
+    /// time stamp and the protocols (an interface name and direction). For
+    /// `LINKTYPE_LINUX_SLL2` it is the interface's name, which tcpdump
+    /// prints before the packet type (`eth0  In  IP ...`).
     pub fn print(&mut self, frame: &Frame<'_>, prefix: Option<&str>) -> Printed {
         let mut out = String::new();
         self.count += 1;
@@ -147,7 +150,7 @@ impl Printer {
             };
         }
         self.time.print(&mut out, self.options.time, frame.unix_ns);
-        if let Some(prefix) = prefix {
+        if let Some(prefix) = prefix.filter(|_| frame.link_type != LINKTYPE_LINUX_SLL2) {
             out.push_str(prefix);
             out.push(' ');
         }
@@ -160,6 +163,7 @@ impl Printer {
         };
         let header_len = match frame.link_type {
             LINKTYPE_ETHERNET => link::ether_if(&mut nd, data, orig_len),
+            LINKTYPE_LINUX_SLL2 => sll::sll2_if(&mut nd, data, orig_len, prefix),
             LINKTYPE_RAW => {
                 nd.supported = false;
                 match ip::raw(&mut nd, data, orig_len) {

@@ -1,0 +1,288 @@
+//! `pcap-agent capture -i any` against `tcpdump -i any` on the same
+//! traffic, over loopback, a veth and a veth created while both capture.
+//!
+//! These tests need root (they create namespaces and load eBPF programs).
+
+use std::{collections::BTreeMap, fs::File, path::Path};
+
+use anyhow::{Context as _, ensure};
+use pcap_tests::{
+    TempDir,
+    agent_capture::{self, start_writing, within},
+    captures::{self, Direction, Packet},
+    netns::{Netns, Pair},
+    now_ns,
+    process::Running,
+    reference::{sync_references, tcpdump},
+};
+
+/// `tcpdump -i any` writes Linux cooked v2: a 20-byte header before the
+/// network layer.
+const SLL2_HEADER: usize = 20;
+const ETHERNET_HEADER: usize = 14;
+const LINKTYPE_ETHERNET: u16 = 1;
+const LINKTYPE_LINUX_SLL2: u16 = 276;
+
+/// One packet at the network layer: its interface, whether it was sent,
+/// and its bytes from the network-layer header on.
+type Seen = (String, bool, Vec<u8>);
+
+/// Two namespaces joined by veth0/veth1, without IPv6 (nothing is sent
+/// that the test does not send), captured in `a`.
+fn quiet_pair(tag: &str) -> anyhow::Result<Pair> {
+    let pair = Pair::new(tag)?;
+    pair.disable_ipv6()?;
+    for ns in [&pair.a, &pair.b] {
+        ns.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1")?;
+    }
+    Ok(pair)
+}
+
+/// Traffic over lo and veth0, then a new veth pair (veth2 in `a`, veth3 in
+/// `b`) once every capture in `captures` listens on veth2, and traffic over
+/// it too.
+fn traffic_and_a_new_interface(pair: &Pair, captures: &mut [&mut Running]) -> anyhow::Result<()> {
+    pair.a.sh("ping -c 2 -i 0.2 -W 1 127.0.0.1")?;
+    pair.a.sh("ping -c 2 -i 0.2 -W 1 10.0.0.2")?;
+    pair.a.sh(&format!(
+        "ip link add veth2 type veth peer name veth3 netns {} && \
+         ip addr add 10.0.1.1/24 dev veth2 && ip link set veth2 up",
+        pair.b.name
+    ))?;
+    pair.b
+        .sh("ip addr add 10.0.1.2/24 dev veth3 && ip link set veth3 up")?;
+    for capture in captures.iter_mut() {
+        capture.wait_for("listening on veth2", 1)?;
+    }
+    pair.a.sh("ping -c 2 -i 0.2 -W 1 10.0.1.2")?;
+    for destination in ["10.0.1.2", "10.0.0.2", "127.0.0.1"] {
+        pair.a.sh(&format!(
+            "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"z\"*300, (\"{destination}\", 9999))'"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The interface names of `ns` by index.
+fn names(ns: &Netns) -> anyhow::Result<BTreeMap<u32, String>> {
+    let mut names = BTreeMap::new();
+    for line in ns.sh("ip -o link")?.lines() {
+        let (index, rest) = line.split_once(": ").context("ip -o link")?;
+        let name = rest.split([':', '@']).next().context("ip -o link")?;
+        names.insert(index.parse()?, name.to_owned());
+    }
+    Ok(names)
+}
+
+/// tcpdump's cooked packets at the network layer.
+fn cooked(packets: &[Packet], names: &BTreeMap<u32, String>) -> anyhow::Result<Vec<Seen>> {
+    let mut seen = packets
+        .iter()
+        .map(|p| {
+            let index = u32::from_be_bytes(p.data[4..8].try_into()?);
+            let name = names.get(&index).context("an unknown ifindex")?.clone();
+            Ok((name, p.data[10] == 4, p.data[SLL2_HEADER..].to_vec()))
+        })
+        .collect::<anyhow::Result<Vec<Seen>>>()?;
+    seen.sort();
+    Ok(seen)
+}
+
+/// Our pcapng packets (Ethernet on every interface here) at the network layer.
+fn ethernet(packets: &[Packet]) -> anyhow::Result<Vec<Seen>> {
+    let mut seen = packets
+        .iter()
+        .map(|p| {
+            Ok((
+                p.interface
+                    .clone()
+                    .context("a packet without an interface")?,
+                p.direction == Some(Direction::Outbound),
+                p.data[ETHERNET_HEADER..].to_vec(),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<Seen>>>()?;
+    seen.sort();
+    Ok(seen)
+}
+
+fn assert_same_seen(ours: &[Seen], reference: &[Seen], what: &str) -> anyhow::Result<()> {
+    ensure!(
+        ours.len() == reference.len(),
+        "{what}: we have {} packets, tcpdump -i any {}",
+        ours.len(),
+        reference.len()
+    );
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        ensure!(
+            a == b,
+            "{what}: packet {i} differs\nours: {a:02x?}\ntcpdump: {b:02x?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn any_matches_tcpdump_any_including_a_new_interface() -> anyhow::Result<()> {
+    let pair = quiet_pair("any")?;
+    let dir = TempDir::new("any")?;
+    let (pcapng, pcap, reference, lines) = (
+        dir.join("ours.pcapng"),
+        dir.join("ours.pcap"),
+        dir.join("ref.pcap"),
+        dir.join("ours.txt"),
+    );
+    let reference_run = tcpdump(&pair.a, "any", "inout", &reference)?;
+    let mut ours_pcapng = start_writing(&pair.a, &pcapng, &["-i", "any"])?;
+    let mut ours_pcap = start_writing(&pair.a, &pcap, &["-i", "any", "--format", "pcap"])?;
+    let mut command = agent_capture::command(&pair.a);
+    command
+        .args(["-i", "any", "-e", "-t", "-nn"])
+        .stdout(File::create(&lines)?);
+    let mut ours_lines = Running::spawn(&mut command)?;
+    ours_lines.wait_for("listening on", 1)?;
+    let from = now_ns();
+    traffic_and_a_new_interface(
+        &pair,
+        &mut [&mut ours_pcapng, &mut ours_pcap, &mut ours_lines],
+    )?;
+    sync_references(&pair.a, "10.0.0.2", &[&reference])?;
+    let to = now_ns();
+    let (ours_pcapng, _) = agent_capture::written(ours_pcapng.interrupt()?, &pcapng)?;
+    let (ours_pcap, _) = agent_capture::written(ours_pcap.interrupt()?, &pcap)?;
+    let (status, stderr) = ours_lines.interrupt()?;
+    ensure!(status.success(), "pcap-agent -e failed: {stderr:?}");
+    reference_run.interrupt()?;
+    let reference_file = captures::read_file(&reference)?;
+    ensure!(reference_file.link_types == [LINKTYPE_LINUX_SLL2]);
+    let names = names(&pair.a)?;
+
+    // pcapng: one interface block per interface, each keeping Ethernet,
+    // veth2 added mid-file; the same packets at the network layer.
+    ensure!(
+        ours_pcapng.link_types == [LINKTYPE_ETHERNET; 3],
+        "link types {:?}: expected lo, veth0 and then veth2, each Ethernet",
+        ours_pcapng.link_types
+    );
+    let expected = cooked(&within(&reference_file.packets, from, to), &names)?;
+    ensure!(
+        expected.iter().any(|(name, ..)| name == "veth2")
+            && expected.iter().any(|(name, ..)| name == "lo")
+            && expected.iter().any(|(name, ..)| name == "veth0"),
+        "tcpdump saw no traffic on some interface: {expected:?}"
+    );
+    assert_same_seen(
+        &ethernet(&within(&ours_pcapng.packets, from, to))?,
+        &expected,
+        "pcapng",
+    )?;
+
+    // pcap: Linux cooked v2, byte for byte what tcpdump -i any wrote.
+    ensure!(ours_pcap.link_types == [LINKTYPE_LINUX_SLL2]);
+    let whole = |packets: &[Packet]| {
+        let mut all: Vec<(u32, Vec<u8>)> = packets
+            .iter()
+            .map(|p| (p.orig_len, p.data.clone()))
+            .collect();
+        all.sort();
+        all
+    };
+    let ours_whole = whole(&within(&ours_pcap.packets, from, to));
+    let reference_whole = whole(&within(&reference_file.packets, from, to));
+    ensure!(
+        ours_whole.len() == reference_whole.len(),
+        "pcap: {} packets, tcpdump -i any {}",
+        ours_whole.len(),
+        reference_whole.len()
+    );
+    for (a, b) in ours_whole.iter().zip(&reference_whole) {
+        ensure!(
+            a == b,
+            "pcap: a packet differs\nours: {a:02x?}\ntcpdump: {b:02x?}"
+        );
+    }
+
+    // Lines: what tcpdump -r prints of its own file in the same namespace
+    // (where the interface indexes have their names).
+    let reference_lines = pair
+        .a
+        .command("tcpdump")
+        .args(["-e", "-t", "-nn", "-r"])
+        .arg(&reference)
+        .output()?;
+    ensure!(reference_lines.status.success(), "tcpdump -r failed");
+    let sorted_lines = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let ours_text = std::fs::read_to_string(&lines)?;
+    let reference_text = String::from_utf8(reference_lines.stdout)?;
+    // The marker sync_references sends is in both; packets before `from`
+    // are in neither (nothing else is sent), so the sets must be equal.
+    let (ours_sorted, reference_sorted) = (sorted_lines(&ours_text), sorted_lines(&reference_text));
+    ensure!(!ours_sorted.is_empty(), "pcap-agent printed nothing");
+    ensure!(
+        ours_sorted == reference_sorted,
+        "printed lines differ\nours:\n{}\ntcpdump -r:\n{}",
+        ours_sorted.join("\n"),
+        reference_sorted.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn any_with_a_filter_keeps_what_tcpdump_keeps() -> anyhow::Result<()> {
+    let pair = quiet_pair("anyf")?;
+    let dir = TempDir::new("anyf")?;
+    let (ours_file, reference, filtered) = (
+        dir.join("ours.pcapng"),
+        dir.join("ref.pcap"),
+        dir.join("filtered.pcap"),
+    );
+    let reference_run = tcpdump(&pair.a, "any", "inout", &reference)?;
+    let mut ours = start_writing(&pair.a, &ours_file, &["-i", "any", "udp port 9999"])?;
+    let from = now_ns();
+    traffic_and_a_new_interface(&pair, &mut [&mut ours])?;
+    sync_references(&pair.a, "10.0.0.2", &[&reference])?;
+    let to = now_ns();
+    let (ours, _) = agent_capture::written(ours.interrupt()?, &ours_file)?;
+    reference_run.interrupt()?;
+    // tcpdump's own filter over its own file.
+    filter_file(&pair.a, &reference, &filtered, "udp port 9999")?;
+    let names = names(&pair.a)?;
+    let expected = cooked(
+        &within(&captures::read_file(&filtered)?.packets, from, to),
+        &names,
+    )?;
+    // The datagrams sent on veth0 and veth2, and received on lo.
+    ensure!(
+        expected.len() == 3,
+        "tcpdump kept {} packets, not 3: {expected:02x?}",
+        expected.len()
+    );
+    assert_same_seen(
+        &ethernet(&within(&ours.packets, from, to))?,
+        &expected,
+        "filtered",
+    )?;
+    Ok(())
+}
+
+/// `tcpdump -r IN -w OUT EXPRESSION` in `ns`.
+fn filter_file(ns: &Netns, input: &Path, output: &Path, expression: &str) -> anyhow::Result<()> {
+    let status = ns
+        .command("tcpdump")
+        .arg("-r")
+        .arg(input)
+        .arg("-w")
+        .arg(output)
+        .arg(expression)
+        .output()?;
+    ensure!(
+        status.status.success(),
+        "tcpdump -r failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    Ok(())
+}
