@@ -168,6 +168,9 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     // The snaplen and limits, checked as the agent service checks a
     // request's (the expression may still come from -F).
     let options = args.capture.options(&args.interfaces.interfaces, None)?;
+    args.capture
+        .rotation
+        .check(args.capture.write.as_deref())?;
     if let Some(path) = &args.tcpdump.read {
         return run_offline(args, &options, path);
     }
@@ -183,6 +186,11 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
         ),
         Some(path) if path.as_os_str() == "-" => {
             Output::file(args.format, Box::new(io::stdout()), true)
+                .packet_buffered(args.tcpdump.print.packet_buffered)
+        }
+        Some(path) if args.capture.rotation.is_set() => {
+            Output::rotating(args.format, path, &args.capture.rotation)?
+                .expect("rotation flags are given")
                 .packet_buffered(args.tcpdump.print.packet_buffered)
         }
         Some(path) => Output::file(
@@ -277,6 +285,9 @@ fn run_offline(
     }
     if args.c2c {
         anyhow::bail!("--c2c annotates a live capture: it does not apply to -r");
+    }
+    if args.capture.rotation.is_set() {
+        anyhow::bail!("-C, -G, -W and -z rotate the files of a live capture: they do not apply to -r");
     }
     if args.capture.duration.is_some() {
         anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");

@@ -2,8 +2,11 @@
 //! readable lines like tcpdump prints them.
 
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 use pcap_common::Direction;
+use pcap_proto::flags::RotationFlags;
+use pcap_sink::rotate::{MakeWriter, Policy, RotateError, RotatingWriter};
 use pcap_format::{
     CaptureWriter, InterfaceStatistics, linktype::LINKTYPE_LINUX_SLL2, sll2, summary,
 };
@@ -93,6 +96,26 @@ impl Output {
         self
     }
 
+    /// `-w PATH` rotated as `flags` say (`-C`, `-G`, `-W`, `-z`), or
+    /// `None` when they say nothing; the first file is created now.
+    pub fn rotating(
+        format: Format,
+        path: &Path,
+        flags: &RotationFlags,
+    ) -> Result<Option<Self>, RotateError> {
+        let Some(policy) = Policy::new(path, flags)? else {
+            return Ok(None);
+        };
+        let os = os_name();
+        let make: MakeWriter = Box::new(move |file| file_writer(format, file, Some(&os)));
+        let mut output = Self::file(format, Box::new(io::sink()), false);
+        if let Self::File { sink, writer, .. } = &mut output {
+            *sink = None;
+            *writer = Some(Box::new(RotatingWriter::new(policy, make)?));
+        }
+        Ok(Some(output))
+    }
+
     /// -U: a file flushed after every packet (lines are flushed by
     /// [`Output::lines`]' `flush_each`).
     #[must_use]
@@ -133,8 +156,12 @@ impl PacketSink for Output {
         else {
             return Ok(());
         };
-        let sink = sink.take().expect("begin is called once");
-        let mut new_writer = file_writer(*format, sink, Some(&os_name()))?;
+        let mut new_writer = match (writer.take(), sink.take()) {
+            // Rotated files: their writer was made before the capture.
+            (Some(writer), _) => writer,
+            (None, Some(sink)) => file_writer(*format, sink, Some(&os_name()))?,
+            (None, None) => unreachable!("begin is called once"),
+        };
         if let Any::Cooked { .. } = any {
             new_writer
                 .add_interface(&pcap_format::Interface {
@@ -257,7 +284,8 @@ impl PacketSink for Output {
         }
     }
 
-    /// Writes an interface statistics block per interface, then flushes.
+    /// Writes an interface statistics block per interface, then closes the
+    /// file (flushes it; rotated files also run -z on the last one).
     fn finish(&mut self, report: &Report, unix_ns: u64) -> io::Result<()> {
         if let Self::File {
             writer: Some(writer),
@@ -270,6 +298,8 @@ impl PacketSink for Output {
                     write_statistics(writer.as_mut(), id as u32, r, unix_ns)?;
                 }
             }
+            // Rotated files: the last one is closed and -z run on it.
+            return writer.close();
         }
         self.flush()
     }

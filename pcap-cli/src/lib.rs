@@ -32,9 +32,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use pcap_proto::flags::{CaptureFlags, InterfaceFlags};
+use pcap_proto::flags::{CaptureFlags, InterfaceFlags, RotationFlags};
 use pcap_proto::options;
 use pcap_proto::v1::{StartCapture, StaticTarget, Target, target};
+
+use pcap_sink::rotate::Policy;
 
 use crate::session::{Ending, Session};
 use crate::sink::Sink;
@@ -119,7 +121,11 @@ impl RemoteFlags {
     /// Checks what clap cannot: the values of the flags; the message names
     /// the flag.
     fn check(&self) -> Result<(), String> {
-        self.options(&[]).map(drop)
+        self.options(&[]).map(drop)?;
+        let rotation = &self.capture.rotation;
+        rotation
+            .check(self.capture.write.as_deref())
+            .map_err(|e| e.to_string())
     }
 
     fn options(&self, interfaces: &[String]) -> Result<options::CaptureOptions, String> {
@@ -132,6 +138,9 @@ impl RemoteFlags {
         match &self.capture.write {
             None => Output::Lines,
             Some(path) if path.as_os_str() == "-" => Output::Stdout,
+            Some(path) if self.capture.rotation.is_set() => {
+                Output::Files(path.clone(), self.capture.rotation.clone())
+            }
             Some(path) => Output::File(path.clone()),
         }
     }
@@ -155,6 +164,8 @@ impl RemoteFlags {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Output {
     File(PathBuf),
+    /// `-w` with `-C`, `-G`, `-W` or `-z`.
+    Files(PathBuf, RotationFlags),
     Stdout,
     Lines,
 }
@@ -296,6 +307,7 @@ async fn capture(
     let (written, outcome) = finished?;
     let where_to = match &output {
         Output::File(path) => format!("{} holds", path.display()),
+        Output::Files(path, _) => format!("the files of -w {} hold", path.display()),
         Output::Stdout => "stdout received".to_owned(),
         Output::Lines => "this run printed".to_owned(),
     };
@@ -392,6 +404,10 @@ fn open_sink(output: &Output) -> anyhow::Result<Sink<Box<dyn Write>>> {
         Output::Stdout => {
             let stdout: Box<dyn Write> = Box::new(io::stdout());
             Sink::pcapng(stdout, true, application).context("cannot write to stdout")?
+        }
+        Output::Files(path, rotation) => {
+            let policy = Policy::new(path, rotation)?.expect("rotation flags are given");
+            Sink::rotating(policy, application)?
         }
         Output::Lines => Sink::lines(Box::new(io::BufWriter::new(io::stdout()))),
     })

@@ -18,6 +18,8 @@ const FLUSH_AT: usize = 1 << 20;
 pub(crate) struct BlockBuffer<W: Write> {
     writer: W,
     buf: Vec<u8>,
+    /// Bytes handed to `writer` so far.
+    written_out: u64,
 }
 
 impl<W: Write> BlockBuffer<W> {
@@ -25,6 +27,7 @@ impl<W: Write> BlockBuffer<W> {
         Self {
             writer,
             buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            written_out: 0,
         }
     }
 
@@ -36,7 +39,13 @@ impl<W: Write> BlockBuffer<W> {
         Ok(())
     }
 
+    /// Bytes of the stream so far: written out and still buffered.
+    pub(crate) fn position(&self) -> u64 {
+        self.written_out + self.buf.len() as u64
+    }
+
     fn write_out(&mut self) -> io::Result<()> {
+        self.written_out += self.buf.len() as u64;
         let result = self.writer.write_all(&self.buf);
         self.buf.clear();
         result
@@ -87,6 +96,7 @@ mod tests {
         out.end_block().unwrap();
         assert_eq!(out.writer.len(), FLUSH_AT + 9);
         out.write_all(&[3]).unwrap();
+        assert_eq!(out.position(), FLUSH_AT as u64 + 10);
         assert_eq!(out.into_inner().unwrap().len(), FLUSH_AT + 10);
     }
 }

@@ -34,6 +34,16 @@ pub trait CaptureWriter {
 
     /// Flushes the underlying writer.
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Bytes of the file so far, buffered ones included.
+    fn position(&self) -> u64;
+
+    /// Ends the file: flushes it, and does what a writer of several files
+    /// does when the last one is complete. Called once, after the last
+    /// block.
+    fn close(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }
 
 /// Why a [`CaptureWriter`] refused an interface.

@@ -158,6 +158,10 @@ impl<W: Write> CaptureWriter for PcapWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Self::flush(self)
     }
+
+    fn position(&self) -> u64 {
+        self.writer.position()
+    }
 }
 
 fn invalid_input(message: &str) -> io::Error {

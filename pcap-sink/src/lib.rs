@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod origins;
+pub mod rotate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -16,10 +17,11 @@ use std::net::Ipv4Addr;
 
 use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
 use pcap_format::summary::{format_time, summarize};
-use pcap_format::{Direction, Interface, InterfaceStatistics, Packet};
+use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
 use pcap_proto::v1::{self as proto, InterfaceDescription, NameRecords, Statistics};
 
 pub use crate::origins::Origins;
+use crate::rotate::{Policy, RotateError, RotatingWriter};
 
 /// An (origin, interface id on that origin) pair, as packets name them.
 type Key = (u32, u32);
@@ -40,7 +42,20 @@ enum Output<W: Write> {
         /// For `-w -`: the reader sees every message as soon as it arrives.
         flush_every_message: bool,
     },
+    /// pcapng files rotated by `-C`, `-G`, `-W` (and `-z` run on them).
+    Files(RotatingWriter),
     Lines(W),
+}
+
+impl<W: Write> Output<W> {
+    /// The capture file writer, unless lines are printed.
+    fn capture_writer(&mut self) -> Option<&mut dyn CaptureWriter> {
+        match self {
+            Output::PcapNg { writer, .. } => Some(writer),
+            Output::Files(writer) => Some(writer),
+            Output::Lines(_) => None,
+        }
+    }
 }
 
 /// An interface described by the API.
@@ -69,6 +84,20 @@ impl<W: Write> Sink<W> {
             writer,
             flush_every_message,
         }))
+    }
+
+    /// pcapng files named and rotated as `policy` says (`-C`, `-G`, `-W`,
+    /// `-z`); the first is created now.
+    pub fn rotating(policy: Policy, application: &str) -> Result<Self, RotateError> {
+        let application = application.to_owned();
+        let make: rotate::MakeWriter = Box::new(move |file| {
+            let section = SectionOptions {
+                user_application: Some(&application),
+                ..SectionOptions::default()
+            };
+            Ok(Box::new(PcapNgWriter::new(file, &section)?))
+        });
+        Ok(Self::new(Output::Files(RotatingWriter::new(policy, make)?)))
     }
 
     /// One line per packet to `writer`.
@@ -128,17 +157,22 @@ impl<W: Write> Sink<W> {
         })?;
         let origin = origins.name(description.origin);
         let label = format!("{origin}/{}", description.name);
-        let pcapng_id = match &mut self.output {
-            Output::PcapNg { writer, .. } => writer.add_interface(&Interface {
-                name: label.clone(),
-                description: Some(match origins.address(description.origin) {
-                    Some(address) => format!("{} on {origin} ({address})", description.name),
-                    None => format!("{} on {origin}", description.name),
-                }),
-                link_type,
-                snaplen: description.snaplen,
-            })?,
-            Output::Lines(_) => self.interfaces.len() as u32,
+        let pcapng_id = match self.output.capture_writer() {
+            Some(writer) => writer
+                .add_interface(&Interface {
+                    name: label.clone(),
+                    description: Some(match origins.address(description.origin) {
+                        Some(address) => format!("{} on {origin} ({address})", description.name),
+                        None => format!("{} on {origin}", description.name),
+                    }),
+                    link_type,
+                    snaplen: description.snaplen,
+                })
+                .map_err(|e| match e {
+                    FormatError::Io(e) => e,
+                    other => io::Error::other(other),
+                })?,
+            None => self.interfaces.len() as u32,
         };
         self.interfaces.insert(
             key,
@@ -167,6 +201,14 @@ impl<W: Write> Sink<W> {
             };
             match &mut self.output {
                 Output::PcapNg { writer, .. } => writer.write_packet(&Packet {
+                    interface_id: interface.pcapng_id,
+                    timestamp_ns: packet.timestamp_ns,
+                    original_len: packet.original_length,
+                    data: &packet.data,
+                    direction,
+                    comment: packet.comment.as_deref(),
+                })?,
+                Output::Files(writer) => writer.write_packet(&Packet {
                     interface_id: interface.pcapng_id,
                     timestamp_ns: packet.timestamp_ns,
                     original_len: packet.original_length,
@@ -203,7 +245,7 @@ impl<W: Write> Sink<W> {
     /// lines show none). IPv4 records only: pcap-format writes no IPv6
     /// records yet, and agents send none.
     pub fn write_names(&mut self, names: &NameRecords) -> io::Result<()> {
-        let Output::PcapNg { writer, .. } = &mut self.output else {
+        let Some(writer) = self.output.capture_writer() else {
             return Ok(());
         };
         let entries: Vec<(Ipv4Addr, &str)> = names
@@ -236,7 +278,7 @@ impl<W: Write> Sink<W> {
                 writer,
                 flush_every_message: true,
             } => writer.flush(),
-            Output::PcapNg { .. } => Ok(()),
+            Output::PcapNg { .. } | Output::Files(_) => Ok(()),
             Output::Lines(out) => out.flush(),
         }
     }
@@ -245,14 +287,16 @@ impl<W: Write> Sink<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         match &mut self.output {
             Output::PcapNg { writer, .. } => writer.flush(),
+            Output::Files(writer) => writer.flush(),
             Output::Lines(out) => out.flush(),
         }
     }
 
-    /// Writes one statistics block per interface (pcapng) and flushes.
-    /// `now_ns` stamps the blocks.
+    /// Writes one statistics block per interface (pcapng) and flushes;
+    /// rotated files: closes the last and waits for `-z`. `now_ns` stamps
+    /// the blocks.
     pub fn finish(&mut self, now_ns: u64) -> io::Result<()> {
-        if let Output::PcapNg { writer, .. } = &mut self.output {
+        if let Some(writer) = self.output.capture_writer() {
             let mut described: Vec<(&Key, &Described)> = self.interfaces.iter().collect();
             described.sort_by_key(|(_, d)| d.pcapng_id);
             for (key, interface) in described {
@@ -262,6 +306,7 @@ impl<W: Write> Sink<W> {
                     interface, statistics, now_ns, &comment,
                 ))?;
             }
+            return writer.close();
         }
         self.flush()
     }
@@ -270,6 +315,9 @@ impl<W: Write> Sink<W> {
     pub fn into_inner(self) -> io::Result<W> {
         match self.output {
             Output::PcapNg { writer, .. } => writer.into_inner(),
+            Output::Files(_) => Err(io::Error::other(
+                "rotated capture files have no single writer",
+            )),
             Output::Lines(out) => Ok(out),
         }
     }

@@ -7,7 +7,7 @@
 //! agents.
 
 use std::num::NonZeroU64;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -40,6 +40,9 @@ pub struct CaptureFlags {
     /// one line per packet.
     #[arg(short = 'w', value_name = "FILE|-")]
     pub write: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub rotation: RotationFlags,
 
     /// A tcpdump filter expression, e.g. `tcp port 443`.
     #[arg(value_name = "EXPRESSION")]
@@ -78,4 +81,142 @@ pub struct InterfaceFlags {
     /// -i uses the target's default interfaces.
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
+}
+
+/// Largest `-C`: a million millions of bytes (1 TB).
+pub const MAX_FILE_SIZE_MB: u64 = 1_000_000;
+/// Largest `-G`: 366 days.
+pub const MAX_ROTATE_SECONDS: u64 = 366 * 86_400;
+/// Largest `-W`.
+pub const MAX_FILE_COUNT: u32 = 100_000;
+
+/// tcpdump's rotation of the `-w` file: `-C`, `-G`, `-W`, `-z`. Checked
+/// against `-w` by [`RotationFlags::check`]; written by
+/// `pcap_sink::rotate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args)]
+pub struct RotationFlags {
+    /// Start a new file when the current one holds more than SIZE million
+    /// bytes (1,000,000, as tcpdump): FILE, then FILE1, FILE2...
+    #[arg(short = 'C', value_name = "SIZE",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_FILE_SIZE_MB))]
+    pub file_size: Option<u64>,
+
+    /// Start a new file at every multiple of SECONDS since the epoch (the
+    /// wall clock: -G 3600 rotates on the hour, UTC); FILE's strftime
+    /// conversions (%Y%m%d-%H%M%S) name each file by its start, in UTC.
+    #[arg(short = 'G', value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_SECONDS))]
+    pub rotate_seconds: Option<u64>,
+
+    /// Keep only the newest COUNT files (a ring); with -C, files are
+    /// numbered 0 to COUNT-1, padded to the same width.
+    #[arg(short = 'W', value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_FILE_COUNT)))]
+    pub file_count: Option<u32>,
+
+    /// Run COMMAND FILE on each file once it is complete, the last one
+    /// too (a program, as tcpdump's -z: `-z gzip`; use a script for
+    /// arguments).
+    #[arg(short = 'z', value_name = "COMMAND")]
+    pub post_rotate: Option<PathBuf>,
+}
+
+impl RotationFlags {
+    /// Whether any of the flags is given.
+    pub fn is_set(&self) -> bool {
+        self.file_size.is_some()
+            || self.rotate_seconds.is_some()
+            || self.file_count.is_some()
+            || self.post_rotate.is_some()
+    }
+
+    /// Checks the flags against `-w` (`write`): they need a file.
+    pub fn check(&self, write: Option<&Path>) -> Result<(), RotationError> {
+        if !self.is_set() {
+            return Ok(());
+        }
+        match write {
+            None => return Err(RotationError::NoFile),
+            Some(path) if path.as_os_str() == "-" => return Err(RotationError::Stdout),
+            Some(_) => {}
+        }
+        if self.file_count.is_some() && self.file_size.is_none() && self.rotate_seconds.is_none() {
+            return Err(RotationError::CountAlone);
+        }
+        if self
+            .post_rotate
+            .as_ref()
+            .is_some_and(|c| c.as_os_str().is_empty())
+        {
+            return Err(RotationError::EmptyCommand);
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with the rotation flags; the message names the flag.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RotationError {
+    #[error("-C, -G, -W and -z write files: give -w FILE")]
+    NoFile,
+    #[error("-C, -G, -W and -z write files, not stdout: give -w FILE instead of -w -")]
+    Stdout,
+    #[error("-W limits the files -C or -G make: give -C SIZE or -G SECONDS too")]
+    CountAlone,
+    #[error("-z needs a command")]
+    EmptyCommand,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        capture: CaptureFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<CaptureFlags, String> {
+        Cli::try_parse_from(std::iter::once("cmd").chain(args.iter().copied()))
+            .map(|cli| cli.capture)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rotation_flags_are_bounded_and_named() {
+        let flags = parse(&["-w", "f", "-C", "2", "-G", "60", "-W", "3", "-z", "gzip"]).unwrap();
+        assert_eq!(flags.rotation.file_size, Some(2));
+        assert_eq!(flags.rotation.rotate_seconds, Some(60));
+        assert_eq!(flags.rotation.file_count, Some(3));
+        assert_eq!(flags.rotation.check(flags.write.as_deref()), Ok(()));
+        for (args, flag) in [
+            (&["-C", "0"][..], "-C"),
+            (&["-G", "0"], "-G"),
+            (&["-G", "31622401"], "-G"),
+            (&["-W", "0"], "-W"),
+            (&["-C", "1000001"], "-C"),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+        let check = |args: &[&str]| {
+            let flags = parse(args).unwrap();
+            flags.rotation.check(flags.write.as_deref())
+        };
+        assert_eq!(check(&["-C", "1"]), Err(RotationError::NoFile));
+        assert_eq!(check(&["-w", "-", "-G", "1"]), Err(RotationError::Stdout));
+        assert_eq!(
+            check(&["-w", "f", "-W", "2"]),
+            Err(RotationError::CountAlone)
+        );
+        assert_eq!(
+            check(&["-w", "f", "-z", ""]),
+            Err(RotationError::EmptyCommand)
+        );
+        assert_eq!(check(&["-w", "f", "-z", "gzip"]), Ok(()));
+        assert_eq!(check(&["-w", "-"]), Ok(()));
+    }
 }

@@ -296,4 +296,8 @@ impl<W: Write> CaptureWriter for PcapNgWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Self::flush(self)
     }
+
+    fn position(&self) -> u64 {
+        self.writer.position()
+    }
 }
