@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{Nd, Result, be16, bytes_at, ethertype_name, link::Mac, u8_at};
+use super::addr::Mac;
+use super::{Nd, Result, be16, bytes_at, ethertype_name, u8_at};
 
 const ETHERTYPE_IP: u16 = 0x0800;
 const ETHERTYPE_TRAIL: u16 = 0x1000;

@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, Trunc, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe,
-    ip::{self, Addr, IpHeader},
-    u8_at,
+    Nd, Result, Trunc,
+    addr::{Addr, IpHeader},
+    be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, inner_ip, u8_at,
 };
 
 /// Message length above which tcpdump looks for RFC 4884 extensions.
@@ -67,7 +67,7 @@ pub(super) fn icmp_print(
         nd.print("\n\t");
         let inner_len = usize::from(be16(dp, 8 + 2)?);
         let end = dp.len().min(8 + inner_len);
-        ip::ip_print(nd, &dp[8..end.max(8)], inner_len)?;
+        inner_ip(nd, &dp[8..end.max(8)], inner_len)?;
     }
     nd.protocol = "icmp";
     if nd.verbose() > 0 && plen > ICMP_EXTD_MINLEN && matches!(icmp_type, 3 | 11 | 12) {

@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, be16, be32, bytes_at, hex, in_cksum,
-    ip::{Addr, IpHeader},
-    print_sum_check, u8_at,
+    Nd, Result,
+    addr::{Addr, IpHeader},
+    be16, be32, bytes_at, hex, in_cksum, print_sum_check, u8_at,
 };
 
 /// `icmp6_print`: a message of `length` bytes.

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Nd, Result, arp, be16, ethertype_name, ip};
+use super::addr::Mac;
+use super::{Nd, Result, be16, ethertype_name, ethertype_payload};
 
 const ETHER_HDRLEN: usize = 14;
 /// Type values up to this are an IEEE 802.3 length.
@@ -99,18 +100,13 @@ pub(super) fn ether(nd: &mut Nd<'_>, p: &[u8], mut length: usize) -> Result<usiz
             let _ = write!(nd.out, ", length {orig_length}: ");
         }
     }
-    match length_type {
-        0x0800 => ip::ip_print(nd, payload, length)?,
-        0x86dd => ip::ip6_print(nd, payload, length)?,
-        0x0806 | 0x8035 => arp::arp_print(nd, payload, length)?,
-        _ => {
-            // Other protocols: not ours; their MAC addresses and type.
-            nd.unsupported();
-            if !nd.eflag() {
-                let _ = write!(nd.out, "{} > {}, ", Mac(src), Mac(dst));
-                ether_type(nd, length_type);
-                let _ = write!(nd.out, ", length {orig_length}");
-            }
+    if !ethertype_payload(nd, length_type, payload, length)? {
+        // Other protocols: not ours; their MAC addresses and type.
+        nd.unsupported();
+        if !nd.eflag() {
+            let _ = write!(nd.out, "{} > {}, ", Mac(src), Mac(dst));
+            ether_type(nd, length_type);
+            let _ = write!(nd.out, ", length {orig_length}");
         }
     }
     Ok(hdrlen)
@@ -123,19 +119,4 @@ fn ether_type(nd: &mut Nd<'_>, ether_type: u16) {
         "ethertype {} (0x{ether_type:04x})",
         ethertype_name(ether_type).unwrap_or("Unknown")
     );
-}
-
-/// A MAC address as tcpdump writes it: `aa:bb:cc:dd:ee:ff`.
-pub(super) struct Mac<'a>(pub(super) &'a [u8]);
-
-impl std::fmt::Display for Mac<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (index, byte) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
 }

@@ -16,6 +16,7 @@
 //! Unlike tcpdump, the relative TCP sequence numbers (tcpdump without `-S`)
 //! are kept per [`Printer`], and times are shown in UTC.
 
+mod addr;
 mod arp;
 mod hex;
 mod icmp;
@@ -380,6 +381,38 @@ fn print_sum_check(nd: &mut Nd<'_>, proto: &str, field: u16, sum: u16) {
             in_cksum_shouldbe(field, sum)
         );
     }
+}
+
+// The layers hand their payloads to the next layer through the three
+// functions below, so that each layer's file depends only on this one and on
+// `addr` (the files form a hierarchy even though packets nest: VXLAN carries
+// Ethernet, ICMP errors quote IP).
+
+/// The protocol after a link-layer header (Ethernet's or Linux cooked's),
+/// by ether type. `Ok(false)` for a protocol we do not print.
+fn ethertype_payload(
+    nd: &mut Nd<'_>,
+    ether_type: u16,
+    payload: &[u8],
+    length: usize,
+) -> Result<bool> {
+    match ether_type {
+        0x0800 => ip::ip_print(nd, payload, length)?,
+        0x86dd => ip::ip6_print(nd, payload, length)?,
+        0x0806 | 0x8035 => arp::arp_print(nd, payload, length)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// An Ethernet frame inside another packet (VXLAN's).
+fn inner_ether(nd: &mut Nd<'_>, frame: &[u8], length: usize) -> Result<usize> {
+    link::ether(nd, frame, length)
+}
+
+/// An IPv4 packet inside another (quoted by an ICMP error).
+fn inner_ip(nd: &mut Nd<'_>, packet: &[u8], length: usize) -> Result {
+    ip::ip_print(nd, packet, length)
 }
 
 /// tcpdump's table of ether types (`ethertype_values`, in its order:

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Nd, Result, arp, be16, be32, ethertype_name, ip, link::Mac, u8_at};
+use super::addr::Mac;
+use super::{Nd, Result, be16, be32, ethertype_name, ethertype_payload, u8_at};
 
 const SLL2_HDR_LEN: usize = 20;
 const MAX_ETHERNET_LENGTH_VAL: u16 = 1500;
@@ -42,16 +43,11 @@ pub(super) fn sll2_if(
     let ether_type = be16(p, 0)?;
     let payload = &p[SLL2_HDR_LEN..];
     let length = length.saturating_sub(SLL2_HDR_LEN);
-    match ether_type {
-        0x0800 => ip::ip_print(nd, payload, length)?,
-        0x86dd => ip::ip6_print(nd, payload, length)?,
-        0x0806 | 0x8035 => arp::arp_print(nd, payload, length)?,
-        _ => {
-            // 802.3, LLC, VLAN tags and other protocols: not ours.
-            nd.unsupported();
-            if !nd.eflag() {
-                sll2_print(nd, p, length + SLL2_HDR_LEN)?;
-            }
+    if !ethertype_payload(nd, ether_type, payload, length)? {
+        // 802.3, LLC, VLAN tags and other protocols: not ours.
+        nd.unsupported();
+        if !nd.eflag() {
+            sll2_print(nd, p, length + SLL2_HDR_LEN)?;
         }
     }
     Ok(SLL2_HDR_LEN)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, Trunc, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, ip::IpHeader, u8_at,
+    Nd, Result, Trunc, addr::IpHeader, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, u8_at,
 };
 
 const TH_FIN: u8 = 0x01;

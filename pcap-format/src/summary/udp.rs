@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, be16, be24, bytes_at, in_cksum, ip::IpHeader, link, print_sum_check, u8_at,
+    Nd, Result, addr::IpHeader, be16, be24, bytes_at, in_cksum, inner_ether, print_sum_check, u8_at,
 };
 
 const UDP_HDRLEN: usize = 8;
@@ -188,5 +188,5 @@ fn vxlan(nd: &mut Nd<'_>, bp: &[u8], len: usize) -> Result {
     let _ = writeln!(nd.out, "vni {vni}");
     bytes_at(bp, 7, 1)?;
     nd.protocol = "ether";
-    link::ether(nd, &bp[VXLAN_HDRLEN..], len - VXLAN_HDRLEN).map(|_| ())
+    inner_ether(nd, &bp[VXLAN_HDRLEN..], len - VXLAN_HDRLEN).map(|_| ())
 }
