@@ -38,7 +38,6 @@ pub struct BoshConfig {
     #[serde(default = "default_required_scope")]
     pub required_scope: String,
     /// The port agents listen on at each VM; default `agents.port`.
-    #[serde(default)]
     pub agent_port: Option<u16>,
     /// Interfaces captured when a request names none; empty: the agents'
     /// own default.

@@ -54,7 +54,6 @@ pub struct CfConfig {
     /// Verifies Cloud Controller's certificate and its UAA's.
     pub ca: PathBuf,
     /// The port agents listen on at each Diego cell; default `agents.port`.
-    #[serde(default)]
     pub agent_port: Option<u16>,
     /// Space roles that may capture an app of their space; admins
     /// (`cloud_controller.admin`) always may. `[]`: admins only.

@@ -32,13 +32,10 @@ pub struct Config {
     #[serde(default)]
     pub targets: Vec<Target>,
     /// The BOSH resolver; absent: no BOSH targets.
-    #[serde(default)]
     pub bosh: Option<crate::bosh::BoshConfig>,
     /// The Cloud Foundry app resolver; absent: no app targets.
-    #[serde(default)]
     pub cf: Option<crate::cf::CfConfig>,
     /// Where `--store` captures go; absent: they are refused.
-    #[serde(default)]
     pub store: Option<crate::store::config::StoreConfig>,
     /// The metrics listener (`crate::metrics`).
     #[serde(default)]

@@ -33,7 +33,6 @@ pub struct TargetConfig {
     pub interfaces: Vec<String>,
     /// Who may capture this target. Required (`validate` refuses a target
     /// without one, or with an empty one): nobody else may.
-    #[serde(default)]
     pub allow: Option<Grant>,
     pub agents: Vec<TargetAgent>,
 }

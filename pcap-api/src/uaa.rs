@@ -313,11 +313,8 @@ struct RawClaims {
     sub: String,
     #[serde(default)]
     jti: String,
-    #[serde(default)]
     user_id: Option<String>,
-    #[serde(default)]
     user_name: Option<String>,
-    #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
     scope: Vec<String>,

@@ -24,9 +24,8 @@ pub struct Root {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RootLinks {
-    #[serde(default)]
     pub uaa: Option<Link>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<Link>,
     /// The links pcap does not follow (`cloud_controller_v3`, `logging`...).
     #[serde(flatten)]
@@ -58,7 +57,7 @@ impl Root {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Page<T> {
     /// Absent in a process's stats, which are not paginated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pagination: Option<Pagination>,
     pub resources: Vec<T>,
 }
@@ -73,19 +72,15 @@ impl<T> Page<T> {
     }
 }
 
+/// Every field may be absent.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Pagination {
-    #[serde(default)]
     pub total_results: u64,
-    #[serde(default)]
     pub total_pages: u64,
-    #[serde(default)]
     pub first: Option<Link>,
-    #[serde(default)]
     pub last: Option<Link>,
-    #[serde(default)]
     pub next: Option<Link>,
-    #[serde(default)]
     pub previous: Option<Link>,
 }
 
@@ -97,7 +92,7 @@ pub struct App {
     #[serde(default)]
     pub state: String,
     /// Always sent by Cloud Controller; absent in hand-written lists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub relationships: Option<AppRelationships>,
 }
 
@@ -143,17 +138,16 @@ pub struct Role {
     pub guid: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub relationships: Option<RoleRelationships>,
 }
 
+/// Every relationship may be absent.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct RoleRelationships {
-    #[serde(default)]
     pub user: Relationship,
-    #[serde(default)]
     pub organization: Relationship,
-    #[serde(default)]
     pub space: Relationship,
 }
 
@@ -175,32 +169,29 @@ pub struct InstanceStats {
     /// `RUNNING`, `CRASHED`, `STARTING`, `DOWN`...
     pub state: String,
     /// The cell's IP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The overlay IP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_internal_ip: Option<String>,
     /// Diego's instance GUID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_guid: Option<String>,
-    #[serde(default)]
     pub details: Option<String>,
 }
 
-/// Cloud Controller's error body.
+/// Cloud Controller's error body; every field may be absent.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct CcErrors {
-    #[serde(default)]
     pub errors: Vec<CcError>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct CcError {
-    #[serde(default)]
     pub code: u64,
-    #[serde(default)]
     pub title: String,
-    #[serde(default)]
     pub detail: String,
 }
 

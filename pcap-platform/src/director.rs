@@ -33,10 +33,10 @@ pub struct UserAuthentication {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct UaaOptions {
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
 }
 
@@ -59,9 +59,7 @@ pub struct Instance {
     /// The instance group.
     pub job: String,
     pub id: String,
-    #[serde(default)]
     pub index: Option<u64>,
-    #[serde(default)]
     pub az: Option<String>,
     /// Empty for an instance without a VM.
     #[serde(default)]

@@ -26,7 +26,6 @@ pub struct StoreEntry {
     pub handle: String,
     pub ip: String,
     /// `null` in silk's own datastore and for containers without metadata.
-    #[serde(default)]
     pub metadata: Option<Metadata>,
 }
 

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 pub struct TokenRequest {
     /// `refresh_token`, `password`, `client_credentials`...
     pub grant_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
 
@@ -42,15 +42,11 @@ pub struct TokenResponse {
     #[serde(default)]
     pub token_type: String,
     /// Absent when the UAA keeps the refresh token the client has.
-    #[serde(default)]
     pub refresh_token: Option<String>,
     /// Seconds the access token is valid for.
-    #[serde(default)]
     pub expires_in: Option<i64>,
     /// The scopes granted, separated by spaces.
-    #[serde(default)]
     pub scope: Option<String>,
-    #[serde(default)]
     pub jti: Option<String>,
 }
 
@@ -71,18 +67,13 @@ pub struct TokenKeys {
 /// One published key: RSA keys as PEM (`value`) and as `n`/`e`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct TokenKey {
-    #[serde(default)]
     pub kid: Option<String>,
-    #[serde(default)]
     pub alg: Option<String>,
     pub kty: String,
-    #[serde(default, rename = "use")]
+    #[serde(rename = "use")]
     pub usage: Option<String>,
-    #[serde(default)]
     pub value: Option<String>,
-    #[serde(default)]
     pub n: Option<String>,
-    #[serde(default)]
     pub e: Option<String>,
 }
 

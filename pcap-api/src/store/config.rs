@@ -24,18 +24,14 @@ pub const MAX_PRESIGN_EXPIRY: f64 = 7.0 * 86_400.0;
 pub struct StoreConfig {
     /// `https://host:port` of an S3-compatible store; none means AWS S3 in
     /// `region`.
-    #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default = "default_region")]
     pub region: String,
     pub bucket: String,
     /// Falls back to `AWS_ACCESS_KEY_ID`.
-    #[serde(default)]
     pub access_key_id: Option<String>,
     /// Falls back to `secret_access_key_file`, then `AWS_SECRET_ACCESS_KEY`.
-    #[serde(default)]
     pub secret_access_key: Option<String>,
-    #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
     /// Objects are `PREFIX/OWNER/ID.pcapng`.
     #[serde(default = "default_prefix")]
