@@ -6,6 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::ensure;
+
 use crate::{
     captures::Capture,
     landscape::{AppSpec, Landscape},
@@ -83,4 +85,24 @@ pub fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
         by_origin.entry(origin).or_default().push(packet.data.len());
     }
     by_origin
+}
+
+/// `origin` has at least 10 packets, every one of instance `index`'s own
+/// pings (14 + 20 + 8 + payload bytes).
+pub fn own_pings<S: std::hash::BuildHasher>(
+    by_origin: &HashMap<String, Vec<usize>, S>,
+    origin: &str,
+    index: usize,
+) -> anyhow::Result<()> {
+    let sizes = by_origin.get(origin).cloned().unwrap_or_default();
+    ensure!(
+        sizes.len() >= 10,
+        "too few packets of {origin}: {by_origin:?}"
+    );
+    let own = 42 + 100 + 100 * index;
+    ensure!(
+        sizes.iter().all(|s| *s == own),
+        "{origin} holds packets of other instances ({own} bytes expected): {sizes:?}"
+    );
+    Ok(())
 }

@@ -8,16 +8,23 @@ use anyhow::{Context as _, ensure};
 
 use crate::{agent_capture, landscape::Cell, netns::Netns, process::Running};
 
-/// A TCP server in `ns` on 8080 that greets and closes; ready once it says
-/// so.
+/// A TCP server in `ns` on 8080 and 9090 that greets and closes, and a UDP
+/// sink on port 9; ready once it says so.
 pub fn serve(ns: &Netns) -> anyhow::Result<Running> {
     let script = r#"
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8080)); s.listen()
+import socket, sys, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen()
+    return s
+def loop(s):
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+servers = [tcp(8080), tcp(9090)]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9))
+for s in servers: threading.Thread(target=loop, args=(s,), daemon=True).start()
 print("ready", file=sys.stderr, flush=True)
-while True:
-    c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+while True: u.recv(65536)
 "#;
     let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
     server.wait_for("ready", 1)?;
@@ -43,8 +50,8 @@ pub fn local_vtep_capture(cell: &Cell, file: &Path) -> anyhow::Result<Running> {
     )
 }
 
-/// Connects from `ns` to `ip:port` with source port `sport`: `Ok(true)`
-/// when the greeting arrived, `Ok(false)` when refused.
+/// Connects from `ns` to `ip:port` with source port `sport` (0: any):
+/// `Ok(true)` when the greeting arrived, `Ok(false)` when refused.
 pub fn connect(ns: &Netns, ip: Ipv4Addr, port: u16, sport: u16) -> anyhow::Result<bool> {
     let out = ns.sh(&format!(
         "python3 -c '

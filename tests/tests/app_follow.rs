@@ -8,7 +8,6 @@
 //! These tests need root (they create namespaces and load eBPF programs).
 
 use std::{
-    collections::HashMap,
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     time::Instant,
@@ -16,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    app_capture::{self, packets_by_origin, ping_gateway_from},
+    app_capture::{self, own_pings, packets_by_origin, ping_gateway_from},
     captures,
     process::Running,
     reference,
@@ -84,26 +83,6 @@ impl Cf {
         reference::assert_readable(file)?;
         self.landscape.assert_no_app_attached()
     }
-}
-
-/// `origin` has at least 10 packets, every one of instance `index`'s own
-/// pings (14 + 20 + 8 + payload bytes).
-fn own_pings(
-    by_origin: &HashMap<String, Vec<usize>>,
-    origin: &str,
-    index: usize,
-) -> anyhow::Result<()> {
-    let sizes = by_origin.get(origin).cloned().unwrap_or_default();
-    ensure!(
-        sizes.len() >= 10,
-        "too few packets of {origin}: {by_origin:?}"
-    );
-    let own = 42 + 100 + 100 * index;
-    ensure!(
-        sizes.iter().all(|s| *s == own),
-        "{origin} holds packets of other instances ({own} bytes expected): {sizes:?}"
-    );
-    Ok(())
 }
 
 /// The line of `stderr` that mentions all of `words`.

@@ -7,13 +7,14 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{collections::HashMap, os::unix::fs::PermissionsExt as _, path::PathBuf};
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
-    captures::{self, Capture},
+    app_capture::{own_pings, packets_by_origin, ping_gateway_from},
+    captures,
     checks::contains_all,
-    landscape::{AppSpec, Landscape, space_guid, write_cf_config},
+    landscape::{AppSpec, Landscape, space_guid},
     process::Running,
     servers::{
         cloud_controller::CcInstance,
@@ -84,49 +85,42 @@ impl Cf {
         CfLandscape::start(tag, landscape, users, roles, apps, cf_extra).map(Self)
     }
 
-    /// Writes `user`'s `~/.cf/config.json` (targeting org `org`, space
-    /// `dev`) with an access token valid for `lifetime` seconds; their
-    /// `CF_HOME`.
-    fn login(&self, user: &str, lifetime: i64) -> anyhow::Result<PathBuf> {
-        let home = self.dir.join(format!("home-{user}"));
-        write_cf_config(
-            &home,
-            &self.servers.cc_url,
-            self.servers.uaa.url(),
-            &self.servers.uaa.access_token(user, "cf", lifetime)?,
-            &self.servers.uaa.refresh_token(user, "cf")?,
-        )?;
-        Ok(home)
-    }
-
     /// `pcap app ARGS` as the user whose cf home is `home`.
-    fn cli(&self, home: &std::path::Path, args: &[&str]) -> std::process::Command {
+    fn cli(&self, home: &Path, args: &[&str]) -> std::process::Command {
         let mut command = self.landscape.pcap_app(home);
         command.env("HOME", &*self.dir).args(args);
         command
     }
 
-    /// Pings the cell's gateway from every running container of `app`, a
-    /// distinct size per instance (100 + 100 × index bytes of payload).
-    fn ping_from(&self, app: &str, indices: &[usize]) -> anyhow::Result<()> {
-        for instance in &self.landscape.app(app).instances {
-            if indices.contains(&instance.index) {
-                instance.ns.sh(&format!(
-                    "ping -q -c 5 -i 0.002 -s {} 169.254.0.1",
-                    100 + 100 * instance.index
-                ))?;
-            }
+    /// Runs `pcap app ARGS` as the user whose cf home is `home` until
+    /// `started` origins have attached, pings the cell's gateway from
+    /// my-app's instances `indices` (see [`ping_gateway_from`]), and stops
+    /// it; its stderr, once it has succeeded.
+    fn capture(
+        &self,
+        home: &Path,
+        args: &[&str],
+        started: usize,
+        indices: &[usize],
+    ) -> anyhow::Result<String> {
+        let mut cli = Running::spawn(&mut self.cli(home, args))?;
+        cli.wait_for(STARTED, started)?;
+        for index in indices {
+            ping_gateway_from(&self.landscape, APP, *index)?;
         }
-        Ok(())
+        let (status, lines) = cli.interrupt()?;
+        let stderr = lines.join("\n");
+        ensure!(status.success(), "pcap app failed:\n{stderr}");
+        Ok(stderr)
     }
 
     /// [`Cf::refused`] as `user`, logged in for an hour.
     fn refused_as(&self, user: &str, args: &[&str]) -> anyhow::Result<String> {
-        self.refused(&self.login(user, 3600)?, args)
+        self.refused(&self.log_in(user, 3600)?, args)
     }
 
     /// Runs a capture that must be refused; its stderr.
-    fn refused(&self, home: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    fn refused(&self, home: &Path, args: &[&str]) -> anyhow::Result<String> {
         let output = self.cli(home, args).output().context("running pcap app")?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         ensure!(!output.status.success(), "pcap app succeeded: {stderr}");
@@ -136,33 +130,14 @@ impl Cf {
     }
 }
 
-/// Packets per origin (the part of the interface name before the last `/`).
-fn packets_by_origin(capture: &Capture) -> HashMap<String, Vec<usize>> {
-    let mut by_origin: HashMap<String, Vec<usize>> = HashMap::new();
-    for packet in &capture.packets {
-        let interface = packet.interface.clone().unwrap_or_default();
-        let origin = interface
-            .rsplit_once('/')
-            .map_or(interface.as_str(), |(origin, _)| origin)
-            .to_owned();
-        by_origin.entry(origin).or_default().push(packet.data.len());
-    }
-    by_origin
-}
-
 #[test]
 fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow::Result<()> {
     let cf = Cf::new("cf-all", "", true)?;
     // An expired access token: refreshed first, the file rewritten.
-    let home = cf.login("dev", -120)?;
+    let home = cf.log_in("dev", -120)?;
     let file = cf.dir.join("all.pcapng");
-    let mut cli =
-        Running::spawn(&mut cf.cli(&home, &[APP, "-w", file.to_str().expect("utf-8"), "icmp"]))?;
-    cli.wait_for(STARTED, 2)?;
-    cf.ping_from(APP, &[0, 1])?;
-    let (status, lines) = cli.interrupt()?;
-    let stderr = lines.join("\n");
-    ensure!(status.success(), "pcap app failed:\n{stderr}");
+    let file_arg = file.to_str().expect("utf-8");
+    let stderr = cf.capture(&home, &[APP, "-w", file_arg, "icmp"], 2, &[0, 1])?;
 
     for (index, state) in [(2, "CRASHED"), (3, "DOWN")] {
         let origin = format!("{APP}/{index}");
@@ -176,18 +151,7 @@ fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow:
     let capture = captures::read_file(&file)?;
     let by_origin = packets_by_origin(&capture);
     for index in [0usize, 1] {
-        let origin = format!("{APP}/{index}");
-        let sizes = by_origin.get(&origin).cloned().unwrap_or_default();
-        ensure!(
-            sizes.len() >= 10,
-            "too few packets from {origin}: {by_origin:?}"
-        );
-        // Only this instance's own pings: 14 + 20 + 8 + payload bytes.
-        let own = 42 + 100 + 100 * index;
-        ensure!(
-            sizes.iter().all(|s| *s == own),
-            "{origin} holds another instance's packets: {sizes:?}"
-        );
+        own_pings(&by_origin, &format!("{APP}/{index}"), index)?;
     }
     ensure!(
         by_origin.len() == 2,
@@ -235,25 +199,13 @@ fn a_developer_captures_every_instance_and_hears_of_the_broken_ones() -> anyhow:
 #[test]
 fn instances_are_picked_and_the_filter_cannot_widen_the_scope() -> anyhow::Result<()> {
     let cf = Cf::new("cf-pick", "", true)?;
-    let home = cf.login("dev", 3600)?;
+    let home = cf.log_in("dev", 3600)?;
 
     // --instance 1: only instance 1's packets.
     let file = cf.dir.join("one.pcapng");
-    let mut cli = Running::spawn(&mut cf.cli(
-        &home,
-        &[
-            APP,
-            "--instance",
-            "1",
-            "-w",
-            file.to_str().expect("utf-8"),
-            "icmp",
-        ],
-    ))?;
-    cli.wait_for(STARTED, 1)?;
-    cf.ping_from(APP, &[0, 1])?;
-    let (status, lines) = cli.interrupt()?;
-    ensure!(status.success(), "pcap app failed:\n{}", lines.join("\n"));
+    let file_arg = file.to_str().expect("utf-8");
+    let args = [APP, "--instance", "1", "-w", file_arg, "icmp"];
+    cf.capture(&home, &args, 1, &[0, 1])?;
     let by_origin = packets_by_origin(&captures::read_file(&file)?);
     ensure!(
         by_origin.len() == 1
@@ -267,22 +219,9 @@ fn instances_are_picked_and_the_filter_cannot_widen_the_scope() -> anyhow::Resul
     // instance 1's traffic, which happens on the other container.
     let other_ip = cf.landscape.app(APP).instances[1].overlay_ip.to_string();
     let file = cf.dir.join("scoped.pcapng");
-    let mut cli = Running::spawn(&mut cf.cli(
-        &home,
-        &[
-            APP,
-            "--instance",
-            "0",
-            "-w",
-            file.to_str().expect("utf-8"),
-            "host",
-            &other_ip,
-        ],
-    ))?;
-    cli.wait_for(STARTED, 1)?;
-    cf.ping_from(APP, &[1])?;
-    let (status, lines) = cli.interrupt()?;
-    ensure!(status.success(), "pcap app failed:\n{}", lines.join("\n"));
+    let file_arg = file.to_str().expect("utf-8");
+    let args = [APP, "--instance", "0", "-w", file_arg, "host", &other_ip];
+    cf.capture(&home, &args, 1, &[1])?;
     let capture = captures::read_file(&file)?;
     ensure!(
         capture.packets.is_empty(),
@@ -312,10 +251,10 @@ fn who_may_capture_what() -> anyhow::Result<()> {
     ensure!(stderr.contains("not found in org"), "{stderr}");
 
     // An admin (no role in the space) may capture any app.
-    let admin = cf.login("admin", 3600)?;
+    let admin = cf.log_in("admin", 3600)?;
     let mut cli = Running::spawn(&mut cf.cli(&admin, &[APP, "--instance", "0", "-c", "1"]))?;
     cli.wait_for(STARTED, 1)?;
-    cf.ping_from(APP, &[0])?;
+    ping_gateway_from(&cf.landscape, APP, 0)?;
     let (status, lines) = cli.wait()?;
     ensure!(
         status.success(),
@@ -324,7 +263,7 @@ fn who_may_capture_what() -> anyhow::Result<()> {
     );
 
     // A developer whose role is removed is refused at the next capture.
-    let dev = cf.login("dev", 3600)?;
+    let dev = cf.log_in("dev", 3600)?;
     cf.servers
         .cc
         .remove_roles(&user_id("dev"), &space_guid("dev"));
@@ -385,7 +324,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     let stderr = cf.refused(&home, &[APP])?;
     ensure!(stderr.contains("cf login"), "{stderr}");
     // Logged in, no space targeted.
-    let dev = cf.login("dev", 3600)?;
+    let dev = cf.log_in("dev", 3600)?;
     let path = dev.join(".cf/config.json");
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     config["SpaceFields"] = serde_json::json!({"GUID": "", "Name": ""});
@@ -393,7 +332,7 @@ fn the_user_is_told_what_to_do() -> anyhow::Result<()> {
     let stderr = cf.refused(&dev, &[APP])?;
     ensure!(stderr.contains("cf target"), "{stderr}");
     // The pcap API cannot be reached.
-    let dev = cf.login("dev", 3600)?;
+    let dev = cf.log_in("dev", 3600)?;
     let output = cf
         .landscape
         .pcap()
