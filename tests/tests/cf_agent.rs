@@ -6,28 +6,27 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{net::Ipv4Addr, sync::mpsc, thread::JoinHandle, time::Duration};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, ensure};
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
     tls::{KeyPair, client_config},
     v1::{
-        AgentRequest, AgentStart, CaptureOptions, CaptureResponse, ContainerScope, Direction,
-        StopCapture, agent_request::Operation, capture_response::Payload, event,
+        AgentStart, CaptureOptions, CaptureResponse, ContainerScope, Direction,
+        capture_response::Payload,
     },
 };
 use pcap_tests::{
     TempDir,
     agent_call::AgentCall,
+    c2c_traffic::{connect, serve},
     captures::{self, Packet},
     landscape::{AppSpec, Landscape},
-    netns::{KernelLog, Netns},
-    process::Running,
+    netns::KernelLog,
     reference::{sync_references, tcpdump},
 };
-use tokio::sync::mpsc as async_mpsc;
-use tonic::{Code, Status, transport::Endpoint};
+use tonic::{Code, transport::Endpoint};
 
 /// appA on cell 0, appB and appC on cell 1; appA may reach appB on 8080.
 fn landscape(dir: &TempDir) -> anyhow::Result<Landscape> {
@@ -40,50 +39,6 @@ fn landscape(dir: &TempDir) -> anyhow::Result<Landscape> {
         .build(dir)
 }
 
-/// A TCP server on 8080 and 9090 that greets and closes, and a UDP sink on
-/// port 9, in a container; ready once it says so.
-fn serve(ns: &Netns) -> anyhow::Result<Running> {
-    let script = r#"
-import socket, sys, threading
-def tcp(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen()
-    return s
-def loop(s):
-    while True:
-        c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
-servers = [tcp(8080), tcp(9090)]
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9))
-for s in servers: threading.Thread(target=loop, args=(s,), daemon=True).start()
-print("ready", file=sys.stderr, flush=True)
-while True: u.recv(65536)
-"#;
-    let mut server = Running::spawn(ns.command("python3").args(["-c", script]))?;
-    server.wait_for("ready", 1)?;
-    Ok(server)
-}
-
-/// Connects from `ns` to `ip:port`; `Ok(true)` when the greeting arrived,
-/// `Ok(false)` when the connection was refused.
-fn connect(ns: &Netns, ip: Ipv4Addr, port: u16) -> anyhow::Result<bool> {
-    let out = ns.sh(&format!(
-        "python3 -c '
-import socket
-s = socket.socket(); s.settimeout(5)
-try:
-    s.connect((\"{ip}\", {port})); print(s.recv(100).decode().strip())
-except ConnectionRefusedError:
-    print(\"refused\")
-s.close()'"
-    ))?;
-    match out.trim() {
-        "hello" => Ok(true),
-        "refused" => Ok(false),
-        other => anyhow::bail!("unexpected client output {other:?}"),
-    }
-}
-
-/// The kernel log's lines so far.
 #[test]
 fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
     let dir = TempDir::new("cf-c2c")?;
@@ -96,15 +51,15 @@ fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
     let log = KernelLog::mark()?;
 
     ensure!(
-        connect(&a.ns, b.overlay_ip, 8080)?,
+        connect(&a.ns, b.overlay_ip, 8080, 0)?,
         "the policy allows appA → appB:8080"
     );
     ensure!(
-        !connect(&a.ns, b.overlay_ip, 9090)?,
+        !connect(&a.ns, b.overlay_ip, 9090, 0)?,
         "no policy for appA → appB:9090"
     );
     ensure!(
-        !connect(&a.ns, c.overlay_ip, 8080)?,
+        !connect(&a.ns, c.overlay_ip, 8080, 0)?,
         "no policy for appA → appC"
     );
 
@@ -139,105 +94,25 @@ fn c2c_policy_allows_marks_and_denies_across_cells() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A capture through a direct gRPC client, as pcap-api would run it: the
-/// client runs in the control namespace on a thread of its own.
-struct AgentCapture {
-    responses: mpsc::Receiver<Result<CaptureResponse, Status>>,
-    requests: async_mpsc::UnboundedSender<AgentRequest>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl AgentCapture {
-    fn start(landscape: &Landscape, cell: usize, start: AgentStart) -> anyhow::Result<Self> {
-        let client = &landscape.pki.api_client;
-        let tls = client_config(
-            Some(&landscape.pki.ca.certificate),
-            Some(&KeyPair {
-                certificate: &client.certificate,
-                private_key: &client.private_key,
-            }),
-            Some("pcap-agent"),
-        )?;
-        let endpoint = Endpoint::from_shared(format!("https://{}", landscape.agent_address(cell)))?
-            .tls_config(tls)?;
-        let AgentCall {
-            responses,
-            requests,
-            thread,
-        } = AgentCall::start(&landscape.control, endpoint, start)?;
-        Ok(Self {
-            responses,
-            requests,
-            thread,
-        })
-    }
-
-    fn next(&self) -> anyhow::Result<Option<Result<CaptureResponse, Status>>> {
-        match self.responses.recv_timeout(Duration::from_secs(30)) {
-            Ok(item) => Ok(Some(item)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                anyhow::bail!("the agent said nothing for 30 s")
-            }
-        }
-    }
-
-    /// Waits for `capture started`, or returns the status the call failed with.
-    fn started(&mut self) -> anyhow::Result<Result<Vec<CaptureResponse>, Status>> {
-        let mut seen = Vec::new();
-        loop {
-            match self
-                .next()?
-                .context("the stream ended before the capture started")?
-            {
-                Err(status) => return Ok(Err(status)),
-                Ok(message) => {
-                    let started = matches!(
-                        &message.payload,
-                        Some(Payload::Event(e)) if matches!(e.kind, Some(event::Kind::CaptureStarted(_)))
-                    );
-                    seen.push(message);
-                    if started {
-                        return Ok(Ok(seen));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads packets until one holds `marker`, then stops and drains.
-    fn until_marker_then_stop(&mut self, marker: &[u8]) -> anyhow::Result<Vec<CaptureResponse>> {
-        let mut seen = Vec::new();
-        let mut stopped = false;
-        while let Some(item) = self.next()? {
-            let message = item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?;
-            let has_marker = matches!(&message.payload, Some(Payload::Packets(batch))
-                if batch.packets.iter().any(|p| p.data.windows(marker.len()).any(|w| w == marker)));
-            seen.push(message);
-            if has_marker && !stopped {
-                self.requests.send(AgentRequest {
-                    operation: Some(Operation::Stop(StopCapture {})),
-                })?;
-                stopped = true;
-            }
-        }
-        ensure!(stopped, "the marker never arrived");
-        Ok(seen)
-    }
-}
-
-impl AgentCapture {
-    /// Stops now and reads everything that is left.
-    fn stop_and_drain(&mut self) -> anyhow::Result<Vec<CaptureResponse>> {
-        self.requests.send(AgentRequest {
-            operation: Some(Operation::Stop(StopCapture {})),
-        })?;
-        let mut all = Vec::new();
-        while let Some(item) = self.next()? {
-            all.push(item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?);
-        }
-        Ok(all)
-    }
+/// A capture through a direct gRPC client, as pcap-api would run it (with
+/// the API's client certificate), from the control namespace.
+fn agent_capture(
+    landscape: &Landscape,
+    cell: usize,
+    start: AgentStart,
+) -> anyhow::Result<AgentCall> {
+    let client = &landscape.pki.api_client;
+    let tls = client_config(
+        Some(&landscape.pki.ca.certificate),
+        Some(&KeyPair {
+            certificate: &client.certificate,
+            private_key: &client.private_key,
+        }),
+        Some("pcap-agent"),
+    )?;
+    let endpoint = Endpoint::from_shared(format!("https://{}", landscape.agent_address(cell)))?
+        .tls_config(tls)?;
+    AgentCall::start(&landscape.control, endpoint, start)
 }
 
 /// Every packet is the app's (at `app`, never `other`), labelled from the
@@ -267,17 +142,6 @@ fn check_app_directions(
     ensure!(outbound > 0, "the app sent nothing");
     ensure!(packets.len() > outbound, "the app received nothing");
     Ok(())
-}
-
-impl Drop for AgentCapture {
-    fn drop(&mut self) {
-        let _ = self.requests.send(AgentRequest {
-            operation: Some(Operation::Stop(StopCapture {})),
-        });
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 fn container_start(
@@ -335,7 +199,7 @@ fn container_capture_sees_only_its_veth_from_the_apps_side() -> anyhow::Result<(
 
     let reference_file = dir.join("reference.pcap");
     let reference = tcpdump(&cell.ns, &veth, "inout", &reference_file)?;
-    let mut capture = AgentCapture::start(
+    let capture = agent_capture(
         &landscape,
         1,
         container_start(
@@ -358,7 +222,7 @@ fn container_capture_sees_only_its_veth_from_the_apps_side() -> anyhow::Result<(
     ensure!(description.name == veth, "{description:?}");
     // A second capture of the same container whose filter names another
     // container: the scope holds, so it must see nothing of appC.
-    let mut narrowed = AgentCapture::start(
+    let narrowed = agent_capture(
         &landscape,
         1,
         container_start(
@@ -376,10 +240,10 @@ fn container_capture_sees_only_its_veth_from_the_apps_side() -> anyhow::Result<(
         .map_err(|s| anyhow::anyhow!("refused: {s}"))?;
 
     // Traffic of appB (allowed in, denied in, sent out), and of appC next to it.
-    ensure!(connect(&a.ns, b.overlay_ip, 8080)?);
-    ensure!(!connect(&a.ns, b.overlay_ip, 9090)?);
-    ensure!(!connect(&a.ns, c.overlay_ip, 8080)?);
-    ensure!(connect(&cell.ns, c.overlay_ip, 9090)?);
+    ensure!(connect(&a.ns, b.overlay_ip, 8080, 0)?);
+    ensure!(!connect(&a.ns, b.overlay_ip, 9090, 0)?);
+    ensure!(!connect(&a.ns, c.overlay_ip, 8080, 0)?);
+    ensure!(connect(&cell.ns, c.overlay_ip, 9090, 0)?);
     b.ns.sh(&format!("ping -q -c 3 -i 0.01 {}", a.overlay_ip))
         .ok();
     // The marker goes from the cell to appB's UDP sink: no answer follows.
@@ -469,7 +333,7 @@ fn container_captures_are_refused_when_not_the_apps() -> anyhow::Result<()> {
         ),
     ];
     for (start, code, message) in cases {
-        let mut capture = AgentCapture::start(&landscape, 1, start)?;
+        let capture = agent_capture(&landscape, 1, start)?;
         let status = capture
             .started()?
             .err()
@@ -486,7 +350,7 @@ fn container_captures_are_refused_when_not_the_apps() -> anyhow::Result<()> {
         }
     }
     // The instance is on cell 1, not on cell 0.
-    let mut capture = AgentCapture::start(
+    let capture = agent_capture(
         &landscape,
         0,
         container_start(&b.instance_guid, &app_b.guid, "", CaptureOptions::default()),

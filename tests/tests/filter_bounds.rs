@@ -9,18 +9,13 @@
 use std::{
     net::UdpSocket,
     path::PathBuf,
-    sync::mpsc,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, ensure};
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
-    v1::{
-        AgentRequest, AgentStart, CaptureOptions, CaptureResponse, StopCapture,
-        agent_request::Operation, capture_response::Payload, event,
-    },
+    v1::{AgentStart, CaptureOptions},
 };
 use pcap_tests::{
     TempDir,
@@ -29,8 +24,7 @@ use pcap_tests::{
     netns::Netns,
     process::{Running, agent_run, binary, wait_until},
 };
-use tokio::sync::mpsc as async_mpsc;
-use tonic::{Code, Status, transport::Endpoint};
+use tonic::{Code, transport::Endpoint};
 
 /// A resolver that takes longer than any of these tests may: 5 s per try.
 const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n";
@@ -148,75 +142,24 @@ fn capture_refuses_names_without_a_query_and_long_expressions() -> anyhow::Resul
     Ok(())
 }
 
-/// One `Capture` call to a plain-text agent in `ns`, from a thread in `ns`.
-struct AgentCapture {
-    responses: mpsc::Receiver<Result<CaptureResponse, Status>>,
-    requests: async_mpsc::UnboundedSender<AgentRequest>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl AgentCapture {
-    fn start(ns: &Netns, filter: &str) -> anyhow::Result<Self> {
-        Self::start_as(ns, filter, 1)
-    }
-
-    /// Its session thread in the agent is `capture-ORIGIN`.
-    fn start_as(ns: &Netns, filter: &str, origin: u32) -> anyhow::Result<Self> {
-        let AgentCall {
-            responses,
-            requests,
-            thread,
-        } = AgentCall::start(
-            ns,
-            Endpoint::from_static("http://127.0.0.1:9494"),
-            AgentStart {
-                compatibility_level: COMPATIBILITY_LEVEL,
-                origin,
-                options: Some(CaptureOptions {
-                    interfaces: vec!["lo".to_owned()],
-                    filter: filter.to_owned(),
-                    ..CaptureOptions::default()
-                }),
-                container: None,
-            },
-        )?;
-        Ok(Self {
-            responses,
-            requests,
-            thread,
-        })
-    }
-
-    /// Waits for `capture started`, or returns the status the call failed with.
-    fn started(&self) -> anyhow::Result<Result<(), Status>> {
-        loop {
-            let item = self
-                .responses
-                .recv_timeout(Duration::from_mins(1))
-                .context("the agent said nothing for 60 s")?;
-            match item {
-                Err(status) => return Ok(Err(status)),
-                Ok(CaptureResponse {
-                    payload: Some(Payload::Event(e)),
-                    ..
-                }) if matches!(e.kind, Some(event::Kind::CaptureStarted(_))) => return Ok(Ok(())),
-                Ok(_) => {}
-            }
-        }
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.requests.send(AgentRequest {
-            operation: Some(Operation::Stop(StopCapture {})),
-        })?;
-        while let Ok(item) = self.responses.recv_timeout(Duration::from_secs(30)) {
-            item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?;
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        Ok(())
-    }
+/// One `Capture` call to a plain-text agent in `ns`, from a thread in `ns`,
+/// of `lo` with `filter`; its session thread in the agent is
+/// `capture-ORIGIN`.
+fn agent_capture(ns: &Netns, filter: &str, origin: u32) -> anyhow::Result<AgentCall> {
+    AgentCall::start(
+        ns,
+        Endpoint::from_static("http://127.0.0.1:9494"),
+        AgentStart {
+            compatibility_level: COMPATIBILITY_LEVEL,
+            origin,
+            options: Some(CaptureOptions {
+                interfaces: vec!["lo".to_owned()],
+                filter: filter.to_owned(),
+                ..CaptureOptions::default()
+            }),
+            container: None,
+        },
+    )
 }
 
 fn serve(ns: &Netns, dir: &TempDir, max_captures: u32) -> anyhow::Result<Running> {
@@ -244,7 +187,7 @@ fn serve_refuses_names_without_a_query_and_frees_the_slot_at_once() -> anyhow::R
     let _agent = serve(&dns.ns, &dir, 1)?;
 
     let started = Instant::now();
-    let refused = AgentCapture::start(&dns.ns, "tcp and host slow.invalid")?;
+    let refused = agent_capture(&dns.ns, "tcp and host slow.invalid", 1)?;
     let status = refused.started()?.expect_err("refused");
     ensure!(status.code() == Code::InvalidArgument, "{status}");
     ensure!(
@@ -255,7 +198,7 @@ fn serve_refuses_names_without_a_query_and_frees_the_slot_at_once() -> anyhow::R
     ensure!(started.elapsed() < Duration::from_secs(5));
     ensure!(dns.queries() == 0, "the agent asked DNS");
 
-    let long = AgentCapture::start(&dns.ns, &"x".repeat(1 << 20))?;
+    let long = agent_capture(&dns.ns, &"x".repeat(1 << 20), 1)?;
     let status = long.started()?.expect_err("refused");
     ensure!(status.code() == Code::InvalidArgument, "{status}");
     ensure!(
@@ -263,10 +206,10 @@ fn serve_refuses_names_without_a_query_and_frees_the_slot_at_once() -> anyhow::R
         "{status}"
     );
 
-    let next = AgentCapture::start(&dns.ns, "icmp")?;
+    let next = agent_capture(&dns.ns, "icmp", 1)?;
     next.started()?
         .map_err(|s| anyhow::anyhow!("the next capture did not start: {s}"))?;
-    next.stop()?;
+    next.stop_and_drain()?;
     ensure!(dns.queries() == 0, "the agent asked DNS");
     Ok(())
 }
@@ -304,12 +247,12 @@ fn a_slow_compile_does_not_hold_up_another_capture() -> anyhow::Result<()> {
     let dir = TempDir::new("slowc")?;
     let agent = serve(&ns, &dir, 2)?;
     let begun = Instant::now();
-    let slow = AgentCapture::start_as(&ns, &slow_expression(), 7)?;
+    let slow = agent_capture(&ns, &slow_expression(), 7)?;
     // A fifth of a second of CPU: libpcap is compiling.
     wait_until("the slow capture compiles", Duration::from_secs(30), || {
         Ok(thread_cpu(&agent, "capture-7")?.is_some_and(|ticks| ticks >= 20))
     })?;
-    let fast = AgentCapture::start(&ns, "icmp")?;
+    let fast = agent_capture(&ns, "icmp", 1)?;
     fast.started()?
         .map_err(|s| anyhow::anyhow!("the fast capture did not start: {s}"))?;
     let fast_started = begun.elapsed();
@@ -326,8 +269,8 @@ fn a_slow_compile_does_not_hold_up_another_capture() -> anyhow::Result<()> {
         fast_started < slow_started / 2,
         "the fast capture started after {fast_started:?}, the slow one after {slow_started:?}"
     );
-    fast.stop()?;
-    slow.stop()?;
+    fast.stop_and_drain()?;
+    slow.stop_and_drain()?;
     Ok(())
 }
 
