@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Capture packets on local interfaces, like tcpdump.
-    Capture(CaptureArgs),
+    Capture(Box<CaptureArgs>),
     /// Serve captures to pcap-api over gRPC with mutual TLS.
     ///
     /// Runs until SIGTERM or SIGINT, then stops every capture, lets each send
@@ -168,9 +168,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     // The snaplen and limits, checked as the agent service checks a
     // request's (the expression may still come from -F).
     let options = args.capture.options(&args.interfaces.interfaces, None)?;
-    args.capture
-        .rotation
-        .check(args.capture.write.as_deref())?;
+    args.capture.rotation.check(args.capture.write.as_deref())?;
     if let Some(path) = &args.tcpdump.read {
         return run_offline(args, &options, path);
     }
@@ -287,7 +285,9 @@ fn run_offline(
         anyhow::bail!("--c2c annotates a live capture: it does not apply to -r");
     }
     if args.capture.rotation.is_set() {
-        anyhow::bail!("-C, -G, -W and -z rotate the files of a live capture: they do not apply to -r");
+        anyhow::bail!(
+            "-C, -G, -W and -z rotate the files of a live capture: they do not apply to -r"
+        );
     }
     if args.capture.duration.is_some() {
         anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");

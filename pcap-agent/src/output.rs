@@ -5,11 +5,11 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use pcap_common::Direction;
-use pcap_proto::flags::RotationFlags;
-use pcap_sink::rotate::{MakeWriter, Policy, RotateError, RotatingWriter};
 use pcap_format::{
     CaptureWriter, InterfaceStatistics, linktype::LINKTYPE_LINUX_SLL2, sll2, summary,
 };
+use pcap_proto::flags::RotationFlags;
+use pcap_sink::rotate::{MakeWriter, Policy, RotateError, RotatingWriter};
 
 use crate::{
     capture::{Delivery, InterfaceReport, Packet, PacketSink, Removed, Report},

@@ -43,7 +43,7 @@ enum Output<W: Write> {
         flush_every_message: bool,
     },
     /// pcapng files rotated by `-C`, `-G`, `-W` (and `-z` run on them).
-    Files(RotatingWriter),
+    Files(Box<RotatingWriter>),
     Lines(W),
 }
 
@@ -52,7 +52,7 @@ impl<W: Write> Output<W> {
     fn capture_writer(&mut self) -> Option<&mut dyn CaptureWriter> {
         match self {
             Output::PcapNg { writer, .. } => Some(writer),
-            Output::Files(writer) => Some(writer),
+            Output::Files(writer) => Some(writer.as_mut()),
             Output::Lines(_) => None,
         }
     }
@@ -97,7 +97,9 @@ impl<W: Write> Sink<W> {
             };
             Ok(Box::new(PcapNgWriter::new(file, &section)?))
         });
-        Ok(Self::new(Output::Files(RotatingWriter::new(policy, make)?)))
+        Ok(Self::new(Output::Files(Box::new(RotatingWriter::new(
+            policy, make,
+        )?))))
     }
 
     /// One line per packet to `writer`.
@@ -170,7 +172,7 @@ impl<W: Write> Sink<W> {
                 })
                 .map_err(|e| match e {
                     FormatError::Io(e) => e,
-                    other => io::Error::other(other),
+                    other @ FormatError::MixedLinkTypes { .. } => io::Error::other(other),
                 })?,
             None => self.interfaces.len() as u32,
         };

@@ -81,15 +81,14 @@ impl Policy {
         if !flags.is_set() {
             return Ok(None);
         }
-        let strftime = match flags.rotate_seconds {
-            None => None,
-            Some(_) => {
-                let text = path
-                    .to_str()
-                    .ok_or_else(|| RotateError::NotUtf8(path.to_owned()))?;
-                check_strftime(text)?;
-                Some(text.to_owned())
-            }
+        let strftime = if flags.rotate_seconds.is_some() {
+            let text = path
+                .to_str()
+                .ok_or_else(|| RotateError::NotUtf8(path.to_owned()))?;
+            check_strftime(text)?;
+            Some(text.to_owned())
+        } else {
+            None
         };
         if let Some(command) = &flags.post_rotate {
             which::which(command)
@@ -449,7 +448,9 @@ impl CaptureWriter for RotatingWriter {
 fn format_error(error: FormatError) -> RotateError {
     match error {
         FormatError::Io(e) => RotateError::Io(e),
-        other => RotateError::Io(io::Error::other(other.to_string())),
+        other @ FormatError::MixedLinkTypes { .. } => {
+            RotateError::Io(io::Error::other(other.to_string()))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use pcap_proto::v1::OriginDescription;
 use super::*;
 
 #[path = "../../pcap-cli/tests/support/wireshark.rs"]
-mod wireshark;
+pub(crate) mod wireshark;
 
 use wireshark::{ScratchFile, capinfos_value, tshark_block_fields, tshark_rows};
 

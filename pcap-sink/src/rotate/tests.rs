@@ -7,10 +7,7 @@ use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
 
 use super::*;
 
-#[path = "../../../pcap-cli/tests/support/wireshark.rs"]
-mod wireshark;
-
-use wireshark::{ScratchFile, capinfos_value, tshark_rows};
+use crate::tests::wireshark::{self, ScratchFile, capinfos_value, tshark_rows};
 
 /// 2023-11-14T22:13:20Z, in nanoseconds.
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -92,9 +89,9 @@ fn packet(writer: &mut RotatingWriter, n: u32, timestamp_ns: u64) {
 
 /// The packet numbers in `file`, as tshark reads them.
 fn numbers(file: &Path) -> Vec<u32> {
-    tshark_rows(file, &["frame.len"])
-        .iter()
-        .for_each(|len| assert_eq!(len, "1000"));
+    for len in tshark_rows(file, &["frame.len"]) {
+        assert_eq!(len, "1000");
+    }
     let bytes = std::fs::read(file).unwrap();
     // The numbers, from the raw blocks: every data starts after a 28-byte
     // EPB header; find them by tshark's count and the data's layout.
