@@ -14,7 +14,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use pcap_platform::director::Instance;
-use pcap_platform::director::{self, Error as DirectorError, Info};
+use pcap_platform::director::{Director, Error as DirectorError, Info};
 use pcap_proto::v1::{BoshTarget, ResolverStatus, Target, target};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -78,82 +78,67 @@ impl BoshConfig {
     }
 }
 
-/// The director and, once `/info` has named it, its UAA.
-struct Director {
-    client: director::Director,
-    uaa: DiscoveredUaa,
+/// The director's `/info`, its failures in the resolver's words.
+async fn info(director: &Director) -> Result<Info, String> {
+    director.info().await.map_err(|error| match error {
+        DirectorError::Status { url, status, .. } => {
+            format!("the BOSH director at {url} answered HTTP {status}")
+        }
+        DirectorError::Malformed { url, source } => format!(
+            "the BOSH director at {url} sent a bad /info: {}",
+            error_chain(&source)
+        ),
+        other => error_chain(&other),
+    })
 }
 
-impl Director {
-    fn url(&self) -> &str {
-        self.client.url()
-    }
-
-    async fn info(&self) -> Result<Info, String> {
-        self.client.info().await.map_err(|error| match error {
-            DirectorError::Status { url, status, .. } => {
-                format!("the BOSH director at {url} answered HTTP {status}")
-            }
-            DirectorError::Malformed { url, source } => format!(
-                "the BOSH director at {url} sent a bad /info: {}",
+/// The deployment's instances, listed with the caller's own token.
+async fn instances(
+    director: &Director,
+    deployment: &str,
+    token: &str,
+) -> Result<Vec<Instance>, ResolveError> {
+    let error = match director.instances(deployment, token).await {
+        Ok(instances) => return Ok(instances),
+        Err(error) => error,
+    };
+    let Some(status) = error.status() else {
+        return Err(ResolveError::Unavailable(match error {
+            DirectorError::Unreachable { source, .. } => format!(
+                "cannot reach the BOSH director at {}: {}",
+                director.url(),
                 error_chain(&source)
             ),
-            other => error_chain(&other),
-        })
-    }
-
-    /// The deployment's instances, listed with the caller's own token.
-    async fn instances(
-        &self,
-        deployment: &str,
-        token: &str,
-    ) -> Result<Vec<Instance>, ResolveError> {
-        let error = match self.client.instances(deployment, token).await {
-            Ok(instances) => return Ok(instances),
-            Err(error) => error,
-        };
-        let Some(status) = error.status() else {
-            return Err(ResolveError::Unavailable(match error {
-                DirectorError::Unreachable { source, .. } => format!(
-                    "cannot reach the BOSH director at {}: {}",
-                    self.url(),
-                    error_chain(&source)
-                ),
-                DirectorError::Malformed { source, .. } => format!(
-                    "the BOSH director sent a bad instance list for deployment \"{deployment}\": {}",
-                    error_chain(&source)
-                ),
-                other => other.to_string(),
-            }));
-        };
-        let description = error.described();
-        Err(match status {
-            StatusCode::UNAUTHORIZED => ResolveError::PermissionDenied(format!(
-                "the BOSH director did not accept the token (HTTP 401){description}"
-            )),
-            StatusCode::FORBIDDEN => ResolveError::PermissionDenied(format!(
-                "the BOSH director does not allow listing the instances of deployment \
+            DirectorError::Malformed { source, .. } => format!(
+                "the BOSH director sent a bad instance list for deployment \"{deployment}\": {}",
+                error_chain(&source)
+            ),
+            other => other.to_string(),
+        }));
+    };
+    let description = error.described();
+    Err(match status {
+        StatusCode::UNAUTHORIZED => ResolveError::PermissionDenied(format!(
+            "the BOSH director did not accept the token (HTTP 401){description}"
+        )),
+        StatusCode::FORBIDDEN => ResolveError::PermissionDenied(format!(
+            "the BOSH director does not allow listing the instances of deployment \
                  \"{deployment}\" (HTTP 403){description}"
-            )),
-            StatusCode::NOT_FOUND => ResolveError::NotFound(format!(
-                "deployment \"{deployment}\" not found at the BOSH director"
-            )),
-            _ => ResolveError::Unavailable(format!(
-                "the BOSH director answered HTTP {status} for deployment \"{deployment}\"{description}"
-            )),
-        })
-    }
+        )),
+        StatusCode::NOT_FOUND => ResolveError::NotFound(format!(
+            "deployment \"{deployment}\" not found at the BOSH director"
+        )),
+        _ => ResolveError::Unavailable(format!(
+            "the BOSH director answered HTTP {status} for deployment \"{deployment}\"{description}"
+        )),
+    })
 }
 
 /// The director names its UAA in `/info`.
 #[tonic::async_trait]
 impl NamesUaa for Director {
-    fn discovered(&self) -> &DiscoveredUaa {
-        &self.uaa
-    }
-
     async fn discover(&self) -> Result<String, String> {
-        let info = self.info().await?;
+        let info = info(self).await?;
         let uaa_url = uaa_of(&info)?;
         tracing::info!(
             director = %self.url(),
@@ -191,12 +176,13 @@ fn uaa_of(info: &Info) -> Result<String, String> {
 pub fn new(
     config: &BoshConfig,
     default_port: u16,
-) -> Result<(BoshResolver, UaaAuthenticator), SetupError> {
+) -> Result<(BoshResolver, UaaAuthenticator<Director>), SetupError> {
     let http = uaa::https_client_trusting(&config.director_ca)?;
-    let director = Arc::new(Director {
-        client: director::Director::new(&config.director_url, http.clone()),
-        uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
-    });
+    let director = Arc::new(DiscoveredUaa::new(
+        Director::new(&config.director_url, http.clone()),
+        http,
+        Duration::from_secs_f64(config.token_clock_skew),
+    ));
     let resolver = BoshResolver {
         director: Arc::clone(&director),
         required_scope: config.required_scope.clone(),
@@ -207,7 +193,7 @@ pub fn new(
 }
 
 pub struct BoshResolver {
-    director: Arc<Director>,
+    director: Arc<DiscoveredUaa<Director>>,
     required_scope: String,
     agent_port: u16,
     interfaces: Vec<String>,
@@ -219,7 +205,7 @@ impl BoshResolver {
     /// failure is retried by a later request, at most every
     /// `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        uaa::discover_in_background(self.director.clone(), "a BOSH capture");
+        self.director.discover_in_background("a BOSH capture");
     }
 }
 
@@ -243,27 +229,22 @@ impl Resolver for BoshResolver {
                 "the BOSH target names no instance group".to_owned(),
             ));
         }
-        let validator = self
+        let token = self
             .director
-            .validator()
-            .await
-            .map_err(ResolveError::Unavailable)?;
-        // An authenticated user of another issuer (a static user, a Cloud
-        // Foundry user): who they are is known, they may not do this.
-        let Some(token) = validator.own_token(user) else {
-            return Err(ResolveError::PermissionDenied(format!(
-                "capturing BOSH VMs needs a token of the director's UAA ({}); {} is not its user",
-                validator.uaa_url(),
-                user.describe()
-            )));
-        };
+            .acting_token(user, |uaa| {
+                format!(
+                    "capturing BOSH VMs needs a token of the director's UAA ({uaa}); {} is not its user",
+                    user.describe()
+                )
+            })
+            .await?;
         if !user.scopes.contains(&self.required_scope) {
             return Err(ResolveError::PermissionDenied(format!(
                 "the token of {} lacks the scope {}, which capturing BOSH VMs requires",
                 user.name, self.required_scope
             )));
         }
-        let instances = self.director.instances(&target.deployment, token).await?;
+        let instances = instances(&self.director.server, &target.deployment, token).await?;
         Ok(Resolved {
             agents: select(&instances, target, self.agent_port)?,
             default_interfaces: self.interfaces.clone(),
@@ -273,7 +254,7 @@ impl Resolver for BoshResolver {
     }
 
     async fn status(&self) -> ResolverStatus {
-        let (healthy, message) = match self.director.info().await {
+        let (healthy, message) = match info(&self.director.server).await {
             Ok(info) => match uaa_of(&info) {
                 Ok(uaa) => (
                     true,
@@ -281,7 +262,7 @@ impl Resolver for BoshResolver {
                         "director \"{}\" ({}) at {}, UAA {uaa}",
                         info.name,
                         info.version,
-                        self.director.url()
+                        self.director.server.url()
                     ),
                 ),
                 Err(message) => (false, message),
@@ -466,7 +447,7 @@ mod tests {
     }
 
     /// A `[bosh]` whose director listens nowhere.
-    fn unreachable_director() -> (BoshResolver, UaaAuthenticator, PathBuf) {
+    fn unreachable_director() -> (BoshResolver, UaaAuthenticator<Director>, PathBuf) {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}", closed.local_addr().unwrap());
         drop(closed);

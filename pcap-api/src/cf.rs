@@ -20,7 +20,7 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use pcap_platform::cloud_controller::{self, Error as CcError};
+use pcap_platform::cloud_controller::{self, CloudController, Error as CcError};
 pub use pcap_platform::cloud_controller::{App, InstanceStats};
 use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus, Target, target};
 use reqwest::StatusCode;
@@ -119,49 +119,35 @@ impl CfConfig {
     }
 }
 
-/// Cloud Controller and, once its root has named it, its UAA.
-struct CloudController {
-    client: cloud_controller::CloudController,
-    uaa: DiscoveredUaa,
-}
-
-impl CloudController {
-    fn url(&self) -> &str {
-        self.client.url()
-    }
-
-    async fn uaa_url(&self) -> Result<String, String> {
-        let root = self.client.root().await.map_err(|error| match error {
-            CcError::Status { status, .. } => {
-                format!("Cloud Controller at {}/ answered HTTP {status}", self.url())
-            }
-            CcError::Malformed { source, .. } => format!(
-                "Cloud Controller at {}/ sent a bad root document: {}",
-                self.url(),
-                error_chain(&source)
-            ),
-            other => error_chain(&other),
-        })?;
-        root.uaa_url()
-            .filter(|href| href.starts_with("https://"))
-            .ok_or_else(|| {
-                format!(
-                    "Cloud Controller at {} names no https:// UAA (links.uaa.href)",
-                    self.url()
-                )
-            })
-    }
+/// The UAA Cloud Controller's root names, its failures in the resolver's
+/// words.
+async fn uaa_url(cc: &CloudController) -> Result<String, String> {
+    let root = cc.root().await.map_err(|error| match error {
+        CcError::Status { status, .. } => {
+            format!("Cloud Controller at {}/ answered HTTP {status}", cc.url())
+        }
+        CcError::Malformed { source, .. } => format!(
+            "Cloud Controller at {}/ sent a bad root document: {}",
+            cc.url(),
+            error_chain(&source)
+        ),
+        other => error_chain(&other),
+    })?;
+    root.uaa_url()
+        .filter(|href| href.starts_with("https://"))
+        .ok_or_else(|| {
+            format!(
+                "Cloud Controller at {} names no https:// UAA (links.uaa.href)",
+                cc.url()
+            )
+        })
 }
 
 /// Cloud Controller names its UAA in its root.
 #[tonic::async_trait]
 impl NamesUaa for CloudController {
-    fn discovered(&self) -> &DiscoveredUaa {
-        &self.uaa
-    }
-
     async fn discover(&self) -> Result<String, String> {
-        let uaa_url = self.uaa_url().await?;
+        let uaa_url = uaa_url(self).await?;
         tracing::info!(cloud_controller = %self.url(), uaa = %uaa_url, "found Cloud Controller's UAA");
         Ok(uaa_url)
     }
@@ -172,12 +158,13 @@ impl NamesUaa for CloudController {
 pub fn new(
     config: &CfConfig,
     default_port: u16,
-) -> Result<(CfResolver, UaaAuthenticator), SetupError> {
+) -> Result<(CfResolver, UaaAuthenticator<CloudController>), SetupError> {
     let http = uaa::https_client_trusting(&config.ca)?;
-    let cc = Arc::new(CloudController {
-        client: cloud_controller::CloudController::new(&config.api_url, http.clone()),
-        uaa: DiscoveredUaa::new(http, Duration::from_secs_f64(config.token_clock_skew)),
-    });
+    let cc = Arc::new(DiscoveredUaa::new(
+        CloudController::new(&config.api_url, http.clone()),
+        http,
+        Duration::from_secs_f64(config.token_clock_skew),
+    ));
     let resolver = CfResolver {
         cc: Arc::clone(&cc),
         agent_port: config.agent_port.unwrap_or(default_port),
@@ -191,7 +178,7 @@ pub fn new(
 /// App names for c2c insight, from Cloud Controller with the caller's own
 /// token.
 pub struct AppNames {
-    cc: Arc<CloudController>,
+    cc: Arc<DiscoveredUaa<CloudController>>,
 }
 
 impl AppNames {
@@ -209,7 +196,7 @@ impl AppNames {
         let query = [("per_page", "5000")];
         let apps: Result<cloud_controller::Page<App>, CcError> = self
             .cc
-            .client
+            .server
             .get(&["v3", "apps"], &query, Some(token))
             .await;
         match apps {
@@ -230,7 +217,7 @@ impl AppNames {
 }
 
 pub struct CfResolver {
-    cc: Arc<CloudController>,
+    cc: Arc<DiscoveredUaa<CloudController>>,
     agent_port: u16,
     allowed_roles: Vec<String>,
     respect_ssh_setting: bool,
@@ -249,7 +236,7 @@ impl CfResolver {
     /// says at once whether it and its UAA are reachable. A failure is
     /// retried by a later request, at most every `uaa::DISCOVERY_RETRY`.
     pub fn discover_in_background(&self) {
-        uaa::discover_in_background(self.cc.clone(), "an app capture");
+        self.cc.discover_in_background("an app capture");
     }
 
     /// Cloud Controller's refusals, in terms of the app.
@@ -298,7 +285,7 @@ impl CfResolver {
         let types = self.allowed_roles.join(",");
         let roles = self
             .cc
-            .client
+            .server
             .roles(
                 &[
                     ("types", &types),
@@ -318,7 +305,7 @@ impl CfResolver {
         }
         let held = self
             .cc
-            .client
+            .server
             .roles(&[("space_guids", space), ("user_guids", user_id)], token)
             .await
             .map_or_else(|_| Vec::new(), |page| page.resources);
@@ -355,10 +342,10 @@ impl Resolver for CfResolver {
     }
 
     async fn status(&self) -> ResolverStatus {
-        let (healthy, message) = match self.cc.uaa_url().await {
+        let (healthy, message) = match uaa_url(&self.cc.server).await {
             Ok(uaa) => (
                 true,
-                format!("Cloud Controller at {}, UAA {uaa}", self.cc.url()),
+                format!("Cloud Controller at {}, UAA {uaa}", self.cc.server.url()),
             ),
             Err(message) => (false, message),
         };
@@ -413,21 +400,16 @@ impl CfResolver {
                 "the app target names no app GUID".to_owned(),
             ));
         }
-        let validator = self
+        let token = self
             .cc
-            .validator()
-            .await
-            .map_err(ResolveError::Unavailable)?;
-        // An authenticated user of another issuer (a static user, a BOSH
-        // user): who they are is known, they may not do this.
-        let Some(token) = validator.own_token(user) else {
-            return Err(ResolveError::PermissionDenied(format!(
-                "capturing apps needs a token of Cloud Foundry's UAA ({}), and {} is not its user; \
-                 log in with `cf login`",
-                validator.uaa_url(),
-                user.describe()
-            )));
-        };
+            .acting_token(user, |uaa| {
+                format!(
+                    "capturing apps needs a token of Cloud Foundry's UAA ({uaa}), and {} is not its user; \
+                     log in with `cf login`",
+                    user.describe()
+                )
+            })
+            .await?;
         let has_scope = |scope: &str| user.scopes.iter().any(|s| s == scope);
         let admin = has_scope(ADMIN_SCOPE);
         if !admin && !has_scope(READ_SCOPE) {
@@ -438,7 +420,7 @@ impl CfResolver {
         }
         let app = self
             .cc
-            .client
+            .server
             .app(guid, token)
             .await
             .map_err(|f| Self::refused(f, guid, "read the app"))?;
@@ -449,7 +431,7 @@ impl CfResolver {
         if self.respect_ssh_setting {
             let ssh = self
                 .cc
-                .client
+                .server
                 .ssh_enabled(guid, token)
                 .await
                 .map_err(|f| Self::refused(f, guid, "read the app's SSH setting"))?;
@@ -473,7 +455,7 @@ impl CfResolver {
         };
         let stats = self
             .cc
-            .client
+            .server
             .process_stats(guid, process, token)
             .await
             .map_err(|f| match f {

@@ -29,7 +29,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::auth::{AuthError, Authenticator, Issuer, Secret, Uaa, User};
+use crate::{
+    auth::{AuthError, Authenticator, Issuer, Secret, Uaa, User},
+    resolve::ResolveError,
+};
 
 /// The least time between two fetches of the keys caused by unknown `kid`s.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -127,20 +130,33 @@ impl FailedDiscovery {
     }
 }
 
-/// A UAA found through another server (the director's `/info`, Cloud
-/// Controller's root) the first time a token is to be checked: its
-/// validator once found, the last failure meanwhile.
-pub struct DiscoveredUaa {
+/// A server that names its UAA: the director (`/info`), Cloud Controller
+/// (its root).
+#[tonic::async_trait]
+pub trait NamesUaa: Send + Sync + 'static {
+    /// Asks the server for its UAA's URL, and logs what it found.
+    async fn discover(&self) -> Result<String, String>;
+}
+
+/// A server that names its UAA, and that UAA, found through it the first
+/// time a token is to be checked: its validator once found, the last
+/// failure meanwhile. A section's resolver and its [`UaaAuthenticator`]
+/// share one.
+pub struct DiscoveredUaa<S> {
+    /// The server, e.g. the director.
+    pub server: S,
     http: reqwest::Client,
     clock_skew: Duration,
     validator: Mutex<Option<Arc<TokenValidator>>>,
     failed: FailedDiscovery,
 }
 
-impl DiscoveredUaa {
-    /// Validators it makes fetch keys with `http` and allow `clock_skew`.
-    pub fn new(http: reqwest::Client, clock_skew: Duration) -> Self {
+impl<S: NamesUaa> DiscoveredUaa<S> {
+    /// `server`'s UAA, whose validators fetch keys with `http` and allow
+    /// `clock_skew`.
+    pub fn new(server: S, http: reqwest::Client, clock_skew: Duration) -> Self {
         Self {
+            server,
             http,
             clock_skew,
             validator: Mutex::new(None),
@@ -148,12 +164,9 @@ impl DiscoveredUaa {
         }
     }
 
-    /// The validator of the UAA whose URL `discover` finds, the first time;
-    /// a failure is answered from memory for [`DISCOVERY_RETRY`].
-    pub async fn validator(
-        &self,
-        discover: impl Future<Output = Result<String, String>>,
-    ) -> Result<Arc<TokenValidator>, String> {
+    /// The validator of the UAA the server names, found the first time; a
+    /// failure is answered from memory for [`DISCOVERY_RETRY`].
+    pub async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
         let mut validator = self.validator.lock().await;
         if let Some(found) = &*validator {
             return Ok(Arc::clone(found));
@@ -161,7 +174,11 @@ impl DiscoveredUaa {
         if let Some(message) = self.failed.recent() {
             return Err(message);
         }
-        let uaa_url = discover.await.inspect_err(|m| self.failed.record(m))?;
+        let uaa_url = self
+            .server
+            .discover()
+            .await
+            .inspect_err(|m| self.failed.record(m))?;
         let found = Arc::new(TokenValidator::new(
             &uaa_url,
             self.http.clone(),
@@ -177,62 +194,60 @@ impl DiscoveredUaa {
         let validator = self.validator.try_lock().ok()?;
         validator.as_ref().map(|v| v.issuer().to_owned())
     }
-}
 
-/// A server that names its UAA (the director's `/info`, Cloud Controller's
-/// root): how to ask it, and the UAA it named once found.
-#[tonic::async_trait]
-pub trait NamesUaa: Send + Sync + 'static {
-    /// Where the UAA is kept once found.
-    fn discovered(&self) -> &DiscoveredUaa;
+    /// `user`'s own token of the server's UAA, to act for them at the
+    /// server. A UAA not found is `Unavailable`. A user of another issuer
+    /// (a static user, another UAA's) is known but may not do this:
+    /// `PermissionDenied`, with `needs(uaa_url)` saying what it takes.
+    pub async fn acting_token<'u>(
+        &self,
+        user: &'u User,
+        needs: impl FnOnce(&str) -> String,
+    ) -> Result<&'u str, ResolveError> {
+        let validator = self.validator().await.map_err(ResolveError::Unavailable)?;
+        validator
+            .own_token(user)
+            .ok_or_else(|| ResolveError::PermissionDenied(needs(validator.uaa_url())))
+    }
 
-    /// Asks the server for its UAA's URL, and logs what it found.
-    async fn discover(&self) -> Result<String, String>;
-
-    /// The validator of the server's UAA, found through [`Self::discover`]
-    /// the first time; a failure is answered from memory for
-    /// [`DISCOVERY_RETRY`].
-    async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
-        self.discovered().validator(self.discover()).await
+    /// Runs the discovery in the background when there is a runtime, so
+    /// that the log says at once whether the server and its UAA are
+    /// reachable; a failure is retried by a later request (`retried_by`),
+    /// at most every [`DISCOVERY_RETRY`].
+    pub fn discover_in_background(self: &Arc<Self>, retried_by: &'static str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let uaa = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(message) = uaa.validator().await {
+                tracing::warn!("{message}; trying again on {retried_by}, at most every 10 s");
+            }
+        });
     }
 }
 
-/// Runs `server`'s discovery in the background when there is a runtime,
-/// so that the log says at once whether the server and its UAA are
-/// reachable; a failure is retried by a later request (`retried_by`), at
-/// most every [`DISCOVERY_RETRY`].
-pub fn discover_in_background(server: Arc<dyn NamesUaa>, retried_by: &'static str) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        if let Err(message) = server.validator().await {
-            tracing::warn!("{message}; trying again on {retried_by}, at most every 10 s");
-        }
-    });
-}
-
-/// Accepts access tokens of the UAA a server names, as users of `uaa`:
+/// Accepts access tokens of the UAA a server `S` names, as users of `uaa`:
 /// `[bosh]`'s director's and `[cf]`'s Cloud Controller's.
-pub struct UaaAuthenticator {
+pub struct UaaAuthenticator<S> {
     uaa: Uaa,
-    server: Arc<dyn NamesUaa>,
+    discovered: Arc<DiscoveredUaa<S>>,
 }
 
-impl UaaAuthenticator {
-    pub fn new(uaa: Uaa, server: Arc<dyn NamesUaa>) -> Self {
-        Self { uaa, server }
+impl<S> UaaAuthenticator<S> {
+    pub fn new(uaa: Uaa, discovered: Arc<DiscoveredUaa<S>>) -> Self {
+        Self { uaa, discovered }
     }
 }
 
 #[tonic::async_trait]
-impl Authenticator for UaaAuthenticator {
+impl<S: NamesUaa> Authenticator for UaaAuthenticator<S> {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        authenticate(self.uaa, self.server.validator(), token).await
+        authenticate(self.uaa, self.discovered.validator(), token).await
     }
 
     fn issuer(&self) -> Option<String> {
-        self.server.discovered().issuer()
+        self.discovered.issuer()
     }
 }
 
