@@ -111,16 +111,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         phase("removing the previous root", &mut || remove_root(&root))?;
         phase(
             &format!("debootstrap {SUITE} into {}", root.display()),
-            &mut || {
-                run_command(
-                    Command::new("debootstrap")
-                        .arg(format!("--unpack-tarball={}", tarball.display()))
-                        .arg(format!("--include={}", BASE.join(",")))
-                        .args([SUITE])
-                        .arg(&root)
-                        .arg(&mirror),
-                )
-            },
+            &mut || debootstrap("--unpack-tarball", &tarball, &root, &mirror),
         )?;
         phase(
             "configuring apt, DNS and certificate authorities like the host",
@@ -227,20 +218,26 @@ fn debian_mirror(text: &str) -> Option<String> {
         .find(|uri| uri.ends_with("/debian"))
 }
 
+/// `debootstrap OPTION=TARBALL --include=BASE SUITE TARGET MIRROR`, where
+/// `option` makes the tarball or unpacks it.
+fn debootstrap(option: &str, tarball: &Path, target: &Path, mirror: &str) -> anyhow::Result<()> {
+    run_command(
+        Command::new("debootstrap")
+            .arg(format!("{option}={}", tarball.display()))
+            .arg(format!("--include={}", BASE.join(",")))
+            .args([SUITE])
+            .arg(target)
+            .arg(mirror),
+    )
+}
+
 fn make_tarball(dir: &Path, tarball: &Path, mirror: &str) -> anyhow::Result<()> {
     let work = dir.join("tarball-work");
     if work.exists() {
         fs::remove_dir_all(&work)?;
     }
     let partial = tarball.with_extension("tgz.partial");
-    run_command(
-        Command::new("debootstrap")
-            .arg(format!("--make-tarball={}", partial.display()))
-            .arg(format!("--include={}", BASE.join(",")))
-            .args([SUITE])
-            .arg(&work)
-            .arg(mirror),
-    )?;
+    debootstrap("--make-tarball", &partial, &work, mirror)?;
     fs::rename(&partial, tarball)?;
     fs::remove_dir_all(&work).ok();
     Ok(())
