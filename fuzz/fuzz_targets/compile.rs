@@ -3,9 +3,10 @@
 //! agent accept): `pcap_filter::compile` never panics, never
 //! hangs (libFuzzer's `-timeout`), never makes libpcap look a name up
 //! (the resolver functions are stand-ins that count calls), and what it
-//! compiles is valid classic BPF (or uses `protochain`'s backward jumps)
-//! that translates, loads, and agrees with libpcap and with the
-//! user-space interpreter on the packets that follow the expression.
+//! compiles is valid classic BPF that translates, loads, and agrees with
+//! the user-space interpreter on the packets that follow the expression,
+//! and with libpcap too unless it loops (`protochain`: libpcap's loop has
+//! no bound, and an AH header that points at itself never ends it).
 //!
 //! Input: a flags byte (bit 0: raw IP instead of Ethernet), the
 //! expression up to the first NUL byte, then packets.
@@ -17,7 +18,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use pcap_filter::{
     InterfaceFilter,
-    cbpf::{ProgramError, validate},
+    cbpf::{has_backward_jumps, validate},
     compile::{self, CompileError, LINKTYPE_ETHERNET, LINKTYPE_RAW},
     interp,
 };
@@ -64,11 +65,10 @@ fuzz_target!(|data: &[u8]| {
         Err(CompileError::Nul) => unreachable!("no NUL in the expression"),
         Err(_) => return,
     };
-    match validate(&program) {
-        Ok(()) => {}
-        Err(ProgramError::BackwardJump { .. }) => return,
-        Err(e) => panic!("libpcap compiled {expression:?} to a program we refuse: {e}"),
+    if let Err(e) = validate(&program) {
+        panic!("libpcap compiled {expression:?} to a program we refuse: {e}");
     }
+    let loops = has_backward_jumps(&program);
     let filters = [InterfaceFilter {
         program: &program,
         link_type,
@@ -93,11 +93,13 @@ fuzz_target!(|data: &[u8]| {
         };
         let wirelen = frame.len() as u32;
         let expected = interp::run(&program, &frame, wirelen);
-        assert_eq!(
-            expected,
-            libpcap::filter(&program, &frame, wirelen),
-            "{expression:?}: interpreter and libpcap disagree on {frame:02x?}"
-        );
+        if !loops {
+            assert_eq!(
+                expected,
+                libpcap::filter(&program, &frame, wirelen),
+                "{expression:?}: interpreter and libpcap disagree on {frame:02x?}"
+            );
+        }
         if let Some(ours) = kernel::verdict(&prog, data, tag, 0) {
             assert_eq!(
                 ours, expected,

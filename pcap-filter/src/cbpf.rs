@@ -147,6 +147,24 @@ pub mod misc {
 /// Words of scratch memory, `M[0]` to `M[15]`.
 pub const MEMWORDS: u32 = 16;
 
+/// The most backward jumps one run of a filter takes; the next one ends
+/// the run with 0 (no match).
+///
+/// libpcap emits backward jumps only for `protochain`, whose loop takes
+/// one per IPv6 extension header or authentication header it steps over.
+/// Real chains are short: RFC 8200 (section 4.1) lists six extension
+/// header types and asks for each at most once (destination options
+/// twice); tunnels start a new chain. libpcap has no bound: a packet with
+/// a longer chain (only a crafted one: each header takes at least 8 bytes)
+/// is rejected here where tcpdump could match it.
+///
+/// The kernel's verifier walks the translated loop once per iteration, so
+/// this bound is also what the filter program costs to verify (see the
+/// [`translate`](crate::translate) module). The kernel's filter and the
+/// user-space interpreter ([`crate::interp`], for `-r`) share it, so they
+/// agree on every packet.
+pub const MAX_BACKWARD_JUMPS: u32 = 64;
+
 /// Why a classic program cannot be translated.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ProgramError {
@@ -164,17 +182,15 @@ pub enum ProgramError {
         /// Its constant.
         k: u32,
     },
-    /// A jump past the end of the program.
+    /// A jump past either end of the program.
     #[error("classic BPF jump out of range at {pc}")]
     JumpOutOfRange {
         /// Index of the jump.
         pc: usize,
     },
-    /// A backward jump (libpcap's `protochain`). The kernel's classic BPF
-    /// rejects these too: loops cannot be proven to end.
-    #[error(
-        "classic BPF backward jump at {pc}: loops (as in 'protochain') cannot run in the kernel"
-    )]
+    /// A backward jump, which the kernel's classic BPF refuses (only
+    /// [`crate::classic_like`] refuses it here).
+    #[error("classic BPF backward jump at {pc}: the kernel's classic BPF runs no loops")]
     BackwardJump {
         /// Index of the jump.
         pc: usize,
@@ -184,8 +200,9 @@ pub enum ProgramError {
     NoFinalReturn,
 }
 
-/// Checks what libpcap's `bpf_validate` checks, and that all jumps go
-/// forward.
+/// Checks what libpcap's `bpf_validate` checks, except that `ja` may jump
+/// backward (k is signed, as libpcap's `bpf_filter` reads it), as
+/// `protochain` does; such loops run at most [`MAX_BACKWARD_JUMPS`] times.
 pub fn validate(program: &[CbpfInsn]) -> Result<(), ProgramError> {
     let last = program.last().ok_or(ProgramError::Empty)?;
     for (pc, insn) in program.iter().enumerate() {
@@ -202,10 +219,7 @@ pub fn validate(program: &[CbpfInsn]) -> Result<(), ProgramError> {
         let from = pc as u64 + 1;
         let len = program.len() as u64;
         if insn.code & 0xf0 == op::JA {
-            if (insn.k as i32) < 0 {
-                return Err(ProgramError::BackwardJump { pc });
-            }
-            if from + u64::from(insn.k) >= len {
+            if jump_target(pc, insn.k).is_none_or(|to| to as u64 >= len) {
                 return Err(ProgramError::JumpOutOfRange { pc });
             }
         } else if from + u64::from(insn.jt.max(insn.jf)) >= len {
@@ -216,6 +230,19 @@ pub fn validate(program: &[CbpfInsn]) -> Result<(), ProgramError> {
         return Err(ProgramError::NoFinalReturn);
     }
     Ok(())
+}
+
+/// Where `ja k` at `pc` goes: `pc + 1 + k`, k signed; `None` before the
+/// start.
+pub fn jump_target(pc: usize, k: u32) -> Option<usize> {
+    (pc + 1).checked_add_signed(k as i32 as isize)
+}
+
+/// Whether `program` has a backward jump (a loop).
+pub fn has_backward_jumps(program: &[CbpfInsn]) -> bool {
+    program.iter().enumerate().any(|(pc, insn)| {
+        insn.code == class::JMP | op::JA && jump_target(pc, insn.k).is_some_and(|to| to <= pc)
+    })
 }
 
 /// The instructions libpcap's interpreter runs, with their constraints on k.
@@ -280,10 +307,11 @@ mod tests {
         assert_eq!(validate(&[]), Err(ProgramError::Empty));
         let ld = CbpfInsn::stmt(class::LD | size::H | mode::ABS, 12);
         assert_eq!(validate(&[ld]), Err(ProgramError::NoFinalReturn));
-        let ja_back = CbpfInsn::stmt(class::JMP | op::JA, u32::MAX - 1);
+        // ja -3 from 1: before the first instruction.
+        let ja_before = CbpfInsn::stmt(class::JMP | op::JA, (-3i32) as u32);
         assert_eq!(
-            validate(&[ld, ja_back, CbpfInsn::stmt(RET_K, 0)]),
-            Err(ProgramError::BackwardJump { pc: 1 })
+            validate(&[ld, ja_before, CbpfInsn::stmt(RET_K, 0)]),
+            Err(ProgramError::JumpOutOfRange { pc: 1 })
         );
         let jeq = CbpfInsn::jump(class::JMP | op::JEQ, 1, 1, 0);
         assert_eq!(
@@ -303,6 +331,22 @@ mod tests {
         // libpcap's bpf_filter aborts on it).
         let wide = CbpfInsn::stmt(0xff00, 1);
         assert!(validate(&[wide, CbpfInsn::stmt(RET_K, 0)]).is_err());
+    }
+
+    #[test]
+    fn accepts_backward_jumps_within_the_program() {
+        let ld = CbpfInsn::stmt(class::LD | size::H | mode::ABS, 12);
+        let ret = CbpfInsn::stmt(RET_K, 0);
+        // ja -2 from 1: back to 0. ja -1: to itself.
+        for k in [-2i32, -1] {
+            let program = [ld, CbpfInsn::stmt(class::JMP | op::JA, k as u32), ret];
+            assert_eq!(validate(&program), Ok(()));
+            assert!(has_backward_jumps(&program));
+        }
+        let forward = [ld, CbpfInsn::stmt(class::JMP | op::JA, 0), ret];
+        assert!(!has_backward_jumps(&forward));
+        assert_eq!(jump_target(1, (-2i32) as u32), Some(0));
+        assert_eq!(jump_target(1, (-3i32) as u32), None);
     }
 
     #[test]

@@ -23,9 +23,14 @@ const X: Reg = Reg::R7;
 const CTX: Reg = Reg::R6;
 const TMP: Reg = Reg::R2;
 
-/// Translates a classic program as the kernel does for a socket filter.
+/// Translates a classic program as the kernel does for a socket filter;
+/// like the kernel, refuses backward jumps (`protochain`).
 pub fn translate_classic_like(program: &[CbpfInsn]) -> Result<Vec<Insn>, ProgramError> {
     cbpf::validate(program)?;
+    let backward = |i: &CbpfInsn| i.code == class::JMP | op::JA && (i.k as i32) < 0;
+    if let Some(pc) = program.iter().position(backward) {
+        return Err(ProgramError::BackwardJump { pc });
+    }
     let mut asm = Asm::new();
     // The kernel clears A and X with XOR; the verifier wants them written
     // before they are read, so we move 0 into them.

@@ -14,22 +14,23 @@
 //! - shifts by X of 32 or more give 0;
 //! - `len` is the wire length, loads read the captured bytes.
 //!
+//! Backward `ja` jumps are followed as libpcap follows them, so
+//! `protochain` programs run too, but at most
+//! [`MAX_BACKWARD_JUMPS`] of them per run: the next one returns 0, as the
+//! kernel's filter does (libpcap has no bound).
+//!
 //! Unlike libpcap it never aborts or loops forever on a program the
-//! validator refuses: an unknown instruction (or a code above 0xff), a jump out of the program,
-//! a scratch word of 16 or more, or more than [`MAX_STEPS`] instructions
-//! executed (only backward jumps, as libpcap's `protochain` emits, can
-//! take that long) return 0. Backward `ja` jumps are followed as libpcap
-//! follows them, so `protochain` programs run too.
+//! validator refuses: an unknown instruction (or a code above 0xff), a
+//! jump out of the program or a scratch word of 16 or more return 0; and
+//! since only backward jumps go back, a run executes at most
+//! `(MAX_BACKWARD_JUMPS + 1) * program.len()` instructions.
 //!
 //! It is the reference the translator is fuzzed against (`fuzz/`), and
 //! what applies a filter to packets read from a file.
 
-use crate::cbpf::{CbpfInsn, MEMWORDS, class, misc, mode, op, size, src};
-
-/// The most instructions one run executes before it gives up and
-/// returns 0. A program without backward jumps executes at most one per
-/// instruction; `protochain` loops once per IPv6 extension header.
-pub const MAX_STEPS: u32 = 1 << 22;
+use crate::cbpf::{
+    CbpfInsn, MAX_BACKWARD_JUMPS, MEMWORDS, class, jump_target, misc, mode, op, size, src,
+};
 
 /// Runs `program` on a packet of which `packet` was captured and
 /// `wirelen` bytes were on the wire, returning the filter's result: 0 to
@@ -59,7 +60,8 @@ impl Machine<'_> {
     /// The filter's result; `None` for every way of returning 0 early.
     fn run(&mut self, program: &[CbpfInsn]) -> Option<u32> {
         let mut pc = 0usize;
-        for _ in 0..MAX_STEPS {
+        let mut backward_jumps = 0;
+        loop {
             let insn = *program.get(pc)?;
             if insn.code > 0xff {
                 // Not an opcode: libpcap aborts.
@@ -80,7 +82,16 @@ impl Machine<'_> {
                 class::ST if insn.code == class::ST => *self.mem.get_mut(k as usize)? = self.a,
                 class::STX if insn.code == class::STX => *self.mem.get_mut(k as usize)? = self.x,
                 class::ALU => self.a = self.alu(insn)?,
-                class::JMP => pc = self.jump(insn, pc)?,
+                class::JMP => {
+                    let next = self.jump(insn, pc)?;
+                    if next < pc {
+                        if backward_jumps == MAX_BACKWARD_JUMPS {
+                            return None;
+                        }
+                        backward_jumps += 1;
+                    }
+                    pc = next;
+                }
                 class::MISC => match insn.code & 0xf8 {
                     misc::TAX => self.x = self.a,
                     misc::TXA => self.a = self.x,
@@ -89,7 +100,6 @@ impl Machine<'_> {
                 _ => return None,
             }
         }
-        None
     }
 
     /// `size` bytes at `offset`, big-endian; `None` past the captured bytes.
@@ -159,9 +169,7 @@ impl Machine<'_> {
         };
         let taken = match insn.code & 0xf0 {
             // libpcap sign-extends k, for protochain's backward jumps.
-            op::JA if insn.code == class::JMP => {
-                return next.checked_add_signed(insn.k as i32 as isize);
-            }
+            op::JA if insn.code == class::JMP => return jump_target(next - 1, insn.k),
             op::JEQ => self.a == operand,
             op::JGT => self.a > operand,
             op::JGE => self.a >= operand,
@@ -267,6 +275,27 @@ mod tests {
         ];
         assert_eq!(run(&program, &[], 0), 7);
         assert_eq!(run(&program, &[], 0), libpcap::filter(&program, &[], 0));
+    }
+
+    #[test]
+    fn backward_jumps_beyond_the_bound_return_0() {
+        // ld #n; loop: sub #1; jeq #0, out; ja loop; out: ret #7: n - 1
+        // backward jumps.
+        let looping = |n: u32| {
+            [
+                insn(0x00, n),
+                insn(0x14, 1),
+                CbpfInsn::jump(0x15, 0, 1, 0),
+                insn(0x05, (-3i32) as u32),
+                insn(0x06, 7),
+            ]
+        };
+        let at_bound = looping(MAX_BACKWARD_JUMPS + 1);
+        assert_eq!(run(&at_bound, &[], 0), 7);
+        assert_eq!(libpcap::filter(&at_bound, &[], 0), 7);
+        let beyond = looping(MAX_BACKWARD_JUMPS + 2);
+        assert_eq!(run(&beyond, &[], 0), 0);
+        assert_eq!(libpcap::filter(&beyond, &[], 0), 7, "libpcap has no bound");
     }
 
     /// Packets for the comparison with libpcap: every corpus packet, cut

@@ -31,6 +31,9 @@ const BPF_MAP_UPDATE_ELEM: c_long = 2;
 const BPF_PROG_LOAD: c_long = 5;
 const BPF_PROG_TEST_RUN: c_long = 10;
 
+/// `BPF_LOG_STATS`: the verifier logs only its statistics.
+const LOG_STATS: u32 = 4;
+
 /// Verifier log sizes to try, in turn, when a load fails.
 const LOG_SIZES: [usize; 2] = [1 << 20, 1 << 24];
 
@@ -176,22 +179,8 @@ pub fn prog_load(
     name: &str,
 ) -> Result<OwnedFd, LoadError> {
     let code = program_bytes(insns);
-    let license = CString::new(license).map_err(|_| LoadError {
-        source: io::Error::from(io::ErrorKind::InvalidInput),
-        log: "license contains a NUL byte".into(),
-    })?;
-    let mut prog_name = [0u8; 16];
-    for (to, from) in prog_name.iter_mut().zip(name.bytes().take(15)) {
-        *to = from;
-    }
-    let mut attr = ProgLoadAttr {
-        prog_type,
-        insn_cnt: insns.len() as u32,
-        insns: code.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name,
-        ..ProgLoadAttr::default()
-    };
+    let license = c_license(license)?;
+    let mut attr = load_attr(prog_type, &code, &license, name);
     let first = match bpf(BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => return Ok(owned_fd(fd)),
         Err(e) => e,
@@ -229,6 +218,60 @@ pub fn prog_load(
         }
     }
     Err(failure)
+}
+
+/// Loads like [`prog_load`], and returns the verifier's statistics as it
+/// writes them (log level `BPF_LOG_STATS`): "processed N insns (limit
+/// 1000000) max_states_per_insn ...", what verifying the program cost.
+pub fn prog_load_with_stats(
+    prog_type: u32,
+    insns: &[Insn],
+    license: &str,
+    name: &str,
+) -> Result<(OwnedFd, String), LoadError> {
+    let code = program_bytes(insns);
+    let c_license = c_license(license)?;
+    let mut attr = load_attr(prog_type, &code, &c_license, name);
+    let mut log = vec![0u8; 1 << 16];
+    attr.log_level = LOG_STATS;
+    attr.log_size = log.len() as u32;
+    attr.log_buf = log.as_mut_ptr() as u64;
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Ok((
+                owned_fd(fd),
+                String::from_utf8_lossy(&log[..end]).into_owned(),
+            ))
+        }
+        // Load again for the error with its whole log.
+        Err(_) => prog_load(prog_type, insns, license, name).map(|fd| (fd, String::new())),
+    }
+}
+
+/// `license` for the kernel.
+fn c_license(license: &str) -> Result<CString, LoadError> {
+    CString::new(license).map_err(|_| LoadError {
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+        log: "license contains a NUL byte".into(),
+    })
+}
+
+/// The `BPF_PROG_LOAD` attributes for `code`, without a log; `code` and
+/// `license` must outlive the call.
+fn load_attr(prog_type: u32, code: &[u8], license: &CString, name: &str) -> ProgLoadAttr {
+    let mut prog_name = [0u8; 16];
+    for (to, from) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *to = from;
+    }
+    ProgLoadAttr {
+        prog_type,
+        insn_cnt: (code.len() / 8) as u32,
+        insns: code.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        ..ProgLoadAttr::default()
+    }
 }
 
 /// What one `BPF_PROG_TEST_RUN` returned.

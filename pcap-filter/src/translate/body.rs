@@ -2,13 +2,49 @@
 
 use super::{A, CTX, Exits, X, load, skb};
 use crate::{
-    cbpf::{CbpfInsn, class, misc, mode, op, size, src},
+    cbpf::{CbpfInsn, MAX_BACKWARD_JUMPS, class, jump_target, misc, mode, op, size, src},
     ebpf::{Alu, Asm, Jmp, Label, Reg, Size},
 };
 
 /// Offset from the frame pointer of scratch word M[k] (M[0] at -72).
 pub fn mem_offset(k: u32) -> i16 {
     -72 + 4 * k as i16
+}
+
+/// Offset from the frame pointer of the loop counter (8 bytes, below the
+/// window): how many more backward jumps the run may take.
+pub const LOOPS: i16 = -216;
+
+/// Sets the loop counter to [`MAX_BACKWARD_JUMPS`]; for programs with
+/// backward jumps, before either path runs. Clobbers r1.
+pub fn start_loop_counter(asm: &mut Asm) {
+    asm.mov64_imm(Reg::R1, MAX_BACKWARD_JUMPS as i32);
+    asm.stx(Size::DW, Reg::FP, LOOPS, Reg::R1);
+}
+
+/// A backward jump to `target`: rejects the packet when the counter is
+/// spent, else counts it down and jumps. The verifier follows the counter
+/// exactly, so it sees the loop end. Clobbers r1 and r2.
+///
+/// A and X keep their values but lose, for the verifier, what it knew of
+/// their ranges (`A ^= len; A ^= len` leaves A as it is, and makes it a
+/// number the verifier knows nothing of). Otherwise each iteration would
+/// reach the loop's head with other ranges of X (one per path taken so
+/// far, since `protochain` steps by a header length), and the verifier,
+/// unable to prune one by another, would walk the square of the bound's
+/// paths; with them hidden, every path into the head with the same
+/// counter is the same state to it, and the cost grows with the bound.
+fn loop_back(asm: &mut Asm, exits: Exits, target: Label) {
+    asm.ldx(Size::DW, Reg::R1, Reg::FP, LOOPS);
+    asm.jmp_imm(Jmp::Eq, Reg::R1, 0, exits.reject);
+    asm.alu64_imm(Alu::Sub, Reg::R1, 1);
+    asm.stx(Size::DW, Reg::FP, LOOPS, Reg::R1);
+    asm.ldx(Size::W, Reg::R2, CTX, skb::LEN);
+    for register in [A, X] {
+        asm.alu32_reg(Alu::Xor, register, Reg::R2);
+        asm.alu32_reg(Alu::Xor, register, Reg::R2);
+    }
+    asm.ja(target);
 }
 
 /// Whether the program reads packet bytes or the packet length, the things
@@ -42,7 +78,7 @@ fn packet_load(insn: CbpfInsn) -> Option<(load::Offset, u32)> {
 /// already checked the packet for: the constant-offset loads inside
 /// `window` on every path reaching it.
 fn checked_lengths(program: &[CbpfInsn], frame: load::Frame) -> Vec<u32> {
-    let load::Frame::Plain { window } = frame else {
+    let load::Frame::Plain { window, .. } = frame else {
         return vec![0; program.len()];
     };
     forward(program, 0, u32::min, |before, insn| {
@@ -122,11 +158,12 @@ fn accesses(insn: CbpfInsn) -> (u32, u32) {
     }
 }
 
-/// A forward dataflow over a validated program (its jumps only go
-/// forward): the state before each instruction, the `meet` of what its
-/// predecessors pass on (`step` of their own state), `None` where no path
-/// leads.
-fn forward<T: Copy>(
+/// A forward dataflow over a validated program: the state before each
+/// instruction, the `meet` of what its predecessors pass on (`step` of
+/// their own state), `None` where no path leads. Without backward jumps
+/// one pass settles every state; with them, passes repeat until nothing
+/// changes (`meet` only ever lowers a state, and the states are finite).
+fn forward<T: Copy + PartialEq>(
     program: &[CbpfInsn],
     entry: T,
     meet: impl Fn(T, T) -> T,
@@ -136,21 +173,27 @@ fn forward<T: Copy>(
     if let Some(first) = states.first_mut() {
         *first = Some(entry);
     }
-    for (pc, &insn) in program.iter().enumerate() {
-        let Some(before) = states[pc] else {
-            continue;
-        };
-        let after = step(before, insn);
-        let next = |skip: u32| pc + 1 + skip as usize;
-        let successors: &[usize] = match insn.code & 0x07 {
-            class::RET => &[],
-            class::JMP if insn.code & 0xf0 == op::JA => &[next(insn.k)],
-            class::JMP => &[next(u32::from(insn.jt)), next(u32::from(insn.jf))],
-            _ => &[next(0)],
-        };
-        for &successor in successors {
-            if let Some(slot) = states.get_mut(successor) {
-                *slot = Some(slot.map_or(after, |known| meet(known, after)));
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (pc, &insn) in program.iter().enumerate() {
+            let Some(before) = states[pc] else {
+                continue;
+            };
+            let after = step(before, insn);
+            let next = |skip: u8| pc + 1 + usize::from(skip);
+            let successors: &[Option<usize>] = match insn.code & 0x07 {
+                class::RET => &[],
+                class::JMP if insn.code & 0xf0 == op::JA => &[jump_target(pc, insn.k)],
+                class::JMP => &[Some(next(insn.jt)), Some(next(insn.jf))],
+                _ => &[Some(pc + 1)],
+            };
+            for &successor in successors {
+                if let Some(slot) = successor.and_then(|to| states.get_mut(to)) {
+                    let state = Some(slot.map_or(after, |known| meet(known, after)));
+                    changed |= *slot != state;
+                    *slot = state;
+                }
             }
         }
     }
@@ -177,8 +220,10 @@ pub fn emit(asm: &mut Asm, exits: Exits, program: &[CbpfInsn], frame: load::Fram
             class::STX => asm.stx(Size::W, Reg::FP, mem_offset(k), X),
             class::ALU => alu(asm, exits, *insn),
             class::JMP if insn.code & 0xf0 == op::JA => {
-                if k != 0 {
-                    asm.ja(target(k));
+                match jump_target(pc, k).expect("validated") {
+                    to if to <= pc => loop_back(asm, exits, labels[to]),
+                    to if to > pc + 1 => asm.ja(labels[to]),
+                    _ => {}
                 }
             }
             class::JMP => {

@@ -41,6 +41,10 @@ pub enum Frame {
     Plain {
         /// Bytes the window was asked for.
         window: u32,
+        /// Whether loads at `X + k` read the window too (else always the
+        /// helper). Not in loops: the window's bounds checks split the
+        /// verifier's paths by the range of X in every iteration.
+        indirect: bool,
     },
     /// The skb's bytes with the tag in [`TAG`] inserted at offset 12.
     Vlan,
@@ -111,11 +115,17 @@ pub fn emit(
     checked: u32,
 ) {
     match (frame, offset) {
-        (Frame::Plain { window }, Offset::Const(k)) if fits(k, n, window) => {
+        (Frame::Plain { window, .. }, Offset::Const(k)) if fits(k, n, window) => {
             window_load(asm, exits, dst, k, n, checked);
         }
         (Frame::Plain { .. }, Offset::Const(k)) => skb_load(asm, exits, dst, Site::Const(k), n),
-        (Frame::Plain { window }, Offset::Indirect(k)) if fits(k, n, window) => {
+        (
+            Frame::Plain {
+                window,
+                indirect: true,
+            },
+            Offset::Indirect(k),
+        ) if fits(k, n, window) => {
             window_load_indirect(asm, exits, dst, k, n, window);
         }
         (Frame::Plain { .. }, Offset::Indirect(k)) => {

@@ -194,19 +194,63 @@ fn rejects_what_cannot_run() {
         build_filter_program(&[], TAIL),
         Err(TranslateError::NoFilters)
     );
-    let program = compile("ip6 protochain 6", LINKTYPE_ETHERNET).unwrap();
+    // ja -3 from 1: before the program's start.
+    let program = [
+        CbpfInsn::stmt(0x00, 1),
+        CbpfInsn::stmt(0x05, (-3i32) as u32),
+        CbpfInsn::stmt(0x06, 0),
+    ];
     let filter = InterfaceFilter {
         program: &program,
         link_type: LINKTYPE_ETHERNET,
         ifindexes: &[],
     };
-    assert!(matches!(
+    assert_eq!(
         build_filter_program(&[filter], TAIL),
         Err(TranslateError::Program {
             filter: 0,
-            source: ProgramError::BackwardJump { .. }
+            source: ProgramError::JumpOutOfRange { pc: 1 }
         })
-    ));
+    );
+}
+
+/// `protochain`'s loop: the counter is set once at entry, and every
+/// backward jump (two per path: extension headers and AH, in the plain and
+/// the VLAN path) checks it, counts it down and jumps back.
+#[test]
+fn backward_jumps_count_down_a_bounded_counter() {
+    let insns = build("ip6 protochain 6", LINKTYPE_ETHERNET);
+    let loops_offset = body::LOOPS;
+    let counter_stores: Vec<usize> = (0..insns.len())
+        .filter(|&i| insns[i].code == 0x7b && insns[i].dst == 10 && insns[i].off == loops_offset)
+        .collect();
+    assert_eq!(
+        counter_stores.len(),
+        5,
+        "one at entry, one per backward jump"
+    );
+    let init = counter_stores[0];
+    assert_eq!(
+        (insns[init - 1].code, insns[init - 1].imm),
+        (0xb7, cbpf::MAX_BACKWARD_JUMPS as i32),
+        "r1 = MAX_BACKWARD_JUMPS"
+    );
+    for &store in &counter_stores[1..] {
+        // r1 = counter; if r1 == 0 reject; r1 -= 1; counter = r1
+        assert_eq!(insns[store - 3].code, 0x79, "load the counter");
+        assert_eq!((insns[store - 2].code, insns[store - 2].imm), (0x15, 0));
+        assert_eq!((insns[store - 1].code, insns[store - 1].imm), (0x17, 1));
+        // then A and X are hidden from the verifier and the jump goes back.
+        let ja = insns[store + 1..]
+            .iter()
+            .position(|i| i.code == 0x05)
+            .map(|at| store + 1 + at)
+            .expect("the backward jump");
+        assert!(insns[ja].off < 0, "jumps backward: {:?}", insns[ja]);
+    }
+    // Without a loop there is no counter.
+    let insns = build("ip6 and tcp", LINKTYPE_ETHERNET);
+    assert!(!insns.iter().any(|i| i.off == loops_offset && i.dst == 10));
 }
 
 #[test]

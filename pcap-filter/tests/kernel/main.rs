@@ -7,6 +7,7 @@ mod contract;
 mod corpus;
 mod harness;
 mod loads;
+mod loops;
 mod pcapfile;
 mod verifier;
 mod vlan;
