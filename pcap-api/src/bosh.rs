@@ -11,7 +11,7 @@
 //!   an agent at `ips[0]:agent_port`, named `group/id`. An instance without
 //!   an IP is reported to the client as unavailable, never an error.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 pub use pcap_platform::director::Instance;
 use pcap_platform::director::{Director, Error as DirectorError, Info};
@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::{
     auth::{Uaa, User},
     resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
-    uaa::{self, DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
+    uaa::{DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -177,12 +177,9 @@ pub fn new(
     config: &BoshConfig,
     default_port: u16,
 ) -> Result<(BoshResolver, UaaAuthenticator<Director>), SetupError> {
-    let http = uaa::https_client_trusting(&config.director_ca)?;
-    let director = Arc::new(DiscoveredUaa::new(
-        Director::new(&config.director_url, http.clone()),
-        http,
-        Duration::from_secs_f64(config.token_clock_skew),
-    ));
+    let director = DiscoveredUaa::trusting(&config.director_ca, config.token_clock_skew, |http| {
+        Director::new(&config.director_url, http)
+    })?;
     let resolver = BoshResolver {
         director: Arc::clone(&director),
         required_scope: config.required_scope.clone(),

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use crate::{
     auth::{Uaa, User},
     resolve::{AgentEndpoint, Instance, ResolveError, Resolved, Resolver},
-    uaa::{self, DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
+    uaa::{DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
 
@@ -159,12 +159,9 @@ pub fn new(
     config: &CfConfig,
     default_port: u16,
 ) -> Result<(CfResolver, UaaAuthenticator<CloudController>), SetupError> {
-    let http = uaa::https_client_trusting(&config.ca)?;
-    let cc = Arc::new(DiscoveredUaa::new(
-        CloudController::new(&config.api_url, http.clone()),
-        http,
-        Duration::from_secs_f64(config.token_clock_skew),
-    ));
+    let cc = DiscoveredUaa::trusting(&config.ca, config.token_clock_skew, |http| {
+        CloudController::new(&config.api_url, http)
+    })?;
     let resolver = CfResolver {
         cc: Arc::clone(&cc),
         agent_port: config.agent_port.unwrap_or(default_port),

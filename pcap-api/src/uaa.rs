@@ -164,6 +164,23 @@ impl<S: NamesUaa> DiscoveredUaa<S> {
         }
     }
 
+    /// The server `connect` makes, reached (as its UAA is) over HTTPS
+    /// trusting only the certificates of the PEM file `ca`; tokens are
+    /// allowed `clock_skew` seconds.
+    pub fn trusting(
+        ca: &Path,
+        clock_skew: f64,
+        connect: impl FnOnce(reqwest::Client) -> S,
+    ) -> Result<Arc<Self>, SetupError> {
+        let http = https_client_trusting(ca)?;
+        let server = connect(http.clone());
+        Ok(Arc::new(Self::new(
+            server,
+            http,
+            Duration::from_secs_f64(clock_skew),
+        )))
+    }
+
     /// The validator of the UAA the server names, found the first time; a
     /// failure is answered from memory for [`DISCOVERY_RETRY`].
     pub async fn validator(&self) -> Result<Arc<TokenValidator>, String> {
@@ -252,7 +269,7 @@ impl<S: NamesUaa> Authenticator for UaaAuthenticator<S> {
 }
 
 /// An HTTPS client that trusts the certificates of the PEM file `ca` only.
-pub fn https_client_trusting(ca: &Path) -> Result<reqwest::Client, SetupError> {
+fn https_client_trusting(ca: &Path) -> Result<reqwest::Client, SetupError> {
     let ca_name = ca.display().to_string();
     let pem = std::fs::read(ca).map_err(|e| SetupError::Ca(ca_name.clone(), e.to_string()))?;
     https_client(&pem, &ca_name)
