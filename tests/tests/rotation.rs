@@ -313,9 +313,18 @@ fn a_remote_capture_rotates_where_the_cli_writes() -> anyhow::Result<()> {
     let reference = dir.join("ref.pcap");
     let tcpdump = tcpdump(&vm.ns, "eth0", "inout", &reference)?;
     let base = dir.join("remote.pcapng");
+    let log = dir.join("z.log");
+    let script = post_rotate_script(&dir, &log)?;
     let mut cli = Running::spawn(&mut cluster.cli(
         ALICE_TOKEN,
-        &["-w", base.to_str().expect("utf-8"), "-C", "1"],
+        &[
+            "-w",
+            base.to_str().expect("utf-8"),
+            "-C",
+            "1",
+            "-z",
+            script.to_str().expect("utf-8"),
+        ],
     ))?;
     cli.wait_for("capturing on", 1)?;
     vm.peer.sh(&format!(
@@ -352,6 +361,70 @@ fn a_remote_capture_rotates_where_the_cli_writes() -> anyhow::Result<()> {
         "{} packets in the files, tcpdump {}",
         ours.len(),
         reference.len()
+    );
+    // The CLI ran -z on every file, the last one (after Ctrl-C) too.
+    ensure!(
+        post_rotated(&log)? == files,
+        "-z ran on {:?}",
+        post_rotated(&log)?
+    );
+    Ok(())
+}
+
+#[test]
+fn count_duration_and_sigterm_end_rotated_captures_validly() -> anyhow::Result<()> {
+    let pair = Pair::new("rote")?;
+    let dir = TempDir::new("rote")?;
+    let log = dir.join("z.log");
+    let script = post_rotate_script(&dir, &log)?;
+    let script = script.to_str().expect("utf-8");
+    // -c: the capture ends by itself after 1500 packets (about 2 MB).
+    let counted = dir.join("count");
+    let capture = agent_capture::start_writing(
+        &pair.b,
+        &counted,
+        &["-i", "veth1", "-C", "1", "-c", "1500", "-z", script],
+    )?;
+    big_pings(&pair, 250)?;
+    let (status, lines) = capture.wait()?;
+    ensure!(status.success(), "-c: {lines:?}");
+    let counted_files = files(&dir, "count")?;
+    ensure!(counted_files.len() >= 2, "-c: {counted_files:?}");
+    let packets: usize = read_all(&counted_files)?
+        .iter()
+        .map(|c| c.packets.len())
+        .sum();
+    ensure!(packets == 1500, "-c 1500 wrote {packets} packets");
+    // --duration: ends by itself; SIGTERM: ends as Ctrl-C does.
+    let timed = dir.join("timed-%H%M%S");
+    let capture = agent_capture::start_writing(
+        &pair.b,
+        &timed,
+        &["-i", "veth1", "-G", "1", "--duration", "2.5", "-z", script],
+    )?;
+    pair.a.sh("ping -q -c 20 -i 0.05 -W 1 10.0.0.2")?;
+    let (status, lines) = capture.wait()?;
+    ensure!(status.success(), "--duration: {lines:?}");
+    let termed = dir.join("termed");
+    let capture =
+        agent_capture::start_writing(&pair.b, &termed, &["-i", "veth1", "-C", "1", "-z", script])?;
+    big_pings(&pair, 100)?;
+    capture.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let (status, lines) = capture.wait()?;
+    ensure!(status.success(), "SIGTERM: {lines:?}");
+
+    let timed_files = files(&dir, "timed-")?;
+    ensure!(timed_files.len() >= 2, "--duration: {timed_files:?}");
+    let termed_files = files(&dir, "termed")?;
+    ensure!(termed_files.len() >= 2, "SIGTERM: {termed_files:?}");
+    read_all(&timed_files)?;
+    read_all(&termed_files)?;
+    let mut every = [counted_files, timed_files, termed_files].concat();
+    every.sort();
+    ensure!(
+        post_rotated(&log)? == every,
+        "-z ran on {:?}",
+        post_rotated(&log)?
     );
     Ok(())
 }
