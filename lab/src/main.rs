@@ -9,8 +9,8 @@ mod demo;
 
 use std::process::Command;
 
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use pcap_tests::{bosh::workspace_root, process::run_command};
 
 #[derive(Debug, Parser)]
 #[command(about = "The pcap demo and benchmarks (run them with `cargo xtask demo|bench`).")]
@@ -39,22 +39,4 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     // Started by `cargo run`, CARGO names the cargo that started us.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run_command(Command::new(cargo).args(args).current_dir(workspace_root()))
-}
-
-/// Runs a command, failing with its name if it fails.
-fn run_command(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed: {status}");
-    }
-    Ok(())
-}
-
-fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("lab is in the workspace")
-        .to_owned()
 }

@@ -129,6 +129,20 @@ struct FakeServer {
 }
 
 impl FakeServer {
+    /// Starts `pcap capture ARGS` (as [`TOKEN`]) against this streaming
+    /// server and answers its call: origin 0 on `eth0`, its first `count`
+    /// packets, and the start; returns once pcap says it captures.
+    fn capturing_on_eth0(&mut self, args: &[&str], count: u64) -> Pcap {
+        let mut pcap = Pcap::start(&self.url(), Some(TOKEN), args);
+        self.expect_call();
+        self.send(origin(0));
+        self.send(interface(0, 0, "eth0"));
+        self.send(packets(0, 0, 0, count));
+        self.send(started(0));
+        pcap.wait_for("capturing on eth0");
+        pcap
+    }
+
     /// A server whose response stream the test feeds with [`send`].
     ///
     /// [`send`]: FakeServer::send
@@ -634,17 +648,7 @@ fn a_broken_connection_exits_1_and_leaves_a_valid_file() {
     let mut server = FakeServer::streaming();
     let ca = server.ca.to_str().unwrap().to_owned();
     let file = ScratchFile::new("broken.pcapng");
-    let mut pcap = Pcap::start(
-        &server.url(),
-        Some(TOKEN),
-        &["--ca", &ca, "-w", path_str(&file)],
-    );
-    server.expect_call();
-    server.send(origin(0));
-    server.send(interface(0, 0, "eth0"));
-    server.send(packets(0, 0, 0, 3));
-    server.send(started(0));
-    pcap.wait_for("capturing on eth0");
+    let mut pcap = server.capturing_on_eth0(&["--ca", &ca, "-w", path_str(&file)], 3);
     server.kill();
 
     let (status, stderr, _) = pcap.finish();
@@ -671,13 +675,7 @@ fn a_broken_connection_exits_1_and_leaves_a_valid_file() {
 fn ctrl_c_sends_stop_and_every_packet_until_the_end_reaches_stdout() {
     let mut server = FakeServer::streaming();
     // --insecure: no --ca, and the fake API's certificate is not trusted.
-    let mut pcap = Pcap::start(&server.url(), Some(TOKEN), &["--insecure", "-w", "-"]);
-    server.expect_call();
-    server.send(origin(0));
-    server.send(interface(0, 0, "eth0"));
-    server.send(packets(0, 0, 0, 2));
-    server.send(started(0));
-    pcap.wait_for("capturing on eth0");
+    let mut pcap = server.capturing_on_eth0(&["--insecure", "-w", "-"], 2);
 
     pcap.signal("INT");
     server.expect_stop();
@@ -709,17 +707,7 @@ fn a_second_ctrl_c_quits_at_once_with_a_valid_file() {
     let mut server = FakeServer::streaming();
     let ca = server.ca.to_str().unwrap().to_owned();
     let file = ScratchFile::new("twice.pcapng");
-    let mut pcap = Pcap::start(
-        &server.url(),
-        Some(TOKEN),
-        &["--ca", &ca, "-w", path_str(&file)],
-    );
-    server.expect_call();
-    server.send(origin(0));
-    server.send(interface(0, 0, "eth0"));
-    server.send(packets(0, 0, 0, 2));
-    server.send(started(0));
-    pcap.wait_for("capturing on eth0");
+    let mut pcap = server.capturing_on_eth0(&["--ca", &ca, "-w", path_str(&file)], 2);
 
     pcap.signal("TERM");
     server.expect_stop();
@@ -754,11 +742,11 @@ fn lines_without_w_name_the_origin_and_interface() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
-        lines[0].starts_with("vm-3/eth0 22:13:20.000000000 IN "),
+        lines[0].starts_with("22:13:20.000000 vm-3/eth0 In  "),
         "{stdout}"
     );
     assert!(
-        lines[1].starts_with("vm-3/eth0 22:13:20.000000001 OUT "),
+        lines[1].starts_with("22:13:20.000000 vm-3/eth0 Out "),
         "{stdout}"
     );
 }

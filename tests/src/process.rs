@@ -143,6 +143,18 @@ pub fn wait_until(
     Ok(())
 }
 
+/// Runs `command` to its end, its output going where ours goes; fails,
+/// naming it, if it fails.
+pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
 /// Runs `command` to its end with nothing on stdin, and fails with its
 /// stderr unless it succeeds; `what` names it in the error.
 pub fn run_ok(command: &mut Command, what: &str) -> anyhow::Result<std::process::Output> {
