@@ -78,6 +78,75 @@ pub struct Pki {
     pub api_server: Leaf,
 }
 
+impl Pki {
+    /// A CA in `dir`, and certificates it signed: the agents' (names
+    /// `pcap-agent` and `agent_addresses`) and the API's.
+    pub fn new(dir: &Path, agent_addresses: &[String]) -> anyhow::Result<Self> {
+        let ca = Ca::new(dir, "pcap-ca")?;
+        let mut agent_names = vec!["pcap-agent"];
+        agent_names.extend(agent_addresses.iter().map(String::as_str));
+        Ok(Self {
+            agent: ca.leaf("agent", &agent_names, Validity::Current)?,
+            api_client: ca.leaf("api-client", &["pcap-api"], Validity::Current)?,
+            api_server: ca.leaf("api-server", &["pcap-api", "127.0.0.1"], Validity::Current)?,
+            ca,
+        })
+    }
+
+    /// An agent configuration: listening on [`AGENT_PORT`] with the agents'
+    /// certificate, clients checked against the CA, `eth0` captured by
+    /// default; `extra` is appended verbatim.
+    pub fn agent_config(&self, extra: &str) -> String {
+        format!(
+            "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
+             [tls]\ncertificate = {}\nprivate_key = {}\nclient_ca = {}\n\n\
+             [capture]\ndefault_interfaces = [\"eth0\"]\n\n{extra}",
+            quoted(&self.agent.certificate),
+            quoted(&self.agent.private_key),
+            quoted(&self.ca.certificate),
+        )
+    }
+
+    /// An API configuration: listening on [`API_ADDRESS`] with the API's
+    /// server certificate, presenting `client` to the agents, `users`
+    /// (name, token), and one static target `target` of `agents` (TOML
+    /// inline tables, a line each) on `eth0` that every one of `users` may
+    /// capture; `extra` is appended verbatim.
+    pub fn api_config(
+        &self,
+        client: &Leaf,
+        users: &[(&str, &str)],
+        target: &str,
+        agents: &str,
+        extra: &str,
+    ) -> String {
+        let mut config = format!(
+            "listen = \"{API_ADDRESS}\"\n\n\
+             [tls]\ncertificate = {}\nprivate_key = {}\n\n\
+             [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n",
+            quoted(&self.api_server.certificate),
+            quoted(&self.api_server.private_key),
+            quoted(&self.ca.certificate),
+            quoted(&client.certificate),
+            quoted(&client.private_key),
+        );
+        for (name, token) in users {
+            let _ = write!(
+                config,
+                "[[users]]\nname = \"{name}\"\ntoken = \"{token}\"\n\n"
+            );
+        }
+        let names: Vec<String> = users.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let _ = write!(
+            config,
+            "[[targets]]\nname = \"{target}\"\ninterfaces = [\"eth0\"]\nallow = {{ users = [{}] }}\n\
+             agents = [\n{agents}]\n\n{extra}",
+            names.join(", ")
+        );
+        config
+    }
+}
+
 /// VMs, the control namespace and the files of one landscape.
 #[derive(Debug)]
 pub struct Cluster {
@@ -99,16 +168,8 @@ impl Cluster {
         for index in 0..vms {
             built.push(build_vm(&control, index)?);
         }
-        let ca = Ca::new(dir, "pcap-ca")?;
-        let mut agent_names = vec!["pcap-agent".to_owned()];
-        agent_names.extend(built.iter().map(Vm::address));
-        let agent_names: Vec<&str> = agent_names.iter().map(String::as_str).collect();
-        let pki = Pki {
-            agent: ca.leaf("agent", &agent_names, Validity::Current)?,
-            api_client: ca.leaf("api-client", &["pcap-api"], Validity::Current)?,
-            api_server: ca.leaf("api-server", &["pcap-api", "127.0.0.1"], Validity::Current)?,
-            ca,
-        };
+        let addresses: Vec<String> = built.iter().map(Vm::address).collect();
+        let pki = Pki::new(dir, &addresses)?;
         Ok(Self {
             dir: dir.to_owned(),
             control,
@@ -123,15 +184,7 @@ impl Cluster {
     /// example a `[limits]` table).
     pub fn agent_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
         let path = self.dir.join("agent.toml");
-        let config = format!(
-            "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
-             [tls]\ncertificate = {}\nprivate_key = {}\nclient_ca = {}\n\n\
-             [capture]\ndefault_interfaces = [\"eth0\"]\n\n{extra}",
-            quoted(&self.pki.agent.certificate),
-            quoted(&self.pki.agent.private_key),
-            quoted(&self.pki.ca.certificate),
-        );
-        std::fs::write(&path, config)?;
+        std::fs::write(&path, self.pki.agent_config(extra))?;
         Ok(path)
     }
 
@@ -147,16 +200,8 @@ impl Cluster {
     pub fn start_agent(&mut self, index: usize, config: &Path) -> anyhow::Result<()> {
         let program = self.bin("pcap-agent");
         let vm = &mut self.vms[index];
-        let mut command = vm.ns.command(&program);
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("PCAP_LOG", "info");
-        let mut agent = Running::spawn(&mut command)?;
-        agent
-            .wait_for("listening", 1)
-            .with_context(|| format!("agent of vm-{index}"))?;
-        vm.agent = Some(agent);
+        let what = format!("agent of vm-{index}");
+        vm.agent = Some(serve(&vm.ns, &program, config, "listening", &what)?);
         Ok(())
     }
 
@@ -175,20 +220,8 @@ impl Cluster {
                 vm.address()
             )?;
         }
-        let config = format!(
-            "listen = \"{API_ADDRESS}\"\n\n\
-             [tls]\ncertificate = {}\nprivate_key = {}\n\n\
-             [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n\
-             [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
-             [[users]]\nname = \"bob\"\ntoken = \"{BOB_TOKEN}\"\n\n\
-             [[targets]]\nname = \"vms\"\ninterfaces = [\"eth0\"]\nallow = {{ users = [\"alice\", \"bob\"] }}\n\
-             agents = [\n{agents}]\n\n{extra}",
-            quoted(&self.pki.api_server.certificate),
-            quoted(&self.pki.api_server.private_key),
-            quoted(&self.pki.ca.certificate),
-            quoted(&client.certificate),
-            quoted(&client.private_key),
-        );
+        let users = [("alice", ALICE_TOKEN), ("bob", BOB_TOKEN)];
+        let config = self.pki.api_config(client, &users, "vms", &agents, extra);
         let path = self.dir.join("api.toml");
         std::fs::write(&path, config)?;
         Ok(path)
@@ -196,14 +229,14 @@ impl Cluster {
 
     /// Starts `pcap-api serve` in the control namespace.
     pub fn start_api(&mut self, config: &Path) -> anyhow::Result<()> {
-        let mut command = self.control.command(&self.bin("pcap-api"));
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("PCAP_LOG", "info");
-        let mut api = Running::spawn(&mut command)?;
-        api.wait_for("serving", 1).context("pcap-api")?;
-        self.api = Some(api);
+        let program = self.bin("pcap-api");
+        self.api = Some(serve(
+            &self.control,
+            &program,
+            config,
+            "serving",
+            "pcap-api",
+        )?);
         Ok(())
     }
 
@@ -224,12 +257,32 @@ impl Cluster {
 
 impl Cluster {
     fn bin(&self, name: &str) -> String {
-        self.bin_dir
-            .join(name)
-            .to_str()
-            .expect("utf-8 path")
-            .to_owned()
+        bin(&self.bin_dir, name)
     }
+}
+
+/// `PROGRAM serve --config CONFIG` in `ns`, logging at info, once its
+/// stderr says `ready`; `what` names it in an error.
+pub(crate) fn serve(
+    ns: &Netns,
+    program: &str,
+    config: &Path,
+    ready: &str,
+    what: &str,
+) -> anyhow::Result<Running> {
+    let mut command = ns.command(program);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("PCAP_LOG", "info");
+    let mut running = Running::spawn(&mut command)?;
+    running.wait_for(ready, 1).context(what.to_owned())?;
+    Ok(running)
+}
+
+/// The path of binary `name` in `dir`, for [`Netns::command`].
+pub(crate) fn bin(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().expect("utf-8 path").to_owned()
 }
 
 /// A path as a TOML basic string.

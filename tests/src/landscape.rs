@@ -66,9 +66,8 @@ use anyhow::Context as _;
 use pcap_platform::silk;
 
 use crate::{
-    cluster::{default_bin_dir, quoted},
+    cluster::{Pki, bin, default_bin_dir, quoted, serve},
     netns::{self, Netns},
-    pki::{Ca, Leaf, Validity},
     process::Running,
     servers::cloud_controller::{CcApp, CcInstance},
 };
@@ -286,18 +285,6 @@ impl Instance {
     }
 }
 
-/// Certificates of a landscape.
-#[derive(Debug)]
-pub struct Pki {
-    pub ca: Ca,
-    /// Presented by every agent: names `pcap-agent` and each cell's underlay IP.
-    pub agent: Leaf,
-    /// The API's client certificate towards agents (`pcap-api`).
-    pub api_client: Leaf,
-    /// The API's server certificate towards the CLI (`pcap-api`, 127.0.0.1).
-    pub api_server: Leaf,
-}
-
 /// A running simulated landscape; everything is removed on drop.
 #[derive(Debug)]
 pub struct Landscape {
@@ -392,16 +379,8 @@ impl Landscape {
             });
         }
 
-        let ca = Ca::new(dir, "pcap-ca")?;
-        let mut agent_names = vec!["pcap-agent".to_owned()];
-        agent_names.extend(cells.iter().map(|c| c.underlay_ip().to_string()));
-        let agent_names: Vec<&str> = agent_names.iter().map(String::as_str).collect();
-        let pki = Pki {
-            agent: ca.leaf("agent", &agent_names, Validity::Current)?,
-            api_client: ca.leaf("api-client", &["pcap-api"], Validity::Current)?,
-            api_server: ca.leaf("api-server", &["pcap-api", "127.0.0.1"], Validity::Current)?,
-            ca,
-        };
+        let addresses: Vec<String> = cells.iter().map(|c| c.underlay_ip().to_string()).collect();
+        let pki = Pki::new(dir, &addresses)?;
 
         let landscape = Self {
             dir: dir.to_owned(),
@@ -529,17 +508,9 @@ impl Landscape {
     /// in `[cf]`); `extra` is appended verbatim.
     pub fn agent_config(&self, index: usize, extra: &str) -> anyhow::Result<PathBuf> {
         let path = self.cells[index].dir.join("agent.toml");
-        let config = format!(
-            "listen = \"0.0.0.0:{AGENT_PORT}\"\n\n\
-             [tls]\ncertificate = {}\nprivate_key = {}\nclient_ca = {}\n\n\
-             [capture]\ndefault_interfaces = [\"eth0\"]\n\n\
-             [cf]\ncontainer_metadata_store = {}\n\n{extra}",
-            quoted(&self.pki.agent.certificate),
-            quoted(&self.pki.agent.private_key),
-            quoted(&self.pki.ca.certificate),
-            quoted(&self.cells[index].metadata_store()),
-        );
-        std::fs::write(&path, config)?;
+        let store = quoted(&self.cells[index].metadata_store());
+        let extra = format!("[cf]\ncontainer_metadata_store = {store}\n\n{extra}");
+        std::fs::write(&path, self.pki.agent_config(&extra))?;
         Ok(path)
     }
 
@@ -556,16 +527,8 @@ impl Landscape {
     fn spawn_agent(&mut self, index: usize, config: &Path) -> anyhow::Result<()> {
         let program = self.bin("pcap-agent");
         let cell = &mut self.cells[index];
-        let mut command = cell.ns.command(&program);
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("PCAP_LOG", "info");
-        let mut agent = Running::spawn(&mut command)?;
-        agent
-            .wait_for("listening", 1)
-            .with_context(|| format!("agent of cell-{index}"))?;
-        cell.agent = Some(agent);
+        let what = format!("agent of cell-{index}");
+        cell.agent = Some(serve(&cell.ns, &program, config, "listening", &what)?);
         Ok(())
     }
 
@@ -665,19 +628,9 @@ impl Landscape {
     /// `extra` is appended verbatim (e.g. a Cloud Foundry resolver).
     pub fn api_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
         let agents = self.agents_toml();
-        let config = format!(
-            "listen = \"{API_ADDRESS}\"\n\n\
-             [tls]\ncertificate = {}\nprivate_key = {}\n\n\
-             [agents]\nca = {}\ncertificate = {}\nprivate_key = {}\nserver_name = \"pcap-agent\"\n\n\
-             [[users]]\nname = \"alice\"\ntoken = \"{ALICE_TOKEN}\"\n\n\
-             [[targets]]\nname = \"cells\"\ninterfaces = [\"eth0\"]\nallow = {{ users = [\"alice\"] }}\n\
-             agents = [\n{agents}]\n\n{extra}",
-            quoted(&self.pki.api_server.certificate),
-            quoted(&self.pki.api_server.private_key),
-            quoted(&self.pki.ca.certificate),
-            quoted(&self.pki.api_client.certificate),
-            quoted(&self.pki.api_client.private_key),
-        );
+        let users = [("alice", ALICE_TOKEN)];
+        let client = &self.pki.api_client;
+        let config = self.pki.api_config(client, &users, "cells", &agents, extra);
         let path = self.dir.join("api.toml");
         std::fs::write(&path, config)?;
         Ok(path)
@@ -685,14 +638,14 @@ impl Landscape {
 
     /// Starts `pcap-api serve` in the control namespace.
     pub fn start_api(&mut self, config: &Path) -> anyhow::Result<()> {
-        let mut command = self.control.command(&self.bin("pcap-api"));
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("PCAP_LOG", "info");
-        let mut api = Running::spawn(&mut command)?;
-        api.wait_for("serving", 1).context("pcap-api")?;
-        self.api = Some(api);
+        let program = self.bin("pcap-api");
+        self.api = Some(serve(
+            &self.control,
+            &program,
+            config,
+            "serving",
+            "pcap-api",
+        )?);
         Ok(())
     }
 
@@ -722,11 +675,7 @@ impl Landscape {
     }
 
     fn bin(&self, name: &str) -> String {
-        self.bin_dir
-            .join(name)
-            .to_str()
-            .expect("utf-8 path")
-            .to_owned()
+        bin(&self.bin_dir, name)
     }
 
     /// The VXLAN policy agent's rules on cell `index`: one `vpa--` chain at
