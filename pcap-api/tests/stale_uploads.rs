@@ -78,21 +78,25 @@ async fn s3(State(seen): State<Seen>, request: Request) -> impl IntoResponse {
     }
 }
 
+/// Serves `app` as the S3 endpoint of a store configuration (bucket `pcap`).
+async fn store_config(app: Router) -> StoreConfig {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    toml::from_str(&format!(
+        "endpoint = \"http://{address}\"\nbucket = \"pcap\"\n\
+         access_key_id = \"test-key\"\nsecret_access_key = \"test-secret\"\n"
+    ))
+    .unwrap()
+}
+
 #[tokio::test]
 async fn uploads_under_the_prefix_begun_before_the_start_are_aborted() {
     let seen = Seen::default();
     let app = Router::new()
         .route("/{*path}", any(s3))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let config: StoreConfig = toml::from_str(&format!(
-        "endpoint = \"http://{address}\"\nbucket = \"pcap\"\n\
-         access_key_id = \"test-key\"\nsecret_access_key = \"test-secret\"\n"
-    ))
-    .unwrap();
+    let config = store_config(app).await;
     config.validate().unwrap();
     let stale = StaleUploads::new(&config).unwrap();
     let started = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000); // 2096
@@ -122,14 +126,7 @@ async fn a_refusal_names_the_operation_and_s3s_code() {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let config: StoreConfig = toml::from_str(&format!(
-        "endpoint = \"http://{address}\"\nbucket = \"pcap\"\n\
-         access_key_id = \"test-key\"\nsecret_access_key = \"test-secret\"\n"
-    ))
-    .unwrap();
+    let config = store_config(app).await;
     let error = StaleUploads::new(&config)
         .unwrap()
         .abort_begun_before(SystemTime::now())
