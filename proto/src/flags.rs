@@ -212,8 +212,13 @@ mod tests {
             check(&["-w", "f", "-W", "2"]),
             Err(RotationError::CountAlone)
         );
+        assert!(parse(&["-w", "f", "-z", ""]).unwrap_err().contains("-z"));
+        let empty = RotationFlags {
+            post_rotate: Some(PathBuf::new()),
+            ..RotationFlags::default()
+        };
         assert_eq!(
-            check(&["-w", "f", "-z", ""]),
+            empty.check(Some(Path::new("f"))),
             Err(RotationError::EmptyCommand)
         );
         assert_eq!(check(&["-w", "f", "-z", "gzip"]), Ok(()));
