@@ -110,6 +110,16 @@ enum Behaviour {
     Refuse,
 }
 
+impl Behaviour {
+    /// [`Behaviour::Capture`] that needs no `finish`.
+    fn capture(timestamps: Vec<u64>) -> Self {
+        Self::Capture {
+            timestamps,
+            finish: None,
+        }
+    }
+}
+
 struct FakeAgent {
     behaviour: Behaviour,
     seen: mpsc::UnboundedSender<Seen>,
@@ -498,18 +508,12 @@ async fn merges_two_agents_and_reports_the_others() {
     let ms = 1_000_000;
     let (a, mut seen_a) = fake_agent(
         &pki,
-        Behaviour::Capture {
-            timestamps: vec![base + ms, base + 3 * ms, base + 5 * ms],
-            finish: None,
-        },
+        Behaviour::capture(vec![base + ms, base + 3 * ms, base + 5 * ms]),
     )
     .await;
     let (b, mut seen_b) = fake_agent(
         &pki,
-        Behaviour::Capture {
-            timestamps: vec![base + 2 * ms, base + 4 * ms, base + 6 * ms],
-            finish: None,
-        },
+        Behaviour::capture(vec![base + 2 * ms, base + 4 * ms, base + 6 * ms]),
     )
     .await;
     let dead = dead_address().await;
@@ -599,22 +603,10 @@ async fn merges_two_agents_and_reports_the_others() {
 async fn a_packet_limit_stops_every_agent() {
     let pki = Pki::generate("limit");
     let base = now_ns();
-    let (a, mut seen_a) = fake_agent(
-        &pki,
-        Behaviour::Capture {
-            timestamps: vec![base + 1, base + 3, base + 5],
-            finish: None,
-        },
-    )
-    .await;
-    let (b, mut seen_b) = fake_agent(
-        &pki,
-        Behaviour::Capture {
-            timestamps: vec![base + 2, base + 4, base + 6],
-            finish: None,
-        },
-    )
-    .await;
+    let (a, mut seen_a) =
+        fake_agent(&pki, Behaviour::capture(vec![base + 1, base + 3, base + 5])).await;
+    let (b, mut seen_b) =
+        fake_agent(&pki, Behaviour::capture(vec![base + 2, base + 4, base + 6])).await;
     let api = Api::start(pki, 0.0, &[a, b]).await;
     let limits = Limits {
         packets: Some(4),
@@ -669,22 +661,8 @@ async fn a_packet_limit_stops_every_agent() {
 async fn agents_detach_when_the_client_goes_away() {
     let pki = Pki::generate("gone");
     let base = now_ns();
-    let (a, mut seen_a) = fake_agent(
-        &pki,
-        Behaviour::Capture {
-            timestamps: vec![base],
-            finish: None,
-        },
-    )
-    .await;
-    let (b, mut seen_b) = fake_agent(
-        &pki,
-        Behaviour::Capture {
-            timestamps: vec![base],
-            finish: None,
-        },
-    )
-    .await;
+    let (a, mut seen_a) = fake_agent(&pki, Behaviour::capture(vec![base])).await;
+    let (b, mut seen_b) = fake_agent(&pki, Behaviour::capture(vec![base])).await;
     let api = Api::start(pki, 0.5, &[a, b]).await;
     let (requests, mut responses) = api
         .capture(Some(TOKEN), "vms", Limits::default())
