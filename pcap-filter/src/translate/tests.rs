@@ -32,6 +32,15 @@ fn ctx_reads(insns: &[Insn]) -> Vec<i16> {
         .collect()
 }
 
+/// The packet offsets handed to the load helper (`mov32 r2, OFFSET`).
+fn helper_offsets(insns: &[Insn]) -> Vec<i32> {
+    insns
+        .iter()
+        .filter(|i| i.code == 0xb4 && i.dst == 2)
+        .map(|i| i.imm)
+        .collect()
+}
+
 fn helper_calls(insns: &[Insn], id: i32) -> usize {
     insns
         .iter()
@@ -101,12 +110,7 @@ fn ethernet_programs_have_a_vlan_path() {
         .map(|i| i.off)
         .collect();
     assert_eq!(window_reads, [-179, -8]);
-    let offsets: Vec<i32> = insns
-        .iter()
-        .filter(|i| i.code == 0xb4 && i.dst == 2)
-        .map(|i| i.imm)
-        .collect();
-    assert_eq!(offsets, [19]);
+    assert_eq!(helper_offsets(&insns), [19]);
 }
 
 #[test]
@@ -118,12 +122,7 @@ fn the_window_covers_constant_loads_up_to_128_bytes() {
         .position(|i| i.code == 0xb5 && i.imm == 1)
         .expect("clamp to 1 byte");
     assert_eq!((insns[window + 1].code, insns[window + 1].imm), (0xb7, 1));
-    let offsets: Vec<i32> = insns
-        .iter()
-        .filter(|i| i.code == 0xb4 && i.dst == 2)
-        .map(|i| i.imm)
-        .collect();
-    assert_eq!(offsets, [1000]);
+    assert_eq!(helper_offsets(&insns), [1000]);
 }
 
 #[test]
