@@ -20,13 +20,16 @@ use pcap_tests::{
 };
 
 /// Expressions for `-r`: protocols, VLANs, byte offsets, lengths, and
-/// protochain, whose backward jumps only a user-space interpreter runs.
-const EXPRESSIONS: [&str; 7] = [
+/// protochain, libpcap's loop over IPv6 extension headers (the corpus has
+/// hop-by-hop, routing, fragment and AH headers), bounded as in the kernel.
+const EXPRESSIONS: [&str; 9] = [
     "",
     "tcp",
     "udp port 53 or icmp6",
     "vlan and ip",
     "ip6 protochain 17",
+    "ip6 protochain 58",
+    "protochain 6",
     "greater 300 and not arp",
     "ip[6:2] & 0x3fff != 0",
 ];
