@@ -139,19 +139,14 @@ module Bosh
       end
     end
 
-    class EvaluationLink
+    # `p` and `if_p` over the properties that `property_source` returns.
+    module PropertyAccess
       include PropertyHelper
-      attr_reader :instances, :properties
-
-      def initialize(instances, properties)
-        @instances = instances
-        @properties = properties
-      end
 
       def p(*args)
         names = Array(args[0])
         names.each do |name|
-          result = lookup_property(@properties, name)
+          result = lookup_property(property_source, name)
           return result unless result.nil?
         end
         return args[1] if args.length == 2
@@ -161,7 +156,7 @@ module Bosh
 
       def if_p(*names)
         values = names.map do |name|
-          value = lookup_property(@properties, name)
+          value = lookup_property(property_source, name)
           return ActiveElseBlock.new(self) if value.nil?
 
           value
@@ -171,8 +166,24 @@ module Bosh
       end
     end
 
+    class EvaluationLink
+      include PropertyAccess
+      attr_reader :instances, :properties
+
+      def initialize(instances, properties)
+        @instances = instances
+        @properties = properties
+      end
+
+      private
+
+      def property_source
+        @properties
+      end
+    end
+
     class EvaluationContext
-      include PropertyHelper
+      include PropertyAccess
       attr_reader :name, :index, :properties, :raw_properties, :spec
 
       def initialize(spec)
@@ -186,28 +197,6 @@ module Bosh
 
       def get_binding # rubocop:disable Naming/AccessorMethodName
         binding
-      end
-
-      def p(*args)
-        names = Array(args[0])
-        names.each do |name|
-          result = lookup_property(@raw_properties, name)
-          return result unless result.nil?
-        end
-        return args[1] if args.length == 2
-
-        raise UnknownProperty, names
-      end
-
-      def if_p(*names)
-        values = names.map do |name|
-          value = lookup_property(@raw_properties, name)
-          return ActiveElseBlock.new(self) if value.nil?
-
-          value
-        end
-        yield(*values)
-        InactiveElseBlock.new
       end
 
       def link(name)
@@ -226,6 +215,10 @@ module Bosh
       end
 
       private
+
+      def property_source
+        @raw_properties
+      end
 
       def evaluation_link(link_spec)
         instances = link_spec['instances'].map do |i|
