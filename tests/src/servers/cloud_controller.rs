@@ -331,6 +331,21 @@ fn not_found(what: &str) -> Response {
     )
 }
 
+/// A request CC refuses: its error response (boxed: a `Response` is large).
+struct Refused(Box<Response>);
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Self {
+        Self(Box::new(response))
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 /// Who is calling, as CC checks it: a valid token with a read scope.
 struct Caller {
     user_id: String,
@@ -338,18 +353,19 @@ struct Caller {
 }
 
 impl CloudController {
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Refused> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let Some(token) = super::bearer_token(headers) else {
-            return Err(Box::new(error(
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 10002,
                 "CF-NotAuthenticated",
                 "Authentication error",
-            )));
+            )
+            .into());
         };
         let claims: AccessClaims = self.uaa.verify(token).map_err(|_| {
-            Box::new(error(
+            Refused::from(error(
                 StatusCode::UNAUTHORIZED,
                 1000,
                 "CF-InvalidAuthToken",
@@ -361,12 +377,13 @@ impl CloudController {
             .iter()
             .any(|s| GLOBAL_READ.contains(&s.as_str()));
         if !global && !claims.scope.iter().any(|s| s == "cloud_controller.read") {
-            return Err(Box::new(error(
+            return Err(error(
                 StatusCode::FORBIDDEN,
                 10003,
                 "CF-NotAuthorized",
                 "You are not authorized to perform the requested action",
-            )));
+            )
+            .into());
         }
         Ok(Caller {
             user_id: claims.user_id,
@@ -388,11 +405,11 @@ impl CloudController {
         caller.global || !self.roles_of(&caller.user_id, space).is_empty()
     }
 
-    fn visible_app(&self, caller: &Caller, guid: &str) -> Result<&CcApp, Box<Response>> {
+    fn visible_app(&self, caller: &Caller, guid: &str) -> Result<&CcApp, Refused> {
         self.apps
             .iter()
             .find(|a| a.guid == guid && self.sees_space(caller, &a.space_guid))
-            .ok_or_else(|| Box::new(not_found("App")))
+            .ok_or_else(|| not_found("App").into())
     }
 }
 
@@ -508,12 +525,9 @@ async fn list_apps(
     State(cc): State<Shared>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, Refused> {
     let query = parse_query(query.as_deref());
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
+    let caller = cc.caller(&headers)?;
     let names = list(&query, "names");
     let spaces = list(&query, "space_guids");
     let resources = cc
@@ -524,100 +538,78 @@ async fn list_apps(
         .filter(|a| spaces.as_ref().is_none_or(|s| s.contains(&a.space_guid)))
         .map(|a| cc.app_json(a))
         .collect();
-    paginate(&cc.url, "/v3/apps", &query, resources)
+    Ok(paginate(&cc.url, "/v3/apps", &query, resources))
 }
 
 async fn show_app(
     State(cc): State<Shared>,
     headers: HeaderMap,
     Path(guid): Path<String>,
-) -> Response {
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
-    match cc.visible_app(&caller, &guid) {
-        Ok(app) => Json(cc.app_json(app)).into_response(),
-        Err(response) => *response,
-    }
+) -> Result<Response, Refused> {
+    let caller = cc.caller(&headers)?;
+    let app = cc.visible_app(&caller, &guid)?;
+    Ok(Json(cc.app_json(app)).into_response())
 }
 
 async fn permissions(
     State(cc): State<Shared>,
     headers: HeaderMap,
     Path(guid): Path<String>,
-) -> Response {
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
-    let app = match cc.visible_app(&caller, &guid) {
-        Ok(app) => app,
-        Err(response) => return *response,
-    };
+) -> Result<Response, Refused> {
+    let caller = cc.caller(&headers)?;
+    let app = cc.visible_app(&caller, &guid)?;
     // Sensitive data: admins, admin_read_only, or a developer of the space.
     let developer = cc
         .roles_of(&caller.user_id, &app.space_guid)
         .iter()
         .any(|r| r.kind == "space_developer");
-    Json(json!({"read_basic_data": true, "read_sensitive_data": caller.global || developer}))
-        .into_response()
+    Ok(
+        Json(json!({"read_basic_data": true, "read_sensitive_data": caller.global || developer}))
+            .into_response(),
+    )
 }
 
 async fn ssh_enabled(
     State(cc): State<Shared>,
     headers: HeaderMap,
     Path(guid): Path<String>,
-) -> Response {
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
+) -> Result<Response, Refused> {
+    let caller = cc.caller(&headers)?;
+    let app = cc.visible_app(&caller, &guid)?;
+    let reason = if app.ssh_enabled {
+        String::new()
+    } else {
+        "ssh is disabled for app".to_owned()
     };
-    match cc.visible_app(&caller, &guid) {
-        Ok(app) => Json(SshEnabled {
-            enabled: app.ssh_enabled,
-            reason: if app.ssh_enabled {
-                String::new()
-            } else {
-                "ssh is disabled for app".to_owned()
-            },
-        })
-        .into_response(),
-        Err(response) => *response,
-    }
+    Ok(Json(SshEnabled {
+        enabled: app.ssh_enabled,
+        reason,
+    })
+    .into_response())
 }
 
 async fn stats(
     State(cc): State<Shared>,
     headers: HeaderMap,
     Path((guid, kind)): Path<(String, String)>,
-) -> Response {
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
-    let app = match cc.visible_app(&caller, &guid) {
-        Ok(app) => app,
-        Err(response) => return *response,
-    };
+) -> Result<Response, Refused> {
+    let caller = cc.caller(&headers)?;
+    let app = cc.visible_app(&caller, &guid)?;
     let instances = cc.instances.lock().expect("not poisoned");
     let Some(instances) = instances.get(&app.guid).and_then(|p| p.get(&kind)) else {
-        return not_found("Process");
+        return Err(not_found("Process").into());
     };
     let resources: Vec<Value> = instances.iter().map(|i| i.stats(&kind)).collect();
-    Json(Page::unpaginated(resources)).into_response()
+    Ok(Json(Page::unpaginated(resources)).into_response())
 }
 
 async fn list_roles(
     State(cc): State<Shared>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, Refused> {
     let query = parse_query(query.as_deref());
-    let caller = match cc.caller(&headers) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
+    let caller = cc.caller(&headers)?;
     let types = list(&query, "types");
     let spaces = list(&query, "space_guids");
     let users = list(&query, "user_guids");
@@ -647,5 +639,5 @@ async fn list_roles(
             )
         })
         .collect();
-    paginate(&cc.url, "/v3/roles", &query, resources)
+    Ok(paginate(&cc.url, "/v3/roles", &query, resources))
 }
