@@ -183,9 +183,7 @@ impl Cluster {
     /// Writes an agent configuration; `extra` is appended verbatim (for
     /// example a `[limits]` table).
     pub fn agent_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
-        let path = self.dir.join("agent.toml");
-        std::fs::write(&path, self.pki.agent_config(extra))?;
-        Ok(path)
+        written(self.dir.join("agent.toml"), &self.pki.agent_config(extra))
     }
 
     /// Starts `pcap-agent serve` on every VM with the configuration at `config`.
@@ -211,32 +209,19 @@ impl Cluster {
     /// certificate the API presents to agents; `extra` is appended.
     pub fn api_config(&self, agents_tls: Option<&Leaf>, extra: &str) -> anyhow::Result<PathBuf> {
         let client = agents_tls.unwrap_or(&self.pki.api_client);
-        let mut agents = String::new();
-        for vm in &self.vms {
-            writeln!(
-                agents,
-                "  {{ origin = \"{}\", address = \"{}:{AGENT_PORT}\" }},",
-                vm.origin(),
-                vm.address()
-            )?;
-        }
+        let agents = agents_toml(
+            self.vms
+                .iter()
+                .map(|vm| (vm.origin(), format!("{}:{AGENT_PORT}", vm.address()))),
+        );
         let users = [("alice", ALICE_TOKEN), ("bob", BOB_TOKEN)];
         let config = self.pki.api_config(client, &users, "vms", &agents, extra);
-        let path = self.dir.join("api.toml");
-        std::fs::write(&path, config)?;
-        Ok(path)
+        written(self.dir.join("api.toml"), &config)
     }
 
     /// Starts `pcap-api serve` in the control namespace.
     pub fn start_api(&mut self, config: &Path) -> anyhow::Result<()> {
-        let program = self.bin("pcap-api");
-        self.api = Some(serve(
-            &self.control,
-            &program,
-            config,
-            "serving",
-            "pcap-api",
-        )?);
+        self.api = Some(start_api(&self.control, &self.bin_dir, config)?);
         Ok(())
     }
 
@@ -278,6 +263,29 @@ pub(crate) fn serve(
     let mut running = Running::spawn(&mut command)?;
     running.wait_for(ready, 1).context(what.to_owned())?;
     Ok(running)
+}
+
+/// Agents (origin, `host:port`) as lines of a TOML `agents = [...]` array:
+/// `  { origin = "ORIGIN", address = "host:port" },`.
+pub(crate) fn agents_toml(agents: impl Iterator<Item = (String, String)>) -> String {
+    agents.fold(String::new(), |mut toml, (origin, address)| {
+        let _ = writeln!(
+            toml,
+            "  {{ origin = \"{origin}\", address = \"{address}\" }},"
+        );
+        toml
+    })
+}
+
+/// `pcap-api serve` of `bin_dir` in `ns` with `config`, once it serves.
+pub(crate) fn start_api(ns: &Netns, bin_dir: &Path, config: &Path) -> anyhow::Result<Running> {
+    serve(ns, &bin(bin_dir, "pcap-api"), config, "serving", "pcap-api")
+}
+
+/// Writes `contents` to `path`; the path.
+pub(crate) fn written(path: PathBuf, contents: &str) -> anyhow::Result<PathBuf> {
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// The path of binary `name` in `dir`, for [`Netns::command`].

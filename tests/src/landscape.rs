@@ -55,7 +55,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
@@ -66,7 +65,7 @@ use anyhow::Context as _;
 use pcap_platform::silk;
 
 use crate::{
-    cluster::{Pki, bin, default_bin_dir, quoted, serve},
+    cluster::{Pki, agents_toml, bin, default_bin_dir, quoted, serve, start_api, written},
     netns::{self, Netns},
     process::Running,
     servers::cloud_controller::{CcApp, CcInstance},
@@ -440,17 +439,11 @@ impl Landscape {
     /// Every cell's agent as lines of a TOML `agents = [...]` array:
     /// `  { origin = "cell-N", address = "host:port" },`.
     pub fn agents_toml(&self) -> String {
-        let mut agents = String::new();
-        for cell in &self.cells {
-            writeln!(
-                agents,
-                "  {{ origin = \"{}\", address = \"{}\" }},",
-                cell.origin(),
-                self.agent_address(cell.index)
-            )
-            .expect("writing to a String succeeds");
-        }
-        agents
+        agents_toml(
+            self.cells
+                .iter()
+                .map(|cell| (cell.origin(), self.agent_address(cell.index))),
+        )
     }
 
     /// The apps as the test Cloud Controller serves them: each with its
@@ -507,11 +500,10 @@ impl Landscape {
     /// Writes an agent configuration for cell `index` (its metadata store
     /// in `[cf]`); `extra` is appended verbatim.
     pub fn agent_config(&self, index: usize, extra: &str) -> anyhow::Result<PathBuf> {
-        let path = self.cells[index].dir.join("agent.toml");
         let store = quoted(&self.cells[index].metadata_store());
         let extra = format!("[cf]\ncontainer_metadata_store = {store}\n\n{extra}");
-        std::fs::write(&path, self.pki.agent_config(&extra))?;
-        Ok(path)
+        let path = self.cells[index].dir.join("agent.toml");
+        written(path, &self.pki.agent_config(&extra))
     }
 
     /// Starts `pcap-agent serve` in every cell, each with its own
@@ -631,21 +623,12 @@ impl Landscape {
         let users = [("alice", ALICE_TOKEN)];
         let client = &self.pki.api_client;
         let config = self.pki.api_config(client, &users, "cells", &agents, extra);
-        let path = self.dir.join("api.toml");
-        std::fs::write(&path, config)?;
-        Ok(path)
+        written(self.dir.join("api.toml"), &config)
     }
 
     /// Starts `pcap-api serve` in the control namespace.
     pub fn start_api(&mut self, config: &Path) -> anyhow::Result<()> {
-        let program = self.bin("pcap-api");
-        self.api = Some(serve(
-            &self.control,
-            &program,
-            config,
-            "serving",
-            "pcap-api",
-        )?);
+        self.api = Some(start_api(&self.control, &self.bin_dir, config)?);
         Ok(())
     }
 
