@@ -70,6 +70,21 @@ s.close()'"
     }
 }
 
+/// From `ns`, a connection to `ip:8080`, which the policy allows (greeted),
+/// and one to `ip:9090`, which it denies (refused), from source ports
+/// `sports` (0: any).
+pub fn allowed_and_denied(ns: &Netns, ip: Ipv4Addr, sports: [u16; 2]) -> anyhow::Result<()> {
+    ensure!(
+        connect(ns, ip, 8080, sports[0])?,
+        "the policy allows {ip}:8080"
+    );
+    ensure!(
+        !connect(ns, ip, 9090, sports[1])?,
+        "no policy for {ip}:9090"
+    );
+    Ok(())
+}
+
 /// `tshark ARGS` (e.g. `-T fields -e …`): its output's lines, split at tabs.
 pub fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
     let out = Command::new("tshark")

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir, agent_capture,
-    c2c_traffic::{connect, local_vtep_capture, serve, tshark_fields},
+    c2c_traffic::{allowed_and_denied, local_vtep_capture, serve, tshark_fields},
     landscape::{AppSpec, Landscape},
 };
 
@@ -45,14 +45,7 @@ fn c2c_capture_on_silk_vtep_shows_tag_source_verdict_and_names() -> anyhow::Resu
         &["--c2c", "-i", "eth0", "--cf-apps", apps, "udp port 4789"],
     )?;
 
-    ensure!(
-        connect(&a.ns, b.overlay_ip, 8080, 40001)?,
-        "policy allows 8080"
-    );
-    ensure!(
-        !connect(&a.ns, b.overlay_ip, 9090, 40002)?,
-        "no policy for 9090"
-    );
+    allowed_and_denied(&a.ns, b.overlay_ip, [40001, 40002])?;
     for agent in [vtep, underlay] {
         let (status, stderr) = agent.interrupt()?;
         ensure!(status.success(), "agent failed: {stderr:#?}");

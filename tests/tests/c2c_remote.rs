@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
-    c2c_traffic::{connect, local_vtep_capture, serve, tshark_fields},
+    c2c_traffic::{allowed_and_denied, connect, local_vtep_capture, serve, tshark_fields},
     landscape::{ALICE_TOKEN, AppSpec, Landscape},
     process::Running,
     reference::assert_readable,
@@ -122,14 +122,7 @@ fn c2c_through_the_api_matches_local_c2c_on_each_cell() -> anyhow::Result<()> {
     let remote = dir.join("remote.pcapng");
     let cli = remote_capture(&landscape, ALICE_TOKEN, &remote)?;
 
-    ensure!(
-        connect(&a.ns, b.overlay_ip, 8080, ALLOWED_PORT)?,
-        "policy allows 8080"
-    );
-    ensure!(
-        !connect(&a.ns, b.overlay_ip, 9090, DENIED_PORT)?,
-        "no policy for 9090"
-    );
+    allowed_and_denied(&a.ns, b.overlay_ip, [ALLOWED_PORT, DENIED_PORT])?;
 
     let (status, lines) = cli.interrupt()?;
     ensure!(status.success(), "pcap capture failed: {lines:#?}");
