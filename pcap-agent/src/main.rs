@@ -19,7 +19,7 @@ use pcap_agent::{
     datapath::{self, AttachMode, Directions},
     filter::Filter,
     iface::{ANY, Interface, link_type_name},
-    output::{Format, Output},
+    output::{self, Format, Output},
     privileges, rtnl, serve,
 };
 use pcap_common::MAX_SNAPLEN;
@@ -284,11 +284,6 @@ fn run_offline(
     if args.c2c {
         anyhow::bail!("--c2c annotates a live capture: it does not apply to -r");
     }
-    if args.capture.rotation.is_set() {
-        anyhow::bail!(
-            "-C, -G, -W and -z rotate the files of a live capture: they do not apply to -r"
-        );
-    }
     if args.capture.duration.is_some() {
         anyhow::bail!("--duration limits a live capture: with -r use -c to stop early");
     }
@@ -306,6 +301,11 @@ fn run_offline(
         Some(out) if out.as_os_str() == "-" => offline::Sink::File {
             format: args.format,
             writer: Box::new(io::stdout()),
+            flush_each: args.tcpdump.print.packet_buffered,
+        },
+        Some(out) if args.capture.rotation.is_set() => offline::Sink::Files {
+            writer: output::rotating_writer(args.format, out, &args.capture.rotation, None)?
+                .expect("rotation flags are given"),
             flush_each: args.tcpdump.print.packet_buffered,
         },
         Some(out) => offline::Sink::File {

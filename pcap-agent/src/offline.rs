@@ -58,6 +58,13 @@ pub enum Sink {
         /// Flush after each packet (-U).
         flush_each: bool,
     },
+    /// Files rotated by -C, -G, -W (-z run on each): a writer made by
+    /// [`output::rotating_writer`].
+    Files {
+        writer: Box<dyn CaptureWriter + Send>,
+        /// Flush after each packet (-U).
+        flush_each: bool,
+    },
     /// One line per packet, as tcpdump prints them.
     Lines {
         writer: Box<dyn Write + Send>,
@@ -316,13 +323,19 @@ impl State<'_> {
                 printer,
                 flush_each,
             } => Out::Lines(io::BufWriter::new(writer), Box::new(printer), flush_each),
-            Sink::File {
-                format,
-                writer,
-                flush_each,
-            } => {
-                // No `os`: the packets were captured elsewhere.
-                let mut file = output::file_writer(format, writer, None)?;
+            sink @ (Sink::File { .. } | Sink::Files { .. }) => {
+                let (mut file, flush_each) = match sink {
+                    Sink::File {
+                        format,
+                        writer,
+                        flush_each,
+                    } => {
+                        // No `os`: the packets were captured elsewhere.
+                        (output::file_writer(format, writer, None)?, flush_each)
+                    }
+                    Sink::Files { writer, flush_each } => (writer, flush_each),
+                    Sink::Lines { .. } => unreachable!("matched above"),
+                };
                 for interface in &mut self.interfaces {
                     interface.output_id = file
                         .add_interface(&pcap_format::Interface {
@@ -351,7 +364,8 @@ impl State<'_> {
             self.begin()?;
         }
         match &mut self.out {
-            Some(Out::File(writer, _)) => writer.flush()?,
+            // Rotated files: the last one is closed and -z run on it.
+            Some(Out::File(writer, _)) => writer.close()?,
             Some(Out::Lines(out, ..)) => out.flush()?,
             None => {}
         }

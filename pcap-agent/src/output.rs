@@ -103,15 +103,13 @@ impl Output {
         path: &Path,
         flags: &RotationFlags,
     ) -> Result<Option<Self>, RotateError> {
-        let Some(policy) = Policy::new(path, flags)? else {
+        let Some(rotating) = rotating_writer(format, path, flags, Some(&os_name()))? else {
             return Ok(None);
         };
-        let os = os_name();
-        let make: MakeWriter = Box::new(move |file| file_writer(format, file, Some(&os)));
         let mut output = Self::file(format, Box::new(io::sink()), false);
         if let Self::File { sink, writer, .. } = &mut output {
             *sink = None;
-            *writer = Some(Box::new(RotatingWriter::new(policy, make)?));
+            *writer = Some(rotating);
         }
         Ok(Some(output))
     }
@@ -391,6 +389,23 @@ fn write_statistics(
             r.kernel.dropped_ring_full, r.kernel.dropped_copy_failed, r.after_limit
         )),
     })
+}
+
+/// The writer of `-w path` rotated as `flags` say, files of `format`
+/// naming `os` (see [`file_writer`]), or `None` when they say nothing; the
+/// first file is created now.
+pub fn rotating_writer(
+    format: Format,
+    path: &Path,
+    flags: &RotationFlags,
+    os: Option<&str>,
+) -> Result<Option<Box<dyn CaptureWriter + Send>>, RotateError> {
+    let Some(policy) = Policy::new(path, flags)? else {
+        return Ok(None);
+    };
+    let os = os.map(str::to_owned);
+    let make: MakeWriter = Box::new(move |file| file_writer(format, file, os.as_deref()));
+    Ok(Some(Box::new(RotatingWriter::new(policy, make)?)))
 }
 
 /// A writer of `format` to `sink` with no interfaces yet: a pcapng file

@@ -9,7 +9,10 @@
 //!   SECONDS since the epoch than the file's starts a new file: files are
 //!   aligned to the wall clock (UTC), not to the first packet as in
 //!   tcpdump. A packet older than its file's interval (late, or out of
-//!   order) goes into the current file.
+//!   order) goes into the current file. The first file, opened at start,
+//!   takes the interval of the first packet if that is another (it is
+//!   replaced while still empty): a file read with `-r` is split by its
+//!   packets' times.
 //! * `-W COUNT`: only the newest COUNT files this writer made are kept.
 //! * `-z COMMAND`: `COMMAND FILE` runs on every file once it is complete,
 //!   the last one too, in a process group of its own (a Ctrl-C in the
@@ -57,6 +60,15 @@ pub enum RotateError {
     Create { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl From<RotateError> for io::Error {
+    fn from(error: RotateError) -> Self {
+        match error {
+            RotateError::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        }
+    }
 }
 
 /// What to rotate, from the flags and the `-w` path.
@@ -177,6 +189,8 @@ struct Open {
     /// Packets per interface id.
     packets: Vec<u64>,
     total: u64,
+    /// The caller wrote statistics blocks into it.
+    caller_statistics: bool,
 }
 
 /// A [`CaptureWriter`] that writes a series of files as [`Policy`] says.
@@ -272,6 +286,7 @@ impl RotatingWriter {
             opened_ns: now,
             packets: Vec::new(),
             total: 0,
+            caller_statistics: false,
         });
         Ok(())
     }
@@ -336,10 +351,19 @@ impl RotatingWriter {
         } else {
             self.index = 0;
         }
-        self.open(interval_ns, now).map_err(|e| match e {
-            RotateError::Io(e) => e,
-            other => io::Error::other(other.to_string()),
-        })
+        Ok(self.open(interval_ns, now)?)
+    }
+
+    /// Removes the first file, which holds no packet, and opens the first
+    /// file of `interval_ns` instead; `-z` does not run on it.
+    fn replace_first(&mut self, interval_ns: u64) -> io::Result<()> {
+        if let Some(open) = self.current.take() {
+            drop(open.writer);
+            self.ring.retain(|made| *made != open.path);
+            self.files -= 1;
+            std::fs::remove_file(&open.path)?;
+        }
+        Ok(self.open(interval_ns, now_ns())?)
     }
 
     fn current(&mut self) -> io::Result<&mut Open> {
@@ -360,9 +384,16 @@ impl CaptureWriter for RotatingWriter {
     fn write_packet(&mut self, packet: &Packet<'_>) -> io::Result<()> {
         let interval = self.interval_of(packet.timestamp_ns);
         let max_bytes = self.policy.max_bytes;
+        let only_file = self.files == 1;
         let open = self.current()?;
         let current_interval = open.interval_ns;
-        if interval > current_interval {
+        let first = only_file && open.total == 0;
+        if first && interval != current_interval {
+            // The first file, still empty, takes its first packet's
+            // interval: a capture that started just before a boundary, or
+            // a file read with -r.
+            self.replace_first(interval)?;
+        } else if interval > current_interval {
             self.rotate(interval, false)?;
         } else if max_bytes.is_some_and(|max| open.total > 0 && open.writer.position() > max) {
             self.rotate(current_interval, true)?;
@@ -400,6 +431,7 @@ impl CaptureWriter for RotatingWriter {
                 "this file: {packets} packets; the other counters are the whole capture's"
             )),
         };
+        open.caller_statistics = true;
         open.writer
             .write_interface_statistics(&InterfaceStatistics {
                 start_time_ns: if several {
@@ -434,10 +466,15 @@ impl CaptureWriter for RotatingWriter {
             .map_or(0, |open| open.writer.position())
     }
 
-    /// Closes the last file (its statistics are the caller's), runs `-z`
-    /// on it, and waits for every `-z` command.
+    /// Closes the last file (with its statistics blocks, unless the
+    /// caller wrote its own), runs `-z` on it, and waits for every `-z`
+    /// command.
     fn close(&mut self) -> io::Result<()> {
-        self.close_current(now_ns(), false)?;
+        let statistics = self
+            .current
+            .as_ref()
+            .is_some_and(|open| !open.caller_statistics);
+        self.close_current(now_ns(), statistics)?;
         for mut child in self.children.drain(..) {
             child.wait()?;
         }

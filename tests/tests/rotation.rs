@@ -187,6 +187,8 @@ impl Captured {
 #[test]
 fn size_rotation_splits_tcpdumps_capture_and_runs_z_on_every_file() -> anyhow::Result<()> {
     let pair = Pair::new("rotc")?;
+    // No router solicitations or listener reports among the pings.
+    pair.disable_ipv6()?;
     let dir = TempDir::new("rotc")?;
     let log = dir.join("z.log");
     let script = post_rotate_script(&dir, &log)?;
@@ -228,6 +230,8 @@ fn size_rotation_splits_tcpdumps_capture_and_runs_z_on_every_file() -> anyhow::R
 #[test]
 fn a_ring_keeps_the_newest_files() -> anyhow::Result<()> {
     let pair = Pair::new("rotw")?;
+    // No router solicitations or listener reports among the pings.
+    pair.disable_ipv6()?;
     let dir = TempDir::new("rotw")?;
     let base = dir.join("ring");
     let captured = Captured::start(&pair, &dir, &base, &["-C", "1", "-W", "3"])?;
@@ -263,6 +267,8 @@ fn a_ring_keeps_the_newest_files() -> anyhow::Result<()> {
 #[test]
 fn time_rotation_is_aligned_to_the_wall_clock() -> anyhow::Result<()> {
     let pair = Pair::new("rotg")?;
+    // No router solicitations or listener reports among the pings.
+    pair.disable_ipv6()?;
     let dir = TempDir::new("rotg")?;
     let log = dir.join("z.log");
     let script = post_rotate_script(&dir, &log)?;
@@ -374,6 +380,8 @@ fn a_remote_capture_rotates_where_the_cli_writes() -> anyhow::Result<()> {
 #[test]
 fn count_duration_and_sigterm_end_rotated_captures_validly() -> anyhow::Result<()> {
     let pair = Pair::new("rote")?;
+    // No router solicitations or listener reports among the pings.
+    pair.disable_ipv6()?;
     let dir = TempDir::new("rote")?;
     let log = dir.join("z.log");
     let script = post_rotate_script(&dir, &log)?;
@@ -442,10 +450,6 @@ fn rotation_flags_are_checked_and_named() -> anyhow::Result<()> {
         (&["-i", "lo", "-w", "f", "-C", "0"], "-C <SIZE>"),
         (&["-i", "lo", "-w", "f", "-G", "99999999"], "-G <SECONDS>"),
         (&["-i", "lo", "-w", "f", "-W", "0", "-C", "1"], "-W <COUNT>"),
-        (
-            &["-r", "x.pcap", "-w", "f", "-C", "1"],
-            "do not apply to -r",
-        ),
     ] {
         let output = Command::new(&agent).arg("capture").args(args).output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -470,5 +474,102 @@ fn rotation_flags_are_checked_and_named() -> anyhow::Result<()> {
         !output.status.success() && stderr.contains("give -w FILE"),
         "pcap capture -C 1: {stderr}"
     );
+    Ok(())
+}
+
+/// A classic pcap (microseconds, Ethernet) of `count` 1000-byte frames,
+/// one every millisecond from 2023-11-14T22:13:20Z, each numbered in its
+/// first bytes.
+fn write_pcap(file: &Path, count: u32) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    for value in [0xa1b2_c3d4_u32, 0x0004_0002, 0, 0, 262_144, 1] {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    for n in 0..count {
+        let (seconds, micros) = (1_700_000_000 + n / 1000, (n % 1000) * 1000);
+        for value in [seconds, micros, 1000, 1000] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        let mut frame = vec![0; 1000];
+        frame[..4].copy_from_slice(&n.to_be_bytes());
+        bytes.extend_from_slice(&frame);
+    }
+    std::fs::write(file, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn reading_a_file_splits_it_as_tcpdump_does() -> anyhow::Result<()> {
+    let dir = TempDir::new("rotf")?;
+    let input = dir.join("in.pcap");
+    write_pcap(&input, 3000)?;
+    let log = dir.join("z.log");
+    let script = post_rotate_script(&dir, &log)?;
+    let ours = dir.join("ours");
+    let output = Command::new(binary("pcap-agent"))
+        .args(["capture", "-r"])
+        .arg(&input)
+        .arg("-w")
+        .arg(&ours)
+        .args(["--format", "pcap", "-C", "1", "-z"])
+        .arg(&script)
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "pcap-agent -r: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new("tcpdump")
+        .args(["-Z", "root", "-r"])
+        .arg(&input)
+        .arg("-w")
+        .arg(dir.join("theirs"))
+        .args(["-C", "1"])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "tcpdump -r: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The same files, cut at the same packets (a pcap record is as long in
+    // both), with the same packets.
+    let (ours, theirs) = (files(&dir, "ours")?, files(&dir, "theirs")?);
+    ensure!(ours.len() == 4 && theirs.len() == 4, "{ours:?} {theirs:?}");
+    for (mine, reference) in ours.iter().zip(&theirs) {
+        assert_readable(mine)?;
+        let (mine, reference) = (captures::read_file(mine)?, captures::read_file(reference)?);
+        checks::same_packets("-r -C 1", &mine.packets, &reference.packets, |p| {
+            (p.unix_ns, p.orig_len, &p.data)
+        })?;
+    }
+    ensure!(
+        post_rotated(&log)? == ours,
+        "-z ran on {:?}",
+        post_rotated(&log)?
+    );
+
+    // -G splits by the packets' own times.
+    let timed = dir.join("g-%H%M%S.pcapng");
+    let output = Command::new(binary("pcap-agent"))
+        .args(["capture", "-r"])
+        .arg(&input)
+        .arg("-w")
+        .arg(&timed)
+        .args(["-G", "1"])
+        .output()?;
+    ensure!(output.status.success(), "-r -G 1: {output:?}");
+    let names: Vec<String> = files(&dir, "g-")?
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    ensure!(
+        names == ["g-221320.pcapng", "g-221321.pcapng", "g-221322.pcapng"],
+        "{names:?}"
+    );
+    let counts: Vec<usize> = read_all(&files(&dir, "g-")?)?
+        .iter()
+        .map(|c| c.packets.len())
+        .collect();
+    ensure!(counts == [1000, 1000, 1000], "{counts:?}");
     Ok(())
 }

@@ -255,3 +255,18 @@ fn post_rotate_command_runs_on_every_file_including_the_last() {
         Err(RotateError::NoCommand(..))
     ));
 }
+
+#[test]
+fn old_packets_are_split_by_their_own_times() {
+    // As `-r` reads them: the first file, opened now, takes the first
+    // packet's interval instead.
+    let dir = Dir::new("rotate-old");
+    let mut w = writer(&dir.0.join("cap-%H%M%S"), &flags(None, Some(10), None));
+    for n in 0..12 {
+        packet(&mut w, n, T0 + u64::from(n) * 2_500_000_000);
+    }
+    w.close().unwrap();
+    assert_eq!(dir.names(), ["cap-221320", "cap-221330", "cap-221340"]);
+    assert_eq!(numbers(&dir.0.join("cap-221320")), [0, 1, 2, 3]);
+    assert_eq!(numbers(&dir.0.join("cap-221340")), [8, 9, 10, 11]);
+}
