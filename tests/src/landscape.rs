@@ -86,7 +86,7 @@ pub const OVERLAY_MTU: u32 = 1450;
 pub const VPA_CHAIN: &str = "vpa--1700000000000001";
 
 /// An app to deploy: its name, GUIDs, container ports, and the cell of each
-/// instance (index `i` of `instances` is instance index `i`).
+/// instance (index `i` of `cells` is instance index `i`).
 #[derive(Clone, Debug)]
 pub struct AppSpec {
     pub name: String,
@@ -96,7 +96,7 @@ pub struct AppSpec {
     /// The store's `ports` (comma-separated there); the first is where
     /// policies point when they name no port.
     pub ports: Vec<u16>,
-    pub instances: Vec<usize>,
+    pub cells: Vec<usize>,
 }
 
 impl AppSpec {
@@ -110,7 +110,7 @@ impl AppSpec {
             space_guid: space_guid("dev"),
             org_guid: org_guid("org"),
             ports: vec![8080],
-            instances: cells.to_vec(),
+            cells: cells.to_vec(),
         }
     }
 
@@ -257,12 +257,17 @@ impl Cell {
 /// An app and its instances.
 #[derive(Debug)]
 pub struct App {
-    pub name: String,
-    pub guid: String,
-    pub space_guid: String,
-    pub org_guid: String,
-    pub ports: Vec<u16>,
+    /// What it was deployed as (its name, GUIDs and ports read through it).
+    pub spec: AppSpec,
     pub instances: Vec<Instance>,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppSpec;
+
+    fn deref(&self) -> &AppSpec {
+        &self.spec
+    }
 }
 
 /// One app instance: a container namespace on a cell.
@@ -349,7 +354,7 @@ impl Landscape {
         let mut apps = Vec::new();
         for app in spec.apps {
             let mut instances = Vec::new();
-            for (index, &cell) in app.instances.iter().enumerate() {
+            for (index, &cell) in app.cells.iter().enumerate() {
                 anyhow::ensure!(
                     cell < spec.cells,
                     "{} instance {index}: no cell {cell}",
@@ -369,11 +374,7 @@ impl Landscape {
                 });
             }
             apps.push(App {
-                name: app.name,
-                guid: app.guid,
-                space_guid: app.space_guid,
-                org_guid: app.org_guid,
-                ports: app.ports,
+                spec: app,
                 instances,
             });
         }
@@ -541,6 +542,13 @@ impl Landscape {
         self.spawn_agent(index, &config)
     }
 
+    fn app_mut(&mut self, name: &str) -> anyhow::Result<&mut App> {
+        self.apps
+            .iter_mut()
+            .find(|a| a.name == name)
+            .with_context(|| format!("no app {name} in the landscape"))
+    }
+
     /// Starts one more container of app `name` on `cell`, with the next
     /// index, a new instance GUID and the cell's next overlay IP, and
     /// rewrites the cell's metadata store: what Diego does on a scale-up.
@@ -548,11 +556,7 @@ impl Landscape {
     pub fn add_instance(&mut self, name: &str, cell: usize) -> anyhow::Result<usize> {
         let overlay_ip = self.next_overlay_ip(cell)?;
         let ns = build_container(&self.cells[cell], overlay_ip)?;
-        let app = self
-            .apps
-            .iter_mut()
-            .find(|a| a.name == name)
-            .with_context(|| format!("no app {name} in the landscape"))?;
+        let app = self.app_mut(name)?;
         let index = app.instances.len();
         app.instances.push(Instance {
             index,
@@ -572,11 +576,7 @@ impl Landscape {
     pub fn move_instance(&mut self, name: &str, index: usize, cell: usize) -> anyhow::Result<()> {
         let overlay_ip = self.next_overlay_ip(cell)?;
         let ns = build_container(&self.cells[cell], overlay_ip)?;
-        let app = self
-            .apps
-            .iter_mut()
-            .find(|a| a.name == name)
-            .with_context(|| format!("no app {name} in the landscape"))?;
+        let app = self.app_mut(name)?;
         let old = app
             .instances
             .get_mut(index)
