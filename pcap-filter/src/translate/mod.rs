@@ -216,16 +216,18 @@ struct Exits {
 /// for Ethernet (without and with an out-of-band VLAN tag).
 fn emit_filter(asm: &mut Asm, exits: Exits, filter: &InterfaceFilter<'_>, vlan: VlanSource) {
     let unwritten = body::unwritten(filter.program);
-    if unwritten.a {
+    // Backward jumps read A and X (to hide their ranges): with loops both
+    // start as 0.
+    let loops = cbpf::has_backward_jumps(filter.program);
+    if unwritten.a || loops {
         asm.mov32_imm(A, 0);
     }
-    if unwritten.x {
+    if unwritten.x || loops {
         asm.mov32_imm(X, 0);
     }
     for k in unwritten.words {
         asm.st_imm(Size::W, Reg::FP, body::mem_offset(k), 0);
     }
-    let loops = cbpf::has_backward_jumps(filter.program);
     if loops {
         body::start_loop_counter(asm);
     }

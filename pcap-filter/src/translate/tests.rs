@@ -322,3 +322,41 @@ fn window_loads_check_the_length_once_per_path() {
         .collect();
     assert_eq!(checks, [1, 16, 20]);
 }
+
+#[test]
+fn dataflow_follows_loops() {
+    use body::unwritten;
+    // ldx #0; loop: ld M[3]; add #1; st M[3]; jeq #5, out, next;
+    // next: ja loop; out: ret a. M[3] is read at the loop's head before
+    // the body writes it; X is written before the loop.
+    let program = [
+        CbpfInsn::stmt(0x01, 0),
+        CbpfInsn::stmt(0x60, 3),
+        CbpfInsn::stmt(0x04, 1),
+        CbpfInsn::stmt(0x02, 3),
+        CbpfInsn::jump(0x15, 5, 1, 0),
+        CbpfInsn::stmt(0x05, (-5i32) as u32),
+        CbpfInsn::stmt(0x16, 0),
+    ];
+    let found = unwritten(&program);
+    assert_eq!((found.a, found.x, found.words), (false, false, vec![3]));
+    // An instruction reached only through a backward jump is analysed too:
+    // ld #1; ja +2 (to 4); 2: txa (reads X, never written); ret a;
+    // 4: ja -3 (to 2); ret #0.
+    let program = [
+        CbpfInsn::stmt(0x00, 1),
+        CbpfInsn::stmt(0x05, 2),
+        CbpfInsn::stmt(0x87, 0),
+        CbpfInsn::stmt(0x16, 0),
+        CbpfInsn::stmt(0x05, (-3i32) as u32),
+        CbpfInsn::stmt(0x06, 0),
+    ];
+    let found = unwritten(&program);
+    assert_eq!((found.a, found.x), (false, true));
+    let filter = InterfaceFilter {
+        program: &program,
+        link_type: LINKTYPE_RAW,
+        ifindexes: &[],
+    };
+    assert!(build_filter_program(&[filter], TAIL).is_ok());
+}

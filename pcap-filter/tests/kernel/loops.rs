@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd as _;
 
 use pcap_filter::{
-    InterfaceFilter, TailCall,
+    CbpfInsn, InterfaceFilter, TailCall,
     cbpf::{MAX_BACKWARD_JUMPS, has_backward_jumps},
     compile,
     compile::{LINKTYPE_ETHERNET, LINKTYPE_RAW},
@@ -201,4 +201,54 @@ fn header_chains_match_tcpdump_up_to_the_bound_and_the_interpreter_beyond() {
     // 3 chains beyond the bound, untagged for the first two expressions,
     // tagged for the last.
     assert_eq!(beyond_the_bound, 3 * 3, "TCP chains beyond the bound");
+}
+
+/// Loops that are not `protochain`'s: one counted by A up to and past the
+/// bound, a jump to itself, and an instruction reached only backward. The
+/// kernel gives the interpreter's verdict.
+#[test]
+fn other_loops_end_as_in_the_interpreter() {
+    require_root();
+    // ld #n; loop: sub #1; jeq #0, out; ja loop; out: ret #7: n - 1
+    // backward jumps.
+    let counting = |n: u32| {
+        vec![
+            CbpfInsn::stmt(0x00, n),
+            CbpfInsn::stmt(0x14, 1),
+            CbpfInsn::jump(0x15, 0, 1, 0),
+            CbpfInsn::stmt(0x05, (-3i32) as u32),
+            CbpfInsn::stmt(0x06, 7),
+        ]
+    };
+    let programs = [
+        counting(MAX_BACKWARD_JUMPS + 1),
+        counting(MAX_BACKWARD_JUMPS + 2),
+        // ld #1; ja -1 (itself); ret #1
+        vec![
+            CbpfInsn::stmt(0x00, 1),
+            CbpfInsn::stmt(0x05, u32::MAX),
+            CbpfInsn::stmt(0x06, 1),
+        ],
+        // ld #1; ja +2 (to 4); 2: txa; ret a; 4: ja -3 (to 2); ret #0
+        vec![
+            CbpfInsn::stmt(0x00, 1),
+            CbpfInsn::stmt(0x05, 2),
+            CbpfInsn::stmt(0x87, 0),
+            CbpfInsn::stmt(0x16, 0),
+            CbpfInsn::stmt(0x05, (-3i32) as u32),
+            CbpfInsn::stmt(0x06, 0),
+        ],
+    ];
+    let packet = frame(&[], ETH_IPV6, &ipv6_chain(&[]));
+    let verdicts: Vec<u32> = programs
+        .iter()
+        .map(|program| {
+            let loaded = Loaded::ethernet(program, VlanSource::Skb);
+            let ours = loaded.verdict(&packet, None);
+            let expected = interp::run(program, &packet, packet.len() as u32);
+            assert_eq!(ours, expected, "{program:?}");
+            ours
+        })
+        .collect();
+    assert_eq!(verdicts, [7, 0, 0, 0]);
 }
