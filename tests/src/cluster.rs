@@ -225,6 +225,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// `curl --cacert CA` in the control namespace, with the API's client
+    /// certificate (`--cert`, `--key`) when `client_certificate`.
+    pub fn curl(&self, client_certificate: bool) -> Command {
+        let mut command = self.control.command("curl");
+        command.arg("--cacert").arg(&self.pki.ca.certificate);
+        if client_certificate {
+            let client = &self.pki.api_client;
+            command
+                .arg("--cert")
+                .arg(&client.certificate)
+                .arg("--key")
+                .arg(&client.private_key);
+        }
+        command
+    }
+
     /// `pcap capture` against the API as `token`, in the control namespace,
     /// with `args` after the connection options.
     pub fn cli(&self, token: &str, args: &[&str]) -> Command {

@@ -168,22 +168,13 @@ fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Res
     // No client certificate: the handshake fails. The same request with the
     // API's certificate gets through TLS, so the certificate is the reason.
     let curl = |with_cert: bool| -> anyhow::Result<std::process::Output> {
-        let mut command = cluster.control.command("curl");
+        let mut command = cluster.curl(with_cert);
         command
-            .args(["-sS", "--http2", "-o", "/dev/null", "--cacert"])
-            .arg(&cluster.pki.ca.certificate)
+            .args(["-sS", "--http2", "-o", "/dev/null"])
             .args([
                 "--resolve",
                 &format!("pcap-agent:{AGENT_PORT}:{}", cluster.vms[0].address()),
-            ]);
-        if with_cert {
-            command
-                .arg("--cert")
-                .arg(&cluster.pki.api_client.certificate)
-                .arg("--key")
-                .arg(&cluster.pki.api_client.private_key);
-        }
-        command
+            ])
             .args(["-X", "POST", "-H", "content-type: application/grpc"])
             .arg(format!(
                 "https://pcap-agent:{AGENT_PORT}/pcap.v1.Agent/Status"

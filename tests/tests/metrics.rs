@@ -277,20 +277,10 @@ fn the_metrics_listener_serves_get_metrics_only_and_speaks_tls_with_client_certi
     cluster.start_api(&api_config)?;
     wait_for_api_metrics(&mut cluster)?;
     let curl = |client_certificate: bool, path: &str| -> anyhow::Result<(bool, String)> {
-        let mut command = cluster.control.command("curl");
-        command
+        let output = cluster
+            .curl(client_certificate)
             .args(["--silent", "--show-error", "--max-time", "10"])
             .args(["--write-out", "\n%{http_code}"])
-            .arg("--cacert")
-            .arg(&cluster.pki.ca.certificate);
-        if client_certificate {
-            command
-                .arg("--cert")
-                .arg(&cluster.pki.api_client.certificate)
-                .arg("--key")
-                .arg(&cluster.pki.api_client.private_key);
-        }
-        let output = command
             .arg(format!("https://{API_METRICS}{path}"))
             .output()?;
         Ok((
