@@ -32,15 +32,12 @@ fn writes_pcapng_to_stdout_for_tshark() -> anyhow::Result<()> {
     ensure!(status.success(), "{lines:?}");
     let output = tshark.wait_with_output()?;
     ensure!(output.status.success(), "tshark failed on our stdout");
-    let rows = String::from_utf8(output.stdout)?;
-    let types: Vec<&str> = rows
-        .lines()
-        .map(|l| l.split('\t').nth(1).unwrap_or(""))
-        .collect();
-    ensure!(types == ["8", "0", "8", "0"], "tshark read {rows:?}");
+    let text = String::from_utf8(output.stdout)?;
+    let rows: Vec<Option<(&str, &str)>> = text.lines().map(|l| l.split_once('\t')).collect();
+    let (request, reply) = (Some(("veth0", "8")), Some(("veth0", "0")));
     ensure!(
-        rows.lines().all(|l| l.starts_with("veth0\t")),
-        "interface names: {rows:?}"
+        rows == [request, reply, request, reply],
+        "tshark read (interface, ICMP type) {rows:?}"
     );
     Ok(())
 }
