@@ -6,7 +6,12 @@ use std::{net::Ipv4Addr, path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 
-use crate::{agent_capture, landscape::Cell, netns::Netns, process::Running};
+use crate::{
+    agent_capture,
+    landscape::Cell,
+    netns::Netns,
+    process::{Running, run_ok},
+};
 
 /// A TCP server in `ns` on 8080 and 9090 that greets and closes, and a UDP
 /// sink on port 9; ready once it says so.
@@ -87,15 +92,10 @@ pub fn allowed_and_denied(ns: &Netns, ip: Ipv4Addr, sports: [u16; 2]) -> anyhow:
 
 /// `tshark ARGS` (e.g. `-T fields -e …`): its output's lines, split at tabs.
 pub fn tshark(args: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
-    let out = Command::new("tshark")
-        .args(args)
-        .output()
-        .context("running tshark")?;
-    ensure!(
-        out.status.success(),
-        "tshark {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(
+        Command::new("tshark").args(args),
+        &format!("tshark {args:?}"),
+    )?;
     Ok(String::from_utf8(out.stdout)?
         .lines()
         .map(|l| l.split('\t').map(str::to_owned).collect())

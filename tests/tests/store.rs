@@ -20,7 +20,7 @@ use pcap_tests::{
     cluster::{ALICE_TOKEN, API_ADDRESS, BOB_TOKEN, Cluster},
     cluster_setup::{self, ping_every_vm},
     now_ns,
-    process::{Running, wait_until},
+    process::{Running, run_ok, wait_until},
     reference::assert_readable,
     s3::{self, S3Server},
 };
@@ -138,12 +138,10 @@ fn assert_store_empty(s3: &S3Server) -> anyhow::Result<()> {
 
 /// `pcap captures list` as `token`: its stdout lines after the header.
 fn list(cluster: &Cluster, token: &str) -> anyhow::Result<Vec<String>> {
-    let output = captures_command(cluster, token, &["list"]).output()?;
-    ensure!(
-        output.status.success(),
-        "pcap captures list failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run_ok(
+        &mut captures_command(cluster, token, &["list"]),
+        "pcap captures list",
+    )?;
     Ok(String::from_utf8(output.stdout)?
         .lines()
         .skip(1)
