@@ -35,14 +35,15 @@ pub fn nothing_attached(ns: &Netns, interface: &str) -> anyhow::Result<()> {
 }
 
 /// `ours` and `reference` (what a reference tool such as tcpdump kept) hold
-/// as many packets, and each of ours is like the reference's at the same
-/// place in what `key` picks of them (for example the bytes and the
-/// original length). `what` names the comparison in a failure.
-pub fn same_packets<'a, K: PartialEq + std::fmt::Debug>(
+/// as many packets (a [`Packet`], or what a test keeps of one), and each of
+/// ours is like the reference's at the same place in what `key` picks of
+/// them (for example the bytes and the original length). `what` names the
+/// comparison in a failure.
+pub fn same_packets<'a, T, K: PartialEq + std::fmt::Debug>(
     what: &str,
-    ours: &'a [Packet],
-    reference: &'a [Packet],
-    key: impl Fn(&'a Packet) -> K,
+    ours: &'a [T],
+    reference: &'a [T],
+    key: impl Fn(&'a T) -> K,
 ) -> anyhow::Result<()> {
     ensure!(
         ours.len() == reference.len(),
