@@ -65,6 +65,24 @@ pub fn written(
     Ok((captures::read_file(file)?, lines))
 }
 
+/// Stops our capture `ours` into `ours_file` (checked as [`written`] checks
+/// it), then the reference tool's `reference` into `reference_file`; the
+/// packets each kept that are stamped within `from..=to` (see [`within`]).
+pub fn stop_both(
+    (ours, ours_file): (Running, &Path),
+    (reference, reference_file): (Running, &Path),
+    from: u64,
+    to: u64,
+) -> anyhow::Result<(Vec<Packet>, Vec<Packet>)> {
+    let (ours, _) = written(ours.interrupt()?, ours_file)?;
+    reference.interrupt()?;
+    let reference = captures::read_file(reference_file)?;
+    Ok((
+        within(&ours.packets, from, to),
+        within(&reference.packets, from, to),
+    ))
+}
+
 /// The packets stamped within `from..=to`, in time order: packets handled on
 /// two CPUs can reach a capture (ours or tcpdump's) out of order.
 pub fn within(packets: &[Packet], from: u64, to: u64) -> Vec<Packet> {

@@ -188,10 +188,8 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     pair.a.sh("ping -c 3 -i 0.2 -s 1000 10.0.0.2")?;
     sync_references(&pair.a, "10.0.0.2", &[&ref_file])?;
     let to = now_ns();
-    let (ours, _) = agent_capture::written(ours.interrupt()?, &ours_file)?;
-    reference.interrupt()?;
-    let ours = within(&ours.packets, from, to);
-    let reference = within(&captures::read_file(&ref_file)?.packets, from, to);
+    let (ours, reference) =
+        agent_capture::stop_both((ours, &ours_file), (reference, &ref_file), from, to)?;
     ensure!(
         reference.len() >= 3,
         "tcpdump saw {} packets",

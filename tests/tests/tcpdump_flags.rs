@@ -8,8 +8,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::ensure;
 use pcap_tests::{
-    TempDir,
-    agent_capture::{self, within},
+    TempDir, agent_capture,
     bosh::workspace_root,
     captures::{self, Direction, Packet},
     checks,
@@ -234,10 +233,8 @@ fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
         sync_references(&pair.b, "10.0.0.1", &[&theirs_file])?;
     }
     let to = now_ns();
-    let (ours, _) = agent_capture::written(ours.interrupt()?, &ours_file)?;
-    theirs.interrupt()?;
-    let ours = within(&ours.packets, from, to);
-    let theirs = within(&captures::read_file(&theirs_file)?.packets, from, to);
+    let (ours, theirs) =
+        agent_capture::stop_both((ours, &ours_file), (theirs, &theirs_file), from, to)?;
     let wanted = if direction == "in" {
         Direction::Inbound
     } else {
