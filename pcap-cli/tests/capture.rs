@@ -12,7 +12,7 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -129,6 +129,13 @@ struct FakeServer {
 }
 
 impl FakeServer {
+    /// `pcap capture --ca CA ARGS` (as [`TOKEN`]) against this server,
+    /// trusting its certificate.
+    fn pcap_with_ca(&self, args: &[&str]) -> Pcap {
+        let ca = self.ca.to_str().unwrap();
+        Pcap::start(&self.url(), Some(TOKEN), &[&["--ca", ca], args].concat())
+    }
+
     /// Starts `pcap capture ARGS` (as [`TOKEN`]) against this streaming
     /// server and answers its call: origin 0 on `eth0`, its first `count`
     /// packets, and the start; returns once pcap says it captures.
@@ -453,13 +460,17 @@ impl Pcap {
     }
 
     /// Waits for the exit; the status, all of stderr and all of stdout.
-    fn finish(mut self) -> (ExitStatus, String, Vec<u8>) {
+    /// Waits for pcap to exit, checks that it exited with `code`; its
+    /// stderr and stdout.
+    fn exits(mut self, code: i32) -> (String, Vec<u8>) {
         let status = self.child.wait().unwrap();
         let stdout = self.stdout.take().unwrap().join().unwrap();
         while let Ok(line) = self.stderr.recv_timeout(PATIENCE) {
             self.stderr_lines.push(line);
         }
-        (status, self.stderr_lines.join("\n"), stdout)
+        let stderr = self.stderr_lines.join("\n");
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        (stderr, stdout)
     }
 }
 
@@ -473,26 +484,19 @@ fn path_str(file: &ScratchFile) -> &str {
 fn writes_each_origin_and_interface_to_pcapng_and_reports_unavailable_origins() {
     let mut server = FakeServer::streaming();
     let file = ScratchFile::new("capture.pcapng");
-    let ca = server.ca.to_str().unwrap().to_owned();
-    let pcap = Pcap::start(
-        &server.url(),
-        Some(TOKEN),
-        &[
-            "--ca",
-            &ca,
-            "-w",
-            path_str(&file),
-            "-i",
-            "eth0",
-            "-i",
-            "eth1",
-            "-c",
-            "6",
-            "tcp",
-            "port",
-            "80",
-        ],
-    );
+    let pcap = server.pcap_with_ca(&[
+        "-w",
+        path_str(&file),
+        "-i",
+        "eth0",
+        "-i",
+        "eth1",
+        "-c",
+        "6",
+        "tcp",
+        "port",
+        "80",
+    ]);
 
     let (authorization, start) = server.expect_call();
     assert_eq!(
@@ -540,8 +544,7 @@ fn writes_each_origin_and_interface_to_pcapng_and_reports_unavailable_origins() 
     server.send(stopped(None));
     server.end();
 
-    let (status, stderr, _) = pcap.finish();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (stderr, _) = pcap.exits(0);
     for line in [
         "pcap: vm-1 (10.1.1.2:9494) unavailable: connection refused",
         "pcap: vm-2 refused the capture (PERMISSION_DENIED): client name \"x\" is not allowed",
@@ -627,8 +630,7 @@ fn a_refused_capture_exits_1_with_the_code_and_a_hint() {
     let (authorization, _) = server.expect_call();
     assert_eq!(authorization.as_deref(), Some("Bearer wrong-token"));
 
-    let (status, stderr, _) = pcap.finish();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (stderr, _) = pcap.exits(1);
     assert!(
         stderr.contains(
             "pcap: the API refused the capture: UNAUTHENTICATED: no valid bearer token \
@@ -648,11 +650,10 @@ fn a_broken_connection_exits_1_and_leaves_a_valid_file() {
     let mut server = FakeServer::streaming();
     let ca = server.ca.to_str().unwrap().to_owned();
     let file = ScratchFile::new("broken.pcapng");
-    let mut pcap = server.capturing_on_eth0(&["--ca", &ca, "-w", path_str(&file)], 3);
+    let pcap = server.capturing_on_eth0(&["--ca", &ca, "-w", path_str(&file)], 3);
     server.kill();
 
-    let (status, stderr, _) = pcap.finish();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (stderr, _) = pcap.exits(1);
     let expected = format!(
         "; {} holds the 3 packets received before that",
         path_str(&file)
@@ -686,8 +687,7 @@ fn ctrl_c_sends_stop_and_every_packet_until_the_end_reaches_stdout() {
     server.send(stopped(None));
     server.end();
 
-    let (status, stderr, stdout) = pcap.finish();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (stderr, stdout) = pcap.exits(0);
     assert!(
         stderr.contains("pcap: stdout received 5 packets"),
         "{stderr}"
@@ -714,8 +714,7 @@ fn a_second_ctrl_c_quits_at_once_with_a_valid_file() {
     pcap.wait_for("pcap: stopping");
     pcap.signal("INT");
 
-    let (status, stderr, _) = pcap.finish();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (stderr, _) = pcap.exits(0);
     assert!(
         stderr.contains("pcap: quitting without waiting"),
         "{stderr}"
@@ -727,8 +726,7 @@ fn a_second_ctrl_c_quits_at_once_with_a_valid_file() {
 #[test]
 fn lines_without_w_name_the_origin_and_interface() {
     let mut server = FakeServer::streaming();
-    let ca = server.ca.to_str().unwrap().to_owned();
-    let pcap = Pcap::start(&server.url(), Some(TOKEN), &["--ca", &ca]);
+    let pcap = server.pcap_with_ca(&[]);
     server.expect_call();
     server.send(origin(3));
     server.send(interface(3, 0, "eth0"));
@@ -736,8 +734,7 @@ fn lines_without_w_name_the_origin_and_interface() {
     server.send(stopped(None));
     server.end();
 
-    let (status, stderr, stdout) = pcap.finish();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (_, stdout) = pcap.exits(0);
     let stdout = String::from_utf8(stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -760,8 +757,7 @@ fn an_unreachable_or_untrusted_api_exits_1() {
         .port();
     let url = format!("https://127.0.0.1:{port}");
     let file = ScratchFile::new("unreachable.pcapng");
-    let (status, stderr, _) = Pcap::start(&url, Some(TOKEN), &["-w", path_str(&file)]).finish();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (stderr, _) = Pcap::start(&url, Some(TOKEN), &["-w", path_str(&file)]).exits(1);
     assert_eq!(capinfos_value(&file.0, "Number of packets"), "0");
     assert!(
         stderr.starts_with(&format!("pcap: cannot reach the API at {url}/: ")),
@@ -771,8 +767,7 @@ fn an_unreachable_or_untrusted_api_exits_1() {
 
     // The system's roots do not know the fake API's CA.
     let server = FakeServer::refusing(Status::internal("never reached"));
-    let (status, stderr, _) = Pcap::start(&server.url(), Some(TOKEN), &[]).finish();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (stderr, _) = Pcap::start(&server.url(), Some(TOKEN), &[]).exits(1);
     assert!(stderr.contains("cannot reach the API"), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     assert!(
@@ -784,8 +779,7 @@ fn an_unreachable_or_untrusted_api_exits_1() {
 #[test]
 fn every_origin_failing_exits_1() {
     let mut server = FakeServer::streaming();
-    let ca = server.ca.to_str().unwrap().to_owned();
-    let pcap = Pcap::start(&server.url(), Some(TOKEN), &["--ca", &ca]);
+    let pcap = server.pcap_with_ca(&[]);
     server.expect_call();
     server.send(origin(0));
     server.send(event(
@@ -794,8 +788,7 @@ fn every_origin_failing_exits_1() {
         event::Kind::InstanceUnavailable(InstanceUnavailable {}),
     ));
     server.end();
-    let (status, stderr, _) = pcap.finish();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (stderr, _) = pcap.exits(1);
     assert!(
         stderr.contains("pcap: the capture started on no origin"),
         "{stderr}"
