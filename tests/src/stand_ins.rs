@@ -4,6 +4,7 @@
 //! set them up.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -102,21 +103,17 @@ pub fn start_cloud_controller(
     })
 }
 
-/// A BOSH director in `ns` checking tokens of `uaa`, with `deployments`
-/// (name, instances).
+/// A BOSH director in `ns` checking tokens of `uaa`, with one deployment:
+/// `deployment` of `instances`.
 pub fn start_director(
     ns: &Netns,
     tls: &Leaf,
     uaa: &Arc<Uaa>,
-    deployments: impl IntoIterator<Item = (String, Vec<Instance>)>,
-) -> anyhow::Result<(Arc<Director>, Server)> {
-    serve_in(ns, tls, |_| {
-        let director = Arc::new(Director::new(
-            Arc::clone(uaa),
-            deployments.into_iter().collect(),
-        ));
-        Ok((Arc::clone(&director), director.router()))
-    })
+    (deployment, instances): (&str, Vec<Instance>),
+) -> anyhow::Result<Server> {
+    let deployments = HashMap::from([(deployment.to_owned(), instances)]);
+    let director = Arc::new(Director::new(Arc::clone(uaa), deployments));
+    Ok(serve_in(ns, tls, |_| Ok(((), director.router())))?.1)
 }
 
 /// Cloud Foundry for a landscape: its UAA (client `cf`) and Cloud

@@ -115,12 +115,8 @@ impl World {
                 ips: vec![cell.underlay_ip().to_string()],
             })
             .collect();
-        let (_, director_server) = start_director(
-            &landscape.control,
-            &tls,
-            &bosh_uaa,
-            [(DEPLOYMENT.to_owned(), cells)],
-        )?;
+        let director_server =
+            start_director(&landscape.control, &tls, &bosh_uaa, (DEPLOYMENT, cells))?;
 
         let roles = vec![
             space_role("space_developer", "dev", "dev"),

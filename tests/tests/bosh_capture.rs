@@ -69,12 +69,8 @@ impl Landscape {
             instance("diego-cell", 2, 0, vm_ip(2)),
             instance("diego-cell", 3, 1, Vec::new()),
         ];
-        let (_, director_server) = start_director(
-            &cluster.control,
-            &tls,
-            &uaa,
-            [(DEPLOYMENT.to_owned(), instances)],
-        )?;
+        let director_server =
+            start_director(&cluster.control, &tls, &uaa, (DEPLOYMENT, instances))?;
 
         let agent_config = cluster.agent_config("")?;
         cluster.start_agents(&agent_config)?;
