@@ -12,11 +12,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use pcap_agent::{
     c2c::{C2cOptions, C2cSink},
     capture::{self, Report, Spec, StopReason},
-    datapath::{self, AttachMode, Directions},
+    datapath::{self, AttachMode},
     filter::Filter,
     iface::{ANY, Interface, link_type_name},
     output::{self, Format, Output},
@@ -24,7 +24,7 @@ use pcap_agent::{
 };
 use pcap_common::MAX_SNAPLEN;
 use pcap_proto::{
-    flags::{CaptureFlags, InterfaceFlags},
+    flags::{CaptureFlags, InterfaceFlags, TcpdumpFlags},
     options::CaptureOptions,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -32,7 +32,6 @@ use tokio::signal::unix::{SignalKind, signal};
 mod ethtool_link;
 mod iface_list;
 mod offline;
-mod print_args;
 
 /// eBPF packet capture for Cloud Foundry hosts.
 #[derive(Debug, Parser)]
@@ -120,17 +119,9 @@ struct TcpdumpArgs {
     /// capturing: the expression filters them exactly as `tcpdump -r` does.
     #[arg(short = 'r', value_name = "FILE")]
     read: Option<PathBuf>,
-    /// Capture only what the interfaces received (in), sent (out) or both
-    /// (inout, the default), as tcpdump's -Q; decided in the kernel, which
-    /// attaches only the hooks of those directions.
-    #[arg(short = 'Q', long = "direction", value_enum, value_name = "DIRECTION")]
-    direction: Option<Directions>,
-    /// Accepted as tcpdump's -n / -nn: pcap-agent never resolves addresses
-    /// or ports to names.
-    #[arg(short = 'n', action = ArgAction::Count)]
-    numeric: u8,
+    /// -Q, -n and the printing flags, as the remote captures have them.
     #[command(flatten)]
-    print: print_args::PrintArgs,
+    shared: TcpdumpFlags,
 }
 
 fn main() -> ExitCode {
@@ -179,17 +170,17 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
     let output = match &args.capture.write {
         None => Output::lines(
             Box::new(io::stdout()),
-            args.tcpdump.print.options(),
-            args.tcpdump.print.flush_each(),
+            args.tcpdump.shared.print.options(),
+            args.tcpdump.shared.print.flush_each(),
         ),
         Some(path) if path.as_os_str() == "-" => {
             Output::file(args.format, Box::new(io::stdout()), true)
-                .packet_buffered(args.tcpdump.print.packet_buffered)
+                .packet_buffered(args.tcpdump.shared.print.packet_buffered)
         }
         Some(path) if args.capture.rotation.is_set() => {
             Output::rotating(args.format, path, &args.capture.rotation)?
                 .expect("rotation flags are given")
-                .packet_buffered(args.tcpdump.print.packet_buffered)
+                .packet_buffered(args.tcpdump.shared.print.packet_buffered)
         }
         Some(path) => Output::file(
             args.format,
@@ -198,7 +189,7 @@ fn run_capture(args: &CaptureArgs) -> anyhow::Result<()> {
             ),
             false,
         )
-        .packet_buffered(args.tcpdump.print.packet_buffered),
+        .packet_buffered(args.tcpdump.shared.print.packet_buffered),
     };
     let mut output = output.any(any);
     let runtime = runtime()?;
@@ -278,7 +269,7 @@ fn run_offline(
             "-r reads packets from a file and -i captures them live: give one or the other"
         );
     }
-    if args.tcpdump.direction.is_some() {
+    if args.tcpdump.shared.direction.is_some() {
         anyhow::bail!("-Q chooses the directions of a live capture: it does not apply to -r");
     }
     if args.c2c {
@@ -295,25 +286,25 @@ fn run_offline(
     let sink = match &args.capture.write {
         None => offline::Sink::Lines {
             writer: Box::new(io::stdout()),
-            printer: pcap_format::summary::Printer::new(args.tcpdump.print.options()),
-            flush_each: args.tcpdump.print.flush_each(),
+            printer: pcap_format::summary::Printer::new(args.tcpdump.shared.print.options()),
+            flush_each: args.tcpdump.shared.print.flush_each(),
         },
         Some(out) if out.as_os_str() == "-" => offline::Sink::File {
             format: args.format,
             writer: Box::new(io::stdout()),
-            flush_each: args.tcpdump.print.packet_buffered,
+            flush_each: args.tcpdump.shared.print.packet_buffered,
         },
         Some(out) if args.capture.rotation.is_set() => offline::Sink::Files {
             writer: output::rotating_writer(args.format, out, &args.capture.rotation, None)?
                 .expect("rotation flags are given"),
-            flush_each: args.tcpdump.print.packet_buffered,
+            flush_each: args.tcpdump.shared.print.packet_buffered,
         },
         Some(out) => offline::Sink::File {
             format: args.format,
             writer: Box::new(io::BufWriter::new(
                 File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
             )),
-            flush_each: args.tcpdump.print.packet_buffered,
+            flush_each: args.tcpdump.shared.print.packet_buffered,
         },
     };
     offline::run(
@@ -431,7 +422,7 @@ fn spec(args: &CaptureArgs, options: &CaptureOptions) -> anyhow::Result<Spec> {
             snaplen: options.snaplen_within(MAX_SNAPLEN),
             ring_bytes,
             attach: args.attach,
-            directions: args.tcpdump.direction.unwrap_or_default(),
+            directions: args.tcpdump.shared.direction.unwrap_or_default(),
             filter,
             any,
         },

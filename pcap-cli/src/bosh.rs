@@ -32,11 +32,15 @@ pub const CONFIRM_ABOVE: usize = 5;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 // The filter expression's positional arguments take instance IDs first.
+// -e and -n are the BOSH CLI's environment and non-interactive here:
+// tcpdump's are --link-header and --numeric.
 #[derive(Debug, Args)]
 #[command(mut_arg("expression", |arg| arg
     .value_name("ID|EXPRESSION")
     .help("Instance IDs, then a tcpdump filter expression, e.g. \
            `0b2c7f3e-5c1d-4e8a-9f6b-1a2b3c4d5e6f tcp port 443`")))]
+#[command(mut_arg("link_header", |arg| arg.short(None)))]
+#[command(mut_arg("numeric", |arg| arg.short(None)))]
 pub struct BoshArgs {
     /// The BOSH environment: an alias or director URL from the BOSH CLI's
     /// configuration.

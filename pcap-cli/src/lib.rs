@@ -32,7 +32,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use pcap_proto::flags::{CaptureFlags, InterfaceFlags, RotationFlags};
+use pcap_proto::flags::{CaptureFlags, InterfaceFlags, RotationFlags, TcpdumpFlags};
 use pcap_proto::options;
 use pcap_proto::v1::{StartCapture, StaticTarget, Target, target};
 
@@ -115,6 +115,11 @@ pub struct RemoteFlags {
     /// captures`).
     #[arg(long, conflicts_with = "write")]
     store: bool,
+
+    /// -Q (applied by the agents, in the kernel), -n, and how lines are
+    /// printed, as `pcap-agent capture` has them.
+    #[command(flatten)]
+    tcpdump: TcpdumpFlags,
 }
 
 impl RemoteFlags {
@@ -129,9 +134,12 @@ impl RemoteFlags {
     }
 
     fn options(&self, interfaces: &[String]) -> Result<options::CaptureOptions, String> {
-        self.capture
+        let mut options = self
+            .capture
             .options(interfaces, self.max_bytes)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        options.direction = self.tcpdump.direction.unwrap_or_default();
+        Ok(options)
     }
 
     fn output(&self) -> Output {
@@ -259,7 +267,7 @@ async fn capture(
     // Before connecting, so that Ctrl-C is ours from the start.
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
     let output = flags.output();
-    let sink = open_sink(&output)?;
+    let sink = open_sink(&output, &flags.tcpdump.print)?;
     let asked = flags
         .options(&[])
         .expect("checked by RemoteFlags::check first")
@@ -391,7 +399,10 @@ fn captures_main(command: &captures::CapturesCommand) -> ExitCode {
 }
 
 /// Opens the output before connecting, so that a bad path fails at once.
-fn open_sink(output: &Output) -> anyhow::Result<Sink<Box<dyn Write>>> {
+fn open_sink(
+    output: &Output,
+    print: &pcap_proto::flags::PrintFlags,
+) -> anyhow::Result<Sink<Box<dyn Write>>> {
     let application = concat!("pcap ", env!("CARGO_PKG_VERSION"));
     Ok(match output {
         Output::File(path) => {
@@ -409,7 +420,10 @@ fn open_sink(output: &Output) -> anyhow::Result<Sink<Box<dyn Write>>> {
             let policy = Policy::new(path, rotation)?.expect("rotation flags are given");
             Sink::rotating(policy, application)?
         }
-        Output::Lines => Sink::lines(Box::new(io::BufWriter::new(io::stdout()))),
+        // Every message from the API is flushed: -l and -U hold already.
+        Output::Lines => {
+            Sink::lines_with(Box::new(io::BufWriter::new(io::stdout())), print.options())
+        }
     })
 }
 

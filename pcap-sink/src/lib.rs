@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
-use pcap_format::summary::{format_time, summarize};
+use pcap_format::summary::{self, Frame, Printer};
 use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
 use pcap_proto::v1::{self as proto, InterfaceDescription, NameRecords, Statistics};
 
@@ -34,6 +34,8 @@ pub struct Sink<W: Write> {
     written: u64,
     /// Packets of interfaces never described, so not written.
     skipped: u64,
+    /// Prints lines as tcpdump does, with its printing flags.
+    printer: Box<Printer>,
 }
 
 enum Output<W: Write> {
@@ -102,9 +104,18 @@ impl<W: Write> Sink<W> {
         )?))))
     }
 
-    /// One line per packet to `writer`.
+    /// One line per packet to `writer`, as `pcap-agent capture` prints
+    /// them: `TIME ORIGIN/IFACE In|Out PROTOCOLS`.
     pub fn lines(writer: W) -> Self {
-        Self::new(Output::Lines(writer))
+        Self::lines_with(writer, summary::Options::default())
+    }
+
+    /// [`Sink::lines`], printed with tcpdump's printing flags (`-e`, `-v`,
+    /// `-x`, `-t`...).
+    pub fn lines_with(writer: W, options: summary::Options) -> Self {
+        let mut sink = Self::new(Output::Lines(writer));
+        sink.printer = Box::new(Printer::new(options));
+        sink
     }
 
     fn new(output: Output<W>) -> Self {
@@ -114,6 +125,7 @@ impl<W: Write> Sink<W> {
             statistics: BTreeMap::new(),
             written: 0,
             skipped: 0,
+            printer: Box::default(),
         }
     }
 
@@ -219,22 +231,26 @@ impl<W: Write> Sink<W> {
                     comment: packet.comment.as_deref(),
                 })?,
                 Output::Lines(out) => {
-                    write!(
-                        out,
-                        "{} {} {} {}",
-                        interface.label,
-                        time_of_day(packet.timestamp_ns),
-                        match direction {
-                            Some(Direction::Inbound) => "IN ",
-                            Some(Direction::Outbound) => "OUT",
-                            None => "-  ",
-                        },
-                        summarize(interface.link_type, &packet.data)
-                    )?;
-                    match &packet.comment {
-                        Some(comment) => writeln!(out, " [{comment}]")?,
-                        None => writeln!(out)?,
+                    let direction = match direction {
+                        Some(Direction::Inbound) => "In ",
+                        Some(Direction::Outbound) => "Out",
+                        None => "?  ",
+                    };
+                    let prefix = format!("{} {direction}", interface.label);
+                    let frame = Frame {
+                        link_type: interface.link_type,
+                        data: &packet.data,
+                        orig_len: packet.original_length,
+                        unix_ns: packet.timestamp_ns,
+                    };
+                    let text = self.printer.print(&frame, Some(&prefix)).text;
+                    // A comment goes at the end of the packet's first line.
+                    let first_line = text.find('\n').unwrap_or(text.len());
+                    out.write_all(&text.as_bytes()[..first_line])?;
+                    if let Some(comment) = &packet.comment {
+                        write!(out, " [{comment}]")?;
                     }
+                    out.write_all(&text.as_bytes()[first_line..])?;
                 }
             }
             interface.written += 1;
@@ -374,12 +390,6 @@ fn statistics_comment(interface: &Described, statistics: Option<&Statistics>) ->
             interface.label, interface.written
         ),
     }
-}
-
-/// `HH:MM:SS.nnnnnnnnn` in UTC.
-fn time_of_day(ns: u64) -> String {
-    // format_time stops at microseconds (cut, not rounded): add the rest.
-    format!("{}{:03}", format_time(ns), ns % 1_000)
 }
 
 #[cfg(test)]

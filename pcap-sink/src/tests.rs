@@ -255,10 +255,10 @@ fn lines_name_origin_interface_time_and_direction() {
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         [
-            "vm-0/eth0 22:13:20.000000001 IN  IP 10.0.0.1.5000 > 10.0.0.9.53: UDP, length 10",
-            "vm-1/tun0 22:13:20.000000002 OUT IP 10.0.0.2.5000 > 10.0.0.9.53: UDP, length 10",
-            "vm-1/eth0 22:13:20.000000003 -   IP 10.0.0.3.5000 > 10.0.0.9.53: UDP, length 10",
-            "vm-0/eth0 22:13:20.000000004 OUT IP 10.0.0.4.5000 > 10.0.0.9.53: UDP, length 10",
+            "22:13:20.000000 vm-0/eth0 In  IP 10.0.0.1.5000 > 10.0.0.9.53: UDP, length 10",
+            "22:13:20.000000 vm-1/tun0 Out IP 10.0.0.2.5000 > 10.0.0.9.53: UDP, length 10",
+            "22:13:20.000000 vm-1/eth0 ?   IP 10.0.0.3.5000 > 10.0.0.9.53: UDP, length 10",
+            "22:13:20.000000 vm-0/eth0 Out IP 10.0.0.4.5000 > 10.0.0.9.53: UDP, length 10",
         ]
     );
 }
@@ -300,15 +300,27 @@ fn an_origin_never_announced_gets_a_numbered_name() {
         .unwrap();
     let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
     assert!(
-        text.starts_with("origin 4/eth0 22:13:20.000000000 IN "),
+        text.starts_with("22:13:20.000000 origin 4/eth0 In  "),
         "{text}"
     );
 }
 
 #[test]
-fn time_of_day_has_nanoseconds() {
-    assert_eq!(time_of_day(T0 + 123_456_789), "22:13:20.123456789");
-    assert_eq!(time_of_day(999), "00:00:00.000000999");
+fn lines_take_tcpdump_printing_flags() {
+    let options = summary::Options {
+        link_header: true,
+        time: summary::TimeFormat::from_count(2),
+        ..summary::Options::default()
+    };
+    let mut sink = Sink::lines_with(Vec::new(), options);
+    write_two_origins(&mut sink);
+    let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("1700000000.000000 vm-0/eth0 In  ")
+            && first.contains("ethertype IPv4 (0x0800), length"),
+        "{first}"
+    );
 }
 
 #[test]

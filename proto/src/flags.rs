@@ -70,7 +70,92 @@ impl CaptureFlags {
                 packets,
                 bytes: max_bytes,
             },
+            direction: options::Directions::default(),
         })
+    }
+}
+
+/// tcpdump's `-Q`, `-n` and printing flags, for the local capture and the
+/// remote ones alike. `pcap bosh` keeps `-e` and `-n` for its environment
+/// and confirmation: there they are `--link-header` and `--numeric`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct TcpdumpFlags {
+    /// Capture only what the interfaces received (in), sent (out) or both
+    /// (inout, the default), as tcpdump's -Q; decided in the kernel, which
+    /// attaches only the hooks of those directions. For an app, what its
+    /// container received or sent.
+    #[arg(short = 'Q', long = "direction", value_enum, value_name = "DIRECTION")]
+    pub direction: Option<options::Directions>,
+    /// Accepted as tcpdump's -n / -nn: addresses and ports are never
+    /// resolved to names.
+    #[arg(short = 'n', long = "numeric", action = clap::ArgAction::Count)]
+    pub numeric: u8,
+    #[command(flatten)]
+    pub print: PrintFlags,
+}
+
+/// `-e`, `-v`, `-x`/`-X`/`-A`, `-t`, `-S`, `-#`, `-l`, `-U`, as tcpdump:
+/// what is shown of each packet when lines are printed rather than a file
+/// written.
+#[derive(Clone, Debug, Default, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one bool per tcpdump flag, as clap parses them"
+)]
+pub struct PrintFlags {
+    /// Print the link-level header (MAC addresses, ether type, VLAN tags).
+    #[arg(short = 'e', long = "link-header")]
+    pub link_header: bool,
+    /// More detail: IP TTL, id, flags and length, checksums, ICMPv6
+    /// options (-vv: more still).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print each packet in hex, without its link-level header (-xx: with it).
+    #[arg(short = 'x', action = clap::ArgAction::Count)]
+    pub hex: u8,
+    /// Print each packet in hex and ASCII, without its link-level header
+    /// (-XX: with it).
+    #[arg(short = 'X', action = clap::ArgAction::Count)]
+    pub hex_ascii: u8,
+    /// Print each packet in ASCII, without its link-level header (-AA: with it).
+    #[arg(short = 'A', action = clap::ArgAction::Count)]
+    pub ascii: u8,
+    /// Time stamps: -t none, -tt seconds since 1970, -ttt since the
+    /// previous packet, -tttt with the date, -ttttt since the first packet
+    /// (always in UTC).
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    pub time: u8,
+    /// Absolute TCP sequence numbers, not relative to the first packet.
+    #[arg(short = 'S', long = "absolute-tcp-sequence-numbers")]
+    pub absolute_seq: bool,
+    /// Number the packets printed.
+    #[arg(short = '#', long = "number")]
+    pub number: bool,
+    /// Line-buffered output: flush after each line.
+    #[arg(short = 'l')]
+    pub line_buffered: bool,
+    /// Packet-buffered output: flush after each packet, with -w too.
+    #[arg(short = 'U', long = "packet-buffered")]
+    pub packet_buffered: bool,
+}
+
+impl PrintFlags {
+    /// The summary printer's options.
+    pub fn options(&self) -> pcap_format::summary::Options {
+        use pcap_format::summary::{Dump, Options, TimeFormat};
+        Options {
+            verbose: self.verbose,
+            link_header: self.link_header,
+            dump: Dump::from_counts(self.hex, self.hex_ascii, self.ascii),
+            time: TimeFormat::from_count(self.time),
+            absolute_seq: self.absolute_seq,
+            number: self.number,
+        }
+    }
+
+    /// Flush after every packet.
+    pub fn flush_each(&self) -> bool {
+        self.line_buffered || self.packet_buffered
     }
 }
 

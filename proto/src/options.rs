@@ -65,6 +65,55 @@ pub enum OptionsError {
     Duration(String),
     #[error("invalid --duration {0}: {0} seconds is too long")]
     DurationTooLong(String),
+    /// A `direction` that is none of the wire's `CaptureDirection`s.
+    #[error("direction {0} is not in (1), out (2) or inout (0)")]
+    Direction(i32),
+}
+
+/// Which packets of each interface to capture, as tcpdump's `-Q`: only the
+/// TC hooks of those directions are attached, so the kernel never runs the
+/// capture program (or copies anything) for the other one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Directions {
+    /// Packets the interface received (TC ingress).
+    In,
+    /// Packets the interface sent (TC egress).
+    Out,
+    /// Both.
+    #[default]
+    Inout,
+}
+
+impl Directions {
+    /// The other side's view: what one end of a veth sent, the other end
+    /// received.
+    #[must_use]
+    pub fn reversed(self) -> Self {
+        match self {
+            Self::In => Self::Out,
+            Self::Out => Self::In,
+            Self::Inout => Self::Inout,
+        }
+    }
+
+    fn to_wire(self) -> i32 {
+        match self {
+            Self::Inout => v1::CaptureDirection::Inout,
+            Self::In => v1::CaptureDirection::In,
+            Self::Out => v1::CaptureDirection::Out,
+        }
+        .into()
+    }
+
+    fn from_wire(value: i32) -> Result<Self, OptionsError> {
+        match v1::CaptureDirection::try_from(value) {
+            Ok(v1::CaptureDirection::Inout) => Ok(Self::Inout),
+            Ok(v1::CaptureDirection::In) => Ok(Self::In),
+            Ok(v1::CaptureDirection::Out) => Ok(Self::Out),
+            Err(_) => Err(OptionsError::Direction(value)),
+        }
+    }
 }
 
 /// Stop conditions; `None` is no limit (an operator's or agent's maximum
@@ -133,6 +182,8 @@ pub struct CaptureOptions {
     /// Interfaces to capture on; empty means the target's default.
     pub interfaces: Vec<String>,
     pub limits: Limits,
+    /// tcpdump's `-Q`.
+    pub direction: Directions,
 }
 
 impl CaptureOptions {
@@ -147,6 +198,7 @@ impl CaptureOptions {
             snaplen: snaplen(wire.snaplen.unwrap_or(0).into())?,
             interfaces: wire.interfaces.clone(),
             limits: Limits::from_wire(wire.limits.unwrap_or_default())?,
+            direction: Directions::from_wire(wire.direction)?,
         })
     }
 
@@ -159,6 +211,7 @@ impl CaptureOptions {
         wire.snaplen = self.snaplen.map(NonZeroU32::get);
         wire.interfaces.clone_from(&self.interfaces);
         wire.limits = Some(self.limits.to_wire());
+        wire.direction = self.direction.to_wire();
         wire
     }
 
@@ -271,6 +324,7 @@ mod tests {
             snaplen: NonZeroU32::new(96),
             interfaces: vec!["eth0".to_owned()],
             limits: limits(Some(1500), Some(10), None),
+            direction: Directions::In,
         };
         assert_eq!(CaptureOptions::from_wire(&options.to_wire()), Ok(options));
         let zero = v1::CaptureOptions {
@@ -306,6 +360,34 @@ mod tests {
                 .unwrap_err()
                 .contains("not a whole number")
         );
+    }
+
+    #[test]
+    fn directions_cross_the_wire_and_unknown_ones_are_refused() {
+        let wire = |direction| v1::CaptureOptions {
+            direction,
+            ..v1::CaptureOptions::default()
+        };
+        let read = |direction| CaptureOptions::from_wire(&wire(direction)).map(|o| o.direction);
+        assert_eq!(read(0), Ok(Directions::Inout));
+        assert_eq!(read(1), Ok(Directions::In));
+        assert_eq!(read(2), Ok(Directions::Out));
+        assert_eq!(
+            read(7).unwrap_err().to_string(),
+            "direction 7 is not in (1), out (2) or inout (0)"
+        );
+        for direction in [Directions::In, Directions::Out, Directions::Inout] {
+            let options = CaptureOptions {
+                direction,
+                ..CaptureOptions::default()
+            };
+            assert_eq!(
+                CaptureOptions::from_wire(&options.to_wire()).map(|o| o.direction),
+                Ok(direction)
+            );
+        }
+        assert_eq!(Directions::In.reversed(), Directions::Out);
+        assert_eq!(Directions::Inout.reversed(), Directions::Inout);
     }
 
     #[test]

@@ -149,7 +149,9 @@ pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {command:?}"))?;
-    anyhow::ensure!(status.success(), "{command:?} failed: {status}");
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
     Ok(())
 }
 

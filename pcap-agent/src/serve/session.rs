@@ -226,7 +226,12 @@ pub fn plan_scoped(
             snaplen,
             ring_bytes: config.capture.ring_buffer_kib * 1024,
             attach: config.capture.attach,
-            directions: datapath::Directions::Inout,
+            // A container's side: what the app received left its host-side veth.
+            directions: if container.is_some() {
+                options.direction.reversed()
+            } else {
+                options.direction
+            },
             filter,
             any: false,
         },

@@ -22,6 +22,7 @@ pub const HELP_TEXT: &str = "Capture the network traffic of an app's instances (
 /// `cf help pcap`'s usage line; the command name is substituted.
 const USAGE: &str = "cf COMMAND APP_NAME [--instance 0,2] [--process TYPE] [--follow] [-w FILE|-] \
 [-C SIZE] [-G SECONDS] [-W COUNT] [-z COMMAND] [-s SNAPLEN] [-c COUNT] [--duration SECS] [--max-bytes N] [--store] \
+[-Q in|out|inout] [-e] [--detail] [-x | -xx | -X | -XX | -A | -AA] [-t | -tt | -ttt | -tttt | -ttttt] [-S] [-#] [-l | -U] [-n] \
 [--api URL] [--ca FILE] [--insecure] [EXPRESSION]\n\n   \
 cf COMMAND myapp -w app.pcapng\n   \
 cf COMMAND myapp -w - | wireshark -k -i -\n   \

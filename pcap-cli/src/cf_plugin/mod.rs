@@ -28,8 +28,10 @@ use rpc::Cli;
 /// cf CLI's login and target.
 ///
 /// Ctrl-C stops the capture; the file is valid in every case.
+// cf takes -v (and --verbose) for itself: tcpdump's -v is --detail here.
 #[derive(Debug, Parser)]
 #[command(name = "cf pcap", disable_version_flag = true)]
+#[command(mut_arg("verbose", |arg| arg.short(None).long("detail")))]
 pub struct PluginCli {
     #[command(flatten)]
     app: AppArgs,
