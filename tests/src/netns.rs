@@ -165,6 +165,19 @@ impl Pair {
         Ok(())
     }
 
+    /// Adds a second veth pair: `veth2` in `a` (10.0.1.1/24) and `veth3` in
+    /// `b` (10.0.1.2/24), both up.
+    pub fn add_second_link(&self) -> anyhow::Result<()> {
+        self.a.sh(&format!(
+            "ip link add veth2 type veth peer name veth3 netns {} && \
+             ip addr add 10.0.1.1/24 dev veth2 && ip link set veth2 up",
+            self.b.name
+        ))?;
+        self.b
+            .sh("ip addr add 10.0.1.2/24 dev veth3 && ip link set veth3 up")?;
+        Ok(())
+    }
+
     /// veth1's MAC address as 12 hex digits.
     pub fn veth1_mac_hex(&self) -> anyhow::Result<String> {
         Ok(self

@@ -149,9 +149,7 @@ pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed: {status}");
-    }
+    anyhow::ensure!(status.success(), "{command:?} failed: {status}");
     Ok(())
 }
 

@@ -32,13 +32,7 @@ const TC_STATE: &str = "/run/pcap-agent/tc";
 /// (a, 10.0.1.1) – `veth3` (b, 10.0.1.2).
 fn two_links(tag: &str) -> anyhow::Result<Pair> {
     let pair = Pair::new(tag)?;
-    pair.a.sh(&format!(
-        "ip link add veth2 type veth peer name veth3 netns {} && \
-         ip addr add 10.0.1.1/24 dev veth2 && ip link set veth2 up",
-        pair.b.name
-    ))?;
-    pair.b
-        .sh("ip addr add 10.0.1.2/24 dev veth3 && ip link set veth3 up")?;
+    pair.add_second_link()?;
     pair.disable_ipv6()?;
     pair.a.sh("sysctl -qw net.ipv6.conf.veth2.disable_ipv6=1")?;
     Ok(pair)
