@@ -17,6 +17,7 @@ mod captures;
 mod cf_config;
 pub mod cf_plugin;
 mod connect;
+mod extcap;
 mod origins;
 mod rewrite;
 mod session;
@@ -76,6 +77,12 @@ enum Command {
     Captures {
         #[command(subcommand)]
         command: captures::CapturesCommand,
+    },
+    /// Make pcap a Wireshark capture source (extcap): `pcap extcap install`
+    /// links it into Wireshark's extcap folder.
+    Extcap {
+        #[command(subcommand)]
+        command: extcap::ExtcapCommand,
     },
 }
 
@@ -218,11 +225,16 @@ impl C2cFlag {
 
 /// The `pcap` binary's main.
 pub fn main() -> ExitCode {
-    let args = match Cli::parse().command {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if extcap::is_extcap_call(&argv) {
+        return extcap::main(argv);
+    }
+    let args = match Cli::parse_from(argv).command {
         Command::Capture(args) => args,
         Command::Bosh(args) => return bosh::main(&args),
         Command::App(args) => return app::main(&args),
         Command::Captures { command } => return captures_main(&command),
+        Command::Extcap { command } => return command.main(),
     };
     if let Err(message) = args.flags.check().and(args.connection.validate()) {
         usage_error("capture", message);
@@ -312,6 +324,11 @@ async fn capture(
         .await;
     let finished = session.finish();
     let ending = ending?;
+    // A reader that closed the output (Wireshark's fifo) ended the capture.
+    if matches!(ending, Ending::OutputClosed) || finished.as_ref().is_err_and(session::broken_pipe)
+    {
+        return Ok(ExitCode::SUCCESS);
+    }
     let (written, outcome) = finished?;
     let where_to = match &output {
         Output::File(path) => format!("{} holds", path.display()),
@@ -338,7 +355,7 @@ async fn capture(
             );
             ExitCode::FAILURE
         }
-        Ending::Finished | Ending::Abandoned => {
+        Ending::Finished | Ending::Abandoned | Ending::OutputClosed => {
             if outcome.nothing_started {
                 eprintln!("pcap: the capture started on no origin");
                 ExitCode::FAILURE
@@ -406,10 +423,14 @@ fn open_sink(
     let application = concat!("pcap ", env!("CARGO_PKG_VERSION"));
     Ok(match output {
         Output::File(path) => {
-            let file: Box<dyn Write> = Box::new(
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-            );
-            Sink::pcapng(file, false, application)
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            // Someone reads a fifo as it is written (Wireshark): flush each message.
+            let live = file
+                .metadata()
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+            let file: Box<dyn Write> = Box::new(file);
+            Sink::pcapng(file, live, application)
                 .with_context(|| format!("cannot write {}", path.display()))?
         }
         Output::Stdout => {

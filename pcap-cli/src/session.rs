@@ -52,6 +52,18 @@ pub enum Ending {
     Refused(tonic::Status),
     /// The stream broke (or the API ended it with an error) mid-capture.
     Lost(tonic::Status),
+    /// Whoever read the output closed it (a pipe, Wireshark's fifo): the
+    /// capture was stopped and what came after was dropped.
+    OutputClosed,
+}
+
+/// True when `error` is a write to a pipe nobody reads any more.
+pub fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 pub struct Session<W: Write> {
@@ -125,7 +137,10 @@ impl<W: Write> Session<W> {
         loop {
             tokio::select! {
                 message = responses.message() => match message {
-                    Ok(Some(message)) => self.handle(message)?,
+                    Ok(Some(message)) => match self.handle(message) {
+                        Err(error) if broken_pipe(&error) => break,
+                        other => other?,
+                    },
                     Ok(None) => return Ok(Ending::Finished),
                     Err(status) => return Ok(Ending::Lost(status)),
                 },
@@ -134,8 +149,29 @@ impl<W: Write> Session<W> {
                 },
                 _ = redraw.tick() => {
                     self.report.tick(&self.origins);
-                    self.sink.flush().context("cannot write the capture")?;
+                    match self.sink.flush().context("cannot write the capture") {
+                        Err(error) if broken_pipe(&error) => break,
+                        other => other?,
+                    }
                 }
+            }
+        }
+        // The output's reader went away: stop the capture, and let the API
+        // end the stream (what still arrives has nowhere to go).
+        if !self.stop_sent {
+            self.stop_sent = true;
+            let _ = requests.try_send(CaptureRequest {
+                operation: Some(Operation::Stop(StopCapture {})),
+            });
+        }
+        self.report
+            .say("the output was closed by its reader: stopping the capture");
+        loop {
+            tokio::select! {
+                message = responses.message() => if !matches!(message, Ok(Some(_))) {
+                    return Ok(Ending::OutputClosed);
+                },
+                () = signals.recv() => return Ok(Ending::OutputClosed),
             }
         }
     }
