@@ -28,7 +28,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Path, RawQuery, State},
+    extract::{FromRequestParts, Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -346,10 +346,24 @@ impl IntoResponse for Refused {
     }
 }
 
+/// What a handler answers: a response, or CC's refusal.
+type Answer = Result<Response, Refused>;
+
 /// Who is calling, as CC checks it: a valid token with a read scope.
 struct Caller {
     user_id: String,
     global: bool,
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        cc: &Shared,
+    ) -> Result<Self, Refused> {
+        cc.caller(&parts.headers)
+    }
 }
 
 impl CloudController {
@@ -521,13 +535,8 @@ async fn root(State(cc): State<Shared>) -> Json<Root> {
     })
 }
 
-async fn list_apps(
-    State(cc): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response, Refused> {
+async fn list_apps(State(cc): State<Shared>, caller: Caller, RawQuery(query): RawQuery) -> Answer {
     let query = parse_query(query.as_deref());
-    let caller = cc.caller(&headers)?;
     let names = list(&query, "names");
     let spaces = list(&query, "space_guids");
     let resources = cc
@@ -541,22 +550,12 @@ async fn list_apps(
     Ok(paginate(&cc.url, "/v3/apps", &query, resources))
 }
 
-async fn show_app(
-    State(cc): State<Shared>,
-    headers: HeaderMap,
-    Path(guid): Path<String>,
-) -> Result<Response, Refused> {
-    let caller = cc.caller(&headers)?;
+async fn show_app(State(cc): State<Shared>, caller: Caller, Path(guid): Path<String>) -> Answer {
     let app = cc.visible_app(&caller, &guid)?;
     Ok(Json(cc.app_json(app)).into_response())
 }
 
-async fn permissions(
-    State(cc): State<Shared>,
-    headers: HeaderMap,
-    Path(guid): Path<String>,
-) -> Result<Response, Refused> {
-    let caller = cc.caller(&headers)?;
+async fn permissions(State(cc): State<Shared>, caller: Caller, Path(guid): Path<String>) -> Answer {
     let app = cc.visible_app(&caller, &guid)?;
     // Sensitive data: admins, admin_read_only, or a developer of the space.
     let developer = cc
@@ -569,12 +568,7 @@ async fn permissions(
     )
 }
 
-async fn ssh_enabled(
-    State(cc): State<Shared>,
-    headers: HeaderMap,
-    Path(guid): Path<String>,
-) -> Result<Response, Refused> {
-    let caller = cc.caller(&headers)?;
+async fn ssh_enabled(State(cc): State<Shared>, caller: Caller, Path(guid): Path<String>) -> Answer {
     let app = cc.visible_app(&caller, &guid)?;
     let reason = if app.ssh_enabled {
         String::new()
@@ -590,10 +584,9 @@ async fn ssh_enabled(
 
 async fn stats(
     State(cc): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((guid, kind)): Path<(String, String)>,
-) -> Result<Response, Refused> {
-    let caller = cc.caller(&headers)?;
+) -> Answer {
     let app = cc.visible_app(&caller, &guid)?;
     let instances = cc.instances.lock().expect("not poisoned");
     let Some(instances) = instances.get(&app.guid).and_then(|p| p.get(&kind)) else {
@@ -603,13 +596,8 @@ async fn stats(
     Ok(Json(Page::unpaginated(resources)).into_response())
 }
 
-async fn list_roles(
-    State(cc): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Response, Refused> {
+async fn list_roles(State(cc): State<Shared>, caller: Caller, RawQuery(query): RawQuery) -> Answer {
     let query = parse_query(query.as_deref());
-    let caller = cc.caller(&headers)?;
     let types = list(&query, "types");
     let spaces = list(&query, "space_guids");
     let users = list(&query, "user_guids");
