@@ -3,8 +3,12 @@
 
 use std::{io, os::fd::AsFd as _};
 
+mod loader;
+
+pub use loader::warm_up;
+
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
+    Ebpf, EbpfError,
     maps::{MapData, MapError, PerCpuHashMap, PerCpuValues, ProgramArray, RingBuf},
     programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     util::KernelVersion,
@@ -58,18 +62,29 @@ pub enum AttachMode {
     Tc,
 }
 
-/// Which directions to capture, as tcpdump's `-Q` (one model for the
-/// local flag and the wire's `CaptureOptions.direction`).
-pub use pcap_proto::options::Directions;
+/// Which directions to capture, as tcpdump's `-Q`: only the TC hooks of
+/// those directions are attached, so the kernel never runs the capture
+/// program (or copies anything) for the other one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Directions {
+    /// Packets the interface received (TC ingress).
+    In,
+    /// Packets the interface sent (TC egress).
+    Out,
+    /// Both.
+    #[default]
+    Inout,
+}
 
-/// The hooks to attach for `directions`: only those, so the kernel never
-/// runs the capture program (or copies anything) for the other direction.
-fn hooks(directions: Directions) -> impl Iterator<Item = (&'static str, TcAttachType)> {
-    HOOKS.into_iter().filter(move |(_, hook)| match directions {
-        Directions::In => matches!(hook, TcAttachType::Ingress),
-        Directions::Out => matches!(hook, TcAttachType::Egress),
-        Directions::Inout => true,
-    })
+impl Directions {
+    /// The hooks to attach for these directions.
+    fn hooks(self) -> impl Iterator<Item = (&'static str, TcAttachType)> {
+        HOOKS.into_iter().filter(move |(_, hook)| match self {
+            Self::In => matches!(hook, TcAttachType::Ingress),
+            Self::Out => matches!(hook, TcAttachType::Egress),
+            Self::Inout => true,
+        })
+    }
 }
 
 impl AttachMode {
@@ -173,33 +188,31 @@ impl Datapath {
         // Whatever mode this capture uses, clean up after a crashed one.
         tc_fallback::recover_stale();
         let ring_bytes = options.ring_bytes.max(4096).next_power_of_two();
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE relocations to resolve: skip parsing the kernel's BTF.
-            .btf(None)
-            .override_global("SNAPLEN", &options.snaplen, true)
-            .override_global(
-                "WAKEUP_BYTES",
-                &u64::from(ring_bytes / WAKEUP_FRACTION),
-                true,
-            )
-            .map_max_entries("PACKETS", ring_bytes)
-            .map_max_entries(
-                "COUNTERS",
-                if options.any {
-                    MAX_ANY_INTERFACES
-                } else {
-                    interfaces.len().max(1) as u32
-                },
-            )
-            .load(EBPF_OBJECT)
-            .map_err(|e| match &e {
-                EbpfError::MapError(MapError::CreateError { io_error, .. })
-                    if io_error.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    DatapathError::PermissionDenied
-                }
-                _ => DatapathError::Load(Box::new(e)),
-            })?;
+        let snaplen = loader::interned(&loader::SNAPLENS, options.snaplen);
+        let wakeup = loader::interned(&loader::WAKEUPS, u64::from(ring_bytes / WAKEUP_FRACTION));
+        let mut ebpf = loader::with_loader(|loader| {
+            loader
+                .override_global("SNAPLEN", snaplen, true)
+                .override_global("WAKEUP_BYTES", wakeup, true)
+                .map_max_entries("PACKETS", ring_bytes)
+                .map_max_entries(
+                    "COUNTERS",
+                    if options.any {
+                        MAX_ANY_INTERFACES
+                    } else {
+                        interfaces.len().max(1) as u32
+                    },
+                )
+                .load(EBPF_OBJECT)
+        })
+        .map_err(|e| match &e {
+            EbpfError::MapError(MapError::CreateError { io_error, .. })
+                if io_error.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                DatapathError::PermissionDenied
+            }
+            _ => DatapathError::Load(Box::new(e)),
+        })?;
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         let ring = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map"))
             .map_err(|e| DatapathError::Map("PACKETS", e))?;
@@ -253,7 +266,7 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let hooks = |interface: &Interface| {
             let loopback_in_only = options.any && interface.is_loopback();
-            hooks(options.directions).filter(move |(_, attach_type)| {
+            options.directions.hooks().filter(move |(_, attach_type)| {
                 !(loopback_in_only && matches!(attach_type, TcAttachType::Egress))
             })
         };

@@ -37,6 +37,11 @@ const PACKAGES: &[&str] = &[
     "procps",
     // Builds tests/cf-stub, the Go stand-in for the cf CLI (tests/tests/cf_plugin.rs).
     "golang-go",
+    // `cargo xtask bench`: the app-throughput load (lab/src/bench/apps.rs),
+    // and the profilers used to compare before/after (docs/bench.md).
+    "iperf3",
+    "linux-perf",
+    "valgrind",
     // git for cargo's git sources and the fresh-check clone; the C compiler
     // and headers that the pcap-sys and ring build scripts use.
     "git",

@@ -2,6 +2,7 @@
 //! against the kernel's classic BPF, and the distributed path against local.
 //! Writes docs/bench.md.
 
+mod apps;
 mod capture;
 mod distributed;
 mod filter;
@@ -47,8 +48,12 @@ enum Part {
     Filter,
     /// Local capture against tcpdump.
     Capture,
-    /// Agent → API → CLI against local, and start time across 10 agents.
+    /// Agent → API → CLI against local.
     Distributed,
+    /// How long a capture takes to start across 10 agents.
+    Start,
+    /// An app's TCP throughput while a capture runs on its veth.
+    Apps,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -80,7 +85,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if wanted(Part::Filter) {
         filter::run(&mut report)?;
     }
-    if wanted(Part::Capture) || wanted(Part::Distributed) {
+    if wanted(Part::Capture)
+        || wanted(Part::Distributed)
+        || wanted(Part::Start)
+        || wanted(Part::Apps)
+    {
         cargo(&["build", "--release", "--bins"])?;
     }
     if wanted(Part::Capture) {
@@ -88,6 +97,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     if wanted(Part::Distributed) {
         distributed::run(options, &mut report)?;
+    }
+    if wanted(Part::Start) {
+        distributed::run_start(options, &mut report)?;
+    }
+    if wanted(Part::Apps) {
+        apps::run(options, &mut report)?;
     }
     let out = workspace_root().join(&options.out);
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;

@@ -59,6 +59,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     let address = config.listen_addr()?;
     // tc filters of captures that died with an earlier agent (kernels before 6.6).
     crate::tc_fallback::recover_stale();
+    // The first capture should not pay for aya's loader (it parses the
+    // kernel's BTF); this runs while the server starts.
+    tokio::task::spawn_blocking(crate::datapath::warm_up);
     // The handshakes are `TlsServer`'s, which bounds and logs them.
     let tls = config.tls_server()?;
     if tls.is_none() {
