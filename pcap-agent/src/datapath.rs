@@ -62,29 +62,18 @@ pub enum AttachMode {
     Tc,
 }
 
-/// Which directions to capture, as tcpdump's `-Q`: only the TC hooks of
-/// those directions are attached, so the kernel never runs the capture
-/// program (or copies anything) for the other one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Directions {
-    /// Packets the interface received (TC ingress).
-    In,
-    /// Packets the interface sent (TC egress).
-    Out,
-    /// Both.
-    #[default]
-    Inout,
-}
+/// Which directions to capture, as tcpdump's `-Q` (one model for the
+/// local flag and the wire's `CaptureOptions.direction`).
+pub use pcap_proto::options::Directions;
 
-impl Directions {
-    /// The hooks to attach for these directions.
-    fn hooks(self) -> impl Iterator<Item = (&'static str, TcAttachType)> {
-        HOOKS.into_iter().filter(move |(_, hook)| match self {
-            Self::In => matches!(hook, TcAttachType::Ingress),
-            Self::Out => matches!(hook, TcAttachType::Egress),
-            Self::Inout => true,
-        })
-    }
+/// The hooks to attach for `directions`: only those, so the kernel never
+/// runs the capture program (or copies anything) for the other direction.
+fn hooks(directions: Directions) -> impl Iterator<Item = (&'static str, TcAttachType)> {
+    HOOKS.into_iter().filter(move |(_, hook)| match directions {
+        Directions::In => matches!(hook, TcAttachType::Ingress),
+        Directions::Out => matches!(hook, TcAttachType::Egress),
+        Directions::Inout => true,
+    })
 }
 
 impl AttachMode {
@@ -266,7 +255,7 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let hooks = |interface: &Interface| {
             let loopback_in_only = options.any && interface.is_loopback();
-            options.directions.hooks().filter(move |(_, attach_type)| {
+            hooks(options.directions).filter(move |(_, attach_type)| {
                 !(loopback_in_only && matches!(attach_type, TcAttachType::Egress))
             })
         };
