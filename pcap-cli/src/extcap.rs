@@ -65,7 +65,7 @@ struct ExtcapArgs {
     #[arg(long)]
     extcap_interfaces: bool,
     /// Wireshark's version.
-    #[arg(long, value_name = "VERSION", num_args = 0..=1)]
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "")]
     extcap_version: Option<String>,
     /// The interface the other calls are about.
     #[arg(long, value_name = "NAME")]
@@ -156,6 +156,13 @@ fn run(args: &ExtcapArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     if args.extcap_interfaces {
         out.write_all(interfaces().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.extcap_version.is_some() && args.extcap_interface.is_none() && !args.capture {
+        // `--extcap-version` alone: the `extcap` sentence.
+        let all = interfaces();
+        out.write_all(all.lines().next().unwrap_or_default().as_bytes())?;
+        out.write_all(b"\n")?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(interface) = args.extcap_interface.as_deref() else {
@@ -682,6 +689,10 @@ mod tests {
         assert!(args.extcap_interfaces);
         assert_eq!(args.extcap_version.as_deref(), Some("4.0.17"));
         assert!(parse(&["--extcap-version", "--extcap-interfaces"]).extcap_interfaces);
+        assert_eq!(
+            parse(&["--extcap-version"]).extcap_version.as_deref(),
+            Some("")
+        );
     }
 
     #[test]
