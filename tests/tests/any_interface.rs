@@ -44,13 +44,7 @@ fn quiet_pair(tag: &str) -> anyhow::Result<Pair> {
 fn traffic_and_a_new_interface(pair: &Pair, captures: &mut [&mut Running]) -> anyhow::Result<()> {
     pair.a.sh("ping -c 2 -i 0.2 -W 1 127.0.0.1")?;
     pair.a.sh("ping -c 2 -i 0.2 -W 1 10.0.0.2")?;
-    pair.a.sh(&format!(
-        "ip link add veth2 type veth peer name veth3 netns {} && \
-         ip addr add 10.0.1.1/24 dev veth2 && ip link set veth2 up",
-        pair.b.name
-    ))?;
-    pair.b
-        .sh("ip addr add 10.0.1.2/24 dev veth3 && ip link set veth3 up")?;
+    pair.add_second_link()?;
     for capture in captures.iter_mut() {
         capture.wait_for("listening on veth2", 1)?;
     }
