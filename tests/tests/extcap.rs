@@ -7,7 +7,8 @@
 //!
 //! These tests need root (namespaces, eBPF) and tshark (`cargo xtask
 //! setup`). They install into the global folder one at a time and remove
-//! the link when they end, even on failure.
+//! the link when they end, even on failure; one installs as user nobody
+//! into a private folder (WIRESHARK_EXTCAP_DIR) instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -401,5 +402,61 @@ fn tshark_captures_a_local_interface_like_tcpdump() -> anyhow::Result<()> {
         ensure!(a.data == b.data, "packet {i}: bytes differ");
         ensure!(a.orig_len == b.orig_len, "packet {i}: lengths differ");
     }
+    Ok(())
+}
+
+/// `program` as user nobody, with Wireshark's extcap folder `dir`
+/// (Wireshark honours WIRESHARK_EXTCAP_DIR only for users without special
+/// privileges).
+fn as_nobody(program: &Path, dir: &Path) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program)
+        .env("HOME", dir)
+        .env("WIRESHARK_EXTCAP_DIR", dir);
+    command
+}
+
+/// A user without root installs into the folder `tshark -G folders` shows
+/// them, and their tshark lists our interfaces; uninstall removes the link.
+#[test]
+fn a_user_installs_into_the_folder_tshark_shows() -> anyhow::Result<()> {
+    let dir = TempDir::new("extcap-user")?;
+    let folder = dir.join("extcap");
+    std::fs::create_dir(&folder)?;
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let pcap = binary("pcap");
+    let installed = as_nobody(&pcap, &folder)
+        .args(["extcap", "install"])
+        .output()?;
+    ensure!(installed.status.success(), "{installed:?}");
+    let link = folder.join("pcap");
+    ensure!(
+        String::from_utf8_lossy(&installed.stdout).trim() == link.to_string_lossy(),
+        "pcap extcap install printed {:?}",
+        String::from_utf8_lossy(&installed.stdout)
+    );
+    ensure!(std::fs::canonicalize(&link)? == std::fs::canonicalize(&pcap)?);
+
+    let listed = as_nobody(Path::new("tshark"), &folder).arg("-D").output()?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    ensure!(
+        listed.contains("pcap_app (Cloud Foundry app (pcap))"),
+        "tshark -D as nobody:\n{listed}"
+    );
+
+    let removed = as_nobody(&pcap, &folder)
+        .args(["extcap", "uninstall"])
+        .output()?;
+    ensure!(removed.status.success(), "{removed:?}");
+    ensure!(link.symlink_metadata().is_err(), "the link is still there");
     Ok(())
 }
