@@ -262,23 +262,36 @@ fn tshark_captures_an_app_like_pcap_app() -> anyhow::Result<()> {
         one.iter().all(|&n| n > 0),
         "pcap app attached nothing: {one:?}"
     );
-    let mut command = tshark(
-        &cf.landscape.control,
-        "pcap_app",
-        &[
-            ("app", APP),
-            ("api", &cf.landscape.api_url()),
-            ("ca", &cf.landscape.pki.ca.certificate.to_string_lossy()),
-            ("debugfile", &log.to_string_lossy()),
-        ],
-        count,
-        &theirs,
+    let ca = cf.landscape.pki.ca.certificate.to_string_lossy();
+    let api = cf.landscape.api_url();
+    let log_path = log.to_string_lossy();
+    let prefs = [
+        ("app", APP),
+        ("api", api.as_str()),
+        ("ca", &*ca),
+        ("debugfile", &*log_path),
+    ];
+    let shark_of = |home: &Path, file: &Path| {
+        let mut command = tshark(&cf.landscape.control, "pcap_app", &prefs, count, file);
+        command
+            .env("CF_HOME", home)
+            .env("HOME", &*cf.dir)
+            .env_remove("PCAP_API");
+        command
+    };
+
+    // A capture the API refuses once the fifo is open (dev already
+    // captures): tshark ends and shows why.
+    let refused = shark_of(&home, &cf.dir.join("refused.pcapng"))
+        .args(["-a", "duration:60"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        stderr.contains("RESOURCE_EXHAUSTED") && stderr.contains("started on no origin"),
+        "tshark did not show the refusal: {stderr}"
     );
-    command
-        .env("CF_HOME", &shark_home)
-        .env("HOME", &*cf.dir)
-        .env_remove("PCAP_API");
-    let tshark = Running::spawn(&mut command)?;
+
+    let tshark = Running::spawn(&mut shark_of(&shark_home, &theirs))?;
     wait_for_programs(&cf, &one.iter().map(|n| 2 * n).collect::<Vec<_>>()).with_context(|| {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         format!("the extcap's log:\n{log}")
