@@ -702,6 +702,56 @@ fn ctrl_c_sends_stop_and_every_packet_until_the_end_reaches_stdout() {
     assert_eq!(delivered, ["5"]);
 }
 
+/// Reads pcapng blocks from `reader` until `packets` Enhanced Packet Blocks
+/// have come; the block types read.
+fn read_blocks_until_packets(reader: &mut impl std::io::Read, packets: usize) -> Vec<u32> {
+    let mut types = Vec::new();
+    while types.iter().filter(|&&t| t == 6).count() < packets {
+        let mut header = [0; 8];
+        reader.read_exact(&mut header).unwrap();
+        let kind = u32::from_le_bytes(header[..4].try_into().unwrap());
+        let length = u32::from_le_bytes(header[4..].try_into().unwrap());
+        let mut rest = vec![0; usize::try_from(length).unwrap() - 8];
+        reader.read_exact(&mut rest).unwrap();
+        types.push(kind);
+    }
+    types
+}
+
+/// Wireshark reads `-w FIFO` live and stops by closing it: packets reach
+/// the fifo as they come, and the closed fifo stops the capture (exit 0).
+#[test]
+fn a_reader_closing_the_fifo_stops_the_capture() {
+    let mut server = FakeServer::streaming();
+    let fifo = ScratchFile::new("live.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo.0)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.0.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::open(fifo).unwrap();
+            // Closed on return, with the capture still running.
+            read_blocks_until_packets(&mut file, 2)
+        })
+    };
+    let mut pcap = server.capturing_on_eth0(&["--insecure", "-w", path_str(&fifo)], 2);
+    // The header, the interface and both packets, before any stop.
+    assert_eq!(reader.join().unwrap(), [0x0a0d_0d0a, 1, 6, 6]);
+
+    server.send(packets(0, 0, 2, 3));
+    server.expect_stop();
+    pcap.wait_for("closed by its reader");
+    server.send(stopped(None));
+    server.end();
+    let (stderr, _) = pcap.exits(0);
+    assert!(!stderr.contains("cannot write"), "{stderr}");
+}
+
 #[test]
 fn a_second_ctrl_c_quits_at_once_with_a_valid_file() {
     let mut server = FakeServer::streaming();
