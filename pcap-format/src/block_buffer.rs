@@ -44,6 +44,12 @@ impl<W: Write> BlockBuffer<W> {
         self.written_out + self.buf.len() as u64
     }
 
+    /// The buffer itself, for encoding a block straight into it (then
+    /// [`Self::end_block`]).
+    pub(crate) fn bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     fn write_out(&mut self) -> io::Result<()> {
         self.written_out += self.buf.len() as u64;
         let result = self.writer.write_all(&self.buf);

@@ -116,9 +116,50 @@ impl<W: Write> PcapNgWriter<W> {
     ///
     /// Data longer than the interface's snapshot length is cut to it. The
     /// direction goes into `epb_flags`, the comment into `opt_comment`.
-    /// Nothing is allocated, and the block goes out in three `write_all`
-    /// calls (five with a comment).
+    /// Nothing is allocated. Without a comment (every packet of a plain
+    /// capture) the block is encoded straight into the block buffer: a
+    /// fixed-size header, the data, and a fixed-size tail.
     pub fn write_packet(&mut self, packet: &Packet<'_>) -> io::Result<()> {
+        if packet.comment.is_some() {
+            return self.write_commented_packet(packet);
+        }
+        let data = captured(packet.data, self.snaplen(packet.interface_id)?);
+        let pad = padding(data.len());
+        let options_len = if packet.direction.is_some() {
+            EPB_FLAGS_OPTION_LEN + OPTION_HEADER_LEN
+        } else {
+            0
+        };
+        let total_len = block_len(EPB_HEADER_LEN + data.len() + pad + options_len + TRAILER_LEN)?;
+        let captured_len = data.len() as u32; // fits: total_len does
+
+        let mut header = [0; EPB_HEADER_LEN];
+        header[0..4].copy_from_slice(&EPB.to_le_bytes());
+        header[4..8].copy_from_slice(&total_len.to_le_bytes());
+        header[8..12].copy_from_slice(&packet.interface_id.to_le_bytes());
+        header[12..20].copy_from_slice(&timestamp_bytes(packet.timestamp_ns));
+        header[20..24].copy_from_slice(&captured_len.to_le_bytes());
+        header[24..28].copy_from_slice(&packet.original_len.max(captured_len).to_le_bytes());
+        let bytes = self.writer.bytes();
+        bytes.reserve(total_len as usize);
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(data);
+        bytes.extend_from_slice(&ZEROS[..pad]);
+        if let Some(direction) = packet.direction {
+            // epb_flags (code, length 4, value), then opt_endofopt.
+            let mut options = [0; EPB_FLAGS_OPTION_LEN + OPTION_HEADER_LEN];
+            options[0..2].copy_from_slice(&EPB_FLAGS.to_le_bytes());
+            options[2..4].copy_from_slice(&4u16.to_le_bytes());
+            options[4..8].copy_from_slice(&epb_flags(direction).to_le_bytes());
+            options[8..10].copy_from_slice(&OPT_ENDOFOPT.to_le_bytes());
+            bytes.extend_from_slice(&options);
+        }
+        bytes.extend_from_slice(&total_len.to_le_bytes());
+        self.writer.end_block()
+    }
+
+    /// [`Self::write_packet`] for a packet with a comment.
+    fn write_commented_packet(&mut self, packet: &Packet<'_>) -> io::Result<()> {
         let data = captured(packet.data, self.snaplen(packet.interface_id)?);
         let comment = match packet.comment {
             Some(text) => Some((text.as_bytes(), option_len(text.as_bytes())?)),
