@@ -213,15 +213,21 @@ impl Datapath {
                 zero_counters(&mut counters, interface.index, nr_cpus)?;
             }
         }
-        let names = ENTRY_PROGRAMS
+        // The verifier is most of a capture's start-up CPU: without a
+        // filter nothing tail-calls the matched programs (the entry program
+        // captures by itself), so they are not loaded.
+        let matched = MATCHED_PROGRAMS
+            .map(|(name, _)| name)
             .into_iter()
-            .chain(MATCHED_PROGRAMS.map(|(name, _)| name));
-        for name in names {
+            .filter(|_| options.filter.is_some());
+        for name in ENTRY_PROGRAMS.into_iter().chain(matched) {
             program(&mut ebpf, name)
                 .load()
                 .map_err(|e| load_error(name, e))?;
         }
-        install_matched_programs(&mut ebpf)?;
+        if options.filter.is_some() {
+            install_matched_programs(&mut ebpf)?;
+        }
         let filter_programs = match &options.filter {
             Some(filter) => {
                 let Some(aya::maps::Map::ProgramArray(filters)) = ebpf.map("FILTERS") else {
