@@ -5,7 +5,7 @@ use std::{io, os::fd::AsFd as _};
 
 mod loader;
 
-pub use loader::warm_up;
+pub use loader::keep_spare;
 
 use aya::{
     Ebpf, EbpfError,
@@ -166,6 +166,66 @@ pub struct Datapath {
     detached: bool,
 }
 
+/// What a program instance is loaded for: its snap length and ring size
+/// (a power of two). A spare (`loader::keep_spare`) serves only a capture
+/// of the same shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    snaplen: u32,
+    ring_bytes: u32,
+}
+
+impl Shape {
+    pub(crate) fn of(snaplen: u32, ring_bytes: u32) -> Self {
+        Self {
+            snaplen,
+            ring_bytes: ring_bytes.max(4096).next_power_of_two(),
+        }
+    }
+}
+
+/// Loads (and the kernel verifies) a fresh instance of the programs with
+/// room for `counters` interfaces; nothing attached. The verifier is most
+/// of a capture's start-up CPU: without a filter (`matched` false) nothing
+/// tail-calls the matched programs (the entry program captures by
+/// itself), so they are not loaded.
+pub(crate) fn load(shape: Shape, counters: u32, matched: bool) -> Result<Ebpf, DatapathError> {
+    let snaplen = loader::interned(&loader::SNAPLENS, shape.snaplen);
+    let wakeup = loader::interned(
+        &loader::WAKEUPS,
+        u64::from(shape.ring_bytes / WAKEUP_FRACTION),
+    );
+    let mut ebpf = loader::with_loader(|loader| {
+        loader
+            .override_global("SNAPLEN", snaplen, true)
+            .override_global("WAKEUP_BYTES", wakeup, true)
+            .map_max_entries("PACKETS", shape.ring_bytes)
+            .map_max_entries("COUNTERS", counters)
+            .load(EBPF_OBJECT)
+    })
+    .map_err(|e| match &e {
+        EbpfError::MapError(MapError::CreateError { io_error, .. })
+            if io_error.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            DatapathError::PermissionDenied
+        }
+        _ => DatapathError::Load(Box::new(e)),
+    })?;
+    let matched_names = MATCHED_PROGRAMS
+        .map(|(name, _)| name)
+        .into_iter()
+        .filter(|_| matched);
+    for name in ENTRY_PROGRAMS.into_iter().chain(matched_names) {
+        program(&mut ebpf, name)
+            .load()
+            .map_err(|e| load_error(name, e))?;
+    }
+    if matched {
+        install_matched_programs(&mut ebpf)?;
+    }
+    Ok(ebpf)
+}
+
 impl Datapath {
     /// Loads a fresh instance of the program and attaches it to the
     /// directions `options` asks for (both by default) of every interface.
@@ -176,32 +236,16 @@ impl Datapath {
         }
         // Whatever mode this capture uses, clean up after a crashed one.
         tc_fallback::recover_stale();
-        let ring_bytes = options.ring_bytes.max(4096).next_power_of_two();
-        let snaplen = loader::interned(&loader::SNAPLENS, options.snaplen);
-        let wakeup = loader::interned(&loader::WAKEUPS, u64::from(ring_bytes / WAKEUP_FRACTION));
-        let mut ebpf = loader::with_loader(|loader| {
-            loader
-                .override_global("SNAPLEN", snaplen, true)
-                .override_global("WAKEUP_BYTES", wakeup, true)
-                .map_max_entries("PACKETS", ring_bytes)
-                .map_max_entries(
-                    "COUNTERS",
-                    if options.any {
-                        MAX_ANY_INTERFACES
-                    } else {
-                        interfaces.len().max(1) as u32
-                    },
-                )
-                .load(EBPF_OBJECT)
-        })
-        .map_err(|e| match &e {
-            EbpfError::MapError(MapError::CreateError { io_error, .. })
-                if io_error.kind() == io::ErrorKind::PermissionDenied =>
-            {
-                DatapathError::PermissionDenied
-            }
-            _ => DatapathError::Load(Box::new(e)),
-        })?;
+        let shape = Shape::of(options.snaplen, options.ring_bytes);
+        let counters = if options.any {
+            MAX_ANY_INTERFACES
+        } else {
+            interfaces.len().max(1) as u32
+        };
+        let mut ebpf = match loader::take_spare(shape, counters) {
+            Some(ebpf) => ebpf,
+            None => load(shape, counters, options.filter.is_some())?,
+        };
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         let ring = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map"))
             .map_err(|e| DatapathError::Map("PACKETS", e))?;
@@ -212,21 +256,6 @@ impl Datapath {
             for interface in interfaces {
                 zero_counters(&mut counters, interface.index, nr_cpus)?;
             }
-        }
-        // The verifier is most of a capture's start-up CPU: without a
-        // filter nothing tail-calls the matched programs (the entry program
-        // captures by itself), so they are not loaded.
-        let matched = MATCHED_PROGRAMS
-            .map(|(name, _)| name)
-            .into_iter()
-            .filter(|_| options.filter.is_some());
-        for name in ENTRY_PROGRAMS.into_iter().chain(matched) {
-            program(&mut ebpf, name)
-                .load()
-                .map_err(|e| load_error(name, e))?;
-        }
-        if options.filter.is_some() {
-            install_matched_programs(&mut ebpf)?;
         }
         let filter_programs = match &options.filter {
             Some(filter) => {
@@ -379,6 +408,8 @@ impl Datapath {
 impl Drop for Datapath {
     fn drop(&mut self) {
         self.detach();
+        // A served capture ended: make the next one's programs now.
+        loader::refill_spare();
     }
 }
 

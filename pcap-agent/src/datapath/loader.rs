@@ -13,7 +13,10 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use aya::EbpfLoader;
+use aya::{Ebpf, EbpfLoader};
+use tracing::debug;
+
+use super::Shape;
 
 /// Loaders not in use, BTF dropped.
 static IDLE: Mutex<Vec<EbpfLoader<'static>>> = Mutex::new(Vec::new());
@@ -30,17 +33,81 @@ pub(super) fn with_loader<R>(load: impl FnOnce(&mut EbpfLoader<'static>) -> R) -
     result
 }
 
-/// Makes the first loader now, so that the first capture does not pay for
-/// it (`pcap-agent serve` calls this at start).
-pub fn warm_up() {
-    with_loader(|_| ());
-}
-
 fn fresh() -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
     // No CO-RE relocations to resolve: the parsed BTF is not needed.
     loader.btf(None);
     loader
+}
+
+/// Room for interfaces in a spare's counters: a served capture has one
+/// interface or a few (a `-i any` capture, with 4096, loads its own).
+const SPARE_COUNTERS: u32 = 64;
+
+/// The shape `pcap-agent serve` keeps a spare for, once it asked.
+static WANTED: Mutex<Option<Shape>> = Mutex::new(None);
+/// Programs loaded and verified ahead of the next capture, nothing
+/// attached (the ring and counters are new and empty).
+static SPARE: Mutex<Option<(Shape, Ebpf)>> = Mutex::new(None);
+
+/// Keeps one instance of the programs loaded and verified for the next
+/// capture of this snap length and ring size, so that starting a capture
+/// only fills in counters and attaches: the verifier's work (most of a
+/// start's CPU) is done while the agent is idle. Made now (blocking), and
+/// again after each capture ends. Costs the ring's memory while idle.
+pub fn keep_spare(snaplen: u32, ring_bytes: u32) {
+    let shape = Shape::of(snaplen, ring_bytes);
+    *WANTED.lock().unwrap_or_else(PoisonError::into_inner) = Some(shape);
+    fill(shape);
+}
+
+/// The spare, when it fits a capture of `shape` with `counters` interfaces.
+pub(super) fn take_spare(shape: Shape, counters: u32) -> Option<Ebpf> {
+    if counters > SPARE_COUNTERS {
+        return None;
+    }
+    let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    match spare.take() {
+        Some((made_for, ebpf)) if made_for == shape => Some(ebpf),
+        other => {
+            *spare = other;
+            None
+        }
+    }
+}
+
+/// After a capture ends: when a spare is wanted and none is ready, makes
+/// one on a thread of its own.
+pub(super) fn refill_spare() {
+    let Some(shape) = *WANTED.lock().unwrap_or_else(PoisonError::into_inner) else {
+        return;
+    };
+    if SPARE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
+    {
+        return;
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name("spare-datapath".to_owned())
+        .spawn(move || fill(shape))
+    {
+        debug!(error = %e, "cannot start the spare datapath's thread");
+    }
+}
+
+fn fill(shape: Shape) {
+    match super::load(shape, SPARE_COUNTERS, true) {
+        Ok(ebpf) => {
+            let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+            if spare.is_none() {
+                *spare = Some((shape, ebpf));
+            }
+        }
+        // The next capture loads its own and reports what fails.
+        Err(e) => debug!(error = %e, "cannot make a spare datapath"),
+    }
 }
 
 /// A `'static` copy of `value` for a loader's globals, which it borrows.

@@ -60,8 +60,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     // tc filters of captures that died with an earlier agent (kernels before 6.6).
     crate::tc_fallback::recover_stale();
     // The first capture should not pay for aya's loader (it parses the
-    // kernel's BTF); this runs while the server starts.
-    tokio::task::spawn_blocking(crate::datapath::warm_up);
+    // kernel's BTF) nor for the verifier: a spare datapath for the default
+    // snap length and ring size is made while the server starts.
+    let (snaplen, ring_bytes) = (
+        config.limits.max_snaplen,
+        config.capture.ring_buffer_kib * 1024,
+    );
+    tokio::task::spawn_blocking(move || crate::datapath::keep_spare(snaplen, ring_bytes));
     // The handshakes are `TlsServer`'s, which bounds and logs them.
     let tls = config.tls_server()?;
     if tls.is_none() {
