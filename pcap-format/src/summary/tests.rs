@@ -40,11 +40,33 @@ fn print_all(packets: &[&str], options: Options) -> (String, Vec<bool>) {
     (text, supported)
 }
 
-/// Checks the output for each flag set against tcpdump's.
-fn check(packets: &[&str], expected: &[(Options, &str)]) {
-    for (options, text) in expected {
-        assert_eq!(print_all(packets, *options).0, *text, "{options:?}");
+/// Checks the output with each flag set (none, `-e`, `-v`, `-X`, `-A`)
+/// against tcpdump's, `expected`, in that order; and that every packet is
+/// one we decode.
+fn check(packets: &[&str], expected: [&str; 5]) {
+    let flag_sets = [
+        Options::default(),
+        Options {
+            link_header: true,
+            ..Options::default()
+        },
+        Options {
+            verbose: 1,
+            ..Options::default()
+        },
+        Options {
+            dump: Dump::HexAscii { link: false },
+            ..Options::default()
+        },
+        Options {
+            dump: Dump::Ascii { link: false },
+            ..Options::default()
+        },
+    ];
+    for (options, text) in flag_sets.into_iter().zip(expected) {
+        assert_eq!(print_all(packets, options).0, text, "{options:?}");
     }
+    assert!(print_all(packets, Options::default()).1.iter().all(|s| *s));
 }
 /// A handshake and data: relative sequence numbers after the first ACK, SACK blocks relative too, options, the checksums of `-v`, and the dumps of `-X` and `-A` (CR LF inside data).
 #[test]
@@ -57,42 +79,14 @@ fn tcp_relative() {
     ];
     check(
         &packets,
-        &[
-            (
-                Options::default(),
-                "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
-            ),
-            (
-                Options {
-                    link_header: true,
-                    ..Options::default()
-                },
-                "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 74: 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 54: 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 67: 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 66: 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
-            ),
-            (
-                Options {
-                    verbose: 1,
-                    ..Options::default()
-                },
-                "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 60)\n    10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], cksum 0x6614 (correct), seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 40)\n    10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], cksum 0xba5e (correct), seq 5000, ack 1001, win 502, length 0\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 53)\n    10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], cksum 0x861d (correct), seq 1:14, ack 1, win 502, length 13\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 52)\n    10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], cksum 0x7c59 (correct), ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
-            ),
-            (
-                Options {
-                    dump: Dump::HexAscii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\n\t0x0000:  4500 003c 0001 4000 4006 26b9 0a00 0001  E..<..@.@.&.....\n\t0x0010:  0a00 0002 a8ca 1f40 0000 03e8 0000 0000  .......@........\n\t0x0020:  a002 01f6 6614 0000 0204 05b4 0402 080a  ....f...........\n\t0x0030:  0000 0001 0000 0000 0103 0307            ............\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\n\t0x0000:  4500 0028 0001 4000 4006 26cd 0a00 0002  E..(..@.@.&.....\n\t0x0010:  0a00 0001 1f40 a8ca 0000 1388 0000 03e9  .....@..........\n\t0x0020:  5012 01f6 ba5e 0000                      P....^..\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\n\t0x0000:  4500 0035 0001 4000 4006 26c0 0a00 0001  E..5..@.@.&.....\n\t0x0010:  0a00 0002 a8ca 1f40 0000 03e9 0000 1389  .......@........\n\t0x0020:  5018 01f6 861d 0000 6865 6c6c 6f0d 0a77  P.......hello..w\n\t0x0030:  6f72 6c64 0a                             orld.\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n\t0x0000:  4500 0034 0001 4000 4006 26c1 0a00 0002  E..4..@.@.&.....\n\t0x0010:  0a00 0001 1f40 a8ca 0000 1389 0000 03f6  .....@..........\n\t0x0020:  8010 01f6 7c59 0000 0101 050a 0000 03ed  ....|Y..........\n\t0x0030:  0000 03f5                                ....\n",
-            ),
-            (
-                Options {
-                    dump: Dump::Ascii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nE..<..@.@.&.\n...\n......@............f..........\n............\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\nE..(..@.@.&.\n...\n....@..........P....^..\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\nE..5..@.@.&.\n...\n......@........P.......hello\nworld\n\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\nE..4..@.@.&.\n...\n....@..............|Y.....\n........\n",
-            ),
+        [
+            "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
+            "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 74: 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 54: 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 67: 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 66: 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
+            "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 60)\n    10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], cksum 0x6614 (correct), seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 40)\n    10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], cksum 0xba5e (correct), seq 5000, ack 1001, win 502, length 0\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 53)\n    10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], cksum 0x861d (correct), seq 1:14, ack 1, win 502, length 13\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 52)\n    10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], cksum 0x7c59 (correct), ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n",
+            "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\n\t0x0000:  4500 003c 0001 4000 4006 26b9 0a00 0001  E..<..@.@.&.....\n\t0x0010:  0a00 0002 a8ca 1f40 0000 03e8 0000 0000  .......@........\n\t0x0020:  a002 01f6 6614 0000 0204 05b4 0402 080a  ....f...........\n\t0x0030:  0000 0001 0000 0000 0103 0307            ............\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\n\t0x0000:  4500 0028 0001 4000 4006 26cd 0a00 0002  E..(..@.@.&.....\n\t0x0010:  0a00 0001 1f40 a8ca 0000 1388 0000 03e9  .....@..........\n\t0x0020:  5012 01f6 ba5e 0000                      P....^..\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\n\t0x0000:  4500 0035 0001 4000 4006 26c0 0a00 0001  E..5..@.@.&.....\n\t0x0010:  0a00 0002 a8ca 1f40 0000 03e9 0000 1389  .......@........\n\t0x0020:  5018 01f6 861d 0000 6865 6c6c 6f0d 0a77  P.......hello..w\n\t0x0030:  6f72 6c64 0a                             orld.\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\n\t0x0000:  4500 0034 0001 4000 4006 26c1 0a00 0002  E..4..@.@.&.....\n\t0x0010:  0a00 0001 1f40 a8ca 0000 1389 0000 03f6  .....@..........\n\t0x0020:  8010 01f6 7c59 0000 0101 050a 0000 03ed  ....|Y..........\n\t0x0030:  0000 03f5                                ....\n",
+            "IP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [S], seq 1000, win 502, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0\nE..<..@.@.&.\n...\n......@............f..........\n............\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [S.], seq 5000, ack 1001, win 502, length 0\nE..(..@.@.&.\n...\n....@..........P....^..\nIP 10.0.0.1.43210 > 10.0.0.2.8000: Flags [P.], seq 1:14, ack 1, win 502, length 13\nE..5..@.@.&.\n...\n......@........P.......hello\nworld\n\nIP 10.0.0.2.8000 > 10.0.0.1.43210: Flags [.], ack 14, win 502, options [nop,nop,sack 1 {5:13}], length 0\nE..4..@.@.&.\n...\n....@..............|Y.....\n........\n",
         ],
     );
-    assert!(print_all(&packets, Options::default()).1.iter().all(|s| *s));
 }
 
 /// A wrong TCP checksum (`-v`), and a segment whose IP length runs past the capture: `truncated-ip`, and options that stop in the middle.
@@ -104,42 +98,14 @@ fn tcp_bad_checksum_and_truncated_options() {
     ];
     check(
         &packets,
-        &[
-            (
-                Options::default(),
-                "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
-            ),
-            (
-                Options {
-                    link_header: true,
-                    ..Options::default()
-                },
-                "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 54: 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 60: truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
-            ),
-            (
-                Options {
-                    verbose: 1,
-                    ..Options::default()
-                },
-                "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 40)\n    10.0.0.1.1 > 10.0.0.2.2: Flags [S], cksum 0x98e1 (incorrect -> 0x99e0), seq 7, win 502, length 0\nIP truncated-ip - 4 bytes missing! (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 50)\n    10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
-            ),
-            (
-                Options {
-                    dump: Dump::HexAscii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\n\t0x0000:  4500 0028 0001 4000 4006 26cd 0a00 0001  E..(..@.@.&.....\n\t0x0010:  0a00 0002 0001 0002 0000 0007 0000 0000  ................\n\t0x0020:  5002 01f6 98e1 0000                      P.......\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n\t0x0000:  4500 0032 0001 4000 4006 26c3 0a00 0001  E..2..@.@.&.....\n\t0x0010:  0a00 0002 0001 0002 0000 0007 0000 0000  ................\n\t0x0020:  7002 01f6 6a13 0000 0204 05b4 080a       p...j.........\n",
-            ),
-            (
-                Options {
-                    dump: Dump::Ascii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\nE..(..@.@.&.\n...\n...............P.......\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\nE..2..@.@.&.\n...\n...............p...j........\n\n",
-            ),
+        [
+            "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
+            "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 54: 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 60: truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
+            "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 40)\n    10.0.0.1.1 > 10.0.0.2.2: Flags [S], cksum 0x98e1 (incorrect -> 0x99e0), seq 7, win 502, length 0\nIP truncated-ip - 4 bytes missing! (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto TCP (6), length 50)\n    10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n",
+            "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\n\t0x0000:  4500 0028 0001 4000 4006 26cd 0a00 0001  E..(..@.@.&.....\n\t0x0010:  0a00 0002 0001 0002 0000 0007 0000 0000  ................\n\t0x0020:  5002 01f6 98e1 0000                      P.......\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\n\t0x0000:  4500 0032 0001 4000 4006 26c3 0a00 0001  E..2..@.@.&.....\n\t0x0010:  0a00 0002 0001 0002 0000 0007 0000 0000  ................\n\t0x0020:  7002 01f6 6a13 0000 0204 05b4 080a       p...j.........\n",
+            "IP 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7, win 502, length 0\nE..(..@.@.&.\n...\n...............P.......\nIP truncated-ip - 4 bytes missing! 10.0.0.1.1 > 10.0.0.2.2: Flags [S], seq 7:9, win 502, options [mss 1460,[bad opt]]\nE..2..@.@.&.\n...\n...............p...j........\n\n",
         ],
     );
-    assert!(print_all(&packets, Options::default()).1.iter().all(|s| *s));
 }
 
 /// VXLAN: the inner frame on a line of its own; an 802.1Q-tagged ARP request (`-e` shows the tag) with a non-zero target MAC.
@@ -151,42 +117,14 @@ fn vxlan_and_vlan() {
     ];
     check(
         &packets,
-        &[
-            (
-                Options::default(),
-                "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
-            ),
-            (
-                Options {
-                    link_header: true,
-                    ..Options::default()
-                },
-                "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 100: 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 50: 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype 802.1Q (0x8100), length 64: vlan 100, p 1, ethertype ARP (0x0806), Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
-            ),
-            (
-                Options {
-                    verbose: 1,
-                    ..Options::default()
-                },
-                "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), length 86)\n    10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto ICMP (1), length 36)\n    192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nARP, Ethernet (len 6), IPv4 (len 4), Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
-            ),
-            (
-                Options {
-                    dump: Dump::HexAscii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\n\t0x0000:  4500 0056 0001 4000 4011 2694 0a00 0001  E..V..@.@.&.....\n\t0x0010:  0a00 0002 b05d 12b5 0042 4bba 0800 0000  .....]...BK.....\n\t0x0020:  0000 6400 aabb ccdd eeff 0200 0000 0001  ..d.............\n\t0x0030:  0800 4500 0024 0001 4000 4001 b984 c0a8  ..E..$..@.@.....\n\t0x0040:  0001 c0a8 0002 0800 1616 0007 0001 7878  ..............xx\n\t0x0050:  7878 7878 7878                           xxxxxx\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n\t0x0000:  0001 0800 0604 0001 0200 0000 0001 0a00  ................\n\t0x0010:  0001 0000 0000 0009 0a00 0002 0000 0000  ................\n\t0x0020:  0000 0000 0000 0000 0000 0000 0000       ..............\n",
-            ),
-            (
-                Options {
-                    dump: Dump::Ascii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nE..V..@.@.&.\n...\n....]...BK.......d...............E..$..@.@...................xxxxxxxx\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n..............\n........\t\n.....................\n",
-            ),
+        [
+            "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
+            "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 100: 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 50: 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype 802.1Q (0x8100), length 64: vlan 100, p 1, ethertype ARP (0x0806), Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
+            "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), length 86)\n    10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto ICMP (1), length 36)\n    192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nARP, Ethernet (len 6), IPv4 (len 4), Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n",
+            "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\n\t0x0000:  4500 0056 0001 4000 4011 2694 0a00 0001  E..V..@.@.&.....\n\t0x0010:  0a00 0002 b05d 12b5 0042 4bba 0800 0000  .....]...BK.....\n\t0x0020:  0000 6400 aabb ccdd eeff 0200 0000 0001  ..d.............\n\t0x0030:  0800 4500 0024 0001 4000 4001 b984 c0a8  ..E..$..@.@.....\n\t0x0040:  0001 c0a8 0002 0800 1616 0007 0001 7878  ..............xx\n\t0x0050:  7878 7878 7878                           xxxxxx\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n\t0x0000:  0001 0800 0604 0001 0200 0000 0001 0a00  ................\n\t0x0010:  0001 0000 0000 0009 0a00 0002 0000 0000  ................\n\t0x0020:  0000 0000 0000 0000 0000 0000 0000       ..............\n",
+            "IP 10.0.0.1.45149 > 10.0.0.2.4789: VXLAN, flags [I] (0x08), vni 100\nIP 192.168.0.1 > 192.168.0.2: ICMP echo request, id 7, seq 1, length 16\nE..V..@.@.&.\n...\n....]...BK.......d...............E..$..@.@...................xxxxxxxx\nARP, Request who-has 10.0.0.2 (00:00:00:00:00:09) tell 10.0.0.1, length 46\n..............\n........\t\n.....................\n",
         ],
     );
-    assert!(print_all(&packets, Options::default()).1.iter().all(|s| *s));
 }
 
 /// IPv6 addresses as tcpdump writes them (mapped and compatible IPv4, trailing `::`), a first fragment, a neighbor solicitation with its option (`-v`, with a wrong checksum).
@@ -199,42 +137,14 @@ fn ipv6_addresses_fragments_and_icmp6() {
     ];
     check(
         &packets,
-        &[
-            (
-                Options::default(),
-                "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n",
-            ),
-            (
-                Options {
-                    link_header: true,
-                    ..Options::default()
-                },
-                "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 66: ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 86: fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 86: fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n",
-            ),
-            (
-                Options {
-                    verbose: 1,
-                    ..Options::default()
-                },
-                "IP6 (hlim 64, next-header UDP (17) payload length: 12) ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: [udp sum ok] UDP, length 4\nIP6 (hlim 64, next-header Fragment (44) payload length: 32) fe80:: > 2001:db8:0:1::: frag (0x12345678:0|24) 53000 > 9999: UDP, length 16\nIP6 (hlim 64, next-header ICMPv6 (58) payload length: 32) fd00::1 > fd00::2: [bad icmp6 cksum 0x78fa -> 0x7e9b!] ICMP6, neighbor solicitation, length 32, who has fd00::2\n\t  source link-address option (1), length 8 (1): 02:00:00:00:00:01\n",
-            ),
-            (
-                Options {
-                    dump: Dump::HexAscii { link: false },
-                    ..Options::default()
-                },
-                "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n\t0x0000:  6000 0000 000c 1140 0000 0000 0000 0000  `......@........\n\t0x0010:  0000 ffff 0102 0304 0000 0000 0000 0000  ................\n\t0x0020:  0000 0000 0102 0304 03e8 07d0 000c 274c  ..............'L\n\t0x0030:  6162 6364                                abcd\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n\t0x0000:  6000 0000 0020 2c40 fe80 0000 0000 0000  `.....,@........\n\t0x0010:  0000 0000 0000 0000 2001 0db8 0000 0001  ................\n\t0x0020:  0000 0000 0000 0000 1100 0001 1234 5678  .............4Vx\n\t0x0030:  cf08 270f 0018 0000 7171 7171 7171 7171  ..'.....qqqqqqqq\n\t0x0040:  7171 7171 7171 7171                      qqqqqqqq\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n\t0x0000:  6000 0000 0020 3a40 fd00 0000 0000 0000  `.....:@........\n\t0x0010:  0000 0000 0000 0001 fd00 0000 0000 0000  ................\n\t0x0020:  0000 0000 0000 0002 8700 78fa 0000 0000  ..........x.....\n\t0x0030:  fd00 0000 0000 0000 0000 0000 0000 0002  ................\n\t0x0040:  0101 0200 0000 0001                      ........\n",
-            ),
-            (
-                Options {
-                    dump: Dump::Ascii { link: false },
-                    ..Options::default()
-                },
-                "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n`......@......................................'Labcd\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n`.... ,@................ ....................4Vx..'.....qqqqqqqqqqqqqqqq\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n`.... :@..................................x.............................\n",
-            ),
+        [
+            "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n",
+            "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 66: ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 86: fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv6 (0x86dd), length 86: fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n",
+            "IP6 (hlim 64, next-header UDP (17) payload length: 12) ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: [udp sum ok] UDP, length 4\nIP6 (hlim 64, next-header Fragment (44) payload length: 32) fe80:: > 2001:db8:0:1::: frag (0x12345678:0|24) 53000 > 9999: UDP, length 16\nIP6 (hlim 64, next-header ICMPv6 (58) payload length: 32) fd00::1 > fd00::2: [bad icmp6 cksum 0x78fa -> 0x7e9b!] ICMP6, neighbor solicitation, length 32, who has fd00::2\n\t  source link-address option (1), length 8 (1): 02:00:00:00:00:01\n",
+            "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n\t0x0000:  6000 0000 000c 1140 0000 0000 0000 0000  `......@........\n\t0x0010:  0000 ffff 0102 0304 0000 0000 0000 0000  ................\n\t0x0020:  0000 0000 0102 0304 03e8 07d0 000c 274c  ..............'L\n\t0x0030:  6162 6364                                abcd\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n\t0x0000:  6000 0000 0020 2c40 fe80 0000 0000 0000  `.....,@........\n\t0x0010:  0000 0000 0000 0000 2001 0db8 0000 0001  ................\n\t0x0020:  0000 0000 0000 0000 1100 0001 1234 5678  .............4Vx\n\t0x0030:  cf08 270f 0018 0000 7171 7171 7171 7171  ..'.....qqqqqqqq\n\t0x0040:  7171 7171 7171 7171                      qqqqqqqq\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n\t0x0000:  6000 0000 0020 3a40 fd00 0000 0000 0000  `.....:@........\n\t0x0010:  0000 0000 0000 0001 fd00 0000 0000 0000  ................\n\t0x0020:  0000 0000 0000 0002 8700 78fa 0000 0000  ..........x.....\n\t0x0030:  fd00 0000 0000 0000 0000 0000 0000 0002  ................\n\t0x0040:  0101 0200 0000 0001                      ........\n",
+            "IP6 ::ffff:1.2.3.4.1000 > ::1.2.3.4.2000: UDP, length 4\n`......@......................................'Labcd\nIP6 fe80:: > 2001:db8:0:1::: frag (0|24) 53000 > 9999: UDP, length 16\n`.... ,@................ ....................4Vx..'.....qqqqqqqqqqqqqqqq\nIP6 fd00::1 > fd00::2: ICMP6, neighbor solicitation, who has fd00::2, length 32\n`.... :@..................................x.............................\n",
         ],
     );
-    assert!(print_all(&packets, Options::default()).1.iter().all(|s| *s));
 }
 
 /// An ICMP port unreachable with the original datagram (`-v` prints it), and UDP to port 53, which tcpdump decodes as DNS (not ours: said so).
@@ -245,42 +155,14 @@ fn icmp_unreachable_and_udp_ports() {
     ];
     check(
         &packets,
-        &[
-            (
-                Options::default(),
-                "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n",
-            ),
-            (
-                Options {
-                    link_header: true,
-                    ..Options::default()
-                },
-                "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 70: 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n",
-            ),
-            (
-                Options {
-                    verbose: 1,
-                    ..Options::default()
-                },
-                "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto ICMP (1), length 56)\n    10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n\tIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), length 32)\n    10.0.0.1.5555 > 10.0.0.2.33434: UDP, length 4\n",
-            ),
-            (
-                Options {
-                    dump: Dump::HexAscii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n\t0x0000:  4500 0038 0001 4000 4001 26c2 0a00 0002  E..8..@.@.&.....\n\t0x0010:  0a00 0001 0303 64a3 0000 0000 4500 0020  ......d.....E...\n\t0x0020:  0001 4000 4011 26ca 0a00 0001 0a00 0002  ..@.@.&.........\n\t0x0030:  15b3 829a 000c 0000                      ........\n",
-            ),
-            (
-                Options {
-                    dump: Dump::Ascii { link: false },
-                    ..Options::default()
-                },
-                "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\nE..8..@.@.&.\n...\n.....d.....E.. ..@.@.&.\n...\n...........\n",
-            ),
+        [
+            "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n",
+            "02:00:00:00:00:01 > aa:bb:cc:dd:ee:ff, ethertype IPv4 (0x0800), length 70: 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n",
+            "IP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto ICMP (1), length 56)\n    10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n\tIP (tos 0x0, ttl 64, id 1, offset 0, flags [DF], proto UDP (17), length 32)\n    10.0.0.1.5555 > 10.0.0.2.33434: UDP, length 4\n",
+            "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\n\t0x0000:  4500 0038 0001 4000 4001 26c2 0a00 0002  E..8..@.@.&.....\n\t0x0010:  0a00 0001 0303 64a3 0000 0000 4500 0020  ......d.....E...\n\t0x0020:  0001 4000 4011 26ca 0a00 0001 0a00 0002  ..@.@.&.........\n\t0x0030:  15b3 829a 000c 0000                      ........\n",
+            "IP 10.0.0.2 > 10.0.0.1: ICMP 10.0.0.2 udp port 33434 unreachable, length 36\nE..8..@.@.&.\n...\n.....d.....E.. ..@.@.&.\n...\n...........\n",
         ],
     );
-    assert!(print_all(&packets, Options::default()).1.iter().all(|s| *s));
     // UDP to port 53: tcpdump decodes DNS, we do not, and say so.
     let dns = [concat!(
         "aabbccddeeff0200000000010800450000280001400040112",
