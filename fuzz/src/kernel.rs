@@ -5,11 +5,14 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 
+pub use pcap_filter::translate::VlanTag as Tag;
 use pcap_filter::{
     InterfaceFilter, TailCall,
     ebpf::Insn,
-    sys::{self, PROG_TYPE_SCHED_CLS, SK_BUFF_SIZE},
-    translate::{CB0_OFFSET, TranslateError, VlanSource, build_filter_program_with},
+    sys::{self, PROG_TYPE_SCHED_CLS},
+    translate::{
+        TranslateError, VlanSource, build_filter_program_with, test_context, test_run_verdict,
+    },
 };
 
 /// The (empty) program array every program tail-calls into, for the whole
@@ -39,28 +42,9 @@ pub fn load(insns: &[Insn], what: &dyn std::fmt::Debug) -> OwnedFd {
         .unwrap_or_else(|e| panic!("the verifier refused the translation of {what:?}: {e}"))
 }
 
-/// An out-of-band VLAN tag.
-#[derive(Clone, Copy, Debug)]
-pub struct Tag {
-    pub tpid: u16,
-    pub tci: u16,
-}
-
 /// Runs `prog` on `data` arriving on `ifindex`; `cb[0]`, the verdict, or
 /// `None` when `BPF_PROG_TEST_RUN` refuses the packet (shorter than an
 /// Ethernet header, or an IPv4/IPv6 EtherType without a whole header).
 pub fn verdict(prog: &OwnedFd, data: &[u8], tag: Option<Tag>, ifindex: u32) -> Option<u32> {
-    let mut ctx = [0u8; SK_BUFF_SIZE];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-    if let Some(tag) = tag {
-        ctx[52..56].copy_from_slice(&1u32.to_ne_bytes());
-        ctx[56..58].copy_from_slice(&tag.tpid.to_be_bytes());
-        ctx[60..64].copy_from_slice(&u32::from(tag.tci).to_ne_bytes());
-    }
-    let out = sys::prog_test_run(prog.as_fd(), data, Some(&ctx), 1).ok()?;
-    assert_eq!(out.retval, u32::MAX, "the filter program must return -1");
-    let at = CB0_OFFSET as usize;
-    Some(u32::from_ne_bytes(
-        out.ctx_out[at..at + 4].try_into().expect("4 bytes"),
-    ))
+    test_run_verdict(prog.as_fd(), data, &test_context(tag, ifindex)).ok()
 }

@@ -4,10 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod kernel;
-#[expect(
-    unsafe_code,
-    reason = "bindings to libpcap, and the resolver functions it calls"
-)]
+#[expect(unsafe_code, reason = "the resolver functions libpcap calls")]
 pub mod libpcap;
 
 use arbitrary::{Arbitrary, Result, Unstructured};

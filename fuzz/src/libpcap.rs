@@ -1,58 +1,16 @@
-//! libpcap's interpreter, `bpf_filter`, the reference for
-//! `pcap_filter::interp`, and stand-ins for the resolver functions libpcap
-//! calls. All of this crate's `unsafe` is here.
+//! libpcap's interpreter, `bpf_filter` (pcap-filter's binding, the
+//! reference for `pcap_filter::interp`), and stand-ins for the resolver
+//! functions libpcap calls. All of this crate's `unsafe` is here.
 
 use std::{
-    ffi::{c_char, c_int, c_uint, c_void},
+    ffi::{c_char, c_int, c_void},
     ptr,
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use pcap_filter::CbpfInsn;
-
-/// `struct bpf_insn` from `<pcap/bpf.h>`.
-#[repr(C)]
-struct BpfInsn {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-#[link(name = "pcap")]
-unsafe extern "C" {
-    fn bpf_filter(pc: *const BpfInsn, p: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
-}
-
-/// Runs `program` with libpcap's `bpf_filter`. `program` must pass
-/// `pcap_filter::cbpf::validate`: libpcap aborts on an unknown opcode and
-/// trusts the program to stay inside itself.
-pub fn filter(program: &[CbpfInsn], packet: &[u8], wirelen: u32) -> u32 {
-    assert!(
-        pcap_filter::cbpf::validate(program).is_ok(),
-        "only valid programs go to libpcap"
-    );
-    let insns: Vec<BpfInsn> = program
-        .iter()
-        .map(|i| BpfInsn {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect();
-    // SAFETY: `insns` is a valid program (checked above: known opcodes,
-    // forward jumps inside it, a final return), and bpf_filter reads at
-    // most `buflen` bytes of `packet`; both live across the call.
-    unsafe {
-        bpf_filter(
-            insns.as_ptr(),
-            packet.as_ptr(),
-            wirelen,
-            packet.len() as c_uint,
-        )
-    }
-}
+/// Runs a program with libpcap's `bpf_filter`; the program must pass
+/// `pcap_filter::cbpf::validate` (it panics otherwise).
+pub use pcap_filter::libpcap_filter as filter;
 
 /// Name lookups libpcap attempted, counted by the resolver functions
 /// below. The fuzz binaries define these C functions themselves, so that

@@ -5,7 +5,10 @@ use std::fmt;
 
 use thiserror::Error;
 
-/// One classic BPF instruction, as `struct bpf_insn` in `<pcap/bpf.h>`.
+/// One classic BPF instruction, laid out as `struct bpf_insn` in
+/// `<pcap/bpf.h>`, so that libpcap's programs are read and passed as they
+/// are.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CbpfInsn {
     /// Class, size, mode and operation bits.

@@ -18,7 +18,8 @@
 //!
 //! [`interp`] runs a classic program in user space as libpcap's
 //! `bpf_filter` does: the reference the translator is fuzzed against
-//! (`fuzz/`, docs/fuzzing.md).
+//! (`fuzz/`, docs/fuzzing.md). [`libpcap_filter`] is libpcap's own
+//! `bpf_filter`, the reference for `interp`.
 //!
 //! Only [`sys`] and the private libpcap bindings use `unsafe`.
 #![deny(unsafe_code, missing_docs)]
@@ -28,7 +29,7 @@ pub mod classic_like;
 pub mod compile;
 pub mod ebpf;
 pub mod interp;
-#[expect(unsafe_code, reason = "bindings to libpcap's compiler")]
+#[expect(unsafe_code, reason = "bindings to libpcap's compiler and interpreter")]
 mod libpcap;
 pub mod names;
 #[expect(unsafe_code, reason = "the bpf(2) system call")]
@@ -37,4 +38,5 @@ pub mod translate;
 
 pub use cbpf::CbpfInsn;
 pub use compile::{CompileError, compile};
+pub use libpcap::filter as libpcap_filter;
 pub use translate::{InterfaceFilter, TailCall, TranslateError, build_filter_program};

@@ -15,21 +15,12 @@ struct PcapT {
     _private: [u8; 0],
 }
 
-/// `struct bpf_insn` from `<pcap/bpf.h>`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BpfInsn {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-/// `struct bpf_program` from `<pcap/bpf.h>`.
+/// `struct bpf_program` from `<pcap/bpf.h>`; [`CbpfInsn`] is its
+/// `struct bpf_insn`.
 #[repr(C)]
 struct BpfProgram {
     bf_len: c_uint,
-    bf_insns: *mut BpfInsn,
+    bf_insns: *mut CbpfInsn,
 }
 
 #[link(name = "pcap")]
@@ -140,48 +131,38 @@ pub fn compile(
     } else {
         // SAFETY: on success bf_insns points at bf_len instructions that
         // stay valid until pcap_freecode.
-        let raw = unsafe { std::slice::from_raw_parts(program.bf_insns, program.bf_len as usize) };
-        raw.iter()
-            .map(|i| CbpfInsn {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect()
+        unsafe { std::slice::from_raw_parts(program.bf_insns, program.bf_len as usize) }.to_vec()
     };
     // SAFETY: `program` was filled by a successful pcap_compile and is freed once.
     unsafe { pcap_freecode(&raw mut program) };
     Ok(insns)
 }
 
-#[cfg(test)]
 #[link(name = "pcap")]
 unsafe extern "C" {
-    fn bpf_filter(pc: *const BpfInsn, p: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
+    fn bpf_filter(pc: *const CbpfInsn, p: *const u8, wirelen: c_uint, buflen: c_uint) -> c_uint;
 }
 
-/// libpcap's interpreter, `bpf_filter`: the reference for [`crate::interp`].
-/// `program` must pass [`crate::cbpf::validate`] (libpcap aborts on an
-/// unknown instruction).
-#[cfg(test)]
+/// libpcap's interpreter, `bpf_filter`: the reference for [`crate::interp`]
+/// (its tests and the fuzz targets). `program` must pass
+/// [`crate::cbpf::validate`]: libpcap aborts on an unknown opcode and
+/// trusts the program to stay inside itself.
+///
+/// # Panics
+///
+/// When `program` does not pass [`crate::cbpf::validate`].
 pub fn filter(program: &[CbpfInsn], packet: &[u8], wirelen: u32) -> u32 {
-    let insns: Vec<BpfInsn> = program
-        .iter()
-        .map(|i| BpfInsn {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect();
-    assert!(!insns.is_empty(), "libpcap treats no program as accept-all");
-    // SAFETY: `insns` and `packet` are live for the call and bpf_filter
-    // reads at most `buflen` bytes of the packet; the callers' programs
-    // end in a return (a valid program) so bpf_filter stays inside them.
+    assert!(
+        crate::cbpf::validate(program).is_ok(),
+        "only valid programs go to libpcap"
+    );
+    // SAFETY: `program` is valid (checked above: known opcodes, jumps
+    // inside it, a final return) and laid out as libpcap's instructions;
+    // bpf_filter reads at most `buflen` bytes of `packet`; both live across
+    // the call.
     unsafe {
         bpf_filter(
-            insns.as_ptr(),
+            program.as_ptr(),
             packet.as_ptr(),
             wirelen,
             packet.len() as c_uint,

@@ -63,7 +63,10 @@ mod load;
 
 pub(crate) use body::alu_op;
 
-use std::os::fd::RawFd;
+use std::{
+    io,
+    os::fd::{BorrowedFd, RawFd},
+};
 
 use thiserror::Error;
 
@@ -71,6 +74,7 @@ use crate::{
     cbpf::{self, CbpfInsn, ProgramError},
     compile::LINKTYPE_ETHERNET,
     ebpf::{Alu, Asm, AsmError, HELPER_TAIL_CALL, Insn, Jmp, Label, Reg, Size},
+    sys::{self, SK_BUFF_SIZE},
 };
 
 /// Offset of `cb[0]` in `struct __sk_buff`, where the program leaves k.
@@ -135,6 +139,57 @@ pub enum VlanSource {
     /// the low 16 bits, as `vlan_proto`) and `cb[3]` (TCI): for tests, since
     /// `BPF_PROG_TEST_RUN` cannot set the skb's tag but can set `cb`.
     ControlBlock,
+}
+
+/// An out-of-band VLAN tag: TPID and TCI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanTag {
+    /// The tag protocol identifier: 0x8100, 0x88a8, ...
+    pub tpid: u16,
+    /// Priority, drop eligibility and VLAN id.
+    pub tci: u16,
+}
+
+/// A `struct __sk_buff` for `BPF_PROG_TEST_RUN`'s `ctx_in`, to run a program
+/// built with [`VlanSource::ControlBlock`] on a packet that arrived on
+/// `ifindex` (0: none) with `tag`.
+pub fn test_context(tag: Option<VlanTag>, ifindex: u32) -> [u8; SK_BUFF_SIZE] {
+    let mut ctx = [0u8; SK_BUFF_SIZE];
+    let mut put = |offset: i16, bytes: &[u8]| {
+        let at = offset as usize;
+        ctx[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    put(skb::IFINDEX, &ifindex.to_ne_bytes());
+    if let Some(tag) = tag {
+        put(skb::CB1, &1u32.to_ne_bytes());
+        put(skb::CB2, &tag.tpid.to_be_bytes());
+        put(skb::CB3, &u32::from(tag.tci).to_ne_bytes());
+    }
+    ctx
+}
+
+/// Runs `prog`, a loaded filter program, once on `data` with `ctx` (see
+/// [`test_context`]): its verdict, `cb[0]`, or why `BPF_PROG_TEST_RUN`
+/// refused the packet.
+///
+/// # Panics
+///
+/// When the program did not return [`TC_ACT_UNSPEC`], as it always must.
+pub fn test_run_verdict(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    ctx: &[u8; SK_BUFF_SIZE],
+) -> io::Result<u32> {
+    let out = sys::prog_test_run(prog, data, Some(ctx), 1)?;
+    assert_eq!(
+        out.retval,
+        TC_ACT_UNSPEC.cast_unsigned(),
+        "the filter program must return -1"
+    );
+    let at = CB0_OFFSET as usize;
+    Ok(u32::from_ne_bytes(
+        out.ctx_out[at..at + 4].try_into().expect("4 bytes"),
+    ))
 }
 
 /// Why no program was built.

@@ -12,7 +12,7 @@ use pcap_filter::{
     CbpfInsn, InterfaceFilter, TailCall,
     compile::LINKTYPE_ETHERNET,
     sys::{self, PROG_TYPE_SCHED_CLS, SK_BUFF_SIZE},
-    translate::{CB0_OFFSET, VlanSource, build_filter_program_with},
+    translate::{VlanSource, build_filter_program_with, test_context, test_run_verdict},
 };
 
 use crate::pcapfile::{self, Record};
@@ -33,11 +33,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// A VLAN tag held out of band: TPID and TCI.
-#[derive(Clone, Copy, Debug)]
-pub struct Tag {
-    pub tpid: u16,
-    pub tci: u16,
-}
+pub use pcap_filter::translate::VlanTag as Tag;
 
 /// A loaded filter program with its (empty) program array.
 pub struct Loaded {
@@ -104,14 +100,7 @@ impl Loaded {
 /// A `struct __sk_buff` for ctx_in: the tag in cb[1..4] (see
 /// `VlanSource::ControlBlock`) and `ifindex` if nonzero.
 pub fn ctx(tag: Option<Tag>, ifindex: u32) -> [u8; SK_BUFF_SIZE] {
-    let mut ctx = [0u8; SK_BUFF_SIZE];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-    if let Some(tag) = tag {
-        ctx[52..56].copy_from_slice(&1u32.to_ne_bytes());
-        ctx[56..58].copy_from_slice(&tag.tpid.to_be_bytes());
-        ctx[60..64].copy_from_slice(&u32::from(tag.tci).to_ne_bytes());
-    }
-    ctx
+    test_context(tag, ifindex)
 }
 
 /// Runs `prog` once and returns cb[0], checking the return value is -1.
@@ -125,12 +114,7 @@ fn try_verdict_of(
     data: &[u8],
     ctx: [u8; SK_BUFF_SIZE],
 ) -> std::io::Result<u32> {
-    let out = sys::prog_test_run(prog, data, Some(&ctx), 1)?;
-    assert_eq!(out.retval, u32::MAX, "the filter program must return -1");
-    let at = CB0_OFFSET as usize;
-    Ok(u32::from_ne_bytes(
-        out.ctx_out[at..at + 4].try_into().expect("4 bytes"),
-    ))
+    test_run_verdict(prog, data, &ctx)
 }
 
 /// The largest packet `BPF_PROG_TEST_RUN` takes for a TC program.
