@@ -109,7 +109,7 @@ fn printed_lines_with_e_and_v_are_tcpdumps() -> anyhow::Result<()> {
     let expected = packets(&String::from_utf8(output.stdout)?);
     // Ours name the origin's interface and direction first.
     let origin = format!("{}/eth0 ", vm.origin());
-    let ours: Vec<String> = packets(&std::fs::read_to_string(&printed)?)
+    let mut ours: Vec<String> = packets(&std::fs::read_to_string(&printed)?)
         .into_iter()
         .map(|text| {
             let rest = text.strip_prefix(&origin).unwrap_or(&text);
@@ -119,6 +119,8 @@ fn printed_lines_with_e_and_v_are_tcpdumps() -> anyhow::Result<()> {
                 .to_owned()
         })
         .collect();
+    // Sorted again without the prefix, as tcpdump's lines are.
+    ours.sort();
     ensure!(
         expected.len() >= 10,
         "tcpdump printed {} ICMP packets",
