@@ -2,13 +2,8 @@
 //! captures packet for packet and byte for byte.
 
 use anyhow::{Context as _, bail, ensure};
-
-/// Direction from pcapng `epb_flags`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
+/// A packet's direction, from pcapng `epb_flags`: the writers' own type.
+pub use pcap_format::Direction;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {

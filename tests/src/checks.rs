@@ -2,7 +2,10 @@
 
 use anyhow::ensure;
 
-use crate::{captures::Packet, netns::Netns};
+use crate::{
+    captures::{Direction, Packet},
+    netns::Netns,
+};
 
 /// `text` (e.g. a command's stderr) contains every one of `needles`; else
 /// fails naming the first one missing, with the whole text.
@@ -10,6 +13,18 @@ pub fn contains_all(text: &str, needles: &[&str]) -> anyhow::Result<()> {
     for needle in needles {
         ensure!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
+    Ok(())
+}
+
+/// `output` is of a command that failed saying `needle` on stderr; else
+/// fails with `what` and the stderr.
+pub fn fails_with(what: &str, output: &std::process::Output, needle: &str) -> anyhow::Result<()> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains(needle),
+        "{what}: {} without {needle:?}: {stderr}",
+        output.status
+    );
     Ok(())
 }
 
@@ -59,6 +74,41 @@ pub fn same_packets<'a, T, K: PartialEq + std::fmt::Debug>(
         );
     }
     Ok(())
+}
+
+/// `ours` and `reference` hold the same packets (original length and
+/// bytes) as multisets: [`same_packets`] once both are sorted.
+pub fn same_packets_in_any_order(
+    what: &str,
+    ours: &[Packet],
+    reference: &[Packet],
+) -> anyhow::Result<()> {
+    fn sorted(packets: &[Packet]) -> Vec<(u32, &[u8])> {
+        let mut keys: Vec<(u32, &[u8])> = packets
+            .iter()
+            .map(|p| (p.orig_len, p.data.as_slice()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+    same_packets(what, &sorted(ours), &sorted(reference), |key| *key)
+}
+
+/// Those of `ours` that went in `direction` are the packets of `reference`
+/// (tcpdump's of that direction), byte for byte, each stamped alike.
+pub fn same_in_direction(
+    ours: &[Packet],
+    reference: &[Packet],
+    direction: Direction,
+) -> anyhow::Result<()> {
+    let ours: Vec<Packet> = ours
+        .iter()
+        .filter(|p| p.direction == Some(direction))
+        .cloned()
+        .collect();
+    let what = format!("{direction:?}");
+    same_packets(&what, &ours, reference, |p| (p.orig_len, &p.data))?;
+    stamped_alike(&what, &ours, reference)
 }
 
 /// Each of `ours` was stamped within a millisecond of the reference's packet

@@ -1,14 +1,15 @@
 //! Clusters (see [`crate::cluster`]) started the ways the system tests
 //! start them, traffic on their VMs, and checks of what stays attached.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::ensure;
 
 use crate::{
     cluster::{ALICE_TOKEN, Cluster},
     pki::Leaf,
-    process::wait_until,
+    process::{Running, wait_until},
+    reference::{sync_references, tcpdump},
 };
 
 /// A cluster of `vms` VMs, each running an agent configured with
@@ -46,6 +47,29 @@ pub fn capture_with_api_certificate(
     Ok(cluster
         .cli(ALICE_TOKEN, &["-w", "/dev/null", "--duration", "5"])
         .output()?)
+}
+
+/// Runs `cli` (a `pcap capture` of [`Cluster::cli`]) beside tcpdump on the
+/// first VM's `eth0` (`-Q direction`, written to `reference`): starts
+/// tcpdump, then the CLI until the VM attached, runs `traffic`, waits until
+/// tcpdump holds everything so far, and stops both; the CLI must succeed.
+pub fn beside_tcpdump(
+    cluster: &Cluster,
+    direction: &str,
+    reference: &Path,
+    cli: &mut Command,
+    traffic: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let vm = &cluster.vms[0];
+    let tcpdump = tcpdump(&vm.ns, "eth0", direction, reference)?;
+    let mut cli = Running::spawn(cli)?;
+    cli.wait_for("capturing on", 1)?;
+    traffic()?;
+    sync_references(&vm.peer, &vm.data_address(), &[reference])?;
+    let (status, lines) = cli.interrupt()?;
+    ensure!(status.success(), "pcap failed: {lines:#?}");
+    tcpdump.interrupt()?;
+    Ok(())
 }
 
 /// Pings each VM `count` times from its peer with a size of its own

@@ -165,6 +165,14 @@ impl Pair {
         Ok(())
     }
 
+    /// A new pair ([`Pair::new`]) with IPv6 off on both veths
+    /// ([`Pair::disable_ipv6`]).
+    pub fn without_ipv6(tag: &str) -> anyhow::Result<Self> {
+        let pair = Self::new(tag)?;
+        pair.disable_ipv6()?;
+        Ok(pair)
+    }
+
     /// Adds a second veth pair: `veth2` in `a` (10.0.1.1/24) and `veth3` in
     /// `b` (10.0.1.2/24), both up.
     pub fn add_second_link(&self) -> anyhow::Result<()> {

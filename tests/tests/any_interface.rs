@@ -6,10 +6,12 @@
 use std::{collections::BTreeMap, fs::File, path::Path};
 
 use anyhow::{Context as _, ensure};
+use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2};
 use pcap_tests::{
     TempDir,
     agent_capture::{self, start_writing, within},
     captures::{self, Direction, Packet},
+    checks,
     netns::{Netns, Pair},
     now_ns,
     process::Running,
@@ -20,8 +22,6 @@ use pcap_tests::{
 /// network layer.
 const SLL2_HEADER: usize = 20;
 const ETHERNET_HEADER: usize = 14;
-const LINKTYPE_ETHERNET: u16 = 1;
-const LINKTYPE_LINUX_SLL2: u16 = 276;
 
 /// One packet at the network layer: its interface, whether it was sent,
 /// and its bytes from the network-layer header on.
@@ -30,8 +30,7 @@ type Seen = (String, bool, Vec<u8>);
 /// Two namespaces joined by veth0/veth1, without IPv6 (nothing is sent
 /// that the test does not send), captured in `a`.
 fn quiet_pair(tag: &str) -> anyhow::Result<Pair> {
-    let pair = Pair::new(tag)?;
-    pair.disable_ipv6()?;
+    let pair = Pair::without_ipv6(tag)?;
     for ns in [&pair.a, &pair.b] {
         ns.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1")?;
     }
@@ -100,22 +99,6 @@ fn ethernet(packets: &[Packet]) -> anyhow::Result<Vec<Seen>> {
     Ok(seen)
 }
 
-fn assert_same_seen(ours: &[Seen], reference: &[Seen], what: &str) -> anyhow::Result<()> {
-    ensure!(
-        ours.len() == reference.len(),
-        "{what}: we have {} packets, tcpdump -i any {}",
-        ours.len(),
-        reference.len()
-    );
-    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-        ensure!(
-            a == b,
-            "{what}: packet {i} differs\nours: {a:02x?}\ntcpdump: {b:02x?}"
-        );
-    }
-    Ok(())
-}
-
 #[test]
 fn any_matches_tcpdump_any_including_a_new_interface() -> anyhow::Result<()> {
     let pair = quiet_pair("any")?;
@@ -165,36 +148,20 @@ fn any_matches_tcpdump_any_including_a_new_interface() -> anyhow::Result<()> {
             && expected.iter().any(|(name, ..)| name == "veth0"),
         "tcpdump saw no traffic on some interface: {expected:?}"
     );
-    assert_same_seen(
+    checks::same_packets(
+        "pcapng",
         &ethernet(&within(&ours_pcapng.packets, from, to))?,
         &expected,
-        "pcapng",
+        |seen| seen,
     )?;
 
     // pcap: Linux cooked v2, byte for byte what tcpdump -i any wrote.
     ensure!(ours_pcap.link_types == [LINKTYPE_LINUX_SLL2]);
-    let whole = |packets: &[Packet]| {
-        let mut all: Vec<(u32, Vec<u8>)> = packets
-            .iter()
-            .map(|p| (p.orig_len, p.data.clone()))
-            .collect();
-        all.sort();
-        all
-    };
-    let ours_whole = whole(&within(&ours_pcap.packets, from, to));
-    let reference_whole = whole(&within(&reference_file.packets, from, to));
-    ensure!(
-        ours_whole.len() == reference_whole.len(),
-        "pcap: {} packets, tcpdump -i any {}",
-        ours_whole.len(),
-        reference_whole.len()
-    );
-    for (a, b) in ours_whole.iter().zip(&reference_whole) {
-        ensure!(
-            a == b,
-            "pcap: a packet differs\nours: {a:02x?}\ntcpdump: {b:02x?}"
-        );
-    }
+    checks::same_packets_in_any_order(
+        "pcap",
+        &within(&ours_pcap.packets, from, to),
+        &within(&reference_file.packets, from, to),
+    )?;
 
     // Lines: what tcpdump -r prints of its own file in the same namespace
     // (where the interface indexes have their names).
@@ -255,10 +222,11 @@ fn any_with_a_filter_keeps_what_tcpdump_keeps() -> anyhow::Result<()> {
         "tcpdump kept {} packets, not 3: {expected:02x?}",
         expected.len()
     );
-    assert_same_seen(
+    checks::same_packets(
+        "filtered",
         &ethernet(&within(&ours.packets, from, to))?,
         &expected,
-        "filtered",
+        |seen| seen,
     )?;
     Ok(())
 }

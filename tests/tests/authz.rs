@@ -368,32 +368,27 @@ fn bad_tokens(world: &World) -> anyhow::Result<Vec<(&'static str, String)>> {
 }
 
 /// The matrix: who gets what on which target.
-#[expect(clippy::too_many_lines, reason = "a table of cases")]
 fn rows(world: &World) -> anyhow::Result<Vec<Row>> {
-    use Code::{NotFound, Ok as Allowed, PermissionDenied, Unauthenticated};
+    use Code::{NotFound, Ok as Allowed, PermissionDenied as Denied, Unauthenticated};
     use Kind::{Cells, Ops};
     let cf = &world.cf_uaa;
     let bosh = &world.bosh_uaa;
     let mut rows = Vec::new();
-    for kind in Kind::ALL {
-        rows.push(Row {
-            who: "no token",
-            token: None,
-            kind,
-            interfaces: &[],
-            expect: Unauthenticated,
-        });
-    }
-    for (who, token) in bad_tokens(world)? {
-        for kind in Kind::ALL {
+    // `who` with `token` gets `codes` on the four kinds of target.
+    let mut on_every_kind = |who, token: Option<String>, codes: [Code; 4]| {
+        for (kind, expect) in Kind::ALL.into_iter().zip(codes) {
             rows.push(Row {
                 who,
-                token: Some(token.clone()),
+                token: token.clone(),
                 kind,
                 interfaces: &[],
-                expect: Unauthenticated,
+                expect,
             });
         }
+    };
+    on_every_kind("no token", None, [Unauthenticated; 4]);
+    for (who, token) in bad_tokens(world)? {
+        on_every_kind(who, Some(token), [Unauthenticated; 4]);
     }
     // A CF UAA user named carol whose id is carol, like the static admin.
     let cf_carol = cf.sign_claims(&cf_claims(
@@ -401,97 +396,47 @@ fn rows(world: &World) -> anyhow::Result<Vec<Row>> {
         "carol",
         &serde_json::json!({"user_id": "carol", "sub": "carol"}),
     ))?;
+    let cf_user = |user: &str| cf.access_token(user, "cf", 600);
+    let bosh_user = |user: &str| bosh.access_token(user, "bosh_cli", 600);
+    #[rustfmt::skip]
     let principals: Vec<(&str, String, [Code; 4])> = vec![
-        // [cells, cells-ops, bosh, app]
-        (
-            "client credentials without scopes",
-            cf.client_token("robot", &[], 600)?,
-            [NotFound, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "space developer",
-            cf.access_token("dev", "cf", 600)?,
-            [NotFound, NotFound, PermissionDenied, Allowed],
-        ),
-        (
-            "space auditor",
-            cf.access_token("auditor", "cf", 600)?,
-            [NotFound, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "another space's developer",
-            cf.access_token("stranger", "cf", 600)?,
-            [NotFound, NotFound, PermissionDenied, NotFound],
-        ),
-        (
-            "org manager",
-            cf.access_token("orgman", "cf", 600)?,
-            [NotFound, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "BOSH admin",
-            bosh.access_token("admin", "bosh_cli", 600)?,
-            [NotFound, Allowed, Allowed, PermissionDenied],
-        ),
-        (
-            "BOSH bosh.read user",
-            bosh.access_token("viewer", "bosh_cli", 600)?,
-            [NotFound, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "static user alice",
-            ALICE_TOKEN.to_owned(),
-            [Allowed, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "static admin carol",
-            CAROL_TOKEN.to_owned(),
-            [NotFound, NotFound, PermissionDenied, PermissionDenied],
-        ),
-        (
-            "CF user carol (id carol)",
-            cf_carol,
-            [NotFound, NotFound, PermissionDenied, NotFound],
-        ),
-        (
-            "CF user alice",
-            cf.access_token("alice", "cf", 600)?,
-            [NotFound, NotFound, PermissionDenied, NotFound],
-        ),
+        //                                                                          cells     cells-ops bosh      app
+        ("client credentials without scopes", cf.client_token("robot", &[], 600)?, [NotFound, NotFound, Denied,   Denied]),
+        ("space developer",                   cf_user("dev")?,                     [NotFound, NotFound, Denied,   Allowed]),
+        ("space auditor",                     cf_user("auditor")?,                 [NotFound, NotFound, Denied,   Denied]),
+        ("another space's developer",         cf_user("stranger")?,                [NotFound, NotFound, Denied,   NotFound]),
+        ("org manager",                       cf_user("orgman")?,                  [NotFound, NotFound, Denied,   Denied]),
+        ("BOSH admin",                        bosh_user("admin")?,                 [NotFound, Allowed,  Allowed,  Denied]),
+        ("BOSH bosh.read user",               bosh_user("viewer")?,                [NotFound, NotFound, Denied,   Denied]),
+        ("static user alice",                 ALICE_TOKEN.to_owned(),              [Allowed,  NotFound, Denied,   Denied]),
+        ("static admin carol",                CAROL_TOKEN.to_owned(),              [NotFound, NotFound, Denied,   Denied]),
+        ("CF user carol (id carol)",          cf_carol,                            [NotFound, NotFound, Denied,   NotFound]),
+        ("CF user alice",                     cf_user("alice")?,                   [NotFound, NotFound, Denied,   NotFound]),
     ];
     for (who, token, codes) in principals {
-        for (kind, expect) in Kind::ALL.into_iter().zip(codes) {
-            rows.push(Row {
-                who,
-                token: Some(token.clone()),
-                kind,
-                interfaces: &[],
-                expect,
-            });
-        }
+        on_every_kind(who, Some(token), codes);
     }
     // A grant does not widen a target's interfaces.
-    rows.push(Row {
-        who: "static user alice",
-        token: Some(ALICE_TOKEN.to_owned()),
-        kind: Cells,
-        interfaces: &["silk-vtep"],
-        expect: PermissionDenied,
-    });
-    rows.push(Row {
-        who: "static user alice",
-        token: Some(ALICE_TOKEN.to_owned()),
-        kind: Cells,
-        interfaces: &["eth0"],
-        expect: Allowed,
-    });
-    rows.push(Row {
-        who: "BOSH admin",
-        token: Some(bosh.access_token("admin", "bosh_cli", 600)?),
-        kind: Ops,
-        interfaces: &["eth0", "lo"],
-        expect: PermissionDenied,
-    });
+    let bosh_admin = bosh_user("admin")?;
+    for (who, token, kind, interfaces, expect) in [
+        (
+            "static user alice",
+            ALICE_TOKEN,
+            Cells,
+            &["silk-vtep"][..],
+            Denied,
+        ),
+        ("static user alice", ALICE_TOKEN, Cells, &["eth0"], Allowed),
+        ("BOSH admin", &bosh_admin, Ops, &["eth0", "lo"], Denied),
+    ] {
+        rows.push(Row {
+            who,
+            token: Some(token.to_owned()),
+            kind,
+            interfaces,
+            expect,
+        });
+    }
     Ok(rows)
 }
 

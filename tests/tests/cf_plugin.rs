@@ -17,7 +17,7 @@ use anyhow::{Context as _, ensure};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture},
-    checks::contains_all,
+    checks::{self, contains_all},
     landscape::{AppSpec, Landscape, org_guid, space_guid, write_cf_config},
     pki::Leaf,
     process::{Running, binary},
@@ -212,11 +212,7 @@ fn falls_back_to_app_pcap_uninstalls_and_refuses_to_run_alone() -> anyhow::Resul
         .arg(&plugin)
         .arg("install")
         .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        !output.status.success() && stderr.contains("names (pcap)"),
-        "{stderr}"
-    );
+    checks::fails_with("installing beside a core pcap", &output, "names (pcap)")?;
     let output = Command::new(stub()?)
         .args(["-core", "pcap"])
         .arg(&plugin)

@@ -116,9 +116,8 @@ fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()
 
 #[test]
 fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
-    let pair = Pair::new("vlan")?;
     // Nothing but the test's own frames and their ARP.
-    pair.disable_ipv6()?;
+    let pair = Pair::without_ipv6("vlan")?;
     let dir = TempDir::new("vlan")?;
     // On veth1's ingress the kernel moves the 802.1Q tag out of band; the
     // filter must see it where the capture (and libpcap) puts it back.

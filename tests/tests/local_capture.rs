@@ -17,18 +17,6 @@ use pcap_tests::{
     reference::{assert_readable, sync_references, tcpdump, tcpdump_writing},
 };
 
-/// Ours must equal tcpdump's, packet for packet, byte for byte.
-fn assert_same(ours: &[Packet], reference: &[Packet], direction: Direction) -> anyhow::Result<()> {
-    let ours: Vec<Packet> = ours
-        .iter()
-        .filter(|p| p.direction == Some(direction))
-        .cloned()
-        .collect();
-    let what = format!("{direction:?}");
-    checks::same_packets(&what, &ours, reference, |p| (p.orig_len, &p.data))?;
-    checks::stamped_alike(&what, &ours, reference)
-}
-
 /// Sends ICMP, UDP, a TCP conversation, IPv6, ARP and a VLAN-tagged frame
 /// from `a` to `b`.
 fn send_mixed_traffic(pair: &Pair) -> anyhow::Result<()> {
@@ -109,8 +97,8 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
     let ours_packets = within(&ours.packets, from, to);
     let reference_in = within(&captures::read_file(&in_file)?.packets, from, to);
     let reference_out = within(&captures::read_file(&out_file)?.packets, from, to);
-    assert_same(&ours_packets, &reference_in, Direction::Inbound)?;
-    assert_same(&ours_packets, &reference_out, Direction::Outbound)?;
+    checks::same_in_direction(&ours_packets, &reference_in, Direction::Inbound)?;
+    checks::same_in_direction(&ours_packets, &reference_out, Direction::Outbound)?;
 
     // The traffic we promised is in there: ARP, IPv4, IPv6 and 802.1Q.
     let ethertype = |p: &Packet| u16::from_be_bytes([p.data[12], p.data[13]]);
@@ -173,8 +161,7 @@ fn check_accounting(capture: &Capture, lines: &[String]) -> anyhow::Result<()> {
 
 #[test]
 fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
-    let pair = Pair::new("snap")?;
-    pair.disable_ipv6()?;
+    let pair = Pair::without_ipv6("snap")?;
     let dir = TempDir::new("snap")?;
     let ours_file = dir.join("ours.pcap");
     let ref_file = dir.join("ref.pcap");
@@ -474,10 +461,5 @@ fn bad_input_gets_a_clear_error_and_attaches_nothing() -> anyhow::Result<()> {
         .arg(binary("pcap-agent"))
         .args(["capture", "-i", "veth0", "-w", "/dev/null"])
         .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        !output.status.success() && stderr.contains("root"),
-        "unprivileged: {stderr}"
-    );
-    Ok(())
+    checks::fails_with("unprivileged", &output, "root")
 }

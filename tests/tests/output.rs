@@ -71,8 +71,7 @@ fn prints_one_readable_line_per_packet() -> anyhow::Result<()> {
 /// our `veth0 Out`/`veth0 In ` (tcpdump's `-i any` habit) is set aside.
 #[test]
 fn prints_live_packets_with_tcpdump_flags_as_tcpdump() -> anyhow::Result<()> {
-    let pair = Pair::new("lflags")?;
-    pair.disable_ipv6()?;
+    let pair = Pair::without_ipv6("lflags")?;
     let flags = ["-c", "4", "-t", "-e", "-v", "-x", "-l", "icmp"];
     let (ours, our_stdout) =
         agent_capture::start_piped(&pair.a, &[&["-i", "veth0"], &flags[..]].concat())?;

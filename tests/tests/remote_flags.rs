@@ -10,20 +10,8 @@ use pcap_tests::{
     TempDir,
     captures::{self, Direction, Packet},
     cluster::ALICE_TOKEN,
-    cluster_setup::{self, ping_every_vm},
-    process::Running,
-    reference::{sync_references, tcpdump},
+    cluster_setup::{self, beside_tcpdump, ping_every_vm},
 };
-
-/// What the CLI prints (not on a terminal) once an origin has attached.
-const STARTED: &str = "capturing on";
-
-/// Starts alice's `pcap capture ARGS` and waits until the VM attached.
-fn start_cli(command: &mut std::process::Command) -> anyhow::Result<Running> {
-    let mut cli = Running::spawn(command)?;
-    cli.wait_for(STARTED, 1)?;
-    Ok(cli)
-}
 
 /// Packets as a multiset of (bytes, length on the wire).
 fn counted<'a>(packets: impl Iterator<Item = &'a Packet>) -> BTreeMap<(Vec<u8>, u32), usize> {
@@ -38,18 +26,14 @@ fn counted<'a>(packets: impl Iterator<Item = &'a Packet>) -> BTreeMap<(Vec<u8>, 
 fn direction_in_keeps_what_tcpdump_q_in_keeps() -> anyhow::Result<()> {
     let dir = TempDir::new("rq")?;
     let cluster = cluster_setup::running(&dir, 1, "", "")?;
-    let vm = &cluster.vms[0];
     let (ours_file, reference) = (dir.join("ours.pcapng"), dir.join("ref.pcap"));
-    let reference_run = tcpdump(&vm.ns, "eth0", "in", &reference)?;
-    let cli = start_cli(&mut cluster.cli(
+    let mut cli = cluster.cli(
         ALICE_TOKEN,
         &["-Q", "in", "-w", ours_file.to_str().expect("utf-8")],
-    ))?;
-    ping_every_vm(&cluster, 10)?;
-    sync_references(&vm.peer, &vm.data_address(), &[&reference])?;
-    let (status, lines) = cli.interrupt()?;
-    ensure!(status.success(), "pcap failed: {lines:#?}");
-    reference_run.interrupt()?;
+    );
+    beside_tcpdump(&cluster, "in", &reference, &mut cli, || {
+        ping_every_vm(&cluster, 10)
+    })?;
 
     let ours = captures::read_file(&ours_file)?;
     ensure!(
@@ -88,17 +72,12 @@ fn direction_in_keeps_what_tcpdump_q_in_keeps() -> anyhow::Result<()> {
 fn printed_lines_with_e_and_v_are_tcpdumps() -> anyhow::Result<()> {
     let dir = TempDir::new("rl")?;
     let cluster = cluster_setup::running(&dir, 1, "", "")?;
-    let vm = &cluster.vms[0];
     let (printed, reference) = (dir.join("ours.txt"), dir.join("ref.pcap"));
-    let reference_run = tcpdump(&vm.ns, "eth0", "inout", &reference)?;
-    let mut command = cluster.cli(ALICE_TOKEN, &["-e", "-v", "-t", "icmp"]);
-    command.stdout(File::create(&printed)?);
-    let cli = start_cli(&mut command)?;
-    ping_every_vm(&cluster, 5)?;
-    sync_references(&vm.peer, &vm.data_address(), &[&reference])?;
-    let (status, lines) = cli.interrupt()?;
-    ensure!(status.success(), "pcap failed: {lines:#?}");
-    reference_run.interrupt()?;
+    let mut cli = cluster.cli(ALICE_TOKEN, &["-e", "-v", "-t", "icmp"]);
+    cli.stdout(File::create(&printed)?);
+    beside_tcpdump(&cluster, "inout", &reference, &mut cli, || {
+        ping_every_vm(&cluster, 5)
+    })?;
 
     let output = std::process::Command::new("tcpdump")
         .args(["-e", "-v", "-t", "-nn", "-r"])
@@ -108,7 +87,7 @@ fn printed_lines_with_e_and_v_are_tcpdumps() -> anyhow::Result<()> {
     ensure!(output.status.success(), "tcpdump -r failed");
     let expected = packets(&String::from_utf8(output.stdout)?);
     // Ours name the origin's interface and direction first.
-    let origin = format!("{}/eth0 ", vm.origin());
+    let origin = format!("{}/eth0 ", cluster.vms[0].origin());
     let mut ours: Vec<String> = packets(&std::fs::read_to_string(&printed)?)
         .into_iter()
         .map(|text| {

@@ -18,7 +18,7 @@ use pcap_tests::{
     cluster_setup,
     netns::Pair,
     now_ns,
-    process::{Running, binary},
+    process::{Running, binary, run_ok},
     reference::{assert_readable, sync_references, tcpdump},
 };
 
@@ -28,26 +28,68 @@ const MB: u64 = 1_000_000;
 /// frame of at most 1514 bytes in its block) and the statistics blocks.
 const PAST_LIMIT: u64 = 2_048;
 
-/// A `-z` script that appends its argument to `log`.
-fn post_rotate_script(dir: &Path, log: &Path) -> anyhow::Result<PathBuf> {
-    let script = dir.join("post-rotate.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$1\" >> '{}'\n", log.display()),
-    )?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    Ok(script)
+/// A `-z` script that appends its argument to a log, and what it logged.
+struct PostRotate {
+    script: PathBuf,
+    log: PathBuf,
 }
 
-/// The files -z ran on, sorted.
-fn post_rotated(log: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut ran: Vec<PathBuf> = std::fs::read_to_string(log)
-        .with_context(|| format!("-z never ran ({})", log.display()))?
-        .lines()
-        .map(PathBuf::from)
-        .collect();
-    ran.sort();
-    Ok(ran)
+impl PostRotate {
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        let (script, log) = (dir.join("post-rotate.sh"), dir.join("z.log"));
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", log.display()),
+        )?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(Self { script, log })
+    }
+
+    /// The script, as `-z`'s argument.
+    fn arg(&self) -> &str {
+        self.script.to_str().expect("utf-8")
+    }
+
+    /// -z ran on exactly `files` (sorted), each once.
+    fn ran_on(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+        let mut ran: Vec<PathBuf> = std::fs::read_to_string(&self.log)
+            .with_context(|| format!("-z never ran ({})", self.log.display()))?
+            .lines()
+            .map(PathBuf::from)
+            .collect();
+        ran.sort();
+        ensure!(ran == files, "-z ran on {ran:?}, not on {files:?}");
+        Ok(())
+    }
+}
+
+/// tcpdump's names for `count` files of `-C` from `base`: `base`, then
+/// `base1`, `base2`...
+fn numbered(base: &Path, count: usize) -> Vec<PathBuf> {
+    let mut names = vec![base.to_path_buf()];
+    names.extend((1..count).map(|n| PathBuf::from(format!("{}{n}", base.display()))));
+    names
+}
+
+/// The capture files in `dir` whose names start with `prefix`, sorted; at
+/// least `at_least` of them.
+fn at_least(dir: &Path, prefix: &str, at_least: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let files = files(dir, prefix)?;
+    ensure!(files.len() >= at_least, "{prefix}: only {files:?}");
+    Ok(files)
+}
+
+/// The files' names.
+fn names(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The packets of every capture, file after file.
+fn all_packets(captures: Vec<Capture>) -> Vec<Packet> {
+    captures.into_iter().flat_map(|c| c.packets).collect()
 }
 
 /// The capture files in `dir` whose names start with `prefix`, sorted.
@@ -113,27 +155,16 @@ fn check_sizes(files: &[PathBuf], limit: u64) -> anyhow::Result<()> {
 }
 
 /// `ours` (in order) holds, per direction, exactly the packets tcpdump wrote
-/// to `reference_in` and `reference_out` within `from..=to`.
-fn same_as_tcpdump(
-    ours: &[Packet],
-    references: [&Path; 2],
-    from: u64,
-    to: u64,
-) -> anyhow::Result<()> {
+/// to its files between `from` and the end of the traffic.
+fn same_as_tcpdump(ours: &[Packet], stopped: &Stopped, from: u64) -> anyhow::Result<()> {
+    let to = stopped.to;
     let ours = within(ours, from, to);
     for (direction, reference) in [Direction::Inbound, Direction::Outbound]
         .into_iter()
-        .zip(references)
+        .zip(&stopped.references)
     {
         let reference = within(&captures::read_file(reference)?.packets, from, to);
-        let mine: Vec<Packet> = ours
-            .iter()
-            .filter(|p| p.direction == Some(direction))
-            .cloned()
-            .collect();
-        let what = format!("{direction:?}");
-        checks::same_packets(&what, &mine, &reference, |p| (p.orig_len, &p.data))?;
-        checks::stamped_alike(&what, &mine, &reference)?;
+        checks::same_in_direction(&ours, &reference, direction)?;
     }
     Ok(())
 }
@@ -147,18 +178,47 @@ fn big_pings(pair: &Pair, count: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A veth pair with IPv6 off (no router solicitations or listener reports
+/// among the pings), a directory for the files, and a `-z` script in it.
+struct Rig {
+    pair: Pair,
+    dir: TempDir,
+    z: PostRotate,
+}
+
+impl Rig {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let pair = Pair::without_ipv6(tag)?;
+        let dir = TempDir::new(tag)?;
+        let z = PostRotate::new(&dir)?;
+        Ok(Self { pair, dir, z })
+    }
+}
+
 /// `pcap-agent capture -i veth1 -w FILE ARGS` in b, and tcpdump beside it
-/// per direction.
+/// per direction, since `from`.
 struct Captured {
     ours: Running,
     tcpdump: [Running; 2],
     references: [PathBuf; 2],
+    from: u64,
+}
+
+/// tcpdump's files (inbound, outbound) of a stopped capture, and the time
+/// from its start to the end of its traffic.
+struct Stopped {
+    references: [PathBuf; 2],
+    from: u64,
+    to: u64,
 }
 
 impl Captured {
-    fn start(pair: &Pair, dir: &Path, file: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let ours = agent_capture::start_writing(&pair.b, file, &[&["-i", "veth1"], args].concat())?;
-        let references = [dir.join("in.pcap"), dir.join("out.pcap")];
+    /// Starts both, ours writing to `name` in the rig's directory.
+    fn start(rig: &Rig, name: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let (pair, file) = (&rig.pair, rig.dir.join(name));
+        let ours =
+            agent_capture::start_writing(&pair.b, &file, &[&["-i", "veth1"], args].concat())?;
+        let references = [rig.dir.join("in.pcap"), rig.dir.join("out.pcap")];
         let tcpdump = [
             tcpdump(&pair.b, "veth1", "in", &references[0])?,
             tcpdump(&pair.b, "veth1", "out", &references[1])?,
@@ -167,12 +227,14 @@ impl Captured {
             ours,
             tcpdump,
             references,
+            from: now_ns(),
         })
     }
 
-    /// Waits until the references hold everything so far, then stops ours
-    /// with SIGINT (Ctrl-C) and tcpdump.
-    fn stop(self, pair: &Pair) -> anyhow::Result<[PathBuf; 2]> {
+    /// Ends the traffic's time; waits until the references hold everything
+    /// so far, then stops ours with SIGINT (Ctrl-C) and tcpdump.
+    fn stop(self, pair: &Pair) -> anyhow::Result<Stopped> {
+        let to = now_ns();
         sync_references(&pair.a, "10.0.0.2", &[&self.references[0]])?;
         sync_references(&pair.b, "10.0.0.1", &[&self.references[1]])?;
         let (status, lines) = self.ours.interrupt()?;
@@ -180,115 +242,74 @@ impl Captured {
         for tcpdump in self.tcpdump {
             tcpdump.interrupt()?;
         }
-        Ok(self.references)
+        Ok(Stopped {
+            references: self.references,
+            from: self.from,
+            to,
+        })
     }
 }
 
 #[test]
 fn size_rotation_splits_tcpdumps_capture_and_runs_z_on_every_file() -> anyhow::Result<()> {
-    let pair = Pair::new("rotc")?;
-    // No router solicitations or listener reports among the pings.
-    pair.disable_ipv6()?;
-    let dir = TempDir::new("rotc")?;
-    let log = dir.join("z.log");
-    let script = post_rotate_script(&dir, &log)?;
-    let base = dir.join("cap.pcapng");
-    let captured = Captured::start(
-        &pair,
-        &dir,
-        &base,
-        &["-C", "1", "-z", script.to_str().expect("utf-8")],
-    )?;
-    let from = now_ns();
-    big_pings(&pair, 250)?;
-    let to = now_ns();
-    let references = captured.stop(&pair)?;
+    let rig = Rig::new("rotc")?;
+    let captured = Captured::start(&rig, "cap.pcapng", &["-C", "1", "-z", rig.z.arg()])?;
+    big_pings(&rig.pair, 250)?;
+    let stopped = captured.stop(&rig.pair)?;
 
     // tcpdump's names: cap.pcapng, then cap.pcapng1, cap.pcapng2...
-    let files = files(&dir, "cap.pcapng")?;
-    ensure!(files.len() >= 3, "only {files:?}");
-    let mut expected = vec![base.clone()];
-    expected.extend((1..files.len()).map(|n| PathBuf::from(format!("{}{n}", base.display()))));
+    let files = at_least(&rig.dir, "cap.pcapng", 3)?;
+    let expected = numbered(&rig.dir.join("cap.pcapng"), files.len());
     let mut expected_sorted = expected.clone();
     expected_sorted.sort();
     ensure!(files == expected_sorted, "files {files:?}");
     check_sizes(&expected, MB)?;
-    let ours: Vec<Packet> = read_all(&expected)?
-        .into_iter()
-        .flat_map(|c| c.packets)
-        .collect();
-    same_as_tcpdump(&ours, [&references[0], &references[1]], from, to)?;
+    let ours = all_packets(read_all(&expected)?);
+    same_as_tcpdump(&ours, &stopped, stopped.from)?;
     // -z ran on every file, the last one (closed by SIGINT) too.
-    ensure!(
-        post_rotated(&log)? == files,
-        "-z ran on {:?}",
-        post_rotated(&log)?
-    );
-    Ok(())
+    rig.z.ran_on(&files)
 }
 
 #[test]
 fn a_ring_keeps_the_newest_files() -> anyhow::Result<()> {
-    let pair = Pair::new("rotw")?;
-    // No router solicitations or listener reports among the pings.
-    pair.disable_ipv6()?;
-    let dir = TempDir::new("rotw")?;
-    let base = dir.join("ring");
-    let captured = Captured::start(&pair, &dir, &base, &["-C", "1", "-W", "3"])?;
-    big_pings(&pair, 350)?;
-    let to = now_ns();
-    let references = captured.stop(&pair)?;
+    let rig = Rig::new("rotw")?;
+    let captured = Captured::start(&rig, "ring", &["-C", "1", "-W", "3"])?;
+    big_pings(&rig.pair, 350)?;
+    let stopped = captured.stop(&rig.pair)?;
 
     // Names padded to COUNT-1's width: ring0, ring1, ring2, and no other.
-    let files = files(&dir, "ring")?;
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    ensure!(names == ["ring0", "ring1", "ring2"], "files {names:?}");
+    let files = files(&rig.dir, "ring")?;
+    ensure!(
+        names(&files) == ["ring0", "ring1", "ring2"],
+        "files {files:?}"
+    );
     let mut captures = read_all(&files)?;
     // Oldest first: the file whose first packet is the oldest.
     captures.sort_by_key(|c| c.packets.first().map_or(u64::MAX, |p| p.unix_ns));
-    let ours: Vec<Packet> = captures.into_iter().flat_map(|c| c.packets).collect();
+    let ours = all_packets(captures);
     let first = ours.first().context("the ring is empty")?.unix_ns;
     // More than three files' worth went by: the ring dropped the oldest.
-    let all_in = captures::read_file(&references[0])?.packets.len()
-        + captures::read_file(&references[1])?.packets.len();
+    let all_in = captures::read_file(&stopped.references[0])?.packets.len()
+        + captures::read_file(&stopped.references[1])?.packets.len();
     ensure!(
         ours.len() < all_in,
         "the ring holds {} of {all_in} packets",
         ours.len()
     );
     // What it kept is everything tcpdump saw from its first packet on.
-    same_as_tcpdump(&ours, [&references[0], &references[1]], first, to)?;
-    Ok(())
+    same_as_tcpdump(&ours, &stopped, first)
 }
 
 #[test]
 fn time_rotation_is_aligned_to_the_wall_clock() -> anyhow::Result<()> {
-    let pair = Pair::new("rotg")?;
-    // No router solicitations or listener reports among the pings.
-    pair.disable_ipv6()?;
-    let dir = TempDir::new("rotg")?;
-    let log = dir.join("z.log");
-    let script = post_rotate_script(&dir, &log)?;
-    let template = dir.join("t-%H%M%S.pcapng");
-    let captured = Captured::start(
-        &pair,
-        &dir,
-        &template,
-        &["-G", "1", "-z", script.to_str().expect("utf-8")],
-    )?;
-    let from = now_ns();
-    pair.a.sh("ping -q -c 60 -i 0.05 -W 1 10.0.0.2")?;
-    let to = now_ns();
-    let references = captured.stop(&pair)?;
+    let rig = Rig::new("rotg")?;
+    let captured = Captured::start(&rig, "t-%H%M%S.pcapng", &["-G", "1", "-z", rig.z.arg()])?;
+    rig.pair.a.sh("ping -q -c 60 -i 0.05 -W 1 10.0.0.2")?;
+    let stopped = captured.stop(&rig.pair)?;
 
-    let files = files(&dir, "t-")?;
-    ensure!(files.len() >= 3, "only {files:?}");
+    let files = at_least(&rig.dir, "t-", 3)?;
     let captures = read_all(&files)?;
-    for (file, capture) in files.iter().zip(&captures) {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    for (name, capture) in names(&files).iter().zip(&captures) {
         for packet in &capture.packets {
             // Each packet lies in the second the file is named after (UTC).
             let second = packet.unix_ns / 1_000_000_000;
@@ -298,17 +319,11 @@ fn time_rotation_is_aligned_to_the_wall_clock() -> anyhow::Result<()> {
                 second / 60 % 60,
                 second % 60
             );
-            ensure!(name == expected, "{name} holds a packet of {expected}");
+            ensure!(*name == expected, "{name} holds a packet of {expected}");
         }
     }
-    let ours: Vec<Packet> = captures.into_iter().flat_map(|c| c.packets).collect();
-    same_as_tcpdump(&ours, [&references[0], &references[1]], from, to)?;
-    ensure!(
-        post_rotated(&log)? == files,
-        "-z ran on {:?}",
-        post_rotated(&log)?
-    );
-    Ok(())
+    same_as_tcpdump(&all_packets(captures), &stopped, stopped.from)?;
+    rig.z.ran_on(&files)
 }
 
 #[test]
@@ -317,124 +332,66 @@ fn a_remote_capture_rotates_where_the_cli_writes() -> anyhow::Result<()> {
     let cluster = cluster_setup::running(&dir, 1, "", "")?;
     let vm = &cluster.vms[0];
     let reference = dir.join("ref.pcap");
-    let tcpdump = tcpdump(&vm.ns, "eth0", "inout", &reference)?;
     let base = dir.join("remote.pcapng");
-    let log = dir.join("z.log");
-    let script = post_rotate_script(&dir, &log)?;
-    let mut cli = Running::spawn(&mut cluster.cli(
-        ALICE_TOKEN,
-        &[
-            "-w",
-            base.to_str().expect("utf-8"),
-            "-C",
-            "1",
-            "-z",
-            script.to_str().expect("utf-8"),
-        ],
-    ))?;
-    cli.wait_for("capturing on", 1)?;
-    vm.peer.sh(&format!(
-        "ping -q -c 200 -i 0.002 -s 8000 {}",
-        vm.data_address()
-    ))?;
-    sync_references(&vm.peer, &vm.data_address(), &[&reference])?;
-    let (status, lines) = cli.interrupt()?;
-    ensure!(status.success(), "pcap failed: {lines:#?}");
-    tcpdump.interrupt()?;
+    let z = PostRotate::new(&dir)?;
+    let base_arg = base.to_str().expect("utf-8");
+    let mut cli = cluster.cli(ALICE_TOKEN, &["-w", base_arg, "-C", "1", "-z", z.arg()]);
+    cluster_setup::beside_tcpdump(&cluster, "inout", &reference, &mut cli, || {
+        vm.peer.sh(&format!(
+            "ping -q -c 200 -i 0.002 -s 8000 {}",
+            vm.data_address()
+        ))?;
+        Ok(())
+    })?;
 
-    let files = files(&dir, "remote.pcapng")?;
-    ensure!(files.len() >= 3, "only {files:?}");
-    let mut ordered = vec![base.clone()];
-    ordered.extend((1..files.len()).map(|n| PathBuf::from(format!("{}{n}", base.display()))));
+    let files = at_least(&dir, "remote.pcapng", 3)?;
+    let ordered = numbered(&base, files.len());
     check_sizes(&ordered, MB)?;
-    let ours: Vec<Packet> = read_all(&ordered)?
-        .into_iter()
-        .flat_map(|c| c.packets)
-        .collect();
+    let ours = all_packets(read_all(&ordered)?);
     // Both ran longer than the traffic: compare the packets as multisets
     // of bytes, as the distributed tests do.
-    let key = |packets: &[Packet]| {
-        let mut keys: Vec<(u32, Vec<u8>)> = packets
-            .iter()
-            .map(|p| (p.orig_len, p.data.clone()))
-            .collect();
-        keys.sort();
-        keys
-    };
     let reference = captures::read_file(&reference)?.packets;
-    ensure!(
-        key(&ours) == key(&reference),
-        "{} packets in the files, tcpdump {}",
-        ours.len(),
-        reference.len()
-    );
+    checks::same_packets_in_any_order("-C 1", &ours, &reference)?;
     // The CLI ran -z on every file, the last one (after Ctrl-C) too.
-    ensure!(
-        post_rotated(&log)? == files,
-        "-z ran on {:?}",
-        post_rotated(&log)?
-    );
-    Ok(())
+    z.ran_on(&files)
 }
 
 #[test]
 fn count_duration_and_sigterm_end_rotated_captures_validly() -> anyhow::Result<()> {
-    let pair = Pair::new("rote")?;
-    // No router solicitations or listener reports among the pings.
-    pair.disable_ipv6()?;
-    let dir = TempDir::new("rote")?;
-    let log = dir.join("z.log");
-    let script = post_rotate_script(&dir, &log)?;
-    let script = script.to_str().expect("utf-8");
+    let Rig { pair, dir, z } = Rig::new("rote")?;
+    let capture = |file: &str, args: &[&str]| {
+        let args = [&["-i", "veth1"], args, &["-z", z.arg()]].concat();
+        agent_capture::start_writing(&pair.b, &dir.join(file), &args)
+    };
     // -c: the capture ends by itself after 1500 packets (about 2 MB).
-    let counted = dir.join("count");
-    let capture = agent_capture::start_writing(
-        &pair.b,
-        &counted,
-        &["-i", "veth1", "-C", "1", "-c", "1500", "-z", script],
-    )?;
+    let counted = capture("count", &["-C", "1", "-c", "1500"])?;
     big_pings(&pair, 250)?;
-    let (status, lines) = capture.wait()?;
+    let (status, lines) = counted.wait()?;
     ensure!(status.success(), "-c: {lines:?}");
-    let counted_files = files(&dir, "count")?;
-    ensure!(counted_files.len() >= 2, "-c: {counted_files:?}");
+    let counted_files = at_least(&dir, "count", 2)?;
     let packets: usize = read_all(&counted_files)?
         .iter()
         .map(|c| c.packets.len())
         .sum();
     ensure!(packets == 1500, "-c 1500 wrote {packets} packets");
     // --duration: ends by itself; SIGTERM: ends as Ctrl-C does.
-    let timed = dir.join("timed-%H%M%S");
-    let capture = agent_capture::start_writing(
-        &pair.b,
-        &timed,
-        &["-i", "veth1", "-G", "1", "--duration", "2.5", "-z", script],
-    )?;
+    let timed = capture("timed-%H%M%S", &["-G", "1", "--duration", "2.5"])?;
     pair.a.sh("ping -q -c 20 -i 0.05 -W 1 10.0.0.2")?;
-    let (status, lines) = capture.wait()?;
+    let (status, lines) = timed.wait()?;
     ensure!(status.success(), "--duration: {lines:?}");
-    let termed = dir.join("termed");
-    let capture =
-        agent_capture::start_writing(&pair.b, &termed, &["-i", "veth1", "-C", "1", "-z", script])?;
+    let termed = capture("termed", &["-C", "1"])?;
     big_pings(&pair, 100)?;
-    capture.signal(nix::sys::signal::Signal::SIGTERM)?;
-    let (status, lines) = capture.wait()?;
+    termed.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let (status, lines) = termed.wait()?;
     ensure!(status.success(), "SIGTERM: {lines:?}");
 
-    let timed_files = files(&dir, "timed-")?;
-    ensure!(timed_files.len() >= 2, "--duration: {timed_files:?}");
-    let termed_files = files(&dir, "termed")?;
-    ensure!(termed_files.len() >= 2, "SIGTERM: {termed_files:?}");
+    let timed_files = at_least(&dir, "timed-", 2)?;
+    let termed_files = at_least(&dir, "termed", 2)?;
     read_all(&timed_files)?;
     read_all(&termed_files)?;
     let mut every = [counted_files, timed_files, termed_files].concat();
     every.sort();
-    ensure!(
-        post_rotated(&log)? == every,
-        "-z ran on {:?}",
-        post_rotated(&log)?
-    );
-    Ok(())
+    z.ran_on(&every)
 }
 
 #[test]
@@ -452,11 +409,7 @@ fn rotation_flags_are_checked_and_named() -> anyhow::Result<()> {
         (&["-i", "lo", "-w", "f", "-W", "0", "-C", "1"], "-W <COUNT>"),
     ] {
         let output = Command::new(&agent).arg("capture").args(args).output()?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        ensure!(
-            !output.status.success() && stderr.contains(expected),
-            "pcap-agent capture {args:?}: {stderr}"
-        );
+        checks::fails_with(&format!("pcap-agent capture {args:?}"), &output, expected)?;
     }
     let output = Command::new(binary("pcap"))
         .args([
@@ -469,12 +422,7 @@ fn rotation_flags_are_checked_and_named() -> anyhow::Result<()> {
             "1",
         ])
         .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        !output.status.success() && stderr.contains("give -w FILE"),
-        "pcap capture -C 1: {stderr}"
-    );
-    Ok(())
+    checks::fails_with("pcap capture -C 1", &output, "give -w FILE")
 }
 
 /// A classic pcap (microseconds, Ethernet) of `count` 1000-byte frames,
@@ -503,34 +451,27 @@ fn reading_a_file_splits_it_as_tcpdump_does() -> anyhow::Result<()> {
     let dir = TempDir::new("rotf")?;
     let input = dir.join("in.pcap");
     write_pcap(&input, 3000)?;
-    let log = dir.join("z.log");
-    let script = post_rotate_script(&dir, &log)?;
-    let ours = dir.join("ours");
-    let output = Command::new(binary("pcap-agent"))
-        .args(["capture", "-r"])
-        .arg(&input)
-        .arg("-w")
-        .arg(&ours)
-        .args(["--format", "pcap", "-C", "1", "-z"])
-        .arg(&script)
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "pcap-agent -r: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = Command::new("tcpdump")
-        .args(["-Z", "root", "-r"])
-        .arg(&input)
-        .arg("-w")
-        .arg(dir.join("theirs"))
-        .args(["-C", "1"])
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "tcpdump -r: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let z = PostRotate::new(&dir)?;
+    // `PROGRAM -r in.pcap -w FILE ARGS`, which must succeed.
+    let read = |program: &mut Command, file: &str, args: &[&str]| {
+        program.arg("-r").arg(&input).arg("-w").arg(dir.join(file));
+        run_ok(program.args(args), &format!("{file}: -r {args:?}"))
+    };
+    let agent = || {
+        let mut command = Command::new(binary("pcap-agent"));
+        command.arg("capture");
+        command
+    };
+    read(
+        &mut agent(),
+        "ours",
+        &["--format", "pcap", "-C", "1", "-z", z.arg()],
+    )?;
+    read(
+        Command::new("tcpdump").args(["-Z", "root"]),
+        "theirs",
+        &["-C", "1"],
+    )?;
     // The same files, cut at the same packets (a pcap record is as long in
     // both), with the same packets.
     let (ours, theirs) = (files(&dir, "ours")?, files(&dir, "theirs")?);
@@ -542,26 +483,11 @@ fn reading_a_file_splits_it_as_tcpdump_does() -> anyhow::Result<()> {
             (p.unix_ns, p.orig_len, &p.data)
         })?;
     }
-    ensure!(
-        post_rotated(&log)? == ours,
-        "-z ran on {:?}",
-        post_rotated(&log)?
-    );
+    z.ran_on(&ours)?;
 
     // -G splits by the packets' own times.
-    let timed = dir.join("g-%H%M%S.pcapng");
-    let output = Command::new(binary("pcap-agent"))
-        .args(["capture", "-r"])
-        .arg(&input)
-        .arg("-w")
-        .arg(&timed)
-        .args(["-G", "1"])
-        .output()?;
-    ensure!(output.status.success(), "-r -G 1: {output:?}");
-    let names: Vec<String> = files(&dir, "g-")?
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    read(&mut agent(), "g-%H%M%S.pcapng", &["-G", "1"])?;
+    let names = names(&files(&dir, "g-")?);
     ensure!(
         names == ["g-221320.pcapng", "g-221321.pcapng", "g-221322.pcapng"],
         "{names:?}"
