@@ -74,6 +74,18 @@ impl Pki {
         }
     }
 
+    /// The agent job rendered with the least it needs
+    /// ([`Pki::agent_properties`]) changed by `changes`, accepted by
+    /// `--check-config`.
+    fn render_agent(&self, tag: &str, changes: &[(&str, Json)]) -> Rendered {
+        accepted_with(Job::Agent, self, tag, changes)
+    }
+
+    /// The API job, as [`Pki::render_agent`] renders the agent's.
+    fn render_api(&self, tag: &str, changes: &[(&str, Json)]) -> Rendered {
+        accepted_with(Job::Api, self, tag, changes)
+    }
+
     /// The least the agent job needs: its certificates.
     fn agent_properties(&self) -> Json {
         Json::map(&[(
@@ -142,6 +154,11 @@ impl Rendered {
         std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
     }
 
+    /// The rendered file `relative` holds `expected` (both trimmed).
+    fn assert_holds(&self, relative: &str, expected: &str) {
+        assert_eq!(self.read(relative).trim(), expected.trim(), "{relative}");
+    }
+
     fn config(&self) -> String {
         self.read(&format!("config/{}.toml", self.job.name()))
     }
@@ -185,6 +202,37 @@ fn render_accepted(job: Job, tag: &str, input: Json) -> Rendered {
     rendered
 }
 
+/// Renders the job with `pki`'s good properties changed by `changes`, and
+/// checks that `--check-config` accepts the result.
+fn accepted_with(job: Job, pki: &Pki, tag: &str, changes: &[(&str, Json)]) -> Rendered {
+    let good = match job {
+        Job::Agent => pki.agent_properties(),
+        Job::Api => pki.api_properties(),
+    };
+    let properties = changes.iter().fold(good, |properties, (key, value)| {
+        properties.with(key, value.clone())
+    });
+    render_accepted(job, tag, Json::map(&[("properties", properties)]))
+}
+
+/// `text` holds `needle`.
+fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} in\n{text}");
+}
+
+/// `text` does not hold `needle`.
+fn assert_lacks(text: &str, needle: &str) {
+    assert!(!text.contains(needle), "{needle:?} in\n{text}");
+}
+
+/// Each of `lines` is a whole line of `text`.
+fn assert_has_lines<S: AsRef<str>>(text: &str, lines: &[S]) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}
+
 /// Every template the job's spec lists was rendered.
 fn assert_all_templates_rendered(rendered: &Rendered) {
     let spec = std::fs::read_to_string(
@@ -207,58 +255,64 @@ fn assert_all_templates_rendered(rendered: &Rendered) {
     }
 }
 
-fn assert_drain_script(rendered: &Rendered, timeout: u32) {
-    let drain = rendered.path("bin/drain");
-    let mode = std::fs::metadata(&drain).unwrap().permissions().mode();
-    assert_eq!(mode & 0o111, 0o111, "bin/drain is not executable");
-    let syntax = Command::new("bash").arg("-n").arg(&drain).output().unwrap();
+/// The rendered script `relative` is executable and bash parses it; its
+/// text.
+fn executable_script(rendered: &Rendered, relative: &str) -> String {
+    let script = rendered.path(relative);
+    let mode = std::fs::metadata(&script).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "{relative} is not executable");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(
         syntax.status.success(),
-        "{}",
+        "{relative}: {}",
         String::from_utf8_lossy(&syntax.stderr)
     );
-    let text = rendered.read("bin/drain");
-    assert!(text.contains(&format!("timeout={timeout}\n")), "{text}");
-    assert!(text.contains("kill -TERM"), "{text}");
+    rendered.read(relative)
+}
+
+fn assert_drain_script(rendered: &Rendered, timeout: u32) {
+    let text = executable_script(rendered, "bin/drain");
+    assert_contains(&text, &format!("timeout={timeout}\n"));
+    assert_contains(&text, "kill -TERM");
     assert!(
         !text.contains("-KILL") && !text.contains("kill -9"),
         "{text}"
     );
 }
 
+/// The job rendered with nothing but the required properties, every
+/// template of it, and accepted.
+fn defaults(job: Job) -> (Pki, Rendered) {
+    let tag = format!("{}-defaults", job.name());
+    let pki = Pki::new(&tag);
+    let rendered = accepted_with(job, &pki, &tag, &[]);
+    assert_all_templates_rendered(&rendered);
+    (pki, rendered)
+}
+
 #[test]
 fn agent_defaults_render_a_config_the_agent_accepts() {
-    let pki = Pki::new("agent-defaults");
-    let rendered = render_accepted(
-        Job::Agent,
-        "agent-defaults",
-        Json::map(&[("properties", pki.agent_properties())]),
-    );
-    assert_all_templates_rendered(&rendered);
+    let (pki, rendered) = defaults(Job::Agent);
     let config = rendered.config();
-    for line in [
-        "listen = \"0.0.0.0:9494\"",
-        "insecure_plaintext = false",
-        "client_ca = \"/var/vcap/jobs/pcap-agent/config/certs/ca.crt\"",
-        "client_names = [\"pcap-api\"]",
-        "attach = \"auto\"",
-        "max_captures = 4",
-        "max_duration = 3600.0",
-    ] {
-        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
-    }
-    assert_eq!(
-        rendered.read("config/certs/agent.crt").trim(),
-        pki.agent.certificate.trim()
+    assert_has_lines(
+        &config,
+        &[
+            "listen = \"0.0.0.0:9494\"",
+            "insecure_plaintext = false",
+            "client_ca = \"/var/vcap/jobs/pcap-agent/config/certs/ca.crt\"",
+            "client_names = [\"pcap-api\"]",
+            "attach = \"auto\"",
+            "max_captures = 4",
+            "max_duration = 3600.0",
+        ],
     );
-    assert_eq!(
-        rendered.read("config/certs/agent.key").trim(),
-        pki.agent.private_key.trim()
-    );
-    assert_eq!(
-        rendered.read("config/certs/ca.crt").trim(),
-        pki.agent.ca.trim()
-    );
+    rendered.assert_holds("config/certs/agent.crt", &pki.agent.certificate);
+    rendered.assert_holds("config/certs/agent.key", &pki.agent.private_key);
+    rendered.assert_holds("config/certs/ca.crt", &pki.agent.ca);
     assert_drain_script(&rendered, 30);
     assert!(
         rendered
@@ -280,20 +334,21 @@ fn agent_defaults_render_a_config_the_agent_accepts() {
     );
     assert_monit_runs_the_ctl_script(&rendered);
     let ctl = assert_ctl_script(&rendered);
-    for line in [
-        "    ulimit -n 4096",
-        "    export PCAP_LOG='info'",
-        "    echo $$ > \"$PIDFILE\"",
-        "    exec \"$AGENT\" serve --config \"$JOB_DIR/config/pcap-agent.toml\" \\",
-        "PIDFILE=$RUN_DIR/pcap-agent.pid",
-        "RUN_DIR=/var/vcap/sys/run/pcap-agent",
-        "LOG_DIR=/var/vcap/sys/log/pcap-agent",
-        "AGENT=/var/vcap/packages/pcap/bin/pcap-agent",
-        "    \"$JOB_DIR/bin/pcap-agent_prepare\"",
-    ] {
-        assert!(ctl.lines().any(|l| l == line), "{line} in\n{ctl}");
-    }
-    assert!(!ctl.contains("ulimit -l"), "{ctl}");
+    assert_has_lines(
+        &ctl,
+        &[
+            "    ulimit -n 4096",
+            "    export PCAP_LOG='info'",
+            "    echo $$ > \"$PIDFILE\"",
+            "    exec \"$AGENT\" serve --config \"$JOB_DIR/config/pcap-agent.toml\" \\",
+            "PIDFILE=$RUN_DIR/pcap-agent.pid",
+            "RUN_DIR=/var/vcap/sys/run/pcap-agent",
+            "LOG_DIR=/var/vcap/sys/log/pcap-agent",
+            "AGENT=/var/vcap/packages/pcap/bin/pcap-agent",
+            "    \"$JOB_DIR/bin/pcap-agent_prepare\"",
+        ],
+    );
+    assert_lacks(&ctl, "ulimit -l");
     assert_eq!(
         prepare_commands(&rendered),
         [
@@ -352,20 +407,11 @@ fn prepare_commands(rendered: &Rendered) -> Vec<String> {
 
 /// bin/pcap-agent_ctl is executable bash that never SIGKILLs before SIGTERM.
 fn assert_ctl_script(rendered: &Rendered) -> String {
-    let ctl = rendered.path("bin/pcap-agent_ctl");
-    let mode = std::fs::metadata(&ctl).unwrap().permissions().mode();
-    assert_eq!(mode & 0o111, 0o111, "bin/pcap-agent_ctl is not executable");
-    let syntax = Command::new("bash").arg("-n").arg(&ctl).output().unwrap();
-    assert!(
-        syntax.status.success(),
-        "{}",
-        String::from_utf8_lossy(&syntax.stderr)
-    );
-    let text = rendered.read("bin/pcap-agent_ctl");
+    let text = executable_script(rendered, "bin/pcap-agent_ctl");
     let term = text.find("kill -TERM").expect("the stop sends SIGTERM");
     let kill = text.find("kill -KILL").expect("the stop ends with SIGKILL");
     assert!(term < kill, "{text}");
-    assert!(!text.contains("kill -9"), "{text}");
+    assert_lacks(&text, "kill -9");
     text
 }
 
@@ -373,30 +419,22 @@ fn assert_ctl_script(rendered: &Rendered) -> String {
 fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
     let pki = Pki::new("agent-cf");
     let store = "/var/vcap/data/container-metadata/store.json";
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "agent-cf",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("cf.container_metadata_store", Json::str(store)),
-        )]),
+        &[("cf.container_metadata_store", Json::str(store))],
     );
     let config = rendered.config();
-    assert!(
-        config.contains(&format!("[cf]\ncontainer_metadata_store = \"{store}\"")),
-        "{config}"
+    assert_contains(
+        &config,
+        &format!("[cf]\ncontainer_metadata_store = \"{store}\""),
     );
     // Under the bpm fallback, the store's directory is mounted read-only.
-    let privileged = render_accepted(
-        Job::Agent,
+    let privileged = pki.render_agent(
         "agent-cf-bpm",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("cf.container_metadata_store", Json::str(store))
-                .with("bpm.unsafe_privileged", Json::Bool(true)),
-        )]),
+        &[
+            ("cf.container_metadata_store", Json::str(store)),
+            ("bpm.unsafe_privileged", Json::Bool(true)),
+        ],
     );
     let bpm = privileged.bpm();
     assert_eq!(
@@ -405,20 +443,11 @@ fn agent_on_a_diego_cell_reads_the_container_metadata_store() {
     );
     assert_eq!(bpm["processes.0.additional_volumes.0.writable"], "false");
     // Not on other VMs.
-    let plain = render_accepted(
-        Job::Agent,
-        "agent-no-cf",
-        Json::map(&[("properties", pki.agent_properties())]),
-    );
+    let plain = pki.render_agent("agent-no-cf", &[]);
     assert!(!plain.config().contains("[cf]"));
-    let plain = render_accepted(
-        Job::Agent,
+    let plain = pki.render_agent(
         "agent-no-cf-bpm",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("bpm.unsafe_privileged", Json::Bool(true)),
-        )]),
+        &[("bpm.unsafe_privileged", Json::Bool(true))],
     );
     assert!(
         !plain
@@ -432,20 +461,12 @@ fn agent_privileges_follow_the_kernel_and_limit_properties() {
     let pki = Pki::new("agent-caps");
     // Old kernels: the agent raises RLIMIT_MEMLOCK before it drops
     // CAP_SYS_RESOURCE, which it does not keep.
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "agent-old-kernel",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("kernel.memlock_rlimit", Json::Bool(true)),
-        )]),
+        &[("kernel.memlock_rlimit", Json::Bool(true))],
     );
     let config = rendered.config();
-    assert!(
-        config.contains("\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n"),
-        "{config}"
-    );
+    assert_contains(&config, "\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\"]\n");
     assert!(
         config.ends_with("\nraise_memlock_rlimit = true\n"),
         "{config}"
@@ -454,19 +475,14 @@ fn agent_privileges_follow_the_kernel_and_limit_properties() {
     assert_monit_runs_the_ctl_script(&rendered);
 
     // Served --c2c verdicts: CAP_SYSLOG only when the operator asks.
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "agent-kernel-log",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("c2c.read_kernel_log", Json::Bool(true)),
-        )]),
+        &[("c2c.read_kernel_log", Json::Bool(true))],
     );
     let config = rendered.config();
-    assert!(
-        config.contains("\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\", \"SYSLOG\"]\n"),
-        "{config}"
+    assert_contains(
+        &config,
+        "\nkeep = [\"BPF\", \"PERFMON\", \"NET_ADMIN\", \"SYSLOG\"]\n",
     );
 
     let rendered = render_properties(
@@ -479,12 +495,9 @@ fn agent_privileges_follow_the_kernel_and_limit_properties() {
     )
     .unwrap();
     let ctl = assert_ctl_script(&rendered);
-    assert!(ctl.contains("\n    ulimit -n 8192\n"), "{ctl}");
+    assert_contains(&ctl, "\n    ulimit -n 8192\n");
     // Quoted for the shell, whatever the filter holds.
-    assert!(
-        ctl.contains("\n    export PCAP_LOG='pcap_agent=debug,it'\\''s'\n"),
-        "{ctl}"
-    );
+    assert_contains(&ctl, "\n    export PCAP_LOG='pcap_agent=debug,it'\\''s'\n");
     assert!(rendered.config().contains("max_captures = 8\n"));
 }
 
@@ -493,16 +506,13 @@ fn agent_fallback_runs_under_bpm_privileged() {
     let pki = Pki::new("agent-fallback");
     // The fallback: bpm, privileged, with its memory limit; the agent still
     // drops to the same capabilities itself.
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "agent-privileged",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("bpm.unsafe_privileged", Json::Bool(true))
-                .with("bpm.memory_limit", Json::str("2G"))
-                .with("log_level", Json::str("debug")),
-        )]),
+        &[
+            ("bpm.unsafe_privileged", Json::Bool(true)),
+            ("bpm.memory_limit", Json::str("2G")),
+            ("log_level", Json::str("debug")),
+        ],
     );
     let bpm = rendered.bpm();
     assert_eq!(bpm["processes.0.unsafe.privileged"], "true");
@@ -568,14 +578,9 @@ fn agent_fallback_runs_under_bpm_privileged() {
 fn agent_files_are_opened_as_root_when_file_user_is_empty() {
     // No file_user in the config, and the ctl script chowns nothing.
     let pki = Pki::new("agent-files-as-root");
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "agent-files-as-root",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("privileges.file_user", Json::str("")),
-        )]),
+        &[("privileges.file_user", Json::str(""))],
     );
     assert!(
         !rendered.config().contains("file_user"),
@@ -599,43 +604,32 @@ fn agent_plaintext_needs_the_development_flag_and_no_tls() {
         )]),
     );
     let config = rendered.config();
-    assert!(config.contains("\ninsecure_plaintext = true\n"), "{config}");
-    assert!(!config.contains("[tls]"), "{config}");
+    assert_contains(&config, "\ninsecure_plaintext = true\n");
+    assert_lacks(&config, "[tls]");
     assert_eq!(rendered.read("config/certs/agent.key"), "");
 }
 
 #[test]
 fn api_defaults_render_a_config_the_api_accepts() {
-    let pki = Pki::new("api-defaults");
-    let rendered = render_accepted(
-        Job::Api,
-        "api-defaults",
-        Json::map(&[("properties", pki.api_properties())]),
-    );
-    assert_all_templates_rendered(&rendered);
+    let (pki, rendered) = defaults(Job::Api);
     let config = rendered.config();
-    for line in [
-        "listen = \"0.0.0.0:8443\"",
-        "ca = \"/var/vcap/jobs/pcap-api/config/certs/ca.crt\"",
-        "server_name = \"pcap-agent\"",
-        "port = 9494",
-        "reorder_window = 0.5",
-        "max_captures_per_user = 2",
-        "max_captures_per_user_per_agent = 1",
-        "drain_grace = 10.0",
-    ] {
-        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
-    }
-    assert!(!config.contains("[[targets]]"), "{config}");
-    assert!(!config.contains("[[users]]"), "{config}");
-    assert_eq!(
-        rendered.read("config/certs/client.key").trim(),
-        pki.api_client.private_key.trim()
+    assert_has_lines(
+        &config,
+        &[
+            "listen = \"0.0.0.0:8443\"",
+            "ca = \"/var/vcap/jobs/pcap-api/config/certs/ca.crt\"",
+            "server_name = \"pcap-agent\"",
+            "port = 9494",
+            "reorder_window = 0.5",
+            "max_captures_per_user = 2",
+            "max_captures_per_user_per_agent = 1",
+            "drain_grace = 10.0",
+        ],
     );
-    assert_eq!(
-        rendered.read("config/certs/api.crt").trim(),
-        pki.api_server.certificate.trim()
-    );
+    assert_lacks(&config, "[[targets]]");
+    assert_lacks(&config, "[[users]]");
+    rendered.assert_holds("config/certs/client.key", &pki.api_client.private_key);
+    rendered.assert_holds("config/certs/api.crt", &pki.api_server.certificate);
     assert_drain_script(&rendered, 20);
 
     let bpm = rendered.bpm();
@@ -699,30 +693,18 @@ fn api_targets_come_from_properties_and_the_agent_link() {
     let token = "tok\"en\\with\nnewline\u{7f}and ü";
     let properties = pki
         .api_properties()
-        .with(
-            "users",
-            Json::list(&[Json::map(&[
-                ("name", Json::str("alice \"the admin\"")),
-                ("token", Json::str(token)),
-            ])]),
-        )
+        .with("users", Json::list(&[user("alice \"the admin\"", token)]))
         .with(
             "targets",
-            Json::list(&[Json::map(&[
-                ("name", Json::str("routers")),
-                ("interfaces", Json::strings(&["eth0"])),
-                (
-                    "allow",
-                    Json::map(&[("users", Json::strings(&["alice \"the admin\""]))]),
-                ),
-                (
-                    "agents",
-                    Json::list(&[Json::map(&[
-                        ("origin", Json::str("router/0")),
-                        ("address", Json::str("10.0.1.5")),
-                    ])]),
-                ),
-            ])]),
+            Json::list(&[target(
+                "routers",
+                &["eth0"],
+                Some(Json::map(&[(
+                    "users",
+                    Json::strings(&["alice \"the admin\""]),
+                )])),
+                ("router/0", "10.0.1.5"),
+            )]),
         )
         .with("link_targets.enabled", Json::Bool(true))
         .with(
@@ -737,27 +719,22 @@ fn api_targets_come_from_properties_and_the_agent_link() {
         Json::map(&[("properties", properties.clone()), ("links", links.clone())]),
     );
     let config = rendered.config();
-    assert!(config.contains("name = \"routers\"\n"), "{config}");
+    assert_contains(&config, "name = \"routers\"\n");
     // Who may capture each target is rendered; nobody else may.
-    assert!(
-        config.contains(
-            "name = \"routers\"\ninterfaces = [\"eth0\"]\n\
-             allow = { users = [\"alice \\\"the admin\\\"\"], scopes = [] }\n"
-        ),
-        "{config}"
+    assert_contains(
+        &config,
+        "name = \"routers\"\ninterfaces = [\"eth0\"]\n\
+             allow = { users = [\"alice \\\"the admin\\\"\"], scopes = [] }\n",
     );
-    assert!(
-        config.contains("{ origin = \"router/0\", address = \"10.0.1.5\" }"),
-        "{config}"
-    );
+    assert_contains(&config, "{ origin = \"router/0\", address = \"10.0.1.5\" }");
     let link_target = "name = \"cf-diego-cell\"\ninterfaces = []\n\
         allow = { users = [\"alice \\\"the admin\\\"\"], scopes = [] }\nagents = [\n  \
         { origin = \"diego-cell/a-id\", address = \"a-id.diego-cell.default.cf.bosh:9500\" },\n  \
         { origin = \"diego-cell/b-id\", address = \"[fd00::7]:9500\" },\n]";
-    assert!(config.contains(link_target), "{config}");
-    assert!(
-        config.contains("token = \"tok\\\"en\\\\with\\nnewline\\u007Fand ü\"\n"),
-        "{config}"
+    assert_contains(&config, link_target);
+    assert_contains(
+        &config,
+        "token = \"tok\\\"en\\\\with\\nnewline\\u007Fand ü\"\n",
     );
 
     // A link target may not take the name of an explicit one.
@@ -809,22 +786,41 @@ fn api_link_targets_are_off_by_default_and_name_who_may_capture_them() {
         ]),
     );
     let error = nobody.err().expect("link targets for nobody rendered");
-    assert!(error.contains("link_targets.allow_users"), "{error}");
+    assert_contains(&error, "link_targets.allow_users");
 }
 
 /// `targets`: one target `t` with one agent (`vm-0` at 10.0.0.1), and
 /// `allow` if given.
 fn one_agent_target(allow: Option<Json>) -> Json {
-    let mut target = vec![("name", Json::str("t"))];
+    Json::list(&[target("t", &[], allow, ("vm-0", "10.0.0.1"))])
+}
+
+/// A target `name` (on `interfaces`, if any) whose one agent is `origin` at
+/// `address`, allowing `allow`.
+fn target(
+    name: &str,
+    interfaces: &[&str],
+    allow: Option<Json>,
+    (origin, address): (&str, &str),
+) -> Json {
+    let mut target = vec![("name", Json::str(name))];
+    if !interfaces.is_empty() {
+        target.push(("interfaces", Json::strings(interfaces)));
+    }
     target.extend(allow.map(|allow| ("allow", allow)));
     target.push((
         "agents",
         Json::list(&[Json::map(&[
-            ("origin", Json::str("vm-0")),
-            ("address", Json::str("10.0.0.1")),
+            ("origin", Json::str(origin)),
+            ("address", Json::str(address)),
         ])]),
     ));
-    Json::list(&[Json::map(&target)])
+    Json::map(&target)
+}
+
+/// A static user `name` with `token`.
+fn user(name: &str, token: &str) -> Json {
+    Json::map(&[("name", Json::str(name)), ("token", Json::str(token))])
 }
 
 /// `{uaa, scope}` grants.
@@ -871,32 +867,18 @@ fn api_resolvers_and_store_render_configs_the_api_accepts() {
             "store.admin_scopes",
             grants(&[("cf", "cloud_controller.admin")]),
         )
-        .with(
-            "users",
-            Json::list(&[Json::map(&[
-                ("name", Json::str("admin")),
-                ("token", Json::str("t")),
-            ])]),
-        )
+        .with("users", Json::list(&[user("admin", "t")]))
         .with(
             "targets",
-            Json::list(&[Json::map(&[
-                ("name", Json::str("routers")),
-                (
-                    "allow",
-                    Json::map(&[(
-                        "scopes",
-                        grants(&[("bosh", "bosh.admin"), ("cf", "network.admin")]),
-                    )]),
-                ),
-                (
-                    "agents",
-                    Json::list(&[Json::map(&[
-                        ("origin", Json::str("router/0")),
-                        ("address", Json::str("10.0.1.5")),
-                    ])]),
-                ),
-            ])]),
+            Json::list(&[target(
+                "routers",
+                &[],
+                Some(Json::map(&[(
+                    "scopes",
+                    grants(&[("bosh", "bosh.admin"), ("cf", "network.admin")]),
+                )])),
+                ("router/0", "10.0.1.5"),
+            )]),
         )
         .with("link_targets.enabled", Json::Bool(true))
         .with(
@@ -938,31 +920,21 @@ fn api_resolvers_and_store_render_configs_the_api_accepts() {
         assert!(config.contains(&block), "{block} in\n{config}");
     }
     // The secret is in its own file only.
-    assert!(!config.contains(STORE_SECRET), "{config}");
-    assert!(!config.contains("secret_access_key ="), "{config}");
+    assert_lacks(&config, STORE_SECRET);
+    assert_lacks(&config, "secret_access_key =");
     assert_eq!(
         rendered.read("config/store-secret-access-key").trim(),
         STORE_SECRET
     );
-    assert_eq!(
-        rendered.read("config/certs/bosh-director-ca.crt").trim(),
-        pki.agent.ca.trim()
-    );
-    assert_eq!(
-        rendered.read("config/certs/cf-ca.crt").trim(),
-        pki.api_server.ca.trim()
-    );
+    rendered.assert_holds("config/certs/bosh-director-ca.crt", &pki.agent.ca);
+    rendered.assert_holds("config/certs/cf-ca.crt", &pki.api_server.ca);
 }
 
 #[test]
 fn api_resolvers_and_store_are_off_by_default() {
     let pki = Pki::new("api-no-resolvers");
     // None of the three tables, and empty files.
-    let plain = render_accepted(
-        Job::Api,
-        "api-no-resolvers",
-        Json::map(&[("properties", pki.api_properties())]),
-    );
+    let plain = pki.render_api("api-no-resolvers", &[]);
     let config = plain.config();
     for table in ["[bosh]", "[cf]", "[store]"] {
         assert!(!config.contains(table), "{table} in\n{config}");
@@ -1033,9 +1005,9 @@ fn renderer_emulates_the_director_context() {
     let error = render(&input(properties.clone()), &dir, &dir.join("a"))
         .unwrap()
         .unwrap_err();
-    assert!(
-        error.contains("Error filling in template 'missing.erb' (line 1: Can't find property '[\"required.value\"]')"),
-        "{error}"
+    assert_contains(
+        &error,
+        "Error filling in template 'missing.erb' (line 1: Can't find property '[\"required.value\"]')",
     );
 
     render(
@@ -1094,10 +1066,7 @@ fn example_manifests_render_configs_the_binaries_accept() {
         ]),
     );
     assert!(cell.config().contains("default_interfaces = [\"eth0\"]\n"));
-    assert_eq!(
-        cell.read("config/certs/agent.crt").trim(),
-        pki.agent.certificate.trim()
-    );
+    cell.assert_holds("config/certs/agent.crt", &pki.agent.certificate);
 
     // The agent as a runtime-config addon on every VM.
     let addon = render_accepted(
@@ -1143,39 +1112,28 @@ fn example_manifests_render_configs_the_binaries_accept() {
         ]),
     );
     let config = api.config();
-    assert!(
-        config.contains("\n[[targets]]\nname = \"diego-cell\"\n"),
-        "{config}"
-    );
+    assert_contains(&config, "\n[[targets]]\nname = \"diego-cell\"\n");
     assert_eq!(
         config.matches(".diego-cell.default.cf.bosh:9494\"").count(),
         3,
         "{config}"
     );
     assert!(config.contains("name = \"admin\"\ntoken = \"generated-password\"\n"));
-    assert!(
-        config.contains("\n[bosh]\ndirector_url = \"https://10.0.0.6:25555\"\n"),
-        "{config}"
+    assert_contains(
+        &config,
+        "\n[bosh]\ndirector_url = \"https://10.0.0.6:25555\"\n",
     );
-    assert!(
-        config.contains("\n[cf]\napi_url = \"https://api.sys.example.com\"\n"),
-        "{config}"
+    assert_contains(
+        &config,
+        "\n[cf]\napi_url = \"https://api.sys.example.com\"\n",
     );
     // The cells' target: the static admin and the director's admins.
-    assert!(
-        config.contains(
-            "allow = { users = [\"admin\"], scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }\n"
-        ),
-        "{config}"
+    assert_contains(
+        &config,
+        "allow = { users = [\"admin\"], scopes = [{ uaa = \"bosh\", scope = \"bosh.admin\" }] }\n",
     );
-    assert_eq!(
-        api.read("config/certs/bosh-director-ca.crt").trim(),
-        pki.agent.ca.trim()
-    );
-    assert_eq!(
-        api.read("config/certs/ca.crt").trim(),
-        pki.api_client.ca.trim()
-    );
+    api.assert_holds("config/certs/bosh-director-ca.crt", &pki.agent.ca);
+    api.assert_holds("config/certs/ca.crt", &pki.api_client.ca);
 }
 
 #[test]
@@ -1257,8 +1215,8 @@ fn example_manifests_declare_the_certificates_mtls_needs() {
         "{san} not among the certificate's names"
     );
     let api_spec = std::fs::read_to_string(root.join("bosh/jobs/pcap-api/spec")).unwrap();
-    assert!(api_spec.contains("listen.port:\n"), "{api_spec}");
-    assert!(api_spec.contains("    default: 8443\n"), "{api_spec}");
+    assert_contains(&api_spec, "listen.port:\n");
+    assert_contains(&api_spec, "    default: 8443\n");
 }
 
 /// Where an invalid property set must be caught.
@@ -1278,7 +1236,7 @@ fn assert_rejected(job: Job, case: &str, properties: Json, caught: Caught, name:
                 message.contains(name),
                 "{case}: the error does not name {name}: {message}"
             );
-            assert!(message.contains("Error filling in template"), "{message}");
+            assert_contains(&message, "Error filling in template");
         }
         (Ok(rendered), Caught::Check) => {
             let check = rendered.check();
@@ -1304,186 +1262,45 @@ fn assert_rejected(job: Job, case: &str, properties: Json, caught: Caught, name:
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "a table of cases")]
 fn invalid_agent_properties_are_rejected_naming_the_property() {
+    use Caught::{Check, Render};
     let pki = Pki::new("agent-invalid");
     let good = pki.agent_properties();
+    // The good properties with `key` set to `value`: rejected naming `key`.
+    let set = |case: &'static str, key: &'static str, value: Json, caught: Caught| {
+        (case, good.clone().with(key, value), caught, key)
+    };
+    #[rustfmt::skip]
     let cases: Vec<(&str, Json, Caught, &str)> = vec![
-        (
-            "no-certificate",
-            good.clone().with("tls.certificate", Json::Null),
-            Caught::Render,
-            "tls.certificate",
-        ),
-        (
-            "no-ca",
-            good.clone().with("tls.ca", Json::Null),
-            Caught::Render,
-            "tls.ca",
-        ),
-        ("no-tls", Json::map(&[]), Caught::Render, "tls.certificate"),
-        (
-            "port-too-big",
-            good.clone().with("listen.port", Json::Int(70000)),
-            Caught::Render,
-            "listen.port",
-        ),
-        (
-            "port-string",
-            good.clone().with("listen.port", Json::str("9494")),
-            Caught::Render,
-            "listen.port",
-        ),
-        (
-            "plaintext-with-tls",
-            good.clone()
-                .with("insecure_plaintext_development_only", Json::Bool(true)),
-            Caught::Render,
-            "insecure_plaintext_development_only",
-        ),
-        (
-            "plaintext-not-boolean",
-            good.clone()
-                .with("insecure_plaintext_development_only", Json::str("yes")),
-            Caught::Render,
-            "insecure_plaintext_development_only",
-        ),
-        (
-            "negative-max-captures",
-            good.clone().with("limits.max_captures", Json::Int(-1)),
-            Caught::Render,
-            "limits.max_captures",
-        ),
-        (
-            "negative-max-bytes",
-            good.clone().with("limits.max_bytes", Json::Int(-5)),
-            Caught::Render,
-            "limits.max_bytes",
-        ),
-        (
-            "negative-duration",
-            good.clone().with("limits.max_duration", Json::Float(-1.0)),
-            Caught::Render,
-            "limits.max_duration",
-        ),
-        (
-            "bad-attach",
-            good.clone().with("capture.attach", Json::str("sideways")),
-            Caught::Render,
-            "capture.attach",
-        ),
-        (
-            "memory-limit-format",
-            good.clone().with("bpm.memory_limit", Json::str("lots")),
-            Caught::Render,
-            "bpm.memory_limit",
-        ),
-        (
-            "memory-limit-too-small",
-            good.clone().with("bpm.memory_limit", Json::str("64M")),
-            Caught::Render,
-            "bpm.memory_limit",
-        ),
-        (
-            "memlock-not-boolean",
-            good.clone().with("kernel.memlock_rlimit", Json::str("old")),
-            Caught::Render,
-            "kernel.memlock_rlimit",
-        ),
-        (
-            "file-user-not-a-name",
-            good.clone()
-                .with("privileges.file_user", Json::str("vcap; rm -rf /")),
-            Caught::Render,
-            "privileges.file_user",
-        ),
-        (
-            "privileged-not-boolean",
-            good.clone().with("bpm.unsafe_privileged", Json::str("yes")),
-            Caught::Render,
-            "bpm.unsafe_privileged",
-        ),
-        (
-            "too-few-open-files",
-            good.clone().with("bpm.open_files", Json::Int(10)),
-            Caught::Render,
-            "bpm.open_files",
-        ),
-        (
-            "log-level-not-string",
-            good.clone().with("log_level", Json::Int(3)),
-            Caught::Render,
-            "log_level",
-        ),
-        (
-            "negative-drain-timeout",
-            good.clone().with("drain.timeout", Json::Int(-5)),
-            Caught::Render,
-            "drain.timeout",
-        ),
-        (
-            "zero-max-captures",
-            good.clone().with("limits.max_captures", Json::Int(0)),
-            Caught::Check,
-            "limits.max_captures",
-        ),
-        (
-            "zero-duration",
-            good.clone().with("limits.max_duration", Json::Int(0)),
-            Caught::Check,
-            "limits.max_duration",
-        ),
-        (
-            "snaplen-too-big",
-            good.clone().with("limits.max_snaplen", Json::Int(262_145)),
-            Caught::Check,
-            "limits.max_snaplen",
-        ),
-        (
-            "tiny-ring",
-            good.clone().with("capture.ring_buffer_kib", Json::Int(1)),
-            Caught::Check,
-            "capture.ring_buffer_kib",
-        ),
-        (
-            "bad-interface",
-            good.clone()
-                .with("capture.default_interfaces", Json::strings(&["a/b"])),
-            Caught::Check,
-            "capture.default_interfaces",
-        ),
-        (
-            "no-client-names",
-            good.clone().with("tls.client_names", Json::list(&[])),
-            Caught::Check,
-            "tls.client_names",
-        ),
-        (
-            "listen-address",
-            good.clone().with("listen.address", Json::str("nowhere")),
-            Caught::Check,
-            "listen",
-        ),
-        (
-            "certificate-not-pem",
-            good.clone()
-                .with("tls.certificate", Json::str("not a certificate")),
-            Caught::Check,
-            "tls.certificate",
-        ),
-        (
-            "ca-not-pem",
-            good.clone().with("tls.ca", Json::str("garbage")),
-            Caught::Check,
-            "tls.client_ca",
-        ),
-        (
-            "key-is-a-certificate",
-            good.clone()
-                .with("tls.private_key", Json::str(&pki.agent.certificate)),
-            Caught::Check,
-            "tls.private_key",
-        ),
+        set("no-certificate", "tls.certificate", Json::Null, Render),
+        set("no-ca", "tls.ca", Json::Null, Render),
+        ("no-tls", Json::map(&[]), Render, "tls.certificate"),
+        set("port-too-big", "listen.port", Json::Int(70000), Render),
+        set("port-string", "listen.port", Json::str("9494"), Render),
+        set("plaintext-with-tls", "insecure_plaintext_development_only", Json::Bool(true), Render),
+        set("plaintext-not-boolean", "insecure_plaintext_development_only", Json::str("yes"), Render),
+        set("negative-max-captures", "limits.max_captures", Json::Int(-1), Render),
+        set("negative-max-bytes", "limits.max_bytes", Json::Int(-5), Render),
+        set("negative-duration", "limits.max_duration", Json::Float(-1.0), Render),
+        set("bad-attach", "capture.attach", Json::str("sideways"), Render),
+        set("memory-limit-format", "bpm.memory_limit", Json::str("lots"), Render),
+        set("memory-limit-too-small", "bpm.memory_limit", Json::str("64M"), Render),
+        set("memlock-not-boolean", "kernel.memlock_rlimit", Json::str("old"), Render),
+        set("file-user-not-a-name", "privileges.file_user", Json::str("vcap; rm -rf /"), Render),
+        set("privileged-not-boolean", "bpm.unsafe_privileged", Json::str("yes"), Render),
+        set("too-few-open-files", "bpm.open_files", Json::Int(10), Render),
+        set("log-level-not-string", "log_level", Json::Int(3), Render),
+        set("negative-drain-timeout", "drain.timeout", Json::Int(-5), Render),
+        set("zero-max-captures", "limits.max_captures", Json::Int(0), Check),
+        set("zero-duration", "limits.max_duration", Json::Int(0), Check),
+        set("snaplen-too-big", "limits.max_snaplen", Json::Int(262_145), Check),
+        set("tiny-ring", "capture.ring_buffer_kib", Json::Int(1), Check),
+        set("bad-interface", "capture.default_interfaces", Json::strings(&["a/b"]), Check),
+        set("no-client-names", "tls.client_names", Json::list(&[]), Check),
+        ("listen-address", good.clone().with("listen.address", Json::str("nowhere")), Check, "listen"),
+        set("certificate-not-pem", "tls.certificate", Json::str("not a certificate"), Check),
+        ("ca-not-pem", good.clone().with("tls.ca", Json::str("garbage")), Check, "tls.client_ca"),
+        set("key-is-a-certificate", "tls.private_key", Json::str(&pki.agent.certificate), Check),
     ];
     for (case, properties, caught, name) in cases {
         assert_rejected(Job::Agent, case, properties, caught, name);
@@ -1493,371 +1310,112 @@ fn invalid_agent_properties_are_rejected_naming_the_property() {
 #[test]
 #[expect(clippy::too_many_lines, reason = "a table of cases")]
 fn invalid_api_properties_are_rejected_naming_the_property() {
+    use Caught::{Check, Render};
     let pki = Pki::new("api-invalid");
     let good = pki.api_properties();
     let resolvers = api_resolver_properties(&pki);
-    let user = |name: &str, token: &str| {
-        Json::map(&[("name", Json::str(name)), ("token", Json::str(token))])
+    // A target `name` on `address` that alice may capture.
+    let alices = |name: &str, address: &str| {
+        let allow = Json::map(&[("users", Json::strings(&["alice"]))]);
+        target(name, &[], Some(allow), ("vm-0", address))
     };
-    let target = |name: &str, address: &str| {
-        Json::map(&[
-            ("name", Json::str(name)),
-            ("allow", Json::map(&[("users", Json::strings(&["alice"]))])),
-            (
-                "agents",
-                Json::list(&[Json::map(&[
-                    ("origin", Json::str("vm-0")),
-                    ("address", Json::str(address)),
-                ])]),
-            ),
-        ])
+    let good_with = |key: &str, value: Json| good.clone().with(key, value);
+    let resolvers_with = |key: &str, value: Json| resolvers.clone().with(key, value);
+    // The good properties (or those with resolvers) with `key` set to
+    // `value`: rejected naming `key`.
+    let set = |case: &'static str, key: &'static str, value: Json, caught: Caught| {
+        (case, good_with(key, value), caught, key)
     };
+    let resolver = |case: &'static str, key: &'static str, value: Json, caught: Caught| {
+        (case, resolvers_with(key, value), caught, key)
+    };
+    let alice = || Json::list(&[user("alice", "a")]);
+    // One agent's target that allows `who`.
+    let allowing = |what: &str, who: Json| one_agent_target(Some(Json::map(&[(what, who)])));
+    let cf_admin = || grants(&[("cf", "cloud_controller.admin")]);
+    #[rustfmt::skip]
     let cases: Vec<(&str, Json, Caught, &str)> = vec![
-        (
-            "no-agents-ca",
-            good.clone().with("agents.ca", Json::Null),
-            Caught::Render,
-            "agents.ca",
-        ),
-        (
-            "no-server-key",
-            good.clone().with("tls.private_key", Json::Null),
-            Caught::Render,
-            "tls.private_key",
-        ),
-        (
-            "empty-client-certificate",
-            good.clone().with("agents.certificate", Json::str("")),
-            Caught::Render,
-            "agents.certificate",
-        ),
-        (
-            "port-too-big",
-            good.clone().with("listen.port", Json::Int(65536)),
-            Caught::Render,
-            "listen.port",
-        ),
-        (
-            "agent-port-zero",
-            good.clone().with("agents.port", Json::Int(0)),
-            Caught::Render,
-            "agents.port",
-        ),
-        (
-            "negative-max-bytes",
-            good.clone().with("limits.max_bytes", Json::Int(-1)),
-            Caught::Render,
-            "limits.max_bytes",
-        ),
-        (
-            "negative-reorder-window",
-            good.clone().with("merge.reorder_window", Json::Float(-0.5)),
-            Caught::Render,
-            "merge.reorder_window",
-        ),
-        (
-            "timeout-string",
-            good.clone().with("agents.start_timeout", Json::str("5s")),
-            Caught::Render,
-            "agents.start_timeout",
-        ),
-        (
-            "user-without-token",
-            good.clone().with(
-                "users",
-                Json::list(&[Json::map(&[("name", Json::str("alice"))])]),
-            ),
-            Caught::Render,
-            "users[0]",
-        ),
-        (
-            "target-without-agents",
-            good.clone().with(
-                "targets",
-                Json::list(&[Json::map(&[
-                    ("name", Json::str("t")),
-                    ("allow", Json::map(&[("users", Json::strings(&["alice"]))])),
-                ])]),
-            ),
-            Caught::Render,
-            "targets[0].agents",
-        ),
-        (
-            "target-without-allow",
-            good.clone().with("targets", one_agent_target(None)),
-            Caught::Render,
-            "targets[0].allow",
-        ),
-        (
-            "target-for-an-unknown-user",
-            good.clone()
-                .with("users", Json::list(&[user("alice", "a")]))
-                .with(
-                    "targets",
-                    one_agent_target(Some(Json::map(&[("users", Json::strings(&["mallory"]))]))),
-                ),
-            Caught::Check,
-            "targets[0].allow.users[0]",
-        ),
-        (
-            "link-targets-for-nobody",
-            good.clone().with("link_targets.enabled", Json::Bool(true)),
-            Caught::Render,
-            "link_targets.allow_users",
-        ),
-        (
-            "drain-shorter-than-grace",
-            good.clone().with("drain.timeout", Json::Int(5)),
-            Caught::Render,
-            "drain.timeout",
-        ),
-        (
-            "memory-limit-too-small",
-            good.clone().with("bpm.memory_limit", Json::str("1G")),
-            Caught::Render,
-            "bpm.memory_limit",
-        ),
-        (
-            "zero-captures-per-user",
-            good.clone()
-                .with("limits.max_captures_per_user", Json::Int(0)),
-            Caught::Check,
-            "limits.max_captures_per_user",
-        ),
-        (
-            "zero-connect-timeout",
-            good.clone().with("agents.connect_timeout", Json::Int(0)),
-            Caught::Check,
-            "agents.connect_timeout",
-        ),
-        (
-            "empty-server-name",
-            good.clone().with("agents.server_name", Json::str("")),
-            Caught::Check,
-            "agents.server_name",
-        ),
-        (
-            "shared-token",
-            good.clone().with(
-                "users",
-                Json::list(&[user("alice", "same"), user("bob", "same")]),
-            ),
-            Caught::Check,
-            "users[1].token",
-        ),
-        (
-            "duplicate-target",
-            good.clone()
-                .with("users", Json::list(&[user("alice", "a")]))
-                .with(
-                    "targets",
-                    Json::list(&[target("t", "10.0.0.1"), target("t", "10.0.0.2")]),
-                ),
-            Caught::Check,
-            "targets[1].name",
-        ),
-        (
-            "bad-agent-address",
-            good.clone()
-                .with("users", Json::list(&[user("alice", "a")]))
-                .with("targets", Json::list(&[target("t", "not a host")])),
-            Caught::Check,
-            "targets[0].agents[0].address",
-        ),
-        (
-            "client-certificate-not-pem",
-            good.clone().with("agents.certificate", Json::str("junk")),
-            Caught::Check,
-            "agents.certificate",
-        ),
-        (
-            "server-key-not-pem",
-            good.clone().with("tls.private_key", Json::str("junk")),
-            Caught::Check,
-            "tls.private_key",
-        ),
-        (
-            "director-without-ca",
-            good.clone()
-                .with("bosh.director_url", Json::str("https://10.0.0.6:25555")),
-            Caught::Render,
-            "bosh.director_ca",
-        ),
-        (
-            "director-ca-without-url",
-            good.clone()
-                .with("bosh.director_ca", Json::str(&pki.agent.ca)),
-            Caught::Render,
-            "bosh.director_url",
-        ),
-        (
-            "director-plain-http",
-            resolvers
-                .clone()
-                .with("bosh.director_url", Json::str("http://10.0.0.6:25555")),
-            Caught::Render,
-            "bosh.director_url",
-        ),
-        (
-            "director-ca-not-pem",
-            resolvers
-                .clone()
-                .with("bosh.director_ca", Json::str("junk")),
-            Caught::Check,
-            "bosh.director_ca",
-        ),
-        (
-            "empty-required-scope",
-            resolvers
-                .clone()
-                .with("bosh.required_scope", Json::str(" ")),
-            Caught::Check,
-            "bosh.required_scope",
-        ),
-        (
-            "bosh-agent-port-zero",
-            resolvers.clone().with("bosh.agent_port", Json::Int(0)),
-            Caught::Render,
-            "bosh.agent_port",
-        ),
-        (
-            "cf-without-ca",
-            good.clone()
-                .with("cf.api_url", Json::str("https://api.sys.example.com")),
-            Caught::Render,
-            "cf.ca",
-        ),
-        (
-            "cf-unknown-role",
-            resolvers
-                .clone()
-                .with("cf.allowed_roles", Json::strings(&["org_manager"])),
-            Caught::Check,
-            "cf.allowed_roles",
-        ),
-        (
-            "cf-ssh-setting-string",
-            resolvers
-                .clone()
-                .with("cf.respect_ssh_setting", Json::str("yes")),
-            Caught::Render,
-            "cf.respect_ssh_setting",
-        ),
-        (
-            "store-without-secret",
-            resolvers
-                .clone()
-                .with("store.secret_access_key", Json::Null),
-            Caught::Render,
-            "store.secret_access_key",
-        ),
-        (
-            "store-without-access-key-id",
-            resolvers.clone().with("store.access_key_id", Json::Null),
-            Caught::Render,
-            "store.access_key_id",
-        ),
-        (
-            "store-endpoint-not-a-url",
-            resolvers
-                .clone()
-                .with("store.endpoint", Json::str("s3.example.com")),
-            Caught::Render,
-            "store.endpoint",
-        ),
-        (
-            "store-part-too-small",
-            resolvers.clone().with("store.part_size", Json::Int(1024)),
-            Caught::Check,
-            "store.part_size",
-        ),
-        (
-            "store-max-size-beyond-parts",
-            resolvers.clone().with("store.max_size", Json::Int(1 << 40)),
-            Caught::Check,
-            "store.max_size",
-        ),
-        (
-            "store-empty-prefix",
-            resolvers.clone().with("store.prefix", Json::str("")),
-            Caught::Check,
-            "store.prefix",
-        ),
-        (
-            "store-admin-scopes-without-store",
-            good.clone().with(
-                "store.admin_scopes",
-                grants(&[("cf", "cloud_controller.admin")]),
-            ),
-            Caught::Render,
-            "store.admin_scopes",
-        ),
-        (
-            "store-admin-scope-of-a-resolver-that-is-off",
-            resolvers
-                .clone()
-                .with("cf.api_url", Json::Null)
+        set("no-agents-ca", "agents.ca", Json::Null, Render),
+        set("no-server-key", "tls.private_key", Json::Null, Render),
+        set("empty-client-certificate", "agents.certificate", Json::str(""), Render),
+        set("port-too-big", "listen.port", Json::Int(65536), Render),
+        set("agent-port-zero", "agents.port", Json::Int(0), Render),
+        set("negative-max-bytes", "limits.max_bytes", Json::Int(-1), Render),
+        set("negative-reorder-window", "merge.reorder_window", Json::Float(-0.5), Render),
+        set("timeout-string", "agents.start_timeout", Json::str("5s"), Render),
+        ("user-without-token",
+            good_with("users", Json::list(&[Json::map(&[("name", Json::str("alice"))])])),
+            Render, "users[0]"),
+        ("target-without-agents",
+            good_with("targets", Json::list(&[Json::map(&[
+                ("name", Json::str("t")),
+                ("allow", Json::map(&[("users", Json::strings(&["alice"]))])),
+            ])])),
+            Render, "targets[0].agents"),
+        ("target-without-allow", good_with("targets", one_agent_target(None)), Render, "targets[0].allow"),
+        ("target-for-an-unknown-user",
+            good_with("users", alice()).with("targets", allowing("users", Json::strings(&["mallory"]))),
+            Check, "targets[0].allow.users[0]"),
+        ("link-targets-for-nobody",
+            good_with("link_targets.enabled", Json::Bool(true)),
+            Render, "link_targets.allow_users"),
+        set("drain-shorter-than-grace", "drain.timeout", Json::Int(5), Render),
+        set("memory-limit-too-small", "bpm.memory_limit", Json::str("1G"), Render),
+        set("zero-captures-per-user", "limits.max_captures_per_user", Json::Int(0), Check),
+        set("zero-connect-timeout", "agents.connect_timeout", Json::Int(0), Check),
+        set("empty-server-name", "agents.server_name", Json::str(""), Check),
+        ("shared-token",
+            good_with("users", Json::list(&[user("alice", "same"), user("bob", "same")])),
+            Check, "users[1].token"),
+        ("duplicate-target",
+            good_with("users", alice())
+                .with("targets", Json::list(&[alices("t", "10.0.0.1"), alices("t", "10.0.0.2")])),
+            Check, "targets[1].name"),
+        ("bad-agent-address",
+            good_with("users", alice()).with("targets", Json::list(&[alices("t", "not a host")])),
+            Check, "targets[0].agents[0].address"),
+        set("client-certificate-not-pem", "agents.certificate", Json::str("junk"), Check),
+        set("server-key-not-pem", "tls.private_key", Json::str("junk"), Check),
+        ("director-without-ca",
+            good_with("bosh.director_url", Json::str("https://10.0.0.6:25555")),
+            Render, "bosh.director_ca"),
+        ("director-ca-without-url",
+            good_with("bosh.director_ca", Json::str(&pki.agent.ca)),
+            Render, "bosh.director_url"),
+        resolver("director-plain-http", "bosh.director_url", Json::str("http://10.0.0.6:25555"), Render),
+        resolver("director-ca-not-pem", "bosh.director_ca", Json::str("junk"), Check),
+        resolver("empty-required-scope", "bosh.required_scope", Json::str(" "), Check),
+        resolver("bosh-agent-port-zero", "bosh.agent_port", Json::Int(0), Render),
+        ("cf-without-ca", good_with("cf.api_url", Json::str("https://api.sys.example.com")), Render, "cf.ca"),
+        resolver("cf-unknown-role", "cf.allowed_roles", Json::strings(&["org_manager"]), Check),
+        resolver("cf-ssh-setting-string", "cf.respect_ssh_setting", Json::str("yes"), Render),
+        resolver("store-without-secret", "store.secret_access_key", Json::Null, Render),
+        resolver("store-without-access-key-id", "store.access_key_id", Json::Null, Render),
+        resolver("store-endpoint-not-a-url", "store.endpoint", Json::str("s3.example.com"), Render),
+        resolver("store-part-too-small", "store.part_size", Json::Int(1024), Check),
+        resolver("store-max-size-beyond-parts", "store.max_size", Json::Int(1 << 40), Check),
+        resolver("store-empty-prefix", "store.prefix", Json::str(""), Check),
+        set("store-admin-scopes-without-store", "store.admin_scopes", cf_admin(), Render),
+        ("store-admin-scope-of-a-resolver-that-is-off",
+            resolvers_with("cf.api_url", Json::Null)
                 .with("cf.ca", Json::Null)
-                .with(
-                    "store.admin_scopes",
-                    grants(&[("cf", "cloud_controller.admin")]),
-                ),
-            Caught::Render,
-            "store.admin_scopes[0].uaa",
-        ),
-        (
-            "store-admin-scope-not-a-grant",
-            resolvers.clone().with(
-                "store.admin_scopes",
-                Json::strings(&["cloud_controller.admin"]),
-            ),
-            Caught::Render,
-            "store.admin_scopes",
-        ),
-        (
-            "target-scope-of-a-resolver-that-is-off",
-            good.clone().with(
-                "targets",
-                one_agent_target(Some(Json::map(&[(
-                    "scopes",
-                    grants(&[("bosh", "bosh.admin")]),
-                )]))),
-            ),
-            Caught::Check,
-            "targets[0].allow.scopes[0].uaa",
-        ),
-        (
-            "target-scope-not-a-grant",
-            resolvers.clone().with(
-                "targets",
-                one_agent_target(Some(Json::map(&[(
-                    "scopes",
-                    Json::strings(&["bosh.admin"]),
-                )]))),
-            ),
-            Caught::Render,
-            "targets[0].allow.scopes",
-        ),
-        (
-            "link-scope-of-a-resolver-that-is-off",
-            good.clone()
-                .with("link_targets.enabled", Json::Bool(true))
-                .with(
-                    "link_targets.allow_scopes",
-                    grants(&[("bosh", "bosh.admin")]),
-                ),
-            Caught::Render,
-            "link_targets.allow_scopes[0].uaa",
-        ),
-        (
-            "link-scope-not-a-grant",
-            resolvers
-                .clone()
-                .with("link_targets.enabled", Json::Bool(true))
+                .with("store.admin_scopes", cf_admin()),
+            Render, "store.admin_scopes[0].uaa"),
+        resolver("store-admin-scope-not-a-grant", "store.admin_scopes", Json::strings(&["cloud_controller.admin"]), Render),
+        ("target-scope-of-a-resolver-that-is-off",
+            good_with("targets", allowing("scopes", grants(&[("bosh", "bosh.admin")]))),
+            Check, "targets[0].allow.scopes[0].uaa"),
+        ("target-scope-not-a-grant",
+            resolvers_with("targets", allowing("scopes", Json::strings(&["bosh.admin"]))),
+            Render, "targets[0].allow.scopes"),
+        ("link-scope-of-a-resolver-that-is-off",
+            good_with("link_targets.enabled", Json::Bool(true))
+                .with("link_targets.allow_scopes", grants(&[("bosh", "bosh.admin")])),
+            Render, "link_targets.allow_scopes[0].uaa"),
+        ("link-scope-not-a-grant",
+            resolvers_with("link_targets.enabled", Json::Bool(true))
                 .with("link_targets.allow_scopes", Json::strings(&["bosh.admin"])),
-            Caught::Render,
-            "link_targets.allow_scopes",
-        ),
+            Render, "link_targets.allow_scopes"),
     ];
     for (case, properties, caught, name) in cases {
         assert_rejected(Job::Api, case, properties, caught, name);
@@ -1873,8 +1431,8 @@ fn invalid_api_properties_are_rejected_naming_the_property() {
     )
     .err()
     .expect("a list as the secret rendered");
-    assert!(error.contains("store.secret_access_key"), "{error}");
-    assert!(!error.contains(STORE_SECRET), "{error}");
+    assert_contains(&error, "store.secret_access_key");
+    assert_lacks(&error, STORE_SECRET);
 }
 
 /// Vendors the workspace with bosh/scripts/vendor.sh and runs the pcap
@@ -1968,53 +1526,35 @@ fn both_jobs_expose_the_metrics_listener_as_properties() {
         assert!(!config.contains("[metrics.tls]"), "{tag}:\n{config}");
     }
     // HTTPS with client certificates, on every address.
-    let rendered = render_accepted(
-        Job::Agent,
+    let rendered = pki.render_agent(
         "metrics-agent-tls",
-        Json::map(&[(
-            "properties",
-            pki.agent_properties()
-                .with("metrics.address", Json::str("0.0.0.0"))
-                .with("metrics.port", Json::Int(9100))
-                .with("metrics.tls.certificate", Json::str(&pki.agent.certificate))
-                .with("metrics.tls.private_key", Json::str(&pki.agent.private_key))
-                .with("metrics.tls.client_ca", Json::str(&pki.agent.ca)),
-        )]),
+        &[
+            ("metrics.address", Json::str("0.0.0.0")),
+            ("metrics.port", Json::Int(9100)),
+            ("metrics.tls.certificate", Json::str(&pki.agent.certificate)),
+            ("metrics.tls.private_key", Json::str(&pki.agent.private_key)),
+            ("metrics.tls.client_ca", Json::str(&pki.agent.ca)),
+        ],
     );
     let config = rendered.config();
     let certs = config_dir("pcap-agent");
-    for line in [
-        "listen = \"0.0.0.0:9100\"".to_owned(),
-        "[metrics.tls]".to_owned(),
-        format!("certificate = \"{certs}/metrics.crt\""),
-        format!("private_key = \"{certs}/metrics.key\""),
-        format!("client_ca = \"{certs}/metrics-client-ca.crt\""),
-    ] {
-        assert!(config.lines().any(|l| l == line), "{line} in\n{config}");
-    }
-    assert_eq!(
-        rendered.read("config/certs/metrics.crt").trim(),
-        pki.agent.certificate.trim()
+    assert_has_lines(
+        &config,
+        &[
+            "listen = \"0.0.0.0:9100\"".to_owned(),
+            "[metrics.tls]".to_owned(),
+            format!("certificate = \"{certs}/metrics.crt\""),
+            format!("private_key = \"{certs}/metrics.key\""),
+            format!("client_ca = \"{certs}/metrics-client-ca.crt\""),
+        ],
     );
-    assert_eq!(
-        rendered.read("config/certs/metrics-client-ca.crt").trim(),
-        pki.agent.ca.trim()
-    );
+    rendered.assert_holds("config/certs/metrics.crt", &pki.agent.certificate);
+    rendered.assert_holds("config/certs/metrics-client-ca.crt", &pki.agent.ca);
     // Turned off.
-    let config = render_accepted(
-        Job::Api,
-        "metrics-api-off",
-        Json::map(&[(
-            "properties",
-            pki.api_properties()
-                .with("metrics.enabled", Json::Bool(false)),
-        )]),
-    )
-    .config();
-    assert!(
-        config.contains("\n[metrics]\nenabled = false\n"),
-        "{config}"
-    );
+    let config = pki
+        .render_api("metrics-api-off", &[("metrics.enabled", Json::Bool(false))])
+        .config();
+    assert_contains(&config, "\n[metrics]\nenabled = false\n");
     // Wrong values are caught naming the property.
     let api = pki.api_properties();
     for (case, properties, name) in [
