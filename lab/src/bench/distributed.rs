@@ -20,6 +20,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use pcap_tests::{
     captures,
     cluster::{ALICE_TOKEN, Cluster},
+    netns::Netns,
     process::{Running, wait_until},
 };
 
@@ -27,7 +28,7 @@ use super::{Options, Run, capture::trafgen_config};
 use crate::workspace_root;
 
 /// What the CLI prints once an origin has attached.
-const STARTED: &str = "capturing on";
+pub(super) const STARTED: &str = "capturing on";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
@@ -154,34 +155,57 @@ fn distributed(
 /// reaped children includes and must not count.
 fn send(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Result<Duration> {
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
-    let status = cluster.vms[0]
-        .peer
-        .command("taskset")
-        .args(["-c", "0", "trafgen", "--dev", "eth0", "--conf"])
-        .arg(conf)
-        .args(["--num", &packets.to_string(), "--cpus", "1", "--qdisc-path"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let status = trafgen(&cluster.vms[0].peer, conf, packets, None)
         .status()
         .context("running trafgen")?;
     ensure!(status.success(), "trafgen failed: {status}");
     let trafgen = cpu_since(&before)?;
+    settle(&[file])?;
+    Ok(trafgen)
+}
+
+/// trafgen in `ns` on CPU 0, sending `packets` frames of `conf` out of
+/// `eth0`, at `rate` packets per second or else as fast as it can.
+pub(super) fn trafgen(
+    ns: &Netns,
+    conf: &Path,
+    packets: u64,
+    rate: Option<u64>,
+) -> std::process::Command {
+    let mut command = ns.command("taskset");
+    command
+        .args(["-c", "0", "trafgen", "--dev", "eth0", "--conf"])
+        .arg(conf)
+        .args(["--num", &packets.to_string(), "--cpus", "1", "--qdisc-path"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(rate) = rate {
+        command.args(["--rate", &format!("{rate}pps")]);
+    }
+    command
+}
+
+/// Waits until none of `files` has grown for half a second: the capturing
+/// side has caught up.
+pub(super) fn settle(files: &[&Path]) -> anyhow::Result<()> {
     let mut last = (0, Instant::now());
     wait_until(
-        "the capture file stops growing",
+        "the capture files stop growing",
         Duration::from_mins(1),
         || {
-            let size = std::fs::metadata(file).map_or(0, |m| m.len());
+            let size = files
+                .iter()
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
             if size != last.0 {
                 last = (size, Instant::now());
             }
             Ok(last.1.elapsed() > Duration::from_millis(500))
         },
-    )?;
-    Ok(trafgen)
+    )
 }
 
-fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
+pub(super) fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
     let status = std::process::Command::new("taskset")
         .args(["-a", "-p", "-c", "1", &pid.to_string()])
         .stdout(Stdio::null())
@@ -190,7 +214,7 @@ fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_since(before: &nix::sys::resource::Usage) -> anyhow::Result<Duration> {
+pub(super) fn cpu_since(before: &nix::sys::resource::Usage) -> anyhow::Result<Duration> {
     let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let cpu = |u: &nix::sys::resource::Usage| {
         let micros =
@@ -204,11 +228,6 @@ fn cpu_since(before: &nix::sys::resource::Usage) -> anyhow::Result<Duration> {
 /// statistics blocks report.
 fn count(file: &Path, offered: u64, cpu: Duration) -> anyhow::Result<Run> {
     let capture = captures::read_file(file)?;
-    let captured = capture
-        .packets
-        .iter()
-        .filter(|p| p.data.len() == 60 && p.data.get(36..38) == Some(&[0, 9]))
-        .count() as u64;
     let dropped = capture
         .statistics
         .iter()
@@ -216,10 +235,19 @@ fn count(file: &Path, offered: u64, cpu: Duration) -> anyhow::Result<Run> {
         .sum();
     Ok(Run {
         offered,
-        captured,
+        captured: trafgen_frames(&capture),
         dropped,
         cpu,
     })
+}
+
+/// trafgen's frames (60 bytes, UDP to port 9) in `capture`.
+pub(super) fn trafgen_frames(capture: &captures::Capture) -> u64 {
+    capture
+        .packets
+        .iter()
+        .filter(|p| p.data.len() == 60 && p.data.get(36..38) == Some(&[0, 9]))
+        .count() as u64
 }
 
 /// What starting captures across ten agents took.
@@ -292,7 +320,7 @@ fn start_times(options: &Options, dir: &Path, release: &Path) -> anyhow::Result<
 
 /// A live process's user + system time so far (`/proc/PID/stat`, its
 /// threads' included, ended ones too).
-fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
+pub(super) fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces): state is 3rd,
     // utime the 14th and stime the 15th of the whole line.

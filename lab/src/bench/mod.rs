@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: local capture against tcpdump, the in-kernel filter
-//! against the kernel's classic BPF, and the distributed path against local.
-//! Writes docs/bench.md.
+//! against the kernel's classic BPF, the distributed path against local,
+//! start time, apps' throughput, and how the cost scales with captures and
+//! agents. Writes docs/bench.md (and the scaling plot, docs/bench-scaling.svg).
 
 mod apps;
 mod capture;
 mod distributed;
 mod filter;
+mod scaling;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -54,6 +56,9 @@ enum Part {
     Start,
     /// An app's TCP throughput while a capture runs on its veth.
     Apps,
+    /// CPU per packet and drops as captures per agent (1 to 8) and agents
+    /// per API (1 to 10) grow; also draws docs/bench-scaling.svg.
+    Scaling,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -89,6 +94,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         || wanted(Part::Distributed)
         || wanted(Part::Start)
         || wanted(Part::Apps)
+        || wanted(Part::Scaling)
     {
         cargo(&["build", "--release", "--bins"])?;
     }
@@ -103,6 +109,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     if wanted(Part::Apps) {
         apps::run(options, &mut report)?;
+    }
+    if wanted(Part::Scaling) {
+        scaling::run(options, &mut report)?;
     }
     let out = workspace_root().join(&options.out);
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
