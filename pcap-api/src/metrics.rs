@@ -7,30 +7,22 @@
 //! user, an app or a target: `kind`, `code` and `reason` take a handful of
 //! values each.
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    sync::LazyLock,
-};
+use std::{net::SocketAddr, sync::LazyLock};
 
-use pcap_proto::v1::{Target, target::Kind};
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+use pcap_proto::{
+    metrics::{Labels, MetricsRegistry},
+    v1::{Target, target::Kind},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 
 /// Where metrics are served when `[metrics] listen` is absent.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9496);
+pub const DEFAULT_LISTEN: SocketAddr = pcap_proto::metrics::localhost(9496);
 
 /// The target kinds, as the `kind` label says them.
 pub const TARGET_KINDS: [&str; 3] = ["static", "bosh", "cf"];
 
-type Labels = [(&'static str, &'static str); 1];
-
 /// The API's metrics.
 pub struct Metrics {
-    registry: Registry,
     running: Family<Labels, Gauge>,
     started: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
@@ -40,6 +32,7 @@ pub struct Metrics {
     held_bytes: Gauge,
     store_uploads: Counter,
     store_failures: Counter,
+    registry: MetricsRegistry,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -83,75 +76,51 @@ pub fn ended_reason(outcome: &str) -> &'static str {
 
 impl Metrics {
     fn new() -> Self {
+        let mut registry = MetricsRegistry::new("pcap_api");
         let metrics = Self {
-            registry: Registry::default(),
-            running: Family::default(),
-            started: Family::default(),
-            refused: Family::default(),
-            ended: Family::default(),
-            agent_connection_failures: Counter::default(),
-            out_of_order: Counter::default(),
-            held_bytes: Gauge::default(),
-            store_uploads: Counter::default(),
-            store_failures: Counter::default(),
+            running: registry.add(
+                "captures_running",
+                "Captures running now, by target kind (static, bosh, cf)",
+            ),
+            started: registry.add("captures_started", "Captures started, by target kind"),
+            refused: registry.add(
+                "captures_refused",
+                "Capture requests refused, by gRPC status code",
+            ),
+            ended: registry.add(
+                "captures_ended",
+                "Captures ended, by reason (agents_ended, no_agent_started, limit, \
+                 client_stopped, client_gone, shutdown, store_failed, other)",
+            ),
+            agent_connection_failures: registry.add(
+                "agent_connection_failures",
+                "Connections to agents that failed (unreachable, timed out, TLS refused)",
+            ),
+            out_of_order: registry.add(
+                "merge_out_of_order_packets",
+                "Packets that arrived after the reorder window and went out of order",
+            ),
+            held_bytes: registry.add(
+                "merge_held_bytes",
+                "Bytes the reorder windows of all captures hold now",
+            ),
+            store_uploads: registry.add(
+                "store_uploads",
+                "Stored captures completed in the object store",
+            ),
+            store_failures: registry.add(
+                "store_failures",
+                "Object store requests of stored captures that failed (a part, \
+                 completing or aborting an upload)",
+            ),
+            registry,
         };
         // Every kind exists from the start, at 0.
         for kind in TARGET_KINDS {
             let _ = metrics.running.get_or_create(&[("kind", kind)]);
             let _ = metrics.started.get_or_create(&[("kind", kind)]);
         }
-        let mut registry = Registry::with_prefix("pcap_api");
-        registry.register(
-            "captures_running",
-            "Captures running now, by target kind (static, bosh, cf)",
-            metrics.running.clone(),
-        );
-        registry.register(
-            "captures_started",
-            "Captures started, by target kind",
-            metrics.started.clone(),
-        );
-        registry.register(
-            "captures_refused",
-            "Capture requests refused, by gRPC status code",
-            metrics.refused.clone(),
-        );
-        registry.register(
-            "captures_ended",
-            "Captures ended, by reason (agents_ended, no_agent_started, limit, \
-             client_stopped, client_gone, shutdown, store_failed, other)",
-            metrics.ended.clone(),
-        );
-        registry.register(
-            "agent_connection_failures",
-            "Connections to agents that failed (unreachable, timed out, TLS refused)",
-            metrics.agent_connection_failures.clone(),
-        );
-        registry.register(
-            "merge_out_of_order_packets",
-            "Packets that arrived after the reorder window and went out of order",
-            metrics.out_of_order.clone(),
-        );
-        registry.register(
-            "merge_held_bytes",
-            "Bytes the reorder windows of all captures hold now",
-            metrics.held_bytes.clone(),
-        );
-        registry.register(
-            "store_uploads",
-            "Stored captures completed in the object store",
-            metrics.store_uploads.clone(),
-        );
-        registry.register(
-            "store_failures",
-            "Object store requests of stored captures that failed (a part, \
-             completing or aborting an upload)",
-            metrics.store_failures.clone(),
-        );
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// A capture of a `kind` target started.
@@ -170,9 +139,7 @@ impl Metrics {
 
     /// A capture request was refused with `code`.
     pub fn capture_refused(&self, code: tonic::Code) {
-        self.refused
-            .get_or_create(&[("code", pcap_proto::metrics::code_label(code))])
-            .inc();
+        pcap_proto::metrics::count_refusal(&self.refused, code);
     }
 
     pub fn agent_connection_failed(&self) {
@@ -198,10 +165,7 @@ impl Metrics {
 
     /// The text a scrape gets.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        self.registry.render()
     }
 }
 

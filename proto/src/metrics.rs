@@ -1,14 +1,22 @@
-//! The metrics listener `pcap-agent serve` and `pcap-api serve` share: the
-//! `[metrics]` section of their configuration, and a small HTTP/1.1 server
+//! The metrics `pcap-agent serve` and `pcap-api serve` share: the
+//! `[metrics]` section of their configuration, a small HTTP/1.1 server
 //! (hyper, optionally behind TLS) that answers `GET /metrics` with the text
-//! a daemon renders, and 404 to anything else.
+//! a daemon renders, and 404 to anything else, and the registry each
+//! daemon declares its metrics in ([`MetricsRegistry`]).
 //!
 //! It is bounded: at most [`MAX_CONNECTIONS`] connections at once (more are
 //! closed at once), one request per connection, a request head of at most
 //! [`MAX_REQUEST_BYTES`] read within [`REQUEST_TIMEOUT`], and a whole
 //! connection (TLS handshake included) within [`CONNECTION_TIMEOUT`].
 
-use std::{convert::Infallible, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -18,6 +26,11 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family},
+    registry::{Metric, Registry},
+};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::{
@@ -42,6 +55,48 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The one path served.
 pub const PATH: &str = "/metrics";
+
+/// `127.0.0.1:PORT`: where a daemon serves metrics when `[metrics] listen`
+/// is absent.
+pub const fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// The labels of a metric family with one label, e.g. `[("code", "ok")]`.
+pub type Labels = [(&'static str, &'static str); 1];
+
+/// A daemon's metrics, each declared once with its name and help, and the
+/// text a scrape gets.
+#[derive(Debug)]
+pub struct MetricsRegistry(Registry);
+
+impl MetricsRegistry {
+    /// Metrics named `PREFIX_NAME` (counters get `_total` after that).
+    pub fn new(prefix: &str) -> Self {
+        Self(Registry::with_prefix(prefix))
+    }
+
+    /// A new metric at its default (0), registered as `name` with `help`;
+    /// the registry renders what the returned handle records.
+    pub fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        let metric = M::default();
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+
+    /// The OpenMetrics text of every metric, in the order they were added.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.0);
+        text
+    }
+}
+
+/// Counts one call refused with `code` in a family labelled `code`.
+pub fn count_refusal(family: &Family<Labels, Counter>, code: tonic::Code) {
+    family.get_or_create(&[("code", code_label(code))]).inc();
+}
 
 /// The `[metrics]` section of either daemon's configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -303,8 +358,22 @@ mod tests {
         toml::from_str::<File>(text).unwrap().metrics
     }
 
-    const DEFAULT: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9495);
+    const DEFAULT: SocketAddr = localhost(9495);
+
+    #[test]
+    fn the_registry_renders_what_its_metrics_record_in_their_order() {
+        let mut registry = MetricsRegistry::new("pcap_test");
+        let running: prometheus_client::metrics::gauge::Gauge = registry.add("running", "Now");
+        let refused: Family<Labels, Counter> = registry.add("refused", "By code");
+        running.set(2);
+        count_refusal(&refused, tonic::Code::NotFound);
+        assert_eq!(
+            registry.render(),
+            "# HELP pcap_test_running Now.\n# TYPE pcap_test_running gauge\npcap_test_running 2\n\
+             # HELP pcap_test_refused By code.\n# TYPE pcap_test_refused counter\n\
+             pcap_test_refused_total{code=\"not_found\"} 1\n# EOF\n"
+        );
+    }
 
     #[test]
     fn the_default_is_plain_on_localhost_and_can_be_turned_off() {

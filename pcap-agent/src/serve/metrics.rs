@@ -9,28 +9,18 @@
 //! user, an app or an interface: `stage` and `code` take a handful of
 //! values each.
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    sync::LazyLock,
-};
+use std::{net::SocketAddr, sync::LazyLock};
 
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+use pcap_proto::metrics::{Labels, MetricsRegistry};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 
 use crate::capture::Report;
 
 /// Where metrics are served when `[metrics] listen` is absent.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9495);
-
-type Labels = [(&'static str, &'static str); 1];
+pub const DEFAULT_LISTEN: SocketAddr = pcap_proto::metrics::localhost(9495);
 
 /// The agent's metrics.
 pub struct Metrics {
-    registry: Registry,
     running: Gauge,
     seen: Counter,
     matched: Counter,
@@ -39,6 +29,7 @@ pub struct Metrics {
     dropped: Family<Labels, Counter>,
     sent_bytes: Counter,
     refused: Family<Labels, Counter>,
+    registry: MetricsRegistry,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -50,67 +41,45 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Self {
+        let mut registry = MetricsRegistry::new("pcap_agent");
         let metrics = Self {
-            registry: Registry::default(),
-            running: Gauge::default(),
-            seen: Counter::default(),
-            matched: Counter::default(),
-            sent: Counter::default(),
-            after_limit: Counter::default(),
-            dropped: Family::default(),
-            sent_bytes: Counter::default(),
-            refused: Family::default(),
+            running: registry.add("captures_running", "Captures running now"),
+            seen: registry.add(
+                "packets_seen",
+                "Packets the capture programs ran on (isb_ifrecv), of ended captures",
+            ),
+            matched: registry.add(
+                "packets_matched",
+                "Packets the filters accepted (isb_filteraccept), of ended captures",
+            ),
+            sent: registry.add(
+                "packets_sent",
+                "Packets queued for pcap-api, of ended captures",
+            ),
+            after_limit: registry.add(
+                "packets_after_limit",
+                "Packets read after a packet or byte limit and not sent, of ended captures",
+            ),
+            dropped: registry.add(
+                "packets_dropped",
+                "Packets dropped, by stage: kernel_ring (ring buffer full) and kernel_copy \
+                 (isb_ifdrop), send_queue (isb_osdrop), of ended captures",
+            ),
+            sent_bytes: registry.add(
+                "sent_bytes",
+                "Bytes of capture messages handed to gRPC (protobuf-encoded)",
+            ),
+            refused: registry.add(
+                "captures_refused",
+                "Capture calls refused, by gRPC status code",
+            ),
+            registry,
         };
         // Every stage exists from the start, at 0.
         for stage in ["kernel_ring", "kernel_copy", "send_queue"] {
             let _ = metrics.dropped.get_or_create(&[("stage", stage)]);
         }
-        let mut registry = Registry::with_prefix("pcap_agent");
-        registry.register(
-            "captures_running",
-            "Captures running now",
-            metrics.running.clone(),
-        );
-        registry.register(
-            "packets_seen",
-            "Packets the capture programs ran on (isb_ifrecv), of ended captures",
-            metrics.seen.clone(),
-        );
-        registry.register(
-            "packets_matched",
-            "Packets the filters accepted (isb_filteraccept), of ended captures",
-            metrics.matched.clone(),
-        );
-        registry.register(
-            "packets_sent",
-            "Packets queued for pcap-api, of ended captures",
-            metrics.sent.clone(),
-        );
-        registry.register(
-            "packets_after_limit",
-            "Packets read after a packet or byte limit and not sent, of ended captures",
-            metrics.after_limit.clone(),
-        );
-        registry.register(
-            "packets_dropped",
-            "Packets dropped, by stage: kernel_ring (ring buffer full) and kernel_copy \
-             (isb_ifdrop), send_queue (isb_osdrop), of ended captures",
-            metrics.dropped.clone(),
-        );
-        registry.register(
-            "sent_bytes",
-            "Bytes of capture messages handed to gRPC (protobuf-encoded)",
-            metrics.sent_bytes.clone(),
-        );
-        registry.register(
-            "captures_refused",
-            "Capture calls refused, by gRPC status code",
-            metrics.refused.clone(),
-        );
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// A capture ended: adds what its report says (summed over its
@@ -134,9 +103,7 @@ impl Metrics {
 
     /// A `Capture` call was refused with `code`.
     pub fn refused(&self, code: tonic::Code) {
-        self.refused
-            .get_or_create(&[("code", pcap_proto::metrics::code_label(code))])
-            .inc();
+        pcap_proto::metrics::count_refusal(&self.refused, code);
     }
 
     /// `bytes` of a capture message left for the API.
@@ -147,10 +114,7 @@ impl Metrics {
     /// The text a scrape gets, with `running` captures.
     pub fn render(&self, running: u32) -> String {
         self.running.set(i64::from(running));
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        self.registry.render()
     }
 }
 
