@@ -176,11 +176,8 @@ mod tests {
     use super::*;
 
     fn value(text: &str, series: &str) -> i64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        pcap_proto::metrics::sample(text, series)
             .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
-            .parse()
-            .unwrap()
     }
 
     #[test]

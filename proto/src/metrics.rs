@@ -93,6 +93,15 @@ impl MetricsRegistry {
     }
 }
 
+/// The value of `series` (a name with its labels, as rendered) in the text
+/// a scrape gets; `None` when the text has no such series.
+pub fn sample<T: std::str::FromStr>(text: &str, series: &str) -> Option<T> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?
+        .parse()
+        .ok()
+}
+
 /// Counts one call refused with `code` in a family labelled `code`.
 pub fn count_refusal(family: &Family<Labels, Counter>, code: tonic::Code) {
     family.get_or_create(&[("code", code_label(code))]).inc();
@@ -367,6 +376,9 @@ mod tests {
         let refused: Family<Labels, Counter> = registry.add("refused", "By code");
         running.set(2);
         count_refusal(&refused, tonic::Code::NotFound);
+        let text = registry.render();
+        assert_eq!(sample(&text, "pcap_test_running"), Some(2));
+        assert_eq!(sample::<u64>(&text, "pcap_test_refused_total"), None);
         assert_eq!(
             registry.render(),
             "# HELP pcap_test_running Now.\n# TYPE pcap_test_running gauge\npcap_test_running 2\n\
