@@ -415,9 +415,8 @@ impl CfResolver {
                 user.name
             )));
         }
-        let app = self
-            .cc
-            .server
+        let cc = &self.cc.server;
+        let app = cc
             .app(guid, token)
             .await
             .map_err(|f| Self::refused(f, guid, "read the app"))?;
@@ -426,9 +425,7 @@ impl CfResolver {
             self.authorize(&app, &user.id, token).await?;
         }
         if self.respect_ssh_setting {
-            let ssh = self
-                .cc
-                .server
+            let ssh = cc
                 .ssh_enabled(guid, token)
                 .await
                 .map_err(|f| Self::refused(f, guid, "read the app's SSH setting"))?;

@@ -296,7 +296,9 @@ async fn refresh(cc: &CloudController, config: &mut CfConfig) -> anyhow::Result<
         Some(uaa) => uaa,
         None => uaa_of(cc).await?,
     };
-    let (access, refreshed) = cf_config::refresh(cc.http(), &uaa, &refresh_token).await?;
+    let (access, refreshed) = cf_config::LOGIN
+        .refresh(cc.http(), &uaa, &refresh_token)
+        .await?;
     config.store_tokens(&access, refreshed.as_deref())?;
     eprintln!(
         "pcap: refreshed the access token in {}",

@@ -270,7 +270,9 @@ async fn refresh(
         );
     };
     let uaa = director.uaa_url().await?;
-    let (access, refreshed) = bosh_config::refresh(director.http(), &uaa, &refresh_token).await?;
+    let (access, refreshed) = bosh_config::LOGIN
+        .refresh(director.http(), &uaa, &refresh_token)
+        .await?;
     config.store_tokens(environment, &access, refreshed.as_deref())?;
     eprintln!(
         "pcap: refreshed the access token in {}",

@@ -19,8 +19,11 @@ use yaml_serde::{Mapping, Value};
 const DIRECTOR_PORT: u16 = 25555;
 /// An access token this close to expiring is refreshed first.
 pub const REFRESH_MARGIN: Duration = Duration::from_mins(1);
-/// The BOSH CLI's UAA client, with an empty secret.
-const UAA_CLIENT: &str = "bosh_cli";
+/// The BOSH CLI's UAA client (`bosh_cli`), and how it logs in again.
+pub const LOGIN: crate::uaa::Login = crate::uaa::Login {
+    client: "bosh_cli",
+    command: "bosh log-in",
+};
 
 /// Where the BOSH CLI keeps its configuration: `$BOSH_CONFIG` (given as
 /// `explicit` by clap), else `~/.bosh/config`.
@@ -180,15 +183,6 @@ fn normalize_url(text: &str) -> String {
 }
 
 pub use pcap_platform::uaa::expires_within;
-
-/// Trades `refresh_token` for new tokens at `uaa_url` (client `bosh_cli`).
-pub async fn refresh(
-    http: &reqwest::Client,
-    uaa_url: &str,
-    refresh_token: &str,
-) -> anyhow::Result<(String, Option<String>)> {
-    crate::uaa::refresh(http, uaa_url, UAA_CLIENT, refresh_token, "bosh log-in").await
-}
 
 #[cfg(test)]
 mod tests {

@@ -16,8 +16,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-/// The cf CLI's UAA client, with an empty secret.
-const UAA_CLIENT: &str = "cf";
+/// The cf CLI's UAA client (`cf`), and how it logs in again.
+pub const LOGIN: crate::uaa::Login = crate::uaa::Login {
+    client: "cf",
+    command: "cf login",
+};
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the cf CLI keeps its configuration.
@@ -174,15 +177,6 @@ impl CfConfig {
 /// `cf login --skip-ssl-validation`).
 pub fn http_client(ca: Option<&Path>, skip_verification: bool) -> anyhow::Result<reqwest::Client> {
     crate::connect::https_client(ca, skip_verification, Some(HTTP_TIMEOUT))
-}
-
-/// Trades `refresh_token` for new tokens at `uaa_url` (client `cf`).
-pub async fn refresh(
-    http: &reqwest::Client,
-    uaa_url: &str,
-    refresh_token: &str,
-) -> anyhow::Result<(String, Option<String>)> {
-    crate::uaa::refresh(http, uaa_url, UAA_CLIENT, refresh_token, "cf login").await
 }
 
 /// The pcap API of a Cloud Foundry: `https://api.SYS[:PORT]` gives

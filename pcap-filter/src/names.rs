@@ -704,25 +704,29 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        assert_eq!(kinds("host a.b and port 80"), "host ID:a.b and port LIT");
-        assert_eq!(kinds("hostx host"), "ID:hostx host");
-        assert_eq!(kinds("1.2.3.4 1.2.3.4.5 10.1"), "LIT ID:1.2.3.4.5 LIT");
-        assert_eq!(kinds("0x1f 12ab 0xzz"), "LIT ID:12ab ID:0xzz");
-        assert_eq!(kinds("fe80::1 ::1 ::ffff:1.2.3.4 ::"), "LIT LIT LIT LIT");
-        assert_eq!(kinds("1:2:3:4:5:6:7:8 abc:"), "LIT ID:abc :");
-        assert_eq!(
-            kinds("00:11:22:33:44:55 00-11-22-33-44-55 0011.2233.4455 001122334455"),
-            "LIT LIT LIT LIT"
-        );
-        assert_eq!(kinds("1:2:"), "LIT");
-        assert_eq!(kinds("tcp-syn icmp-echo es-is"), "LIT LIT es-is");
-        assert_eq!(kinds("a- b_ c-d"), "ID:a - ID:b ERR ID:c-d");
-        assert_eq!(kinds("\\tcp \\ x"), "ID:tcp ERR ID:x");
-        assert_eq!(
-            kinds("ip[2:2]>=1&&!(x||y)"),
-            "ip [ LIT : LIT ] = LIT && ! ( ID:x || ID:y )"
-        );
-        assert_eq!(kinds("$1a é"), "LIT ERR ERR");
+        for (text, expected) in [
+            ("host a.b and port 80", "host ID:a.b and port LIT"),
+            ("hostx host", "ID:hostx host"),
+            ("1.2.3.4 1.2.3.4.5 10.1", "LIT ID:1.2.3.4.5 LIT"),
+            ("0x1f 12ab 0xzz", "LIT ID:12ab ID:0xzz"),
+            ("fe80::1 ::1 ::ffff:1.2.3.4 ::", "LIT LIT LIT LIT"),
+            ("1:2:3:4:5:6:7:8 abc:", "LIT ID:abc :"),
+            (
+                "00:11:22:33:44:55 00-11-22-33-44-55 0011.2233.4455 001122334455",
+                "LIT LIT LIT LIT",
+            ),
+            ("1:2:", "LIT"),
+            ("tcp-syn icmp-echo es-is", "LIT LIT es-is"),
+            ("a- b_ c-d", "ID:a - ID:b ERR ID:c-d"),
+            ("\\tcp \\ x", "ID:tcp ERR ID:x"),
+            (
+                "ip[2:2]>=1&&!(x||y)",
+                "ip [ LIT : LIT ] = LIT && ! ( ID:x || ID:y )",
+            ),
+            ("$1a é", "LIT ERR ERR"),
+        ] {
+            assert_eq!(kinds(text), expected, "{text}");
+        }
     }
 
     #[test]
