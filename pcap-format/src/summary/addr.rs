@@ -27,6 +27,17 @@ pub(super) struct IpHeader<'a> {
     pub(super) version: u8,
 }
 
+/// What `ip_demux_print` hands a transport printer: the payload's captured
+/// `bytes`, its `length` on the wire (its header included), the IP header
+/// it came in, and whether it is a fragment.
+#[derive(Clone, Copy)]
+pub(super) struct Payload<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) length: usize,
+    pub(super) ip: IpHeader<'a>,
+    pub(super) fragmented: bool,
+}
+
 impl IpHeader<'_> {
     /// The protocol of the IPv4 header, or the first next header of IPv6.
     pub(super) fn protocol(&self) -> u8 {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     Nd, Result, Trunc,
-    addr::{Addr, IpHeader},
+    addr::{Addr, Payload},
     be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, inner_ip, u8_at,
 };
 
@@ -33,13 +33,9 @@ fn tcheck(dp: &[u8], at: usize, len: usize) -> std::result::Result<(), Stop> {
 }
 
 /// `icmp_print`: a message of `plen` bytes.
-pub(super) fn icmp_print(
-    nd: &mut Nd<'_>,
-    dp: &[u8],
-    plen: usize,
-    _ip: IpHeader<'_>,
-    fragmented: bool,
-) -> Result {
+pub(super) fn icmp_print(nd: &mut Nd<'_>, payload: Payload<'_>) -> Result {
+    let dp = payload.bytes;
+    let plen = payload.length;
     nd.protocol = "icmp";
     let icmp_type = u8_at(dp, 0)?;
     let code = u8_at(dp, 1)?;
@@ -52,7 +48,7 @@ pub(super) fn icmp_print(
         }
     };
     let _ = write!(nd.out, "ICMP {text}, length {plen}");
-    if nd.verbose() > 0 && !fragmented && dp.len() >= plen {
+    if nd.verbose() > 0 && !payload.fragmented && dp.len() >= plen {
         let sum = in_cksum(&[&dp[..plen]]);
         if sum != 0 {
             let field = be16(dp, 2)?;

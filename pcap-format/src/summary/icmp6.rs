@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     Nd, Result,
-    addr::{Addr, IpHeader},
+    addr::{Addr, Payload},
     be16, be32, bytes_at, hex, in_cksum, print_sum_check, u8_at,
 };
 
@@ -14,13 +14,9 @@ use super::{
     clippy::too_many_lines,
     reason = "one function per tcpdump printer, in its order, to compare them line by line"
 )]
-pub(super) fn icmp6_print(
-    nd: &mut Nd<'_>,
-    dp: &[u8],
-    length: usize,
-    ip: IpHeader<'_>,
-    fragmented: bool,
-) -> Result {
+pub(super) fn icmp6_print(nd: &mut Nd<'_>, payload: Payload<'_>) -> Result {
+    let dp = payload.bytes;
+    let length = payload.length;
     nd.protocol = "icmp6";
     if length == 0 {
         nd.print("ICMP6, length 0");
@@ -28,9 +24,9 @@ pub(super) fn icmp6_print(
         return Ok(());
     }
     let verbose = nd.verbose();
-    if verbose > 0 && !fragmented && dp.len() >= length {
+    if verbose > 0 && !payload.fragmented && dp.len() >= length {
         let field = be16(dp, 2)?;
-        let pseudo = ip.pseudo_header(58, length);
+        let pseudo = payload.ip.pseudo_header(58, length);
         let sum = in_cksum(&[&pseudo, &dp[..length]]);
         print_sum_check(nd, "icmp6", field, sum);
     }

@@ -3,15 +3,16 @@
 
 use std::fmt::Write as _;
 
-use super::addr::{Addr, IpHeader};
+use super::addr::{Addr, IpHeader, Payload};
 use super::{Nd, Result, Trunc, be16, be32, bytes_at, icmp, icmp6, in_cksum, tcp, u8_at, udp};
 
 const IP_HDRLEN: usize = 20;
 const IP6_HDRLEN: usize = 40;
 const IP_MF: u16 = 0x2000;
-const IP_DF: u16 = 0x4000;
-const IP_RES: u16 = 0x8000;
 const IP_OFFMASK: u16 = 0x1fff;
+/// The flag bits of the fragment offset field as `-v` names them, in its
+/// order: more fragments, don't fragment, reserved.
+const IP_FLAG_NAMES: [(u16, &str); 3] = [(IP_MF, "+"), (0x4000, "DF"), (0x8000, "rsvd")];
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -47,12 +48,7 @@ pub(super) fn ip_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
     if !nd.eflag() {
         nd.print("IP ");
     }
-    if bp.len() < IP_HDRLEN {
-        nd.trunc();
-        return Ok(());
-    }
-    if length < IP_HDRLEN {
-        let _ = write!(nd.out, "truncated-ip {length}");
+    if !whole_header(nd, bp, length, IP_HDRLEN, "ip") {
         return Ok(());
     }
     let hlen = usize::from(bp[0] & 0x0f) * 4;
@@ -89,7 +85,7 @@ pub(super) fn ip_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
             let _ = write!(nd.out, ", ttl {ttl}");
         }
         let mut flags = String::new();
-        for (bit, name) in [(IP_MF, "+"), (IP_DF, "DF"), (IP_RES, "rsvd")] {
+        for (bit, name) in IP_FLAG_NAMES {
             if off & bit != 0 {
                 if !flags.is_empty() {
                     flags.push_str(", ");
@@ -146,14 +142,7 @@ pub(super) fn ip_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
         ) {
             let _ = write!(nd.out, "{source} > {destination}: ");
         }
-        if bp.len() < hlen {
-            let _ = write!(
-                nd.out,
-                " [remaining caplen({}) < header length({hlen})]",
-                bp.len()
-            );
-            return Err(Trunc);
-        }
+        nd.header_captured(bp, hlen)?;
         demux(nd, &bp[hlen..], len, 4, off & IP_MF != 0, proto, header)
     } else {
         let _ = write!(nd.out, "{source} > {destination}: ip-proto-{proto}");
@@ -358,11 +347,17 @@ fn demux(
     nh: u8,
     header: IpHeader<'_>,
 ) -> Result {
+    let payload = Payload {
+        bytes: bp,
+        length,
+        ip: header,
+        fragmented,
+    };
     match nh {
-        IPPROTO_TCP => tcp::tcp_print(nd, bp, length, header, fragmented),
-        IPPROTO_UDP => udp::udp_print(nd, bp, length, header, fragmented),
-        1 if version == 4 => icmp::icmp_print(nd, bp, length, header, fragmented),
-        58 if version == 6 => icmp6::icmp6_print(nd, bp, length, header, fragmented),
+        IPPROTO_TCP => tcp::tcp_print(nd, payload),
+        IPPROTO_UDP => udp::udp_print(nd, payload),
+        1 if version == 4 => icmp::icmp_print(nd, payload),
+        58 if version == 6 => icmp6::icmp6_print(nd, payload),
         59 => {
             nd.print("no next header");
             Ok(())
@@ -389,12 +384,7 @@ fn demux(
 )]
 pub(super) fn ip6_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
     nd.protocol = "ip6";
-    if bp.len() < IP6_HDRLEN {
-        nd.trunc();
-        return Ok(());
-    }
-    if length < IP6_HDRLEN {
-        let _ = write!(nd.out, "truncated-ip6 {length}");
+    if !whole_header(nd, bp, length, IP6_HDRLEN, "ip6") {
         return Ok(());
     }
     if !nd.eflag() {
@@ -587,10 +577,6 @@ pub(super) fn ip6_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
 
 /// `ip6_opt_process`: hop-by-hop or destination options, shown with
 /// `-v`. `jumbo` is where a hop-by-hop Jumbo Payload option reports.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one function per tcpdump printer, in its order, to compare them line by line"
-)]
 fn options6(nd: &mut Nd<'_>, bp: &[u8], mut jumbo: Option<(&mut bool, &mut usize)>) -> Result {
     let len = bp.len();
     if len == 0 {
@@ -618,38 +604,21 @@ fn options6(nd: &mut Nd<'_>, bp: &[u8], mut jumbo: Option<(&mut bool, &mut usize
                 }
             }
             1 => {
-                if len - i < 2 {
-                    nd.print("(padn: trunc)");
-                    return Err(Trunc);
-                }
+                option_room(nd, len - i, 2, "padn")?;
                 if verbose {
                     nd.print("(padn)");
                 }
             }
             5 => {
-                if len - i < 4 {
-                    nd.print("(rtalert: trunc)");
-                    return Err(Trunc);
-                }
-                let optlen = u8_at(bp, i + 1)?;
-                if optlen != 2 {
-                    let _ = write!(nd.out, "(rtalert: invalid len {optlen})");
-                    return Err(Trunc);
-                }
+                option_room(nd, len - i, 4, "rtalert")?;
+                option_len(nd, u8_at(bp, i + 1)?, 2, "rtalert")?;
                 if verbose {
                     let _ = write!(nd.out, "(rtalert: 0x{:04x}) ", be16(bp, i + 2)?);
                 }
             }
             0xc2 => {
-                if len - i < 6 {
-                    nd.print("(jumbo: trunc)");
-                    return Err(Trunc);
-                }
-                let optlen = u8_at(bp, i + 1)?;
-                if optlen != 4 {
-                    let _ = write!(nd.out, "(jumbo: invalid len {optlen})");
-                    return Err(Trunc);
-                }
+                option_room(nd, len - i, 6, "jumbo")?;
+                option_len(nd, u8_at(bp, i + 1)?, 4, "jumbo")?;
                 let jumbolen = be32(bp, i + 2)?;
                 if found_jumbo {
                     if verbose {
@@ -692,10 +661,7 @@ fn options6(nd: &mut Nd<'_>, bp: &[u8], mut jumbo: Option<(&mut bool, &mut usize
                 nd.unsupported();
             }
             other => {
-                if len - i < 2 {
-                    let _ = write!(nd.out, "(type {other}: trunc)");
-                    return Err(Trunc);
-                }
+                option_room(nd, len - i, 2, format_args!("type {other}"))?;
                 if verbose {
                     let _ = write!(
                         nd.out,
@@ -709,6 +675,41 @@ fn options6(nd: &mut Nd<'_>, bp: &[u8], mut jumbo: Option<(&mut bool, &mut usize
     }
     if verbose {
         nd.print(" ");
+    }
+    Ok(())
+}
+
+/// The captured bytes `bp` and the packet's `length` both hold a whole
+/// `header`; else prints tcpdump's ` [|PROTOCOL]`, or `truncated-NAME
+/// LENGTH`.
+fn whole_header(nd: &mut Nd<'_>, bp: &[u8], length: usize, header: usize, name: &str) -> bool {
+    if bp.len() < header {
+        nd.trunc();
+        return false;
+    }
+    if length < header {
+        let _ = write!(nd.out, "truncated-{name} {length}");
+        return false;
+    }
+    true
+}
+
+/// At least `need` bytes of an option are `left`; else prints tcpdump's
+/// `(NAME: trunc)` and stops.
+fn option_room(nd: &mut Nd<'_>, left: usize, need: usize, name: impl std::fmt::Display) -> Result {
+    if left < need {
+        let _ = write!(nd.out, "({name}: trunc)");
+        return Err(Trunc);
+    }
+    Ok(())
+}
+
+/// An option's length byte `found` is the `expected` one; else prints
+/// tcpdump's `(NAME: invalid len N)` and stops.
+fn option_len(nd: &mut Nd<'_>, found: u8, expected: u8, name: &str) -> Result {
+    if found != expected {
+        let _ = write!(nd.out, "({name}: invalid len {found})");
+        return Err(Trunc);
     }
     Ok(())
 }

@@ -277,6 +277,21 @@ impl Nd<'_> {
         let _ = write!(self.out, " [|{}]", self.protocol);
     }
 
+    /// The captured `bytes` hold a header of `header_len` bytes; else
+    /// prints tcpdump's ` [remaining caplen(N) < header length(H)]` and
+    /// stops.
+    fn header_captured(&mut self, bytes: &[u8], header_len: usize) -> Result {
+        if bytes.len() < header_len {
+            let _ = write!(
+                self.out,
+                " [remaining caplen({}) < header length({header_len})]",
+                bytes.len()
+            );
+            return Err(Trunc);
+        }
+        Ok(())
+    }
+
     fn invalid(&mut self) {
         self.out.push_str(" (invalid)");
     }

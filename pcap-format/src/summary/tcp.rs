@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::{
-    Nd, Result, Trunc, addr::IpHeader, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, u8_at,
-};
+use super::{Nd, Result, addr::Payload, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, u8_at};
 
+const TCP_HDRLEN: usize = 20;
+/// The flag bits the printer tests.
 const TH_FIN: u8 = 0x01;
 const TH_SYN: u8 = 0x02;
 const TH_RST: u8 = 0x04;
 const TH_ACK: u8 = 0x10;
 const TH_URG: u8 = 0x20;
-const TCP_HDRLEN: usize = 20;
 
 /// Ports whose payload tcpdump decodes (telnet, SMTP, whois, BGP, PPTP,
 /// Redis, SSH, BEEP, OpenFlow, FTP, HTTP, RTSP, DNS, MSDP, RPKI-RTR, LDP,
@@ -35,27 +34,28 @@ pub(super) struct Connections {
     clippy::too_many_lines,
     reason = "one function per tcpdump printer, in its order, to compare them line by line"
 )]
-pub(super) fn tcp_print(
-    nd: &mut Nd<'_>,
-    tp: &[u8],
-    mut length: usize,
-    ip: IpHeader<'_>,
-    fragmented: bool,
-) -> Result {
+pub(super) fn tcp_print(nd: &mut Nd<'_>, payload: Payload<'_>) -> Result {
+    let tp = payload.bytes;
+    let mut length = payload.length;
     nd.protocol = "tcp";
     if tp.len() < 4 {
-        let _ = write!(nd.out, "{} > {}:", ip.source(), ip.destination());
+        let _ = write!(
+            nd.out,
+            "{} > {}:",
+            payload.ip.source(),
+            payload.ip.destination()
+        );
         nd.trunc();
         return Ok(());
     }
     let sport = be16(tp, 0)?;
     let dport = be16(tp, 2)?;
-    if ip.protocol() == 6 {
+    if payload.ip.protocol() == 6 {
         let _ = write!(
             nd.out,
             "{}.{sport} > {}.{dport}: ",
-            ip.source(),
-            ip.destination()
+            payload.ip.source(),
+            payload.ip.destination()
         );
     } else {
         let _ = write!(nd.out, "{sport} > {dport}: ");
@@ -81,7 +81,7 @@ pub(super) fn tcp_print(
     let _ = write!(nd.out, "Flags [{}]", Flags(flags));
     let (mut rev, mut thseq, mut thack) = (false, 0u32, 0u32);
     if !nd.options.absolute_seq && flags & TH_ACK != 0 {
-        let (src, dst) = (ip.source().0, ip.destination().0);
+        let (src, dst) = (payload.ip.source().0, payload.ip.destination().0);
         rev = sport > dport || (sport == dport && src > dst);
         let (key, port) = if rev {
             (
@@ -122,8 +122,8 @@ pub(super) fn tcp_print(
         let _ = write!(nd.out, " [bad hdr length {hlen} - too long, > {length}]");
         return Ok(());
     }
-    if nd.verbose() > 0 && !fragmented && tp.len() >= length {
-        let pseudo = ip.pseudo_header(6, length);
+    if nd.verbose() > 0 && !payload.fragmented && tp.len() >= length {
+        let pseudo = payload.ip.pseudo_header(6, length);
         let sum = in_cksum(&[&pseudo, &tp[..length]]);
         let field = be16(tp, 16)?;
         let _ = write!(nd.out, ", cksum 0x{field:04x}");
@@ -186,14 +186,7 @@ pub(super) fn tcp_print(
         return Ok(());
     }
     let header_len = usize::from(tp[12] >> 4) * 4;
-    if tp.len() < header_len {
-        let _ = write!(
-            nd.out,
-            " [remaining caplen({}) < header length({header_len})]",
-            tp.len()
-        );
-        return Err(Trunc);
-    }
+    nd.header_captured(tp, header_len)?;
     if flags & TH_RST != 0 && nd.verbose() > 0 {
         // tcpdump shows the reset's data: not ours.
         nd.unsupported();
@@ -203,6 +196,19 @@ pub(super) fn tcp_print(
         nd.unsupported();
     }
     Ok(())
+}
+
+/// The length of the data of option `opt`, for the options whose length
+/// is fixed (tcpdump's `LENCHECK` of each).
+fn fixed_data_len(opt: u8) -> Option<usize> {
+    match opt {
+        3 => Some(1),
+        2 | 20 | 28 => Some(2),
+        6 | 7 | 11..=13 => Some(4),
+        8 => Some(8),
+        19 => Some(16),
+        _ => None,
+    }
 }
 
 /// The flags as tcpdump writes them: `S`, `F`, `P`, `R`, `U`, `E`, `W`,
@@ -291,15 +297,16 @@ fn options(
                 let _ = write!(nd.out, "unknown-{opt}");
             }
         }
+        // The options of a fixed length: all of their data must be there.
+        if let Some(fixed) = fixed_data_len(opt) {
+            datalen = fixed;
+            lencheck!(datalen);
+        }
         match opt {
             2 => {
-                datalen = 2;
-                lencheck!(datalen);
                 let _ = write!(nd.out, " {}", be16(cp, at)?);
             }
             3 => {
-                datalen = 1;
-                lencheck!(datalen);
                 let _ = write!(nd.out, " {}", u8_at(cp, at)?);
             }
             5 => {
@@ -327,18 +334,12 @@ fn options(
                 }
             }
             11..=13 | 6 | 7 => {
-                datalen = 4;
-                lencheck!(datalen);
                 let _ = write!(nd.out, " {}", be32(cp, at)?);
             }
             8 => {
-                datalen = 8;
-                lencheck!(datalen);
                 let _ = write!(nd.out, " val {} ecr {}", be32(cp, at)?, be32(cp, at + 4)?);
             }
             20 => {
-                datalen = 2;
-                lencheck!(datalen);
                 let _ = write!(
                     nd.out,
                     " cap {:02x} id {}",
@@ -348,8 +349,6 @@ fn options(
             }
             0 | 1 | 4 => {}
             28 => {
-                datalen = 2;
-                lencheck!(datalen);
                 let mut uto = u32::from(be16(cp, at)?);
                 let _ = write!(nd.out, " 0x{uto:x}");
                 if uto & 1 != 0 {
@@ -374,8 +373,6 @@ fn options(
                 }
             }
             19 => {
-                datalen = 16;
-                lencheck!(datalen);
                 // tcpdump checks the signature with -M's secret: without
                 // one it says so.
                 nd.print(" ");

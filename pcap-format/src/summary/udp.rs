@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    Nd, Result, addr::IpHeader, be16, be24, bytes_at, in_cksum, inner_ether, print_sum_check, u8_at,
+    Nd, Result,
+    addr::{IpHeader, Payload},
+    be16, be24, bytes_at, in_cksum, inner_ether, print_sum_check, u8_at,
 };
 
 const UDP_HDRLEN: usize = 8;
@@ -92,13 +94,10 @@ fn addresses(nd: &mut Nd<'_>, ip: IpHeader<'_>, ports: Option<(u16, u16)>) {
 }
 
 /// `udp_print`: a datagram of `length` bytes (header included).
-pub(super) fn udp_print(
-    nd: &mut Nd<'_>,
-    up: &[u8],
-    mut length: usize,
-    ip: IpHeader<'_>,
-    fragmented: bool,
-) -> Result {
+pub(super) fn udp_print(nd: &mut Nd<'_>, payload: Payload<'_>) -> Result {
+    let up = payload.bytes;
+    let mut length = payload.length;
+    let ip = payload.ip;
     nd.protocol = "udp";
     if up.len() < 4 {
         addresses(nd, ip, None);
@@ -145,7 +144,7 @@ pub(super) fn udp_print(
         nd.unsupported();
         return Ok(());
     }
-    if nd.verbose() > 0 && !fragmented {
+    if nd.verbose() > 0 && !payload.fragmented {
         let check = (ip.version == 4 && nd.verbose() > 1) || ip.version == 6;
         let field = be16(up, 6)?;
         if ip.version == 4 && check && field == 0 {
@@ -161,7 +160,7 @@ pub(super) fn udp_print(
         Some(Decoder::Other) => nd.unsupported(),
         None => {}
     }
-    if ulen > length && !fragmented {
+    if ulen > length && !payload.fragmented {
         let _ = write!(nd.out, "UDP, bad length {ulen} > {length}");
     } else {
         let _ = write!(nd.out, "UDP, length {ulen}");
