@@ -211,26 +211,27 @@ fn a_bad_expression_is_rejected_like_tcpdump_and_attaches_nothing() -> anyhow::R
         let tcx = pair.a.tcx_programs("veth0")?;
         ensure!(tcx.is_empty(), "attached after a bad filter: {tcx:?}");
     }
-    // -F reads the expression from a file, and names a missing one.
-    let missing = agent_run(
-        &pair.a,
-        &["capture", "-i", "veth0", "-F", "/nonexistent/filter"],
-    )?;
-    ensure!(
-        missing.status.code() == Some(1)
-            && String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/filter"),
-        "-F with a missing file: {missing:?}"
-    );
-    // tcpdump would resolve the name; we refuse it (tests/filter_bounds.rs).
-    let name = agent_run(
-        &pair.a,
-        &["capture", "-i", "veth0", "host", "nosuchhost.invalid"],
-    )?;
-    ensure!(
-        name.status.code() == Some(1)
-            && String::from_utf8_lossy(&name.stderr).contains("host names are not resolved"),
-        "a host name: {name:?}"
-    );
+    for (what, args, says) in [
+        // -F reads the expression from a file, and names a missing one.
+        (
+            "-F with a missing file",
+            ["-F", "/nonexistent/filter"],
+            "/nonexistent/filter",
+        ),
+        // tcpdump would resolve the name; we refuse it (tests/filter_bounds.rs).
+        (
+            "a host name",
+            ["host", "nosuchhost.invalid"],
+            "host names are not resolved",
+        ),
+    ] {
+        let output = agent_run(&pair.a, &[&["capture", "-i", "veth0"], &args[..]].concat())?;
+        ensure!(
+            output.status.code() == Some(1)
+                && String::from_utf8_lossy(&output.stderr).contains(says),
+            "{what}: {output:?}"
+        );
+    }
     Ok(())
 }
 
