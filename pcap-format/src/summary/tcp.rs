@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use super::{Nd, Result, addr::Payload, be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, u8_at};
 
-const TCP_HDRLEN: usize = 20;
 /// The flag bits the printer tests.
 const TH_FIN: u8 = 0x01;
 const TH_SYN: u8 = 0x02;
@@ -20,6 +19,8 @@ const DECODED_PORTS: [u16; 21] = [
     23, 25, 43, 179, 1723, 6379, 22, 10288, 6633, 6653, 21, 80, 8080, 554, 8554, 53, 639, 323, 646,
     2049, 139,
 ];
+
+const TCP_HDRLEN: usize = 20;
 
 /// The initial sequence numbers of each connection seen, for relative
 /// numbers (tcpdump's `tcp_seq_hash`).
