@@ -21,19 +21,19 @@ const VERSION_MINOR: u16 = 4;
 const UNLIMITED_SNAPLEN: u32 = 262_144;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
-/// The link type and snapshot length the file header was written with.
-#[derive(Clone, Copy)]
-struct FileHeader {
-    link_type: u16,
-    snaplen: u32,
-}
-
 /// Writes a classic pcap stream to `W` (a file, a pipe: it buffers itself and
 /// writes whole records only, so a stream cut off by a crash stays readable).
 pub struct PcapWriter<W: Write> {
     writer: BlockBuffer<W>,
     /// `None` until the file header is written.
     header: Option<FileHeader>,
+}
+
+/// The link type and snapshot length the file header was written with.
+#[derive(Clone, Copy)]
+struct FileHeader {
+    link_type: u16,
+    snaplen: u32,
 }
 
 impl<W: Write> PcapWriter<W> {
