@@ -81,11 +81,11 @@ impl BoshConfig {
 /// The director's `/info`, its failures in the resolver's words.
 async fn info(director: &Director) -> Result<Info, String> {
     director.info().await.map_err(|error| match error {
-        DirectorError::Status { url, status, .. } => {
-            format!("the BOSH director at {url} answered HTTP {status}")
+        DirectorError::Status { asked, status, .. } => {
+            format!("the BOSH director at {asked} answered HTTP {status}")
         }
-        DirectorError::Malformed { url, source } => format!(
-            "the BOSH director at {url} sent a bad /info: {}",
+        DirectorError::Malformed { asked, source } => format!(
+            "the BOSH director at {asked} sent a bad /info: {}",
             error_chain(&source)
         ),
         other => error_chain(&other),

@@ -238,10 +238,10 @@ impl CfResolver {
 
     /// Cloud Controller's refusals, in terms of the app.
     fn refused(error: CcError, guid: &str, what: &str) -> ResolveError {
-        let CcError::Status { status, errors, .. } = error else {
+        let CcError::Status { status, body, .. } = error else {
             return ResolveError::Unavailable(error_chain(&error));
         };
-        let detail = errors.summary();
+        let detail = body.unwrap_or_default().summary();
         match status {
             StatusCode::UNAUTHORIZED => ResolveError::Unauthenticated(format!(
                 "Cloud Controller did not accept the token (HTTP 401){detail}; log in again"

@@ -221,48 +221,22 @@ pub use client::{CloudController, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use reqwest::StatusCode;
     use serde::de::DeserializeOwned;
-    use thiserror::Error;
 
     use super::{App, CcErrors, InstanceStats, Page, Role, Root, SshEnabled};
-    use crate::http::{Failure, endpoint_client};
+    use crate::http::{Server, endpoint_client};
 
-    /// What a request to Cloud Controller came to, when not a success.
-    #[derive(Debug, Error)]
-    pub enum Error {
-        #[error("{url} cannot be a base URL")]
-        BadUrl { url: String },
-        /// Not reached, or no answer: `url` is Cloud Controller's.
-        #[error("cannot reach Cloud Controller at {url}")]
-        Unreachable {
-            url: String,
-            #[source]
-            source: reqwest::Error,
-        },
-        /// An error status, with Cloud Controller's error body.
-        #[error("Cloud Controller answered HTTP {status} to GET {path}{}", errors.summary())]
-        Status {
-            path: String,
-            status: StatusCode,
-            errors: CcErrors,
-        },
-        /// A success whose body is not the document expected.
-        #[error("Cloud Controller sent a bad answer to GET {path}")]
-        Malformed {
-            path: String,
-            #[source]
-            source: reqwest::Error,
-        },
-    }
+    /// What a request to Cloud Controller came to, when not a success;
+    /// requests are named by their path.
+    pub type Error = crate::http::Error<CloudController>;
 
-    impl Error {
-        /// The error status Cloud Controller answered with, if it did.
-        pub fn status(&self) -> Option<StatusCode> {
-            match self {
-                Self::Status { status, .. } => Some(*status),
-                _ => None,
-            }
+    impl Server for CloudController {
+        const NAME: &'static str = "Cloud Controller";
+        const ASKED_BY_PATH: bool = true;
+        type Body = CcErrors;
+
+        fn detail(body: Option<&CcErrors>) -> String {
+            body.map(CcErrors::summary).unwrap_or_default()
         }
     }
 
@@ -329,26 +303,7 @@ mod client {
             query: &[(&str, &str)],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let (_, failure) = match self.0.get_json(path, query, token).await {
-                Ok(document) => return Ok(document),
-                Err(failed) => failed,
-            };
-            let path = format!("/{}", path.join("/"));
-            Err(match failure {
-                Failure::BadUrl => Error::BadUrl {
-                    url: self.url().to_owned(),
-                },
-                Failure::Unreachable(source) => Error::Unreachable {
-                    url: self.url().to_owned(),
-                    source,
-                },
-                Failure::Status(status, errors) => Error::Status {
-                    path,
-                    status,
-                    errors: errors.unwrap_or_default(),
-                },
-                Failure::Malformed(source) => Error::Malformed { path, source },
-            })
+            self.0.get(path, query, token).await
         }
     }
 }

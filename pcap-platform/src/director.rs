@@ -79,55 +79,30 @@ pub use client::{Director, Error};
 
 #[cfg(feature = "client")]
 mod client {
-    use reqwest::StatusCode;
-    use thiserror::Error;
-
     use super::{DirectorError, Info, Instance};
-    use crate::http::{Failure, endpoint_client};
+    use crate::http::{Server, endpoint_client};
 
-    /// What a request to the director came to, when not a success. `url`
-    /// is the URL requested.
-    #[derive(Debug, Error)]
-    pub enum Error {
-        #[error("{url} cannot be a base URL")]
-        BadUrl { url: String },
-        #[error("cannot reach the BOSH director at {url}")]
-        Unreachable {
-            url: String,
-            #[source]
-            source: reqwest::Error,
-        },
-        /// An error status, with the director's description when it sent one.
-        #[error("the BOSH director answered HTTP {status} to {url}")]
-        Status {
-            url: String,
-            status: StatusCode,
-            description: Option<String>,
-        },
-        #[error("the BOSH director sent a bad answer to {url}")]
-        Malformed {
-            url: String,
-            #[source]
-            source: reqwest::Error,
-        },
+    /// What a request to the director came to, when not a success;
+    /// requests are named by their URL.
+    pub type Error = crate::http::Error<Director>;
+
+    impl Server for Director {
+        const NAME: &'static str = "the BOSH director";
+        const ASKED_BY_PATH: bool = false;
+        type Body = DirectorError;
+
+        fn detail(_: Option<&DirectorError>) -> String {
+            String::new()
+        }
     }
 
     impl Error {
-        /// The error status the director answered with, if it did.
-        pub fn status(&self) -> Option<StatusCode> {
-            match self {
-                Self::Status { status, .. } => Some(*status),
-                _ => None,
-            }
-        }
-
         /// `: DESCRIPTION` when the director described its error status.
         pub fn described(&self) -> String {
             match self {
                 Self::Status {
-                    description: Some(description),
-                    ..
-                } => format!(": {description}"),
+                    body: Some(body), ..
+                } => format!(": {}", body.description),
                 _ => String::new(),
             }
         }
@@ -161,20 +136,7 @@ mod client {
             path: &[&str],
             token: Option<&str>,
         ) -> Result<T, Error> {
-            let (url, failure) = match self.0.get_json(path, &[], token).await {
-                Ok(document) => return Ok(document),
-                Err(failed) => failed,
-            };
-            Err(match failure {
-                Failure::BadUrl => Error::BadUrl { url },
-                Failure::Unreachable(source) => Error::Unreachable { url, source },
-                Failure::Status(status, body) => Error::Status {
-                    url,
-                    status,
-                    description: body.map(|e: DirectorError| e.description),
-                },
-                Failure::Malformed(source) => Error::Malformed { url, source },
-            })
+            self.0.get(path, &[], token).await
         }
     }
 }

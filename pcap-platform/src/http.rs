@@ -1,13 +1,69 @@
 //! What both clients are: a server at a base URL, reached through a
-//! `reqwest::Client` its caller set up (certificates, timeouts), and the
-//! one GET they make: a JSON document with an optional bearer token, and
-//! the error body of a refusal.
+//! `reqwest::Client` its caller set up (certificates, timeouts), the one
+//! GET they make (a JSON document with an optional bearer token, and the
+//! error body of a refusal), and what such a GET comes to when it fails
+//! ([`Error`], in the server's words).
+
+use std::fmt::Debug;
 
 use reqwest::{StatusCode, Url, header};
 use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+/// A server a client of this crate talks to, as its errors speak of it.
+pub trait Server: Debug {
+    /// Its name in messages: "Cloud Controller", "the BOSH director".
+    const NAME: &'static str;
+    /// Whether messages name a request by its path (`GET /v3/apps`, and
+    /// the server's URL when it cannot be reached) rather than by its URL.
+    const ASKED_BY_PATH: bool;
+    /// The body of its error answers.
+    type Body: DeserializeOwned + Debug + Send + Sync;
+    /// What the message of an error status adds from the body.
+    fn detail(body: Option<&Self::Body>) -> String;
+}
+
+/// What a request to server `S` came to, when not a success.
+#[derive(Debug, Error)]
+pub enum Error<S: Server> {
+    #[error("{url} cannot be a base URL")]
+    BadUrl { url: String },
+    /// Not reached, or no answer.
+    #[error("cannot reach {} at {url}", S::NAME)]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An error status, with the server's error body when it parsed.
+    /// `asked` is what was asked (see [`Server::ASKED_BY_PATH`]).
+    #[error("{} answered HTTP {status} to {asked}{}", S::NAME, S::detail(body.as_ref()))]
+    Status {
+        asked: String,
+        status: StatusCode,
+        body: Option<S::Body>,
+    },
+    /// A success whose body is not the document expected.
+    #[error("{} sent a bad answer to {asked}", S::NAME)]
+    Malformed {
+        asked: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl<S: Server> Error<S> {
+    /// The error status the server answered with, if it did.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
 
 /// Why a GET gave no document; `E` is the server's error body.
-pub(crate) enum Failure<E> {
+enum Failure<E> {
     /// The base URL cannot take a path.
     BadUrl,
     Unreachable(reqwest::Error),
@@ -43,14 +99,35 @@ impl Endpoint {
         &self.http
     }
 
-    /// `GET URL/PATH?QUERY`, see [`get_json`].
-    pub(crate) async fn get_json<T: DeserializeOwned, E: DeserializeOwned>(
+    /// `GET URL/PATH?QUERY` of server `S`, see [`get_json`].
+    pub(crate) async fn get<S: Server, T: DeserializeOwned>(
         &self,
         path: &[&str],
         query: &[(&str, &str)],
         token: Option<&str>,
-    ) -> Result<T, (String, Failure<E>)> {
-        get_json(&self.http, &self.url, path, query, token).await
+    ) -> Result<T, Error<S>> {
+        let (url, failure) = match get_json(&self.http, &self.url, path, query, token).await {
+            Ok(document) => return Ok(document),
+            Err(failed) => failed,
+        };
+        let (reached, asked) = if S::ASKED_BY_PATH {
+            (self.url.clone(), format!("GET /{}", path.join("/")))
+        } else {
+            (url.clone(), url)
+        };
+        Err(match failure {
+            Failure::BadUrl => Error::BadUrl { url: reached },
+            Failure::Unreachable(source) => Error::Unreachable {
+                url: reached,
+                source,
+            },
+            Failure::Status(status, body) => Error::Status {
+                asked,
+                status,
+                body,
+            },
+            Failure::Malformed(source) => Error::Malformed { asked, source },
+        })
     }
 }
 
