@@ -558,8 +558,10 @@ pub enum ExtcapCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct FolderArgs {
-    /// The extcap folder; default: Wireshark's personal extcap folder when
-    /// it has one, else its global one (as `tshark -G folders` shows them).
+    /// The extcap folder; default: Wireshark's personal extcap folder
+    /// ("Personal Extcap path" of `tshark -G folders`; for Wireshark 4.0,
+    /// the `extcap` folder of its "Personal configuration"), else its
+    /// global one.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
 }
@@ -635,8 +637,8 @@ fn uninstall(dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-/// The folder to install into, from `tshark -G folders`: the personal
-/// extcap folder where this Wireshark has one, else its global one.
+/// The folder to install into, from `tshark -G folders`: this Wireshark's
+/// personal extcap folder (see [`folder_from`]), else its global one.
 fn extcap_folder() -> anyhow::Result<PathBuf> {
     let output = Command::new("tshark")
         .args(["-G", "folders"])
@@ -653,7 +655,11 @@ fn extcap_folder() -> anyhow::Result<PathBuf> {
 }
 
 /// The personal extcap folder of `tshark -G folders`' output, else the
-/// global one (Wireshark 4.0 shows only "Extcap path").
+/// global one. Newer Wireshark versions show "Personal Extcap path".
+/// Wireshark 4.0 shows only "Extcap path" (the global folder, or
+/// `WIRESHARK_EXTCAP_DIR`), yet its extcap code also searches the `extcap`
+/// folder of its personal configuration (`~/.config/wireshark/extcap`),
+/// for root too, so that is its personal folder.
 fn folder_from(folders: &str) -> Option<PathBuf> {
     let entry = |label: &str| {
         folders.lines().find_map(|line| {
@@ -662,6 +668,7 @@ fn folder_from(folders: &str) -> Option<PathBuf> {
         })
     };
     entry("Personal Extcap path")
+        .or_else(|| entry("Personal configuration").map(|dir| dir.join("extcap")))
         .or_else(|| entry("Global Extcap path"))
         .or_else(|| entry("Extcap path"))
 }
@@ -804,17 +811,24 @@ mod tests {
 
     #[test]
     fn finds_the_personal_folder_else_the_global_one() {
+        // Wireshark 4.0: the personal configuration's extcap folder.
         let old = "Personal configuration:\t/root/.config/wireshark\n\
                    Extcap path:         \t/usr/lib/x86_64-linux-gnu/wireshark/extcap\n";
         assert_eq!(
             folder_from(old),
-            Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/wireshark/extcap"))
+            Some(PathBuf::from("/root/.config/wireshark/extcap"))
         );
-        let new = "Personal Extcap path:\t/home/u/.local/lib/wireshark/extcap\n\
+        let new = "Personal configuration:\t/home/u/.config/wireshark\n\
+                   Personal Extcap path:\t/home/u/.local/lib/wireshark/extcap\n\
                    Global Extcap path:\t/usr/lib/wireshark/extcap\n";
         assert_eq!(
             folder_from(new),
             Some(PathBuf::from("/home/u/.local/lib/wireshark/extcap"))
+        );
+        let global_only = "Extcap path:\t/usr/lib/x86_64-linux-gnu/wireshark/extcap\n";
+        assert_eq!(
+            folder_from(global_only),
+            Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/wireshark/extcap"))
         );
         assert_eq!(folder_from("Temp: /tmp\n"), None);
     }
