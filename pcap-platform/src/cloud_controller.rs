@@ -224,19 +224,11 @@ mod client {
     use serde::de::DeserializeOwned;
 
     use super::{App, CcErrors, InstanceStats, Page, Role, Root, SshEnabled};
-    use crate::http::{Server, endpoint_client};
+    use crate::http::{ErrorBody, endpoint_client};
 
-    /// What a request to Cloud Controller came to, when not a success;
-    /// requests are named by their path.
-    pub type Error = crate::http::Error<CloudController>;
-
-    impl Server for CloudController {
-        const NAME: &'static str = "Cloud Controller";
-        const ASKED_BY_PATH: bool = true;
-        type Body = CcErrors;
-
-        fn detail(body: Option<&CcErrors>) -> String {
-            body.map(CcErrors::summary).unwrap_or_default()
+    impl ErrorBody for CcErrors {
+        fn detail(&self) -> String {
+            self.summary()
         }
     }
 
@@ -245,7 +237,10 @@ mod client {
         /// (certificates, timeouts): an [`Endpoint`](crate::Endpoint) with Cloud Controller's
         /// documents.
         CloudController,
-        "https://api.sys.example.com"
+        "https://api.sys.example.com",
+        named: "Cloud Controller",
+        asked_by_path: true,
+        error_body: CcErrors,
     }
 
     impl CloudController {

@@ -80,21 +80,10 @@ pub use client::{Director, Error};
 #[cfg(feature = "client")]
 mod client {
     use super::{DirectorError, Info, Instance};
-    use crate::http::{Server, endpoint_client};
+    use crate::http::{ErrorBody, endpoint_client};
 
-    /// What a request to the director came to, when not a success;
-    /// requests are named by their URL.
-    pub type Error = crate::http::Error<Director>;
-
-    impl Server for Director {
-        const NAME: &'static str = "the BOSH director";
-        const ASKED_BY_PATH: bool = false;
-        type Body = DirectorError;
-
-        fn detail(_: Option<&DirectorError>) -> String {
-            String::new()
-        }
-    }
+    /// Its description is not in the message: [`Error::described`] gives it.
+    impl ErrorBody for DirectorError {}
 
     impl Error {
         /// `: DESCRIPTION` when the director described its error status.
@@ -112,7 +101,10 @@ mod client {
         /// A director at a URL, through a client its caller set up (its CA,
         /// timeouts): an [`Endpoint`](crate::Endpoint) with the director's documents.
         Director,
-        "https://10.0.0.6:25555"
+        "https://10.0.0.6:25555",
+        named: "the BOSH director",
+        asked_by_path: false,
+        error_body: DirectorError,
     }
 
     impl Director {

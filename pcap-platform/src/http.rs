@@ -10,7 +10,8 @@ use reqwest::{StatusCode, Url, header};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-/// A server a client of this crate talks to, as its errors speak of it.
+/// A server a client of this crate talks to, as its errors speak of it
+/// (declared with [`endpoint_client!`]).
 pub trait Server: Debug {
     /// Its name in messages: "Cloud Controller", "the BOSH director".
     const NAME: &'static str;
@@ -18,9 +19,15 @@ pub trait Server: Debug {
     /// the server's URL when it cannot be reached) rather than by its URL.
     const ASKED_BY_PATH: bool;
     /// The body of its error answers.
-    type Body: DeserializeOwned + Debug + Send + Sync;
-    /// What the message of an error status adds from the body.
-    fn detail(body: Option<&Self::Body>) -> String;
+    type Body: ErrorBody;
+}
+
+/// The body of a server's error answers.
+pub trait ErrorBody: DeserializeOwned + Debug + Send + Sync {
+    /// What it adds to the message of an error status; nothing by default.
+    fn detail(&self) -> String {
+        String::new()
+    }
 }
 
 /// What a request to server `S` came to, when not a success.
@@ -37,7 +44,11 @@ pub enum Error<S: Server> {
     },
     /// An error status, with the server's error body when it parsed.
     /// `asked` is what was asked (see [`Server::ASKED_BY_PATH`]).
-    #[error("{} answered HTTP {status} to {asked}{}", S::NAME, S::detail(body.as_ref()))]
+    #[error(
+        "{} answered HTTP {status} to {asked}{}",
+        S::NAME,
+        body.as_ref().map(ErrorBody::detail).unwrap_or_default()
+    )]
     Status {
         asked: String,
         status: StatusCode,
@@ -132,12 +143,29 @@ impl Endpoint {
 }
 
 /// Declares the client of one server: an [`Endpoint`] (its URL and HTTP
-/// client, by `Deref`) to which the module adds the server's documents.
+/// client, by `Deref`) to which the module adds the server's documents,
+/// the [`Server`] it is (its name in messages, how they name requests,
+/// its error body) and its `Error`.
 macro_rules! endpoint_client {
-    ($(#[$doc:meta])* $name:ident, $example:literal) => {
+    (
+        $(#[$doc:meta])* $name:ident,
+        $example:literal,
+        named: $server:literal,
+        asked_by_path: $by_path:literal,
+        error_body: $body:ty $(,)?
+    ) => {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct $name($crate::http::Endpoint);
+
+        impl $crate::http::Server for $name {
+            const NAME: &'static str = $server;
+            const ASKED_BY_PATH: bool = $by_path;
+            type Body = $body;
+        }
+
+        #[doc = concat!("What a request to ", $server, " came to, when not a success.")]
+        pub type Error = $crate::http::Error<$name>;
 
         impl std::ops::Deref for $name {
             type Target = $crate::http::Endpoint;

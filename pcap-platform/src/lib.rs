@@ -21,4 +21,4 @@ pub mod silk;
 pub mod uaa;
 
 #[cfg(feature = "client")]
-pub use http::{Endpoint, Server};
+pub use http::{Endpoint, ErrorBody, Server};
