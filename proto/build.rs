@@ -9,6 +9,8 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         // A map: boxed, so that start requests stay small in their enums.
         .boxed(".pcap.v1.CaptureOptions.c2c")
+        // Packet batches: zero-copy slices of tonic's receive buffer.
+        .bytes(".pcap.v1.Packets.records")
         .compile_fds(descriptors)?;
     Ok(())
 }

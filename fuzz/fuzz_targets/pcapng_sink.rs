@@ -10,7 +10,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pcap_parser::{Block, PcapBlockOwned, PcapError, PcapNGReader, traits::PcapReaderIterator};
-use pcap_proto::v1::{InterfaceDescription, OriginDescription, Packet, Statistics};
+use pcap_proto::packets::Packet;
+use pcap_proto::v1::{InterfaceDescription, OriginDescription, Packets, Statistics};
 use pcap_sink::{Origins, Sink};
 
 #[derive(Arbitrary, Debug)]
@@ -90,9 +91,12 @@ fn feed<W: std::io::Write>(sink: &mut Sink<W>, messages: &[Message]) -> std::io:
                         origin: u32::from(p.origin),
                         interface: u32::from(p.interface),
                         data: p.data.clone(),
+                        comment: None,
                     })
                     .collect();
-                sink.write_packets(&packets)?;
+                for batch in Packets::runs(&packets) {
+                    sink.write_packets(&batch)?;
+                }
             }
             Message::Statistics {
                 origin,

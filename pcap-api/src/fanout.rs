@@ -466,6 +466,12 @@ impl Agent<'_> {
                             event::Kind::LimitReached(_) | event::Kind::InterfaceRemoved(_)
                         )
                     });
+                    if let Payload::Packets(batch) = &payload
+                        && let Err(error) = batch.check()
+                    {
+                        self.malformed(&error).await;
+                        return Attempt::Done;
+                    }
                     let payload = match lost_at {
                         Some(lost_at) if now_started => Some(self.reconnected(lost_at)),
                         _ => stamp_origin(payload, self.task.origin),
@@ -592,6 +598,18 @@ impl Agent<'_> {
              the API stopped waiting for it",
             self.name(),
             END_GRACE.as_secs()
+        );
+        self.outbox.event(kind, message).await;
+    }
+
+    /// The agent sent a batch whose blocks do not hold together: nothing
+    /// more is taken from it (dropping the call stops its capture).
+    async fn malformed(&self, error: &pcap_proto::packets::RecordError) {
+        tracing::warn!(agent = %self.name(), %error, "malformed packet batch");
+        let kind = event::Kind::ConnectionError(ConnectionError {});
+        let message = format!(
+            "{} sent a malformed packet batch ({error}); the API stopped reading from it",
+            self.name()
         );
         self.outbox.event(kind, message).await;
     }
@@ -730,9 +748,7 @@ impl Launcher {
 fn stamp_origin(payload: Payload, origin: u32) -> Option<Payload> {
     Some(match payload {
         Payload::Packets(mut batch) => {
-            for packet in &mut batch.packets {
-                packet.origin = origin;
-            }
+            batch.origin = origin;
             Payload::Packets(batch)
         }
         Payload::Interface(mut interface) => {

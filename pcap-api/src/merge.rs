@@ -6,12 +6,19 @@
 //! and is counted as out of order for its (origin, interface). When the held
 //! packets exceed the byte budget, the oldest go out early.
 //!
-//! The budget counts what a held packet really costs: its data buffer's
-//! capacity plus a fixed overhead (the `Packet` itself and its share of the
-//! map's nodes), so a flood of one-byte packets is held to the budget as
-//! surely as a flood of large ones. A timestamp further in the future than
-//! [`MAX_FUTURE`] (an agent whose clock is ahead) is clamped to the API's
-//! clock plus that, and counted: otherwise such packets would wait for hours.
+//! Packets are never decoded: a [`Packet`] is the place of one Enhanced
+//! Packet Block in a batch an agent sent (a reference to tonic's receive
+//! buffer, no copy), and its timestamp read from the block's header. The
+//! batch's buffer lives until its last packet is sent.
+//!
+//! The budget counts what a held packet really costs: its block (as a heap
+//! buffer of its own would take) plus a fixed overhead (the `Packet` itself
+//! and its share of the map's nodes and of the batch's reference count), so
+//! a flood of one-byte packets is held to the budget as surely as a flood
+//! of large ones. A timestamp further in the future than [`MAX_FUTURE`] (an
+//! agent whose clock is ahead) is clamped to the API's clock plus that, and
+//! counted: otherwise such packets would wait for hours. Clamping rewrites
+//! the timestamp in a copy of that one block.
 //!
 //! A pure data structure: the caller passes the time and sends what comes
 //! out.
@@ -22,7 +29,89 @@ use std::{
     time::Duration,
 };
 
-use pcap_proto::v1::Packet;
+use pcap_proto::packets::{Bytes, BytesMut, epb};
+use pcap_proto::v1::Packets;
+
+/// One packet of a batch: where its Enhanced Packet Block is, and what the
+/// merge needs of its header.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Nanoseconds since the Unix epoch, from the block's header.
+    pub timestamp_ns: u64,
+    pub origin: u32,
+    /// The origin's interface id, from the block's header.
+    pub interface: u32,
+    /// The batch the block is in, and where.
+    batch: Bytes,
+    start: usize,
+    len: usize,
+}
+
+impl Packet {
+    /// The packets of `batch`, each block checked (fanout checked them as
+    /// the batch arrived; a malformed block ends the batch here).
+    pub fn of_batch(batch: &Packets) -> impl Iterator<Item = Self> + '_ {
+        batch.records().map_while(Result::ok).map(|record| Self {
+            timestamp_ns: record.packet.timestamp_ns,
+            origin: batch.origin,
+            interface: record.packet.interface_id,
+            batch: batch.records.clone(),
+            start: record.offset,
+            len: record.len,
+        })
+    }
+
+    /// A packet of its own batch (tests, tools).
+    pub fn from_wire(packet: &pcap_proto::packets::Packet) -> Self {
+        let batch = Packets::from_packets(packet.origin, [packet]);
+        let len = batch.records.len();
+        Self {
+            timestamp_ns: packet.timestamp_ns,
+            origin: packet.origin,
+            interface: packet.interface,
+            batch: batch.records,
+            start: 0,
+            len,
+        }
+    }
+
+    /// The Enhanced Packet Block.
+    pub fn block(&self) -> &[u8] {
+        &self.batch[self.start..self.start + self.len]
+    }
+
+    /// Bytes of packet data (the block's captured length).
+    pub fn captured_len(&self) -> u32 {
+        epb::captured_len_at(self.block())
+    }
+
+    /// The block's original length.
+    pub fn original_length(&self) -> u32 {
+        epb::read_epb(self.block()).map_or(0, |(packet, _)| packet.original_len)
+    }
+
+    /// Whether `next` is the block right after this one in the same batch.
+    pub fn followed_by(&self, next: &Self) -> bool {
+        self.batch.as_ptr() == next.batch.as_ptr()
+            && self.batch.len() == next.batch.len()
+            && self.start + self.len == next.start
+    }
+
+    /// The bytes from this packet's block to the end of `last`'s, which
+    /// must follow it in the same batch ([`Self::followed_by`]).
+    pub fn run_to(&self, last: &Self) -> Bytes {
+        self.batch.slice(self.start..last.start + last.len)
+    }
+
+    /// Sets the timestamp, in a copy of the block.
+    fn set_timestamp(&mut self, ns: u64) {
+        let mut block = BytesMut::from(self.block());
+        epb::set_timestamp(&mut block, ns);
+        self.batch = block.freeze();
+        self.start = 0;
+        self.timestamp_ns = ns;
+    }
+}
 
 /// How far ahead of the API's clock a packet's timestamp may be.
 pub const MAX_FUTURE: Duration = Duration::from_secs(1);
@@ -34,22 +123,19 @@ const MAX_FUTURE_NS: u64 = MAX_FUTURE.as_nanos() as u64;
 
 type Key = (u64, u64);
 
-/// What holding one packet costs besides its data buffer: the `Packet`
-/// and its key in a B-tree node, with nodes at least 5 of 11 slots full
-/// (std's B-tree), plus the node's share of parent links and child edges.
+/// What holding one packet costs besides its block: the `Packet` and its
+/// key in a B-tree node, with nodes at least 5 of 11 slots full (std's
+/// B-tree), plus the node's share of parent links and child edges, plus a
+/// reference count of its own (`bytes`' shared header, 32 bytes as the
+/// allocator hands it out).
 pub const PACKET_OVERHEAD: usize =
-    (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>();
+    (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>() + 32;
 
-/// The bytes holding `packet` costs: the overhead, and its data and
-/// comment buffers as the allocator hands them out (glibc: 8 bytes of
-/// header, 16-byte steps, 32 at least).
+/// The bytes holding `packet` costs: the overhead, and its block as the
+/// allocator would hand it out on its own (glibc: 8 bytes of header,
+/// 16-byte steps, 32 at least).
 pub fn held_size(packet: &Packet) -> usize {
-    PACKET_OVERHEAD
-        + heap_size(packet.data.capacity())
-        + packet
-            .comment
-            .as_ref()
-            .map_or(0, |comment| heap_size(comment.capacity()))
+    PACKET_OVERHEAD + heap_size(packet.len)
 }
 
 fn heap_size(capacity: usize) -> usize {
@@ -97,7 +183,7 @@ impl Merger {
     pub fn push(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
         let latest = now_ns.saturating_add(MAX_FUTURE_NS);
         if packet.timestamp_ns > latest {
-            packet.timestamp_ns = latest;
+            packet.set_timestamp(latest);
             *self.clamped.entry(packet.origin).or_default() += 1;
         }
         if self
@@ -222,14 +308,14 @@ mod tests {
     const NOW: u64 = 1000 * SECOND;
 
     fn packet(origin: u32, timestamp_ns: u64, len: usize) -> Packet {
-        Packet {
+        Packet::from_wire(&pcap_proto::packets::Packet {
             timestamp_ns,
             origin,
             interface: 0,
             original_length: len as u32,
             data: vec![0; len],
-            ..Packet::default()
-        }
+            ..pcap_proto::packets::Packet::default()
+        })
     }
 
     fn times(packets: &[Packet]) -> Vec<u64> {

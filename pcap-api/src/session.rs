@@ -10,9 +10,10 @@
 use std::{collections::HashMap, mem, time::Duration};
 
 use pcap_proto::options::START_REQUEST_TIMEOUT;
+use pcap_proto::packets::BytesMut;
 use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{
-    CaptureResponse, CaptureStopped, Event, Limit, LimitReached, Packet, Packets, Statistics,
+    CaptureResponse, CaptureStopped, Event, Limit, LimitReached, Packets, Statistics,
     capture_response::Payload, event,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -20,11 +21,11 @@ use tonic::Status;
 
 use crate::{
     fanout::{AgentMessage, FromAgent},
-    merge::Merger,
+    merge::{Merger, Packet},
     stop::{Stop, StopLevel},
 };
 
-/// Packet data per `Packets` message sent to the client, as agents do.
+/// Bytes of blocks per `Packets` message sent to the client, as agents do.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The first message of a call's request stream, within
@@ -173,7 +174,7 @@ impl Session {
                 let clamped_before = self.merger.clamped(message.origin);
                 let now = unix_now_ns();
                 let mut ready = Vec::new();
-                for packet in batch.packets {
+                for packet in Packet::of_batch(&batch) {
                     self.merger.push(packet, now, &mut ready);
                 }
                 self.merger.pop_ready(now, &mut ready);
@@ -251,16 +252,19 @@ impl Session {
 
     /// Sends packets in batches, up to the global limits. The packet that
     /// reaches a limit stops the agents and announces `limit_reached`.
+    ///
+    /// A batch holds one origin's packets; consecutive blocks of one
+    /// agent's batch go out as one slice of it (no copy), blocks from
+    /// different places are copied together.
     async fn send_packets(&mut self, packets: Vec<Packet>) -> Result<(), ClientGone> {
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
+        let mut batch = Batch::default();
         let mut newly_reached = None;
         for packet in packets {
             if self.summary.limit_reached.is_some() {
                 self.withhold(&packet);
                 continue;
             }
-            let len = packet.data.len() as u64;
+            let len = u64::from(packet.captured_len());
             if self.limits.bytes > 0 && self.summary.bytes + len > self.limits.bytes {
                 self.withhold(&packet);
                 self.summary.limit_reached = Some(Limit::Bytes);
@@ -269,23 +273,20 @@ impl Session {
             }
             self.summary.packets += 1;
             self.summary.bytes += len;
-            batch_bytes += packet.data.len();
+            if (batch.origin.is_some_and(|origin| origin != packet.origin)
+                || batch.bytes >= MAX_BATCH_BYTES)
+                && let Some(full) = batch.take()
+            {
+                self.send(Payload::Packets(full)).await?;
+            }
             batch.push(packet);
             if self.limits.packets > 0 && self.summary.packets == self.limits.packets {
                 self.summary.limit_reached = Some(Limit::Packets);
                 newly_reached = Some(Limit::Packets);
             }
-            if batch_bytes >= MAX_BATCH_BYTES {
-                self.send(Payload::Packets(Packets {
-                    packets: mem::take(&mut batch),
-                }))
-                .await?;
-                batch_bytes = 0;
-            }
         }
-        if !batch.is_empty() {
-            self.send(Payload::Packets(Packets { packets: batch }))
-                .await?;
+        if let Some(last) = batch.take() {
+            self.send(Payload::Packets(last)).await?;
         }
         if let Some(limit) = newly_reached {
             self.stop.request(StopLevel::Drain, limit_reason(limit));
@@ -319,6 +320,50 @@ impl Session {
             payload: Some(payload),
         };
         self.sink.send(Ok(response)).await.map_err(|_| ClientGone)
+    }
+}
+
+/// One origin's `Packets` message being assembled: the run of blocks
+/// that follow each other in one agent batch (`first..=last`), and what
+/// came before it, copied.
+#[derive(Default)]
+struct Batch {
+    origin: Option<u32>,
+    run: Option<(Packet, Packet)>,
+    copied: BytesMut,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, packet: Packet) {
+        self.origin = Some(packet.origin);
+        self.bytes += packet.block().len();
+        match &mut self.run {
+            Some((_, last)) if last.followed_by(&packet) => *last = packet,
+            run => {
+                if let Some((first, last)) = run.take() {
+                    self.copied.extend_from_slice(&first.run_to(&last));
+                }
+                *run = Some((packet.clone(), packet));
+            }
+        }
+    }
+
+    /// The message, if any packet was pushed; the batch is empty again.
+    fn take(&mut self) -> Option<Packets> {
+        let origin = self.origin.take()?;
+        self.bytes = 0;
+        let run = self.run.take().map(|(first, last)| first.run_to(&last));
+        let records = match run {
+            Some(run) if self.copied.is_empty() => run,
+            run => {
+                if let Some(run) = run {
+                    self.copied.extend_from_slice(&run);
+                }
+                self.copied.split().freeze()
+            }
+        };
+        Some(Packets { origin, records })
     }
 }
 

@@ -9,8 +9,9 @@ use pcap_api::{
     session::{GlobalLimits, Session},
     stop::Stop,
 };
+use pcap_proto::packets::Packet;
 use pcap_proto::unix_now_ns;
-use pcap_proto::v1::{NameRecord, NameRecords, Packet, Packets, capture_response::Payload};
+use pcap_proto::v1::{NameRecord, NameRecords, Packets, capture_response::Payload};
 use tokio::sync::mpsc;
 
 #[tokio::test]
@@ -31,9 +32,7 @@ async fn names_go_before_the_packets_that_follow_them() {
     };
     let comment = "c2c: tag 0x0001 src app appA (guid-a)";
     for body in [
-        Payload::Packets(Packets {
-            packets: vec![packet(1, None)],
-        }),
+        Payload::Packets(Packets::from_packets(0, &[packet(1, None)])),
         Payload::Names(NameRecords {
             origin: 0,
             records: vec![NameRecord {
@@ -41,9 +40,7 @@ async fn names_go_before_the_packets_that_follow_them() {
                 names: vec!["appA".to_owned()],
             }],
         }),
-        Payload::Packets(Packets {
-            packets: vec![packet(2, Some(comment))],
-        }),
+        Payload::Packets(Packets::from_packets(0, &[packet(2, Some(comment))])),
     ] {
         to_session
             .send(AgentMessage {
@@ -60,7 +57,7 @@ async fn names_go_before_the_packets_that_follow_them() {
     while let Ok(response) = responses.try_recv() {
         match response.unwrap().payload.unwrap() {
             Payload::Names(names) => seen.push(format!("names {}", names.records[0].names[0])),
-            Payload::Packets(batch) => seen.extend(batch.packets.iter().map(|p| {
+            Payload::Packets(batch) => seen.extend(batch.packets().unwrap().iter().map(|p| {
                 format!(
                     "packet {} {}",
                     p.data[0],

@@ -12,13 +12,14 @@ use std::{
 };
 
 use pcap_api::{config::Config, server};
+use pcap_proto::packets::Packet;
 use pcap_proto::unix_now_ns as now_ns;
 use pcap_proto::{
     COMPATIBILITY_LEVEL,
     tls::{KeyPair, client_config, server_config},
     v1::{
         AgentRequest, AgentStart, CaptureOptions, CaptureRequest, CaptureResponse, CaptureStarted,
-        CaptureStopped, Event, InterfaceDescription, Limit, Limits, Packet, Packets, StartCapture,
+        CaptureStopped, Event, InterfaceDescription, Limit, Limits, Packets, StartCapture,
         StaticTarget, Statistics, StatusRequest, StatusResponse, StopCapture, Target,
         agent_request,
         agent_server::{Agent, AgentServer},
@@ -149,7 +150,7 @@ impl Agent for FakeAgent {
         let (responses, stream) = mpsc::channel(16);
         tokio::spawn(async move {
             let count = timestamps.len() as u64;
-            let packets = timestamps
+            let packets: Vec<Packet> = timestamps
                 .into_iter()
                 .map(|timestamp_ns| Packet {
                     timestamp_ns,
@@ -168,7 +169,7 @@ impl Agent for FakeAgent {
                     snaplen: 262_144,
                 }),
                 event(Some(origin), event::Kind::CaptureStarted(CaptureStarted {})),
-                Payload::Packets(Packets { packets }),
+                Payload::Packets(Packets::from_packets(origin, &packets)),
             ] {
                 let _ = responses.send(Ok(response(payload))).await;
             }
@@ -419,7 +420,7 @@ fn packets(payloads: &[Payload]) -> Vec<Packet> {
     payloads
         .iter()
         .filter_map(|p| match p {
-            Payload::Packets(batch) => Some(batch.packets.clone()),
+            Payload::Packets(batch) => Some(batch.packets().unwrap()),
             _ => None,
         })
         .flatten()

@@ -10,8 +10,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use pcap_api::merge::{MAX_FUTURE, Merger, held_size};
-use pcap_proto::v1::Packet;
+use pcap_api::merge::{MAX_FUTURE, Merger, Packet, held_size};
+use pcap_proto::packets::Packet as WirePacket;
 use proptest::prelude::*;
 
 const SECOND: u64 = 1_000_000_000;
@@ -75,14 +75,17 @@ proptest! {
             match op {
                 Op::Push { origin, interface, offset_ms, len } => {
                     let timestamp_ns = offset(now, offset_ms);
-                    let packet = Packet {
+                    // Above any captured length, which the block's
+                    // original length is raised to.
+                    let id = (1 << 20) + id;
+                    let packet = Packet::from_wire(&WirePacket {
                         timestamp_ns,
                         origin,
                         interface,
                         original_length: id as u32,
                         data: vec![0xab; len],
-                        ..Packet::default()
-                    };
+                        ..WirePacket::default()
+                    });
                     if timestamp_ns > now + max_future {
                         clamped += 1;
                     }
@@ -104,7 +107,7 @@ proptest! {
             let held = expected.len() - out.len();
             prop_assert_eq!(held, merger.held_packets());
             for packet in &out[counted..] {
-                cost.remove(&packet.original_length);
+                cost.remove(&packet.original_length());
             }
             counted = out.len();
             let held_cost: usize = cost.values().sum();
@@ -117,8 +120,8 @@ proptest! {
         let mut seen = BTreeMap::new();
         for packet in &out {
             prop_assert!(
-                seen.insert(packet.original_length, packet.timestamp_ns).is_none(),
-                "packet {} came out twice", packet.original_length
+                seen.insert(packet.original_length(), packet.timestamp_ns).is_none(),
+                "packet {} came out twice", packet.original_length()
             );
         }
         prop_assert_eq!(&seen, &expected);
@@ -141,9 +144,9 @@ proptest! {
 
     #[test]
     fn the_charge_covers_the_packet_and_its_buffer(len in 0..2_000usize) {
-        let packet = Packet { data: vec![0; len], ..Packet::default() };
+        let wire = WirePacket { data: vec![0; len], ..WirePacket::default() };
         prop_assert!(
-            held_size(&packet) >= size_of::<Packet>() + packet.data.capacity()
+            held_size(&Packet::from_wire(&wire)) >= size_of::<Packet>() + wire.data.capacity()
         );
     }
 }

@@ -208,9 +208,9 @@ impl<W: Write> Session<W> {
                 .context("cannot write the capture")?,
             Some(Payload::Packets(batch)) => {
                 self.sink
-                    .write_packets(&batch.packets)
+                    .write_packets(&batch)
                     .context("cannot write the capture")?;
-                self.report.packets(&batch.packets);
+                self.report.packets(&batch);
             }
             Some(Payload::Event(event)) => {
                 let interfaces = event

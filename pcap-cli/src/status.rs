@@ -97,11 +97,11 @@ impl Report {
         self.progress.entry(id).or_default();
     }
 
-    pub fn packets(&mut self, packets: &[pcap_proto::v1::Packet]) {
-        for packet in packets {
-            let progress = self.progress.entry(packet.origin).or_default();
+    pub fn packets(&mut self, batch: &pcap_proto::v1::Packets) {
+        let progress = self.progress.entry(batch.origin).or_default();
+        for record in batch.records().map_while(Result::ok) {
             progress.packets += 1;
-            progress.bytes += packet.data.len() as u64;
+            progress.bytes += record.packet.data.len() as u64;
         }
     }
 

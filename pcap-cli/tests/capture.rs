@@ -17,13 +17,14 @@ use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use pcap_proto::packets::Packet;
 use pcap_proto::v1::api_server::{Api, ApiServer};
 use pcap_proto::v1::capture_request::Operation;
 use pcap_proto::v1::capture_response::Payload;
 use pcap_proto::v1::{
     CaptureRequest, CaptureResponse, CaptureStarted, CaptureStopped, Congested, Direction, Event,
-    InstanceUnavailable, InterfaceDescription, Limit, LimitReached, OriginDescription, Packet,
-    Packets, Stage, StartFailed, Statistics, StatusRequest, StatusResponse, event, target,
+    InstanceUnavailable, InterfaceDescription, Limit, LimitReached, OriginDescription, Packets,
+    Stage, StartFailed, Statistics, StatusRequest, StatusResponse, event, target,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
@@ -350,30 +351,29 @@ fn stopped(origin: Option<u32>) -> Payload {
 /// Packets `first..first + count` of (origin, interface), alternately
 /// inbound and outbound, 60-byte frames whose last byte is the number.
 fn packets(origin: u32, interface: u32, first: u64, count: u64) -> Payload {
-    Payload::Packets(Packets {
-        packets: (first..first + count)
-            .map(|n| {
-                let mut data = vec![0xFF; 12];
-                data.extend_from_slice(&[0x88, 0xB5]); // local experimental ethertype
-                data.resize(59, 0);
-                data.push(n as u8);
-                Packet {
-                    timestamp_ns: T0 + n,
-                    original_length: 60,
-                    direction: if n % 2 == 0 {
-                        Direction::Inbound
-                    } else {
-                        Direction::Outbound
-                    }
-                    .into(),
-                    origin,
-                    interface,
-                    data,
-                    comment: None,
+    let packets: Vec<Packet> = (first..first + count)
+        .map(|n| {
+            let mut data = vec![0xFF; 12];
+            data.extend_from_slice(&[0x88, 0xB5]); // local experimental ethertype
+            data.resize(59, 0);
+            data.push(n as u8);
+            Packet {
+                timestamp_ns: T0 + n,
+                original_length: 60,
+                direction: if n % 2 == 0 {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
                 }
-            })
-            .collect(),
-    })
+                .into(),
+                origin,
+                interface,
+                data,
+                comment: None,
+            }
+        })
+        .collect();
+    Payload::Packets(Packets::from_packets(origin, &packets))
 }
 
 fn statistics(origin: u32, interface: u32, sent: u64) -> Payload {

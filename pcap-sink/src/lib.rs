@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use pcap_format::pcapng::{PcapNgWriter, SectionOptions};
 use pcap_format::summary::{self, Frame, Printer};
 use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
-use pcap_proto::v1::{self as proto, InterfaceDescription, NameRecords, Statistics};
+use pcap_proto::v1::{InterfaceDescription, NameRecords, Packets, Statistics};
 
 pub use crate::origins::Origins;
 use crate::rotate::{Policy, RotateError, RotatingWriter};
@@ -201,37 +201,34 @@ impl<W: Write> Sink<W> {
         Ok(())
     }
 
-    pub fn write_packets(&mut self, packets: &[proto::Packet]) -> io::Result<()> {
-        for packet in packets {
-            let Some(interface) = self.interfaces.get_mut(&(packet.origin, packet.interface))
+    /// Writes a batch's packets: each Enhanced Packet Block as it came, with
+    /// only its interface id rewritten to this file's, into a pcapng
+    /// stream; parsed from the block for rotated files and lines. A
+    /// malformed batch is refused (`InvalidData`) where its first bad block
+    /// starts; the blocks before it are written.
+    pub fn write_packets(&mut self, batch: &Packets) -> io::Result<()> {
+        for record in batch.records() {
+            let record =
+                record.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let packet = record.packet;
+            let Some(interface) = self
+                .interfaces
+                .get_mut(&(batch.origin, packet.interface_id))
             else {
                 self.skipped += 1;
                 continue;
             };
-            let direction = match proto::Direction::try_from(packet.direction) {
-                Ok(proto::Direction::Inbound) => Some(Direction::Inbound),
-                Ok(proto::Direction::Outbound) => Some(Direction::Outbound),
-                _ => None,
-            };
             match &mut self.output {
-                Output::PcapNg { writer, .. } => writer.write_packet(&Packet {
-                    interface_id: interface.pcapng_id,
-                    timestamp_ns: packet.timestamp_ns,
-                    original_len: packet.original_length,
-                    data: &packet.data,
-                    direction,
-                    comment: packet.comment.as_deref(),
-                })?,
+                Output::PcapNg { writer, .. } => writer.write_epb(
+                    &batch.records[record.offset..record.offset + record.len],
+                    interface.pcapng_id,
+                )?,
                 Output::Files(writer) => writer.write_packet(&Packet {
                     interface_id: interface.pcapng_id,
-                    timestamp_ns: packet.timestamp_ns,
-                    original_len: packet.original_length,
-                    data: &packet.data,
-                    direction,
-                    comment: packet.comment.as_deref(),
+                    ..packet
                 })?,
                 Output::Lines(out) => {
-                    let direction = match direction {
+                    let direction = match packet.direction {
                         Some(Direction::Inbound) => "In ",
                         Some(Direction::Outbound) => "Out",
                         None => "?  ",
@@ -239,15 +236,15 @@ impl<W: Write> Sink<W> {
                     let prefix = format!("{} {direction}", interface.label);
                     let frame = Frame {
                         link_type: interface.link_type,
-                        data: &packet.data,
-                        orig_len: packet.original_length,
+                        data: packet.data,
+                        orig_len: packet.original_len,
                         unix_ns: packet.timestamp_ns,
                     };
                     let text = self.printer.print(&frame, Some(&prefix)).text;
                     // A comment goes at the end of the packet's first line.
                     let first_line = text.find('\n').unwrap_or(text.len());
                     out.write_all(&text.as_bytes()[..first_line])?;
-                    if let Some(comment) = &packet.comment {
+                    if let Some(comment) = packet.comment {
                         write!(out, " [{comment}]")?;
                     }
                     out.write_all(&text.as_bytes()[first_line..])?;

@@ -2,7 +2,8 @@
 
 use etherparse::PacketBuilder;
 use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
-use pcap_proto::v1::OriginDescription;
+use pcap_proto::packets::Packet as WirePacket;
+use pcap_proto::v1::{self as proto, OriginDescription};
 
 use super::*;
 
@@ -60,14 +61,21 @@ fn udp(from: u8, link_type: u16) -> Vec<u8> {
     bytes
 }
 
+fn write_packets<W: Write>(sink: &mut Sink<W>, packets: &[WirePacket]) -> io::Result<()> {
+    for batch in Packets::runs(packets) {
+        sink.write_packets(&batch)?;
+    }
+    Ok(())
+}
+
 fn packet(
     origin: u32,
     interface: u32,
     offset_ns: u64,
     direction: proto::Direction,
     data: Vec<u8>,
-) -> proto::Packet {
-    proto::Packet {
+) -> WirePacket {
+    WirePacket {
         timestamp_ns: T0 + offset_ns,
         original_length: data.len() as u32,
         direction: direction.into(),
@@ -111,32 +119,38 @@ fn write_two_origins<W: Write>(sink: &mut Sink<W>) {
     .unwrap();
     sink.add_interface(&interface(1, 1, "tun0", LINKTYPE_RAW, 64), &origins)
         .unwrap();
-    sink.write_packets(&[
-        packet(
-            0,
-            0,
-            1,
-            proto::Direction::Inbound,
-            udp(1, LINKTYPE_ETHERNET),
-        ),
-        packet(1, 1, 2, proto::Direction::Outbound, udp(2, LINKTYPE_RAW)),
-        packet(
-            1,
-            0,
-            3,
-            proto::Direction::Unspecified,
-            udp(3, LINKTYPE_ETHERNET),
-        ),
-    ])
+    write_packets(
+        sink,
+        &[
+            packet(
+                0,
+                0,
+                1,
+                proto::Direction::Inbound,
+                udp(1, LINKTYPE_ETHERNET),
+            ),
+            packet(1, 1, 2, proto::Direction::Outbound, udp(2, LINKTYPE_RAW)),
+            packet(
+                1,
+                0,
+                3,
+                proto::Direction::Unspecified,
+                udp(3, LINKTYPE_ETHERNET),
+            ),
+        ],
+    )
     .unwrap();
     sink.end_of_message().unwrap();
-    sink.write_packets(&[packet(
-        0,
-        0,
-        4,
-        proto::Direction::Outbound,
-        udp(4, LINKTYPE_ETHERNET),
-    )])
+    write_packets(
+        sink,
+        &[packet(
+            0,
+            0,
+            4,
+            proto::Direction::Outbound,
+            udp(4, LINKTYPE_ETHERNET),
+        )],
+    )
     .unwrap();
     sink.add_statistics(statistics(0, 0, 1000));
     sink.add_statistics(statistics(1, 0, 2000));
@@ -266,8 +280,11 @@ fn lines_name_origin_interface_time_and_direction() {
 #[test]
 fn packets_of_undescribed_interfaces_are_counted_not_written() {
     let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
-    sink.write_packets(&[packet(0, 7, 0, proto::Direction::Inbound, vec![1, 2, 3])])
-        .unwrap();
+    write_packets(
+        &mut sink,
+        &[packet(0, 7, 0, proto::Direction::Inbound, vec![1, 2, 3])],
+    )
+    .unwrap();
     assert_eq!((sink.written(), sink.skipped()), (0, 1));
 }
 
@@ -296,8 +313,11 @@ fn an_origin_never_announced_gets_a_numbered_name() {
         &Origins::default(),
     )
     .unwrap();
-    sink.write_packets(&[packet(4, 0, 0, proto::Direction::Inbound, vec![1])])
-        .unwrap();
+    write_packets(
+        &mut sink,
+        &[packet(4, 0, 0, proto::Direction::Inbound, vec![1])],
+    )
+    .unwrap();
     let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
     assert!(
         text.starts_with("22:13:20.000000 origin 4/eth0 In  "),
@@ -362,7 +382,7 @@ fn comments_and_name_records_reach_the_file() {
         proto::Direction::Inbound,
         udp(2, LINKTYPE_ETHERNET),
     );
-    sink.write_packets(&[commented, plain]).unwrap();
+    write_packets(&mut sink, &[commented, plain]).unwrap();
     sink.finish(T0 + 3).unwrap();
     let file = ScratchFile::new("names.pcapng");
     std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
@@ -407,7 +427,7 @@ fn an_interface_described_after_packets_is_read_back() {
         proto::Direction::Inbound,
         udp(1, LINKTYPE_ETHERNET),
     );
-    sink.write_packets(&[first]).unwrap();
+    write_packets(&mut sink, &[first]).unwrap();
     origins.add(OriginDescription {
         id: 2,
         name: "my-app/2#1".to_owned(),
@@ -425,7 +445,7 @@ fn an_interface_described_after_packets_is_read_back() {
         proto::Direction::Outbound,
         udp(5, LINKTYPE_ETHERNET),
     );
-    sink.write_packets(&[later]).unwrap();
+    write_packets(&mut sink, &[later]).unwrap();
     sink.finish(T0 + 3).unwrap();
     let file = ScratchFile::new("mid-stream.pcapng");
     std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();

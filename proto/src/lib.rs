@@ -6,6 +6,7 @@
 pub mod flags;
 pub mod metrics;
 pub mod options;
+pub mod packets;
 pub mod tls;
 
 /// Generated from `proto/pcap/v1/pcap.proto`.
@@ -51,7 +52,8 @@ pub fn unix_now_ns() -> u64 {
 
 /// Bumped on every incompatible change to `pcap.v1`. An agent refuses a
 /// start request from an API with another level, and says which it serves.
-pub const COMPATIBILITY_LEVEL: u32 = 1;
+/// Level 2: packets travel as pcapng Enhanced Packet Blocks (`Packets`).
+pub const COMPATIBILITY_LEVEL: u32 = 2;
 
 pub use options::{MAX_FILTER_BYTES, filter_too_long};
 

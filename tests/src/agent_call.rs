@@ -136,7 +136,7 @@ impl AgentCall {
         while let Some(item) = self.next()? {
             let message = item.map_err(|s| anyhow::anyhow!("the capture failed: {s}"))?;
             let has_marker = matches!(&message.payload, Some(Payload::Packets(batch))
-                if batch.packets.iter().any(|p| p.data.windows(marker.len()).any(|w| w == marker)));
+                if batch.records().map_while(Result::ok).any(|r| r.packet.data.windows(marker.len()).any(|w| w == marker)));
             seen.push(message);
             if has_marker && !stopped {
                 self.stop()?;

@@ -118,7 +118,7 @@ fn agent_capture(
 /// Every packet is the app's (at `app`, never `other`), labelled from the
 /// app's point of view: what it sent OUTBOUND, what it received INBOUND.
 fn check_app_directions(
-    packets: &[pcap_proto::v1::Packet],
+    packets: &[pcap_proto::packets::Packet],
     app: Ipv4Addr,
     other: Ipv4Addr,
 ) -> anyhow::Result<()> {
@@ -162,11 +162,11 @@ fn container_start(
     }
 }
 
-fn packets(responses: &[CaptureResponse]) -> Vec<pcap_proto::v1::Packet> {
+fn packets(responses: &[CaptureResponse]) -> Vec<pcap_proto::packets::Packet> {
     responses
         .iter()
         .filter_map(|r| match &r.payload {
-            Some(Payload::Packets(batch)) => Some(batch.packets.clone()),
+            Some(Payload::Packets(batch)) => Some(batch.packets().unwrap()),
             _ => None,
         })
         .flatten()

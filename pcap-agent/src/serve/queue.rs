@@ -71,6 +71,12 @@ impl QueueSender {
             .is_ok()
     }
 
+    /// Gives back `bytes` taken with [`Self::try_reserve`] for a packet
+    /// that was not queued after all.
+    pub fn release(&self, bytes: u64) {
+        self.budget.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
     /// Queues `message`, which holds `reserved` bytes taken with
     /// [`Self::try_reserve`] (0 for messages without packets).
     pub fn send(&self, message: CaptureResponse, reserved: u64) -> Result<(), Closed> {

@@ -8,11 +8,13 @@ use std::{
 };
 
 use pcap_common::Direction as KernelDirection;
+use pcap_format::pcapng::epb;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStarted, CaptureStopped, Congested, Direction, Event,
-    InterfaceDescription, InterfaceRemoved, Limit, LimitReached, NameRecord, NameRecords, Packet,
-    Packets, Stage, Statistics, capture_response::Payload, event::Kind,
+    InterfaceDescription, InterfaceRemoved, Limit, LimitReached, NameRecord, NameRecords, Packets,
+    Stage, Statistics, capture_response::Payload, event::Kind,
 };
+use prost::bytes::Bytes;
 
 use super::queue::{Closed, QueueSender};
 use crate::{
@@ -23,10 +25,15 @@ use crate::{
 /// A `Packets` message is sent when it would grow past this.
 const MAX_BATCH_BYTES: u64 = 1 << 20;
 
-/// What a `Packet` takes on the wire beyond its data, at most: its other
-/// fields and its tag and length in `Packets`. Packets are charged their
-/// data plus this against the send budget and the batch size.
-const PACKET_OVERHEAD: u64 = 40;
+/// What a packet's Enhanced Packet Block adds to its data and comment, at
+/// most (padding aside). Packets are charged their whole block against
+/// the send budget and the batch size.
+#[cfg(test)]
+const PACKET_OVERHEAD: u64 = epb::EPB_OVERHEAD as u64;
+
+/// A new batch's buffer starts this large (it grows up to
+/// [`MAX_BATCH_BYTES`]).
+const BATCH_CAPACITY: usize = 64 << 10;
 
 /// `Event{congested}` is sent at most this often.
 const CONGESTION_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,7 +42,9 @@ pub struct StreamSink {
     queue: QueueSender,
     /// Stamped on every message.
     origin: u32,
-    batch: Vec<Packet>,
+    /// The Enhanced Packet Blocks of the batch being filled, encoded
+    /// straight into the buffer that becomes `Packets.records`.
+    batch: Vec<u8>,
     /// Bytes `batch` holds of the send budget.
     batch_bytes: u64,
     /// Packets dropped since the last `Event{congested}`.
@@ -72,7 +81,7 @@ impl StreamSink {
         Self {
             queue,
             origin,
-            batch: Vec::new(),
+            batch: Vec::with_capacity(BATCH_CAPACITY),
             batch_bytes: 0,
             unreported_drops: 0,
             last_congestion_report: None,
@@ -113,12 +122,15 @@ impl StreamSink {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let packets = std::mem::take(&mut self.batch);
+        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_CAPACITY));
         let reserved = std::mem::take(&mut self.batch_bytes);
         self.queue
             .send(
                 CaptureResponse {
-                    payload: Some(Payload::Packets(Packets { packets })),
+                    payload: Some(Payload::Packets(Packets {
+                        origin: self.origin,
+                        records: Bytes::from(records),
+                    })),
                 },
                 reserved,
             )
@@ -171,9 +183,18 @@ impl PacketSink for StreamSink {
         )
     }
 
+    /// Encodes the packet's Enhanced Packet Block straight into the batch,
+    /// when the block fits the send budget; otherwise drops it (counted).
     fn packet(&mut self, _: &Interface, packet: &capture::Packet<'_>) -> io::Result<Delivery> {
-        let comment_len = packet.comment.map_or(0, str::len);
-        let charge = (packet.data.len() + comment_len) as u64 + PACKET_OVERHEAD;
+        let direction = pcap_proto::packets::format_direction(direction(
+            packet.direction,
+            self.app_perspective,
+        ));
+        let charge = epb::epb_len(
+            packet.data.len(),
+            direction.is_some(),
+            packet.comment.map(str::len),
+        ) as u64;
         if self.batch_bytes + charge > MAX_BATCH_BYTES {
             self.send_batch()?;
         }
@@ -181,15 +202,19 @@ impl PacketSink for StreamSink {
             self.unreported_drops += 1;
             return Ok(Delivery::Dropped);
         }
-        self.batch.push(Packet {
+        let block = pcap_format::Packet {
+            interface_id: packet.interface,
             timestamp_ns: packet.unix_ns,
-            original_length: packet.orig_len,
-            direction: direction(packet.direction, self.app_perspective).into(),
-            origin: self.origin,
-            interface: packet.interface,
-            data: packet.data.to_vec(),
-            comment: packet.comment.map(str::to_owned),
-        });
+            original_len: packet.orig_len,
+            data: packet.data,
+            direction,
+            comment: packet.comment,
+        };
+        if let Err(error) = epb::append_epb(&mut self.batch, &block, 0) {
+            // A comment longer than pcapng allows: never from c2c insight.
+            self.queue.release(charge);
+            return Err(error);
+        }
         self.batch_bytes += charge;
         Ok(Delivery::Delivered)
     }
@@ -374,7 +399,7 @@ mod tests {
             })
             .unwrap();
         // `packet` is TC egress: towards the app.
-        assert_eq!(batch.packets[0].direction(), Direction::Inbound);
+        assert_eq!(batch.packets().unwrap()[0].direction(), Direction::Inbound);
     }
 
     #[tokio::test]
@@ -454,9 +479,10 @@ mod tests {
         let Payload::Packets(batch) = &payloads[2] else {
             unreachable!()
         };
-        assert_eq!(batch.packets.len(), 2);
-        assert_eq!(batch.packets[0].origin, 9);
-        assert_eq!(batch.packets[0].direction(), Direction::Outbound);
+        let packets = batch.packets().unwrap();
+        assert_eq!(packets.len(), 2);
+        assert_eq!(packets[0].origin, 9);
+        assert_eq!(packets[0].direction(), Direction::Outbound);
     }
 
     #[tokio::test]
@@ -473,7 +499,7 @@ mod tests {
             .await
             .iter()
             .map(|p| match p {
-                Payload::Packets(p) => p.packets.len(),
+                Payload::Packets(p) => p.packets().unwrap().len(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();

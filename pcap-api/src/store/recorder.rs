@@ -15,7 +15,7 @@
 //! most 9,000 parts, so S3's limit of 10,000 parts is never reached.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     io::{self, Write},
     mem,
     sync::{Arc, Mutex},
@@ -24,7 +24,7 @@ use std::{
 use object_store::{Attribute, Attributes, ObjectStore as _, PutMultipartOptions, TagSet};
 use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{
-    CaptureResponse, Event, Limit, LimitReached, OriginProgress, Packet, Progress, Stored,
+    CaptureResponse, Event, Limit, LimitReached, OriginProgress, Packets, Progress, Stored,
     StoredCapture, capture_response::Payload, event,
 };
 use pcap_sink::{Origins, Sink};
@@ -245,7 +245,7 @@ impl Recorder {
                     payload: Some(Payload::Packets(batch)),
                 }) = &message
             {
-                state.not_written += batch.packets.len() as u64;
+                state.not_written += batch.records().count() as u64;
                 continue;
             }
             let forward = match message {
@@ -364,8 +364,8 @@ impl State {
     fn write(&mut self, response: CaptureResponse) -> io::Result<Option<CaptureResponse>> {
         let payload = match response.payload {
             Some(Payload::Packets(batch)) => {
-                self.sink.write_packets(&batch.packets)?;
-                Some(Payload::Progress(self.progress(&batch.packets)))
+                self.sink.write_packets(&batch)?;
+                Some(Payload::Progress(self.progress(&batch)))
             }
             Some(Payload::Origin(origin)) => {
                 self.origins.add(origin.clone());
@@ -406,18 +406,17 @@ impl State {
         }))
     }
 
-    fn progress(&self, packets: &[Packet]) -> Progress {
-        let mut origins = BTreeMap::<u32, OriginProgress>::new();
-        for packet in packets {
-            let entry = origins.entry(packet.origin).or_insert(OriginProgress {
-                origin: packet.origin,
-                ..OriginProgress::default()
-            });
-            entry.packets += 1;
-            entry.bytes += packet.data.len() as u64;
+    fn progress(&self, batch: &Packets) -> Progress {
+        let mut progress = OriginProgress {
+            origin: batch.origin,
+            ..OriginProgress::default()
+        };
+        for record in batch.records().map_while(Result::ok) {
+            progress.packets += 1;
+            progress.bytes += record.packet.data.len() as u64;
         }
         Progress {
-            origins: origins.into_values().collect(),
+            origins: vec![progress],
             object_bytes: self.object_bytes(),
         }
     }

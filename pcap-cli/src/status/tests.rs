@@ -1,6 +1,7 @@
+use pcap_proto::packets::Packet;
 use pcap_proto::v1::{
     CaptureStarted, CaptureStopped, Congested, ConnectionError, InstanceUnavailable,
-    InvalidRequest, LimitReached, OriginDescription, Packet, StartFailed,
+    InvalidRequest, LimitReached, OriginDescription, Packets, StartFailed,
 };
 
 use super::*;
@@ -157,7 +158,7 @@ fn report() -> Report {
         data: vec![0; 1500],
         ..Packet::default()
     };
-    report.packets(&vec![packet; 1000]);
+    report.packets(&Packets::from_packets(0, &vec![packet; 1000]));
     report.record(
         Some(0),
         &event::Kind::Congested(Congested {

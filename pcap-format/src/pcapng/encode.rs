@@ -165,45 +165,6 @@ impl BlockBuf {
     }
 }
 
-/// A few bytes assembled on the stack, for the per-packet block.
-///
-/// Callers size `N` for the most they put; putting more panics.
-pub(super) struct StackBuf<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> StackBuf<N> {
-    pub(super) const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
-    }
-
-    pub(super) fn put(&mut self, bytes: &[u8]) {
-        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    pub(super) fn put_u32(&mut self, value: u32) {
-        self.put(&value.to_le_bytes());
-    }
-
-    pub(super) fn put_option_header(&mut self, code: u16, len: u16) {
-        self.put(&code.to_le_bytes());
-        self.put(&len.to_le_bytes());
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    pub(super) fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! (`if_tsresol` = 9 on every interface).
 
 mod encode;
+pub mod epb;
 #[cfg(test)]
 mod tests;
 
@@ -15,16 +16,14 @@ use std::{
 };
 
 use encode::{
-    BYTE_ORDER_MAGIC, BlockBuf, EPB, EPB_FLAGS, IDB, IF_DESCRIPTION, IF_NAME, IF_TSRESOL, ISB,
-    ISB_ENDTIME, ISB_FILTERACCEPT, ISB_IFDROP, ISB_IFRECV, ISB_OSDROP, ISB_STARTTIME, ISB_USRDELIV,
-    NRB, NRB_RECORD_END, NRB_RECORD_IPV4, OPT_COMMENT, OPT_ENDOFOPT, SHB, SHB_HARDWARE, SHB_OS,
-    SHB_USERAPPL, StackBuf, TSRESOL_NANOSECONDS, ZEROS, block_len, invalid_input, option_len,
-    padding, timestamp_bytes,
+    BYTE_ORDER_MAGIC, BlockBuf, IDB, IF_DESCRIPTION, IF_NAME, IF_TSRESOL, ISB, ISB_ENDTIME,
+    ISB_FILTERACCEPT, ISB_IFDROP, ISB_IFRECV, ISB_OSDROP, ISB_STARTTIME, ISB_USRDELIV, NRB,
+    NRB_RECORD_END, NRB_RECORD_IPV4, OPT_COMMENT, SHB, SHB_HARDWARE, SHB_OS, SHB_USERAPPL,
+    TSRESOL_NANOSECONDS, invalid_input, timestamp_bytes,
 };
 
 use crate::block_buffer::BlockBuffer;
-use crate::record::captured;
-use crate::{CaptureWriter, Direction, FormatError, Interface, InterfaceStatistics, Packet};
+use crate::{CaptureWriter, FormatError, Interface, InterfaceStatistics, Packet};
 
 /// Optional descriptions of the capturing system, written into the Section
 /// Header Block.
@@ -37,17 +36,6 @@ pub struct SectionOptions<'a> {
     /// Application that wrote the file (`shb_userappl`), e.g. `pcap 0.1.0`.
     pub user_application: Option<&'a str>,
 }
-
-/// Length of the Enhanced Packet Block up to the packet data: block type,
-/// total length, interface id, timestamp (2 words), captured and original
-/// length.
-const EPB_HEADER_LEN: usize = 28;
-/// Length of an `epb_flags` option.
-const EPB_FLAGS_OPTION_LEN: usize = 8;
-/// Length of an option header, and of `opt_endofopt`.
-const OPTION_HEADER_LEN: usize = 4;
-/// Length of the block trailer (the repeated total length).
-const TRAILER_LEN: usize = 4;
 
 /// Writes a pcapng stream to `W` (a file, a pipe: it buffers itself and
 /// writes whole blocks only, so a stream cut off by a crash stays readable).
@@ -112,104 +100,37 @@ impl<W: Write> PcapNgWriter<W> {
         Ok(id)
     }
 
-    /// Writes an Enhanced Packet Block.
+    /// Writes an Enhanced Packet Block ([`epb::append_epb`]).
     ///
     /// Data longer than the interface's snapshot length is cut to it. The
     /// direction goes into `epb_flags`, the comment into `opt_comment`.
-    /// Nothing is allocated. Without a comment (every packet of a plain
-    /// capture) the block is encoded straight into the block buffer: a
-    /// fixed-size header, the data, and a fixed-size tail.
+    /// Nothing is allocated: the block is encoded straight into the block
+    /// buffer.
     pub fn write_packet(&mut self, packet: &Packet<'_>) -> io::Result<()> {
-        if packet.comment.is_some() {
-            return self.write_commented_packet(packet);
-        }
-        let data = captured(packet.data, self.snaplen(packet.interface_id)?);
-        let pad = padding(data.len());
-        let options_len = if packet.direction.is_some() {
-            EPB_FLAGS_OPTION_LEN + OPTION_HEADER_LEN
-        } else {
-            0
-        };
-        let total_len = block_len(EPB_HEADER_LEN + data.len() + pad + options_len + TRAILER_LEN)?;
-        let captured_len = data.len() as u32; // fits: total_len does
-
-        let mut header = [0; EPB_HEADER_LEN];
-        header[0..4].copy_from_slice(&EPB.to_le_bytes());
-        header[4..8].copy_from_slice(&total_len.to_le_bytes());
-        header[8..12].copy_from_slice(&packet.interface_id.to_le_bytes());
-        header[12..20].copy_from_slice(&timestamp_bytes(packet.timestamp_ns));
-        header[20..24].copy_from_slice(&captured_len.to_le_bytes());
-        header[24..28].copy_from_slice(&packet.original_len.max(captured_len).to_le_bytes());
-        let bytes = self.writer.bytes();
-        bytes.reserve(total_len as usize);
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(data);
-        bytes.extend_from_slice(&ZEROS[..pad]);
-        if let Some(direction) = packet.direction {
-            // epb_flags (code, length 4, value), then opt_endofopt.
-            let mut options = [0; EPB_FLAGS_OPTION_LEN + OPTION_HEADER_LEN];
-            options[0..2].copy_from_slice(&EPB_FLAGS.to_le_bytes());
-            options[2..4].copy_from_slice(&4u16.to_le_bytes());
-            options[4..8].copy_from_slice(&epb_flags(direction).to_le_bytes());
-            options[8..10].copy_from_slice(&OPT_ENDOFOPT.to_le_bytes());
-            bytes.extend_from_slice(&options);
-        }
-        bytes.extend_from_slice(&total_len.to_le_bytes());
+        let snaplen = self.snaplen(packet.interface_id)?;
+        epb::append_epb(self.writer.bytes(), packet, snaplen)?;
         self.writer.end_block()
     }
 
-    /// [`Self::write_packet`] for a packet with a comment.
-    fn write_commented_packet(&mut self, packet: &Packet<'_>) -> io::Result<()> {
-        let data = captured(packet.data, self.snaplen(packet.interface_id)?);
-        let comment = match packet.comment {
-            Some(text) => Some((text.as_bytes(), option_len(text.as_bytes())?)),
-            None => None,
-        };
-
-        let mut options_len = 0;
-        if packet.direction.is_some() {
-            options_len += EPB_FLAGS_OPTION_LEN;
+    /// Writes an Enhanced Packet Block encoded elsewhere
+    /// ([`epb::append_epb`], checked with [`epb::read_epb`]) as it is, with
+    /// only its interface id set to `interface_id`, one of this writer's.
+    /// A block with more data than the interface's snapshot length is
+    /// written cut to it, as [`Self::write_packet`] would.
+    pub fn write_epb(&mut self, block: &[u8], interface_id: u32) -> io::Result<()> {
+        let snaplen = self.snaplen(interface_id)?; // refuses unknown interfaces
+        if snaplen != 0 && epb::captured_len_at(block) > snaplen {
+            let (packet, _) = epb::read_epb(block)
+                .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))?;
+            return self.write_packet(&Packet {
+                interface_id,
+                ..packet
+            });
         }
-        if let Some((text, _)) = comment {
-            options_len += OPTION_HEADER_LEN + text.len() + padding(text.len());
-        }
-        if options_len != 0 {
-            options_len += OPTION_HEADER_LEN; // opt_endofopt
-        }
-        let total_len = block_len(
-            EPB_HEADER_LEN + data.len() + padding(data.len()) + options_len + TRAILER_LEN,
-        )?;
-        let captured_len = data.len() as u32; // fits: total_len does
-
-        let mut header = StackBuf::<EPB_HEADER_LEN>::new();
-        header.put_u32(EPB);
-        header.put_u32(total_len);
-        header.put_u32(packet.interface_id);
-        header.put(&timestamp_bytes(packet.timestamp_ns));
-        header.put_u32(captured_len);
-        header.put_u32(packet.original_len.max(captured_len));
-        self.writer.write_all(header.as_slice())?;
-        self.writer.write_all(data)?;
-
-        // Data padding, options and trailer; at most 3 + 8 + 4 + 4 bytes.
-        let mut tail = StackBuf::<20>::new();
-        tail.put(&ZEROS[..padding(data.len())]);
-        if let Some(direction) = packet.direction {
-            tail.put_option_header(EPB_FLAGS, 4);
-            tail.put_u32(epb_flags(direction));
-        }
-        if let Some((text, text_len)) = comment {
-            tail.put_option_header(OPT_COMMENT, text_len);
-            self.writer.write_all(tail.as_slice())?;
-            self.writer.write_all(text)?;
-            tail.clear();
-            tail.put(&ZEROS[..padding(text.len())]);
-        }
-        if options_len != 0 {
-            tail.put_option_header(OPT_ENDOFOPT, 0);
-        }
-        tail.put_u32(total_len);
-        self.writer.write_all(tail.as_slice())?;
+        let bytes = self.writer.bytes();
+        let start = bytes.len();
+        bytes.extend_from_slice(block);
+        epb::set_interface_id(&mut bytes[start..], interface_id);
         self.writer.end_block()
     }
 
@@ -306,14 +227,6 @@ impl<W: Write> PcapNgWriter<W> {
                     self.snaplens.len()
                 ))
             })
-    }
-}
-
-/// `epb_flags` value for `direction`: bits 0-1 are 01 inbound, 10 outbound.
-const fn epb_flags(direction: Direction) -> u32 {
-    match direction {
-        Direction::Inbound => 1,
-        Direction::Outbound => 2,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Block layouts checked byte for byte.
 
 use super::*;
+use crate::Direction;
 use crate::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 
 fn writer() -> PcapNgWriter<Vec<u8>> {
