@@ -296,11 +296,18 @@ pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, Set
 pub struct Claims {
     pub issuer: String,
     pub subject: String,
+    pub bearer: Bearer,
+    pub scopes: Vec<String>,
+}
+
+/// Who a UAA token is for, in the token's own claims (`user_id`,
+/// `user_name`, `client_id`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Bearer {
     /// UAA's user GUID; absent in client-credentials tokens.
     pub user_id: Option<String>,
     pub user_name: Option<String>,
     pub client_id: Option<String>,
-    pub scopes: Vec<String>,
 }
 
 impl Claims {
@@ -316,10 +323,10 @@ impl Claims {
         let client = || {
             format!(
                 "client:{}",
-                self.client_id.as_deref().unwrap_or(&self.subject)
+                self.bearer.client_id.as_deref().unwrap_or(&self.subject)
             )
         };
-        let (id, name) = match (&self.user_id, &self.user_name) {
+        let (id, name) = match (&self.bearer.user_id, &self.bearer.user_name) {
             (Some(id), Some(name)) => (id.clone(), name.clone()),
             (Some(id), None) => (id.clone(), id.clone()),
             (None, Some(name)) => (self.subject.clone(), name.clone()),
@@ -345,9 +352,8 @@ struct RawClaims {
     sub: String,
     #[serde(default)]
     jti: String,
-    user_id: Option<String>,
-    user_name: Option<String>,
-    client_id: Option<String>,
+    #[serde(flatten)]
+    bearer: Bearer,
     #[serde(default)]
     scope: Vec<String>,
     #[serde(default)]
@@ -472,9 +478,7 @@ impl TokenValidator {
         Ok(Claims {
             issuer: claims.iss,
             subject: claims.sub,
-            user_id: claims.user_id,
-            user_name: claims.user_name,
-            client_id: claims.client_id,
+            bearer: claims.bearer,
             scopes,
         })
     }
@@ -677,9 +681,11 @@ mod tests {
         let claims = Claims {
             issuer: "i".into(),
             subject: "s".into(),
-            user_id: Some("u-1".into()),
-            user_name: Some("admin".into()),
-            client_id: Some("bosh_cli".into()),
+            bearer: Bearer {
+                user_id: Some("u-1".into()),
+                user_name: Some("admin".into()),
+                client_id: Some("bosh_cli".into()),
+            },
             scopes: vec!["bosh.admin".into()],
         };
         let user = claims.clone().into_user(Uaa::Bosh, "secret");
@@ -693,13 +699,19 @@ mod tests {
         );
         assert!(!format!("{user:?}").contains("secret"));
         let no_user_id = Claims {
-            user_id: None,
+            bearer: Bearer {
+                user_id: None,
+                ..claims.bearer.clone()
+            },
             ..claims.clone()
         };
         assert_eq!(no_user_id.into_user(Uaa::Cf, "t").id, "s");
         let client = Claims {
-            user_id: None,
-            user_name: None,
+            bearer: Bearer {
+                user_id: None,
+                user_name: None,
+                ..claims.bearer.clone()
+            },
             ..claims
         };
         let client = client.into_user(Uaa::Cf, "t");
