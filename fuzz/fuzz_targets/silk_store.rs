@@ -4,7 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pcap_agent::serve::container::{host_interface_name, parse_store, resolve};
+use pcap_agent::{
+    serve::container::{host_interface_name, resolve},
+    silk::parse_store,
+};
 use pcap_proto::v1::ContainerScope;
 
 fuzz_target!(|data: &[u8]| {

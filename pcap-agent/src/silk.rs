@@ -3,4 +3,6 @@
 //! types and reader are pcap-platform's, shared with the simulated
 //! landscape that writes it.
 
-pub use pcap_platform::silk::{StoreEntry, StoreError, host_interface_name, read_store};
+pub use pcap_platform::silk::{
+    StoreEntry, StoreError, host_interface_name, parse_store, read_store,
+};
