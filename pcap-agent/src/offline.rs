@@ -91,6 +91,8 @@ pub fn run(
     count: Option<u64>,
     sink: Sink,
 ) -> anyhow::Result<()> {
+    let input =
+        HeaderFirst::new(input).map_err(|e| anyhow::anyhow!("cannot read the file: {e}"))?;
     let mut reader = pcap_parser::create_reader(READ_BUFFER, input).map_err(|e| match e {
         PcapError::Eof | PcapError::Incomplete(_) | PcapError::UnexpectedEof => {
             anyhow::anyhow!("the file is empty or ends inside its header")
@@ -381,6 +383,67 @@ fn timestamp_ns(units: u64, resolution: u64, offset_s: i64) -> u64 {
     u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
 }
 
+/// The input with its file header read ahead. pcap-parser's readers read
+/// twice before they return: `create_reader` to tell pcap from pcapng, and
+/// `from_buffer` again. On a pipe that second read waits for more input,
+/// holding back a first packet that arrived with the header, where tcpdump
+/// prints it at once. So the first read hands over the whole file header
+/// (pcap's 24 bytes, or pcapng's section header block), the second returns
+/// nothing, and reads go to the input from the third on.
+struct HeaderFirst<R> {
+    /// The header still to hand over; `None` once the empty read is done.
+    header: Option<Vec<u8>>,
+    input: R,
+}
+
+impl<R: Read> HeaderFirst<R> {
+    fn new(mut input: R) -> io::Result<Self> {
+        let mut header = Vec::new();
+        read_up_to(&mut input, &mut header, 12)?;
+        let start = header.get(..12).and_then(|h| <[u8; 12]>::try_from(h).ok());
+        let length = match start {
+            Some([0x0a, 0x0d, 0x0d, 0x0a, a, b, c, d, 0x1a, 0x2b, 0x3c, 0x4d]) => {
+                u32::from_be_bytes([a, b, c, d])
+            }
+            Some([0x0a, 0x0d, 0x0d, 0x0a, a, b, c, d, 0x4d, 0x3c, 0x2b, 0x1a]) => {
+                u32::from_le_bytes([a, b, c, d])
+            }
+            _ => 24,
+        };
+        let length = usize::try_from(length).map_or(READ_BUFFER, |l| l.min(READ_BUFFER));
+        read_up_to(&mut input, &mut header, length)?;
+        Ok(Self {
+            header: Some(header),
+            input,
+        })
+    }
+}
+
+/// Reads into `buffer` until it holds `length` bytes or the input ends.
+fn read_up_to(input: &mut impl Read, buffer: &mut Vec<u8>, length: usize) -> io::Result<()> {
+    let missing = u64::try_from(length.saturating_sub(buffer.len())).unwrap_or(u64::MAX);
+    input.take(missing).read_to_end(buffer)?;
+    Ok(())
+}
+
+impl<R: Read> Read for HeaderFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.header {
+            Some(header) if !header.is_empty() => {
+                let n = header.len().min(buf.len());
+                buf[..n].copy_from_slice(&header[..n]);
+                header.drain(..n);
+                Ok(n)
+            }
+            Some(_) => {
+                self.header = None;
+                Ok(0)
+            }
+            None => self.input.read(buf),
+        }
+    }
+}
+
 /// Opens `-r`'s argument: a path, or `-` for stdin.
 pub fn open(path: &std::path::Path) -> anyhow::Result<Box<dyn Read + Send>> {
     if path.as_os_str() == "-" {
@@ -402,5 +465,38 @@ mod tests {
         // 2^-10 s units.
         assert_eq!(timestamp_ns(512, 1024, 0), 500_000_000);
         assert_eq!(timestamp_ns(1, 1, -5), 0);
+    }
+
+    /// What `HeaderFirst` hands over, read by read.
+    fn reads(file: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = HeaderFirst::new(file).expect("in memory");
+        let mut reads = Vec::new();
+        loop {
+            let mut buf = [0; 64];
+            let n = reader.read(&mut buf).expect("in memory");
+            reads.push(buf[..n].to_vec());
+            if n == 0 && reads.len() > 2 {
+                return reads;
+            }
+        }
+    }
+
+    #[test]
+    fn the_file_header_comes_first_then_an_empty_read() {
+        let mut pcap = vec![0xd4, 0xc3, 0xb2, 0xa1];
+        pcap.resize(24, 0);
+        pcap.extend_from_slice(b"packet");
+        let expected: [&[u8]; 4] = [&pcap[..24], &[], b"packet", &[]];
+        assert_eq!(reads(&pcap), expected);
+
+        // A little-endian section header block of 28 bytes.
+        let mut pcapng = vec![0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a];
+        pcapng.resize(28, 0);
+        pcapng.extend_from_slice(b"block");
+        let expected: [&[u8]; 4] = [&pcapng[..28], &[], b"block", &[]];
+        assert_eq!(reads(&pcapng), expected);
+
+        let expected: [&[u8]; 3] = [&[], &[], &[]];
+        assert_eq!(reads(b""), expected);
     }
 }

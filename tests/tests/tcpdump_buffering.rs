@@ -217,8 +217,6 @@ fn tcpdump_reading(args: &[&str]) -> Command {
 /// `-l`: each packet's line comes out as soon as the packet is read, and
 /// the lines are tcpdump's.
 #[test]
-#[ignore = "pcap-agent -r - holds back the first packet until more input comes: \
-            pcap-parser's create_reader reads again after the header (docs/printing.md)"]
 fn line_buffered_prints_each_packet_as_it_is_read_like_tcpdump() -> anyhow::Result<()> {
     let lines = |out: &[u8], n: usize| out.split(|&b| b == b'\n').count() > n;
     let theirs = streamed("tcpdump -l", &mut tcpdump_reading(&["-l", "-nn"]), lines)?;
@@ -240,8 +238,6 @@ fn parsed(out: &[u8]) -> Option<Vec<Packet>> {
 /// `-U -w -`: each packet's record is written as soon as the packet is
 /// read, in pcap and pcapng, and the packets are tcpdump's.
 #[test]
-#[ignore = "pcap-agent -r - holds back the first packet until more input comes: \
-            pcap-parser's create_reader reads again after the header (docs/printing.md)"]
 fn packet_buffered_writes_each_packet_as_it_is_read_like_tcpdump() -> anyhow::Result<()> {
     let records = |out: &[u8], n: usize| parsed(out).is_some_and(|p| p.len() >= n);
     let theirs = streamed(
