@@ -59,8 +59,8 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
         let mut order = [Route::Local, Route::Distributed];
         order.rotate_left(round as usize % 2);
         for path in order {
-            let run = match path {
-                Route::Local => local(&cluster, &conf, options.packets, dir)?,
+            let (run, agent_cpu) = match path {
+                Route::Local => (local(&cluster, &conf, options.packets, dir)?, None),
                 Route::Distributed => distributed(
                     &mut cluster,
                     &agent_config,
@@ -77,7 +77,7 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
                 run.dropped,
                 run.cpu.as_secs_f64()
             );
-            results.push((path, run));
+            results.push((path, run, agent_cpu));
         }
     }
     drop(cluster);
@@ -120,7 +120,7 @@ fn distributed(
     conf: &Path,
     packets: u64,
     dir: &Path,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, Option<Duration>)> {
     let file = dir.join("distributed.pcapng");
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     cluster.start_agents(agent_config)?;
@@ -139,6 +139,8 @@ fn distributed(
     let trafgen = send(cluster, conf, packets, &file)?;
     let (status, lines) = cli.interrupt()?;
     ensure!(status.success(), "pcap failed: {lines:?}");
+    // The agent's own CPU (goal 1), start-up included as for local.
+    let agent_cpu = process_cpu(agent.as_raw())?;
     for running in [cluster.api.take(), cluster.vms[0].agent.take()]
         .into_iter()
         .flatten()
@@ -147,7 +149,7 @@ fn distributed(
         running.wait()?;
     }
     let cpu = cpu_since(&before)?.saturating_sub(trafgen);
-    count(&file, packets, cpu)
+    Ok((count(&file, packets, cpu)?, Some(agent_cpu)))
 }
 
 /// Sends `packets` frames with trafgen, then waits until `file` stops
@@ -331,12 +333,15 @@ pub(super) fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
-fn write_report(out: &mut String, results: &[(Route, Run)]) -> anyhow::Result<()> {
+fn write_report(
+    out: &mut String,
+    results: &[(Route, Run, Option<Duration>)],
+) -> anyhow::Result<()> {
     let mean = |path: Route, f: &dyn Fn(&Run) -> f64| {
         let runs: Vec<f64> = results
             .iter()
-            .filter(|(p, _)| *p == path)
-            .map(|(_, r)| f(r))
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, r, _)| f(r))
             .collect();
         runs.iter().sum::<f64>() / runs.len() as f64
     };
@@ -345,8 +350,8 @@ fn write_report(out: &mut String, results: &[(Route, Run)]) -> anyhow::Result<()
     let dropped = |path: Route| -> u64 {
         results
             .iter()
-            .filter(|(p, _)| *p == path)
-            .map(|(_, r)| r.dropped)
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, r, _)| r.dropped)
             .sum()
     };
     writeln!(out, "## End to end: agent → API → CLI over mTLS vs local\n")?;
@@ -375,6 +380,21 @@ fn write_report(out: &mut String, results: &[(Route, Run)]) -> anyhow::Result<()
             mean(path, &cpu),
             mean(path, &ratio) / local_ratio,
             mean(path, &cpu) / local_cpu,
+        )?;
+    }
+    // Goal 1: the serving agent alone against `pcap-agent capture -w`.
+    let agent: Vec<f64> = results
+        .iter()
+        .filter_map(|(_, r, agent)| {
+            agent.map(|a| a.as_secs_f64() / (r.captured.max(1) as f64 / 1e6))
+        })
+        .collect();
+    if !agent.is_empty() {
+        let agent = agent.iter().sum::<f64>() / agent.len() as f64;
+        writeln!(
+            out,
+            "| distributed: the agent alone | | | {agent:.3} | | {:.2} |",
+            agent / local_cpu
         )?;
     }
     writeln!(out)?;
