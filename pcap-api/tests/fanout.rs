@@ -293,6 +293,8 @@ impl Api {
             [limits]
             max_duration = 60.0
             drain_grace = 10.0
+            [metrics]
+            enabled = false
             [[users]]
             name = "alice"
             token = "{TOKEN}"
