@@ -402,12 +402,22 @@ fn programs(cf: &CfLandscape) -> anyhow::Result<Vec<usize>> {
 /// Waits until each instance of the app has `n[index]` capture programs
 /// attached.
 fn wait_for_programs(cf: &CfLandscape, n: &[usize]) -> anyhow::Result<()> {
+    wait_for_counts("the instances", n, || programs(cf))
+}
+
+/// Waits until `count` (capture programs attached, one entry per
+/// instance or VM) is `n`.
+fn wait_for_counts(
+    what: &str,
+    n: &[usize],
+    mut count: impl FnMut() -> anyhow::Result<Vec<usize>>,
+) -> anyhow::Result<()> {
     let mut last = Vec::new();
     wait_until(
-        &format!("the instances have {n:?} capture programs attached"),
+        &format!("{what} have {n:?} capture programs attached"),
         TIMEOUT,
         || {
-            last = programs(cf)?;
+            last = count()?;
             Ok(last == n)
         },
     )
@@ -542,16 +552,7 @@ fn vm_programs(cluster: &Cluster) -> anyhow::Result<Vec<usize>> {
 
 /// Waits until the VMs' `eth0` have `n[index]` capture programs attached.
 fn wait_for_vm_programs(cluster: &Cluster, n: &[usize]) -> anyhow::Result<()> {
-    let mut last = Vec::new();
-    wait_until(
-        &format!("the VMs have {n:?} capture programs attached"),
-        TIMEOUT,
-        || {
-            last = vm_programs(cluster)?;
-            Ok(last == n)
-        },
-    )
-    .with_context(|| format!("they have {last:?}"))
+    wait_for_counts("the VMs' eth0", n, || vm_programs(cluster))
 }
 
 /// A cluster of 3 VMs behind the API with the BOSH resolver, the director
