@@ -82,6 +82,10 @@ fn test() -> anyhow::Result<()> {
     ])?;
     // Licenses, duplicate major versions and sources of the dependencies
     // (deny.toml; advisories need a database this machine cannot fetch).
+    // cargo deny reads `cargo metadata` for every platform, so the sources
+    // of crates this machine never builds (Windows, Android) must be here
+    // first: `cargo fetch` downloads them all from the lock file.
+    cargo(&["fetch", "--locked"])?;
     cargo(&["deny", "--offline", "check", "bans", "licenses", "sources"])?;
     // The system tests run the binaries, so build them first.
     cargo(&["build", "--bins"])?;
