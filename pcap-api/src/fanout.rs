@@ -16,6 +16,7 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use pcap_proto::{
+    packets::RecordError,
     tls::{ClientTlsFailure, FailureSlot, KeyPair, TlsError, Watched},
     v1::{
         AgentRequest, AgentStart, CaptureOptions, CaptureResponse, ConnectionError, Disconnected,
@@ -39,6 +40,7 @@ use crate::{
     auth::User,
     config,
     limits::{AgentSlot, Concurrency, LimitError},
+    merge,
     resolve::AgentEndpoint,
     stop::{Stop, StopLevel},
 };
@@ -54,10 +56,24 @@ pub const END_GRACE: Duration = Duration::from_secs(30);
 /// What an agent task tells the session.
 #[derive(Debug)]
 pub enum FromAgent {
-    /// A message from the agent (origin stamped), or an event about it.
+    /// A batch of packets from the agent, every block checked.
+    Packets(Vec<merge::Packet>),
+    /// Any other message from the agent (origin stamped), or an event
+    /// about it.
     Payload(Payload),
     /// The agent is done; nothing more comes from this origin.
     Ended,
+}
+
+impl FromAgent {
+    /// `payload` as the session takes it: a batch is checked block by block
+    /// and split into its packets in the same pass.
+    pub fn checked(payload: Payload) -> Result<Self, RecordError> {
+        match payload {
+            Payload::Packets(batch) => merge::Packet::check_batch(&batch).map(Self::Packets),
+            payload => Ok(Self::Payload(payload)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -466,12 +482,6 @@ impl Agent<'_> {
                             event::Kind::LimitReached(_) | event::Kind::InterfaceRemoved(_)
                         )
                     });
-                    if let Payload::Packets(batch) = &payload
-                        && let Err(error) = batch.check()
-                    {
-                        self.malformed(&error).await;
-                        return Attempt::Done;
-                    }
                     let payload = match lost_at {
                         Some(lost_at) if now_started => Some(self.reconnected(lost_at)),
                         _ => stamp_origin(payload, self.task.origin),
@@ -479,7 +489,14 @@ impl Agent<'_> {
                     let Some(payload) = payload else {
                         continue;
                     };
-                    if !self.outbox.send(FromAgent::Payload(payload)).await {
+                    let body = match FromAgent::checked(payload) {
+                        Ok(body) => body,
+                        Err(error) => {
+                            self.malformed(&error).await;
+                            return Attempt::Done;
+                        }
+                    };
+                    if !self.outbox.send(body).await {
                         return Attempt::Done;
                     }
                 }
@@ -604,7 +621,7 @@ impl Agent<'_> {
 
     /// The agent sent a batch whose blocks do not hold together: nothing
     /// more is taken from it (dropping the call stops its capture).
-    async fn malformed(&self, error: &pcap_proto::packets::RecordError) {
+    async fn malformed(&self, error: &RecordError) {
         tracing::warn!(agent = %self.name(), %error, "malformed packet batch");
         let kind = event::Kind::ConnectionError(ConnectionError {});
         let message = format!(

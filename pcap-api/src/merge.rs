@@ -11,25 +11,35 @@
 //! buffer, no copy), and its timestamp read from the block's header. The
 //! batch's buffer lives until its last packet is sent.
 //!
+//! The merge is k-way: each origin's packets wait in a queue of their own
+//! in arrival order, which is their timestamp order (an agent sends its
+//! packets in the order it read them), and a heap holds the first packet of
+//! each queue. Taking the oldest packet is a heap step, not a search, and
+//! holding one is a slot at the end of a queue. A packet older than the
+//! newest one held of its origin (an agent's per-CPU rings interleave) waits
+//! apart, in timestamp order, and the oldest of the heap's and the
+//! stragglers' leaves first.
+//!
 //! The budget counts what a held packet really costs: its block (as a heap
-//! buffer of its own would take) plus a fixed overhead (the `Packet` itself
-//! and its share of the map's nodes and of the batch's reference count), so
-//! a flood of one-byte packets is held to the budget as surely as a flood
-//! of large ones. A timestamp further in the future than [`MAX_FUTURE`] (an
-//! agent whose clock is ahead) is clamped to the API's clock plus that, and
-//! counted: otherwise such packets would wait for hours. Clamping rewrites
-//! the timestamp in a copy of that one block.
+//! buffer of its own would take) plus a fixed overhead (its slot in a queue,
+//! with the queue's spare room, and its share of the batch's reference
+//! count), so a flood of one-byte packets is held to the budget as surely as
+//! a flood of large ones. A timestamp further in the future than
+//! [`MAX_FUTURE`] (an agent whose clock is ahead) is clamped to the API's
+//! clock plus that, and counted: otherwise such packets would wait for
+//! hours. Clamping rewrites the timestamp in a copy of that one block.
 //!
 //! A pure data structure: the caller passes the time and sends what comes
 //! out.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, VecDeque, binary_heap::PeekMut},
     mem::size_of,
     time::Duration,
 };
 
-use pcap_proto::packets::{Bytes, BytesMut, epb};
+use pcap_proto::packets::{Bytes, BytesMut, RecordError, epb};
 use pcap_proto::v1::Packets;
 
 /// One packet of a batch: where its Enhanced Packet Block is, and what the
@@ -38,6 +48,7 @@ use pcap_proto::v1::Packets;
 pub struct Packet {
     /// Nanoseconds since the Unix epoch, from the block's header.
     pub timestamp_ns: u64,
+    /// The capture's index of the agent it came from.
     pub origin: u32,
     /// The origin's interface id, from the block's header.
     pub interface: u32,
@@ -48,17 +59,22 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The packets of `batch`, each block checked (fanout checked them as
-    /// the batch arrived; a malformed block ends the batch here).
-    pub fn of_batch(batch: &Packets) -> impl Iterator<Item = Self> + '_ {
-        batch.records().map_while(Result::ok).map(|record| Self {
-            timestamp_ns: record.packet.timestamp_ns,
-            origin: batch.origin,
-            interface: record.packet.interface_id,
-            batch: batch.records.clone(),
-            start: record.offset,
-            len: record.len,
-        })
+    /// The packets of `batch`, every block checked as it is split off: one
+    /// pass over the bytes. A malformed block fails the whole batch.
+    pub fn check_batch(batch: &Packets) -> Result<Vec<Self>, RecordError> {
+        batch
+            .records()
+            .map(|record| {
+                record.map(|record| Self {
+                    timestamp_ns: record.packet.timestamp_ns,
+                    origin: batch.origin,
+                    interface: record.packet.interface_id,
+                    batch: batch.records.clone(),
+                    start: record.offset,
+                    len: record.len,
+                })
+            })
+            .collect()
     }
 
     /// A packet of its own batch (tests, tools).
@@ -121,15 +137,19 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(1);
 )]
 const MAX_FUTURE_NS: u64 = MAX_FUTURE.as_nanos() as u64;
 
+/// (timestamp, arrival number): equal timestamps keep their arrival order.
 type Key = (u64, u64);
 
-/// What holding one packet costs besides its block: the `Packet` and its
-/// key in a B-tree node, with nodes at least 5 of 11 slots full (std's
-/// B-tree), plus the node's share of parent links and child edges, plus a
+/// A held packet's slot in its origin's queue.
+const SLOT: usize = size_of::<(Key, Packet)>();
+
+/// What holding one packet costs besides its block: its queue slot four
+/// times over (a queue doubles when full and halves when a quarter full, so
+/// it may be four times as large as what it holds; a straggler's B-tree
+/// entry, with nodes at least 5 of 11 slots full, costs less), plus a
 /// reference count of its own (`bytes`' shared header, 32 bytes as the
 /// allocator hands it out).
-pub const PACKET_OVERHEAD: usize =
-    (size_of::<Key>() + size_of::<Packet>()) * 11 / 5 + 2 * size_of::<usize>() + 32;
+pub const PACKET_OVERHEAD: usize = 4 * SLOT + 32;
 
 /// The bytes holding `packet` costs: the overhead, and its block as the
 /// allocator would hand it out on its own (glibc: 8 bytes of header,
@@ -146,15 +166,41 @@ fn heap_size(capacity: usize) -> usize {
     }
 }
 
+/// The held packets of one origin.
+#[derive(Default)]
+struct Queue {
+    /// In arrival order, which is timestamp order: a packet older than the
+    /// last one here is a straggler instead.
+    packets: VecDeque<(Key, Packet)>,
+    /// How many of the origin's packets wait among the stragglers.
+    stragglers: usize,
+}
+
+impl Queue {
+    /// Gives back room once the queue holds less than a quarter of it.
+    fn shrink(&mut self) {
+        let capacity = self.packets.capacity();
+        if capacity > 8 && self.packets.len() < capacity / 4 {
+            self.packets.shrink_to(self.packets.len() * 2);
+        }
+    }
+}
+
 pub struct Merger {
     window_ns: u64,
     max_held_bytes: usize,
-    /// Keyed by (timestamp, arrival number): equal timestamps keep their
-    /// arrival order.
-    held: BTreeMap<Key, Packet>,
+    /// Indexed by origin.
+    queues: Vec<Queue>,
+    /// The key of each non-empty queue's first packet, with its origin.
+    heads: BinaryHeap<Reverse<(Key, u32)>>,
+    /// Packets older than the newest held packet of their origin.
+    stragglers: BTreeMap<Key, Packet>,
     arrivals: u64,
+    held_packets: usize,
     held_bytes: usize,
-    held_per_origin: HashMap<u32, usize>,
+    /// What the metrics were last told is held (they are told once a call,
+    /// not once a packet).
+    reported_bytes: usize,
     /// The timestamp of the newest packet sent so far.
     sent_up_to: Option<u64>,
     out_of_order: HashMap<(u32, u32), u64>,
@@ -167,10 +213,13 @@ impl Merger {
         Self {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             max_held_bytes,
-            held: BTreeMap::new(),
+            queues: Vec::new(),
+            heads: BinaryHeap::new(),
+            stragglers: BTreeMap::new(),
             arrivals: 0,
+            held_packets: 0,
             held_bytes: 0,
-            held_per_origin: HashMap::new(),
+            reported_bytes: 0,
             sent_up_to: None,
             out_of_order: HashMap::new(),
             clamped: HashMap::new(),
@@ -180,65 +229,54 @@ impl Merger {
     /// Takes a packet that arrived at `now_ns` (the API's clock). Appends to
     /// `out` what must be sent now: the packet itself when it is late, or
     /// the oldest held packets when the byte budget is exceeded.
-    pub fn push(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
-        let latest = now_ns.saturating_add(MAX_FUTURE_NS);
-        if packet.timestamp_ns > latest {
-            packet.set_timestamp(latest);
-            *self.clamped.entry(packet.origin).or_default() += 1;
+    pub fn push(&mut self, packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
+        self.take(packet, now_ns, out);
+        self.report_held();
+    }
+
+    /// [`Self::push`] for each of `packets` in turn (a batch).
+    pub fn push_all(
+        &mut self,
+        packets: impl IntoIterator<Item = Packet>,
+        now_ns: u64,
+        out: &mut Vec<Packet>,
+    ) {
+        for packet in packets {
+            self.take(packet, now_ns, out);
         }
-        if self
-            .sent_up_to
-            .is_some_and(|sent| packet.timestamp_ns < sent)
-        {
-            *self
-                .out_of_order
-                .entry((packet.origin, packet.interface))
-                .or_default() += 1;
-            crate::metrics::metrics().out_of_order();
-            out.push(packet);
-            return;
-        }
-        self.held_bytes += held_size(&packet);
-        crate::metrics::metrics().held_bytes(held_size(&packet) as i64);
-        *self.held_per_origin.entry(packet.origin).or_default() += 1;
-        self.held
-            .insert((packet.timestamp_ns, self.arrivals), packet);
-        self.arrivals += 1;
-        while self.held_bytes > self.max_held_bytes {
-            self.pop_oldest(out);
-        }
+        self.report_held();
     }
 
     /// Appends to `out`, oldest first, every packet that is at least
     /// `window` old at `now_ns`.
     pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
         while self
-            .held
-            .first_key_value()
-            .is_some_and(|(&(ts, _), _)| ts.saturating_add(self.window_ns) <= now_ns)
+            .next_deadline_ns()
+            .is_some_and(|deadline| deadline <= now_ns)
         {
             self.pop_oldest(out);
         }
+        self.report_held();
     }
 
     /// When the oldest held packet becomes ready (nanoseconds since the
     /// epoch), if any is held.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.held
-            .first_key_value()
-            .map(|(&(ts, _), _)| ts.saturating_add(self.window_ns))
+        self.oldest()
+            .map(|((ts, _), _)| ts.saturating_add(self.window_ns))
     }
 
     /// Appends every held packet to `out`, oldest first.
     pub fn flush(&mut self, out: &mut Vec<Packet>) {
-        while !self.held.is_empty() {
-            self.pop_oldest(out);
-        }
+        while self.pop_oldest(out) {}
+        self.report_held();
     }
 
     /// How many packets from `origin` are held.
     pub fn held_from(&self, origin: u32) -> usize {
-        self.held_per_origin.get(&origin).copied().unwrap_or(0)
+        self.queues
+            .get(origin as usize)
+            .map_or(0, |queue| queue.packets.len() + queue.stragglers)
     }
 
     /// What the held packets cost, as the budget counts it.
@@ -248,7 +286,7 @@ impl Merger {
 
     /// How many packets are held.
     pub fn held_packets(&self) -> usize {
-        self.held.len()
+        self.held_packets
     }
 
     /// Packets of (origin, interface) sent out of order so far.
@@ -274,27 +312,111 @@ impl Merger {
         self.clamped.values().sum()
     }
 
-    fn pop_oldest(&mut self, out: &mut Vec<Packet>) {
-        let Some((_, packet)) = self.held.pop_first() else {
+    /// [`Self::push`] without telling the metrics.
+    fn take(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
+        let latest = now_ns.saturating_add(MAX_FUTURE_NS);
+        if packet.timestamp_ns > latest {
+            packet.set_timestamp(latest);
+            *self.clamped.entry(packet.origin).or_default() += 1;
+        }
+        if self
+            .sent_up_to
+            .is_some_and(|sent| packet.timestamp_ns < sent)
+        {
+            *self
+                .out_of_order
+                .entry((packet.origin, packet.interface))
+                .or_default() += 1;
+            crate::metrics::metrics().out_of_order();
+            out.push(packet);
             return;
+        }
+        self.held_bytes += held_size(&packet);
+        self.held_packets += 1;
+        let key = (packet.timestamp_ns, self.arrivals);
+        self.arrivals += 1;
+        let origin = packet.origin;
+        if self.queues.len() <= origin as usize {
+            self.queues.resize_with(origin as usize + 1, Queue::default);
+        }
+        let queue = &mut self.queues[origin as usize];
+        match queue.packets.back() {
+            None => {
+                queue.packets.push_back((key, packet));
+                self.heads.push(Reverse((key, origin)));
+            }
+            Some(&((newest, _), _)) if key.0 < newest => {
+                queue.stragglers += 1;
+                self.stragglers.insert(key, packet);
+            }
+            Some(_) => queue.packets.push_back((key, packet)),
+        }
+        while self.held_bytes > self.max_held_bytes {
+            self.pop_oldest(out);
+        }
+    }
+
+    /// The oldest held packet's key, and whether it heads a queue (rather
+    /// than being a straggler).
+    fn oldest(&self) -> Option<(Key, bool)> {
+        let head = self.heads.peek().map(|Reverse((key, _))| *key);
+        let straggler = self.stragglers.first_key_value().map(|(key, _)| *key);
+        match (head, straggler) {
+            (Some(head), Some(straggler)) if straggler < head => Some((straggler, false)),
+            (Some(head), _) => Some((head, true)),
+            (None, straggler) => straggler.map(|key| (key, false)),
+        }
+    }
+
+    /// Sends the oldest held packet; false when none is held.
+    fn pop_oldest(&mut self, out: &mut Vec<Packet>) -> bool {
+        let Some((_, heads_a_queue)) = self.oldest() else {
+            return false;
+        };
+        let packet = if heads_a_queue {
+            let mut head = self.heads.peek_mut().expect("the oldest heads a queue");
+            let queue = &mut self.queues[head.0.1 as usize];
+            let (_, packet) = queue
+                .packets
+                .pop_front()
+                .expect("a queue in the heap holds packets");
+            match queue.packets.front() {
+                Some(&(next, _)) => head.0.0 = next,
+                None => {
+                    PeekMut::pop(head);
+                }
+            }
+            queue.shrink();
+            packet
+        } else {
+            let (_, packet) = self
+                .stragglers
+                .pop_first()
+                .expect("the oldest is a straggler");
+            self.queues[packet.origin as usize].stragglers -= 1;
+            packet
         };
         self.held_bytes -= held_size(&packet);
-        crate::metrics::metrics().held_bytes(-(held_size(&packet) as i64));
-        if let Some(count) = self.held_per_origin.get_mut(&packet.origin) {
-            *count -= 1;
-            if *count == 0 {
-                self.held_per_origin.remove(&packet.origin);
-            }
-        }
+        self.held_packets -= 1;
         self.sent_up_to = Some(self.sent_up_to.unwrap_or(0).max(packet.timestamp_ns));
         out.push(packet);
+        true
+    }
+
+    /// Tells the metrics how the held bytes changed since last told.
+    fn report_held(&mut self) {
+        let change = self.held_bytes as i64 - self.reported_bytes as i64;
+        if change != 0 {
+            crate::metrics::metrics().held_bytes(change);
+            self.reported_bytes = self.held_bytes;
+        }
     }
 }
 
 impl Drop for Merger {
     /// What an aborted capture still held leaves the metrics' count.
     fn drop(&mut self) {
-        crate::metrics::metrics().held_bytes(-(self.held_bytes as i64));
+        crate::metrics::metrics().held_bytes(-(self.reported_bytes as i64));
     }
 }
 
@@ -352,6 +474,59 @@ mod tests {
         merger.flush(&mut out);
         let origins: Vec<_> = out.iter().map(|p| p.origin).collect();
         assert_eq!(origins, [2, 0, 1]);
+    }
+
+    #[test]
+    fn an_origin_out_of_its_own_order_still_leaves_in_timestamp_order() {
+        // Origin 0's packets from two CPUs interleave: 5 and 3 come after 6.
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        let arrivals = [
+            (0, 4),
+            (0, 6),
+            (1, 1),
+            (0, 5),
+            (1, 7),
+            (0, 3),
+            (1, 8),
+            (0, 6),
+        ];
+        merger.push_all(
+            arrivals
+                .iter()
+                .map(|&(origin, ts)| packet(origin, ts * SECOND, 1)),
+            NOW,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(merger.held_from(0), 5);
+        assert_eq!(merger.held_from(1), 3);
+        assert_eq!(merger.next_deadline_ns(), Some(2 * SECOND));
+
+        merger.pop_ready(6 * SECOND, &mut out);
+        assert_eq!(times(&out), [SECOND, 3 * SECOND, 4 * SECOND, 5 * SECOND]);
+        assert_eq!(merger.held_from(0), 2);
+        merger.flush(&mut out);
+        let order: Vec<_> = out
+            .iter()
+            .map(|p| (p.origin, p.timestamp_ns / SECOND))
+            .collect();
+        // The two packets at 6 keep their arrival order.
+        assert_eq!(
+            order,
+            [
+                (1, 1),
+                (0, 3),
+                (0, 4),
+                (0, 5),
+                (0, 6),
+                (0, 6),
+                (1, 7),
+                (1, 8)
+            ]
+        );
+        assert_eq!((merger.held_packets(), merger.held_bytes()), (0, 0));
+        assert_eq!(merger.out_of_order_total(), 0);
     }
 
     #[test]

@@ -170,13 +170,11 @@ impl Session {
             return Ok(());
         };
         match message.body {
-            FromAgent::Payload(Payload::Packets(batch)) => {
+            FromAgent::Packets(packets) => {
                 let clamped_before = self.merger.clamped(message.origin);
                 let now = unix_now_ns();
                 let mut ready = Vec::new();
-                for packet in Packet::of_batch(&batch) {
-                    self.merger.push(packet, now, &mut ready);
-                }
+                self.merger.push_all(packets, now, &mut ready);
                 self.merger.pop_ready(now, &mut ready);
                 self.send_packets(ready).await?;
                 if clamped_before == 0 && self.merger.clamped(message.origin) > 0 {

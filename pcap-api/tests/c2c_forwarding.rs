@@ -45,7 +45,7 @@ async fn names_go_before_the_packets_that_follow_them() {
         to_session
             .send(AgentMessage {
                 origin: 0,
-                body: FromAgent::Payload(body),
+                body: FromAgent::checked(body).unwrap(),
             })
             .await
             .unwrap();
