@@ -84,6 +84,33 @@ impl<W: Write> Write for BlockBuffer<W> {
     }
 }
 
+/// The methods a writer kept in a field `writer: BlockBuffer<W>` gives its
+/// callers for the underlying writer: `flush`, `get_mut` and `into_inner`,
+/// written once for the pcap and pcapng writers. `$unit` names what the
+/// format buffers ("records", "blocks") in their documentation.
+macro_rules! underlying_writer_methods {
+    ($unit:literal) => {
+        #[doc = concat!("Writes out the buffered ", $unit, " and flushes the underlying writer.")]
+        pub fn flush(&mut self) -> io::Result<()> {
+            self.writer.flush()
+        }
+
+        #[doc = concat!(
+            "The underlying writer, after the buffered ", $unit, " are written to it. Writing \
+             to it directly corrupts the stream unless whole, valid ", $unit, " are written."
+        )]
+        pub fn get_mut(&mut self) -> io::Result<&mut W> {
+            self.writer.get_mut()
+        }
+
+        #[doc = concat!("Writes out the buffered ", $unit, " and returns the underlying writer.")]
+        pub fn into_inner(self) -> io::Result<W> {
+            self.writer.into_inner()
+        }
+    };
+}
+pub(crate) use underlying_writer_methods;
+
 #[cfg(test)]
 mod tests {
     use super::*;

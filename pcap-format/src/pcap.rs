@@ -83,22 +83,7 @@ impl<W: Write> PcapWriter<W> {
         self.writer.end_block()
     }
 
-    /// Writes out the buffered records and flushes the underlying writer.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-
-    /// The underlying writer, after the buffered records are written to it.
-    /// Writing to it directly corrupts the stream unless whole, valid
-    /// records are written.
-    pub fn get_mut(&mut self) -> io::Result<&mut W> {
-        self.writer.get_mut()
-    }
-
-    /// Writes out the buffered records and returns the underlying writer.
-    pub fn into_inner(self) -> io::Result<W> {
-        self.writer.into_inner()
-    }
+    crate::block_buffer::underlying_writer_methods!("records");
 
     fn write_header(&mut self, header: FileHeader) -> io::Result<()> {
         let snaplen = match header.snaplen {

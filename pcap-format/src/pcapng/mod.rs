@@ -198,22 +198,7 @@ impl<W: Write> PcapNgWriter<W> {
         self.writer.end_block()
     }
 
-    /// Writes out the buffered blocks and flushes the underlying writer.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-
-    /// The underlying writer, after the buffered blocks are written to it.
-    /// Writing to it directly corrupts the stream unless whole, valid blocks
-    /// are written.
-    pub fn get_mut(&mut self) -> io::Result<&mut W> {
-        self.writer.get_mut()
-    }
-
-    /// Writes out the buffered blocks and returns the underlying writer.
-    pub fn into_inner(self) -> io::Result<W> {
-        self.writer.into_inner()
-    }
+    crate::block_buffer::underlying_writer_methods!("blocks");
 
     /// Snapshot length of interface `id`, refused if it was never added.
     fn snaplen(&self, id: u32) -> io::Result<u32> {
