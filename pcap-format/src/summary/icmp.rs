@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     Nd, Result, Trunc,
     addr::{Addr, Payload},
-    be16, be32, bytes_at, in_cksum, in_cksum_shouldbe, inner_ip, u8_at,
+    be16, be32, bytes_at, inner_ip, u8_at, wrong_cksum,
 };
 
 /// Message length above which tcpdump looks for RFC 4884 extensions.
@@ -48,16 +48,12 @@ pub(super) fn icmp_print(nd: &mut Nd<'_>, payload: Payload<'_>) -> Result {
         }
     };
     let _ = write!(nd.out, "ICMP {text}, length {plen}");
-    if nd.verbose() > 0 && !payload.fragmented && dp.len() >= plen {
-        let sum = in_cksum(&[&dp[..plen]]);
-        if sum != 0 {
-            let field = be16(dp, 2)?;
-            let _ = write!(
-                nd.out,
-                " (wrong icmp cksum {field:x} (->{:x})!)",
-                in_cksum_shouldbe(field, sum)
-            );
-        }
+    if nd.verbose() > 0
+        && !payload.fragmented
+        && dp.len() >= plen
+        && let Some((field, shouldbe)) = wrong_cksum(dp, plen, 2)?
+    {
+        let _ = write!(nd.out, " (wrong icmp cksum {field:x} (->{shouldbe:x})!)");
     }
     if nd.verbose() > 0 && matches!(icmp_type, 3 | 4 | 5 | 11 | 12) {
         nd.print("\n\t");

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::addr::{Addr, IpHeader, Payload};
-use super::{Nd, Result, Trunc, be16, be32, bytes_at, icmp, icmp6, in_cksum, tcp, u8_at, udp};
+use super::{Nd, Result, Trunc, be16, be32, bytes_at, icmp, icmp6, tcp, u8_at, udp};
 
 const IP_HDRLEN: usize = 20;
 const IP6_HDRLEN: usize = 40;
@@ -113,16 +113,10 @@ pub(super) fn ip_print(nd: &mut Nd<'_>, bp: &[u8], length: usize) -> Result {
             }
             nd.print(")");
         }
-        if bp.len() >= hlen {
-            let sum = in_cksum(&[&bp[..hlen]]);
-            if sum != 0 {
-                let field = be16(bp, 10)?;
-                let _ = write!(
-                    nd.out,
-                    ", bad cksum {field:x} (->{:x})!",
-                    super::in_cksum_shouldbe(field, sum)
-                );
-            }
+        if bp.len() >= hlen
+            && let Some((field, shouldbe)) = super::wrong_cksum(bp, hlen, 10)?
+        {
+            let _ = write!(nd.out, ", bad cksum {field:x} (->{shouldbe:x})!");
         }
         nd.print(")\n    ");
         if truncated {

@@ -383,6 +383,18 @@ fn in_cksum_shouldbe(field: u16, sum: u16) -> u16 {
     !(shouldbe as u16)
 }
 
+/// For a checksum without a pseudo-header (IPv4's, ICMP's), over the first
+/// `len` bytes of `bytes`: `None` when it verifies, else the checksum field
+/// at byte `at` and what it should have been, for tcpdump's `(->SHOULDBE)`.
+fn wrong_cksum(bytes: &[u8], len: usize, at: usize) -> Result<Option<(u16, u16)>> {
+    let sum = in_cksum(&[&bytes[..len]]);
+    if sum == 0 {
+        return Ok(None);
+    }
+    let field = be16(bytes, at)?;
+    Ok(Some((field, in_cksum_shouldbe(field, sum))))
+}
+
 /// `[PROTO sum ok] ` or `[bad PROTO cksum 0xFIELD -> 0xSHOULDBE!] `, as
 /// tcpdump's UDP and ICMPv6 printers say how a checksum `field` came out
 /// (`sum` is [`in_cksum`]'s result over the pseudo-header and the data).
