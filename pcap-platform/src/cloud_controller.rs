@@ -34,6 +34,7 @@ pub struct RootLinks {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Link {
+    /// An absolute URL.
     pub href: String,
 }
 
@@ -76,11 +77,17 @@ impl<T> Page<T> {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Pagination {
+    /// Resources in the whole list, on every page.
     pub total_results: u64,
+    /// Pages the list takes at this request's `per_page`.
     pub total_pages: u64,
+    /// The URL of page 1.
     pub first: Option<Link>,
+    /// The URL of the last page.
     pub last: Option<Link>,
+    /// The URL of the page after this one; `None` on the last page.
     pub next: Option<Link>,
+    /// The URL of the page before this one; `None` on the first page.
     pub previous: Option<Link>,
 }
 

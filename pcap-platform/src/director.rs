@@ -35,7 +35,10 @@ pub struct UserAuthentication {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct UaaOptions {
+    /// The UAA's URL: the one pcap uses.
     pub url: Option<String>,
+    /// Every URL the UAA is reached at (`url` among them); pcap does not
+    /// read it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
 }

@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 pub struct TokenRequest {
     /// `refresh_token`, `password`, `client_credentials`...
     pub grant_type: String,
+    /// The refresh token to trade, for the `refresh_token` grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The user's login name, for the `password` grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The user's password, for the `password` grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
@@ -38,7 +41,9 @@ impl TokenRequest {
 /// The token endpoint's answer to a grant.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct TokenResponse {
+    /// The JWT to send as `Authorization: bearer ...`.
     pub access_token: String,
+    /// `bearer`.
     #[serde(default)]
     pub token_type: String,
     /// Absent when the UAA keeps the refresh token the client has.
@@ -47,13 +52,16 @@ pub struct TokenResponse {
     pub expires_in: Option<i64>,
     /// The scopes granted, separated by spaces.
     pub scope: Option<String>,
+    /// The access token's id (its `jti` claim).
     pub jti: Option<String>,
 }
 
 /// The token endpoint's refusal (RFC 6749 §5.2).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct OAuthError {
+    /// The error code, e.g. `invalid_grant`, `invalid_token`.
     pub error: String,
+    /// What went wrong, in words, when the server says.
     #[serde(default)]
     pub error_description: String,
 }
