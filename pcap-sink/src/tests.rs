@@ -61,6 +61,28 @@ fn udp(from: u8, link_type: u16) -> Vec<u8> {
     bytes
 }
 
+/// Describes interface 0 of `origin`: Ethernet, named `name`, 256 KiB
+/// snap length.
+fn add_ethernet<W: Write>(sink: &mut Sink<W>, origins: &Origins, origin: u32, name: &str) {
+    sink.add_interface(
+        &interface(origin, 0, name, LINKTYPE_ETHERNET, 262_144),
+        origins,
+    )
+    .unwrap();
+}
+
+/// The file a pcapng sink wrote, as `name` in a scratch directory.
+fn scratch_file(sink: Sink<Vec<u8>>, name: &str) -> ScratchFile {
+    let file = ScratchFile::new(name);
+    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    file
+}
+
+/// What a lines sink wrote.
+fn text(sink: Sink<Vec<u8>>) -> String {
+    String::from_utf8(sink.into_inner().unwrap()).unwrap()
+}
+
 fn write_packets<W: Write>(sink: &mut Sink<W>, packets: &[WirePacket]) -> io::Result<()> {
     for batch in Packets::runs(packets) {
         sink.write_packets(&batch)?;
@@ -86,6 +108,23 @@ fn packet(
     }
 }
 
+/// [`packet`] of [`udp`] from 10.0.0.`from`, in an Ethernet frame.
+fn ethernet_udp(
+    origin: u32,
+    interface: u32,
+    offset_ns: u64,
+    direction: proto::Direction,
+    from: u8,
+) -> WirePacket {
+    packet(
+        origin,
+        interface,
+        offset_ns,
+        direction,
+        udp(from, LINKTYPE_ETHERNET),
+    )
+}
+
 fn statistics(origin: u32, interface: u32, base: u64) -> Statistics {
     Statistics {
         origin,
@@ -107,49 +146,23 @@ fn statistics(origin: u32, interface: u32, base: u64) -> Statistics {
 /// statistics for the second.
 fn write_two_origins<W: Write>(sink: &mut Sink<W>) {
     let origins = origins();
-    sink.add_interface(
-        &interface(0, 0, "eth0", LINKTYPE_ETHERNET, 262_144),
-        &origins,
-    )
-    .unwrap();
-    sink.add_interface(
-        &interface(1, 0, "eth0", LINKTYPE_ETHERNET, 262_144),
-        &origins,
-    )
-    .unwrap();
+    add_ethernet(sink, &origins, 0, "eth0");
+    add_ethernet(sink, &origins, 1, "eth0");
     sink.add_interface(&interface(1, 1, "tun0", LINKTYPE_RAW, 64), &origins)
         .unwrap();
     write_packets(
         sink,
         &[
-            packet(
-                0,
-                0,
-                1,
-                proto::Direction::Inbound,
-                udp(1, LINKTYPE_ETHERNET),
-            ),
+            ethernet_udp(0, 0, 1, proto::Direction::Inbound, 1),
             packet(1, 1, 2, proto::Direction::Outbound, udp(2, LINKTYPE_RAW)),
-            packet(
-                1,
-                0,
-                3,
-                proto::Direction::Unspecified,
-                udp(3, LINKTYPE_ETHERNET),
-            ),
+            ethernet_udp(1, 0, 3, proto::Direction::Unspecified, 3),
         ],
     )
     .unwrap();
     sink.end_of_message().unwrap();
     write_packets(
         sink,
-        &[packet(
-            0,
-            0,
-            4,
-            proto::Direction::Outbound,
-            udp(4, LINKTYPE_ETHERNET),
-        )],
+        &[ethernet_udp(0, 0, 4, proto::Direction::Outbound, 4)],
     )
     .unwrap();
     sink.add_statistics(statistics(0, 0, 1000));
@@ -161,9 +174,7 @@ fn pcapng_file() -> ScratchFile {
     let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
     write_two_origins(&mut sink);
     assert_eq!(sink.written(), 4);
-    let file = ScratchFile::new("sink.pcapng");
-    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
-    file
+    scratch_file(sink, "sink.pcapng")
 }
 
 #[test]
@@ -255,8 +266,7 @@ fn kernel_drops_too_large_to_add_saturate() {
         ..statistics(0, 0, 0)
     });
     sink.finish(T0).unwrap();
-    let file = ScratchFile::new("drops.pcapng");
-    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    let file = scratch_file(sink, "drops.pcapng");
     let fields = tshark_block_fields(&file.0, &["pcapng.options.option.data.interface.dropped"]);
     assert_eq!(fields, [u64::MAX.to_string()]);
 }
@@ -265,7 +275,7 @@ fn kernel_drops_too_large_to_add_saturate() {
 fn lines_name_origin_interface_time_and_direction() {
     let mut sink = Sink::lines(Vec::new());
     write_two_origins(&mut sink);
-    let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+    let text = text(sink);
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
         [
@@ -318,7 +328,7 @@ fn an_origin_never_announced_gets_a_numbered_name() {
         &[packet(4, 0, 0, proto::Direction::Inbound, vec![1])],
     )
     .unwrap();
-    let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+    let text = text(sink);
     assert!(
         text.starts_with("22:13:20.000000 origin 4/eth0 In  "),
         "{text}"
@@ -334,7 +344,7 @@ fn lines_take_tcpdump_printing_flags() {
     };
     let mut sink = Sink::lines_with(Vec::new(), options);
     write_two_origins(&mut sink);
-    let text = String::from_utf8(sink.into_inner().unwrap()).unwrap();
+    let text = text(sink);
     let first = text.lines().next().unwrap();
     assert!(
         first.starts_with("1700000000.000000 vm-0/eth0 In  ")
@@ -347,11 +357,7 @@ fn lines_take_tcpdump_printing_flags() {
 fn comments_and_name_records_reach_the_file() {
     let origins = origins();
     let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
-    sink.add_interface(
-        &interface(0, 0, "silk-vtep", LINKTYPE_ETHERNET, 262_144),
-        &origins,
-    )
-    .unwrap();
+    add_ethernet(&mut sink, &origins, 0, "silk-vtep");
     sink.write_names(&NameRecords {
         origin: 0,
         records: vec![
@@ -367,25 +373,12 @@ fn comments_and_name_records_reach_the_file() {
         ],
     })
     .unwrap();
-    let mut commented = packet(
-        0,
-        0,
-        1,
-        proto::Direction::Inbound,
-        udp(1, LINKTYPE_ETHERNET),
-    );
+    let mut commented = ethernet_udp(0, 0, 1, proto::Direction::Inbound, 1);
     commented.comment = Some("c2c: tag 0x0001 src app app-a".to_owned());
-    let plain = packet(
-        0,
-        0,
-        2,
-        proto::Direction::Inbound,
-        udp(2, LINKTYPE_ETHERNET),
-    );
+    let plain = ethernet_udp(0, 0, 2, proto::Direction::Inbound, 2);
     write_packets(&mut sink, &[commented, plain]).unwrap();
     sink.finish(T0 + 3).unwrap();
-    let file = ScratchFile::new("names.pcapng");
-    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    let file = scratch_file(sink, "names.pcapng");
 
     let out = std::process::Command::new("tshark")
         .args([
@@ -415,40 +408,19 @@ fn comments_and_name_records_reach_the_file() {
 fn an_interface_described_after_packets_is_read_back() {
     let mut origins = origins();
     let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
-    sink.add_interface(
-        &interface(0, 0, "eth0", LINKTYPE_ETHERNET, 262_144),
-        &origins,
-    )
-    .unwrap();
-    let first = packet(
-        0,
-        0,
-        1,
-        proto::Direction::Inbound,
-        udp(1, LINKTYPE_ETHERNET),
-    );
+    add_ethernet(&mut sink, &origins, 0, "eth0");
+    let first = ethernet_udp(0, 0, 1, proto::Direction::Inbound, 1);
     write_packets(&mut sink, &[first]).unwrap();
     origins.add(OriginDescription {
         id: 2,
         name: "my-app/2#1".to_owned(),
         address: "10.0.0.101:9494".to_owned(),
     });
-    sink.add_interface(
-        &interface(2, 0, "s-010255077005", LINKTYPE_ETHERNET, 262_144),
-        &origins,
-    )
-    .unwrap();
-    let later = packet(
-        2,
-        0,
-        2,
-        proto::Direction::Outbound,
-        udp(5, LINKTYPE_ETHERNET),
-    );
+    add_ethernet(&mut sink, &origins, 2, "s-010255077005");
+    let later = ethernet_udp(2, 0, 2, proto::Direction::Outbound, 5);
     write_packets(&mut sink, &[later]).unwrap();
     sink.finish(T0 + 3).unwrap();
-    let file = ScratchFile::new("mid-stream.pcapng");
-    std::fs::write(&file.0, sink.into_inner().unwrap()).unwrap();
+    let file = scratch_file(sink, "mid-stream.pcapng");
     let rows = tshark_rows(&file.0, &["frame.interface_name", "ip.src"]);
     assert_eq!(
         rows,
