@@ -16,9 +16,7 @@ use pcap_filter::{
 };
 
 use crate::{
-    harness::{
-        Loaded, accepted, ctx, require_root, spawn_tcpdump, temp_dir, verdict_of, write_numbered,
-    },
+    harness::{Loaded, ctx, numbered_pcap, require_root, tcpdump_accepts, temp_dir, verdict_of},
     pcapfile::{self, Record},
     vlan::{TPID_8021Q, frame, ipv4},
 };
@@ -206,9 +204,7 @@ fn raw_ip_filters_match_tcpdump() {
         ipv4(UDP, [10, 0, 0, 2], 6, 1234, 80),
         ipv4([192, 168, 0, 1], [10, 0, 0, 2], 6, 22, 1234),
     ];
-    let dir = temp_dir("raw");
-    let file = dir.join("raw.pcap");
-    write_numbered(&file, LINKTYPE_RAW, packets.iter().cloned());
+    let file = numbered_pcap("raw", LINKTYPE_RAW, packets.iter().cloned());
     for expression in [
         "udp port 53",
         "tcp",
@@ -217,8 +213,7 @@ fn raw_ip_filters_match_tcpdump() {
         "len > 40",
         "ip",
     ] {
-        let out = dir.join("out.pcap");
-        let theirs = accepted(spawn_tcpdump(&file, &out, expression), &out, expression);
+        let theirs = tcpdump_accepts(&file, expression);
         let program = compile(expression, LINKTYPE_RAW).expect("compiles");
         let loaded = Loaded::load(
             &[InterfaceFilter {

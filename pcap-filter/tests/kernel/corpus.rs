@@ -13,8 +13,8 @@ use pcap_filter::{compile, compile::LINKTYPE_ETHERNET, translate::VlanSource};
 
 use crate::{
     harness::{
-        Loaded, Tag, accepted, max_test_run_len, require_root, spawn_tcpdump, tcpdump_ddd,
-        tcpdump_read, temp_dir, write_numbered,
+        Loaded, Tag, accepted, max_test_run_len, numbered_pcap, require_root, spawn_tcpdump,
+        tcpdump_ddd, tcpdump_read, temp_dir,
     },
     pcapfile,
 };
@@ -133,9 +133,8 @@ fn load() -> Corpus {
             });
         }
     }
-    let merged = temp_dir("corpus").join("merged.pcap");
-    write_numbered(
-        &merged,
+    let merged = numbered_pcap(
+        "corpus",
         LINKTYPE_ETHERNET,
         packets.iter().map(|p| p.data.clone()),
     );

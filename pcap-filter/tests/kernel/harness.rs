@@ -170,6 +170,16 @@ pub fn accepted(child: Child, out: &Path, expression: &str) -> Vec<u32> {
     file.records.iter().map(|r| r.ts_sec).collect()
 }
 
+/// The packets of `file` that `tcpdump -r file expression` keeps, by
+/// their seconds fields (see [`accepted`]); tcpdump writes them to a
+/// scratch file beside `file`.
+pub fn tcpdump_accepts(file: &Path, expression: &str) -> Vec<u32> {
+    let out = file.with_extension("accepted.pcap");
+    let accepted = accepted(spawn_tcpdump(file, &out, expression), &out, expression);
+    std::fs::remove_file(&out).ok();
+    accepted
+}
+
 /// The packets tcpdump reads from `file`, as it writes them back.
 pub fn tcpdump_read(file: &Path) -> Vec<Record> {
     let out = Command::new("tcpdump")
@@ -210,8 +220,14 @@ pub fn tcpdump_ddd(file: &Path, expression: &str) -> Vec<CbpfInsn> {
 }
 
 /// Writes packets numbered by their timestamps (seconds = index), with the
-/// wire length set to the captured length.
-pub fn write_numbered(path: &Path, link_type: u16, packets: impl IntoIterator<Item = Vec<u8>>) {
+/// wire length set to the captured length, to `TAG.pcap` in
+/// [`temp_dir`]`(tag)`; its path.
+pub fn numbered_pcap(
+    tag: &str,
+    link_type: u16,
+    packets: impl IntoIterator<Item = Vec<u8>>,
+) -> PathBuf {
+    let path = temp_dir(tag).join(format!("{tag}.pcap"));
     let records: Vec<Record> = packets
         .into_iter()
         .enumerate()
@@ -222,5 +238,6 @@ pub fn write_numbered(path: &Path, link_type: u16, packets: impl IntoIterator<It
             data,
         })
         .collect();
-    std::fs::write(path, pcapfile::write(u32::from(link_type), &records)).expect("write pcap");
+    std::fs::write(&path, pcapfile::write(u32::from(link_type), &records)).expect("write pcap");
+    path
 }

@@ -15,7 +15,7 @@ use pcap_filter::{
 };
 
 use crate::{
-    harness::{Loaded, accepted, require_root, spawn_tcpdump, temp_dir, write_numbered},
+    harness::{Loaded, numbered_pcap, require_root, tcpdump_accepts},
     vlan::frame,
 };
 
@@ -156,10 +156,8 @@ fn header_chains_match_tcpdump_up_to_the_bound_and_the_interpreter_beyond() {
         .iter()
         .map(|chain| frame(&[(0x8100, 7)], ETH_IPV6, &ipv6_chain(chain)))
         .collect();
-    let dir = temp_dir("loops");
-    let input = dir.join("chains.pcap");
     let all: Vec<Vec<u8>> = frames.iter().chain(&tagged).cloned().collect();
-    write_numbered(&input, LINKTYPE_ETHERNET, all.clone());
+    let input = numbered_pcap("loops", LINKTYPE_ETHERNET, all.clone());
     let mut beyond_the_bound = 0;
     // The tagged frames go through the VLAN path's loop.
     for expression in [
@@ -168,8 +166,7 @@ fn header_chains_match_tcpdump_up_to_the_bound_and_the_interpreter_beyond() {
         "ip6 protochain 17",
         "vlan and ip6 protochain 6",
     ] {
-        let out = dir.join("out.pcap");
-        let theirs = accepted(spawn_tcpdump(&input, &out, expression), &out, expression);
+        let theirs = tcpdump_accepts(&input, expression);
         let program = compile(expression, LINKTYPE_ETHERNET).expect("compiles");
         let plain = Loaded::ethernet(&program, VlanSource::Skb);
         let via_cb = Loaded::ethernet(&program, VlanSource::ControlBlock);
@@ -196,7 +193,6 @@ fn header_chains_match_tcpdump_up_to_the_bound_and_the_interpreter_beyond() {
                 beyond_the_bound += usize::from(tcpdump);
             }
         }
-        std::fs::remove_file(&out).ok();
     }
     // 3 chains beyond the bound, untagged for the first two expressions,
     // tagged for the last.

@@ -6,7 +6,7 @@ use pcap_filter::{compile, compile::LINKTYPE_ETHERNET, translate::VlanSource};
 
 use crate::{
     corpus::untag,
-    harness::{Loaded, accepted, require_root, spawn_tcpdump, temp_dir, write_numbered},
+    harness::{Loaded, numbered_pcap, require_root, tcpdump_accepts},
 };
 
 pub const TPID_8021Q: u16 = 0x8100;
@@ -114,12 +114,9 @@ const EXPRESSIONS: &[(&str, &[usize])] = &[
 fn tagged_frames_match_tcpdump_in_band_and_out_of_band() {
     require_root();
     let frames = frames();
-    let dir = temp_dir("vlan");
-    let file = dir.join("frames.pcap");
-    write_numbered(&file, LINKTYPE_ETHERNET, frames.clone());
+    let file = numbered_pcap("vlan", LINKTYPE_ETHERNET, frames.clone());
     for &(expression, expected) in EXPRESSIONS {
-        let out = dir.join("out.pcap");
-        let theirs: Vec<usize> = accepted(spawn_tcpdump(&file, &out, expression), &out, expression)
+        let theirs: Vec<usize> = tcpdump_accepts(&file, expression)
             .into_iter()
             .map(|i| i as usize)
             .collect();
