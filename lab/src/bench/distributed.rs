@@ -59,7 +59,7 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
         let mut order = [Route::Local, Route::Distributed];
         order.rotate_left(round as usize % 2);
         for path in order {
-            let (run, agent_cpu) = match path {
+            let (run, parts) = match path {
                 Route::Local => (local(&cluster, &conf, options.packets, dir)?, None),
                 Route::Distributed => distributed(
                     &mut cluster,
@@ -77,7 +77,7 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
                 run.dropped,
                 run.cpu.as_secs_f64()
             );
-            results.push((path, run, agent_cpu));
+            results.push((path, run, parts));
         }
     }
     drop(cluster);
@@ -120,7 +120,7 @@ fn distributed(
     conf: &Path,
     packets: u64,
     dir: &Path,
-) -> anyhow::Result<(Run, Option<Duration>)> {
+) -> anyhow::Result<(Run, Option<Parts>)> {
     let file = dir.join("distributed.pcapng");
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     cluster.start_agents(agent_config)?;
@@ -139,8 +139,10 @@ fn distributed(
     let trafgen = send(cluster, conf, packets, &file)?;
     let (status, lines) = cli.interrupt()?;
     ensure!(status.success(), "pcap failed: {lines:?}");
-    // The agent's own CPU (goal 1), start-up included as for local.
+    // The agent's own CPU (goal 1), start-up included as for local, and
+    // the API's, before either is stopped.
     let agent_cpu = process_cpu(agent.as_raw())?;
+    let api_cpu = process_cpu(api.as_raw())?;
     for running in [cluster.api.take(), cluster.vms[0].agent.take()]
         .into_iter()
         .flatten()
@@ -149,7 +151,36 @@ fn distributed(
         running.wait()?;
     }
     let cpu = cpu_since(&before)?.saturating_sub(trafgen);
-    Ok((count(&file, packets, cpu)?, Some(agent_cpu)))
+    let parts = Parts {
+        agent: agent_cpu,
+        api: api_cpu,
+        rest: cpu.saturating_sub(agent_cpu + api_cpu),
+    };
+    Ok((count(&file, packets, cpu)?, Some(parts)))
+}
+
+/// Where a distributed run's CPU went.
+#[derive(Clone, Copy)]
+struct Parts {
+    /// `pcap-agent serve`, start-up included.
+    agent: Duration,
+    /// `pcap-api serve`, start-up included.
+    api: Duration,
+    /// The CLI, and the agent's and the API's shutdown.
+    rest: Duration,
+}
+
+impl Parts {
+    const NAMES: [&str; 3] = [
+        "the agent alone",
+        "the API alone",
+        "the CLI and the shutdowns",
+    ];
+
+    /// The parts in the order of [`Self::NAMES`].
+    fn each(self) -> [Duration; 3] {
+        [self.agent, self.api, self.rest]
+    }
 }
 
 /// Sends `packets` frames with trafgen, then waits until `file` stops
@@ -333,10 +364,7 @@ pub(super) fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
-fn write_report(
-    out: &mut String,
-    results: &[(Route, Run, Option<Duration>)],
-) -> anyhow::Result<()> {
+fn write_report(out: &mut String, results: &[(Route, Run, Option<Parts>)]) -> anyhow::Result<()> {
     let mean = |path: Route, f: &dyn Fn(&Run) -> f64| {
         let runs: Vec<f64> = results
             .iter()
@@ -382,20 +410,23 @@ fn write_report(
             mean(path, &cpu) / local_cpu,
         )?;
     }
-    // Goal 1: the serving agent alone against `pcap-agent capture -w`.
-    let agent: Vec<f64> = results
-        .iter()
-        .filter_map(|(_, r, agent)| {
-            agent.map(|a| a.as_secs_f64() / (r.captured.max(1) as f64 / 1e6))
-        })
-        .collect();
-    if !agent.is_empty() {
-        let agent = agent.iter().sum::<f64>() / agent.len() as f64;
-        writeln!(
-            out,
-            "| distributed: the agent alone | | | {agent:.3} | | {:.2} |",
-            agent / local_cpu
-        )?;
+    // Goal 1 is the serving agent alone against `pcap-agent capture -w`;
+    // the API's and the CLI's shares show where the rest goes.
+    for (index, name) in Parts::NAMES.iter().enumerate() {
+        let per_million: Vec<f64> = results
+            .iter()
+            .filter_map(|(_, r, parts)| {
+                parts.map(|p| p.each()[index].as_secs_f64() / (r.captured.max(1) as f64 / 1e6))
+            })
+            .collect();
+        if !per_million.is_empty() {
+            let cpu = per_million.iter().sum::<f64>() / per_million.len() as f64;
+            writeln!(
+                out,
+                "| distributed: {name} | | | {cpu:.3} | | {:.2} |",
+                cpu / local_cpu
+            )?;
+        }
     }
     writeln!(out)?;
     Ok(())
