@@ -93,6 +93,22 @@ impl Point {
     fn dropped(&self) -> u64 {
         self.dropped_kernel + self.dropped_agent + self.dropped_after
     }
+
+    /// The columns both tables of the report share, from *dropped: kernel*
+    /// to *trafgen + kernel*: drops by stage, then CPU per million packets
+    /// offered.
+    fn drops_and_cpu(&self) -> String {
+        format!(
+            "{} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3}",
+            self.dropped_kernel,
+            self.dropped_agent,
+            self.dropped_after,
+            self.per_m(self.agents),
+            self.per_m(self.api),
+            self.per_m(self.clis),
+            self.per_m(self.trafgen),
+        )
+    }
 }
 
 pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
@@ -112,30 +128,31 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
 }
 
 fn measure_all(options: &Options, dir: &Path) -> anyhow::Result<(Vec<Point>, Vec<Point>)> {
-    let release = workspace_root().join("target/release");
     let captures = {
         let dir = dir.join("captures");
         std::fs::create_dir_all(&dir)?;
-        captures_on_one_agent(options, &dir, &release)?
+        captures_on_one_agent(options, &dir)?
     };
     let agents = {
         let dir = dir.join("agents");
         std::fs::create_dir_all(&dir)?;
-        agents_into_one_api(options, &dir, &release)?
+        agents_into_one_api(options, &dir)?
     };
     Ok((captures, agents))
 }
 
+/// A cluster of `vms` VMs in `dir` that runs the release binaries.
+fn release_cluster(dir: &Path, vms: usize) -> anyhow::Result<Cluster> {
+    let mut cluster = Cluster::new(dir, vms)?;
+    cluster.bin_dir = workspace_root().join("target/release");
+    Ok(cluster)
+}
+
 /// Series 1: one VM, its agent and the API started once; `n` CLIs capture
 /// its `eth0` at once.
-fn captures_on_one_agent(
-    options: &Options,
-    dir: &Path,
-    release: &Path,
-) -> anyhow::Result<Vec<Point>> {
+fn captures_on_one_agent(options: &Options, dir: &Path) -> anyhow::Result<Vec<Point>> {
     let most = CAPTURES.iter().max().copied().unwrap_or(1);
-    let mut cluster = Cluster::new(dir, 1)?;
-    release.clone_into(&mut cluster.bin_dir);
+    let mut cluster = release_cluster(dir, 1)?;
     let agent_config = cluster.agent_config(&format!("[limits]\nmax_captures = {most}\n"))?;
     let api_config = cluster.api_config(
         None,
@@ -163,14 +180,9 @@ fn captures_on_one_agent(
 /// Series 2: ten VMs with their agents started once; for each `n` an API
 /// whose target holds the first `n`, and one CLI capturing all of them
 /// while each of their peers sends.
-fn agents_into_one_api(
-    options: &Options,
-    dir: &Path,
-    release: &Path,
-) -> anyhow::Result<Vec<Point>> {
+fn agents_into_one_api(options: &Options, dir: &Path) -> anyhow::Result<Vec<Point>> {
     let most = AGENTS.iter().max().copied().unwrap_or(1);
-    let mut cluster = Cluster::new(dir, most)?;
-    release.clone_into(&mut cluster.bin_dir);
+    let mut cluster = release_cluster(dir, most)?;
     let agent_config = cluster.agent_config("")?;
     cluster.start_agents(&agent_config)?;
     for pid in agent_pids(&cluster) {
@@ -406,15 +418,9 @@ fn write_report(
         };
         writeln!(
             out,
-            "| {n} | {} | {captured} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {per_capture} |",
+            "| {n} | {} | {captured} | {} | {per_capture} |",
             p.offered / u64::from(options.runs.max(1)),
-            p.dropped_kernel,
-            p.dropped_agent,
-            p.dropped_after,
-            p.per_m(p.agents),
-            p.per_m(p.api),
-            p.per_m(p.clis),
-            p.per_m(p.trafgen),
+            p.drops_and_cpu(),
         )?;
     }
     writeln!(out)?;
@@ -430,17 +436,11 @@ fn write_report(
     for p in agents {
         writeln!(
             out,
-            "| {} | {} | {:.4} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {} | {:.4} | {} | {:.3} |",
             p.n,
             p.offered / u64::from(options.runs.max(1)),
             p.captured as f64 / p.offered.max(1) as f64,
-            p.dropped_kernel,
-            p.dropped_agent,
-            p.dropped_after,
-            p.per_m(p.agents),
-            p.per_m(p.api),
-            p.per_m(p.clis),
-            p.per_m(p.trafgen),
+            p.drops_and_cpu(),
             p.per_m(p.agents + p.api + p.clis),
         )?;
     }
