@@ -175,13 +175,13 @@ mod tests {
     fn uses_legacy_loads_one_to_one() {
         let program = compile("tcp port 80", LINKTYPE_ETHERNET).unwrap();
         let insns = translate_classic_like(&program).unwrap();
-        let classic_loads = program
-            .iter()
-            .filter(|i| matches!(i.code & 0xe7, 0x20 | 0x40))
-            .count();
+        // `BPF_LD | BPF_ABS` or `BPF_LD | BPF_IND`, of any size: the same
+        // encoding in classic BPF and eBPF.
+        let is_packet_load = |code: u16| matches!(code & 0xe7, 0x20 | 0x40);
+        let classic_loads = program.iter().filter(|i| is_packet_load(i.code)).count();
         let ebpf_loads = insns
             .iter()
-            .filter(|i| matches!(i.code & 0xe7, 0x20 | 0x40))
+            .filter(|i| is_packet_load(i.code.into()))
             .count();
         let msh = program.iter().filter(|i| i.code == 0xb1).count();
         assert_eq!(ebpf_loads, classic_loads + msh);
