@@ -41,7 +41,7 @@ use pcap_sink::rotate::Policy;
 
 use crate::session::{Ending, Session};
 use crate::sink::Sink;
-use crate::status::{LimitsAsked, Report, code_name};
+use crate::status::{Report, code_name};
 
 /// Capture packets of Cloud Foundry apps and VMs, without SSH.
 #[derive(Debug, Parser)]
@@ -280,15 +280,10 @@ async fn capture(
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
     let output = flags.output();
     let sink = open_sink(&output, &flags.tcpdump.print)?;
-    let asked = flags
+    let limits = flags
         .options(&[])
         .expect("checked by RemoteFlags::check first")
         .limits;
-    let limits = LimitsAsked {
-        packets: asked.packets.map(NonZeroU64::get),
-        bytes: asked.bytes.map(NonZeroU64::get),
-        duration: asked.duration,
-    };
     // Packet lines on the same terminal would break the status line.
     let status_line =
         io::stderr().is_terminal() && !(output == Output::Lines && io::stdout().is_terminal());

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::time::Duration;
 
+use pcap_proto::options::Limits;
 use pcap_proto::v1::{Event, Limit, Stage, Statistics, event};
 use tonic::Code;
 
@@ -17,14 +18,6 @@ use crate::origins::Origins;
 
 /// How often the terminal's status line is redrawn.
 pub const REDRAW_EVERY: Duration = Duration::from_millis(250);
-
-/// The limits the user asked for, to say which one was reached.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LimitsAsked {
-    pub packets: Option<u64>,
-    pub bytes: Option<u64>,
-    pub duration: Option<Duration>,
-}
 
 /// How a capture went, for the exit status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,7 +65,8 @@ impl Progress {
 
 pub struct Report {
     terminal: bool,
-    limits: LimitsAsked,
+    /// The limits the user asked for, to say which one was reached.
+    limits: Limits,
     progress: BTreeMap<u32, Progress>,
     /// Limits already announced: every origin reports the same one.
     limits_told: Vec<Limit>,
@@ -82,7 +76,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(terminal: bool, limits: LimitsAsked) -> Self {
+    pub fn new(terminal: bool, limits: Limits) -> Self {
         Self {
             terminal,
             limits,
@@ -310,7 +304,7 @@ fn stage_drops(statistics: &Statistics) -> [u64; 3] {
 fn describe_event(
     event: &Event,
     origins: &Origins,
-    limits: &LimitsAsked,
+    limits: &Limits,
     interfaces: &[&str],
 ) -> Option<String> {
     let origin = event.origin.map(|id| origins.name(id));
@@ -422,7 +416,7 @@ fn stage_explanation(stage: Stage) -> &'static str {
 }
 
 /// The limit in the user's terms when they set it, e.g. `100 packets`.
-fn describe_limit(limit: Limit, asked: &LimitsAsked, message: &str) -> String {
+fn describe_limit(limit: Limit, asked: &Limits, message: &str) -> String {
     let described = match limit {
         Limit::Packets => asked.packets.map(|n| format!("{n} packets")),
         Limit::Bytes => asked.bytes.map(|n| format!("{n} bytes")),

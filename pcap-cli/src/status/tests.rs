@@ -1,3 +1,5 @@
+use std::num::NonZeroU64;
+
 use pcap_proto::packets::Packet;
 use pcap_proto::v1::{
     CaptureStarted, CaptureStopped, Congested, ConnectionError, InstanceUnavailable,
@@ -27,9 +29,9 @@ fn event(origin: Option<u32>, message: &str, kind: event::Kind) -> Event {
 }
 
 fn describe(event: &Event) -> String {
-    let limits = LimitsAsked {
-        packets: Some(100),
-        ..LimitsAsked::default()
+    let limits = Limits {
+        packets: NonZeroU64::new(100),
+        ..Limits::default()
     };
     describe_event(event, &origins(), &limits, &["eth0", "eth1"]).unwrap()
 }
@@ -125,7 +127,7 @@ fn events_in_words() {
 
 #[test]
 fn an_event_without_kind_shows_its_message_or_nothing() {
-    let limits = LimitsAsked::default();
+    let limits = Limits::default();
     let mut event = Event {
         origin: Some(0),
         message: "hello".into(),
@@ -143,7 +145,7 @@ fn an_event_without_kind_shows_its_message_or_nothing() {
 /// refused.
 fn report() -> Report {
     let origins = origins();
-    let mut report = Report::new(false, LimitsAsked::default());
+    let mut report = Report::new(false, Limits::default());
     for id in 0..3 {
         report.origin_announced(id);
     }
@@ -206,7 +208,7 @@ fn status_line_and_summary_count_packets_bytes_and_drops() {
 
 #[test]
 fn summary_of_a_lost_origin_says_so() {
-    let mut report = Report::new(false, LimitsAsked::default());
+    let mut report = Report::new(false, Limits::default());
     report.origin_announced(0);
     report.record(Some(0), &event::Kind::ConnectionError(ConnectionError {}));
     assert_eq!(
@@ -222,7 +224,7 @@ fn summary_of_a_lost_origin_says_so() {
 fn outcome_fails_only_when_nothing_could_start() {
     assert!(!report().finish(&origins()).nothing_started);
 
-    let mut all_failed = Report::new(false, LimitsAsked::default());
+    let mut all_failed = Report::new(false, Limits::default());
     all_failed.record(
         Some(0),
         &event::Kind::InstanceUnavailable(InstanceUnavailable {}),
@@ -230,18 +232,18 @@ fn outcome_fails_only_when_nothing_could_start() {
     all_failed.record(Some(1), &event::Kind::StartFailed(StartFailed { code: 3 }));
     assert!(all_failed.finish(&origins()).nothing_started);
 
-    let mut invalid = Report::new(false, LimitsAsked::default());
+    let mut invalid = Report::new(false, Limits::default());
     invalid.record(None, &event::Kind::InvalidRequest(InvalidRequest {}));
     assert!(invalid.finish(&origins()).nothing_started);
 
-    let mut stopped_early = Report::new(false, LimitsAsked::default());
+    let mut stopped_early = Report::new(false, Limits::default());
     stopped_early.origin_announced(0);
     assert!(!stopped_early.finish(&origins()).nothing_started);
 }
 
 #[test]
 fn a_limit_is_told_once() {
-    let mut report = Report::new(false, LimitsAsked::default());
+    let mut report = Report::new(false, Limits::default());
     let reached = event::Kind::LimitReached(LimitReached {
         limit: Limit::Duration.into(),
     });
