@@ -11,6 +11,7 @@ use anyhow::ensure;
 use crate::{
     captures::{self, Capture, Packet},
     netns::Netns,
+    now_ns,
     process::{Running, binary},
     reference::assert_readable,
 };
@@ -65,15 +66,19 @@ pub fn written(
     Ok((captures::read_file(file)?, lines))
 }
 
-/// Stops our capture `ours` into `ours_file` (checked as [`written`] checks
-/// it), then the reference tool's `reference` into `reference_file`; the
-/// packets each kept that are stamped within `from..=to` (see [`within`]).
-pub fn stop_both(
+/// Runs `traffic` (which ends once the reference tool wrote it all, as
+/// [`sync_references`](crate::reference::sync_references) makes sure), then
+/// stops our capture `ours` into `ours_file` (checked as [`written`] checks
+/// it) and the reference tool's `reference` into `reference_file`; the
+/// packets each kept that are stamped while `traffic` ran (see [`within`]).
+pub fn stop_both_after(
+    traffic: impl FnOnce() -> anyhow::Result<()>,
     (ours, ours_file): (Running, &Path),
     (reference, reference_file): (Running, &Path),
-    from: u64,
-    to: u64,
 ) -> anyhow::Result<(Vec<Packet>, Vec<Packet>)> {
+    let from = now_ns();
+    traffic()?;
+    let to = now_ns();
     let (ours, _) = written(ours.interrupt()?, ours_file)?;
     reference.interrupt()?;
     let reference = captures::read_file(reference_file)?;

@@ -171,12 +171,14 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
         &["-i", "veth0", "-s", "60", "--format", "pcap"],
     )?;
     let reference = tcpdump_writing(&pair.a, &ref_file, &["-i", "veth0", "-s", "60", "-U"])?;
-    let from = now_ns();
-    pair.a.sh("ping -c 3 -i 0.2 -s 1000 10.0.0.2")?;
-    sync_references(&pair.a, "10.0.0.2", &[&ref_file])?;
-    let to = now_ns();
-    let (ours, reference) =
-        agent_capture::stop_both((ours, &ours_file), (reference, &ref_file), from, to)?;
+    let (ours, reference) = agent_capture::stop_both_after(
+        || {
+            pair.a.sh("ping -c 3 -i 0.2 -s 1000 10.0.0.2")?;
+            sync_references(&pair.a, "10.0.0.2", &[&ref_file])
+        },
+        (ours, &ours_file),
+        (reference, &ref_file),
+    )?;
     ensure!(
         reference.len() >= 3,
         "tcpdump saw {} packets",
@@ -195,14 +197,27 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Captures on veth0 of a new pair named `name`, with `args`, while `a`
+/// runs `traffic`, until the capture ends by itself; what it wrote.
+fn until_it_stops(
+    name: &str,
+    args: &[&str],
+    traffic: Option<&str>,
+) -> anyhow::Result<(Capture, Vec<String>)> {
+    let pair = Pair::new(name)?;
+    let dir = TempDir::new(name)?;
+    let file = dir.join(format!("{name}.pcapng"));
+    let ours = agent_capture::start_writing(&pair.a, &file, &[&["-i", "veth0"], args].concat())?;
+    if let Some(traffic) = traffic {
+        pair.a.sh(traffic)?;
+    }
+    agent_capture::written(ours.wait()?, &file)
+}
+
 #[test]
 fn count_stops_after_n_packets() -> anyhow::Result<()> {
-    let pair = Pair::new("count")?;
-    let dir = TempDir::new("count")?;
-    let file = dir.join("c.pcapng");
-    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "-c", "3"])?;
-    pair.a.sh("ping -c 5 -i 0.1 10.0.0.2")?;
-    let (capture, lines) = agent_capture::written(ours.wait()?, &file)?;
+    let (capture, lines) =
+        until_it_stops("count", &["-c", "3"], Some("ping -c 5 -i 0.1 10.0.0.2"))?;
     ensure!(
         capture.packets.len() == 3,
         "-c 3 wrote {} packets",
@@ -214,11 +229,7 @@ fn count_stops_after_n_packets() -> anyhow::Result<()> {
 
 #[test]
 fn duration_stops_the_capture() -> anyhow::Result<()> {
-    let pair = Pair::new("dur")?;
-    let dir = TempDir::new("dur")?;
-    let file = dir.join("d.pcapng");
-    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "--duration", "0.5"])?;
-    agent_capture::written(ours.wait()?, &file)?;
+    until_it_stops("dur", &["--duration", "0.5"], None)?;
     Ok(())
 }
 

@@ -22,7 +22,6 @@ use pcap_tests::{
     captures::{self, Direction, Packet},
     checks,
     netns::Pair,
-    now_ns,
     process::binary,
     reference::{sync_references, tcpdump},
 };
@@ -280,12 +279,14 @@ fn direction_inout_spelled_long_matches_tcpdump() -> anyhow::Result<()> {
         "--direction inout attached {attached:?}"
     );
     let theirs = tcpdump(&pair.b, "veth1", "inout", &theirs_file)?;
-    let from = now_ns();
-    pair.a.sh("ping -c 3 -i 0.2 -W 1 10.0.0.2")?;
-    sync_references(&pair.a, "10.0.0.2", &[&theirs_file])?;
-    let to = now_ns();
-    let (ours, theirs) =
-        agent_capture::stop_both((ours, &ours_file), (theirs, &theirs_file), from, to)?;
+    let (ours, theirs) = agent_capture::stop_both_after(
+        || {
+            pair.a.sh("ping -c 3 -i 0.2 -W 1 10.0.0.2")?;
+            sync_references(&pair.a, "10.0.0.2", &[&theirs_file])
+        },
+        (ours, &ours_file),
+        (theirs, &theirs_file),
+    )?;
     for direction in [Direction::Inbound, Direction::Outbound] {
         let n = ours
             .iter()

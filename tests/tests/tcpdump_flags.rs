@@ -13,7 +13,6 @@ use pcap_tests::{
     captures::{self, Direction, Packet},
     checks,
     netns::{Netns, Pair},
-    now_ns,
     process::{agent_run, binary, run_ok},
     reference::{assert_readable, corpus, sync_references, tcpdump},
 };
@@ -222,19 +221,19 @@ fn direction_matches_tcpdump(direction: &str) -> anyhow::Result<()> {
         "-Q {direction} attached {attached:?}"
     );
     let theirs = tcpdump(&pair.b, "veth1", direction, &theirs_file)?;
-    let from = now_ns();
-    pair.a
-        .sh("ip neigh flush dev veth0 && ping -c 3 -i 0.2 -W 1 10.0.0.2")?;
-    pair.a.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b\"x\"*1400, (\"10.0.0.2\", 9999))'")?;
-    pair.b.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b\"y\"*700, (\"10.0.0.1\", 9999))'")?;
-    if direction == "in" {
-        sync_references(&pair.a, "10.0.0.2", &[&theirs_file])?;
-    } else {
-        sync_references(&pair.b, "10.0.0.1", &[&theirs_file])?;
-    }
-    let to = now_ns();
+    let traffic = || {
+        pair.a
+            .sh("ip neigh flush dev veth0 && ping -c 3 -i 0.2 -W 1 10.0.0.2")?;
+        pair.a.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b\"x\"*1400, (\"10.0.0.2\", 9999))'")?;
+        pair.b.sh("python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b\"y\"*700, (\"10.0.0.1\", 9999))'")?;
+        if direction == "in" {
+            sync_references(&pair.a, "10.0.0.2", &[&theirs_file])
+        } else {
+            sync_references(&pair.b, "10.0.0.1", &[&theirs_file])
+        }
+    };
     let (ours, theirs) =
-        agent_capture::stop_both((ours, &ours_file), (theirs, &theirs_file), from, to)?;
+        agent_capture::stop_both_after(traffic, (ours, &ours_file), (theirs, &theirs_file))?;
     let wanted = if direction == "in" {
         Direction::Inbound
     } else {
