@@ -5,35 +5,53 @@ use anyhow::{Context as _, bail, ensure};
 /// A packet's direction, from pcapng `epb_flags`: the writers' own type.
 pub use pcap_format::Direction;
 
+/// One packet as a capture file holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
+    /// When it was captured, in nanoseconds since the Unix epoch (classic
+    /// pcap's microseconds scaled up).
     pub unix_ns: u64,
+    /// Its length on the wire, before any snap length cut it.
     pub orig_len: u32,
+    /// The bytes kept: at most `orig_len` of them.
     pub data: Vec<u8>,
     /// Interface name (pcapng `if_name`), if the file has one.
     pub interface: Option<String>,
+    /// Inbound or outbound, if the pcapng `epb_flags` say (classic pcap
+    /// never does).
     pub direction: Option<Direction>,
 }
 
-/// pcapng interface statistics.
+/// pcapng interface statistics: each count is `None` when the Interface
+/// Statistics Block has no such option.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Statistics {
+    /// The name of the interface the block counts for, if it has one.
     pub interface: Option<String>,
+    /// `isb_ifrecv`: packets the interface received.
     pub received: Option<u64>,
     /// `isb_ifdrop`: dropped by the interface (for us: in the kernel).
     pub if_dropped: Option<u64>,
+    /// `isb_filteraccept`: packets the capture filter accepted.
     pub filter_accept: Option<u64>,
+    /// `isb_osdrop`: dropped by the operating system.
     pub os_dropped: Option<u64>,
+    /// `isb_usrdeliv`: packets delivered to the capture, and so written.
     pub user_delivered: Option<u64>,
 }
 
+/// What a capture file holds, in file order.
 #[derive(Clone, Debug, Default)]
 pub struct Capture {
+    /// The link type of each interface (classic pcap: the file's one).
     pub link_types: Vec<u16>,
+    /// Every packet, of whichever interface.
     pub packets: Vec<Packet>,
+    /// Every Interface Statistics Block (classic pcap has none).
     pub statistics: Vec<Statistics>,
 }
 
+/// Reads and parses the classic pcap or pcapng file at `path`.
 pub fn read_file(path: &std::path::Path) -> anyhow::Result<Capture> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&bytes).with_context(|| format!("parsing {}", path.display()))
