@@ -177,6 +177,44 @@ fn finish(tshark: Running) -> anyhow::Result<Vec<String>> {
     Ok(stderr)
 }
 
+/// [`finish`], saying on failure how many packets tshark wrote to `file`
+/// and what the extcap logged to `log`.
+fn finish_with_log(tshark: Running, file: &Path, log: &Path) -> anyhow::Result<Vec<String>> {
+    finish(tshark).with_context(|| {
+        let got = captures::read_file(file).map(|c| c.packets.len());
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        format!("tshark wrote {got:?} packets; the extcap's log:\n{log}")
+    })
+}
+
+/// Reads `ours`, written by the `pcap` command `tool`, and tshark's
+/// `theirs`: both hold `count` packets, with the same bytes whatever their
+/// order. tshark's capture.
+fn same_as_ours(
+    tool: &str,
+    ours: &Path,
+    theirs: &Path,
+    count: usize,
+) -> anyhow::Result<captures::Capture> {
+    let ours = captures::read_file(ours)?;
+    let theirs = captures::read_file(theirs)?;
+    ensure!(
+        ours.packets.len() == count,
+        "{tool}: {} packets",
+        ours.packets.len()
+    );
+    ensure!(
+        theirs.packets.len() == count,
+        "tshark: {} packets",
+        theirs.packets.len()
+    );
+    ensure!(
+        sorted(&ours.packets) == sorted(&theirs.packets),
+        "the bytes differ"
+    );
+    Ok(theirs)
+}
+
 /// Packet bytes, sorted: the same multiset whatever the order in which
 /// origins were merged.
 fn sorted(packets: &[Packet]) -> Vec<Vec<u8>> {
@@ -354,30 +392,11 @@ fn tshark_captures_an_app_like_pcap_app() -> anyhow::Result<()> {
     }
     let (status, stderr) = pcap_app.wait()?;
     ensure!(status.success(), "pcap app failed: {stderr:#?}");
-    finish(tshark).with_context(|| {
-        let got = captures::read_file(&theirs).map(|c| c.packets.len());
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        format!("tshark wrote {got:?} packets; the extcap's log:\n{log}")
-    })?;
+    finish_with_log(tshark, &theirs, &log)?;
     // tshark closed the fifo: the extcap's capture stopped at the agents.
     wait_for_programs(&cf, &[0, 0])?;
 
-    let ours = captures::read_file(&ours)?;
-    let theirs = captures::read_file(&theirs)?;
-    ensure!(
-        ours.packets.len() == count,
-        "pcap app: {} packets",
-        ours.packets.len()
-    );
-    ensure!(
-        theirs.packets.len() == count,
-        "tshark: {} packets",
-        theirs.packets.len()
-    );
-    ensure!(
-        sorted(&ours.packets) == sorted(&theirs.packets),
-        "the bytes differ"
-    );
+    let theirs = same_as_ours("pcap app", &ours, &theirs, count)?;
     let by_origin = app_capture::packets_by_origin(&theirs);
     ensure!(
         by_origin.len() == 2,
@@ -730,13 +749,7 @@ fn tshark_captures_bosh_vms_like_pcap_bosh() -> anyhow::Result<()> {
     wait_for_vm_programs(cluster, &[2 * one[0], 2 * one[1], 0])?;
 
     ping_every_vm(cluster, 5)?;
-    finish(tshark).with_context(|| {
-        let got = captures::read_file(&theirs).map(|c| c.packets.len());
-        format!(
-            "tshark wrote {got:?} packets; the extcap's log:\n{}",
-            log_text()
-        )
-    })?;
+    finish_with_log(tshark, &theirs, &log)?;
     // tshark closed the fifo: the extcap's capture stopped at the agents,
     // pcap bosh's goes on.
     wait_for_vm_programs(cluster, &one)?;
@@ -755,21 +768,6 @@ fn tshark_captures_bosh_vms_like_pcap_bosh() -> anyhow::Result<()> {
         "the login was refreshed more than once"
     );
 
-    let ours = captures::read_file(&ours)?;
-    let theirs = captures::read_file(&theirs)?;
-    ensure!(
-        ours.packets.len() == count,
-        "pcap bosh: {} packets",
-        ours.packets.len()
-    );
-    ensure!(
-        theirs.packets.len() == count,
-        "tshark: {} packets",
-        theirs.packets.len()
-    );
-    ensure!(
-        sorted(&ours.packets) == sorted(&theirs.packets),
-        "the bytes differ"
-    );
+    let theirs = same_as_ours("pcap bosh", &ours, &theirs, count)?;
     routers_pings(&theirs)
 }
