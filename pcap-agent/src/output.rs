@@ -161,26 +161,17 @@ impl PacketSink for Output {
             (None, None) => unreachable!("begin is called once"),
         };
         if let Any::Cooked { .. } = any {
-            new_writer
-                .add_interface(&pcap_format::Interface {
-                    name: ANY.to_owned(),
-                    description: None,
-                    link_type: LINKTYPE_LINUX_SLL2,
-                    snaplen,
-                })
-                .map_err(io::Error::other)?;
+            add_interface(new_writer.as_mut(), ANY, LINKTYPE_LINUX_SLL2, snaplen)?;
             *writer = Some(new_writer);
             return Ok(());
         }
         for interface in interfaces {
-            new_writer
-                .add_interface(&pcap_format::Interface {
-                    name: interface.name.clone(),
-                    description: None,
-                    link_type: interface.link_type,
-                    snaplen,
-                })
-                .map_err(io::Error::other)?;
+            add_interface(
+                new_writer.as_mut(),
+                &interface.name,
+                interface.link_type,
+                snaplen,
+            )?;
         }
         *writer = Some(new_writer);
         Ok(())
@@ -343,14 +334,12 @@ impl PacketSink for Output {
             ..
         } = self
         {
-            writer
-                .add_interface(&pcap_format::Interface {
-                    name: interface.name.clone(),
-                    description: None,
-                    link_type: interface.link_type,
-                    snaplen,
-                })
-                .map_err(io::Error::other)?;
+            add_interface(
+                writer.as_mut(),
+                &interface.name,
+                interface.link_type,
+                snaplen,
+            )?;
         }
         Ok(())
     }
@@ -365,6 +354,25 @@ impl PacketSink for Output {
             _ => Ok(()),
         }
     }
+}
+
+/// One interface's description block: `name`, without a description,
+/// its packets of `link_type` cut to `snaplen`.
+fn add_interface(
+    writer: &mut (dyn CaptureWriter + Send),
+    name: &str,
+    link_type: u16,
+    snaplen: u32,
+) -> io::Result<()> {
+    writer
+        .add_interface(&pcap_format::Interface {
+            name: name.to_owned(),
+            description: None,
+            link_type,
+            snaplen,
+        })
+        .map_err(io::Error::other)?;
+    Ok(())
 }
 
 /// One interface's statistics block, ending at `unix_ns`.
