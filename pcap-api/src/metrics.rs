@@ -176,8 +176,7 @@ mod tests {
     use super::*;
 
     fn value(text: &str, series: &str) -> i64 {
-        pcap_proto::metrics::sample(text, series)
-            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+        pcap_proto::metrics::expect_sample(text, series)
     }
 
     #[test]

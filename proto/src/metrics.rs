@@ -102,6 +102,16 @@ pub fn sample<T: std::str::FromStr>(text: &str, series: &str) -> Option<T> {
         .ok()
 }
 
+/// [`sample`] for tests: the value of `series`, which must be there.
+///
+/// # Panics
+///
+/// When `text` has no such series (or its value is not a `T`); the
+/// message shows the whole text.
+pub fn expect_sample<T: std::str::FromStr>(text: &str, series: &str) -> T {
+    sample(text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+}
+
 /// Counts one call refused with `code` in a family labelled `code`.
 pub fn count_refusal(family: &Family<Labels, Counter>, code: tonic::Code) {
     family.get_or_create(&[("code", code_label(code))]).inc();

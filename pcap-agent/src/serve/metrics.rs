@@ -129,8 +129,7 @@ mod tests {
     };
 
     fn value(text: &str, series: &str) -> u64 {
-        pcap_proto::metrics::sample(text, series)
-            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+        pcap_proto::metrics::expect_sample(text, series)
     }
 
     #[test]
