@@ -33,12 +33,17 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
+    /// Loading, attaching or reading the eBPF programs and maps failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// The [`PacketSink`] refused a packet or a block.
     #[error("writing the capture: {0}")]
     Output(#[source] io::Error),
+    /// The clock that turns the kernel's TAI time stamps into Unix time
+    /// could not be read.
     #[error("reading the clock: {0}")]
     Clock(#[from] nix::Error),
+    /// Waiting on the ring or on the link watch (netlink) failed.
     #[error("waiting for packets: {0}")]
     Poll(#[source] io::Error),
 }
@@ -48,9 +53,15 @@ pub enum CaptureError {
 pub struct Packet<'a> {
     /// Position of its interface in the capture's interface list.
     pub interface: u32,
+    /// When the kernel saw it, nanoseconds since the Unix epoch (from the
+    /// ring record's TAI time stamp).
     pub unix_ns: u64,
+    /// Its length on the wire, in bytes; `data` may be shorter (snaplen).
     pub orig_len: u32,
+    /// The captured bytes, from the link-layer header, borrowed from the
+    /// ring record.
     pub data: &'a [u8],
+    /// The hook that saw it (ingress or egress), when the record says.
     pub direction: Option<Direction>,
     /// What a packet socket calls `sll_pkttype`: [`PACKET_OUTGOING`] on
     /// egress, else the kernel's `PACKET_HOST`, `PACKET_BROADCAST`,
@@ -72,6 +83,7 @@ pub struct Packet<'a> {
 pub struct Removed<'a> {
     /// Its position among the capture's interfaces.
     pub id: u32,
+    /// The interface as the capture listed it (name, index, link type).
     pub interface: &'a Interface,
     /// Final for it.
     pub report: &'a InterfaceReport,

@@ -9,12 +9,19 @@ pub const LINKTYPE_ETHERNET: u16 = 1;
 /// `LINKTYPE_RAW`: packets start with an IPv4 or IPv6 header.
 pub const LINKTYPE_RAW: u16 = 101;
 
-/// `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
+// `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
+/// Ethernet, veth, bridges: captured as Ethernet.
 const ARPHRD_ETHER: u32 = 1;
+/// `lo`, whose frames carry an all-zero Ethernet header: captured as
+/// Ethernet.
 pub const ARPHRD_LOOPBACK: u32 = 772;
+/// No link-layer header at all (tun, WireGuard): captured as raw IP.
 const ARPHRD_NONE: u32 = 0xfffe;
+/// Raw IP devices (some cellular modems): captured as raw IP.
 const ARPHRD_RAWIP: u32 = 519;
+/// IPIP tunnels (`tunl0`): captured as raw IP.
 const ARPHRD_TUNNEL: u32 = 768;
+/// IP-in-IPv6 tunnels (`ip6tnl0`): captured as raw IP.
 const ARPHRD_TUNNEL6: u32 = 769;
 
 #[derive(Debug, Error)]

@@ -37,7 +37,9 @@ const INGRESS_QDISC: TcHandle = TcHandle {
 /// A filter on one hook of an interface, as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
+    /// Its priority on the hook (`tc filter ... pref`); lower runs first.
     pub priority: u16,
+    /// Its handle within the priority (`tc filter ... handle`).
     pub handle: u32,
     /// `bpf`, `u32`, ...; `None` for the entry that heads a priority.
     pub kind: Option<String>,

@@ -82,6 +82,7 @@ impl Issuer {
 /// for people to read and never decides anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// Who vouched for the caller: the static table or a UAA.
     pub issuer: Issuer,
     /// Stable within the issuer: a static user's name; a UAA token's
     /// `user_id` (else `sub`); `client:<client id>` for a

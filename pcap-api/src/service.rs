@@ -109,10 +109,14 @@ impl From<Refusal> for Status {
 /// What can keep the service from being built.
 #[derive(Debug, Error)]
 pub enum SetupError {
+    /// The client certificate, key, CA or server name for the agents
+    /// (`[agents]`) is not usable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The `[bosh]` director's client (its CA, its HTTP client).
     #[error("bosh: {0}")]
     Bosh(#[from] uaa::SetupError),
+    /// The `[cf]` Cloud Controller's client (its CA, its HTTP client).
     #[error("cf: {0}")]
     Cf(uaa::SetupError),
 }

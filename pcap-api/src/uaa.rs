@@ -49,6 +49,7 @@ pub enum TokenError {
     /// Not a JWT at all: some other authenticator may know it.
     #[error("the bearer token is not a JWT")]
     NotJwt,
+    /// The JWT header has no `kid`, so no published key can check it.
     #[error("the token names no signing key (`kid`)")]
     NoKeyId,
     /// `kid` comes from the token: shown escaped and shortened, so that
@@ -58,12 +59,17 @@ pub enum TokenError {
         crate::audit::escaped(kid)
     )]
     UnknownKey { kid: String, uaa: String },
+    /// The header's `alg` is not the one the UAA publishes for the key
+    /// (no algorithm substitution).
     #[error("the token's algorithm {found} is not its key's {expected}")]
     WrongAlgorithm { found: String, expected: String },
+    /// The signature does not verify with the published key.
     #[error("the token's signature is not valid")]
     BadSignature,
+    /// `exp` is past, beyond the allowed clock skew.
     #[error("the token has expired; log in again")]
     Expired,
+    /// `nbf` is still ahead, beyond the allowed clock skew.
     #[error("the token is not valid yet (check the clocks)")]
     NotYetValid,
     #[error(
@@ -71,8 +77,11 @@ pub enum TokenError {
         crate::audit::escaped(found)
     )]
     WrongIssuer { found: String, expected: String },
+    /// A refresh token (its `jti` ends in `-r`) rather than an access token.
     #[error("refresh tokens are not accepted; send an access token")]
     RefreshToken,
+    /// Anything else wrong with the claims (a missing `exp`, `iss` or
+    /// `aud`, malformed JSON): what, in words.
     #[error("the token is not valid: {0}")]
     Invalid(String),
     /// The keys could not be fetched: the UAA is down or misconfigured.
@@ -294,9 +303,14 @@ pub fn https_client(ca_pem: &[u8], ca_name: &str) -> Result<reqwest::Client, Set
 /// What a valid access token says about its bearer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
+    /// `iss`: the UAA's token endpoint, checked against the one expected.
     pub issuer: String,
+    /// `sub`: the user's or the client's id.
     pub subject: String,
+    /// Whom the token is for, by id and name.
     pub bearer: Bearer,
+    /// The scopes of `scope` whose resource is among the token's `aud`
+    /// (see `granted_scopes`).
     pub scopes: Vec<String>,
 }
 
@@ -306,7 +320,9 @@ pub struct Claims {
 pub struct Bearer {
     /// UAA's user GUID; absent in client-credentials tokens.
     pub user_id: Option<String>,
+    /// The user's login name; absent in client-credentials tokens.
     pub user_name: Option<String>,
+    /// The OAuth client the token was issued to.
     pub client_id: Option<String>,
 }
 

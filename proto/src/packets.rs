@@ -16,9 +16,11 @@ pub struct Packet {
     pub original_length: u32,
     /// A [`Direction`].
     pub direction: i32,
+    /// The API's number for the instance it came from (`OriginDescription`).
     pub origin: u32,
     /// The id from this origin's `InterfaceDescription`.
     pub interface: u32,
+    /// The captured bytes, from the link-layer header.
     pub data: Vec<u8>,
     /// pcapng `opt_comment`, e.g. c2c insight.
     pub comment: Option<String>,

@@ -39,9 +39,12 @@ impl Verdict {
 /// One c2c LOG line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
+    /// Allowed or denied, from the prefix.
     pub verdict: Verdict,
     /// The whole prefix, e.g. `OK_0001_2f7dbbd5-8f44-4b2a-8d`.
     pub prefix: String,
+    /// The packet's addresses, protocol and ports (`SRC=`, `DST=`, `PROTO=`,
+    /// `SPT=`, `DPT=`).
     pub flow: Flow,
     /// `MARK=`, when the line has it.
     pub mark: Option<u32>,
