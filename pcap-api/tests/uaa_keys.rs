@@ -3,7 +3,6 @@
 //! `kid`, and a rotated-in key is then accepted.
 
 use std::{
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -18,37 +17,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use pcap_api::uaa::{TokenError, TokenValidator};
+use pcap_tests::{TempDir, servers::uaa::SigningKey};
 use serde_json::json;
-
-/// An RSA key pair made with openssl: (private PEM, public PEM).
-fn rsa_key() -> (String, String) {
-    let private = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl genpkey");
-    assert!(private.status.success());
-    let mut public = Command::new("openssl")
-        .args(["pkey", "-pubout"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl pkey");
-    std::io::Write::write_all(public.stdin.as_mut().expect("stdin"), &private.stdout)
-        .expect("write key");
-    let public = public.wait_with_output().expect("openssl pkey");
-    (
-        String::from_utf8(private.stdout).expect("PEM"),
-        String::from_utf8(public.stdout).expect("PEM"),
-    )
-}
 
 #[derive(Default)]
 struct Keys {
@@ -75,7 +47,8 @@ async fn token_keys(State(keys): State<Arc<Keys>>, headers: HeaderMap) -> Respon
     ([(header::ETAG, etag)], Json(body)).into_response()
 }
 
-fn token(issuer: &str, kid: &str, private_pem: &str) -> String {
+/// A token for `issuer` naming key `kid`, signed with `key`.
+fn token(issuer: &str, kid: &str, key: &SigningKey) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -87,23 +60,19 @@ fn token(issuer: &str, kid: &str, private_pem: &str) -> String {
         "client_id": "cf", "scope": ["cloud_controller.read"],
         "aud": ["cloud_controller", "cf"], "iat": now, "exp": now + 600,
     });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("key"),
-    )
-    .expect("sign")
+    key.sign(&header, &claims).expect("sign")
 }
 
 #[tokio::test]
 async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
-    let (old_private, old_public) = rsa_key();
-    let (new_private, new_public) = rsa_key();
+    let dir = TempDir::new("uaa-keys-rotated").expect("temp dir");
+    let old = SigningKey::generate(&dir, "old").expect("key");
+    let new = SigningKey::generate(&dir, "new").expect("key");
     let keys = Arc::new(Keys::default());
     keys.served
         .lock()
         .expect("lock")
-        .push(("old".into(), old_public));
+        .push(("old".into(), old.public_pem().to_owned()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -118,18 +87,18 @@ async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
     let issuer = validator.issuer().to_owned();
 
     let claims = validator
-        .validate(&token(&issuer, "old", &old_private))
+        .validate(&token(&issuer, "old", &old))
         .await
         .expect("a token signed with the served key");
     assert!(claims.has_scope("cloud_controller.read"));
     validator
-        .validate(&token(&issuer, "old", &old_private))
+        .validate(&token(&issuer, "old", &old))
         .await
         .expect("again");
     assert_eq!(keys.requests.load(Ordering::SeqCst), 1, "keys are cached");
 
     // An unknown kid, before the UAA has it: one conditional refetch (304).
-    let rotated = token(&issuer, "new", &new_private);
+    let rotated = token(&issuer, "new", &new);
     assert!(matches!(
         validator.validate(&rotated).await,
         Err(TokenError::UnknownKey { .. })
@@ -141,12 +110,12 @@ async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
     keys.served
         .lock()
         .expect("lock")
-        .push(("new".into(), new_public));
+        .push(("new".into(), new.public_pem().to_owned()));
     validator.validate(&rotated).await.expect("the rotated key");
     assert_eq!(keys.requests.load(Ordering::SeqCst), 3);
 
     // A token claiming the new kid but signed with the old key is refused.
-    let forged = token(&issuer, "new", &old_private);
+    let forged = token(&issuer, "new", &old);
     assert!(matches!(
         validator.validate(&forged).await,
         Err(TokenError::BadSignature)
@@ -155,7 +124,8 @@ async fn an_unknown_kid_refetches_the_keys_and_accepts_a_rotated_key() {
 
 #[tokio::test]
 async fn a_uaa_that_fails_is_asked_again_only_after_the_refetch_interval() {
-    let (private, _) = rsa_key();
+    let dir = TempDir::new("uaa-keys-down").expect("temp dir");
+    let key = SigningKey::generate(&dir, "k").expect("key");
     let requests = Arc::new(AtomicUsize::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -175,7 +145,7 @@ async fn a_uaa_that_fails_is_asked_again_only_after_the_refetch_interval() {
     let issuer = validator.issuer().to_owned();
     // Every request sees the failure; only the first one asks the UAA.
     for _ in 0..5 {
-        let result = validator.validate(&token(&issuer, "k", &private)).await;
+        let result = validator.validate(&token(&issuer, "k", &key)).await;
         assert!(
             matches!(&result, Err(TokenError::KeysUnavailable { message, .. }) if message.contains("503")),
             "{result:?}"

@@ -104,6 +104,16 @@ impl SigningKey {
             e,
         })
     }
+
+    /// The public key, as PEM: what `/token_keys` serves as a key's `value`.
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// `claims` signed with this key, under `header` (its algorithm RS256).
+    pub fn sign(&self, header: &Header, claims: &impl Serialize) -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(header, claims, &self.encoding)?)
+    }
 }
 
 /// Claims of UAA access tokens, as UAA writes them.
@@ -261,14 +271,14 @@ impl Uaa {
 
     /// The public key the UAA publishes, as PEM.
     pub fn public_key_pem(&self) -> &str {
-        &self.key.public_pem
+        self.key.public_pem()
     }
 
     fn sign(&self, claims: &impl Serialize) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(KEY_ID.to_owned());
         header.jku = Some(BOGUS_JKU.to_owned());
-        Ok(jsonwebtoken::encode(&header, claims, &self.key.encoding)?)
+        self.key.sign(&header, claims)
     }
 
     /// Checks an access token as a resource server (the director) does:
