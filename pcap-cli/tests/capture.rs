@@ -137,6 +137,17 @@ impl FakeServer {
         Pcap::start(&self.url(), Some(TOKEN), &[&["--ca", ca], args].concat())
     }
 
+    /// A streaming server that `pcap capture --ca CA ARGS` (see
+    /// [`pcap_with_ca`]) has called, and that pcap.
+    ///
+    /// [`pcap_with_ca`]: FakeServer::pcap_with_ca
+    fn called_with_ca(args: &[&str]) -> (Self, Pcap) {
+        let server = Self::streaming();
+        let pcap = server.pcap_with_ca(args);
+        server.expect_call();
+        (server, pcap)
+    }
+
     /// Starts `pcap capture ARGS` (as [`TOKEN`]) against this streaming
     /// server and answers its call: origin 0 on `eth0`, its first `count`
     /// packets, and the start; returns once pcap says it captures.
@@ -775,9 +786,7 @@ fn a_second_ctrl_c_quits_at_once_with_a_valid_file() {
 
 #[test]
 fn lines_without_w_name_the_origin_and_interface() {
-    let mut server = FakeServer::streaming();
-    let pcap = server.pcap_with_ca(&[]);
-    server.expect_call();
+    let (mut server, pcap) = FakeServer::called_with_ca(&[]);
     server.send(origin(3));
     server.send(interface(3, 0, "eth0"));
     server.send(packets(3, 0, 0, 2));
@@ -828,9 +837,7 @@ fn an_unreachable_or_untrusted_api_exits_1() {
 
 #[test]
 fn every_origin_failing_exits_1() {
-    let mut server = FakeServer::streaming();
-    let pcap = server.pcap_with_ca(&[]);
-    server.expect_call();
+    let (mut server, pcap) = FakeServer::called_with_ca(&[]);
     server.send(origin(0));
     server.send(event(
         Some(0),
