@@ -61,49 +61,36 @@ const WAKEUP_INTERVAL_NS: u64 = 10_000_000;
 /// `TC_ACT_UNSPEC`: let the packet go on as if we were not there.
 const TC_ACT_UNSPEC: i32 = -1;
 
-#[classifier]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the signature #[classifier] requires"
-)]
-pub fn pcap_ingress(ctx: TcContext) -> i32 {
-    entry(&ctx, Direction::Ingress, slot::FILTER_INGRESS);
-    TC_ACT_UNSPEC
+/// The TC programs, each a `#[classifier]` that runs one step on its
+/// context and lets the packet go on (`TC_ACT_UNSPEC`). `#[classifier]`
+/// wants the context by value; the steps borrow it (clippy's
+/// `needless_pass_by_value` does not look into a macro's functions).
+macro_rules! tc_programs {
+    ($($name:ident($ctx:ident) => $step:expr;)+) => {$(
+        #[classifier]
+        pub fn $name($ctx: TcContext) -> i32 {
+            $step;
+            TC_ACT_UNSPEC
+        }
+    )+};
 }
 
-#[classifier]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the signature #[classifier] requires"
-)]
-pub fn pcap_egress(ctx: TcContext) -> i32 {
-    entry(&ctx, Direction::Egress, slot::FILTER_EGRESS);
-    TC_ACT_UNSPEC
-}
-
-#[classifier]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the signature #[classifier] requires"
-)]
-pub fn pcap_ingress_matched(ctx: TcContext) -> i32 {
-    capture(&ctx, Direction::Ingress, filter_snaplen(&ctx));
-    TC_ACT_UNSPEC
-}
-
-#[classifier]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the signature #[classifier] requires"
-)]
-pub fn pcap_egress_matched(ctx: TcContext) -> i32 {
-    capture(&ctx, Direction::Egress, filter_snaplen(&ctx));
-    TC_ACT_UNSPEC
+tc_programs! {
+    // The entries, attached to the hooks: count, then run the filter.
+    pcap_ingress(ctx) => entry(&ctx, Direction::Ingress, slot::FILTER_INGRESS);
+    pcap_egress(ctx) => entry(&ctx, Direction::Egress, slot::FILTER_EGRESS);
+    // Tail-called by the filter on a match.
+    pcap_ingress_matched(ctx) => capture(&ctx, Direction::Ingress, filter_snaplen(&ctx));
+    pcap_egress_matched(ctx) => capture(&ctx, Direction::Egress, filter_snaplen(&ctx));
 }
 
 /// Why an accepted packet did not reach the ring buffer.
 enum Drop {
+    /// The ring buffer had no room for the record (counted as
+    /// `dropped_ring_full`).
     RingFull,
+    /// The packet's bytes could not be copied into a record: no size class
+    /// holds them, or the copy failed (counted as `dropped_copy_failed`).
     CopyFailed,
 }
 
