@@ -89,13 +89,19 @@ pub const VPA_CHAIN: &str = "vpa--1700000000000001";
 /// instance (index `i` of `cells` is instance index `i`).
 #[derive(Clone, Debug)]
 pub struct AppSpec {
+    /// The app's name, as `cf` and the Cloud Controller know it.
     pub name: String,
+    /// The app's GUID, derived from its name.
     pub guid: String,
+    /// The GUID of the app's space ([`space_guid`]).
     pub space_guid: String,
+    /// The GUID of the space's org ([`org_guid`]).
     pub org_guid: String,
     /// The store's `ports` (comma-separated there); the first is where
     /// policies point when they name no port.
     pub ports: Vec<u16>,
+    /// The cell of each instance: instance index `i` runs on cell
+    /// `cells[i]`.
     pub cells: Vec<usize>,
 }
 

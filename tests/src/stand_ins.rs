@@ -121,11 +121,17 @@ pub fn start_director(
 /// landscape's CA.
 pub struct CfServers {
     // The servers stop before the rest drops.
+    /// The Cloud Controller's server.
     pub cc_server: Server,
+    /// The UAA's server.
     pub uaa_server: Server,
+    /// The UAA's state: its key, users, and what it was asked.
     pub uaa: Arc<Uaa>,
+    /// The Cloud Controller's state: its apps, their instances and the roles.
     pub cc: Arc<CloudController>,
+    /// The UAA's URL.
     pub uaa_url: String,
+    /// The Cloud Controller's URL.
     pub cc_url: String,
 }
 
