@@ -445,48 +445,33 @@ mod tests {
 
     #[test]
     fn bad_requests_are_invalid_arguments() {
+        // A capture of `lo` with one thing changed, and what the agent says.
+        let lo_but = |change: fn(&mut CaptureOptions)| {
+            let mut request = lo(CaptureOptions::default());
+            change(request.options.as_mut().expect("lo sets the options"));
+            request
+        };
         let cases = [
-            (start(CaptureOptions::default()), "no interfaces"),
+            (lo_but(|o| o.interfaces.clear()), "no interfaces"),
             (
-                start(CaptureOptions {
-                    interfaces: vec!["lo".to_owned(), "lo".to_owned()],
-                    ..CaptureOptions::default()
-                }),
+                lo_but(|o| o.interfaces.push("lo".to_owned())),
                 "interface \"lo\" is named twice",
             ),
             (
-                start(CaptureOptions {
-                    interfaces: vec!["nonexistent0".to_owned()],
-                    ..CaptureOptions::default()
-                }),
+                lo_but(|o| o.interfaces = vec!["nonexistent0".to_owned()]),
                 "interface \"nonexistent0\" does not exist",
             ),
             (
-                lo(CaptureOptions {
-                    snaplen: Some(262_145),
-                    ..CaptureOptions::default()
-                }),
+                lo_but(|o| o.snaplen = Some(262_145)),
                 "invalid snaplen 262145: use 1 to 262144 (or 0 for 262144)",
             ),
+            (lo_but(|o| o.filter = "tcp port".to_owned()), "syntax error"),
             (
-                lo(CaptureOptions {
-                    filter: "tcp port".to_owned(),
-                    ..CaptureOptions::default()
-                }),
-                "syntax error",
-            ),
-            (
-                lo(CaptureOptions {
-                    filter: format!("host 10.0.0.1 or {}", " ".repeat(1 << 20)),
-                    ..CaptureOptions::default()
-                }),
+                lo_but(|o| o.filter = format!("host 10.0.0.1 or {}", " ".repeat(1 << 20))),
                 "the filter expression is 1048593 bytes; at most 4096 are allowed",
             ),
             (
-                lo(CaptureOptions {
-                    filter: "tcp and host slow.invalid".to_owned(),
-                    ..CaptureOptions::default()
-                }),
+                lo_but(|o| o.filter = "tcp and host slow.invalid".to_owned()),
                 "host names are not resolved: use an IP address instead of \"slow.invalid\"",
             ),
         ];
