@@ -22,9 +22,15 @@ pub const SIZE_CLASSES: [usize; 13] = [
 /// `skb->cb[0]` and tail-calls the matched program for that direction. An
 /// empty filter slot means "no filter": the entry program captures itself.
 pub mod slot {
+    /// The filter `pcap_ingress` tail-calls.
     pub const FILTER_INGRESS: u32 = 0;
+    /// The filter `pcap_egress` tail-calls.
     pub const FILTER_EGRESS: u32 = 1;
+    /// `pcap_ingress_matched`, which the ingress filter tail-calls on a
+    /// match.
     pub const MATCHED_INGRESS: u32 = 2;
+    /// `pcap_egress_matched`, which the egress filter tail-calls on a
+    /// match.
     pub const MATCHED_EGRESS: u32 = 3;
     /// Number of slots.
     pub const COUNT: u32 = 4;
