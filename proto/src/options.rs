@@ -120,8 +120,12 @@ impl Directions {
 /// may still apply, see [`Limits::capped_by`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
+    /// How long the capture runs (`duration_ms` on the wire, rounded up
+    /// to whole milliseconds).
     pub duration: Option<Duration>,
+    /// Packets written before the capture stops (tcpdump's `-c`).
     pub packets: Option<NonZeroU64>,
+    /// Bytes of captured packet data written before the capture stops.
     pub bytes: Option<NonZeroU64>,
 }
 
@@ -181,6 +185,7 @@ pub struct CaptureOptions {
     pub snaplen: Option<NonZeroU32>,
     /// Interfaces to capture on; empty means the target's default.
     pub interfaces: Vec<String>,
+    /// When the capture stops on its own.
     pub limits: Limits,
     /// tcpdump's `-Q`.
     pub direction: Directions,
