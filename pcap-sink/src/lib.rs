@@ -11,7 +11,7 @@
 mod origins;
 pub mod rotate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
@@ -28,7 +28,9 @@ type Key = (u32, u32);
 
 pub struct Sink<W: Write> {
     output: Output<W>,
-    interfaces: HashMap<Key, Described>,
+    /// Looked up for every packet: a B-tree of a few entries is a short
+    /// scan, where a hash map hashed every key with SipHash.
+    interfaces: BTreeMap<Key, Described>,
     /// Final counts, written as statistics blocks by [`Sink::finish`].
     statistics: BTreeMap<Key, Statistics>,
     written: u64,
@@ -121,7 +123,7 @@ impl<W: Write> Sink<W> {
     fn new(output: Output<W>) -> Self {
         Self {
             output,
-            interfaces: HashMap::new(),
+            interfaces: BTreeMap::new(),
             statistics: BTreeMap::new(),
             written: 0,
             skipped: 0,
