@@ -15,6 +15,10 @@ use std::{
 };
 
 use pcap_filter::names::find_name;
+use proptest::{
+    prelude::Rng as _,
+    test_runner::{RngAlgorithm, TestRng},
+};
 
 const ORACLE: &str = r#"
 #define _GNU_SOURCE
@@ -192,15 +196,10 @@ const WORDS: &[&str] = &[
     "ether src",
 ];
 
-/// xorshift64: the same expressions on every run.
+/// proptest's deterministic generator: the same expressions on every run.
 fn expressions(count: usize) -> Vec<String> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut next = move || rng.next_u64();
     (0..count)
         .map(|_| {
             let len = 1 + (next() % 7) as usize;

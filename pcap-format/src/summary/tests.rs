@@ -6,6 +6,10 @@
 
 use super::{Dump, Frame, Options, Printer, TimeFormat, summarize};
 use crate::linktype::LINKTYPE_ETHERNET;
+use proptest::{
+    prelude::Rng as _,
+    test_runner::{RngAlgorithm, TestRng},
+};
 
 fn hex(text: &str) -> Vec<u8> {
     (0..text.len())
@@ -238,13 +242,8 @@ fn invalid_record_lengths_as_tcpdump() {
 /// option: the printer never panics and always ends the packet's text.
 #[test]
 fn never_panics_on_random_frames() {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut next = move || rng.next_u64();
     let ether_types: [[u8; 2]; 5] = [[8, 0], [0x86, 0xdd], [8, 6], [0x81, 0], [0x88, 0xa8]];
     let option_sets = [
         Options::default(),
