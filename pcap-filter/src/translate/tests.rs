@@ -8,6 +8,10 @@ use crate::{
     ebpf::{HELPER_SKB_LOAD_BYTES, class},
 };
 
+/// Shared with the kernel tests.
+#[path = "../../tests/kernel/programs.rs"]
+mod programs;
+
 const TAIL: TailCall = TailCall {
     prog_array_fd: 42,
     index: 3,
@@ -340,17 +344,8 @@ fn dataflow_follows_loops() {
     ];
     let found = unwritten(&program);
     assert_eq!((found.a, found.x, found.words), (false, false, vec![3]));
-    // An instruction reached only through a backward jump is analysed too:
-    // ld #1; ja +2 (to 4); 2: txa (reads X, never written); ret a;
-    // 4: ja -3 (to 2); ret #0.
-    let program = [
-        CbpfInsn::stmt(0x00, 1),
-        CbpfInsn::stmt(0x05, 2),
-        CbpfInsn::stmt(0x87, 0),
-        CbpfInsn::stmt(0x16, 0),
-        CbpfInsn::stmt(0x05, (-3i32) as u32),
-        CbpfInsn::stmt(0x06, 0),
-    ];
+    // An instruction reached only through a backward jump is analysed too.
+    let program = programs::reached_only_backward();
     let found = unwritten(&program);
     assert_eq!((found.a, found.x), (false, true));
     let filter = InterfaceFilter {

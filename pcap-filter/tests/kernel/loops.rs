@@ -16,6 +16,7 @@ use pcap_filter::{
 
 use crate::{
     harness::{Loaded, numbered_pcap, require_root, tcpdump_accepts},
+    programs,
     vlan::frame,
 };
 
@@ -225,15 +226,7 @@ fn other_loops_end_as_in_the_interpreter() {
             CbpfInsn::stmt(0x05, u32::MAX),
             CbpfInsn::stmt(0x06, 1),
         ],
-        // ld #1; ja +2 (to 4); 2: txa; ret a; 4: ja -3 (to 2); ret #0
-        vec![
-            CbpfInsn::stmt(0x00, 1),
-            CbpfInsn::stmt(0x05, 2),
-            CbpfInsn::stmt(0x87, 0),
-            CbpfInsn::stmt(0x16, 0),
-            CbpfInsn::stmt(0x05, (-3i32) as u32),
-            CbpfInsn::stmt(0x06, 0),
-        ],
+        programs::reached_only_backward(),
     ];
     let packet = frame(&[], ETH_IPV6, &ipv6_chain(&[]));
     let verdicts: Vec<u32> = programs

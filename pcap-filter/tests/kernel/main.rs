@@ -2,6 +2,8 @@
 //! verdicts with tcpdump's. They need root, tcpdump, and the tcpdump
 //! test-suite captures in the workspace's `tests/corpus/tcpdump-tests` (or `$PCAP_FILTER_CORPUS`).
 
+use pcap_filter::CbpfInsn;
+
 mod classic;
 mod contract;
 mod corpus;
@@ -9,5 +11,6 @@ mod harness;
 mod loads;
 mod loops;
 mod pcapfile;
+mod programs;
 mod verifier;
 mod vlan;
