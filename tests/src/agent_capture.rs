@@ -13,7 +13,7 @@ use crate::{
     netns::Netns,
     now_ns,
     process::{Running, binary},
-    reference::assert_readable,
+    reference::{assert_readable, sync_references},
 };
 
 /// `pcap-agent capture` in `ns`, with no arguments yet.
@@ -86,6 +86,24 @@ pub fn stop_both_after(
         within(&ours.packets, from, to),
         within(&reference.packets, from, to),
     ))
+}
+
+/// [`stop_both_after`] with `ns` running the shell `command` (pings, say)
+/// as the traffic, which ends once the reference tool wrote a marker sent
+/// from `ns` to `destination`.
+pub fn stop_both_after_sh(
+    ns: &Netns,
+    command: &str,
+    destination: &str,
+    ours: (Running, &Path),
+    reference: (Running, &Path),
+) -> anyhow::Result<(Vec<Packet>, Vec<Packet>)> {
+    let reference_file = reference.1;
+    let traffic = || {
+        ns.sh(command)?;
+        sync_references(ns, destination, &[reference_file])
+    };
+    stop_both_after(traffic, ours, reference)
 }
 
 /// The packets stamped within `from..=to`, in time order: packets handled on

@@ -171,11 +171,10 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
         &["-i", "veth0", "-s", "60", "--format", "pcap"],
     )?;
     let reference = tcpdump_writing(&pair.a, &ref_file, &["-i", "veth0", "-s", "60", "-U"])?;
-    let (ours, reference) = agent_capture::stop_both_after(
-        || {
-            pair.a.sh("ping -c 3 -i 0.2 -s 1000 10.0.0.2")?;
-            sync_references(&pair.a, "10.0.0.2", &[&ref_file])
-        },
+    let (ours, reference) = agent_capture::stop_both_after_sh(
+        &pair.a,
+        "ping -c 3 -i 0.2 -s 1000 10.0.0.2",
+        "10.0.0.2",
         (ours, &ours_file),
         (reference, &ref_file),
     )?;
@@ -197,6 +196,20 @@ fn snaplen_truncates_like_tcpdump() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a capture on veth0 of a new pair named `name`, with `args`, into
+/// `{name}.pcapng` of a directory of its own, and hands the three to `then`.
+fn writing<T>(
+    name: &str,
+    args: &[&str],
+    then: impl FnOnce(&Pair, &Path, Running) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let pair = Pair::new(name)?;
+    let dir = TempDir::new(name)?;
+    let file = dir.join(format!("{name}.pcapng"));
+    let ours = agent_capture::start_writing(&pair.a, &file, &[&["-i", "veth0"], args].concat())?;
+    then(&pair, &file, ours)
+}
+
 /// Captures on veth0 of a new pair named `name`, with `args`, while `a`
 /// runs `traffic`, until the capture ends by itself; what it wrote.
 fn until_it_stops(
@@ -204,14 +217,12 @@ fn until_it_stops(
     args: &[&str],
     traffic: Option<&str>,
 ) -> anyhow::Result<(Capture, Vec<String>)> {
-    let pair = Pair::new(name)?;
-    let dir = TempDir::new(name)?;
-    let file = dir.join(format!("{name}.pcapng"));
-    let ours = agent_capture::start_writing(&pair.a, &file, &[&["-i", "veth0"], args].concat())?;
-    if let Some(traffic) = traffic {
-        pair.a.sh(traffic)?;
-    }
-    agent_capture::written(ours.wait()?, &file)
+    writing(name, args, |pair, file, ours| {
+        if let Some(traffic) = traffic {
+            pair.a.sh(traffic)?;
+        }
+        agent_capture::written(ours.wait()?, file)
+    })
 }
 
 #[test]
@@ -235,19 +246,16 @@ fn duration_stops_the_capture() -> anyhow::Result<()> {
 
 #[test]
 fn sigint_during_a_flood_leaves_a_valid_file_and_counts_add_up() -> anyhow::Result<()> {
-    let pair = Pair::new("flood")?;
-    let dir = TempDir::new("flood")?;
-    let file = dir.join("f.pcapng");
     // A small ring, so that the flood overruns it and drops are counted.
-    let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0", "-B", "64"])?;
-    // Interrupt it mid-flood, once the file holds data.
-    let flood = flood_until(&pair, &file, 1 << 20)?;
-    let ended = ours.interrupt()?;
-    flood.signal(Signal::SIGINT)?;
-    let _ = flood.wait();
-    let (capture, lines) = agent_capture::written(ended, &file)?;
-    check_accounting(&capture, &lines)?;
-    Ok(())
+    writing("flood", &["-B", "64"], |pair, file, ours| {
+        // Interrupt it mid-flood, once the file holds data.
+        let flood = flood_until(pair, file, 1 << 20)?;
+        let ended = ours.interrupt()?;
+        flood.signal(Signal::SIGINT)?;
+        let _ = flood.wait();
+        let (capture, lines) = agent_capture::written(ended, file)?;
+        check_accounting(&capture, &lines)
+    })
 }
 
 /// Floods 10.0.0.2 with pings from `a` until `file` holds `bytes`; the flood

@@ -23,7 +23,7 @@ use pcap_tests::{
     checks,
     netns::Pair,
     process::binary,
-    reference::{sync_references, tcpdump},
+    reference::tcpdump,
 };
 
 /// How long one packet may take to come out once it went in.
@@ -279,11 +279,10 @@ fn direction_inout_spelled_long_matches_tcpdump() -> anyhow::Result<()> {
         "--direction inout attached {attached:?}"
     );
     let theirs = tcpdump(&pair.b, "veth1", "inout", &theirs_file)?;
-    let (ours, theirs) = agent_capture::stop_both_after(
-        || {
-            pair.a.sh("ping -c 3 -i 0.2 -W 1 10.0.0.2")?;
-            sync_references(&pair.a, "10.0.0.2", &[&theirs_file])
-        },
+    let (ours, theirs) = agent_capture::stop_both_after_sh(
+        &pair.a,
+        "ping -c 3 -i 0.2 -W 1 10.0.0.2",
+        "10.0.0.2",
         (ours, &ours_file),
         (theirs, &theirs_file),
     )?;
