@@ -3,7 +3,10 @@
 //!
 //! These tests need root (they create namespaces and load eBPF programs).
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, ensure};
 use pcap_tests::{
@@ -63,30 +66,44 @@ fn send_traffic(pair: &Pair) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Captures of veth0 in `pair.a`, one a `(file name, filter)` of
+/// `captures` (the file in `dir`), all running while [`send_traffic`] sends;
+/// they stop last first, and must succeed. Each one's file and output lines.
+fn while_traffic_is_sent<const N: usize>(
+    pair: &Pair,
+    dir: &Path,
+    captures: [(&str, &[&str]); N],
+) -> anyhow::Result<[(PathBuf, Vec<String>); N]> {
+    let mut running = Vec::new();
+    for (name, filter) in captures {
+        let file = dir.join(name);
+        running.push((capture(&pair.a, "veth0", &file, filter)?, file));
+    }
+    send_traffic(pair)?;
+    let mut stopped = Vec::new();
+    for (capture, file) in running.into_iter().rev() {
+        let (status, lines) = capture.interrupt()?;
+        ensure!(status.success(), "{}: {lines:?}", file.display());
+        stopped.push((file, lines));
+    }
+    stopped.reverse();
+    Ok(stopped.try_into().expect("one a capture"))
+}
+
 #[test]
 fn concurrent_captures_each_get_exactly_their_own_packets() -> anyhow::Result<()> {
     let pair = Pair::new("conc")?;
     let dir = TempDir::new("conc")?;
-    let all_file = dir.join("all.pcapng");
-    let icmp_file = dir.join("icmp.pcapng");
-    let udp_file = dir.join("udp.pcapng");
-    let all = capture(&pair.a, "veth0", &all_file, &[])?;
-    let icmp = capture(&pair.a, "veth0", &icmp_file, &["icmp"])?;
-    let udp = capture(
-        &pair.a,
-        "veth0",
-        &udp_file,
-        &["udp", "and", "dst", "port", "9999"],
+    // The filtered captures stop first, so the unfiltered one saw everything they did.
+    let [(all_file, _), (icmp_file, _), (udp_file, _)] = while_traffic_is_sent(
+        &pair,
+        &dir,
+        [
+            ("all.pcapng", &[]),
+            ("icmp.pcapng", &["icmp"]),
+            ("udp.pcapng", &["udp", "and", "dst", "port", "9999"]),
+        ],
     )?;
-    send_traffic(&pair)?;
-    // Stop the filtered captures first, so the unfiltered one saw everything they did.
-    let (icmp_status, icmp_lines) = icmp.interrupt()?;
-    let (udp_status, _) = udp.interrupt()?;
-    let (all_status, _) = all.interrupt()?;
-    ensure!(
-        icmp_status.success() && udp_status.success() && all_status.success(),
-        "{icmp_lines:?}"
-    );
 
     let everything = captures::read_file(&all_file)?.packets;
     let icmp = captures::read_file(&icmp_file)?.packets;
@@ -241,19 +258,18 @@ fn filter_from_a_file_and_reject_all_and_accept_all() -> anyhow::Result<()> {
     let dir = TempDir::new("ff")?;
     let expression = dir.join("filter.txt");
     std::fs::write(&expression, "icmp and\n  dst host 10.0.0.2\n")?;
-    let from_file = dir.join("from-file.pcapng");
-    let none = dir.join("none.pcapng");
-    let every = dir.join("every.pcapng");
     let expression = expression.to_str().expect("utf-8 path");
-    let file_capture = capture(&pair.a, "veth0", &from_file, &["-F", expression])?;
     // tcpdump refuses `ip and not ip` ("expression rejects all packets");
     // `len < 0` is rejected only when it runs.
-    let reject_all = capture(&pair.a, "veth0", &none, &["len", "<", "0"])?;
-    let accept_all = capture(&pair.a, "veth0", &every, &["ip", "or", "not", "ip"])?;
-    send_traffic(&pair)?;
-    let (_, reject_lines) = reject_all.interrupt()?;
-    file_capture.interrupt()?;
-    accept_all.interrupt()?;
+    let [(every, _), (from_file, _), (none, reject_lines)] = while_traffic_is_sent(
+        &pair,
+        &dir,
+        [
+            ("every.pcapng", &["ip", "or", "not", "ip"]),
+            ("from-file.pcapng", &["-F", expression]),
+            ("none.pcapng", &["len", "<", "0"]),
+        ],
+    )?;
     let requests = captures::read_file(&from_file)?.packets;
     ensure!(
         requests.len() == 3,
