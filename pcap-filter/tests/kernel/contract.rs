@@ -215,14 +215,7 @@ fn raw_ip_filters_match_tcpdump() {
     ] {
         let theirs = tcpdump_accepts(&file, expression);
         let program = compile(expression, LINKTYPE_RAW).expect("compiles");
-        let loaded = Loaded::load(
-            &[InterfaceFilter {
-                program: &program,
-                link_type: LINKTYPE_RAW,
-                ifindexes: &[],
-            }],
-            VlanSource::Skb,
-        );
+        let loaded = Loaded::raw(&program);
         for (i, p) in packets.iter().enumerate() {
             assert_eq!(
                 loaded.verdict(p, None) != 0,

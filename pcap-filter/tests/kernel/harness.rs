@@ -10,7 +10,7 @@ use std::{
 
 use pcap_filter::{
     CbpfInsn, InterfaceFilter, TailCall,
-    compile::LINKTYPE_ETHERNET,
+    compile::{LINKTYPE_ETHERNET, LINKTYPE_RAW},
     sys::{self, PROG_TYPE_SCHED_CLS, SK_BUFF_SIZE},
     translate::{VlanSource, build_filter_program_with, test_context, test_run_verdict},
 };
@@ -44,10 +44,19 @@ pub struct Loaded {
 impl Loaded {
     /// Builds and loads the program for one Ethernet filter.
     pub fn ethernet(program: &[CbpfInsn], vlan: VlanSource) -> Self {
+        Self::one(program, LINKTYPE_ETHERNET, vlan)
+    }
+
+    /// Builds and loads the program for one raw-IP filter (no VLAN path).
+    pub fn raw(program: &[CbpfInsn]) -> Self {
+        Self::one(program, LINKTYPE_RAW, VlanSource::Skb)
+    }
+
+    fn one(program: &[CbpfInsn], link_type: u16, vlan: VlanSource) -> Self {
         Self::load(
             &[InterfaceFilter {
                 program,
-                link_type: LINKTYPE_ETHERNET,
+                link_type,
                 ifindexes: &[],
             }],
             vlan,

@@ -2,7 +2,7 @@
 //! at `X + k`, inside the stack window, across its end and past the
 //! packet's, against what libpcap's interpreter reads.
 
-use pcap_filter::{CbpfInsn, InterfaceFilter, compile::LINKTYPE_RAW, translate::VlanSource};
+use pcap_filter::{CbpfInsn, translate::VlanSource};
 
 use crate::harness::{Loaded, Tag, require_root};
 
@@ -44,14 +44,7 @@ fn expected(frame: &[u8], at: usize, n: usize) -> u32 {
 /// The program on the plain path (raw IP: no VLAN path at all) and on the
 /// VLAN path (Ethernet with a tag held out of band).
 fn check(program: &[CbpfInsn], x_values: &[u8], expect: impl Fn(&[u8]) -> u32, what: &str) {
-    let raw = Loaded::load(
-        &[InterfaceFilter {
-            program,
-            link_type: LINKTYPE_RAW,
-            ifindexes: &[],
-        }],
-        VlanSource::Skb,
-    );
+    let raw = Loaded::raw(program);
     let ethernet = Loaded::ethernet(program, VlanSource::ControlBlock);
     let tag = Tag {
         tpid: 0x8100,
