@@ -31,8 +31,9 @@ const MAX_BATCH_BYTES: u64 = 1 << 20;
 #[cfg(test)]
 const PACKET_OVERHEAD: u64 = epb::EPB_OVERHEAD as u64;
 
-/// A new batch's buffer starts this large (it grows up to
-/// [`MAX_BATCH_BYTES`]).
+/// A new batch's buffer starts at least this large, and as large as the
+/// last batch was (to the next power of two, up to [`MAX_BATCH_BYTES`]), so
+/// that a steady stream fills each buffer without growing it step by step.
 const BATCH_CAPACITY: usize = 64 << 10;
 
 /// `Event{congested}` is sent at most this often.
@@ -122,7 +123,12 @@ impl StreamSink {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_CAPACITY));
+        let capacity = self
+            .batch
+            .len()
+            .next_power_of_two()
+            .clamp(BATCH_CAPACITY, MAX_BATCH_BYTES as usize);
+        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
         let reserved = std::mem::take(&mut self.batch_bytes);
         self.queue
             .send(
