@@ -173,7 +173,8 @@ impl Session {
             FromAgent::Packets(packets) => {
                 let clamped_before = self.merger.clamped(message.origin);
                 let now = unix_now_ns();
-                let mut ready = Vec::new();
+                // About as many leave the window as arrive.
+                let mut ready = Vec::with_capacity(packets.len());
                 self.merger.push_all(packets, now, &mut ready);
                 self.merger.pop_ready(now, &mut ready);
                 self.send_packets(ready).await?;
