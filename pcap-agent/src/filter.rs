@@ -9,9 +9,10 @@ use pcap_filter::{
     CbpfInsn, CompileError, InterfaceFilter, TailCall, TranslateError, build_filter_program,
     sys::{self, LoadError, PROG_TYPE_SCHED_CLS},
 };
+use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 use thiserror::Error;
 
-use crate::iface::{Interface, LINKTYPE_ETHERNET, LINKTYPE_RAW};
+use crate::iface::Interface;
 
 #[derive(Debug, Error)]
 pub enum FilterError {

@@ -2,12 +2,8 @@
 
 use std::{fs, io};
 
+use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 use thiserror::Error;
-
-/// `LINKTYPE_ETHERNET`: frames start with an Ethernet header.
-pub const LINKTYPE_ETHERNET: u16 = 1;
-/// `LINKTYPE_RAW`: packets start with an IPv4 or IPv6 header.
-pub const LINKTYPE_RAW: u16 = 101;
 
 // `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
 /// Ethernet, veth, bridges: captured as Ethernet.
