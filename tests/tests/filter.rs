@@ -87,7 +87,7 @@ fn while_traffic_is_sent<const N: usize>(
         stopped.push((file, lines));
     }
     stopped.reverse();
-    Ok(stopped.try_into().expect("one a capture"))
+    Ok(stopped.try_into().expect("one result per capture"))
 }
 
 #[test]
