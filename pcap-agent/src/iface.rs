@@ -2,33 +2,23 @@
 
 use std::{fs, io};
 
+pub use netlink_packet_route::link::LinkLayerType;
 use pcap_format::linktype::{LINKTYPE_ETHERNET, LINKTYPE_RAW};
 use thiserror::Error;
-
-// `ARPHRD_*` values from `<linux/if_arp.h>` that we know how to capture.
-/// Ethernet, veth, bridges: captured as Ethernet.
-const ARPHRD_ETHER: u32 = 1;
-/// `lo`, whose frames carry an all-zero Ethernet header: captured as
-/// Ethernet.
-pub const ARPHRD_LOOPBACK: u32 = 772;
-/// No link-layer header at all (tun, WireGuard): captured as raw IP.
-const ARPHRD_NONE: u32 = 0xfffe;
-/// Raw IP devices (some cellular modems): captured as raw IP.
-const ARPHRD_RAWIP: u32 = 519;
-/// IPIP tunnels (`tunl0`): captured as raw IP.
-const ARPHRD_TUNNEL: u32 = 768;
-/// IP-in-IPv6 tunnels (`ip6tnl0`): captured as raw IP.
-const ARPHRD_TUNNEL6: u32 = 769;
 
 #[derive(Debug, Error)]
 pub enum InterfaceError {
     #[error("interface {0:?} does not exist (list interfaces with `ip link`)")]
     NotFound(String),
     #[error(
-        "interface {name:?} has hardware type {arphrd}, which pcap cannot capture yet \
-         (supported: Ethernet, loopback, raw IP)"
+        "interface {name:?} has hardware type {hardware_type} ({}), which pcap cannot \
+         capture yet (supported: Ethernet, loopback, raw IP)",
+        u16::from(*hardware_type)
     )]
-    UnsupportedType { name: String, arphrd: u32 },
+    UnsupportedType {
+        name: String,
+        hardware_type: LinkLayerType,
+    },
     #[error("interface name {0:?} is not valid: names are 1 to 15 bytes without '/' or spaces")]
     InvalidName(String),
     #[error("cannot read {path}: {source}")]
@@ -43,7 +33,7 @@ pub struct Interface {
     /// The pcap link type of what the TC hook sees on this interface.
     pub link_type: u16,
     /// Its `ARPHRD_*` hardware type (`sll2_hatype` in `-i any` captures).
-    pub hardware_type: u32,
+    pub hardware_type: LinkLayerType,
 }
 
 /// The name of tcpdump's pseudo-interface for every interface of the
@@ -63,31 +53,43 @@ impl Interface {
         let index = nix::net::if_::if_nametoindex(name)
             .map_err(|_| InterfaceError::NotFound(name.to_owned()))?;
         let path = format!("/sys/class/net/{name}/type");
-        let arphrd = fs::read_to_string(&path)
+        let hardware_type = fs::read_to_string(&path)
             .map_err(|source| InterfaceError::Sysfs {
                 path: path.clone(),
                 source,
             })?
             .trim()
-            .parse::<u32>()
+            .parse::<u16>()
             .map_err(|e| InterfaceError::Sysfs {
                 path,
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             })?;
-        Self::new(name, index, arphrd)
+        Self::new(name, index, LinkLayerType::from(hardware_type))
     }
 
-    /// The interface `name` with index `index` and hardware type `arphrd`
-    /// (as route netlink tells them), if pcap can capture that type.
-    pub fn new(name: &str, index: u32, arphrd: u32) -> Result<Self, InterfaceError> {
-        let link_type = match arphrd {
-            ARPHRD_ETHER | ARPHRD_LOOPBACK => LINKTYPE_ETHERNET,
-            // As libpcap: devices without a link-layer header carry raw IP.
-            ARPHRD_NONE | ARPHRD_RAWIP | ARPHRD_TUNNEL | ARPHRD_TUNNEL6 => LINKTYPE_RAW,
+    /// The interface `name` with index `index` and hardware type
+    /// `hardware_type` (as route netlink tells them), if pcap can capture
+    /// that type.
+    pub fn new(
+        name: &str,
+        index: u32,
+        hardware_type: LinkLayerType,
+    ) -> Result<Self, InterfaceError> {
+        let link_type = match hardware_type {
+            // Ethernet, veth and bridges; and `lo`, whose frames carry an
+            // all-zero Ethernet header.
+            LinkLayerType::Ether | LinkLayerType::Loopback => LINKTYPE_ETHERNET,
+            // As libpcap: devices without a link-layer header (tun,
+            // WireGuard, raw-IP modems, IPIP and IP-in-IPv6 tunnels) carry
+            // raw IP.
+            LinkLayerType::None
+            | LinkLayerType::Rawip
+            | LinkLayerType::Tunnel
+            | LinkLayerType::Tunnel6 => LINKTYPE_RAW,
             _ => {
                 return Err(InterfaceError::UnsupportedType {
                     name: name.to_owned(),
-                    arphrd,
+                    hardware_type,
                 });
             }
         };
@@ -95,13 +97,13 @@ impl Interface {
             name: name.to_owned(),
             index,
             link_type,
-            hardware_type: arphrd,
+            hardware_type,
         })
     }
 
     /// Whether this is a loopback interface.
     pub fn is_loopback(&self) -> bool {
-        self.hardware_type == ARPHRD_LOOPBACK
+        self.hardware_type == LinkLayerType::Loopback
     }
 }
 
@@ -112,5 +114,33 @@ pub fn link_type_name(link_type: u16) -> &'static str {
         LINKTYPE_RAW => "RAW (Raw IP)",
         pcap_format::linktype::LINKTYPE_LINUX_SLL2 => "LINUX_SLL2 (Linux cooked v2)",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_types_follow_the_hardware_type_as_libpcap_does() {
+        let link_type = |hardware_type| Interface::new("x", 2, hardware_type).map(|i| i.link_type);
+        assert_eq!(
+            link_type(LinkLayerType::Ether).ok(),
+            Some(LINKTYPE_ETHERNET)
+        );
+        assert_eq!(
+            link_type(LinkLayerType::Loopback).ok(),
+            Some(LINKTYPE_ETHERNET)
+        );
+        assert_eq!(link_type(LinkLayerType::None).ok(), Some(LINKTYPE_RAW));
+        assert_eq!(link_type(LinkLayerType::Tunnel6).ok(), Some(LINKTYPE_RAW));
+        let refused = Interface::new("gre1", 3, LinkLayerType::from(778))
+            .expect_err("GRE is not captured")
+            .to_string();
+        assert_eq!(
+            refused,
+            "interface \"gre1\" has hardware type IPGRE (778), which pcap cannot capture yet \
+             (supported: Ethernet, loopback, raw IP)"
+        );
     }
 }

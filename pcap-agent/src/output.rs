@@ -186,7 +186,7 @@ impl PacketSink for Output {
                 packet.orig_len,
                 sll2::Meta {
                     ifindex: interface.index,
-                    hardware_type: interface.hardware_type as u16,
+                    hardware_type: u16::from(interface.hardware_type),
                     packet_type: packet.packet_type,
                 },
                 snaplen,

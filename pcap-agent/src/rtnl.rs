@@ -20,7 +20,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage},
+    link::{LinkAttribute, LinkLayerType, LinkMessage},
     tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -177,7 +177,7 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     /// Its `ARPHRD_*` type.
-    pub hardware_type: u32,
+    pub hardware_type: LinkLayerType,
 }
 
 impl Link {
@@ -194,7 +194,7 @@ impl Link {
         Some(Self {
             index: message.header.index,
             name,
-            hardware_type: u32::from(u16::from(message.header.link_layer_type)),
+            hardware_type: message.header.link_layer_type,
         })
     }
 }

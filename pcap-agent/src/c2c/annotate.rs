@@ -343,7 +343,10 @@ mod tests {
     use pcap_common::Counters;
 
     use super::*;
-    use crate::capture::{InterfaceReport, StopReason};
+    use crate::{
+        capture::{InterfaceReport, StopReason},
+        iface::LinkLayerType,
+    };
 
     /// What a sink under the layer saw; it drops every packet after `keep`.
     #[derive(Default)]
@@ -400,7 +403,7 @@ mod tests {
             name: "silk-vtep".to_owned(),
             index: 5,
             link_type: 101,
-            hardware_type: 0xfffe,
+            hardware_type: LinkLayerType::None,
         };
         let mut sink = C2cSink::with_parts(
             Recorder {

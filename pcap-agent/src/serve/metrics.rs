@@ -125,7 +125,7 @@ mod tests {
     use super::*;
     use crate::{
         capture::{InterfaceReport, StopReason},
-        iface::Interface,
+        iface::{Interface, LinkLayerType},
     };
 
     fn value(text: &str, series: &str) -> u64 {
@@ -139,7 +139,7 @@ mod tests {
             name: name.to_owned(),
             index: 2,
             link_type: 1,
-            hardware_type: 1,
+            hardware_type: LinkLayerType::Ether,
         };
         let report = |seen| InterfaceReport {
             kernel: Counters {

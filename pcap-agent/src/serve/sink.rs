@@ -344,14 +344,14 @@ mod tests {
     use tokio_stream::StreamExt as _;
 
     use super::*;
-    use crate::{capture::InterfaceReport, serve::queue::send_queue};
+    use crate::{capture::InterfaceReport, iface::LinkLayerType, serve::queue::send_queue};
 
     fn interface() -> Interface {
         Interface {
             name: "eth0".to_owned(),
             index: 2,
             link_type: 1,
-            hardware_type: 1,
+            hardware_type: LinkLayerType::Ether,
         }
     }
 
