@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: local capture against tcpdump, the in-kernel filter
 //! against the kernel's classic BPF, the distributed path against local,
-//! start time, apps' throughput, and how the cost scales with captures and
+//! start time, `-i any` start and stop with many interfaces, apps'
+//! throughput, and how the cost scales with captures and
 //! agents. Writes docs/bench.md (and the scaling plot, docs/bench-scaling.svg).
 
 mod apps;
+mod attach;
 mod capture;
 mod distributed;
 mod filter;
@@ -54,6 +56,9 @@ enum Part {
     Distributed,
     /// How long a capture takes to start across 10 agents.
     Start,
+    /// How long `-i any` takes to start and stop with 101 interfaces,
+    /// through TCX and through tc, against tcpdump.
+    Attach,
     /// An app's TCP throughput while a capture runs on its veth.
     Apps,
     /// CPU per packet and drops as captures per agent (1 to 8) and agents
@@ -93,6 +98,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if wanted(Part::Capture)
         || wanted(Part::Distributed)
         || wanted(Part::Start)
+        || wanted(Part::Attach)
         || wanted(Part::Apps)
         || wanted(Part::Scaling)
     {
@@ -106,6 +112,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     if wanted(Part::Start) {
         distributed::run_start(options, &mut report)?;
+    }
+    if wanted(Part::Attach) {
+        attach::run(options, &mut report)?;
     }
     if wanted(Part::Apps) {
         apps::run(options, &mut report)?;
