@@ -18,24 +18,31 @@ use crate::workspace_root;
 /// veth pairs in the namespace: twice as many interfaces, and `lo`.
 const PAIRS: u32 = 50;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tool {
-    Tcx,
-    Tc,
-    Tcpdump,
+/// A compared tool: its name in the report, whether it is pcap-agent
+/// (else tcpdump), and its arguments. tcpdump, the reference, is last.
+struct Tool {
+    name: &'static str,
+    agent: bool,
+    args: &'static [&'static str],
 }
 
-impl Tool {
-    const ALL: [Self; 3] = [Self::Tcx, Self::Tc, Self::Tcpdump];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Tcx => "pcap-agent (TCX, the default)",
-            Self::Tc => "pcap-agent --attach tc",
-            Self::Tcpdump => "tcpdump",
-        }
-    }
-}
+const TOOLS: [Tool; 3] = [
+    Tool {
+        name: "pcap-agent (TCX, the default)",
+        agent: true,
+        args: &["capture", "-i", "any", "-w", "/dev/null"],
+    },
+    Tool {
+        name: "pcap-agent --attach tc",
+        agent: true,
+        args: &["capture", "-i", "any", "--attach", "tc", "-w", "/dev/null"],
+    },
+    Tool {
+        name: "tcpdump",
+        agent: false,
+        args: &["-i", "any", "-n", "-Z", "root", "-w", "/dev/null"],
+    },
+];
 
 /// Start and stop of one run, in milliseconds.
 type Times = (f64, f64);
@@ -52,33 +59,24 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     }
     ns.sh(&setup)?;
     let agent = workspace_root().join("target/release/pcap-agent");
-    let mut results: Vec<(Tool, Vec<Times>)> = Tool::ALL.iter().map(|&t| (t, Vec::new())).collect();
+    let mut results: Vec<Vec<Times>> = TOOLS.iter().map(|_| Vec::new()).collect();
     for run in 0..options.runs.max(1) as usize {
-        for k in 0..Tool::ALL.len() {
-            let (tool, times) = &mut results[(run + k) % Tool::ALL.len()];
-            times.push(measure(&ns, *tool, &agent)?);
+        for k in 0..TOOLS.len() {
+            let i = (run + k) % TOOLS.len();
+            results[i].push(measure(&ns, &TOOLS[i], &agent)?);
         }
     }
     write_report(report, &results)
 }
 
-fn measure(ns: &Netns, tool: Tool, agent: &Path) -> anyhow::Result<Times> {
-    let mut command = match tool {
-        Tool::Tcx | Tool::Tc => {
-            let mut command = ns.command(&agent.to_string_lossy());
-            command.args(["capture", "-i", "any", "-w", "/dev/null"]);
-            if tool == Tool::Tc {
-                command.args(["--attach", "tc"]);
-            }
-            command
-        }
-        Tool::Tcpdump => {
-            let mut command = ns.command("tcpdump");
-            command.args(["-i", "any", "-n", "-Z", "root", "-w", "/dev/null"]);
-            command
-        }
+fn measure(ns: &Netns, tool: &Tool, agent: &Path) -> anyhow::Result<Times> {
+    let program = if tool.agent {
+        agent.to_string_lossy()
+    } else {
+        "tcpdump".into()
     };
-    command.stdout(Stdio::null());
+    let mut command = ns.command(&program);
+    command.args(tool.args).stdout(Stdio::null());
     let started = Instant::now();
     let mut running = Running::spawn(&mut command)?;
     running.wait_for("listening on", 1)?;
@@ -86,7 +84,7 @@ fn measure(ns: &Netns, tool: Tool, agent: &Path) -> anyhow::Result<Times> {
     let stopping = Instant::now();
     let (status, lines) = running.interrupt()?;
     let stop = stopping.elapsed();
-    ensure!(status.success(), "{} failed: {lines:?}", tool.name());
+    ensure!(status.success(), "{} failed: {lines:?}", tool.name);
     Ok((start.as_secs_f64() * 1e3, stop.as_secs_f64() * 1e3))
 }
 
@@ -95,7 +93,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn write_report(out: &mut String, results: &[(Tool, Vec<Times>)]) -> anyhow::Result<()> {
+fn write_report(out: &mut String, results: &[Vec<Times>]) -> anyhow::Result<()> {
     writeln!(
         out,
         "## `-i any` start and stop with {} interfaces\n",
@@ -106,31 +104,27 @@ fn write_report(out: &mut String, results: &[(Tool, Vec<Times>)]) -> anyhow::Res
         "One network namespace with `lo` and {PAIRS} veth pairs; each tool captures `-i any` \
          to /dev/null. Start: spawn → `listening on` on stderr; stop: SIGINT → exited. Medians \
          over {} runs, rotating the order.\n",
-        results.first().map_or(0, |(_, t)| t.len())
+        results.first().map_or(0, Vec::len)
     )?;
     writeln!(
         out,
         "| tool | start | stop | start ratio to tcpdump | stop ratio to tcpdump |"
     )?;
     writeln!(out, "|---|---|---|---|---|")?;
-    let medians: Vec<(Tool, f64, f64)> = results
+    let medians: Vec<(f64, f64)> = results
         .iter()
-        .map(|(tool, times)| {
+        .map(|times| {
             let start = median(times.iter().map(|t| t.0).collect());
             let stop = median(times.iter().map(|t| t.1).collect());
-            (*tool, start, stop)
+            (start, stop)
         })
         .collect();
-    let (_, ref_start, ref_stop) = medians
-        .iter()
-        .find(|(tool, ..)| *tool == Tool::Tcpdump)
-        .copied()
-        .unwrap_or((Tool::Tcpdump, f64::NAN, f64::NAN));
-    for (tool, start, stop) in medians {
+    let (ref_start, ref_stop) = medians.last().copied().unwrap_or((f64::NAN, f64::NAN));
+    for (tool, (start, stop)) in TOOLS.iter().zip(medians) {
         writeln!(
             out,
             "| {} | {start:.0} ms | {stop:.0} ms | {:.2} | {:.2} |",
-            tool.name(),
+            tool.name,
             start / ref_start,
             stop / ref_stop
         )?;
