@@ -143,13 +143,31 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(args) => args,
         Err(error) => error.exit(),
     };
-    match run(&args) {
+    let code = match run(&args) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("pcap: {}", crate::describe(&error));
             ExitCode::FAILURE
         }
+    };
+    if let Some(fifo) = args.fifo.as_deref().filter(|_| code != ExitCode::SUCCESS) {
+        release_reader(fifo);
     }
+    code
+}
+
+/// Opens the fifo's write end and closes it again, without blocking. A
+/// capture that fails before it writes (a missing option, a refusal) may
+/// never have opened the fifo, and dumpcap waits for a writer in `select`
+/// with no deadline, not even `-a duration`: Wireshark showed the error
+/// but the capture never ended. A writer that comes and goes is end of
+/// file to dumpcap. Without a reader there is nothing to do (ENXIO).
+fn release_reader(fifo: &Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = File::options()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(fifo);
 }
 
 fn run(args: &ExtcapArgs) -> anyhow::Result<ExitCode> {

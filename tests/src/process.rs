@@ -100,6 +100,11 @@ impl Running {
         Ok((status, std::mem::take(&mut self.seen)))
     }
 
+    /// Whether it has exited, without waiting.
+    pub fn has_exited(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.as_mut().expect("running").try_wait()?.is_some())
+    }
+
     /// SIGINT, then wait.
     pub fn interrupt(self) -> anyhow::Result<(ExitStatus, Vec<String>)> {
         self.signal(Signal::SIGINT)?;

@@ -12,7 +12,7 @@
 //! installs as user nobody.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,22 @@ impl Drop for Installed {
             let _ = std::fs::remove_file(&self.link);
         }
     }
+}
+
+/// Runs tshark to its end, which must come within [`TIMEOUT`]: an extcap
+/// capture that fails must not leave dumpcap waiting for the fifo. Its exit
+/// status and stderr. On a timeout, dumpcap is killed too.
+fn tshark_to_its_end(command: &mut Command) -> anyhow::Result<(ExitStatus, String)> {
+    let mut tshark = Running::spawn(command.stdout(Stdio::null()))?;
+    let ended = wait_until("tshark ends by itself", TIMEOUT, || tshark.has_exited());
+    if ended.is_err() {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &tshark.pid().to_string()])
+            .status();
+    }
+    ended?;
+    let (status, lines) = tshark.wait()?;
+    Ok((status, lines.join("\n")))
 }
 
 /// tshark in `ns` on our extcap interface `interface` with the options
@@ -293,19 +309,22 @@ fn uninstall_removes_the_link() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A capture without an app name: tshark shows our error and ends by
+/// itself (the extcap fails before anything opened the fifo, and dumpcap
+/// must not be left waiting for a writer).
 #[test]
 fn a_capture_without_an_app_name_is_an_error_wireshark_shows() -> anyhow::Result<()> {
     let dir = TempDir::new("extcap-noapp")?;
     let installed = Installed::new(&dir)?;
-    let output = installed
-        .tshark(None)
-        .args(["-i", "pcap_app", "-c", "1", "-a", "duration:20", "-w"])
-        .arg(dir.join("out.pcapng"))
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = tshark_to_its_end(
+        installed
+            .tshark(None)
+            .args(["-i", "pcap_app", "-c", "1", "-w"])
+            .arg(dir.join("out.pcapng")),
+    )?;
     ensure!(
-        stderr.contains("give the app's name"),
-        "tshark did not show our error: {stderr}"
+        !status.success() && stderr.contains("give the app's name"),
+        "tshark did not show our error: {status} {stderr}"
     );
     Ok(())
 }
@@ -372,10 +391,7 @@ fn tshark_captures_an_app_like_pcap_app() -> anyhow::Result<()> {
 
     // A capture the API refuses once the fifo is open (dev already
     // captures): tshark ends and shows why.
-    let refused = shark_of(&home, &cf.dir.join("refused.pcapng"))
-        .args(["-a", "duration:60"])
-        .output()?;
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let (_, stderr) = tshark_to_its_end(&mut shark_of(&home, &cf.dir.join("refused.pcapng")))?;
     ensure!(
         stderr.contains("RESOURCE_EXHAUSTED") && stderr.contains("started on no origin"),
         "tshark did not show the refusal: {stderr}"
