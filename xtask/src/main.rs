@@ -32,7 +32,7 @@ enum Task {
     /// Set up, then capture a simulated landscape and show the result.
     Demo,
     /// Set up, then measure pcap against tcpdump (writes docs/bench.md).
-    /// Options: --runs N, --packets N, --out FILE, --only filter,capture,distributed,start,apps,scaling
+    /// Options: --runs N, --packets N, --out FILE, --only filter,capture,distributed,start,attach,apps,scaling
     /// (`cargo xtask bench --help` lists them after setup).
     #[command(disable_help_flag = true)]
     Bench {
