@@ -161,9 +161,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 /// never have opened the fifo, and dumpcap waits for a writer in `select`
 /// with no deadline, not even `-a duration`: Wireshark showed the error
 /// but the capture never ended. A writer that comes and goes is end of
-/// file to dumpcap. Without a reader there is nothing to do (ENXIO).
+/// file to dumpcap. Without a reader there is nothing to do (ENXIO). Only
+/// a fifo is touched.
 fn release_reader(fifo: &Path) {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    if !std::fs::metadata(fifo).is_ok_and(|m| m.file_type().is_fifo()) {
+        return;
+    }
     let _ = File::options()
         .write(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
