@@ -123,19 +123,32 @@ impl StreamSink {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let capacity = self
-            .batch
-            .len()
-            .next_power_of_two()
-            .clamp(BATCH_CAPACITY, MAX_BATCH_BYTES as usize);
-        let records = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
+        // The budget charges a batch its length, and a queued batch keeps
+        // its whole buffer: one that fills less than half of it is copied
+        // out (it is small) and the buffer kept for the next, so that what
+        // waits for a slow client holds at most twice what it is charged.
+        let records = if self.batch.len() < self.batch.capacity() / 2 {
+            let records = Bytes::copy_from_slice(&self.batch);
+            self.batch.clear();
+            records
+        } else {
+            let capacity = self
+                .batch
+                .len()
+                .next_power_of_two()
+                .clamp(BATCH_CAPACITY, MAX_BATCH_BYTES as usize);
+            Bytes::from(std::mem::replace(
+                &mut self.batch,
+                Vec::with_capacity(capacity),
+            ))
+        };
         let reserved = std::mem::take(&mut self.batch_bytes);
         self.queue
             .send(
                 CaptureResponse {
                     payload: Some(Payload::Packets(Packets {
                         origin: self.origin,
-                        records: Bytes::from(records),
+                        records,
                     })),
                 },
                 reserved,
