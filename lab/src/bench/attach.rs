@@ -12,7 +12,7 @@ use std::{fmt::Write as _, path::Path, process::Stdio, time::Instant};
 use anyhow::ensure;
 use pcap_tests::{netns::Netns, process::Running};
 
-use super::Options;
+use super::{Options, median};
 use crate::workspace_root;
 
 /// veth pairs in the namespace: twice as many interfaces, and `lo`.
@@ -86,11 +86,6 @@ fn measure(ns: &Netns, tool: &Tool, agent: &Path) -> anyhow::Result<Times> {
     let stop = stopping.elapsed();
     ensure!(status.success(), "{} failed: {lines:?}", tool.name);
     Ok((start.as_secs_f64() * 1e3, stop.as_secs_f64() * 1e3))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn write_report(out: &mut String, results: &[Vec<Times>]) -> anyhow::Result<()> {

@@ -447,7 +447,7 @@ impl StartTimes {
         let at = |i: Option<&f64>| i.copied().unwrap_or(f64::NAN);
         format!(
             "median {:.0} ms, min {:.0} ms, max {:.0} ms over {} captures",
-            at(self.ms.get(self.ms.len() / 2)),
+            super::median(self.ms.clone()),
             at(self.ms.first()),
             at(self.ms.last()),
             self.ms.len()

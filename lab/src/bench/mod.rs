@@ -128,6 +128,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median of `values` (the upper one of an even count); NaN when empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn cpu_model() -> anyhow::Result<String> {
     Ok(std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
