@@ -15,13 +15,13 @@ use std::{path::PathBuf, sync::Arc};
 
 pub use pcap_platform::director::Instance;
 use pcap_platform::director::{Director, Error as DirectorError, Info};
-use pcap_proto::v1::{BoshTarget, ResolverStatus, Target, target};
+use pcap_proto::v1::{BoshTarget, ResolverStatus};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
     auth::{Uaa, User},
-    resolve::{AgentEndpoint, ResolveError, Resolved, Resolver},
+    resolve::{AgentEndpoint, ResolveError, Resolved},
     uaa::{DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
@@ -204,18 +204,14 @@ impl BoshResolver {
     pub fn discover_in_background(&self) {
         self.director.discover_in_background("a BOSH capture");
     }
-}
 
-#[tonic::async_trait]
-impl Resolver for BoshResolver {
-    fn accepts(&self, target: &Target) -> bool {
-        matches!(target.kind, Some(target::Kind::Bosh(_)))
-    }
-
-    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
-        let Some(target::Kind::Bosh(target)) = &target.kind else {
-            return Err(ResolveError::NoTarget);
-        };
+    /// The instances of `target`, if `user` has the director's scope and
+    /// the director lets them see the deployment.
+    pub async fn resolve(
+        &self,
+        user: &User,
+        target: &BoshTarget,
+    ) -> Result<Resolved, ResolveError> {
         if target.deployment.is_empty() {
             return Err(ResolveError::BadRequest(
                 "the BOSH target names no deployment".to_owned(),
@@ -250,7 +246,7 @@ impl Resolver for BoshResolver {
         })
     }
 
-    async fn status(&self) -> ResolverStatus {
+    pub async fn status(&self) -> ResolverStatus {
         let (healthy, message) = match info(&self.director.server).await {
             Ok(info) => match uaa_of(&info) {
                 Ok(uaa) => (
@@ -490,10 +486,10 @@ mod tests {
             Err(AuthError::InvalidToken)
         );
         let user = User::named("alice");
-        let target = Target {
-            kind: Some(target::Kind::Bosh(target(&["router"], &[]))),
-        };
-        let error = resolver.resolve(&user, &target).await.unwrap_err();
+        let error = resolver
+            .resolve(&user, &target(&["router"], &[]))
+            .await
+            .unwrap_err();
         assert!(matches!(error, ResolveError::Unavailable(_)), "{error:?}");
         std::fs::remove_file(ca).unwrap();
     }

@@ -22,13 +22,13 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use pcap_platform::cloud_controller::{self, CloudController, Error as CcError};
 pub use pcap_platform::cloud_controller::{App, InstanceStats};
-use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus, Target, target};
+use pcap_proto::v1::{CfAppTarget, ContainerScope, ResolverStatus};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::{
     auth::{Uaa, User},
-    resolve::{AgentEndpoint, Instance, ResolveError, Resolved, Resolver},
+    resolve::{AgentEndpoint, Instance, ResolveError, Resolved},
     uaa::{DiscoveredUaa, NamesUaa, SetupError, UaaAuthenticator, error_chain},
     validate::{self, ConfigError},
 };
@@ -316,18 +316,13 @@ impl CfResolver {
         };
         Err(ResolveError::PermissionDenied(format!("{needs}; {has}")))
     }
-}
 
-#[tonic::async_trait]
-impl Resolver for CfResolver {
-    fn accepts(&self, target: &Target) -> bool {
-        matches!(target.kind, Some(target::Kind::CfApp(_)))
-    }
-
-    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
-        let Some(target::Kind::CfApp(target)) = &target.kind else {
-            return Err(ResolveError::NoTarget);
-        };
+    /// The running instances of `target`, if `user` may capture the app.
+    pub async fn resolve(
+        &self,
+        user: &User,
+        target: &CfAppTarget,
+    ) -> Result<Resolved, ResolveError> {
         let (app, process, stats) = self.authorized_stats(user, target).await?;
         Ok(Resolved {
             agents: select(&app, &process, &stats, target, self.agent_port)?,
@@ -338,7 +333,7 @@ impl Resolver for CfResolver {
         })
     }
 
-    async fn status(&self) -> ResolverStatus {
+    pub async fn status(&self) -> ResolverStatus {
         let (healthy, message) = match uaa_url(&self.cc.server).await {
             Ok(uaa) => (
                 true,
@@ -353,14 +348,20 @@ impl Resolver for CfResolver {
         }
     }
 
-    fn follow_every(&self, target: &Target) -> Option<Duration> {
-        self.accepts(target).then_some(self.follow_every)
+    /// How often a capture of an app asks for its instances again
+    /// (`[cf] follow_interval`).
+    pub fn follow_every(&self) -> Duration {
+        self.follow_every
     }
 
-    async fn instances(&self, user: &User, target: &Target) -> Result<Vec<Instance>, ResolveError> {
-        let Some(target::Kind::CfApp(target)) = &target.kind else {
-            return Err(ResolveError::NoTarget);
-        };
+    /// The app's instances now, each with its state, for `follow`:
+    /// resolved and authorized for `user` exactly as [`CfResolver::resolve`]
+    /// does.
+    pub async fn instances(
+        &self,
+        user: &User,
+        target: &CfAppTarget,
+    ) -> Result<Vec<Instance>, ResolveError> {
         let (app, process, stats) = self.authorized_stats(user, target).await?;
         let prefix = origin_prefix(&app, &process);
         Ok(stats
@@ -380,12 +381,10 @@ impl Resolver for CfResolver {
             })
             .collect())
     }
-}
 
-impl CfResolver {
     /// The app, its process type and that process's instance stats, once
-    /// the caller is authorized for the app: what [`Resolver::resolve`]
-    /// and [`Resolver::instances`] both check and read.
+    /// the caller is authorized for the app: what [`CfResolver::resolve`]
+    /// and [`CfResolver::instances`] both check and read.
     async fn authorized_stats(
         &self,
         user: &User,

@@ -1,7 +1,7 @@
 //! Watching and following an app capture's instances while it runs.
 //!
 //! Every `[cf] follow_interval` the capture asks its resolver for the
-//! target's instances again ([`Resolver::instances`]: the same checks as
+//! app's instances again ([`CfResolver::instances`]: the same checks as
 //! at the start, with the caller's own token, so a role taken away or an
 //! expired token ends following). What changed is told per origin as
 //! `InstanceChanged`: an instance that stopped, crashed, restarted under a
@@ -22,8 +22,8 @@ use std::{
 };
 
 use pcap_proto::v1::{
-    CaptureOptions, Event, InstanceChange, InstanceChanged, Target, capture_response::Payload,
-    event, target,
+    CaptureOptions, CfAppTarget, Event, InstanceChange, InstanceChanged, Target,
+    capture_response::Payload, event, target,
 };
 use tokio::{
     sync::mpsc,
@@ -32,8 +32,9 @@ use tokio::{
 
 use crate::{
     auth::User,
+    cf::CfResolver,
     fanout::{AgentMessage, FromAgent, Launcher},
-    resolve::{AgentEndpoint, Instance, ResolveError, Resolver},
+    resolve::{AgentEndpoint, Instance, ResolveError},
     stop::{Stop, StopLevel},
 };
 
@@ -44,9 +45,9 @@ pub fn wanted(target: &Target) -> bool {
 
 /// One capture's watch over its target's instances.
 pub struct Follow<'a> {
-    pub resolver: &'a dyn Resolver,
+    pub resolver: &'a CfResolver,
     pub user: &'a User,
-    pub target: &'a Target,
+    pub app: &'a CfAppTarget,
     /// How often the resolver is asked.
     pub every: Duration,
     /// Capture instances that start later; else only tell changes.
@@ -144,7 +145,7 @@ impl Follow<'_> {
                 () = self.stop.reached(StopLevel::Drain) => return,
                 () = sleep_until(deadline) => return,
             }
-            let instances = self.resolver.instances(self.user, self.target).await;
+            let instances = self.resolver.instances(self.user, self.app).await;
             let Some(sender) = channel.sender() else {
                 return;
             };

@@ -2,7 +2,8 @@
 //! capture, starts a capture on each, and merges the agents' streams into
 //! one, in timestamp order, for the client.
 //!
-//! A capture: `service` checks the request (`auth`, `resolve`, `limits`;
+//! A capture: `service` checks the request (`auth`, `resolvers` picks the
+//! resolver of the target's kind, `resolve` holds what they share, `limits`;
 //! `bosh` resolves BOSH targets at a director, `cf` app instances at
 //! Cloud Controller, `uaa` checks UAA tokens; `audit` logs who captured what),
 //! then one `fanout` task per agent feeds one `session` (`follow` watches an
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod merge;
 pub mod metrics;
 pub mod resolve;
+pub mod resolvers;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -1,7 +1,8 @@
 //! What a capture target means: the agents to start and the interfaces to
 //! capture when the request names none, for a user who may capture it. The
 //! static resolver (from `[[targets]]`), the BOSH resolver (`bosh`) and the
-//! Cloud Controller resolver (`cf`) implement the same trait.
+//! Cloud Controller resolver (`cf`) return the same [`Resolved`], and
+//! `resolvers` picks one by the target's kind.
 //!
 //! A static target admits only the users its `allow` grant names (static
 //! users by name, UAA users by a scope of a named UAA); to anyone else it
@@ -11,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use pcap_proto::v1::{ContainerScope, ResolverStatus, Target, target};
+use pcap_proto::v1::{ContainerScope, ResolverStatus, StaticTarget, Target, target};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -98,32 +99,6 @@ pub enum ResolveError {
     Unavailable(String),
 }
 
-#[tonic::async_trait]
-pub trait Resolver: Send + Sync {
-    /// Whether this resolver handles `target`'s kind.
-    fn accepts(&self, target: &Target) -> bool;
-    /// The agents of `target`, as `user` may capture them.
-    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError>;
-    async fn status(&self) -> ResolverStatus;
-    /// For targets whose instances change while they are captured (Cloud
-    /// Foundry apps): how often to ask for them again (`follow`).
-    fn follow_every(&self, _target: &Target) -> Option<std::time::Duration> {
-        None
-    }
-    /// The target's instances now, each with its state, for `follow`:
-    /// resolved and authorized for `user` exactly as [`Resolver::resolve`]
-    /// does.
-    async fn instances(
-        &self,
-        _user: &User,
-        _target: &Target,
-    ) -> Result<Vec<Instance>, ResolveError> {
-        Err(ResolveError::Unsupported(
-            "this target's instances cannot be followed".to_owned(),
-        ))
-    }
-}
-
 /// One instance of a followed target (an app instance), as its platform
 /// reports it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,18 +180,9 @@ impl StaticResolver {
             .collect();
         Self { targets }
     }
-}
 
-#[tonic::async_trait]
-impl Resolver for StaticResolver {
-    fn accepts(&self, target: &Target) -> bool {
-        matches!(target.kind, Some(target::Kind::Static(_)))
-    }
-
-    async fn resolve(&self, user: &User, target: &Target) -> Result<Resolved, ResolveError> {
-        let Some(target::Kind::Static(target)) = &target.kind else {
-            return Err(ResolveError::NoTarget);
-        };
+    /// The agents of `target`, if its grant admits `user`.
+    pub fn resolve(&self, user: &User, target: &StaticTarget) -> Result<Resolved, ResolveError> {
         let (grant, resolved) = self
             .targets
             .get(&target.name)
@@ -234,7 +200,7 @@ impl Resolver for StaticResolver {
         Ok(resolved.clone())
     }
 
-    async fn status(&self) -> ResolverStatus {
+    pub fn status(&self) -> ResolverStatus {
         ResolverStatus {
             name: "static".to_owned(),
             healthy: true,
@@ -245,18 +211,14 @@ impl Resolver for StaticResolver {
 
 #[cfg(test)]
 mod tests {
-    use pcap_proto::v1::StaticTarget;
-
     use super::*;
 
-    fn static_target(name: &str) -> Target {
-        Target {
-            kind: Some(target::Kind::Static(StaticTarget { name: name.into() })),
-        }
+    fn static_target(name: &str) -> StaticTarget {
+        StaticTarget { name: name.into() }
     }
 
-    #[tokio::test]
-    async fn static_targets_resolve_in_config_order() {
+    #[test]
+    fn static_targets_resolve_in_config_order() {
         let resolver = StaticResolver::new(
             &[TargetConfig {
                 name: "vms".into(),
@@ -279,28 +241,20 @@ mod tests {
             9494,
         );
         let alice = User::named("alice");
-        let resolved = resolver
-            .resolve(&alice, &static_target("vms"))
-            .await
-            .unwrap();
+        let resolved = resolver.resolve(&alice, &static_target("vms")).unwrap();
         assert_eq!(resolved.default_interfaces, ["eth0"]);
         assert_eq!(resolved.allowed_interfaces, Some(vec!["eth0".to_owned()]));
         let addresses: Vec<_> = resolved.agents.iter().map(|a| a.address.as_str()).collect();
         assert_eq!(addresses, ["10.1.0.2:9000", "10.1.1.2:9494"]);
         assert_eq!(
-            resolver.resolve(&alice, &static_target("cells")).await,
+            resolver.resolve(&alice, &static_target("cells")),
             Err(ResolveError::UnknownTarget("cells".into()))
         );
-        assert_eq!(
-            resolver.resolve(&alice, &Target { kind: None }).await,
-            Err(ResolveError::NoTarget)
-        );
-        assert!(resolver.status().await.healthy);
+        assert!(resolver.status().healthy);
 
         // Anyone the grant does not name: told what an unknown name gets.
         let refused = resolver
             .resolve(&User::named("bob"), &static_target("vms"))
-            .await
             .unwrap_err();
         assert_eq!(refused.to_string(), "unknown target \"vms\"");
         assert!(

@@ -28,7 +28,8 @@ use crate::{
     follow,
     limits::{CaptureSlot, Concurrency, LimitError, Maxima},
     merge::Merger,
-    resolve::{self, AgentEndpoint, ResolveError, Resolved, Resolver, StaticResolver},
+    resolve::{self, AgentEndpoint, ResolveError, Resolved, StaticResolver},
+    resolvers::Resolvers,
     session::{self, GlobalLimits, Session, Summary},
     stop::{Stop, StopLevel},
     uaa,
@@ -127,8 +128,7 @@ pub struct ApiService {
 
 struct Shared {
     authenticator: Box<dyn Authenticator>,
-    /// Asked in order; the first that accepts a target resolves it.
-    resolvers: Vec<Box<dyn Resolver>>,
+    resolvers: Resolvers,
     concurrency: Concurrency,
     connector: Arc<Connector>,
     merge: config::Merge,
@@ -148,15 +148,16 @@ impl ApiService {
         let limits = &config.limits;
         let mut authenticators: Vec<Box<dyn Authenticator>> =
             vec![Box::new(StaticTokens::new(&config.users))];
-        let mut resolvers: Vec<Box<dyn Resolver>> = vec![Box::new(StaticResolver::new(
-            &config.targets,
-            config.agents.port,
-        ))];
+        let mut resolvers = Resolvers {
+            static_targets: StaticResolver::new(&config.targets, config.agents.port),
+            bosh: None,
+            cf: None,
+        };
         if let Some(bosh) = &config.bosh {
             let (resolver, authenticator) = bosh::new(bosh, config.agents.port)?;
             resolver.discover_in_background();
             authenticators.push(Box::new(authenticator));
-            resolvers.push(Box::new(resolver));
+            resolvers.bosh = Some(resolver);
         }
         let mut app_names = None;
         if let Some(cf) = &config.cf {
@@ -165,7 +166,7 @@ impl ApiService {
             resolver.discover_in_background();
             app_names = Some(resolver.app_names());
             authenticators.push(Box::new(authenticator));
-            resolvers.push(Box::new(resolver));
+            resolvers.cf = Some(resolver);
         }
         let shared = Shared {
             authenticator: Box::new(Chain::new(authenticators)),
@@ -290,16 +291,7 @@ impl Api for ApiService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let shared = &self.shared;
-        let resolvers = shared
-            .health
-            .get(|| async {
-                let mut resolvers = Vec::new();
-                for resolver in &shared.resolvers {
-                    resolvers.push(resolver.status().await);
-                }
-                resolvers
-            })
-            .await;
+        let resolvers = shared.health.get(|| shared.resolvers.statuses()).await;
         Ok(Response::new(StatusResponse {
             healthy: shared.shutdown.level() == StopLevel::Running,
             compatibility_level: COMPATIBILITY_LEVEL,
@@ -344,19 +336,7 @@ impl ApiService {
             .map_err(|e| Refusal::BadRequest(e.to_string()))?
             .limits;
         let target = start.target.unwrap_or_default();
-        let resolver = self
-            .shared
-            .resolvers
-            .iter()
-            .find(|r| r.accepts(&target))
-            .ok_or_else(|| match &target.kind {
-                None => ResolveError::NoTarget,
-                Some(_) => ResolveError::Unsupported(format!(
-                    "this API is not configured for targets like {}",
-                    resolve::describe(Some(&target))
-                )),
-            })?;
-        let resolved = resolver.resolve(&user, &target).await?;
+        let resolved = self.shared.resolvers.resolve(&user, &target).await?;
         // c2c insight: app names are the API's to give, never the caller's.
         let mut options = options;
         if let Some(c2c) = options.c2c.as_mut() {
@@ -603,18 +583,17 @@ async fn start_agents(
             .await;
         retire.push(reconnect);
     }
-    let resolver = shared.resolvers.iter().find(|r| r.accepts(target));
-    let Some((resolver, every)) = resolver.and_then(|r| Some((r, r.follow_every(target)?))) else {
+    let Some((resolver, app)) = shared.resolvers.follower(target) else {
         return;
     };
     if agents.is_empty() {
         return;
     }
     let watch = follow::Follow {
-        resolver: resolver.as_ref(),
+        resolver,
         user,
-        target,
-        every,
+        app,
+        every: resolver.follow_every(),
         follow,
         options: options.clone(),
         began,
