@@ -66,6 +66,19 @@ enum Part {
     Scaling,
 }
 
+/// A part that appends its section to the report.
+type RunPart = fn(&Options, &mut String) -> anyhow::Result<()>;
+
+/// The parts that run the release binaries, in the order they run.
+const RELEASE_PARTS: [(Part, RunPart); 6] = [
+    (Part::Capture, capture::run),
+    (Part::Distributed, distributed::run),
+    (Part::Start, distributed::run_start),
+    (Part::Attach, attach::run),
+    (Part::Apps, apps::run),
+    (Part::Scaling, scaling::run),
+];
+
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;
@@ -95,32 +108,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if wanted(Part::Filter) {
         filter::run(&mut report)?;
     }
-    if wanted(Part::Capture)
-        || wanted(Part::Distributed)
-        || wanted(Part::Start)
-        || wanted(Part::Attach)
-        || wanted(Part::Apps)
-        || wanted(Part::Scaling)
-    {
+    if RELEASE_PARTS.iter().any(|&(part, _)| wanted(part)) {
         cargo(&["build", "--release", "--bins"])?;
     }
-    if wanted(Part::Capture) {
-        capture::run(options, &mut report)?;
-    }
-    if wanted(Part::Distributed) {
-        distributed::run(options, &mut report)?;
-    }
-    if wanted(Part::Start) {
-        distributed::run_start(options, &mut report)?;
-    }
-    if wanted(Part::Attach) {
-        attach::run(options, &mut report)?;
-    }
-    if wanted(Part::Apps) {
-        apps::run(options, &mut report)?;
-    }
-    if wanted(Part::Scaling) {
-        scaling::run(options, &mut report)?;
+    for (part, run) in RELEASE_PARTS {
+        if wanted(part) {
+            run(options, &mut report)?;
+        }
     }
     let out = workspace_root().join(&options.out);
     std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;

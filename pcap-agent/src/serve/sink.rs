@@ -317,25 +317,18 @@ impl PacketSink for StreamSink {
     /// `Event{interface_removed}`: the capture goes on with the origin's
     /// other interfaces, if any. Its statistics come with the others'.
     fn interface_removed(&mut self, removed: &Removed<'_>) -> io::Result<()> {
-        let Removed {
-            id,
-            interface,
-            report,
-        } = *removed;
         self.send_batch()?;
+        let name = &removed.interface.name;
         let message = if self.app_perspective {
-            format!(
-                "the container's interface {} was removed: the instance stopped or moved",
-                interface.name
-            )
+            format!("the container's interface {name} was removed: the instance stopped or moved")
         } else {
-            format!("interface {} was removed", interface.name)
+            format!("interface {name} was removed")
         };
         self.send_event(
             message,
             Kind::InterfaceRemoved(InterfaceRemoved {
-                interface: id,
-                removed_ns: report.removed_ns.unwrap_or_default(),
+                interface: removed.id,
+                removed_ns: removed.report.removed_ns.unwrap_or_default(),
             }),
         )
     }
