@@ -18,61 +18,60 @@ pub struct VlanTag {
     pub tci: u16,
 }
 
-/// Reserves the smallest record that holds `header.cap_len` bytes, fills it
-/// and submits it.
-#[inline(always)]
-pub fn emit(
-    ctx: &TcContext,
-    header: &PacketHeader,
-    vlan: Option<VlanTag>,
-    ring: &RingBuf,
-    submit_flags: u64,
-) -> Result<(), Drop> {
-    // One arm per entry of `SIZE_CLASSES`, unrolled: each reserve needs its
-    // size as a constant. The assertion below fails the build if a class is
-    // added there and not here.
-    macro_rules! classes {
-        ($($i:literal),+) => {
-            $(if header.cap_len as usize <= SIZE_CLASSES[$i] {
-                return emit_class::<{ SIZE_CLASSES[$i] }>(ctx, header, vlan, ring, submit_flags);
-            })+
-        };
-    }
-    const _: () = assert!(
-        SIZE_CLASSES.len() == 13,
-        "one classes! index per size class"
-    );
-    classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
-    Err(Drop::CopyFailed)
+/// A packet on its way into the ring: the context its bytes are read from,
+/// its record header, and the VLAN tag the kernel holds outside its bytes.
+pub struct Outgoing<'a> {
+    pub ctx: &'a TcContext,
+    pub header: &'a PacketHeader,
+    pub vlan: Option<VlanTag>,
 }
 
-#[inline(always)]
-fn emit_class<const N: usize>(
-    ctx: &TcContext,
-    header: &PacketHeader,
-    vlan: Option<VlanTag>,
-    ring: &RingBuf,
-    submit_flags: u64,
-) -> Result<(), Drop> {
-    let Some(mut entry) = ring.reserve::<Record<N>>(0) else {
-        return Err(Drop::RingFull);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points at a reserved, writable `Record<N>`.
-    let (record_header, data) = unsafe { (&raw mut (*record).header, &raw mut (*record).data) };
-    // SAFETY: as above.
-    unsafe { record_header.write(*header) };
-    let data = data.cast::<u8>();
-    let copied = match vlan {
-        None => load::<N>(ctx, 0, data, header.cap_len),
-        Some(tag) => copy_with_vlan::<N>(ctx, data, header.cap_len, tag),
-    };
-    if copied {
-        entry.submit(submit_flags);
-        Ok(())
-    } else {
-        entry.discard(0);
+impl Outgoing<'_> {
+    /// Reserves the smallest record that holds `header.cap_len` bytes in
+    /// `ring`, fills it and submits it with `submit_flags`.
+    #[inline(always)]
+    pub fn emit(&self, ring: &RingBuf, submit_flags: u64) -> Result<(), Drop> {
+        // One arm per entry of `SIZE_CLASSES`, unrolled: each reserve needs
+        // its size as a constant. The assertion below fails the build if a
+        // class is added there and not here.
+        macro_rules! classes {
+            ($($i:literal),+) => {
+                $(if self.header.cap_len as usize <= SIZE_CLASSES[$i] {
+                    return self.emit_class::<{ SIZE_CLASSES[$i] }>(ring, submit_flags);
+                })+
+            };
+        }
+        const _: () = assert!(
+            SIZE_CLASSES.len() == 13,
+            "one classes! index per size class"
+        );
+        classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
         Err(Drop::CopyFailed)
+    }
+
+    #[inline(always)]
+    fn emit_class<const N: usize>(&self, ring: &RingBuf, submit_flags: u64) -> Result<(), Drop> {
+        let Some(mut entry) = ring.reserve::<Record<N>>(0) else {
+            return Err(Drop::RingFull);
+        };
+        let record = entry.as_mut_ptr();
+        // SAFETY: `record` points at a reserved, writable `Record<N>`.
+        let (record_header, data) = unsafe { (&raw mut (*record).header, &raw mut (*record).data) };
+        // SAFETY: as above.
+        unsafe { record_header.write(*self.header) };
+        let data = data.cast::<u8>();
+        let cap_len = self.header.cap_len;
+        let copied = match self.vlan {
+            None => load::<N>(self.ctx, 0, data, cap_len),
+            Some(tag) => copy_with_vlan::<N>(self.ctx, data, cap_len, tag),
+        };
+        if copied {
+            entry.submit(submit_flags);
+            Ok(())
+        } else {
+            entry.discard(0);
+            Err(Drop::CopyFailed)
+        }
     }
 }
 

@@ -186,7 +186,12 @@ fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Re
             0
         } | ((pkt_type as u8 & FLAG_PKT_TYPE_MASK) << FLAG_PKT_TYPE_SHIFT),
     };
-    copy::emit(ctx, &header, vlan, &PACKETS, wakeup_flags(header.tai_ns))
+    copy::Outgoing {
+        ctx,
+        header: &header,
+        vlan,
+    }
+    .emit(&PACKETS, wakeup_flags(header.tai_ns))
 }
 
 /// Waking the reader for every packet costs it a syscall per packet. Wake it
