@@ -48,6 +48,22 @@ impl Uaa {
             Self::Cf => "cf",
         }
     }
+
+    /// The UAA, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Bosh => "the BOSH director's UAA",
+            Self::Cf => "Cloud Foundry's UAA",
+        }
+    }
+
+    /// How a user gets a token of it.
+    pub fn log_in(self) -> &'static str {
+        match self {
+            Self::Bosh => "`bosh log-in`",
+            Self::Cf => "`cf login`",
+        }
+    }
 }
 
 /// Who vouched for a caller.

@@ -137,6 +137,8 @@ async fn instances(
 /// The director names its UAA in `/info`.
 #[tonic::async_trait]
 impl NamesUaa for Director {
+    const UAA: Uaa = Uaa::Bosh;
+
     async fn discover(&self) -> Result<String, String> {
         let info = info(self).await?;
         let uaa_url = uaa_of(&info)?;
@@ -171,24 +173,6 @@ fn uaa_of(info: &Info) -> Result<String, String> {
         })
 }
 
-/// Builds the resolver and the authenticator of `[bosh]`; they share the
-/// director. `default_port` is `agents.port`.
-pub fn new(
-    config: &BoshConfig,
-    default_port: u16,
-) -> Result<(BoshResolver, UaaAuthenticator<Director>), SetupError> {
-    let director = DiscoveredUaa::trusting(&config.director_ca, config.token_clock_skew, |http| {
-        Director::new(&config.director_url, http)
-    })?;
-    let resolver = BoshResolver {
-        director: Arc::clone(&director),
-        required_scope: config.required_scope.clone(),
-        agent_port: config.agent_port.unwrap_or(default_port),
-        interfaces: config.interfaces.clone(),
-    };
-    Ok((resolver, UaaAuthenticator::new(Uaa::Bosh, director)))
-}
-
 pub struct BoshResolver {
     director: Arc<DiscoveredUaa<Director>>,
     required_scope: String,
@@ -197,6 +181,26 @@ pub struct BoshResolver {
 }
 
 impl BoshResolver {
+    /// The resolver of `[bosh]`; `default_port` is `agents.port`.
+    pub fn new(config: &BoshConfig, default_port: u16) -> Result<Self, SetupError> {
+        let director =
+            DiscoveredUaa::trusting(&config.director_ca, config.token_clock_skew, |http| {
+                Director::new(&config.director_url, http)
+            })?;
+        Ok(Self {
+            director,
+            required_scope: config.required_scope.clone(),
+            interfaces: config.interfaces.clone(),
+            agent_port: config.agent_port.unwrap_or(default_port),
+        })
+    }
+
+    /// The authenticator of the director's UAA's tokens, sharing this
+    /// resolver's discovery of it.
+    pub fn authenticator(&self) -> UaaAuthenticator<Director> {
+        UaaAuthenticator::new(Arc::clone(&self.director))
+    }
+
     /// Reads the director's `/info` in the background, so that the log
     /// says at once whether the director and its UAA are reachable. A
     /// failure is retried by a later request, at most every
@@ -224,12 +228,7 @@ impl BoshResolver {
         }
         let token = self
             .director
-            .acting_token(user, |uaa| {
-                format!(
-                    "capturing BOSH VMs needs a token of the director's UAA ({uaa}); {} is not its user",
-                    user.describe()
-                )
-            })
+            .acting_token(user, "capturing BOSH VMs")
             .await?;
         if !user.scopes.contains(&self.required_scope) {
             return Err(ResolveError::PermissionDenied(format!(
@@ -459,7 +458,8 @@ mod tests {
             interfaces: Vec::new(),
             token_clock_skew: default_clock_skew(),
         };
-        let (resolver, authenticator) = new(&config, 9494).unwrap();
+        let resolver = BoshResolver::new(&config, 9494).unwrap();
+        let authenticator = resolver.authenticator();
         (resolver, authenticator, path)
     }
 

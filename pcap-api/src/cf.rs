@@ -146,30 +146,13 @@ async fn uaa_url(cc: &CloudController) -> Result<String, String> {
 /// Cloud Controller names its UAA in its root.
 #[tonic::async_trait]
 impl NamesUaa for CloudController {
+    const UAA: Uaa = Uaa::Cf;
+
     async fn discover(&self) -> Result<String, String> {
         let uaa_url = uaa_url(self).await?;
         tracing::info!(cloud_controller = %self.url(), uaa = %uaa_url, "found Cloud Controller's UAA");
         Ok(uaa_url)
     }
-}
-
-/// Builds the resolver and the authenticator of `[cf]`; they share Cloud
-/// Controller. `default_port` is `agents.port`.
-pub fn new(
-    config: &CfConfig,
-    default_port: u16,
-) -> Result<(CfResolver, UaaAuthenticator<CloudController>), SetupError> {
-    let cc = DiscoveredUaa::trusting(&config.ca, config.token_clock_skew, |http| {
-        CloudController::new(&config.api_url, http)
-    })?;
-    let resolver = CfResolver {
-        cc: Arc::clone(&cc),
-        agent_port: config.agent_port.unwrap_or(default_port),
-        allowed_roles: config.allowed_roles.clone(),
-        respect_ssh_setting: config.respect_ssh_setting,
-        follow_every: Duration::from_secs_f64(config.follow_interval),
-    };
-    Ok((resolver, UaaAuthenticator::new(Uaa::Cf, cc)))
 }
 
 /// App names for c2c insight, from Cloud Controller with the caller's own
@@ -222,6 +205,26 @@ pub struct CfResolver {
 }
 
 impl CfResolver {
+    /// The resolver of `[cf]`; `default_port` is `agents.port`.
+    pub fn new(config: &CfConfig, default_port: u16) -> Result<Self, SetupError> {
+        let cc = DiscoveredUaa::trusting(&config.ca, config.token_clock_skew, |http| {
+            CloudController::new(&config.api_url, http)
+        })?;
+        Ok(Self {
+            cc,
+            agent_port: config.agent_port.unwrap_or(default_port),
+            allowed_roles: config.allowed_roles.clone(),
+            respect_ssh_setting: config.respect_ssh_setting,
+            follow_every: Duration::from_secs_f64(config.follow_interval),
+        })
+    }
+
+    /// The authenticator of Cloud Controller's UAA's tokens, sharing this
+    /// resolver's discovery of it.
+    pub fn authenticator(&self) -> UaaAuthenticator<CloudController> {
+        UaaAuthenticator::new(Arc::clone(&self.cc))
+    }
+
     /// App names through the same Cloud Controller.
     pub fn app_names(&self) -> AppNames {
         AppNames {
@@ -396,16 +399,7 @@ impl CfResolver {
                 "the app target names no app GUID".to_owned(),
             ));
         }
-        let token = self
-            .cc
-            .acting_token(user, |uaa| {
-                format!(
-                    "capturing apps needs a token of Cloud Foundry's UAA ({uaa}), and {} is not its user; \
-                     log in with `cf login`",
-                    user.describe()
-                )
-            })
-            .await?;
+        let token = self.cc.acting_token(user, "capturing apps").await?;
         let has_scope = |scope: &str| user.scopes.iter().any(|s| s == scope);
         let admin = has_scope(ADMIN_SCOPE);
         if !admin && !has_scope(READ_SCOPE) {

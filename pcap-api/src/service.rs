@@ -22,7 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     audit,
     auth::{self, AuthError, Authenticator, Chain, StaticTokens, User},
-    bosh,
+    bosh::BoshResolver,
+    cf::CfResolver,
     config::{self, Config},
     fanout::{Connector, Launcher},
     follow,
@@ -154,18 +155,17 @@ impl ApiService {
             cf: None,
         };
         if let Some(bosh) = &config.bosh {
-            let (resolver, authenticator) = bosh::new(bosh, config.agents.port)?;
+            let resolver = BoshResolver::new(bosh, config.agents.port)?;
             resolver.discover_in_background();
-            authenticators.push(Box::new(authenticator));
+            authenticators.push(Box::new(resolver.authenticator()));
             resolvers.bosh = Some(resolver);
         }
         let mut app_names = None;
         if let Some(cf) = &config.cf {
-            let (resolver, authenticator) =
-                crate::cf::new(cf, config.agents.port).map_err(SetupError::Cf)?;
+            let resolver = CfResolver::new(cf, config.agents.port).map_err(SetupError::Cf)?;
             resolver.discover_in_background();
             app_names = Some(resolver.app_names());
-            authenticators.push(Box::new(authenticator));
+            authenticators.push(Box::new(resolver.authenticator()));
             resolvers.cf = Some(resolver);
         }
         let shared = Shared {

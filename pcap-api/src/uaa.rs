@@ -143,6 +143,8 @@ impl FailedDiscovery {
 /// (its root).
 #[tonic::async_trait]
 pub trait NamesUaa: Send + Sync + 'static {
+    /// Whose users that UAA's tokens name.
+    const UAA: Uaa;
     /// Asks the server for its UAA's URL, and logs what it found.
     async fn discover(&self) -> Result<String, String>;
 }
@@ -222,18 +224,28 @@ impl<S: NamesUaa> DiscoveredUaa<S> {
     }
 
     /// `user`'s own token of the server's UAA, to act for them at the
-    /// server. A UAA not found is `Unavailable`. A user of another issuer
-    /// (a static user, another UAA's) is known but may not do this:
-    /// `PermissionDenied`, with `needs(uaa_url)` saying what it takes.
+    /// server for `what` ("capturing apps"). A UAA not found is
+    /// `Unavailable`. A user of another issuer (a static user, another
+    /// UAA's) is known but may not do this: `PermissionDenied`, saying what
+    /// it takes.
     pub async fn acting_token<'u>(
         &self,
         user: &'u User,
-        needs: impl FnOnce(&str) -> String,
-    ) -> Result<&'u str, ResolveError> {
+        what: &str,
+    ) -> Result<&'u str, ResolveError>
+    where
+        S: NamesUaa,
+    {
         let validator = self.validator().await.map_err(ResolveError::Unavailable)?;
-        validator
-            .own_token(user)
-            .ok_or_else(|| ResolveError::PermissionDenied(needs(validator.uaa_url())))
+        validator.own_token(user).ok_or_else(|| {
+            ResolveError::PermissionDenied(format!(
+                "{what} needs a token of {} ({}), and {} is not its user; log in with {}",
+                S::UAA.describe(),
+                validator.uaa_url(),
+                user.describe(),
+                S::UAA.log_in()
+            ))
+        })
     }
 
     /// Runs the discovery in the background when there is a runtime, so
@@ -253,23 +265,22 @@ impl<S: NamesUaa> DiscoveredUaa<S> {
     }
 }
 
-/// Accepts access tokens of the UAA a server `S` names, as users of `uaa`:
-/// `[bosh]`'s director's and `[cf]`'s Cloud Controller's.
+/// Accepts access tokens of the UAA a server `S` names, as users of
+/// `S::UAA`: `[bosh]`'s director's and `[cf]`'s Cloud Controller's.
 pub struct UaaAuthenticator<S> {
-    uaa: Uaa,
     discovered: Arc<DiscoveredUaa<S>>,
 }
 
 impl<S> UaaAuthenticator<S> {
-    pub fn new(uaa: Uaa, discovered: Arc<DiscoveredUaa<S>>) -> Self {
-        Self { uaa, discovered }
+    pub fn new(discovered: Arc<DiscoveredUaa<S>>) -> Self {
+        Self { discovered }
     }
 }
 
 #[tonic::async_trait]
 impl<S: NamesUaa> Authenticator for UaaAuthenticator<S> {
     async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        authenticate(self.uaa, self.discovered.validator(), token).await
+        authenticate(S::UAA, self.discovered.validator(), token).await
     }
 
     fn issuer(&self) -> Option<String> {

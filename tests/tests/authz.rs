@@ -695,6 +695,30 @@ fn assert_audit_log(world: &World, rows: &[Row], lines: &[String]) -> anyhow::Re
             && l.contains("does not allow dev")),
         "the hidden target's refusal is not explained:\n{log}"
     );
+    // Users of another issuer are told which UAA a target needs, and how
+    // to get its token.
+    for (user_id, target, needs) in [
+        (
+            "alice",
+            "target=\"bosh:",
+            "capturing BOSH VMs needs a token of the BOSH director's UAA",
+        ),
+        ("user-dev", "target=\"bosh:", "log in with `bosh log-in`"),
+        (
+            "alice",
+            "target=\"cf:",
+            "capturing apps needs a token of Cloud Foundry's UAA",
+        ),
+    ] {
+        ensure!(
+            audit.iter().any(|l| l.contains("capture refused")
+                && l.contains(&format!("user_id=\"{user_id}\""))
+                && l.contains(target)
+                && l.contains("code=PermissionDenied")
+                && l.contains(needs)),
+            "{user_id} on {target}: no refusal saying {needs:?}:\n{log}"
+        );
+    }
     Ok(())
 }
 
