@@ -5,21 +5,16 @@
 //! tool listens on veth1 in namespace `b`, pinned to CPU 1, writing to tmpfs.
 //! CPU time is the capturing process's own (user + system) rusage.
 
-use std::{
-    fmt::Write as _,
-    path::Path,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use nix::sys::resource::{UsageWho, getrusage};
 use pcap_tests::{
     netns::Pair,
-    process::{Running, stat, wait_until},
+    process::{Running, stat},
 };
 
-use super::{Options, Run};
+use super::{Options, Run, steady};
 use crate::workspace_root;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,17 +151,10 @@ fn measure(
     ensure!(status.success(), "trafgen failed: {status}");
 
     // Let the capturing tool catch up: its file stops growing.
-    let mut last = (0, Instant::now());
-    wait_until(
+    steady(
         "the capture file stops growing",
-        Duration::from_mins(1),
-        || {
-            let size = std::fs::metadata(&file).map_or(0, |m| m.len());
-            if size != last.0 {
-                last = (size, Instant::now());
-            }
-            Ok(last.1.elapsed() > Duration::from_millis(300))
-        },
+        Duration::from_millis(300),
+        || Ok(std::fs::metadata(&file).map_or(0, |m| m.len())),
     )?;
 
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;

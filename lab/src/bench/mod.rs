@@ -12,10 +12,11 @@ mod filter;
 mod scaling;
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use pcap_tests::process::wait_until;
 
 use crate::{cargo, workspace_root};
 
@@ -126,6 +127,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// What `read` gives once it has not changed for `quiet` (within a
+/// minute): a file that stops growing, a process that goes idle.
+fn steady<T: PartialEq>(
+    what: &str,
+    quiet: Duration,
+    mut read: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut last = (read()?, Instant::now());
+    wait_until(what, Duration::from_mins(1), || {
+        let now = read()?;
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        Ok(last.1.elapsed() > quiet)
+    })?;
+    Ok(last.0)
 }
 
 fn cpu_model() -> anyhow::Result<String> {
