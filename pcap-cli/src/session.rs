@@ -207,10 +207,11 @@ impl<W: Write> Session<W> {
                 .add_interface(&interface, &self.origins)
                 .context("cannot write the capture")?,
             Some(Payload::Packets(batch)) => {
-                self.sink
+                let received = self
+                    .sink
                     .write_packets(&batch)
                     .context("cannot write the capture")?;
-                self.report.packets(&batch);
+                self.report.packets(batch.origin, received);
             }
             Some(Payload::Event(event)) => {
                 let interfaces = event

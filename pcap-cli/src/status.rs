@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use pcap_proto::options::Limits;
 use pcap_proto::v1::{Event, Limit, Stage, Statistics, event};
+use pcap_sink::Received;
 use tonic::Code;
 
 use crate::origins::Origins;
@@ -91,12 +92,11 @@ impl Report {
         self.progress.entry(id).or_default();
     }
 
-    pub fn packets(&mut self, batch: &pcap_proto::v1::Packets) {
-        let progress = self.progress.entry(batch.origin).or_default();
-        for record in batch.records().map_while(Result::ok) {
-            progress.packets += 1;
-            progress.bytes += record.packet.data.len() as u64;
-        }
+    /// Counts what a batch of `origin` held.
+    pub fn packets(&mut self, origin: u32, received: Received) {
+        let progress = self.progress.entry(origin).or_default();
+        progress.packets += received.packets;
+        progress.bytes += received.bytes;
     }
 
     /// Counts from a stored capture's `Progress`, in place of packets.

@@ -21,6 +21,13 @@ use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceSta
 use pcap_proto::v1::{InterfaceDescription, NameRecords, Packets, Statistics};
 
 pub use crate::origins::Origins;
+
+/// What a batch held: its packets and their captured bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    pub packets: u64,
+    pub bytes: u64,
+}
 use crate::rotate::{Policy, RotateError, RotatingWriter};
 
 /// An (origin, interface id on that origin) pair, as packets name them.
@@ -207,12 +214,16 @@ impl<W: Write> Sink<W> {
     /// only its interface id rewritten to this file's, into a pcapng
     /// stream; parsed from the block for rotated files and lines. A
     /// malformed batch is refused (`InvalidData`) where its first bad block
-    /// starts; the blocks before it are written.
-    pub fn write_packets(&mut self, batch: &Packets) -> io::Result<()> {
+    /// starts; the blocks before it are written. Returns what the batch
+    /// held, written or not, read in the same pass.
+    pub fn write_packets(&mut self, batch: &Packets) -> io::Result<Received> {
+        let mut received = Received::default();
         for record in batch.records() {
             let record =
                 record.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             let packet = record.packet;
+            received.packets += 1;
+            received.bytes += packet.data.len() as u64;
             let Some(interface) = self
                 .interfaces
                 .get_mut(&(batch.origin, packet.interface_id))
@@ -255,7 +266,7 @@ impl<W: Write> Sink<W> {
             interface.written += 1;
             self.written += 1;
         }
-        Ok(())
+        Ok(received)
     }
 
     /// Writes names for addresses as a Name Resolution Block (pcapng;

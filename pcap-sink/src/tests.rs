@@ -299,6 +299,28 @@ fn packets_of_undescribed_interfaces_are_counted_not_written() {
 }
 
 #[test]
+fn a_batch_tells_what_it_held_written_or_not() {
+    let mut sink = Sink::pcapng(Vec::new(), false, "pcap test").unwrap();
+    add_ethernet(&mut sink, &origins(), 0, "eth0");
+    let batch = Packets::from_packets(
+        0,
+        &[
+            ethernet_udp(0, 0, 1, proto::Direction::Inbound, 1),
+            packet(0, 7, 2, proto::Direction::Inbound, vec![1, 2, 3]),
+        ],
+    );
+    let ethernet_len = batch.packets().unwrap()[0].data.len() as u64;
+    assert_eq!(
+        sink.write_packets(&batch).unwrap(),
+        Received {
+            packets: 2,
+            bytes: ethernet_len + 3
+        }
+    );
+    assert_eq!((sink.written(), sink.skipped()), (1, 1));
+}
+
+#[test]
 fn interfaces_are_described_once_and_listed_per_origin() {
     let origins = origins();
     let mut sink = Sink::lines(Vec::new());

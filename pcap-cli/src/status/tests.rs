@@ -1,9 +1,8 @@
 use std::num::NonZeroU64;
 
-use pcap_proto::packets::Packet;
 use pcap_proto::v1::{
     CaptureStarted, CaptureStopped, Congested, ConnectionError, InstanceUnavailable,
-    InvalidRequest, LimitReached, OriginDescription, Packets, StartFailed,
+    InvalidRequest, LimitReached, OriginDescription, StartFailed,
 };
 
 use super::*;
@@ -155,12 +154,13 @@ fn report() -> Report {
         &event::Kind::InstanceUnavailable(InstanceUnavailable {}),
     );
     report.record(Some(2), &event::Kind::StartFailed(StartFailed { code: 7 }));
-    let packet = Packet {
-        origin: 0,
-        data: vec![0; 1500],
-        ..Packet::default()
-    };
-    report.packets(&Packets::from_packets(0, &vec![packet; 1000]));
+    report.packets(
+        0,
+        Received {
+            packets: 1000,
+            bytes: 1_500_000,
+        },
+    );
     report.record(
         Some(0),
         &event::Kind::Congested(Congested {
