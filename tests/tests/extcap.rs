@@ -479,9 +479,13 @@ fn tshark_captures_a_local_interface_like_tcpdump() -> anyhow::Result<()> {
         count,
         &ours,
     ))?;
-    wait_until("pcap-agent attaches to veth0", TIMEOUT, || {
-        Ok(!pair.a.tcx_programs("veth0")?.is_empty())
-    })?;
+    // Both directions: the first request leaves before its reply comes in,
+    // and an egress attached a grace period after ingress would miss it.
+    wait_until(
+        "pcap-agent attaches to both sides of veth0",
+        TIMEOUT,
+        || Ok(pair.a.tcx_programs("veth0")?.len() == 2),
+    )?;
     pair.a.sh("ping -c 3 -i 0.05 -W 1 10.0.0.2")?;
     finish(tshark)?;
     wait_until("pcap-agent detaches from veth0", TIMEOUT, || {
