@@ -232,10 +232,7 @@ impl<S: NamesUaa> DiscoveredUaa<S> {
         &self,
         user: &'u User,
         what: &str,
-    ) -> Result<&'u str, ResolveError>
-    where
-        S: NamesUaa,
-    {
+    ) -> Result<&'u str, ResolveError> {
         let validator = self.validator().await.map_err(ResolveError::Unavailable)?;
         validator.own_token(user).ok_or_else(|| {
             ResolveError::PermissionDenied(format!(

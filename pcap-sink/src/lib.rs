@@ -21,6 +21,7 @@ use pcap_format::{CaptureWriter, Direction, FormatError, Interface, InterfaceSta
 use pcap_proto::v1::{InterfaceDescription, NameRecords, Packets, Statistics};
 
 pub use crate::origins::Origins;
+use crate::rotate::{Policy, RotateError, RotatingWriter};
 
 /// What a batch held: its packets and their captured bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,7 +29,6 @@ pub struct Received {
     pub packets: u64,
     pub bytes: u64,
 }
-use crate::rotate::{Policy, RotateError, RotatingWriter};
 
 /// An (origin, interface id on that origin) pair, as packets name them.
 type Key = (u32, u32);
