@@ -16,6 +16,7 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use pcap_proto::{
+    buffered::{Buffered, MAX_FRAME_BYTES},
     packets::RecordError,
     tls::{ClientTlsFailure, FailureSlot, KeyPair, TlsError, Watched},
     v1::{
@@ -387,6 +388,7 @@ impl Agent<'_> {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.task.endpoint.address))
             .map_err(|e| unreachable(error_chain(&e)))?
             .connect_timeout(timeout_after)
+            .max_frame_size(MAX_FRAME_BYTES)
             .http2_keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE)
             .keep_alive_while_idle(true);
@@ -403,7 +405,7 @@ impl Agent<'_> {
                 let tcp = TcpStream::connect(address).await?;
                 tcp.set_nodelay(true)?;
                 let stream = tls
-                    .connect(server_name, tcp)
+                    .connect(server_name, Buffered::new(tcp))
                     .await
                     .inspect_err(|e| failure.note(e))?;
                 Ok::<_, std::io::Error>(TokioIo::new(Watched::new(stream, failure)))

@@ -1,9 +1,10 @@
 //! The channel to pcap-api.
 //!
-//! `https://` is verified against `--ca` or the system's roots by tonic's
-//! own TLS. `--insecure` skips verification: tonic cannot do that, so a
-//! connector of ours does the TLS handshake with a verifier that accepts any
-//! certificate; it also allows plain `http://`.
+//! `https://` is verified against `--ca` alone when given, else against the
+//! system's roots; `--insecure` skips verification. Either way the TLS is
+//! ours, over a [`Buffered`] socket with large HTTP/2 frames, because the
+//! packets come this way; tonic's own TLS reads 4 KiB per system call.
+//! `--insecure` also allows plain `http://`.
 
 use std::fs;
 use std::io;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
+use pcap_proto::buffered::{Buffered, MAX_FRAME_BYTES};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::client::danger::{
@@ -30,20 +32,15 @@ const HTTPS_PORT: u16 = 443;
 
 /// Connects to `api` (an `https://` URL, or `http://` with `insecure`).
 pub async fn connect(api: &Uri, ca: Option<&Path>, insecure: bool) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from(api.clone()).connect_timeout(CONNECT_TIMEOUT);
-    let https = api.scheme_str() == Some("https");
-    if https && !insecure {
-        let tls = pcap_proto::tls::client_config(ca, None, None)?;
-        Ok(endpoint.tls_config(tls)?.connect().await?)
-    } else if https {
-        connect_unverified(api).await
-    } else {
-        Ok(endpoint.connect().await?)
+    if api.scheme_str() != Some("https") {
+        return Ok(endpoint(api.clone()).connect().await?);
     }
-}
-
-/// TLS with any certificate the API presents.
-async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
+    let mut tls = if insecure {
+        unverified_client_config()?
+    } else {
+        verified_client_config(roots(ca, ca.is_none())?)?
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
     let host = api.host().context("the URL has no host")?;
     let port = api.port_u16().unwrap_or(HTTPS_PORT);
     let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
@@ -56,11 +53,7 @@ async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
         .authority(format!("{host}:{port}"))
         .path_and_query("/")
         .build()?;
-    let endpoint = Endpoint::from(plain)
-        .origin(api.clone())
-        .connect_timeout(CONNECT_TIMEOUT);
-
-    let tls = TlsConnector::from(Arc::new(unverified_client_config()?));
+    let tls = TlsConnector::from(Arc::new(tls));
     let connector = tower::service_fn(move |uri: Uri| {
         let tls = tls.clone();
         let server_name = server_name.clone();
@@ -71,11 +64,53 @@ async fn connect_unverified(api: &Uri) -> anyhow::Result<Channel> {
                 .to_string();
             let tcp = TcpStream::connect(address).await?;
             tcp.set_nodelay(true)?;
-            let stream = tls.connect(server_name, tcp).await?;
+            let stream = tls.connect(server_name, Buffered::new(tcp)).await?;
             Ok::<_, io::Error>(TokioIo::new(stream))
         }
     });
-    Ok(endpoint.connect_with_connector(connector).await?)
+    Ok(endpoint(plain)
+        .origin(api.clone())
+        .connect_with_connector(connector)
+        .await?)
+}
+
+fn endpoint(uri: Uri) -> Endpoint {
+    Endpoint::from(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .max_frame_size(MAX_FRAME_BYTES)
+}
+
+/// The certificates in `ca`, and the system's roots when `native`.
+fn roots(ca: Option<&Path>, native: bool) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    if native {
+        for certificate in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(certificate);
+        }
+    }
+    if let Some(ca) = ca {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let mut found = 0;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            let certificate =
+                certificate.with_context(|| format!("bad certificate in {}", ca.display()))?;
+            roots
+                .add(certificate)
+                .with_context(|| format!("bad certificate in {}", ca.display()))?;
+            found += 1;
+        }
+        anyhow::ensure!(found > 0, "{} holds no PEM certificate", ca.display());
+    }
+    Ok(roots)
+}
+
+fn verified_client_config(roots: RootCertStore) -> anyhow::Result<ClientConfig> {
+    let provider = Arc::new(crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// An HTTP/1.1 client for HTTPS (Cloud Controller, UAA, presigned
@@ -89,26 +124,7 @@ pub(crate) fn https_client(
     let mut tls = if insecure {
         unverified_client_config()?
     } else {
-        let mut roots = RootCertStore::empty();
-        for certificate in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(certificate);
-        }
-        if let Some(ca) = ca {
-            use rustls::pki_types::pem::PemObject as _;
-            let pem = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            for certificate in CertificateDer::pem_slice_iter(&pem) {
-                let certificate =
-                    certificate.with_context(|| format!("bad certificate in {}", ca.display()))?;
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("bad certificate in {}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(crypto::ring::default_provider());
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        verified_client_config(roots(ca, true)?)?
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut builder = reqwest::Client::builder()
@@ -123,12 +139,11 @@ pub(crate) fn https_client(
 pub(crate) fn unverified_client_config() -> anyhow::Result<ClientConfig> {
     let provider = crypto::ring::default_provider();
     let algorithms = provider.signature_verification_algorithms;
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(algorithms)))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
 

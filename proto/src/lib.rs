@@ -2,6 +2,7 @@
 //! the TLS set-up all three share.
 #![forbid(unsafe_code)]
 
+pub mod buffered;
 #[cfg(feature = "clap")]
 pub mod flags;
 pub mod metrics;

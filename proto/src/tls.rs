@@ -21,6 +21,8 @@ use std::{
 };
 
 use thiserror::Error;
+
+use crate::buffered::Buffered;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
@@ -295,7 +297,7 @@ impl TlsServer {
 
     /// One handshake on `tcp` within the deadline: the TLS connection, or
     /// `None` after logging why not (as [`Self::incoming`] does).
-    pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+    pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<Buffered>> {
         let acceptor = TlsAcceptor::from(Arc::clone(&self.config));
         handshake(acceptor, tcp, self.handshake_timeout).await
     }
@@ -305,7 +307,7 @@ impl TlsServer {
     /// and gets `handshake_timeout`; a refused one is logged (peer and
     /// reason) and never reaches the server. Dropping the returned stream
     /// stops accepting and ends the pending handshakes.
-    pub fn incoming<S>(&self, tcp: S) -> ReceiverStream<io::Result<TlsStream<TcpStream>>>
+    pub fn incoming<S>(&self, tcp: S) -> ReceiverStream<io::Result<TlsStream<Buffered>>>
     where
         S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
     {
@@ -348,9 +350,9 @@ async fn handshake(
     acceptor: TlsAcceptor,
     connection: TcpStream,
     timeout: Duration,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<TlsStream<Buffered>> {
     let peer = connection.peer_addr().ok();
-    let accept = acceptor.accept(connection).into_fallible();
+    let accept = acceptor.accept(Buffered::new(connection)).into_fallible();
     let refusal = match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(stream)) => return Some(stream),
         Ok(Err((error, connection))) => {
@@ -375,10 +377,11 @@ fn log_refusal(peer: Option<SocketAddr>, refusal: &HandshakeRefusal) {
     }
 }
 
-/// Half-closes, then reads what the client still sends for a moment, so
-/// that the alert already written reaches it before the socket closes (a
-/// close with unread data would send a reset that can overtake it).
-async fn linger(mut connection: TcpStream) {
+/// Flushes the alert and half-closes, then reads what the client still
+/// sends for a moment, so that the alert reaches it before the socket
+/// closes (a close with unread data would send a reset that can overtake
+/// it).
+async fn linger(mut connection: Buffered) {
     let _ = connection.shutdown().await;
     let drain = async {
         let mut buffer = [0; 4096];
@@ -735,7 +738,7 @@ mod tests {
     async fn server(
         pki: &Pki,
         timeout: Duration,
-    ) -> (SocketAddr, ReceiverStream<io::Result<TlsStream<TcpStream>>>) {
+    ) -> (SocketAddr, ReceiverStream<io::Result<TlsStream<Buffered>>>) {
         let (crt, key) = pki.leaf("server", "agent");
         let tls = TlsServer::new(
             &KeyPair {

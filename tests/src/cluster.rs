@@ -244,11 +244,16 @@ impl Cluster {
     /// `pcap capture` against the API as `token`, in the control namespace,
     /// with `args` after the connection options.
     pub fn cli(&self, token: &str, args: &[&str]) -> Command {
+        self.cli_trusting(&self.pki.ca.certificate, token, args)
+    }
+
+    /// [`Self::cli`] with `--ca ca`.
+    pub fn cli_trusting(&self, ca: &Path, token: &str, args: &[&str]) -> Command {
         let mut command = self.control.command(&self.bin("pcap"));
         command
             .args(["capture", "--api", &format!("https://{API_ADDRESS}")])
             .arg("--ca")
-            .arg(&self.pki.ca.certificate)
+            .arg(ca)
             .args(["--target", "vms"])
             .env("PCAP_TOKEN", token)
             .args(args);

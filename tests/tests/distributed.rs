@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use pcap_tests::{
     TempDir,
     captures::{self, Capture, Packet},
+    checks::contains_all,
     cluster::{AGENT_PORT, ALICE_TOKEN, BOB_TOKEN, Cluster},
     cluster_setup::{self, assert_agents_detach, ping_every_vm},
     pki::{Ca, Validity},
@@ -234,6 +235,40 @@ fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Res
             api.signal(Signal::SIGTERM)?;
             api.wait()?;
         }
+    }
+    Ok(())
+}
+
+/// The CLI makes its own TLS connection to the API (over a buffered
+/// socket): it must trust `--ca` alone and say what is wrong with it.
+#[test]
+fn the_cli_trusts_only_its_ca_and_says_what_is_wrong_with_it() -> anyhow::Result<()> {
+    let dir = TempDir::new("cli-ca")?;
+    let cluster = cluster_setup::running(&dir, 1, "", "")?;
+    let other_ca = Ca::new(&dir, "other-ca")?;
+    let not_pem = dir.join("not-a-certificate.txt");
+    std::fs::write(&not_pem, "hello\n")?;
+    let cases = [
+        (
+            &other_ca.certificate,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        (&not_pem, "holds no PEM certificate"),
+    ];
+    for (ca, reason) in cases {
+        let output = cluster
+            .cli_trusting(ca, ALICE_TOKEN, &["-w", "/dev/null"])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(!output.status.success(), "{}: {stderr}", ca.display());
+        contains_all(
+            &stderr,
+            &[
+                "cannot reach the API",
+                reason,
+                "check --ca, or use --insecure",
+            ],
+        )?;
     }
     Ok(())
 }
