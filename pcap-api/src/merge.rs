@@ -1,7 +1,14 @@
 //! The reorder window: packets from many agents in one timestamp order.
 //!
 //! A packet is held until it is `window` old (its capture timestamp against
-//! the API's clock), then sent with everything older. A packet older than
+//! the API's clock), then sent with everything older, or sooner: once every
+//! origin of the capture has sent a packet [`ORIGIN_DISORDER`] newer than it
+//! (or has ended), no origin can still send an older one, so it goes. With
+//! one origin, or with every origin busy, a packet waits [`ORIGIN_DISORDER`]
+//! behind the slowest origin instead of the whole window, which is what the
+//! API holds in memory; an idle origin leaves the window in charge. This
+//! needs no clock agreement between agents: each origin is judged by its
+//! own timestamps. A packet older than
 //! one already sent cannot be put in order any more: it goes out at once
 //! and is counted as out of order for its (origin, interface). When the held
 //! packets exceed the byte budget, the oldest go out early.
@@ -132,6 +139,13 @@ impl Packet {
     }
 }
 
+/// How far out of timestamp order one origin may send its packets (an
+/// agent's CPUs share its ring, each stamping its packets before reserving
+/// their place) and still have them put in order when the merge does not
+/// wait for the window: a packet waits until every origin has sent one this
+/// much newer.
+pub const ORIGIN_DISORDER: Duration = Duration::from_millis(50);
+
 /// How far ahead of the API's clock a packet's timestamp may be.
 pub const MAX_FUTURE: Duration = Duration::from_secs(1);
 #[expect(
@@ -139,6 +153,11 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(1);
     reason = "one second in nanoseconds fits a u64"
 )]
 const MAX_FUTURE_NS: u64 = MAX_FUTURE.as_nanos() as u64;
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "50 ms in nanoseconds fits a u64"
+)]
+const ORIGIN_DISORDER_NS: u64 = ORIGIN_DISORDER.as_nanos() as u64;
 
 /// (timestamp, arrival number): equal timestamps keep their arrival order.
 type Key = (u64, u64);
@@ -177,6 +196,10 @@ struct Queue {
     packets: VecDeque<(Key, Packet)>,
     /// How many of the origin's packets wait among the stragglers.
     stragglers: usize,
+    /// The newest timestamp the origin has sent, held or not.
+    newest_ns: Option<u64>,
+    /// The origin will send nothing more.
+    ended: bool,
 }
 
 impl Queue {
@@ -191,9 +214,14 @@ impl Queue {
 
 pub struct Merger {
     window_ns: u64,
+    /// [`ORIGIN_DISORDER`], or the window when that is shorter.
+    disorder_ns: u64,
     max_held_bytes: usize,
     /// Indexed by origin.
     queues: Vec<Queue>,
+    /// Whether the capture's origins are known ([`Self::expect_origins`]):
+    /// only then can their progress release a packet before the window.
+    origins_known: bool,
     /// The key of each non-empty queue's first packet, with its origin.
     heads: BinaryHeap<Reverse<(Key, u32)>>,
     /// Packets older than the newest held packet of their origin.
@@ -213,10 +241,13 @@ pub struct Merger {
 
 impl Merger {
     pub fn new(window: Duration, max_held_bytes: usize) -> Self {
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         Self {
-            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            window_ns,
+            disorder_ns: window_ns.min(ORIGIN_DISORDER_NS),
             max_held_bytes,
             queues: Vec::new(),
+            origins_known: false,
             heads: BinaryHeap::new(),
             stragglers: BTreeMap::new(),
             arrivals: 0,
@@ -250,16 +281,51 @@ impl Merger {
         self.report_held();
     }
 
+    /// The capture's origins are `0..count`: each must send a packet newer
+    /// than a held one, or end, before that one may go ahead of the window.
+    /// Called again when origins join (`follow`).
+    pub fn expect_origins(&mut self, count: usize) {
+        self.origins_known = true;
+        if self.queues.len() < count {
+            self.queues.resize_with(count, Queue::default);
+        }
+    }
+
+    /// `origin` will send nothing more: it holds no packet back any more.
+    pub fn end(&mut self, origin: u32) {
+        if let Some(queue) = self.queues.get_mut(origin as usize) {
+            queue.ended = true;
+        }
+    }
+
     /// Appends to `out`, oldest first, every packet that is at least
-    /// `window` old at `now_ns`.
+    /// `window` old at `now_ns` or that no origin can send an older packet
+    /// than any more.
     pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
-        while self
-            .next_deadline_ns()
-            .is_some_and(|deadline| deadline <= now_ns)
-        {
+        let progress = self.progress_ns();
+        while let Some(((ts, _), _)) = self.oldest() {
+            let waited = ts.saturating_add(self.window_ns) <= now_ns;
+            let passed = progress.is_some_and(|p| ts.saturating_add(self.disorder_ns) <= p);
+            if !(waited || passed) {
+                break;
+            }
             self.pop_oldest(out);
         }
         self.report_held();
+    }
+
+    /// The newest timestamp every origin still sending has reached, when
+    /// the origins are known and each has sent something.
+    fn progress_ns(&self) -> Option<u64> {
+        if !self.origins_known {
+            return None;
+        }
+        self.queues
+            .iter()
+            .filter(|queue| !queue.ended)
+            .try_fold(u64::MAX, |slowest, queue| {
+                Some(slowest.min(queue.newest_ns?))
+            })
     }
 
     /// When the oldest held packet becomes ready (nanoseconds since the
@@ -322,6 +388,14 @@ impl Merger {
             packet.set_timestamp(latest);
             *self.clamped.entry(packet.origin).or_default() += 1;
         }
+        let origin = packet.origin;
+        if self.queues.len() <= origin as usize {
+            self.queues.resize_with(origin as usize + 1, Queue::default);
+        }
+        let queue = &mut self.queues[origin as usize];
+        queue.newest_ns = Some(queue.newest_ns.unwrap_or(0).max(packet.timestamp_ns));
+        // A packet after the end (a reconnection) holds others back again.
+        queue.ended = false;
         if self
             .sent_up_to
             .is_some_and(|sent| packet.timestamp_ns < sent)
@@ -338,11 +412,6 @@ impl Merger {
         self.held_packets += 1;
         let key = (packet.timestamp_ns, self.arrivals);
         self.arrivals += 1;
-        let origin = packet.origin;
-        if self.queues.len() <= origin as usize {
-            self.queues.resize_with(origin as usize + 1, Queue::default);
-        }
-        let queue = &mut self.queues[origin as usize];
         match queue.packets.back() {
             None => {
                 queue.packets.push_back((key, packet));
@@ -632,5 +701,77 @@ mod tests {
         merger.push(packet(0, 7, 1), NOW, &mut out);
         merger.pop_ready(7, &mut out);
         assert_eq!(times(&out), [7]);
+    }
+
+    const MS: u64 = SECOND / 1000;
+
+    #[test]
+    fn one_origin_s_packets_go_once_it_has_sent_newer_ones() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        merger.expect_origins(1);
+        let mut out = Vec::new();
+        let start = 10 * SECOND;
+        for ts in [start, start + 10 * MS, start + 100 * MS] {
+            merger.push(packet(0, ts, 1), start + 100 * MS, &mut out);
+        }
+        // Long before the window: what is 50 ms behind the newest goes.
+        merger.pop_ready(start + 100 * MS, &mut out);
+        assert_eq!(times(&out), [start, start + 10 * MS]);
+        assert_eq!(merger.held_packets(), 1);
+    }
+
+    #[test]
+    fn an_origin_that_sent_nothing_leaves_the_window_in_charge_until_it_ends() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        merger.expect_origins(2);
+        let mut out = Vec::new();
+        let start = 10 * SECOND;
+        merger.push(packet(0, start, 1), start, &mut out);
+        merger.push(packet(0, start + SECOND / 2, 1), start, &mut out);
+        merger.pop_ready(start + SECOND / 2, &mut out);
+        assert!(out.is_empty(), "origin 1 could still send older packets");
+        merger.end(1);
+        merger.pop_ready(start + SECOND / 2, &mut out);
+        assert_eq!(times(&out), [start]);
+    }
+
+    #[test]
+    fn the_slowest_origin_sets_the_pace_whatever_the_clocks_say() {
+        // An hour's window: only the origins' progress releases anything.
+        let mut merger = Merger::new(Duration::from_hours(1), 1 << 20);
+        merger.expect_origins(2);
+        let mut out = Vec::new();
+        // Origin 1's clock is a minute behind the API's and origin 0's.
+        let now = 100 * SECOND;
+        let behind = now - 60 * SECOND;
+        merger.push(packet(0, now, 1), now, &mut out);
+        merger.push(packet(1, behind, 1), now, &mut out);
+        merger.pop_ready(now, &mut out);
+        assert!(out.is_empty(), "origin 1 has sent nothing 50 ms past {now}");
+        merger.push(packet(1, behind + 100 * MS, 1), now, &mut out);
+        merger.pop_ready(now, &mut out);
+        // Origin 1 is the slowest, at behind + 100 ms.
+        assert_eq!(times(&out), [behind]);
+        merger.push(packet(1, now + 100 * MS, 1), now, &mut out);
+        merger.pop_ready(now, &mut out);
+        assert_eq!(times(&out), [behind, behind + 100 * MS]);
+        merger.push(packet(0, now + 200 * MS, 1), now, &mut out);
+        merger.pop_ready(now, &mut out);
+        assert_eq!(times(&out), [behind, behind + 100 * MS, now]);
+        assert_eq!(merger.out_of_order_total(), 0);
+    }
+
+    #[test]
+    fn an_origin_s_own_disorder_within_50_ms_is_still_put_in_order() {
+        let mut merger = Merger::new(Duration::from_hours(1), 1 << 20);
+        merger.expect_origins(1);
+        let mut out = Vec::new();
+        let start = 10 * SECOND;
+        for ts in [start, start + 30 * MS, start + 20 * MS, start + 100 * MS] {
+            merger.push(packet(0, ts, 1), start, &mut out);
+        }
+        merger.pop_ready(start, &mut out);
+        assert_eq!(times(&out), [start, start + 20 * MS, start + 30 * MS]);
+        assert_eq!(merger.out_of_order_total(), 0);
     }
 }

@@ -91,10 +91,11 @@ impl Session {
     pub fn new(
         sink: ClientSink,
         stop: Stop,
-        merger: Merger,
+        mut merger: Merger,
         limits: GlobalLimits,
         origins: usize,
     ) -> Self {
+        merger.expect_origins(origins);
         Self {
             sink,
             stop,
@@ -165,6 +166,7 @@ impl Session {
         {
             self.origins
                 .resize_with(origin.id as usize + 1, Origin::default);
+            self.merger.expect_origins(self.origins.len());
         }
         let Some(origin) = self.origins.get_mut(message.origin as usize) else {
             return Ok(());
@@ -193,7 +195,14 @@ impl Session {
                     self.send(payload).await?;
                 }
             }
-            FromAgent::Ended => origin.finishing = true,
+            FromAgent::Ended => {
+                origin.finishing = true;
+                self.merger.end(message.origin);
+                // What waited for this origin alone may go now.
+                let mut ready = Vec::new();
+                self.merger.pop_ready(unix_now_ns(), &mut ready);
+                self.send_packets(ready).await?;
+            }
         }
         self.release_tails().await
     }
