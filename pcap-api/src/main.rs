@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use pcap_api::{config::Config, server};
 use tokio::{net::TcpListener, signal::unix};
 
+/// Batches of a megabyte come and go many times a second; glibc's malloc
+/// hands such blocks back to the kernel and zeroes fresh pages for the next
+/// (a fifth of the API's CPU in a profile), jemalloc reuses them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {

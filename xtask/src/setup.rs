@@ -43,10 +43,12 @@ const PACKAGES: &[&str] = &[
     "linux-perf",
     "valgrind",
     // git for cargo's git sources and the fresh-check clone; the C compiler
-    // and headers that the pcap-sys and ring build scripts use.
+    // and headers that the pcap-sys and ring build scripts use, and make for
+    // tikv-jemalloc-sys's (pcap-api's allocator: configure, then make).
     "git",
     "gcc",
     "libc6-dev",
+    "make",
     "ca-certificates",
 ];
 
