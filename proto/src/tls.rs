@@ -21,8 +21,6 @@ use std::{
 };
 
 use thiserror::Error;
-
-use crate::buffered::Buffered;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
@@ -40,6 +38,8 @@ use tokio_rustls::{
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::buffered::Buffered;
 
 /// How long a client gets to complete the TLS handshake after connecting.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
