@@ -279,7 +279,6 @@ async fn capture(
     // Before connecting, so that Ctrl-C is ours from the start.
     let mut signals = session::Signals::new().context("cannot install signal handlers")?;
     let output = flags.output();
-    let sink = open_sink(&output, &flags.tcpdump.print)?;
     let limits = flags
         .options(&[])
         .expect("checked by RemoteFlags::check first")
@@ -313,6 +312,7 @@ async fn capture(
         }
     };
 
+    let sink = open_sink(&output, &flags.tcpdump.print)?;
     let mut session = Session::new(sink, report);
     let ending = session
         .run(channel, start, api.token.as_deref(), &mut signals)
@@ -410,7 +410,10 @@ fn captures_main(command: &captures::CapturesCommand) -> ExitCode {
     }
 }
 
-/// Opens the output before connecting, so that a bad path fails at once.
+/// Opens the output once the API is reached and before the capture starts,
+/// as tcpdump opens its device before its file: a bad path fails before
+/// anything is captured, and an unreachable API leaves an existing file as
+/// it was.
 fn open_sink(
     output: &Output,
     print: &pcap_proto::flags::PrintFlags,

@@ -242,7 +242,7 @@ fn agents_reject_bad_client_certificates_and_the_api_reports_it() -> anyhow::Res
 /// The CLI makes its own TLS connection to the API (over a buffered
 /// socket): it must trust `--ca` alone and say what is wrong with it.
 #[test]
-fn the_cli_trusts_only_its_ca_and_says_what_is_wrong_with_it() -> anyhow::Result<()> {
+fn the_cli_trusts_only_its_ca_says_what_is_wrong_and_leaves_the_file_alone() -> anyhow::Result<()> {
     let dir = TempDir::new("cli-ca")?;
     let cluster = cluster_setup::running(&dir, 1, "", "")?;
     let other_ca = Ca::new(&dir, "other-ca")?;
@@ -255,9 +255,13 @@ fn the_cli_trusts_only_its_ca_and_says_what_is_wrong_with_it() -> anyhow::Result
         ),
         (&not_pem, "holds no PEM certificate"),
     ];
+    // Like tcpdump with a device it cannot open, a capture that cannot
+    // start leaves the file of the last one as it was.
+    let file = dir.join("last.pcapng");
+    std::fs::write(&file, "the last capture")?;
     for (ca, reason) in cases {
         let output = cluster
-            .cli_trusting(ca, ALICE_TOKEN, &["-w", "/dev/null"])
+            .cli_trusting(ca, ALICE_TOKEN, &["-w", file.to_str().context("utf-8")?])
             .output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         ensure!(!output.status.success(), "{}: {stderr}", ca.display());
@@ -269,7 +273,23 @@ fn the_cli_trusts_only_its_ca_and_says_what_is_wrong_with_it() -> anyhow::Result
                 "check --ca, or use --insecure",
             ],
         )?;
+        ensure!(
+            std::fs::read(&file)? == b"the last capture",
+            "{} was overwritten",
+            file.display()
+        );
     }
+    // A path it cannot create: the error names it, and nothing starts.
+    let output = cluster
+        .cli(ALICE_TOKEN, &["-w", "/no-such-directory/capture.pcapng"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "{stderr}");
+    contains_all(
+        &stderr,
+        &["cannot create /no-such-directory/capture.pcapng"],
+    )?;
+    ensure!(!stderr.contains("capturing on"), "{stderr}");
     Ok(())
 }
 
