@@ -299,8 +299,8 @@ impl Merger {
     }
 
     /// Appends to `out`, oldest first, every packet that is at least
-    /// `window` old at `now_ns` or that no origin can send an older packet
-    /// than any more.
+    /// `window` old at `now_ns`, or that every origin still sending has
+    /// passed by [`ORIGIN_DISORDER`].
     pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
         let progress = self.progress_ns();
         while let Some(((ts, _), _)) = self.oldest() {

@@ -133,9 +133,7 @@ impl Session {
                     None => break,
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
-                    let mut ready = Vec::new();
-                    self.merger.pop_ready(unix_now_ns(), &mut ready);
-                    self.send_packets(ready).await?;
+                    self.send_ready().await?;
                     self.release_tails().await?;
                 }
                 () = sink.closed() => return Err(ClientGone),
@@ -199,12 +197,17 @@ impl Session {
                 origin.finishing = true;
                 self.merger.end(message.origin);
                 // What waited for this origin alone may go now.
-                let mut ready = Vec::new();
-                self.merger.pop_ready(unix_now_ns(), &mut ready);
-                self.send_packets(ready).await?;
+                self.send_ready().await?;
             }
         }
         self.release_tails().await
+    }
+
+    /// Sends what the merger may release now.
+    async fn send_ready(&mut self) -> Result<(), ClientGone> {
+        let mut ready = Vec::new();
+        self.merger.pop_ready(unix_now_ns(), &mut ready);
+        self.send_packets(ready).await
     }
 
     /// Says once per origin that its clock runs ahead of the API's, so that

@@ -74,6 +74,8 @@ pub async fn connect(api: &Uri, ca: Option<&Path>, insecure: bool) -> anyhow::Re
         .await?)
 }
 
+/// The channel's settings, TLS or not: the connect timeout, and frames
+/// large enough for the packets that come this way.
 fn endpoint(uri: Uri) -> Endpoint {
     Endpoint::from(uri)
         .connect_timeout(CONNECT_TIMEOUT)
