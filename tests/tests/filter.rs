@@ -159,12 +159,18 @@ fn filters_see_out_of_band_vlan_tags_as_tcpdump_does() -> anyhow::Result<()> {
         pair.send_frame(&format!("8100 {tci} 0800 {udp_header_and_payload}"))?;
     }
     pair.a.sh("ping -c 1 10.0.0.2")?;
+    let mut stopped = Vec::new();
     for (running, file, expression) in filtered {
         running.interrupt()?;
+        stopped.push((file, expression));
+    }
+    // The unfiltered capture stops last, and only then is its file read:
+    // a file still being written may lack what the others already wrote.
+    all.interrupt()?;
+    for (file, expression) in stopped {
         let ours = captures::read_file(&file)?.packets;
         all_matches_reference(&ours, &all_file, expression, &dir)?;
     }
-    all.interrupt()?;
     let everything = captures::read_file(&all_file)?.packets;
     let tagged = everything
         .iter()
