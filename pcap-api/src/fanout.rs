@@ -57,8 +57,9 @@ pub const END_GRACE: Duration = Duration::from_secs(30);
 /// What an agent task tells the session.
 #[derive(Debug)]
 pub enum FromAgent {
-    /// A batch of packets from the agent, every block checked.
-    Packets(Vec<merge::Packet>),
+    /// A batch of packets from the agent, every block checked, as runs in
+    /// timestamp order.
+    Packets(Vec<merge::Run>),
     /// Any other message from the agent (origin stamped), or an event
     /// about it.
     Payload(Payload),
@@ -68,10 +69,10 @@ pub enum FromAgent {
 
 impl FromAgent {
     /// `payload` as the session takes it: a batch is checked block by block
-    /// and split into its packets in the same pass.
+    /// and cut into its runs in the same pass.
     pub fn checked(payload: Payload) -> Result<Self, RecordError> {
         match payload {
-            Payload::Packets(batch) => merge::Packet::check_batch(&batch).map(Self::Packets),
+            Payload::Packets(batch) => merge::Run::split(&batch).map(Self::Packets),
             payload => Ok(Self::Payload(payload)),
         }
     }

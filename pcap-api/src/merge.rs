@@ -8,136 +8,43 @@
 //! behind the slowest origin instead of the whole window, which is what the
 //! API holds in memory; an idle origin leaves the window in charge. This
 //! needs no clock agreement between agents: each origin is judged by its
-//! own timestamps. A packet older than
-//! one already sent cannot be put in order any more: it goes out at once
-//! and is counted as out of order for its (origin, interface). When the held
-//! packets exceed the byte budget, the oldest go out early.
+//! own timestamps. A packet older than one already sent cannot be put in
+//! order any more: it goes out at once and is counted as out of order for
+//! its (origin, interface). When the held packets exceed the byte budget,
+//! the oldest go out early.
 //!
-//! Packets are never decoded: a [`Packet`] is the place of one Enhanced
-//! Packet Block in a batch an agent sent (a reference to tonic's receive
-//! buffer, no copy), and its timestamp read from the block's header. The
-//! batch's buffer lives until its last packet is sent.
+//! Packets are never decoded, nor handled one by one past the check. As a
+//! batch an agent sent is checked ([`Run::split`]), it is cut into runs:
+//! blocks laid end to end in timestamp order, each run a reference to the
+//! batch's buffer (tonic's receive buffer, no copy) with an index of its
+//! blocks' timestamps, offsets and captured lengths. An agent sends its
+//! packets in the order it read them, so a batch is one run unless its CPUs'
+//! packets interleaved. A heap holds the runs by their oldest unsent block.
+//! Sending takes the front of the oldest run, up to the next run's head or
+//! the release bound, in one step: a [`Piece`], one slice of the batch,
+//! whatever the number of packets in it.
 //!
-//! The merge is k-way: each origin's packets wait in a queue of their own
-//! in arrival order, which is their timestamp order (an agent sends its
-//! packets in the order it read them), and a heap holds the first packet of
-//! each queue. Taking the oldest packet is a heap step, not a search, and
-//! holding one is a slot at the end of a queue. A packet older than the
-//! newest one held of its origin (an agent's per-CPU rings interleave) waits
-//! apart, in timestamp order, and the oldest of the heap's and the
-//! stragglers' leaves first.
-//!
-//! The budget counts what a held packet really costs: its block (as a heap
-//! buffer of its own would take) plus a fixed overhead (its slot in a queue,
-//! with the queue's spare room, and its share of the batch's reference
-//! count), so a flood of one-byte packets is held to the budget as surely as
-//! a flood of large ones. A timestamp further in the future than
-//! [`MAX_FUTURE`] (an agent whose clock is ahead) is clamped to the API's
-//! clock plus that, and counted: otherwise such packets would wait for
-//! hours. Clamping rewrites the timestamp in a copy of that one block.
+//! The budget counts what a held packet really costs: its block, its index
+//! entry (twice: a vector may be twice as large as what it holds), and each
+//! run's share (its heap slot, twice over, its index's allocation and a
+//! reference count of the batch), so a flood of one-byte packets is held to
+//! the budget as surely as a flood of large ones. A timestamp further in the
+//! future than [`MAX_FUTURE`] (an agent whose clock is ahead) is clamped to
+//! the API's clock plus that, and counted: otherwise such packets would wait
+//! for hours. Clamping rewrites the timestamps in a copy of those blocks.
 //!
 //! A pure data structure: the caller passes the time and sends what comes
 //! out.
 
 use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap, VecDeque, binary_heap::PeekMut},
+    cmp::Ordering,
+    collections::{BinaryHeap, HashMap},
     mem::size_of,
     time::Duration,
 };
 
-use pcap_proto::packets::{Bytes, BytesMut, RecordError, epb};
+use pcap_proto::packets::{Bytes, BytesMut, RecordError, Records, epb};
 use pcap_proto::v1::Packets;
-
-/// One packet of a batch: where its Enhanced Packet Block is, and what the
-/// merge needs of its header.
-#[derive(Clone, Debug)]
-pub struct Packet {
-    /// Nanoseconds since the Unix epoch, from the block's header.
-    pub timestamp_ns: u64,
-    /// The capture's index of the agent it came from.
-    pub origin: u32,
-    /// The origin's interface id, from the block's header.
-    pub interface: u32,
-    /// The batch the block is in, and where.
-    batch: Bytes,
-    start: usize,
-    len: usize,
-}
-
-impl Packet {
-    /// The packets of `batch`, every block checked as it is split off: one
-    /// pass over the bytes. A malformed block fails the whole batch.
-    pub fn check_batch(batch: &Packets) -> Result<Vec<Self>, RecordError> {
-        // Sized for blocks of 64 bytes (a small frame's is about 100), so
-        // that a batch of small packets does not grow the vector step by
-        // step.
-        let mut packets = Vec::with_capacity(batch.records.len() / 64);
-        for record in batch.records() {
-            let record = record?;
-            packets.push(Self {
-                timestamp_ns: record.packet.timestamp_ns,
-                origin: batch.origin,
-                interface: record.packet.interface_id,
-                batch: batch.records.clone(),
-                start: record.offset,
-                len: record.len,
-            });
-        }
-        Ok(packets)
-    }
-
-    /// A packet of its own batch (tests, tools).
-    pub fn from_wire(packet: &pcap_proto::packets::Packet) -> Self {
-        let batch = Packets::from_packets(packet.origin, [packet]);
-        let len = batch.records.len();
-        Self {
-            timestamp_ns: packet.timestamp_ns,
-            origin: packet.origin,
-            interface: packet.interface,
-            batch: batch.records,
-            start: 0,
-            len,
-        }
-    }
-
-    /// The Enhanced Packet Block.
-    pub fn block(&self) -> &[u8] {
-        &self.batch[self.start..self.start + self.len]
-    }
-
-    /// Bytes of packet data (the block's captured length).
-    pub fn captured_len(&self) -> u32 {
-        epb::captured_len_at(self.block())
-    }
-
-    /// The block's original length.
-    pub fn original_length(&self) -> u32 {
-        epb::read_epb(self.block()).map_or(0, |(packet, _)| packet.original_len)
-    }
-
-    /// Whether `next` is the block right after this one in the same batch.
-    pub fn followed_by(&self, next: &Self) -> bool {
-        self.batch.as_ptr() == next.batch.as_ptr()
-            && self.batch.len() == next.batch.len()
-            && self.start + self.len == next.start
-    }
-
-    /// The bytes from this packet's block to the end of `last`'s, which
-    /// must follow it in the same batch ([`Self::followed_by`]).
-    pub fn run_to(&self, last: &Self) -> Bytes {
-        self.batch.slice(self.start..last.start + last.len)
-    }
-
-    /// Sets the timestamp, in a copy of the block.
-    fn set_timestamp(&mut self, ns: u64) {
-        let mut block = BytesMut::from(self.block());
-        epb::set_timestamp(&mut block, ns);
-        self.batch = block.freeze();
-        self.start = 0;
-        self.timestamp_ns = ns;
-    }
-}
 
 /// How far out of timestamp order one origin may send its packets (an
 /// agent's CPUs share its ring, each stamping its packets before reserving
@@ -159,57 +66,266 @@ const MAX_FUTURE_NS: u64 = MAX_FUTURE.as_nanos() as u64;
 )]
 const ORIGIN_DISORDER_NS: u64 = ORIGIN_DISORDER.as_nanos() as u64;
 
-/// (timestamp, arrival number): equal timestamps keep their arrival order.
+/// (timestamp, the run's arrival number): equal timestamps keep their
+/// arrival order.
 type Key = (u64, u64);
 
-/// A held packet's slot in its origin's queue.
-const SLOT: usize = size_of::<(Key, Packet)>();
-
-/// What holding one packet costs besides its block: its queue slot four
-/// times over (a queue doubles when full and halves when a quarter full, so
-/// it may be four times as large as what it holds; a straggler's B-tree
-/// entry, with nodes at least 5 of 11 slots full, costs less), plus a
-/// reference count of its own (`bytes`' shared header, 32 bytes as the
-/// allocator hands it out).
-pub const PACKET_OVERHEAD: usize = 4 * SLOT + 32;
-
-/// The bytes holding `packet` costs: the overhead, and its block as the
-/// allocator would hand it out on its own (glibc: 8 bytes of header,
-/// 16-byte steps, 32 at least).
-pub fn held_size(packet: &Packet) -> usize {
-    PACKET_OVERHEAD + heap_size(packet.len)
+/// What the merge needs of one block, read from its header.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    timestamp_ns: u64,
+    /// Where the block starts in its batch (a batch is at most tonic's
+    /// message limit, a few MiB).
+    start: u32,
+    captured_len: u32,
 }
 
-fn heap_size(capacity: usize) -> usize {
-    if capacity == 0 {
-        0
-    } else {
-        capacity.saturating_add(8).next_multiple_of(16).max(32)
+/// What holding one packet costs besides its block: its index entry, twice
+/// over (an index may be twice as large as what it holds).
+pub const BLOCK_OVERHEAD: usize = 2 * size_of::<Block>();
+
+/// What holding a run costs besides its packets: its slot in the heap twice
+/// over (the heap doubles when full and halves when a quarter full), its
+/// index's allocation (as the allocator hands it out: 32 bytes at least)
+/// and its reference to the batch (`bytes`' shared header, 32 bytes).
+pub const RUN_OVERHEAD: usize = 2 * size_of::<Run>() + 32 + 32;
+
+/// Blocks of one origin's batch, laid end to end, in timestamp order.
+#[derive(Debug)]
+pub struct Run {
+    origin: u32,
+    batch: Bytes,
+    blocks: Vec<Block>,
+    /// The first block not sent yet.
+    next: usize,
+    /// Where the last block ends in the batch.
+    end: u32,
+    /// Arrival number, given when the run is held.
+    seq: u64,
+}
+
+impl Run {
+    /// The runs of `batch`, every block checked as it is indexed: one pass
+    /// over the bytes. A malformed block fails the whole batch.
+    pub fn split(batch: &Packets) -> Result<Vec<Self>, RecordError> {
+        let bytes = &batch.records;
+        let fit = |n: usize| {
+            u32::try_from(n).map_err(|_| RecordError {
+                offset: n,
+                reason: "a batch longer than 4 GiB",
+            })
+        };
+        let end = fit(bytes.len())?;
+        let mut runs = Vec::new();
+        // Sized for blocks of 64 bytes (a small frame's is about 100), so
+        // that a batch of small packets does not grow the index step by
+        // step.
+        let mut blocks: Vec<Block> = Vec::with_capacity(bytes.len() / 64);
+        for record in batch.records() {
+            let record = record?;
+            let block = Block {
+                timestamp_ns: record.packet.timestamp_ns,
+                start: fit(record.offset)?,
+                captured_len: fit(record.packet.data.len())?,
+            };
+            if let Some(last) = blocks.last()
+                && block.timestamp_ns < last.timestamp_ns
+            {
+                let done = std::mem::replace(&mut blocks, Vec::with_capacity(4));
+                runs.push(Self::new(batch.origin, bytes.clone(), done, block.start));
+            }
+            blocks.push(block);
+        }
+        if !blocks.is_empty() {
+            runs.push(Self::new(batch.origin, bytes.clone(), blocks, end));
+        }
+        Ok(runs)
+    }
+
+    /// A run of one packet (tests, tools).
+    pub fn from_wire(packet: &pcap_proto::packets::Packet) -> Self {
+        let batch = Packets::from_packets(packet.origin, [packet]);
+        let mut runs = Self::split(&batch).expect("blocks this crate encoded");
+        runs.pop().expect("one packet, one run")
+    }
+
+    fn new(origin: u32, batch: Bytes, mut blocks: Vec<Block>, end: u32) -> Self {
+        if blocks.capacity() > 2 * blocks.len() {
+            blocks.shrink_to_fit();
+        }
+        Self {
+            origin,
+            batch,
+            blocks,
+            next: 0,
+            end,
+            seq: 0,
+        }
+    }
+
+    /// The blocks not sent yet.
+    fn pending(&self) -> &[Block] {
+        &self.blocks[self.next..]
+    }
+
+    /// The key of the first block not sent yet.
+    fn head_key(&self) -> Key {
+        (self.blocks[self.next].timestamp_ns, self.seq)
+    }
+
+    /// Where block `index` starts in the batch (the run's end after its
+    /// last).
+    fn offset(&self, index: usize) -> usize {
+        self.blocks.get(index).map_or(self.end, |block| block.start) as usize
+    }
+
+    /// What holding the blocks `from..to` costs, the run's own share aside.
+    fn charge(&self, from: usize, to: usize) -> usize {
+        self.offset(to) - self.offset(from) + (to - from) * BLOCK_OVERHEAD
+    }
+
+    /// What holding the whole run costs, as the budget counts it.
+    pub fn held_size(&self) -> usize {
+        RUN_OVERHEAD + self.charge(self.next, self.blocks.len())
+    }
+
+    /// How many of the first pending blocks must go to free `excess` bytes
+    /// of the budget (all of them, at most).
+    fn blocks_to_free(&self, excess: usize) -> usize {
+        let pending = self.blocks.len() - self.next;
+        (1..pending)
+            .find(|&count| self.charge(self.next, self.next + count) >= excess)
+            .unwrap_or(pending)
+    }
+
+    /// Takes the first `count` pending blocks as a piece.
+    fn take_front(&mut self, count: usize) -> Piece {
+        let (from, to) = (self.next, self.next + count);
+        self.next = to;
+        Piece {
+            origin: self.origin,
+            records: self.batch.slice(self.offset(from)..self.offset(to)),
+            packets: count as u64,
+            captured_bytes: self.blocks[from..to]
+                .iter()
+                .map(|block| u64::from(block.captured_len))
+                .sum(),
+        }
+    }
+
+    /// Cuts off the blocks stamped after `latest` and returns them as a run
+    /// of their own, stamped `latest`, in a copy; `None` when there are
+    /// none.
+    fn clamp_after(&mut self, latest: u64) -> Option<Self> {
+        let keep = self.next + self.pending().partition_point(|b| b.timestamp_ns <= latest);
+        if keep == self.blocks.len() {
+            return None;
+        }
+        let mut copy = BytesMut::from(&self.batch[self.offset(keep)..self.end as usize]);
+        let base = self.blocks[keep].start;
+        let mut blocks = self.blocks.split_off(keep);
+        for block in &mut blocks {
+            block.start -= base;
+            block.timestamp_ns = latest;
+            epb::set_timestamp(&mut copy[block.start as usize..], latest);
+        }
+        let end = self.end - base;
+        self.end = base;
+        Some(Self::new(self.origin, copy.freeze(), blocks, end))
     }
 }
 
-/// The held packets of one origin.
+/// A run in the heap: the run whose first pending block is oldest is the
+/// greatest.
+struct Held(Run);
+
+impl Held {
+    fn key(&self) -> Key {
+        self.0.head_key()
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// Packets the merge sends: consecutive blocks of one origin's batch, in
+/// timestamp order.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub origin: u32,
+    /// The Enhanced Packet Blocks, laid end to end.
+    pub records: Bytes,
+    pub packets: u64,
+    /// Bytes of packet data: the sum of the blocks' captured lengths.
+    pub captured_bytes: u64,
+}
+
+impl Piece {
+    /// Each block, read again (they were checked when their batch came).
+    pub fn blocks(&self) -> impl Iterator<Item = &[u8]> {
+        Records::new(&self.records)
+            .map_while(Result::ok)
+            .map(|record| &self.records[record.offset..record.offset + record.len])
+    }
+
+    /// Splits off the first `count` packets: they are returned, the rest
+    /// stays.
+    #[must_use]
+    pub fn split_to(&mut self, count: u64) -> Self {
+        if count >= self.packets {
+            let rest = Self {
+                origin: self.origin,
+                records: Bytes::new(),
+                packets: 0,
+                captured_bytes: 0,
+            };
+            return std::mem::replace(self, rest);
+        }
+        let (mut len, mut captured) = (0, 0);
+        for block in self
+            .blocks()
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+        {
+            len += block.len();
+            captured += u64::from(epb::captured_len_at(block));
+        }
+        self.packets -= count;
+        self.captured_bytes -= captured;
+        Self {
+            origin: self.origin,
+            records: self.records.split_to(len),
+            packets: count,
+            captured_bytes: captured,
+        }
+    }
+}
+
+/// One origin's state in the merge.
 #[derive(Default)]
-struct Queue {
-    /// In arrival order, which is timestamp order: a packet older than the
-    /// last one here is a straggler instead.
-    packets: VecDeque<(Key, Packet)>,
-    /// How many of the origin's packets wait among the stragglers.
-    stragglers: usize,
+struct Origin {
     /// The newest timestamp the origin has sent, held or not.
     newest_ns: Option<u64>,
     /// The origin will send nothing more.
     ended: bool,
-}
-
-impl Queue {
-    /// Gives back room once the queue holds less than a quarter of it.
-    fn shrink(&mut self) {
-        let capacity = self.packets.capacity();
-        if capacity > 8 && self.packets.len() < capacity / 4 {
-            self.packets.shrink_to(self.packets.len() * 2);
-        }
-    }
+    /// How many of its packets are held.
+    held: usize,
 }
 
 pub struct Merger {
@@ -218,14 +334,12 @@ pub struct Merger {
     disorder_ns: u64,
     max_held_bytes: usize,
     /// Indexed by origin.
-    queues: Vec<Queue>,
+    origins: Vec<Origin>,
     /// Whether the capture's origins are known ([`Self::expect_origins`]):
     /// only then can their progress release a packet before the window.
     origins_known: bool,
-    /// The key of each non-empty queue's first packet, with its origin.
-    heads: BinaryHeap<Reverse<(Key, u32)>>,
-    /// Packets older than the newest held packet of their origin.
-    stragglers: BTreeMap<Key, Packet>,
+    /// Every run holding unsent blocks.
+    runs: BinaryHeap<Held>,
     arrivals: u64,
     held_packets: usize,
     held_bytes: usize,
@@ -246,10 +360,9 @@ impl Merger {
             window_ns,
             disorder_ns: window_ns.min(ORIGIN_DISORDER_NS),
             max_held_bytes,
-            queues: Vec::new(),
+            origins: Vec::new(),
             origins_known: false,
-            heads: BinaryHeap::new(),
-            stragglers: BTreeMap::new(),
+            runs: BinaryHeap::new(),
             arrivals: 0,
             held_packets: 0,
             held_bytes: 0,
@@ -260,23 +373,23 @@ impl Merger {
         }
     }
 
-    /// Takes a packet that arrived at `now_ns` (the API's clock). Appends to
-    /// `out` what must be sent now: the packet itself when it is late, or
-    /// the oldest held packets when the byte budget is exceeded.
-    pub fn push(&mut self, packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
-        self.take(packet, now_ns, out);
+    /// Takes a run that arrived at `now_ns` (the API's clock). Appends to
+    /// `out` what must be sent now: its packets that are late, or the
+    /// oldest held packets when the byte budget is exceeded.
+    pub fn push(&mut self, run: Run, now_ns: u64, out: &mut Vec<Piece>) {
+        self.take(run, now_ns, out);
         self.report_held();
     }
 
-    /// [`Self::push`] for each of `packets` in turn (a batch).
+    /// [`Self::push`] for each of `runs` in turn (a batch).
     pub fn push_all(
         &mut self,
-        packets: impl IntoIterator<Item = Packet>,
+        runs: impl IntoIterator<Item = Run>,
         now_ns: u64,
-        out: &mut Vec<Packet>,
+        out: &mut Vec<Piece>,
     ) {
-        for packet in packets {
-            self.take(packet, now_ns, out);
+        for run in runs {
+            self.take(run, now_ns, out);
         }
         self.report_held();
     }
@@ -286,30 +399,28 @@ impl Merger {
     /// Called again when origins join (`follow`).
     pub fn expect_origins(&mut self, count: usize) {
         self.origins_known = true;
-        if self.queues.len() < count {
-            self.queues.resize_with(count, Queue::default);
+        if self.origins.len() < count {
+            self.origins.resize_with(count, Origin::default);
         }
     }
 
     /// `origin` will send nothing more: it holds no packet back any more.
     pub fn end(&mut self, origin: u32) {
-        if let Some(queue) = self.queues.get_mut(origin as usize) {
-            queue.ended = true;
+        if let Some(origin) = self.origins.get_mut(origin as usize) {
+            origin.ended = true;
         }
     }
 
     /// Appends to `out`, oldest first, every packet that is at least
     /// `window` old at `now_ns`, or that every origin still sending has
     /// passed by [`ORIGIN_DISORDER`].
-    pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Packet>) {
-        let progress = self.progress_ns();
-        while let Some(((ts, _), _)) = self.oldest() {
-            let waited = ts.saturating_add(self.window_ns) <= now_ns;
-            let passed = progress.is_some_and(|p| ts.saturating_add(self.disorder_ns) <= p);
-            if !(waited || passed) {
-                break;
-            }
-            self.pop_oldest(out);
+    pub fn pop_ready(&mut self, now_ns: u64, out: &mut Vec<Piece>) {
+        let waited = now_ns.checked_sub(self.window_ns);
+        let passed = self
+            .progress_ns()
+            .and_then(|progress| progress.checked_sub(self.disorder_ns));
+        if let Some(bound) = waited.max(passed) {
+            while self.send_oldest(bound, None, out) {}
         }
         self.report_held();
     }
@@ -320,32 +431,33 @@ impl Merger {
         if !self.origins_known {
             return None;
         }
-        self.queues
+        self.origins
             .iter()
-            .filter(|queue| !queue.ended)
-            .try_fold(u64::MAX, |slowest, queue| {
-                Some(slowest.min(queue.newest_ns?))
+            .filter(|origin| !origin.ended)
+            .try_fold(u64::MAX, |slowest, origin| {
+                Some(slowest.min(origin.newest_ns?))
             })
     }
 
     /// When the oldest held packet becomes ready (nanoseconds since the
     /// epoch), if any is held.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.oldest()
-            .map(|((ts, _), _)| ts.saturating_add(self.window_ns))
+        self.runs
+            .peek()
+            .map(|held| held.key().0.saturating_add(self.window_ns))
     }
 
     /// Appends every held packet to `out`, oldest first.
-    pub fn flush(&mut self, out: &mut Vec<Packet>) {
-        while self.pop_oldest(out) {}
+    pub fn flush(&mut self, out: &mut Vec<Piece>) {
+        while self.send_oldest(u64::MAX, None, out) {}
         self.report_held();
     }
 
     /// How many packets from `origin` are held.
     pub fn held_from(&self, origin: u32) -> usize {
-        self.queues
+        self.origins
             .get(origin as usize)
-            .map_or(0, |queue| queue.packets.len() + queue.stragglers)
+            .map_or(0, |origin| origin.held)
     }
 
     /// What the held packets cost, as the budget counts it.
@@ -382,97 +494,101 @@ impl Merger {
     }
 
     /// [`Self::push`] without telling the metrics.
-    fn take(&mut self, mut packet: Packet, now_ns: u64, out: &mut Vec<Packet>) {
-        let latest = now_ns.saturating_add(MAX_FUTURE_NS);
-        if packet.timestamp_ns > latest {
-            packet.set_timestamp(latest);
-            *self.clamped.entry(packet.origin).or_default() += 1;
+    fn take(&mut self, mut run: Run, now_ns: u64, out: &mut Vec<Piece>) {
+        let clamped = run.clamp_after(now_ns.saturating_add(MAX_FUTURE_NS));
+        if let Some(clamped) = &clamped {
+            *self.clamped.entry(run.origin).or_default() += clamped.blocks.len() as u64;
         }
-        let origin = packet.origin;
-        if self.queues.len() <= origin as usize {
-            self.queues.resize_with(origin as usize + 1, Queue::default);
+        let index = run.origin as usize;
+        if self.origins.len() <= index {
+            self.origins.resize_with(index + 1, Origin::default);
         }
-        let queue = &mut self.queues[origin as usize];
-        queue.newest_ns = Some(queue.newest_ns.unwrap_or(0).max(packet.timestamp_ns));
+        let origin = &mut self.origins[index];
+        let newest = clamped.as_ref().unwrap_or(&run).blocks.last();
+        if let Some(newest) = newest {
+            origin.newest_ns = Some(origin.newest_ns.unwrap_or(0).max(newest.timestamp_ns));
+        }
         // A packet after the end (a reconnection) holds others back again.
-        queue.ended = false;
-        if self
-            .sent_up_to
-            .is_some_and(|sent| packet.timestamp_ns < sent)
+        origin.ended = false;
+        self.hold(run, out);
+        if let Some(clamped) = clamped {
+            self.hold(clamped, out);
+        }
+        while self.held_bytes > self.max_held_bytes
+            && self.send_oldest(u64::MAX, Some(self.held_bytes - self.max_held_bytes), out)
         {
-            *self
-                .out_of_order
-                .entry((packet.origin, packet.interface))
-                .or_default() += 1;
-            crate::metrics::metrics().out_of_order();
-            out.push(packet);
+        }
+    }
+
+    /// Holds `run`, but for its packets older than one already sent: they
+    /// go out at once, counted.
+    fn hold(&mut self, mut run: Run, out: &mut Vec<Piece>) {
+        if let Some(sent) = self.sent_up_to {
+            let late = run.pending().partition_point(|b| b.timestamp_ns < sent);
+            if late > 0 {
+                let piece = run.take_front(late);
+                for block in piece.blocks() {
+                    *self
+                        .out_of_order
+                        .entry((piece.origin, epb::interface_id_at(block)))
+                        .or_default() += 1;
+                    crate::metrics::metrics().out_of_order();
+                }
+                out.push(piece);
+            }
+        }
+        let count = run.pending().len();
+        if count == 0 {
             return;
         }
-        self.held_bytes += held_size(&packet);
-        self.held_packets += 1;
-        let key = (packet.timestamp_ns, self.arrivals);
+        self.held_bytes += run.held_size();
+        self.held_packets += count;
+        self.origins[run.origin as usize].held += count;
+        run.seq = self.arrivals;
         self.arrivals += 1;
-        match queue.packets.back() {
-            None => {
-                queue.packets.push_back((key, packet));
-                self.heads.push(Reverse((key, origin)));
-            }
-            Some(&((newest, _), _)) if key.0 < newest => {
-                queue.stragglers += 1;
-                self.stragglers.insert(key, packet);
-            }
-            Some(_) => queue.packets.push_back((key, packet)),
-        }
-        while self.held_bytes > self.max_held_bytes {
-            self.pop_oldest(out);
-        }
+        self.runs.push(Held(run));
     }
 
-    /// The oldest held packet's key, and whether it heads a queue (rather
-    /// than being a straggler).
-    fn oldest(&self) -> Option<(Key, bool)> {
-        let head = self.heads.peek().map(|Reverse((key, _))| *key);
-        let straggler = self.stragglers.first_key_value().map(|(key, _)| *key);
-        match (head, straggler) {
-            (Some(head), Some(straggler)) if straggler < head => Some((straggler, false)),
-            (Some(head), _) => Some((head, true)),
-            (None, straggler) => straggler.map(|key| (key, false)),
-        }
-    }
-
-    /// Sends the oldest held packet; false when none is held.
-    fn pop_oldest(&mut self, out: &mut Vec<Packet>) -> bool {
-        let Some((_, heads_a_queue)) = self.oldest() else {
+    /// Sends the oldest held packets that are not newer than `bound`, as
+    /// one piece of one run, and with `excess` no more than it takes to
+    /// free that many bytes. False when none is.
+    fn send_oldest(&mut self, bound: u64, excess: Option<usize>, out: &mut Vec<Piece>) -> bool {
+        let Some(Held(mut run)) = self.runs.pop() else {
             return false;
         };
-        let packet = if heads_a_queue {
-            let mut head = self.heads.peek_mut().expect("the oldest heads a queue");
-            let queue = &mut self.queues[head.0.1 as usize];
-            let (_, packet) = queue
-                .packets
-                .pop_front()
-                .expect("a queue in the heap holds packets");
-            match queue.packets.front() {
-                Some(&(next, _)) => head.0.0 = next,
-                None => {
-                    PeekMut::pop(head);
-                }
-            }
-            queue.shrink();
-            packet
+        let next = self.runs.peek().map(Held::key);
+        let seq = run.seq;
+        let mut count = run.pending().partition_point(|block| {
+            block.timestamp_ns <= bound && next.is_none_or(|next| (block.timestamp_ns, seq) < next)
+        });
+        if let Some(excess) = excess {
+            count = count.min(run.blocks_to_free(excess));
+        }
+        if count == 0 {
+            self.runs.push(Held(run));
+            return false;
+        }
+        let newest = run.pending()[count - 1].timestamp_ns;
+        self.held_bytes -= run.charge(run.next, run.next + count);
+        self.held_packets -= count;
+        self.origins[run.origin as usize].held -= count;
+        self.sent_up_to = Some(self.sent_up_to.unwrap_or(0).max(newest));
+        out.push(run.take_front(count));
+        if run.pending().is_empty() {
+            self.held_bytes -= RUN_OVERHEAD;
+            self.shrink();
         } else {
-            let (_, packet) = self
-                .stragglers
-                .pop_first()
-                .expect("the oldest is a straggler");
-            self.queues[packet.origin as usize].stragglers -= 1;
-            packet
-        };
-        self.held_bytes -= held_size(&packet);
-        self.held_packets -= 1;
-        self.sent_up_to = Some(self.sent_up_to.unwrap_or(0).max(packet.timestamp_ns));
-        out.push(packet);
+            self.runs.push(Held(run));
+        }
         true
+    }
+
+    /// Gives back the heap's room once it holds less than a quarter of it.
+    fn shrink(&mut self) {
+        let capacity = self.runs.capacity();
+        if capacity > 8 && self.runs.len() < capacity / 4 {
+            self.runs.shrink_to(self.runs.len() * 2);
+        }
     }
 
     /// Tells the metrics how the held bytes changed since last told.
@@ -501,8 +617,8 @@ mod tests {
     /// The API's clock in these tests: later than every timestamp.
     const NOW: u64 = 1000 * SECOND;
 
-    fn packet(origin: u32, timestamp_ns: u64, len: usize) -> Packet {
-        Packet::from_wire(&pcap_proto::packets::Packet {
+    fn packet(origin: u32, timestamp_ns: u64, len: usize) -> Run {
+        Run::from_wire(&pcap_proto::packets::Packet {
             timestamp_ns,
             origin,
             interface: 0,
@@ -512,8 +628,15 @@ mod tests {
         })
     }
 
-    fn times(packets: &[Packet]) -> Vec<u64> {
-        packets.iter().map(|p| p.timestamp_ns).collect()
+    /// (origin, timestamp) of each packet sent.
+    fn order(out: &[Piece]) -> Vec<(u32, u64)> {
+        out.iter()
+            .flat_map(|piece| piece.blocks().map(|b| (piece.origin, epb::timestamp_at(b))))
+            .collect()
+    }
+
+    fn times(out: &[Piece]) -> Vec<u64> {
+        order(out).into_iter().map(|(_, ts)| ts).collect()
     }
 
     #[test]
@@ -544,7 +667,7 @@ mod tests {
             merger.push(packet(origin, SECOND, 1), NOW, &mut out);
         }
         merger.flush(&mut out);
-        let origins: Vec<_> = out.iter().map(|p| p.origin).collect();
+        let origins: Vec<_> = order(&out).into_iter().map(|(origin, _)| origin).collect();
         assert_eq!(origins, [2, 0, 1]);
     }
 
@@ -579,9 +702,9 @@ mod tests {
         assert_eq!(times(&out), [SECOND, 3 * SECOND, 4 * SECOND, 5 * SECOND]);
         assert_eq!(merger.held_from(0), 2);
         merger.flush(&mut out);
-        let order: Vec<_> = out
-            .iter()
-            .map(|p| (p.origin, p.timestamp_ns / SECOND))
+        let order: Vec<_> = order(&out)
+            .into_iter()
+            .map(|(origin, ts)| (origin, ts / SECOND))
             .collect();
         // The two packets at 6 keep their arrival order.
         assert_eq!(
@@ -621,7 +744,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_sends_the_oldest_early() {
-        let cost = held_size(&packet(0, 0, 100));
+        let cost = packet(0, 0, 100).held_size();
         let mut merger = Merger::new(WINDOW, 2 * cost + cost / 2);
         let mut out = Vec::new();
         merger.push(packet(0, 3 * SECOND, 100), NOW, &mut out);
@@ -650,11 +773,11 @@ mod tests {
         }
         assert!(merger.held_bytes() <= BUDGET);
         assert!(
-            merger.held_packets() * (size_of::<Packet>() + size_of::<Key>()) <= BUDGET,
+            merger.held_packets() * (size_of::<Run>() + size_of::<Block>()) <= BUDGET,
             "{} packets held",
             merger.held_packets()
         );
-        assert_eq!(merger.held_packets() + out.len(), 1_000_000);
+        assert_eq!(merger.held_packets() + order(&out).len(), 1_000_000);
     }
 
     #[test]
@@ -773,5 +896,111 @@ mod tests {
         merger.pop_ready(start, &mut out);
         assert_eq!(times(&out), [start, start + 20 * MS, start + 30 * MS]);
         assert_eq!(merger.out_of_order_total(), 0);
+    }
+
+    fn batch(origin: u32, stamps: &[(u32, u64)]) -> Packets {
+        let packets: Vec<_> = stamps
+            .iter()
+            .map(|&(interface, timestamp_ns)| pcap_proto::packets::Packet {
+                timestamp_ns,
+                interface,
+                data: vec![0; 10],
+                ..pcap_proto::packets::Packet::default()
+            })
+            .collect();
+        Packets::from_packets(origin, &packets)
+    }
+
+    #[test]
+    fn a_batch_in_order_leaves_as_one_slice_of_it() {
+        let batch = batch(
+            0,
+            &[
+                (0, SECOND),
+                (0, 2 * SECOND),
+                (1, 2 * SECOND),
+                (0, 3 * SECOND),
+            ],
+        );
+        let runs = Run::split(&batch).unwrap();
+        assert_eq!(runs.len(), 1);
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push_all(runs, NOW, &mut out);
+        assert_eq!(merger.held_packets(), 4);
+        merger.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].packets, out[0].captured_bytes), (4, 40));
+        assert_eq!(out[0].records, batch.records);
+        assert_eq!(
+            out[0].records.as_ptr(),
+            batch.records.as_ptr(),
+            "not a copy"
+        );
+    }
+
+    #[test]
+    fn interleaved_cpus_make_runs_that_still_merge_in_order() {
+        let stamps = [1, 3, 5, 2, 4, 6, 6].map(|ts| (0, ts * SECOND));
+        let runs = Run::split(&batch(0, &stamps)).unwrap();
+        assert_eq!(runs.len(), 2);
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push_all(runs, NOW, &mut out);
+        merger.pop_ready(3 * SECOND + WINDOW.as_nanos() as u64, &mut out);
+        assert_eq!(times(&out), [1, 2, 3].map(|ts| ts * SECOND));
+        assert_eq!(merger.held_packets(), 4);
+        merger.flush(&mut out);
+        assert_eq!(times(&out), [1, 2, 3, 4, 5, 6, 6].map(|ts| ts * SECOND));
+        assert_eq!(merger.out_of_order_total(), 0);
+        assert_eq!((merger.held_packets(), merger.held_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn only_the_future_part_of_a_batch_is_clamped() {
+        let stamps = [
+            NOW - SECOND,
+            NOW + SECOND / 2,
+            NOW + 3600 * SECOND,
+            NOW + 7200 * SECOND,
+        ];
+        let runs = Run::split(&batch(0, &stamps.map(|ts| (0, ts)))).unwrap();
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push_all(runs, NOW, &mut out);
+        assert_eq!(merger.clamped(0), 2);
+        merger.flush(&mut out);
+        let latest = NOW + MAX_FUTURE_NS;
+        assert_eq!(
+            times(&out),
+            [NOW - SECOND, NOW + SECOND / 2, latest, latest]
+        );
+        assert_eq!(merger.held_bytes(), 0);
+    }
+
+    #[test]
+    fn the_late_part_of_a_batch_goes_at_once_counted_per_interface() {
+        let mut merger = Merger::new(WINDOW, 1 << 20);
+        let mut out = Vec::new();
+        merger.push(packet(0, 10 * SECOND, 1), NOW, &mut out);
+        merger.flush(&mut out);
+        let stamps = [
+            (1, 8 * SECOND),
+            (0, 9 * SECOND),
+            (0, 10 * SECOND),
+            (0, 11 * SECOND),
+        ];
+        let runs = Run::split(&batch(1, &stamps)).unwrap();
+        merger.push_all(runs, NOW, &mut out);
+        assert_eq!(times(&out), [10 * SECOND, 8 * SECOND, 9 * SECOND]);
+        assert_eq!(
+            (merger.out_of_order(1, 1), merger.out_of_order(1, 0)),
+            (1, 1)
+        );
+        assert_eq!(merger.held_from(1), 2);
+        assert_eq!(
+            merger.held_bytes(),
+            Run::split(&batch(1, &stamps[2..])).unwrap()[0].held_size()
+        );
     }
 }

@@ -10,7 +10,7 @@
 use std::{collections::HashMap, mem, time::Duration};
 
 use pcap_proto::options::START_REQUEST_TIMEOUT;
-use pcap_proto::packets::BytesMut;
+use pcap_proto::packets::{BytesMut, epb};
 use pcap_proto::unix_now_ns;
 use pcap_proto::v1::{
     CaptureResponse, CaptureStopped, Event, Limit, LimitReached, Packets, Statistics,
@@ -21,12 +21,17 @@ use tonic::Status;
 
 use crate::{
     fanout::{AgentMessage, FromAgent},
-    merge::{Merger, Packet},
+    merge::{Merger, Piece},
     stop::{Stop, StopLevel},
 };
 
 /// Bytes of blocks per `Packets` message sent to the client, as agents do.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A piece of the merge this large goes to the client as a message of its
+/// own, a slice of the agent's batch (no copy). Smaller pieces of one origin
+/// are copied together, so that packets interleaved from many agents do not
+/// each become a message.
+const OWN_MESSAGE_BYTES: usize = 16 << 10;
 
 /// The first message of a call's request stream, within
 /// [`START_REQUEST_TIMEOUT`]: a client that opens a call and sends nothing
@@ -170,12 +175,11 @@ impl Session {
             return Ok(());
         };
         match message.body {
-            FromAgent::Packets(packets) => {
+            FromAgent::Packets(runs) => {
                 let clamped_before = self.merger.clamped(message.origin);
                 let now = unix_now_ns();
-                // About as many leave the window as arrive.
-                let mut ready = Vec::with_capacity(packets.len());
-                self.merger.push_all(packets, now, &mut ready);
+                let mut ready = Vec::new();
+                self.merger.push_all(runs, now, &mut ready);
                 self.merger.pop_ready(now, &mut ready);
                 self.send_packets(ready).await?;
                 if clamped_before == 0 && self.merger.clamped(message.origin) > 0 {
@@ -261,43 +265,29 @@ impl Session {
         statistics
     }
 
-    /// Sends packets in batches, up to the global limits. The packet that
+    /// Sends the merge's pieces, up to the global limits. The packet that
     /// reaches a limit stops the agents and announces `limit_reached`.
-    ///
-    /// A batch holds one origin's packets; consecutive blocks of one
-    /// agent's batch go out as one slice of it (no copy), blocks from
-    /// different places are copied together.
-    async fn send_packets(&mut self, packets: Vec<Packet>) -> Result<(), ClientGone> {
-        let mut batch = Batch::default();
+    async fn send_packets(&mut self, pieces: Vec<Piece>) -> Result<(), ClientGone> {
+        let mut sendable = Vec::with_capacity(pieces.len());
         let mut newly_reached = None;
-        for packet in packets {
-            if self.summary.limit_reached.is_some() {
-                self.withhold(&packet);
-                continue;
+        for mut piece in pieces {
+            if self.summary.limit_reached.is_none() {
+                let (fits, limit) = self.within_limits(&piece);
+                let sent = piece.split_to(fits);
+                self.summary.packets += sent.packets;
+                self.summary.bytes += sent.captured_bytes;
+                if sent.packets > 0 {
+                    sendable.push(sent);
+                }
+                if limit.is_some() {
+                    self.summary.limit_reached = limit;
+                    newly_reached = limit;
+                }
             }
-            let len = u64::from(packet.captured_len());
-            if self.limits.bytes > 0 && self.summary.bytes + len > self.limits.bytes {
-                self.withhold(&packet);
-                self.summary.limit_reached = Some(Limit::Bytes);
-                newly_reached = Some(Limit::Bytes);
-                continue;
-            }
-            self.summary.packets += 1;
-            self.summary.bytes += len;
-            if (batch.origin.is_some_and(|origin| origin != packet.origin)
-                || batch.bytes >= MAX_BATCH_BYTES)
-                && let Some(full) = batch.take()
-            {
-                self.send(Payload::Packets(full)).await?;
-            }
-            batch.push(packet);
-            if self.limits.packets > 0 && self.summary.packets == self.limits.packets {
-                self.summary.limit_reached = Some(Limit::Packets);
-                newly_reached = Some(Limit::Packets);
-            }
+            self.withhold(&piece);
         }
-        if let Some(last) = batch.take() {
-            self.send(Payload::Packets(last)).await?;
+        for packets in messages(sendable) {
+            self.send(Payload::Packets(packets)).await?;
         }
         if let Some(limit) = newly_reached {
             self.stop.request(StopLevel::Drain, limit_reason(limit));
@@ -317,12 +307,40 @@ impl Session {
         Ok(())
     }
 
-    fn withhold(&mut self, packet: &Packet) {
-        *self
-            .withheld
-            .entry((packet.origin, packet.interface))
-            .or_default() += 1;
-        self.summary.after_limit += 1;
+    /// How many of `piece`'s packets the global limits still let through,
+    /// and the limit that stops the rest (or that the last one reaches).
+    fn within_limits(&self, piece: &Piece) -> (u64, Option<Limit>) {
+        let (packets, bytes) = (self.summary.packets, self.summary.bytes);
+        let bytes_fit = |more: u64| self.limits.bytes == 0 || bytes + more <= self.limits.bytes;
+        if bytes_fit(piece.captured_bytes)
+            && (self.limits.packets == 0 || packets + piece.packets < self.limits.packets)
+        {
+            return (piece.packets, None);
+        }
+        let (mut sent, mut captured) = (0, 0);
+        for block in piece.blocks() {
+            let len = u64::from(epb::captured_len_at(block));
+            if !bytes_fit(captured + len) {
+                return (sent, Some(Limit::Bytes));
+            }
+            sent += 1;
+            captured += len;
+            if self.limits.packets > 0 && packets + sent == self.limits.packets {
+                return (sent, Some(Limit::Packets));
+            }
+        }
+        (sent, None)
+    }
+
+    /// Counts `piece`'s packets as withheld after a limit.
+    fn withhold(&mut self, piece: &Piece) {
+        for block in piece.blocks() {
+            *self
+                .withheld
+                .entry((piece.origin, epb::interface_id_at(block)))
+                .or_default() += 1;
+        }
+        self.summary.after_limit += piece.packets;
     }
 
     /// Waits while the client is behind: this is the back-pressure.
@@ -334,48 +352,41 @@ impl Session {
     }
 }
 
-/// One origin's `Packets` message being assembled: the run of blocks
-/// that follow each other in one agent batch (`first..=last`), and what
-/// came before it, copied.
-#[derive(Default)]
-struct Batch {
-    origin: Option<u32>,
-    run: Option<(Packet, Packet)>,
-    copied: BytesMut,
-    bytes: usize,
-}
-
-impl Batch {
-    fn push(&mut self, packet: Packet) {
-        self.origin = Some(packet.origin);
-        self.bytes += packet.block().len();
-        match &mut self.run {
-            Some((_, last)) if last.followed_by(&packet) => *last = packet,
-            run => {
-                if let Some((first, last)) = run.take() {
-                    self.copied.extend_from_slice(&first.run_to(&last));
-                }
-                *run = Some((packet.clone(), packet));
-            }
+/// The `Packets` messages of `pieces`, in order: a piece of
+/// [`OWN_MESSAGE_BYTES`] or more as it is, smaller ones of one origin
+/// copied together up to [`MAX_BATCH_BYTES`].
+fn messages(pieces: Vec<Piece>) -> Vec<Packets> {
+    let mut messages = Vec::new();
+    let mut small: Option<(u32, BytesMut)> = None;
+    for piece in pieces {
+        let own = piece.records.len() >= OWN_MESSAGE_BYTES;
+        if let Some((origin, copied)) = small.take_if(|(origin, copied)| {
+            own || *origin != piece.origin || copied.len() + piece.records.len() > MAX_BATCH_BYTES
+        }) {
+            messages.push(Packets {
+                origin,
+                records: copied.freeze(),
+            });
+        }
+        if own {
+            messages.push(Packets {
+                origin: piece.origin,
+                records: piece.records,
+            });
+        } else {
+            small
+                .get_or_insert_with(|| (piece.origin, BytesMut::new()))
+                .1
+                .extend_from_slice(&piece.records);
         }
     }
-
-    /// The message, if any packet was pushed; the batch is empty again.
-    fn take(&mut self) -> Option<Packets> {
-        let origin = self.origin.take()?;
-        self.bytes = 0;
-        let run = self.run.take().map(|(first, last)| first.run_to(&last));
-        let records = match run {
-            Some(run) if self.copied.is_empty() => run,
-            run => {
-                if let Some(run) = run {
-                    self.copied.extend_from_slice(&run);
-                }
-                self.copied.split().freeze()
-            }
-        };
-        Some(Packets { origin, records })
+    if let Some((origin, copied)) = small {
+        messages.push(Packets {
+            origin,
+            records: copied.freeze(),
+        });
     }
+    messages
 }
 
 fn limit_reason(limit: Limit) -> &'static str {
@@ -413,5 +424,55 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pcap_proto::packets::Bytes;
+
+    use super::*;
+
+    fn piece(origin: u32, len: usize) -> Piece {
+        Piece {
+            origin,
+            records: Bytes::from(vec![u8::try_from(len % 251).unwrap(); len]),
+            packets: 1,
+            captured_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn large_pieces_go_as_they_are_small_ones_of_one_origin_together() {
+        let pieces = [
+            piece(0, 100),
+            piece(0, 200),
+            piece(0, OWN_MESSAGE_BYTES),
+            piece(0, 300),
+            piece(1, 400),
+            piece(1, 500),
+        ];
+        let large = pieces[2].records.clone();
+        let messages = messages(pieces.to_vec());
+        let shape: Vec<_> = messages
+            .iter()
+            .map(|m| (m.origin, m.records.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [(0, 300), (0, OWN_MESSAGE_BYTES), (0, 300), (1, 900)]
+        );
+        assert_eq!(messages[1].records.as_ptr(), large.as_ptr(), "not a copy");
+        let sent: Vec<u8> = messages.iter().flat_map(|m| m.records.to_vec()).collect();
+        let given: Vec<u8> = pieces.iter().flat_map(|p| p.records.to_vec()).collect();
+        assert_eq!(sent, given, "the same bytes in the same order");
+    }
+
+    #[test]
+    fn small_pieces_stop_at_the_batch_size() {
+        let pieces = vec![piece(0, OWN_MESSAGE_BYTES - 1); MAX_BATCH_BYTES / OWN_MESSAGE_BYTES + 2];
+        let messages = messages(pieces);
+        assert_eq!(messages.len(), 2);
+        assert!(messages.iter().all(|m| m.records.len() <= MAX_BATCH_BYTES));
     }
 }

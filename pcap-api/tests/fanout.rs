@@ -661,6 +661,56 @@ async fn a_packet_limit_stops_every_agent() {
 }
 
 #[tokio::test]
+async fn a_byte_limit_cuts_inside_one_agent_s_batch() {
+    let pki = Pki::generate("bytelimit");
+    let base = now_ns();
+    // Five packets of 60 bytes in one batch; 150 bytes let two through.
+    let (a, mut seen_a) = fake_agent(
+        &pki,
+        Behaviour::capture((1..=5).map(|i| base + i).collect()),
+    )
+    .await;
+    let api = Api::start(pki, 0.0, &[a]).await;
+    let limits = Limits {
+        bytes: Some(150),
+        ..Limits::default()
+    };
+    let (_requests, mut responses) = api.capture(Some(TOKEN), "vms", limits).await.unwrap();
+    expect_start(&mut seen_a).await;
+    assert!(matches!(
+        within("stop", seen_a.recv()).await,
+        Some(Seen::Stopped)
+    ));
+    let payloads = rest(&mut responses).await;
+    let times: Vec<u64> = packets(&payloads)
+        .iter()
+        .map(|p| p.timestamp_ns - base)
+        .collect();
+    assert_eq!(times, [1, 2]);
+    let limit = payloads
+        .iter()
+        .filter_map(event_kind)
+        .find(|(_, k)| matches!(k, event::Kind::LimitReached(_)));
+    assert_eq!(
+        limit,
+        Some((
+            None,
+            event::Kind::LimitReached(pcap_proto::v1::LimitReached {
+                limit: Limit::Bytes as i32
+            })
+        ))
+    );
+    let stats = statistics(&payloads);
+    assert_eq!(
+        stats
+            .iter()
+            .map(|s| (s.sent, s.after_limit, s.matched))
+            .collect::<Vec<_>>(),
+        [(2, 3, 5)]
+    );
+}
+
+#[tokio::test]
 async fn agents_detach_when_the_client_goes_away() {
     let pki = Pki::generate("gone");
     let base = now_ns();

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use pcap_api::merge::{Merger, Packet};
+use pcap_api::merge::{Merger, Run};
 use pcap_proto::packets::Packet as WirePacket;
 
 /// The system allocator, counting the bytes it has out.
@@ -46,7 +46,7 @@ fn a_snaplen_1_flood_from_a_fast_clock_stays_within_the_budget() {
     let mut out = Vec::with_capacity(1_000_000);
     let before = LIVE.load(Ordering::Relaxed);
     for i in 0..1_000_000u64 {
-        let packet = Packet::from_wire(&WirePacket {
+        let packet = Run::from_wire(&WirePacket {
             timestamp_ns: now + 3600 * SECOND + i,
             original_length: 1500,
             data: vec![0x45],
