@@ -315,6 +315,30 @@ impl Piece {
             captured_bytes: captured,
         }
     }
+
+    /// The piece cut at block boundaries into pieces of at most `max_bytes`
+    /// each (a block larger than that alone).
+    pub fn into_chunks(mut self, max_bytes: usize) -> Vec<Self> {
+        let mut chunks = Vec::new();
+        while self.records.len() > max_bytes {
+            let (mut count, mut len) = (0, 0);
+            for block in self.blocks() {
+                if count > 0 && len + block.len() > max_bytes {
+                    break;
+                }
+                len += block.len();
+                count += 1;
+            }
+            if count == 0 {
+                break; // never: its blocks were checked
+            }
+            chunks.push(self.split_to(count));
+        }
+        if self.packets > 0 {
+            chunks.push(self);
+        }
+        chunks
+    }
 }
 
 /// One origin's state in the merge.

@@ -352,13 +352,17 @@ impl Session {
     }
 }
 
-/// The `Packets` messages of `pieces`, in order: a piece of
-/// [`OWN_MESSAGE_BYTES`] or more as it is, smaller ones of one origin
-/// copied together up to [`MAX_BATCH_BYTES`].
+/// The `Packets` messages of `pieces`, in order, none over
+/// [`MAX_BATCH_BYTES`] (the client's message limit is 4 MiB, and an agent
+/// may send batches that large): a piece of [`OWN_MESSAGE_BYTES`] or more as
+/// it is, smaller ones of one origin copied together.
 fn messages(pieces: Vec<Piece>) -> Vec<Packets> {
     let mut messages = Vec::new();
     let mut small: Option<(u32, BytesMut)> = None;
-    for piece in pieces {
+    for piece in pieces
+        .into_iter()
+        .flat_map(|piece| piece.into_chunks(MAX_BATCH_BYTES))
+    {
         let own = piece.records.len() >= OWN_MESSAGE_BYTES;
         if let Some((origin, copied)) = small.take_if(|(origin, copied)| {
             own || *origin != piece.origin || copied.len() + piece.records.len() > MAX_BATCH_BYTES
@@ -466,6 +470,34 @@ mod tests {
         let sent: Vec<u8> = messages.iter().flat_map(|m| m.records.to_vec()).collect();
         let given: Vec<u8> = pieces.iter().flat_map(|p| p.records.to_vec()).collect();
         assert_eq!(sent, given, "the same bytes in the same order");
+    }
+
+    #[test]
+    fn a_piece_larger_than_a_batch_is_cut_at_its_blocks() {
+        let packets: Vec<_> = (0..30)
+            .map(|i| pcap_proto::packets::Packet {
+                timestamp_ns: i,
+                data: vec![0; 100 << 10],
+                ..pcap_proto::packets::Packet::default()
+            })
+            .collect();
+        let batch = Packets::from_packets(0, &packets);
+        let piece = Piece {
+            origin: 0,
+            records: batch.records.clone(),
+            packets: 30,
+            captured_bytes: 30 * (100 << 10),
+        };
+        let messages = messages(vec![piece]);
+        assert!(messages.len() >= 3, "{} messages", messages.len());
+        assert!(messages.iter().all(|m| m.records.len() <= MAX_BATCH_BYTES));
+        let sent: usize = messages
+            .iter()
+            .map(|m| m.check().map(|()| m.records().count()).unwrap())
+            .sum();
+        assert_eq!(sent, 30);
+        let joined: Vec<u8> = messages.iter().flat_map(|m| m.records.to_vec()).collect();
+        assert_eq!(joined, batch.records.to_vec());
     }
 
     #[test]
