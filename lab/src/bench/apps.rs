@@ -4,7 +4,9 @@
 //! side of the veth (as a served container capture does: the host-side
 //! `s-…` veth) with a filter that matches none of it and one that matches
 //! all of it, and tcpdump with the same filters as the reference. All in
-//! one run, rotating the order; reported as throughput ratios to no capture.
+//! one run, rotating the order; reported as throughput ratios to no capture,
+//! with what each tool captured and what its kernel buffer dropped (a tool
+//! that drops part of a matching load also does less work for it).
 //!
 //! The sender, the receiver and the capturing tool share CPU 1, as apps and
 //! the agent share a busy cell's CPUs: the capture's in-kernel cost and its
@@ -60,30 +62,44 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     write_report(report, &result?)
 }
 
+/// One transfer with one case capturing.
+#[derive(Clone, Copy, Debug, Default)]
+struct Outcome {
+    /// The receiver's throughput.
+    gbits: f64,
+    /// From the tool's closing report (`N packets captured`, `N packets
+    /// dropped by kernel`); 0 without a capture.
+    captured: u64,
+    dropped: u64,
+}
+
 fn measure_all(
     options: &Options,
     pair: &Pair,
     agent: &Path,
     dir: &Path,
-) -> anyhow::Result<Vec<(Case, f64)>> {
+) -> anyhow::Result<Vec<(Case, Outcome)>> {
     let mut results = Vec::new();
     for round in 0..options.runs {
         let mut order = Case::ALL;
         order.rotate_left(round as usize % Case::ALL.len());
         for case in order {
-            let gbits = measure(pair, case, agent, dir)?;
+            let outcome = measure(pair, case, agent, dir)?;
             eprintln!(
-                "bench: apps {} round {round}: {gbits:.2} Gbit/s",
-                case.name()
+                "bench: apps {} round {round}: {:.2} Gbit/s, {} captured, {} dropped",
+                case.name(),
+                outcome.gbits,
+                outcome.captured,
+                outcome.dropped
             );
-            results.push((case, gbits));
+            results.push((case, outcome));
         }
     }
     Ok(results)
 }
 
-/// One transfer's receiver throughput in Gbit/s with `case` capturing.
-fn measure(pair: &Pair, case: Case, agent: &Path, dir: &Path) -> anyhow::Result<f64> {
+/// One transfer with `case` capturing.
+fn measure(pair: &Pair, case: Case, agent: &Path, dir: &Path) -> anyhow::Result<Outcome> {
     let file = dir.join("apps.pcap");
     let capture = match case {
         Case::None => None,
@@ -102,6 +118,8 @@ fn measure(pair: &Pair, case: Case, agent: &Path, dir: &Path) -> anyhow::Result<
             let mut command = pair.b.command("taskset");
             command
                 .args(["-c", "1", "tcpdump", "-i", "veth1", "-n", "-s", "262144"])
+                // The kernel buffer pcap-agent's ring has by default.
+                .args(["-B", "8192"])
                 .args(["-Z", "root", "-w"])
                 .arg(&file)
                 .arg(filter)
@@ -137,12 +155,27 @@ fn measure(pair: &Pair, case: Case, agent: &Path, dir: &Path) -> anyhow::Result<
     ensure!(client.status.success(), "iperf3 failed: {}", client.status);
     let (status, lines) = server.wait()?;
     ensure!(status.success(), "iperf3 server failed: {lines:?}");
+    let mut outcome = Outcome {
+        gbits: receiver_gbits(&String::from_utf8_lossy(&client.stdout))?,
+        ..Outcome::default()
+    };
     if let Some(capture) = capture {
         let (status, lines) = capture.interrupt()?;
         ensure!(status.success(), "{} failed: {lines:?}", case.name());
+        outcome.captured = reported(&lines, "packets captured")?;
+        outcome.dropped = reported(&lines, "packets dropped by kernel")?;
     }
     let _ = std::fs::remove_file(&file);
-    receiver_gbits(&String::from_utf8_lossy(&client.stdout))
+    Ok(outcome)
+}
+
+/// The count of a closing report's line `N {what}`, which tcpdump and
+/// pcap-agent both print.
+fn reported(lines: &[String], what: &str) -> anyhow::Result<u64> {
+    lines
+        .iter()
+        .find_map(|line| line.trim().strip_suffix(what)?.trim().parse().ok())
+        .with_context(|| format!("no \"N {what}\" in {lines:?}"))
 }
 
 /// The receiver's rate from iperf3's summary line
@@ -161,16 +194,16 @@ fn receiver_gbits(output: &str) -> anyhow::Result<f64> {
     Ok(mbits / 1000.0)
 }
 
-fn write_report(out: &mut String, results: &[(Case, f64)]) -> anyhow::Result<()> {
-    let mean = |case: Case| {
+fn write_report(out: &mut String, results: &[(Case, Outcome)]) -> anyhow::Result<()> {
+    let mean = |case: Case, of: fn(&Outcome) -> f64| {
         let runs: Vec<f64> = results
             .iter()
             .filter(|(c, _)| *c == case)
-            .map(|(_, g)| *g)
+            .map(|(_, outcome)| of(outcome))
             .collect();
         runs.iter().sum::<f64>() / runs.len() as f64
     };
-    let base = mean(Case::None);
+    let base = mean(Case::None, |o| o.gbits);
     writeln!(out, "## App throughput while a capture runs\n")?;
     writeln!(
         out,
@@ -178,16 +211,28 @@ fn write_report(out: &mut String, results: &[(Case, f64)]) -> anyhow::Result<()>
          pair; the capturing tool captures the cell side of the veth (as a container capture \
          does on a cell's `s-…` veth), full snaplen, writing to tmpfs. Sender, receiver and \
          capturing tool are all pinned to CPU 1. Filters: `{NO_MATCH}` matches no iperf3 packet, \
-         `{MATCH}` every one (GSO super-packets, up to 64 KiB each, copied whole). Means over the \
-         runs, rotating the order. Goal: ≥ 0.97 with the non-matching filter.\n"
+         `{MATCH}` every one (GSO super-packets, up to 64 KiB each, copied whole). Both tools \
+         have an 8 MiB kernel buffer. Packets captured and dropped are each tool's own closing \
+         report, per run. Means over the runs, rotating the order. Goal: ≥ 0.97 with the \
+         non-matching filter.\n"
     )?;
-    writeln!(out, "| capture | Gbit/s | ratio to no capture |")?;
-    writeln!(out, "|---|---|---|")?;
+    writeln!(
+        out,
+        "| capture | Gbit/s | ratio to no capture | packets captured | dropped by kernel |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
     for case in Case::ALL {
-        let gbits = mean(case);
+        let gbits = mean(case, |o| o.gbits);
+        let (captured, dropped) = match case {
+            Case::None => ("–".to_owned(), "–".to_owned()),
+            _ => (
+                format!("{:.0}", mean(case, |o| o.captured as f64)),
+                format!("{:.0}", mean(case, |o| o.dropped as f64)),
+            ),
+        };
         writeln!(
             out,
-            "| {} | {gbits:.2} | {:.3} |",
+            "| {} | {gbits:.2} | {:.3} | {captured} | {dropped} |",
             case.name(),
             gbits / base
         )?;
