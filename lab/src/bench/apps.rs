@@ -240,3 +240,24 @@ fn write_report(out: &mut String, results: &[(Case, Outcome)]) -> anyhow::Result
     writeln!(out)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_reports_are_read_as_both_tools_print_them() {
+        let lines: Vec<String> = [
+            "listening on veth1, link-type EN10MB (Ethernet), snapshot length 262144 bytes",
+            "55361 packets captured",
+            "63179 packets received by filter",
+            "7818 packets dropped by kernel",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(reported(&lines, "packets captured").unwrap(), 55361);
+        assert_eq!(reported(&lines, "packets dropped by kernel").unwrap(), 7818);
+        let error = reported(&lines[..1], "packets captured").unwrap_err();
+        assert!(error.to_string().contains("no \"N packets captured\""));
+    }
+}
