@@ -306,6 +306,37 @@ impl Piece {
             len += block.len();
             captured += u64::from(epb::captured_len_at(block));
         }
+        self.cut(count, len, captured)
+    }
+
+    /// The piece cut at block boundaries into pieces of at most `max_bytes`
+    /// each (a block larger than that alone).
+    pub fn into_chunks(mut self, max_bytes: usize) -> Vec<Self> {
+        let mut chunks = Vec::new();
+        while self.records.len() > max_bytes {
+            let (mut count, mut len, mut captured) = (0, 0, 0);
+            for block in self.blocks() {
+                if count > 0 && len + block.len() > max_bytes {
+                    break;
+                }
+                len += block.len();
+                captured += u64::from(epb::captured_len_at(block));
+                count += 1;
+            }
+            if count == 0 {
+                break; // never: its blocks were checked
+            }
+            chunks.push(self.cut(count, len, captured));
+        }
+        if self.packets > 0 {
+            chunks.push(self);
+        }
+        chunks
+    }
+
+    /// Splits off the first `count` packets, which take `len` bytes and
+    /// hold `captured` bytes of packet data.
+    fn cut(&mut self, count: u64, len: usize, captured: u64) -> Self {
         self.packets -= count;
         self.captured_bytes -= captured;
         Self {
@@ -314,30 +345,6 @@ impl Piece {
             packets: count,
             captured_bytes: captured,
         }
-    }
-
-    /// The piece cut at block boundaries into pieces of at most `max_bytes`
-    /// each (a block larger than that alone).
-    pub fn into_chunks(mut self, max_bytes: usize) -> Vec<Self> {
-        let mut chunks = Vec::new();
-        while self.records.len() > max_bytes {
-            let (mut count, mut len) = (0, 0);
-            for block in self.blocks() {
-                if count > 0 && len + block.len() > max_bytes {
-                    break;
-                }
-                len += block.len();
-                count += 1;
-            }
-            if count == 0 {
-                break; // never: its blocks were checked
-            }
-            chunks.push(self.split_to(count));
-        }
-        if self.packets > 0 {
-            chunks.push(self);
-        }
-        chunks
     }
 }
 

@@ -284,7 +284,9 @@ impl Session {
                     newly_reached = limit;
                 }
             }
-            self.withhold(&piece);
+            if piece.packets > 0 {
+                self.withhold(&piece);
+            }
         }
         for packets in messages(sendable) {
             self.send(Payload::Packets(packets)).await?;
