@@ -2,7 +2,9 @@
 //! against the kernel's classic BPF, the distributed path against local,
 //! start time, `-i any` start and stop with many interfaces, apps'
 //! throughput, and how the cost scales with captures and
-//! agents. Writes docs/bench.md (and the scaling plot, docs/bench-scaling.svg).
+//! agents. Writes docs/bench.md (and the scaling plot, docs/bench-scaling.svg):
+//! its tables replace the part above [`NOTES_MARKER`], and the notes below
+//! it (analyses, profiles, the history of each figure) are kept.
 
 mod apps;
 mod attach;
@@ -67,6 +69,11 @@ enum Part {
     Scaling,
 }
 
+/// The line of the report after which its notes begin. A run rewrites
+/// what is above it and keeps what is below it.
+const NOTES_MARKER: &str =
+    "<!-- cargo xtask bench rewrites everything above this line and keeps everything below it. -->";
+
 /// A part that appends its section to the report.
 type RunPart = fn(&Options, &mut String) -> anyhow::Result<()>;
 
@@ -118,9 +125,27 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let out = workspace_root().join(&options.out);
-    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+    let notes = match std::fs::read_to_string(&out) {
+        Ok(existing) => notes_of(&existing).to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    };
+    std::fs::write(&out, with_notes(&report, &notes))
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("{report}");
     Ok(())
+}
+
+/// What follows [`NOTES_MARKER`] in `existing` (nothing without it).
+fn notes_of(existing: &str) -> &str {
+    existing
+        .split_once(NOTES_MARKER)
+        .map_or("", |(_, notes)| notes.trim_start_matches('\n'))
+}
+
+/// The report, the marker, then the notes.
+fn with_notes(report: &str, notes: &str) -> String {
+    format!("{}\n\n{NOTES_MARKER}\n\n{notes}", report.trim_end())
 }
 
 /// The median of `values` (the upper one of an even count); NaN when empty.
@@ -155,4 +180,30 @@ fn cpu_model() -> anyhow::Result<String> {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_replaces_the_tables_and_keeps_the_notes() {
+        let first = with_notes("# Benchmarks\n\nold table\n", "");
+        assert!(first.ends_with(&format!("{NOTES_MARKER}\n\n")));
+        let curated = format!("{first}## Why\n\nthe analysis\n");
+        let second = with_notes("# Benchmarks\n\nnew table\n", notes_of(&curated));
+        assert_eq!(
+            second,
+            format!("# Benchmarks\n\nnew table\n\n{NOTES_MARKER}\n\n## Why\n\nthe analysis\n")
+        );
+        assert_eq!(
+            with_notes("a\n", notes_of(&second)),
+            with_notes("a\n", notes_of(&curated))
+        );
+    }
+
+    #[test]
+    fn a_file_without_the_marker_keeps_nothing() {
+        assert_eq!(notes_of("# Benchmarks\n\nhand-written\n"), "");
+    }
 }
