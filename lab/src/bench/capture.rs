@@ -213,8 +213,9 @@ fn write_report(out: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          veth0; each tool captures veth1 (the peer, in another namespace) pinned to CPU 1 and writes \
          to tmpfs with an 8 MiB kernel buffer (`-B 8192`), full snaplen. Runs rotate which tool \
          goes first. CPU is the capturing process's user + system time (rusage), start-up \
-         included; figures are means over the runs, drops are summed. pcapng writes 32 bytes more \
-         per packet than pcap (block header, direction flags, trailer). On this VM single runs vary \
+         included; figures are means over the runs, drops are summed. pcapng writes 28 bytes more \
+         per packet than pcap, and pads the data to 4 bytes (104 against 76 for a 60-byte frame: \
+         the block's header and trailer, the direction flags, the end of options). On this VM single runs vary \
          by up to 2x at 1518 B (tmpfs page allocation), so compare the means of one invocation.\n"
     )?;
     writeln!(
