@@ -6,7 +6,7 @@ use std::{
     process::{ChildStdout, Command, ExitStatus, Stdio},
 };
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 
 use crate::{
     captures::{self, Capture, Packet},
@@ -104,6 +104,44 @@ pub fn stop_both_after_sh(
         sync_references(ns, destination, &[reference_file])
     };
     stop_both_after(traffic, ours, reference)
+}
+
+/// The packets after the first that holds `start` and before the first
+/// after it that holds `end` (markers of [`crate::reference::mark_references`]),
+/// in time order. Cut by packets of the capture itself, the window holds the
+/// same packets in every capture of one place, even a packet of the
+/// kernel's own that arrives as the window opens, which two tools stamp a
+/// few microseconds apart and a window of time could give to one and not
+/// the other.
+pub fn between_markers(
+    packets: &[Packet],
+    start: &[u8],
+    end: &[u8],
+) -> anyhow::Result<Vec<Packet>> {
+    let holds = |p: &Packet, marker: &[u8]| p.data.windows(marker.len()).any(|w| w == marker);
+    let mut packets = packets.to_vec();
+    packets.sort_by_key(|p| p.unix_ns);
+    let first = packets
+        .iter()
+        .position(|p| holds(p, start))
+        .with_context(|| {
+            format!(
+                "no packet holds the start marker {}",
+                String::from_utf8_lossy(start)
+            )
+        })?;
+    let last = first
+        + 1
+        + packets[first + 1..]
+            .iter()
+            .position(|p| holds(p, end))
+            .with_context(|| {
+                format!(
+                    "no packet after the start marker holds the end marker {}",
+                    String::from_utf8_lossy(end)
+                )
+            })?;
+    Ok(packets[first + 1..last].to_vec())
 }
 
 /// The packets stamped within `from..=to`, in time order: packets handled on

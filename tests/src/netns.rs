@@ -128,6 +128,15 @@ fn checked(output: std::io::Result<Output>, line: &str) -> anyhow::Result<String
 
 /// Two namespaces joined by a veth pair `veth0` (in `a`, 10.0.0.1/24,
 /// fd00::1/64) and `veth1` (in `b`, 10.0.0.2/24, fd00::2/64).
+///
+/// IPv6 settles before [`Pair::new`] returns, so the kernel's own packets
+/// do not mix with a test's: no router solicitations (`accept_ra=0`), no
+/// duplicate address detection (`accept_dad=0`), and the listener reports
+/// for each address sent within milliseconds (`mldv2_unsolicited_report_interval=1`)
+/// of its link-local address, which `new` waits for on both veths. Without
+/// this, reports and solicitations trickled in for about 2.5 s and one
+/// could land at the edge of a test's time window in one tool's capture
+/// and not the other's.
 #[derive(Debug)]
 pub struct Pair {
     pub a: Netns,
@@ -147,9 +156,20 @@ impl Pair {
             (&b, "veth1", "10.0.0.2", "fd00::2"),
         ] {
             ns.sh(&format!(
-                "sysctl -qw net.ipv6.conf.{dev}.accept_ra=0 net.ipv6.conf.all.accept_dad=0 && \
+                "sysctl -qw net.ipv6.conf.{dev}.accept_ra=0 net.ipv6.conf.{dev}.accept_dad=0 \
+                 net.ipv6.conf.{dev}.mldv2_unsolicited_report_interval=1 && \
                  ip addr add {v4}/24 dev {dev} && ip -6 addr add {v6}/64 dev {dev} nodad && \
                  ip link set {dev} up"
+            ))?;
+        }
+        // The link-local address comes with the carrier, which the kernel
+        // may report up to a second after both ends are up. Polled every
+        // 5 ms for at most 10 s.
+        for (ns, dev) in [(&a, "veth0"), (&b, "veth1")] {
+            ns.sh(&format!(
+                "i=0; until ip -6 -o addr show dev {dev} scope link | grep -q inet6; do \
+                 i=$((i + 1)); [ $i -le 2000 ] || {{ echo 'no link-local address on {dev}' >&2; exit 1; }}; \
+                 sleep 0.005; done"
             ))?;
         }
         Ok(Self { a, b })

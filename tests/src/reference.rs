@@ -44,6 +44,14 @@ pub fn tcpdump_writing(ns: &Netns, file: &Path, args: &[&str]) -> anyhow::Result
 /// loses the unfinished block on SIGINT. Send a marker from `ns` and wait
 /// until it is in every reference file: then everything before it is too.
 pub fn sync_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow::Result<()> {
+    mark_references(ns, destination, files).map(drop)
+}
+
+/// [`sync_references`], returning the marker: the payload of the UDP
+/// datagram sent to `destination`'s port 9, which every capture of its path
+/// holds at the point where it was sent (see
+/// [`crate::agent_capture::between_markers`]).
+pub fn mark_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow::Result<Vec<u8>> {
     // Short enough to survive a 60-byte snaplen after the UDP header.
     let marker = format!("mk{:012x}", now_ns() & 0xffff_ffff_ffff);
     ns.sh(&format!(
@@ -60,7 +68,7 @@ pub fn sync_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow
             },
         )?;
     }
-    Ok(())
+    Ok(marker.into_bytes())
 }
 
 /// Checks that `tshark` and `capinfos` accept a file.

@@ -8,13 +8,12 @@ use anyhow::{Context as _, ensure};
 use nix::sys::signal::Signal;
 use pcap_tests::{
     TempDir,
-    agent_capture::{self, start as agent, within},
+    agent_capture::{self, between_markers, start as agent},
     captures::{self, Capture, Direction, Packet},
     checks,
     netns::Pair,
-    now_ns,
     process::{Running, agent_run, binary, stat, wait_until},
-    reference::{assert_readable, sync_references, tcpdump, tcpdump_writing},
+    reference::{assert_readable, mark_references, tcpdump, tcpdump_writing},
 };
 
 /// Sends ICMP, UDP, a TCP conversation, IPv6, ARP and a VLAN-tagged frame
@@ -85,20 +84,36 @@ fn matches_tcpdump_byte_for_byte() -> anyhow::Result<()> {
     let ours = agent_capture::start_writing(&pair.b, &ours_file, &["-i", "veth1"])?;
     let tcpdump_in = tcpdump(&pair.b, "veth1", "in", &in_file)?;
     let tcpdump_out = tcpdump(&pair.b, "veth1", "out", &out_file)?;
-    let from = now_ns();
+    // Each direction's window opens and closes with a marker sent that way,
+    // so every tool's window holds the same packets (`between_markers`).
+    let inbound = || mark_references(&pair.a, "10.0.0.2", &[&in_file]);
+    let outbound = || mark_references(&pair.b, "10.0.0.1", &[&out_file]);
+    let (start_in, start_out) = (inbound()?, outbound()?);
     send_mixed_traffic(&pair)?;
-    sync_references(&pair.a, "10.0.0.2", &[&in_file])?;
-    sync_references(&pair.b, "10.0.0.1", &[&out_file])?;
-    let to = now_ns();
+    let (end_in, end_out) = (inbound()?, outbound()?);
     let (ours, lines) = agent_capture::written(ours.interrupt()?, &ours_file)?;
     tcpdump_in.interrupt()?;
     tcpdump_out.interrupt()?;
 
-    let ours_packets = within(&ours.packets, from, to);
-    let reference_in = within(&captures::read_file(&in_file)?.packets, from, to);
-    let reference_out = within(&captures::read_file(&out_file)?.packets, from, to);
-    checks::same_in_direction(&ours_packets, &reference_in, Direction::Inbound)?;
-    checks::same_in_direction(&ours_packets, &reference_out, Direction::Outbound)?;
+    let ours_going = |direction| -> Vec<Packet> {
+        ours.packets
+            .iter()
+            .filter(|p| p.direction == Some(direction))
+            .cloned()
+            .collect()
+    };
+    let ours_in = between_markers(&ours_going(Direction::Inbound), &start_in, &end_in)?;
+    let ours_out = between_markers(&ours_going(Direction::Outbound), &start_out, &end_out)?;
+    let reference_in =
+        between_markers(&captures::read_file(&in_file)?.packets, &start_in, &end_in)?;
+    let reference_out = between_markers(
+        &captures::read_file(&out_file)?.packets,
+        &start_out,
+        &end_out,
+    )?;
+    checks::same_in_direction(&ours_in, &reference_in, Direction::Inbound)?;
+    checks::same_in_direction(&ours_out, &reference_out, Direction::Outbound)?;
+    let ours_packets = [ours_in, ours_out].concat();
 
     // The traffic we promised is in there: ARP, IPv4, IPv6 and 802.1Q.
     let ethertype = |p: &Packet| u16::from_be_bytes([p.data[12], p.data[13]]);
