@@ -164,7 +164,8 @@ impl Pair {
         }
         // The link-local address comes with the carrier, which the kernel
         // may report up to a second after both ends are up. Polled every
-        // 5 ms for at most 10 s.
+        // 5 ms for at most 10 s, in the shell: `process::wait_until` is out
+        // of reach, since `process` depends on this module.
         for (ns, dev) in [(&a, "veth0"), (&b, "veth1")] {
             ns.sh(&format!(
                 "i=0; until ip -6 -o addr show dev {dev} scope link | grep -q inet6; do \

@@ -58,17 +58,23 @@ pub fn mark_references(ns: &Netns, destination: &str, files: &[&Path]) -> anyhow
         "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"{marker}\", (\"{destination}\", 9))'"
     ))?;
     for file in files {
-        wait_until(
-            &format!("tcpdump writes the marker to {}", file.display()),
-            Duration::from_secs(10),
-            || {
-                Ok(std::fs::read(file)?
-                    .windows(marker.len())
-                    .any(|w| w == marker.as_bytes()))
-            },
-        )?;
+        wait_until_written(file, marker.as_bytes())?;
     }
     Ok(marker.into_bytes())
+}
+
+/// Waits (at most 10 s) until tcpdump has written a packet holding `marker`
+/// to `file`.
+pub fn wait_until_written(file: &Path, marker: &[u8]) -> anyhow::Result<()> {
+    wait_until(
+        &format!("tcpdump writes the marker to {}", file.display()),
+        Duration::from_secs(10),
+        || {
+            Ok(std::fs::read(file)?
+                .windows(marker.len())
+                .any(|w| w == marker))
+        },
+    )
 }
 
 /// Checks that `tshark` and `capinfos` accept a file.

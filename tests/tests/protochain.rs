@@ -4,7 +4,7 @@
 //!
 //! Needs root (namespaces, eBPF).
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use anyhow::ensure;
 use pcap_tests::{
@@ -14,8 +14,7 @@ use pcap_tests::{
     checks,
     netns::Pair,
     now_ns,
-    process::wait_until,
-    reference::tcpdump_writing,
+    reference::{tcpdump_writing, wait_until_written},
 };
 
 /// EtherType of IPv6, and IPv6 next-header values, at their offsets in an
@@ -110,14 +109,6 @@ fn marker_ping(pair: &Pair, file: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes: Vec<u8> = (0..8)
         .map(|i| u8::from_str_radix(&marker[2 * i..2 * i + 2], 16).expect("hex"))
         .collect();
-    wait_until(
-        "tcpdump writes the marker ping",
-        Duration::from_secs(10),
-        || {
-            Ok(std::fs::read(file)?
-                .windows(bytes.len())
-                .any(|w| w == bytes))
-        },
-    )?;
+    wait_until_written(file, &bytes)?;
     Ok(bytes)
 }
