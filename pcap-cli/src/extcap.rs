@@ -156,23 +156,34 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     code
 }
 
-/// Opens the fifo's write end and closes it again, without blocking. A
-/// capture that fails before it writes (a missing option, a refusal) may
-/// never have opened the fifo, and dumpcap waits for a writer in `select`
-/// with no deadline, not even `-a duration`: Wireshark showed the error
-/// but the capture never ended. A writer that comes and goes is end of
-/// file to dumpcap. Without a reader there is nothing to do (ENXIO). Only
-/// a fifo is touched.
+/// Opens the fifo's write end and closes it again. A capture that fails
+/// before it writes (a missing option, a refusal) may never have opened the
+/// fifo, and dumpcap waits for a writer in `select` with no deadline, not
+/// even `-a duration`: Wireshark showed the error but the capture never
+/// ended. A writer that comes and goes is end of file to dumpcap. The open
+/// waits for dumpcap to open its read end, which it may do after this
+/// process has already failed (a non-blocking open then finds no reader,
+/// and dumpcap hung); it waits at most [`RELEASE_DEADLINE`], on a thread of
+/// its own, so a fifo that nobody reads cannot hold the process. Only a
+/// fifo is touched.
 fn release_reader(fifo: &Path) {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::FileTypeExt as _;
     if !std::fs::metadata(fifo).is_ok_and(|m| m.file_type().is_fifo()) {
         return;
     }
-    let _ = File::options()
-        .write(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(fifo);
+    let (opened, wait) = std::sync::mpsc::channel();
+    let fifo = fifo.to_owned();
+    let open = move || {
+        let _ = File::options().write(true).open(&fifo);
+        let _ = opened.send(());
+    };
+    if std::thread::Builder::new().spawn(open).is_ok() {
+        let _ = wait.recv_timeout(RELEASE_DEADLINE);
+    }
 }
+
+/// How long a failed capture waits for dumpcap to open the fifo.
+const RELEASE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn run(args: &ExtcapArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
