@@ -30,11 +30,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const INGRESS_PROGRAM: &str = "pcap_ingress";
 const EGRESS_PROGRAM: &str = "pcap_egress";
 
-/// Programs the filter tail-calls on a match, and their `FILTERS` slots.
-const MATCHED_PROGRAMS: [(&str, u32); 2] = [
-    ("pcap_ingress_matched", slot::MATCHED_INGRESS),
-    ("pcap_egress_matched", slot::MATCHED_EGRESS),
-];
+/// The program the filter tail-calls on a match (and the entries without a
+/// filter): it copies the packet into the ring.
+const CAPTURE_PROGRAM: &str = "pcap_capture";
 
 /// The reader is woken when this fraction of the ring is waiting to be read.
 const WAKEUP_FRACTION: u32 = 4;
@@ -165,8 +163,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
     tc: Option<tc_fallback::Attachments>,
-    /// The filter programs, also held by the `FILTERS` program array.
-    filter_programs: Option<[std::os::fd::OwnedFd; 2]>,
+    /// The filter program, also held by the `FILTERS` program array.
+    filter_program: Option<std::os::fd::OwnedFd>,
     nr_cpus: usize,
     detached: bool,
 }
@@ -190,11 +188,12 @@ impl Shape {
 }
 
 /// Loads (and the kernel verifies) a fresh instance of the programs with
-/// room for `counters` interfaces; nothing attached. The verifier is most
-/// of a capture's start-up CPU: without a filter (`matched` false) nothing
-/// tail-calls the matched programs (the entry program captures by
-/// itself), so they are not loaded.
-pub(crate) fn load(shape: Shape, counters: u32, matched: bool) -> Result<Ebpf, DatapathError> {
+/// room for `counters` interfaces, and puts the capture program into its
+/// `FILTERS` slot; nothing attached. The verifier is most of a capture's
+/// start-up CPU, and most of its work is the capture program's copy (one
+/// path per size class): the entries only count and tail-call, so that
+/// one capture program serves both directions, with or without a filter.
+pub(crate) fn load(shape: Shape, counters: u32) -> Result<Ebpf, DatapathError> {
     let snaplen = loader::interned(&loader::SNAPLENS, shape.snaplen);
     let wakeup = loader::interned(
         &loader::WAKEUPS,
@@ -216,18 +215,12 @@ pub(crate) fn load(shape: Shape, counters: u32, matched: bool) -> Result<Ebpf, D
         }
         _ => DatapathError::Load(Box::new(e)),
     })?;
-    let matched_names = MATCHED_PROGRAMS
-        .map(|(name, _)| name)
-        .into_iter()
-        .filter(|_| matched);
-    for name in ENTRY_PROGRAMS.into_iter().chain(matched_names) {
+    for name in ENTRY_PROGRAMS.into_iter().chain([CAPTURE_PROGRAM]) {
         program(&mut ebpf, name)
             .load()
             .map_err(|e| load_error(name, e))?;
     }
-    if matched {
-        install_matched_programs(&mut ebpf)?;
-    }
+    install_capture_program(&mut ebpf)?;
     Ok(ebpf)
 }
 
@@ -249,7 +242,7 @@ impl Datapath {
         };
         let mut ebpf = match loader::take_spare(shape, counters) {
             Some(ebpf) => ebpf,
-            None => load(shape, counters, options.filter.is_some())?,
+            None => load(shape, counters)?,
         };
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         let ring = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map"))
@@ -262,7 +255,7 @@ impl Datapath {
                 zero_counters(&mut counters, interface.index, nr_cpus)?;
             }
         }
-        let filter_programs = match &options.filter {
+        let filter_program = match &options.filter {
             Some(filter) => {
                 let Some(aya::maps::Map::ProgramArray(filters)) = ebpf.map("FILTERS") else {
                     unreachable!("the eBPF object has a FILTERS program array");
@@ -275,7 +268,7 @@ impl Datapath {
             ebpf,
             ring: Some(ring),
             tc: None,
-            filter_programs,
+            filter_program,
             nr_cpus,
             detached: false,
         };
@@ -358,7 +351,7 @@ impl Datapath {
             let Some(aya::maps::Map::ProgramArray(filters)) = self.ebpf.map("FILTERS") else {
                 unreachable!("the eBPF object has a FILTERS program array");
             };
-            self.filter_programs = Some(filter.install(all, filters.fd().as_fd())?);
+            self.filter_program = Some(filter.install(all, filters.fd().as_fd())?);
         }
         self.attach_hooks(std::slice::from_ref(interface), options)
     }
@@ -460,25 +453,20 @@ fn load_error(name: &'static str, e: ProgramError) -> DatapathError {
     }
 }
 
-/// Puts the matched programs into their `FILTERS` slots.
-fn install_matched_programs(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
-    let fds = MATCHED_PROGRAMS.map(|(name, slot)| {
-        program(ebpf, name)
-            .fd()
-            .and_then(|fd| Ok((fd.try_clone()?, slot)))
-    });
-    let mut filters = ProgramArray::try_from(ebpf.map_mut("FILTERS").expect("FILTERS map"))
-        .map_err(|e| DatapathError::Map("FILTERS", e))?;
-    for entry in fds {
-        let (fd, slot) = entry.map_err(|e| DatapathError::Verify {
-            name: "pcap_*_matched",
+/// Puts the capture program into its `FILTERS` slot.
+fn install_capture_program(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let fd = program(ebpf, CAPTURE_PROGRAM)
+        .fd()
+        .and_then(|fd| Ok(fd.try_clone()?))
+        .map_err(|e| DatapathError::Verify {
+            name: CAPTURE_PROGRAM,
             source: Box::new(e),
         })?;
-        filters
-            .set(slot, &fd, 0)
-            .map_err(|e| DatapathError::Map("FILTERS", e))?;
-    }
-    Ok(())
+    let mut filters = ProgramArray::try_from(ebpf.map_mut("FILTERS").expect("FILTERS map"))
+        .map_err(|e| DatapathError::Map("FILTERS", e))?;
+    filters
+        .set(slot::CAPTURE, &fd, 0)
+        .map_err(|e| DatapathError::Map("FILTERS", e))
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {

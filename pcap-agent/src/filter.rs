@@ -14,6 +14,9 @@ use thiserror::Error;
 
 use crate::iface::Interface;
 
+/// The filter program's name, as `bpftool prog` prints it.
+const FILTER_PROGRAM: &str = "pcap_filter";
+
 #[derive(Debug, Error)]
 pub enum FilterError {
     #[error(transparent)]
@@ -93,15 +96,15 @@ impl Filter {
         &self.expression
     }
 
-    /// Loads one filter program per direction and puts them into their
-    /// `FILTERS` slots (replacing what they held). The programs live as
-    /// long as the returned fds and the program array hold them. Only the
+    /// Loads the filter program (both directions run it) and puts it into
+    /// its `FILTERS` slot, replacing what it held. The program lives as
+    /// long as the returned fd and the program array hold it. Only the
     /// link types of `interfaces` are dispatched to.
     pub(crate) fn install(
         &self,
         interfaces: &[Interface],
         filters_map: BorrowedFd<'_>,
-    ) -> Result<[OwnedFd; 2], FilterError> {
+    ) -> Result<OwnedFd, FilterError> {
         let ifindexes: Vec<(u16, Vec<u32>)> = self
             .programs
             .iter()
@@ -124,30 +127,23 @@ impl Filter {
                 ifindexes,
             })
             .collect();
-        let load =
-            |name: &str, matched_slot: u32, filter_slot: u32| -> Result<OwnedFd, FilterError> {
-                let tail_call = TailCall {
-                    prog_array_fd: filters_map.as_raw_fd(),
-                    index: matched_slot,
-                };
-                let insns = build_filter_program(&per_link_type, tail_call)?;
-                let fd = sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", name).map_err(|e| {
-                    // The error's message has only the end of the log.
-                    tracing::debug!(program = name, log = e.log, "the verifier's whole log");
-                    Box::new(e)
-                })?;
-                sys::map_update(filters_map, filter_slot, fd.as_fd())
-                    .map_err(FilterError::Install)?;
-                Ok(fd)
-            };
-        Ok([
-            load(
-                "pcap_filter_in",
-                slot::MATCHED_INGRESS,
-                slot::FILTER_INGRESS,
-            )?,
-            load("pcap_filter_out", slot::MATCHED_EGRESS, slot::FILTER_EGRESS)?,
-        ])
+        let tail_call = TailCall {
+            prog_array_fd: filters_map.as_raw_fd(),
+            index: slot::CAPTURE,
+        };
+        let insns = build_filter_program(&per_link_type, tail_call)?;
+        let fd =
+            sys::prog_load(PROG_TYPE_SCHED_CLS, &insns, "GPL", FILTER_PROGRAM).map_err(|e| {
+                // The error's message has only the end of the log.
+                tracing::debug!(
+                    program = FILTER_PROGRAM,
+                    log = e.log,
+                    "the verifier's whole log"
+                );
+                Box::new(e)
+            })?;
+        sys::map_update(filters_map, slot::FILTER, fd.as_fd()).map_err(FilterError::Install)?;
+        Ok(fd)
     }
 }
 

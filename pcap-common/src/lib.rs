@@ -17,23 +17,31 @@ pub const SIZE_CLASSES: [usize; 13] = [
     128, 256, 512, 1024, 1536, 2048, 4096, 8192, 16_384, 32_768, 65_536, 131_072, 262_144,
 ];
 
-/// Slots of the `FILTERS` program array. The entry program tail-calls the
-/// filter for its direction; on a match the filter writes its snap length to
-/// `skb->cb[0]` and tail-calls the matched program for that direction. An
-/// empty filter slot means "no filter": the entry program captures itself.
+/// Slots of the `FILTERS` program array. An entry program (one per hook
+/// direction) writes [`cb`] and tail-calls the filter; on a match the
+/// filter writes its snap length to `cb[0]` and tail-calls the capture
+/// program, which copies the packet. One capture program serves both
+/// directions, so the kernel verifies its copying code once per capture.
 pub mod slot {
-    /// The filter `pcap_ingress` tail-calls.
-    pub const FILTER_INGRESS: u32 = 0;
-    /// The filter `pcap_egress` tail-calls.
-    pub const FILTER_EGRESS: u32 = 1;
-    /// `pcap_ingress_matched`, which the ingress filter tail-calls on a
-    /// match.
-    pub const MATCHED_INGRESS: u32 = 2;
-    /// `pcap_egress_matched`, which the egress filter tail-calls on a
-    /// match.
-    pub const MATCHED_EGRESS: u32 = 3;
+    /// The filter both entry programs tail-call. Empty when the capture has
+    /// no filter: the entry then tail-calls [`CAPTURE`] itself.
+    pub const FILTER: u32 = 0;
+    /// `pcap_capture`, which the filter tail-calls on a match. Filled when
+    /// the programs are loaded, before anything is attached.
+    pub const CAPTURE: u32 = 1;
     /// Number of slots.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 2;
+}
+
+/// What the entry programs leave in `__sk_buff.cb` for the programs they
+/// tail-call.
+pub mod cb {
+    /// The snap length the packet is accepted with: the entry's
+    /// [`MAX_SNAPLEN`](crate::MAX_SNAPLEN), which a filter overwrites with
+    /// its verdict (libpcap's `ret #k`).
+    pub const SNAPLEN: usize = 0;
+    /// The hook's [`Direction`](crate::Direction), as `u32`.
+    pub const DIRECTION: usize = 1;
 }
 
 /// Direction of a packet relative to the interface it was captured on.

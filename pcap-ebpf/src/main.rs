@@ -2,9 +2,10 @@
 //!
 //! One instance of this program is loaded per capture and its entry points
 //! are attached to the ingress and egress hooks of every interface the
-//! capture covers. With a filter, the entry tail-calls the filter program
-//! (classic BPF from libpcap, translated to eBPF by user space), which
-//! tail-calls `pcap_*_matched` on a match. Nothing here changes a packet or
+//! capture covers. The entry tail-calls the filter program (classic BPF
+//! from libpcap, translated to eBPF by user space), which tail-calls
+//! `pcap_capture` on a match; without a filter the entry tail-calls
+//! `pcap_capture` itself. Nothing here changes a packet or
 //! its fate: every program returns `TC_ACT_UNSPEC`, which TCX reads as "next
 //! program" and cls_bpf as "no verdict".
 #![no_std]
@@ -26,7 +27,7 @@ use aya_ebpf::{
 };
 use pcap_common::{
     Counters, Direction, FLAG_PKT_TYPE_MASK, FLAG_PKT_TYPE_SHIFT, FLAG_VLAN_REINSERTED,
-    MAX_SNAPLEN, PacketHeader, slot,
+    MAX_SNAPLEN, PacketHeader, cb, slot,
 };
 
 /// Captured packets. User space sets the size when it loads the program.
@@ -38,7 +39,7 @@ static PACKETS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static COUNTERS: PerCpuHashMap<u32, Counters> = PerCpuHashMap::with_max_entries(256, 0);
 
-/// The filter and matched programs; see `pcap_common::slot`.
+/// The filter and capture programs; see `pcap_common::slot`.
 #[map]
 static FILTERS: ProgramArray = ProgramArray::with_max_entries(slot::COUNT, 0);
 
@@ -77,11 +78,11 @@ macro_rules! tc_programs {
 
 tc_programs! {
     // The entries, attached to the hooks: count, then run the filter.
-    pcap_ingress(ctx) => entry(&ctx, Direction::Ingress, slot::FILTER_INGRESS);
-    pcap_egress(ctx) => entry(&ctx, Direction::Egress, slot::FILTER_EGRESS);
-    // Tail-called by the filter on a match.
-    pcap_ingress_matched(ctx) => capture(&ctx, Direction::Ingress, filter_snaplen(&ctx));
-    pcap_egress_matched(ctx) => capture(&ctx, Direction::Egress, filter_snaplen(&ctx));
+    pcap_ingress(ctx) => entry(&ctx, Direction::Ingress);
+    pcap_egress(ctx) => entry(&ctx, Direction::Egress);
+    // Tail-called by the filter on a match, or by an entry without a
+    // filter: the only program that copies, verified once per capture.
+    pcap_capture(ctx) => capture(&ctx);
 }
 
 /// Why an accepted packet did not reach the ring buffer.
@@ -104,30 +105,41 @@ fn counters(ctx: &TcContext) -> Option<&'static mut Counters> {
 }
 
 #[inline(always)]
-fn entry(ctx: &TcContext, direction: Direction, filter_slot: u32) {
+fn entry(ctx: &TcContext, direction: Direction) {
     if let Some(c) = counters(ctx) {
         c.seen += 1;
     }
+    // SAFETY: the kernel passes a valid `__sk_buff`, whose `cb` is scratch
+    // space for TC programs (the filter writes only `cb[0]`).
+    unsafe {
+        let scratch = &mut (*ctx.skb.skb).cb;
+        scratch[cb::SNAPLEN] = MAX_SNAPLEN;
+        scratch[cb::DIRECTION] = direction as u32;
+    }
     // SAFETY: `ctx` is this program's context. A tail call only returns when
-    // the slot is empty, which means the capture has no filter.
-    unsafe { FILTERS.tail_call(ctx, filter_slot) };
-    capture(ctx, direction, MAX_SNAPLEN);
+    // the slot is empty: the filter's when the capture has none, the capture
+    // program's never (user space fills it before attaching anything).
+    unsafe {
+        FILTERS.tail_call(ctx, slot::FILTER);
+        FILTERS.tail_call(ctx, slot::CAPTURE);
+    }
+    // Not reached; counted rather than lost without a trace.
+    if let Some(c) = counters(ctx) {
+        c.matched += 1;
+        c.dropped_copy_failed += 1;
+    }
 }
 
-/// The snap length the filter accepted the packet with (libpcap's `ret #k`).
+/// Counts and copies a packet the filter accepted, with the snap length and
+/// direction the entry and the filter left in `cb`.
 #[inline(always)]
-fn filter_snaplen(ctx: &TcContext) -> u32 {
-    ctx.cb()[0]
-}
-
-/// Counts and copies a packet the filter accepted.
-#[inline(always)]
-fn capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) {
+fn capture(ctx: &TcContext) {
     let mut counters = counters(ctx);
     if let Some(c) = counters.as_mut() {
         c.matched += 1;
     }
-    let result = try_capture(ctx, direction, filter_snaplen);
+    let scratch = ctx.cb();
+    let result = try_capture(ctx, scratch[cb::DIRECTION] as u8, scratch[cb::SNAPLEN]);
     if let Some(c) = counters {
         match result {
             Ok(()) => c.written += 1,
@@ -138,7 +150,7 @@ fn capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) {
 }
 
 #[inline(always)]
-fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Result<(), Drop> {
+fn try_capture(ctx: &TcContext, direction: u8, filter_snaplen: u32) -> Result<(), Drop> {
     let skb = ctx.skb.skb;
     // SAFETY: the kernel passes a valid `__sk_buff` to the program.
     let (ifindex, mark, vlan_present, vlan_proto, vlan_tci, gso_size, gso_segs, pkt_type) = unsafe {
@@ -179,7 +191,7 @@ fn try_capture(ctx: &TcContext, direction: Direction, filter_snaplen: u32) -> Re
         mark,
         gso_size,
         gso_segs: gso_segs as u16,
-        direction: direction as u8,
+        direction,
         flags: if vlan.is_some() {
             FLAG_VLAN_REINSERTED
         } else {

@@ -27,9 +27,15 @@ pub mod stand_ins;
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
+    /// A new, empty directory named for `tag`, this process and a count, so
+    /// that tests running side by side with the same tag never share one.
     pub fn new(tag: &str) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("pcap-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pcap-test-{tag}-{}-{n}", std::process::id()));
+        // Left behind by a killed run that had this process id.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir)?;
         Ok(Self(dir))
     }
 }

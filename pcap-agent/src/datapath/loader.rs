@@ -98,7 +98,7 @@ pub(super) fn refill_spare() {
 }
 
 fn fill(shape: Shape) {
-    match super::load(shape, SPARE_COUNTERS, true) {
+    match super::load(shape, SPARE_COUNTERS) {
         Ok(ebpf) => {
             let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
             if spare.is_none() {
