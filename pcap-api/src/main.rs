@@ -1,6 +1,8 @@
 //! pcap-api: authenticates users, fans captures out to the agents and
 //! merges their streams.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod sched;
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
@@ -64,6 +66,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Err(e) = sched::batch() {
+        // Slower under load, not wrong: say so and serve.
+        tracing::warn!("cannot run under SCHED_BATCH, staying under the default policy: {e}");
+    }
     match serve(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -184,3 +184,21 @@ pub fn agent_run(ns: &crate::netns::Netns, args: &[&str]) -> anyhow::Result<std:
         .output()
         .with_context(|| format!("running {}", agent.display()))
 }
+
+/// The scheduling policy of every thread of process `pid` (`SCHED_*`, the
+/// 41st field of `/proc/PID/task/TID/stat`).
+pub fn scheduling_policies(pid: Pid) -> anyhow::Result<Vec<u32>> {
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {}", tasks.display()))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        // Fields from the third on follow the command name's ')'.
+        let (_, fields) = stat.rsplit_once(')').context("no ')' in stat")?;
+        let policy = fields
+            .split_whitespace()
+            .nth(41 - 3)
+            .context("a short stat")?;
+        policies.push(policy.parse()?);
+    }
+    Ok(policies)
+}

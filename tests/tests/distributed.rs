@@ -15,9 +15,12 @@ use pcap_tests::{
     cluster::{AGENT_PORT, ALICE_TOKEN, BOB_TOKEN, Cluster},
     cluster_setup::{self, assert_agents_detach, ping_every_vm},
     pki::{Ca, Validity},
-    process::Running,
+    process::{self, Running},
     reference::{assert_readable, sync_references, tcpdump},
 };
+
+/// `SCHED_BATCH` in `sched.h`.
+const SCHED_BATCH: u32 = 3;
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
 const STARTED: &str = "capturing on";
@@ -74,6 +77,13 @@ fn packets_of<'a>(capture: &'a Capture, name: &str) -> Vec<&'a Packet> {
 fn merged_capture_is_the_union_of_the_references() -> anyhow::Result<()> {
     let dir = TempDir::new("merge")?;
     let cluster = cluster_setup::running(&dir, 3, "", "")?;
+    // The API relays bulk data: no thread of it preempts on wakeup.
+    let api = cluster.api.as_ref().context("the API")?.pid();
+    let policies = process::scheduling_policies(api)?;
+    ensure!(
+        policies.iter().all(|p| *p == SCHED_BATCH),
+        "the API's threads run under policies {policies:?}, not SCHED_BATCH ({SCHED_BATCH})"
+    );
     let merged = dir.join("merged.pcapng");
     let references: Vec<_> = cluster
         .vms
