@@ -4,6 +4,11 @@
 //! trafgen sends from namespace `a` out of veth0 on CPU 0; the capturing
 //! tool listens on veth1 in namespace `b`, pinned to CPU 1, writing to tmpfs.
 //! CPU time is the capturing process's own (user + system) rusage.
+//!
+//! Each tool's start and stop (a capture of [`START_PACKETS`]) is measured
+//! on its own too, so that the cost per packet is reported with and without
+//! it: pcap-agent loads and the kernel verifies its programs, where tcpdump
+//! attaches a classic filter.
 
 use std::{fmt::Write as _, path::Path, process::Stdio, time::Duration};
 
@@ -14,8 +19,11 @@ use pcap_tests::{
     process::{Running, stat},
 };
 
-use super::{Options, Run, steady};
+use super::{Options, Run, remove_last, steady};
 use crate::workspace_root;
+
+/// Packets offered to the captures that measure start and stop.
+const START_PACKETS: u64 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -47,6 +55,7 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let mut rows = Vec::new();
+    let mut starts: Vec<(Tool, Run)> = Vec::new();
     for (frame_len, packets) in [(60usize, options.packets), (1514, options.packets / 2)] {
         let conf = dir.join(format!("udp-{frame_len}.cfg"));
         std::fs::write(&conf, trafgen_config(mac.trim(), frame_len)?)?;
@@ -55,6 +64,17 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
             // Rotate which tool goes first.
             let mut order = Tool::ALL;
             order.rotate_left(round as usize % Tool::ALL.len());
+            if frame_len == 60 {
+                for tool in order {
+                    let run = measure(&pair, tool, &agent, &conf, START_PACKETS, &dir)?;
+                    eprintln!(
+                        "bench: {} start and stop round {round}: {:.1} ms CPU",
+                        tool.name(),
+                        run.cpu.as_secs_f64() * 1e3
+                    );
+                    starts.push((tool, run));
+                }
+            }
             for tool in order {
                 let run = measure(&pair, tool, &agent, &conf, packets, &dir)?;
                 eprintln!(
@@ -71,7 +91,7 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
         }
         rows.push((
             frame_len + 4,
-            Tool::ALL.map(|tool| (tool, summarize(&results, tool))),
+            Tool::ALL.map(|tool| (tool, summarize(&results, tool, mean_cpu(&starts, tool)))),
         ));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -79,15 +99,30 @@ pub fn run(options: &Options, report: &mut String) -> anyhow::Result<()> {
     write_report(report, &rows)
 }
 
-/// Mean captured/offered, CPU seconds per million captured packets, drops.
+/// Mean captured/offered, CPU seconds per million captured packets (with
+/// and without the start and stop), drops.
 #[derive(Clone, Copy, Debug)]
 struct Summary {
     captured_ratio: f64,
     cpu_per_mpkt: f64,
+    /// The tool's start and stop: its mean CPU for [`START_PACKETS`].
+    start: Duration,
+    /// As `cpu_per_mpkt`, less `start`.
+    cpu_per_mpkt_started: f64,
     dropped: u64,
 }
 
-fn summarize(results: &[(Tool, Run)], tool: Tool) -> Summary {
+/// Mean CPU of `tool`'s runs.
+fn mean_cpu(runs: &[(Tool, Run)], tool: Tool) -> Duration {
+    let cpus: Vec<Duration> = runs
+        .iter()
+        .filter(|(t, _)| *t == tool)
+        .map(|(_, r)| r.cpu)
+        .collect();
+    cpus.iter().sum::<Duration>() / cpus.len().max(1) as u32
+}
+
+fn summarize(results: &[(Tool, Run)], tool: Tool, start: Duration) -> Summary {
     let runs: Vec<&Run> = results
         .iter()
         .filter(|(t, _)| *t == tool)
@@ -103,6 +138,15 @@ fn summarize(results: &[(Tool, Run)], tool: Tool) -> Summary {
         cpu_per_mpkt: runs
             .iter()
             .map(|r| r.cpu.as_secs_f64() / (r.captured.max(1) as f64 / 1e6))
+            .sum::<f64>()
+            / n,
+        start,
+        cpu_per_mpkt_started: runs
+            .iter()
+            .map(|r| {
+                r.cpu.saturating_sub(start).as_secs_f64()
+                    / (r.captured.saturating_sub(START_PACKETS).max(1) as f64 / 1e6)
+            })
             .sum::<f64>()
             / n,
         dropped: runs.iter().map(|r| r.dropped).sum(),
@@ -121,6 +165,7 @@ fn measure(
         Tool::Pcapng => "capture.pcapng",
         Tool::Pcap | Tool::Tcpdump => "capture.pcap",
     });
+    remove_last(&file)?;
     let mut command = pair.b.command("taskset");
     command.args(["-c", "1"]).stdout(Stdio::null());
     match tool {
@@ -213,30 +258,38 @@ fn write_report(out: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          veth0; each tool captures veth1 (the peer, in another namespace) pinned to CPU 1 and writes \
          to tmpfs with an 8 MiB kernel buffer (`-B 8192`), full snaplen. Runs rotate which tool \
          goes first. CPU is the capturing process's user + system time (rusage), start-up \
-         included; figures are means over the runs, drops are summed. pcapng writes 28 bytes more \
+         included; figures are means over the runs, drops are summed. *Start and stop* is each \
+         tool's mean CPU for the same capture of {START_PACKETS} 64-byte frames, measured in the \
+         same rounds; *start apart* takes it off each run (CPU and packets) before dividing. pcapng writes 28 bytes more \
          per packet than pcap, and pads the data to 4 bytes (104 against 76 for a 60-byte frame: \
          the block's header and trailer, the direction flags, the end of options). On this VM single runs vary \
          by up to 2x at 1518 B (tmpfs page allocation), so compare the means of one invocation.\n"
     )?;
     writeln!(
         out,
-        "| frame (with FCS) | tool | captured / offered | dropped | CPU s per M captured | CPU ratio to tcpdump |"
+        "| frame (with FCS) | tool | captured / offered | dropped | CPU s per M captured | CPU ratio to tcpdump | start and stop, ms CPU | CPU s per M, start apart | ratio to tcpdump, start apart |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
     for (len, summaries) in rows {
         let tcpdump = summaries
             .iter()
             .find(|(t, _)| *t == Tool::Tcpdump)
-            .map_or(f64::NAN, |(_, s)| s.cpu_per_mpkt);
+            .map(|(_, s)| *s);
+        let (tcpdump, tcpdump_started) = tcpdump.map_or((f64::NAN, f64::NAN), |s| {
+            (s.cpu_per_mpkt, s.cpu_per_mpkt_started)
+        });
         for (tool, s) in summaries {
             writeln!(
                 out,
-                "| {len} B | {} | {:.4} | {} | {:.3} | {:.2} |",
+                "| {len} B | {} | {:.4} | {} | {:.3} | {:.2} | {:.1} | {:.3} | {:.2} |",
                 tool.name(),
                 s.captured_ratio,
                 s.dropped,
                 s.cpu_per_mpkt,
-                s.cpu_per_mpkt / tcpdump
+                s.cpu_per_mpkt / tcpdump,
+                s.start.as_secs_f64() * 1e3,
+                s.cpu_per_mpkt_started,
+                s.cpu_per_mpkt_started / tcpdump_started
             )?;
         }
     }

@@ -28,7 +28,7 @@ use pcap_tests::{
     process::Running,
 };
 
-use super::{Options, Run, capture::trafgen_config, steady};
+use super::{Options, Run, capture::trafgen_config, remove_last, steady};
 use crate::workspace_root;
 
 /// What the CLI prints once an origin has attached.
@@ -102,6 +102,7 @@ pub fn run_start(options: &Options, report: &mut String) -> anyhow::Result<()> {
 
 fn local(cluster: &Cluster, conf: &Path, packets: u64, dir: &Path) -> anyhow::Result<Run> {
     let file = dir.join("local.pcapng");
+    remove_last(&file)?;
     let vm = &cluster.vms[0];
     let mut command = vm.ns.command("taskset");
     command
@@ -129,6 +130,7 @@ fn distributed(
     dir: &Path,
 ) -> anyhow::Result<(Run, Option<Parts>)> {
     let file = dir.join("distributed.pcapng");
+    remove_last(&file)?;
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     cluster.start_agents(agent_config)?;
     cluster.start_api(api_config)?;

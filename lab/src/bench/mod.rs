@@ -14,7 +14,10 @@ mod filter;
 mod scaling;
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -152,6 +155,18 @@ fn with_notes(report: &str, notes: &str) -> String {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Removes the last run's capture file, if any, before a tool writes
+/// `file` again: truncating it on open would charge the tool for freeing
+/// its pages (tens of thousands of tmpfs pages at 2 M packets).
+fn remove_last(file: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", file.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What `read` gives once it has not changed for `quiet` (within a
