@@ -297,11 +297,13 @@ impl Cf {
         tag: &str,
     ) -> anyhow::Result<(Command, PathBuf)> {
         let record = self.dir.join(format!("{tag}.jsonl"));
-        let mut command = self
-            .landscape
-            .control
-            .command(stub()?.to_str().context("utf-8")?);
+        // cf starts with SIGINT at its default action, as a shell's
+        // foreground job does; a test run started in the background would
+        // otherwise hand it down ignored, and Go keeps an ignored SIGINT.
+        let mut command = self.landscape.control.command("env");
         command
+            .arg("--default-signal=INT")
+            .arg(stub()?)
             .args(state.args(&record))
             .arg(binary("cf-pcap"))
             .arg("pcap")
