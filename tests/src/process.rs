@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver},
     thread,
@@ -185,20 +185,49 @@ pub fn agent_run(ns: &crate::netns::Netns, args: &[&str]) -> anyhow::Result<std:
         .with_context(|| format!("running {}", agent.display()))
 }
 
-/// The scheduling policy of every thread of process `pid` (`SCHED_*`, the
-/// 41st field of `/proc/PID/task/TID/stat`).
-pub fn scheduling_policies(pid: Pid) -> anyhow::Result<Vec<u32>> {
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    let mut policies = Vec::new();
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {}", tasks.display()))? {
-        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-        // Fields from the third on follow the command name's ')'.
-        let (_, fields) = stat.rsplit_once(')').context("no ')' in stat")?;
-        let policy = fields
-            .split_whitespace()
-            .nth(41 - 3)
-            .context("a short stat")?;
-        policies.push(policy.parse()?);
+/// Numeric fields of a `/proc/PID/stat` or `/proc/PID/task/TID/stat` line,
+/// by their numbers in proc(5) (from 3 on: field 2, the command name, may
+/// hold spaces and parentheses).
+pub fn proc_stat<const N: usize>(path: &Path, numbers: [usize; N]) -> anyhow::Result<[u64; N]> {
+    let stat =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no ')' in {}", path.display()))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut values = [0; N];
+    for (value, number) in values.iter_mut().zip(numbers) {
+        let field = number
+            .checked_sub(3)
+            .and_then(|i| fields.get(i))
+            .with_context(|| format!("no field {number} in {}", path.display()))?;
+        *value = field
+            .parse()
+            .with_context(|| format!("field {number} of {}: {field:?}", path.display()))?;
     }
-    Ok(policies)
+    Ok(values)
+}
+
+/// The scheduling policy (`SCHED_*`, field 41) of every thread of process
+/// `pid`.
+pub fn scheduling_policies(pid: Pid) -> anyhow::Result<Vec<u64>> {
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    std::fs::read_dir(&tasks)
+        .with_context(|| format!("reading {}", tasks.display()))?
+        .map(|task| Ok(proc_stat(&task?.path().join("stat"), [41])?[0]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_runs_under_the_default_policy_and_field_2_is_refused() {
+        let policies = scheduling_policies(Pid::this()).unwrap();
+        assert!(!policies.is_empty());
+        assert!(policies.iter().all(|p| *p == nix::libc::SCHED_OTHER as u64));
+        let error = proc_stat(Path::new("/proc/self/stat"), [2]).unwrap_err();
+        assert!(error.to_string().contains("no field 2"), "{error}");
+    }
 }

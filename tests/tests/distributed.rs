@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use nix::sys::signal::Signal;
+use nix::{libc::SCHED_BATCH, sys::signal::Signal};
 use pcap_tests::{
     TempDir,
     captures::{self, Capture, Packet},
@@ -18,9 +18,6 @@ use pcap_tests::{
     process::{self, Running},
     reference::{assert_readable, sync_references, tcpdump},
 };
-
-/// `SCHED_BATCH` in `sched.h`.
-const SCHED_BATCH: u32 = 3;
 
 /// What the CLI prints (not on a terminal) once an origin has attached.
 const STARTED: &str = "capturing on";
@@ -81,7 +78,7 @@ fn merged_capture_is_the_union_of_the_references() -> anyhow::Result<()> {
     let api = cluster.api.as_ref().context("the API")?.pid();
     let policies = process::scheduling_policies(api)?;
     ensure!(
-        policies.iter().all(|p| *p == SCHED_BATCH),
+        policies.iter().all(|p| *p == SCHED_BATCH as u64),
         "the API's threads run under policies {policies:?}, not SCHED_BATCH ({SCHED_BATCH})"
     );
     let merged = dir.join("merged.pcapng");

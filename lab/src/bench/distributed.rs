@@ -25,7 +25,7 @@ use pcap_tests::{
     captures,
     cluster::{ALICE_TOKEN, Cluster},
     netns::Netns,
-    process::Running,
+    process::{self, Running},
 };
 
 use super::{Options, Run, capture::trafgen_config, remove_last, steady};
@@ -390,12 +390,9 @@ fn start_times(
 /// A live process's user + system time so far (`/proc/PID/stat`, its
 /// threads' included, ended ones too).
 pub(super) fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is 3rd,
-    // utime the 14th and stime the 15th of the whole line.
-    let rest = &stat[stat.rfind(')').context("no ) in stat")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // utime and stime.
+    let [user, system] = process::proc_stat(Path::new(&format!("/proc/{pid}/stat")), [14, 15])?;
+    let ticks = user + system;
     // In USER_HZ, which Linux fixes at 100 on x86 and arm64.
     Ok(Duration::from_millis(ticks * 10))
 }
