@@ -4,8 +4,10 @@
 //! `cargo xtask setup` has installed them.
 #![forbid(unsafe_code)]
 
+mod bare_tls;
 mod bench;
 mod demo;
+mod rusage;
 
 use std::process::Command;
 
@@ -25,12 +27,16 @@ enum Task {
     Demo,
     /// Measure pcap against tcpdump (writes docs/bench.md).
     Bench(bench::Options),
+    /// One process of the bench's bare-TLS floor of the distributed path.
+    #[command(hide = true, subcommand)]
+    BareTls(bare_tls::Role),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Demo => demo::run(),
         Task::Bench(options) => bench::run(&options),
+        Task::BareTls(role) => bare_tls::run(&role),
     }
 }
 

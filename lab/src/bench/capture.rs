@@ -13,17 +13,17 @@
 use std::{fmt::Write as _, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::resource::UsageWho;
 use pcap_tests::{
     netns::Pair,
     process::{Running, stat},
 };
 
 use super::{Options, Run, remove_last, steady};
-use crate::workspace_root;
+use crate::{rusage, workspace_root};
 
 /// Packets offered to the captures that measure start and stop.
-const START_PACKETS: u64 = 1000;
+pub(super) const START_PACKETS: u64 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tool {
@@ -202,20 +202,15 @@ fn measure(
         || Ok(std::fs::metadata(&file).map_or(0, |m| m.len())),
     )?;
 
-    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let before = rusage::cpu_of(UsageWho::RUSAGE_CHILDREN)?;
     let (status, lines) = capture.interrupt()?;
-    let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let after = rusage::cpu_of(UsageWho::RUSAGE_CHILDREN)?;
     ensure!(status.success(), "{} failed: {lines:?}", tool.name());
-    let cpu = |u: &nix::sys::resource::Usage| {
-        let micros =
-            |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-        Duration::from_micros(micros(u.user_time()) + micros(u.system_time()))
-    };
     Ok(Run {
         offered: packets,
         captured: stat(&lines, "packets captured").context("no 'packets captured'")?,
         dropped: stat(&lines, "packets dropped by kernel").context("no 'dropped by kernel'")?,
-        cpu: cpu(&after).saturating_sub(cpu(&before)),
+        cpu: after.saturating_sub(before),
     })
 }
 

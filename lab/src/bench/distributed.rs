@@ -28,8 +28,15 @@ use pcap_tests::{
     process::{self, Running},
 };
 
-use super::{Options, Run, capture::trafgen_config, remove_last, steady};
-use crate::workspace_root;
+use super::{
+    Options, Run,
+    capture::{START_PACKETS, trafgen_config},
+    floor, remove_last, steady,
+};
+use crate::{rusage, workspace_root};
+
+/// The local capture's file, which the bare-TLS floor then moves.
+const LOCAL_FILE: &str = "local.pcapng";
 
 /// What the CLI prints once an origin has attached.
 pub(super) const STARTED: &str = "capturing on";
@@ -59,12 +66,16 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
     let api_config = cluster.api_config(None, "")?;
 
     let mut results = Vec::new();
+    let mut floors = Vec::new();
     for round in 0..options.runs {
         let mut order = [Route::Local, Route::Distributed];
         order.rotate_left(round as usize % 2);
         for path in order {
             let (run, parts) = match path {
-                Route::Local => (local(&cluster, &conf, options.packets, dir)?, None),
+                Route::Local => (
+                    local(&cluster, &conf, options.packets, &dir.join(LOCAL_FILE))?,
+                    None,
+                ),
                 Route::Distributed => distributed(
                     &mut cluster,
                     &agent_config,
@@ -83,9 +94,20 @@ fn measure_all(options: &Options, dir: &Path, report: &mut String) -> anyhow::Re
             );
             results.push((path, run, parts));
         }
+        let local_run = results
+            .iter()
+            .rev()
+            .find_map(|(path, run, _)| (*path == Route::Local).then_some(*run))
+            .context("a local run")?;
+        // Local capture's start and stop, which a serving agent pays while
+        // idle: the floor leaves it out.
+        let start = local(&cluster, &conf, START_PACKETS, &dir.join("start.pcapng"))?.cpu;
+        let floor = floor::measure(&cluster, &dir.join(LOCAL_FILE), dir, start)?;
+        eprintln!("bench: bare TLS round {round}: {floor:?}");
+        floors.push((local_run, floor));
     }
     drop(cluster);
-    write_report(report, &results)
+    write_report(report, &results, &floors)
 }
 
 /// The start-time part: its own directory and cluster of ten.
@@ -100,25 +122,25 @@ pub fn run_start(options: &Options, report: &mut String) -> anyhow::Result<()> {
     write_start_report(report, &ten, &one)
 }
 
-fn local(cluster: &Cluster, conf: &Path, packets: u64, dir: &Path) -> anyhow::Result<Run> {
-    let file = dir.join("local.pcapng");
-    remove_last(&file)?;
+/// `pcap-agent capture` of `packets` frames into `file`.
+fn local(cluster: &Cluster, conf: &Path, packets: u64, file: &Path) -> anyhow::Result<Run> {
+    remove_last(file)?;
     let vm = &cluster.vms[0];
     let mut command = vm.ns.command("taskset");
     command
         .args(["-c", "1"])
         .arg(cluster.bin_dir.join("pcap-agent"))
         .args(["capture", "-i", "eth0", "-w"])
-        .arg(&file)
+        .arg(file)
         .stdout(Stdio::null());
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let mut capture = Running::spawn(&mut command)?;
     capture.wait_for("listening on", 1)?;
-    let trafgen = send(cluster, conf, packets, &file)?;
+    let trafgen = send(cluster, conf, packets, file)?;
     let (status, lines) = capture.interrupt()?;
     ensure!(status.success(), "local capture failed: {lines:?}");
     let cpu = cpu_since(&before)?.saturating_sub(trafgen);
-    count(&file, packets, cpu)
+    count(file, packets, cpu)
 }
 
 fn distributed(
@@ -277,14 +299,9 @@ pub(super) fn pin_to_cpu1(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reaped children's CPU since `before`.
 pub(super) fn cpu_since(before: &nix::sys::resource::Usage) -> anyhow::Result<Duration> {
-    let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
-    let cpu = |u: &nix::sys::resource::Usage| {
-        let micros =
-            |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-        Duration::from_micros(micros(u.user_time()) + micros(u.system_time()))
-    };
-    Ok(cpu(&after).saturating_sub(cpu(before)))
+    Ok(rusage::cpu_of(UsageWho::RUSAGE_CHILDREN)?.saturating_sub(rusage::cpu(before)))
 }
 
 /// Counts trafgen's frames (UDP to port 9) in `file`, and the drops its
@@ -397,7 +414,11 @@ pub(super) fn process_cpu(pid: i32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
-fn write_report(out: &mut String, results: &[(Route, Run, Option<Parts>)]) -> anyhow::Result<()> {
+fn write_report(
+    out: &mut String,
+    results: &[(Route, Run, Option<Parts>)],
+    floors: &[(Run, floor::Floor)],
+) -> anyhow::Result<()> {
     let mean = |path: Route, f: &dyn Fn(&Run) -> f64| {
         let runs: Vec<f64> = results
             .iter()
@@ -465,8 +486,7 @@ fn write_report(out: &mut String, results: &[(Route, Run, Option<Parts>)]) -> an
             )?;
         }
     }
-    writeln!(out)?;
-    Ok(())
+    floor::write_rows(out, floors, local_cpu)
 }
 
 impl StartTimes {

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: local capture against tcpdump, the in-kernel filter
-//! against the kernel's classic BPF, the distributed path against local,
+//! against the kernel's classic BPF, the distributed path against local
+//! and against bare TLS over the same hops (its floor),
 //! start time, `-i any` start and stop with many interfaces, apps'
 //! throughput, and how the cost scales with captures and
 //! agents. Writes docs/bench.md (and the scaling plot, docs/bench-scaling.svg):
@@ -11,6 +12,7 @@ mod attach;
 mod capture;
 mod distributed;
 mod filter;
+mod floor;
 mod scaling;
 
 use std::fmt::Write as _;
