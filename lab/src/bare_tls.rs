@@ -120,70 +120,21 @@ pub fn run(role: &Role) -> anyhow::Result<()> {
 /// Plays `role`; returns the CPU spent once connected and the bytes moved.
 async fn play(role: &Role) -> anyhow::Result<(Duration, u64)> {
     match role {
-        Role::Send { listen, tls, file } => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let server = TlsServer::new(&tls.key_pair(), Some(&tls.ca))?;
-            let mut client = accept(&server, *listen).await?;
-            let start = cpu()?;
-            for chunk in bytes.chunks(CHUNK) {
-                client.write_all(chunk).await?;
-            }
-            client.shutdown().await?;
-            Ok((since(start)?, bytes.len() as u64))
-        }
+        Role::Send { listen, tls, file } => send(listener(*listen).await?, tls, &read(file)?).await,
         Role::Relay {
             listen,
             tls,
             upstream,
             upstream_name,
-        } => {
-            let server = TlsServer::new(&tls.key_pair(), None)?;
-            let mut client = accept(&server, *listen).await?;
-            let mut upstream = connect(*upstream, upstream_name, tls).await?;
-            let start = cpu()?;
-            let mut buf = vec![0; CHUNK];
-            let mut moved = 0;
-            loop {
-                let n = upstream.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                client.write_all(&buf[..n]).await?;
-                moved += n as u64;
-            }
-            client.shutdown().await?;
-            Ok((since(start)?, moved))
-        }
+        } => relay(listener(*listen).await?, tls, *upstream, upstream_name).await,
         Role::Receive {
             connect: address,
             server_name,
             tls,
             out,
-        } => {
-            let mut server = connect(*address, server_name, tls).await?;
-            let start = cpu()?;
-            let mut file = create(out)?;
-            let mut buf = vec![0; FILE_WRITE];
-            let (mut filled, mut moved) = (0, 0);
-            loop {
-                let n = server.read(&mut buf[filled..]).await?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-                moved += n as u64;
-                if filled == buf.len() {
-                    file.write_all(&buf)?;
-                    filled = 0;
-                }
-            }
-            file.write_all(&buf[..filled])?;
-            Ok((since(start)?, moved))
-        }
+        } => receive(*address, server_name, tls, out).await,
         Role::Write { file, out } => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = read(file)?;
             let start = cpu()?;
             let mut out = create(out)?;
             for chunk in bytes.chunks(FILE_WRITE) {
@@ -194,15 +145,87 @@ async fn play(role: &Role) -> anyhow::Result<(Duration, u64)> {
     }
 }
 
-/// Accepts one TLS client on `address`.
-async fn accept(
-    server: &TlsServer,
+/// Accepts one client on `listener` that presents a certificate of
+/// `tls.ca`, writes it `bytes` and closes.
+async fn send(listener: TcpListener, tls: &Tls, bytes: &[u8]) -> anyhow::Result<(Duration, u64)> {
+    let server = TlsServer::new(&tls.key_pair(), Some(&tls.ca))?;
+    let mut client = accept(&server, &listener).await?;
+    let start = cpu()?;
+    for chunk in bytes.chunks(CHUNK) {
+        client.write_all(chunk).await?;
+    }
+    client.shutdown().await?;
+    Ok((since(start)?, bytes.len() as u64))
+}
+
+/// Accepts one client on `listener` (no client certificate), connects to
+/// `upstream` as `tls` and copies what it sends to the client.
+async fn relay(
+    listener: TcpListener,
+    tls: &Tls,
+    upstream: SocketAddr,
+    upstream_name: &str,
+) -> anyhow::Result<(Duration, u64)> {
+    let server = TlsServer::new(&tls.key_pair(), None)?;
+    let mut client = accept(&server, &listener).await?;
+    let mut upstream = connect(upstream, upstream_name, tls).await?;
+    let start = cpu()?;
+    let mut buf = vec![0; CHUNK];
+    let mut moved = 0;
+    loop {
+        let n = upstream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        client.write_all(&buf[..n]).await?;
+        moved += n as u64;
+    }
+    client.shutdown().await?;
+    Ok((since(start)?, moved))
+}
+
+/// Connects to `address` and writes what arrives to `out`.
+async fn receive(
     address: SocketAddr,
-) -> anyhow::Result<impl AsyncRead + AsyncWrite + Unpin> {
+    server_name: &str,
+    tls: &Tls,
+    out: &Path,
+) -> anyhow::Result<(Duration, u64)> {
+    let mut server = connect(address, server_name, tls).await?;
+    let start = cpu()?;
+    let mut file = create(out)?;
+    let mut buf = vec![0; FILE_WRITE];
+    let (mut filled, mut moved) = (0, 0);
+    loop {
+        let n = server.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        moved += n as u64;
+        if filled == buf.len() {
+            file.write_all(&buf)?;
+            filled = 0;
+        }
+    }
+    file.write_all(&buf[..filled])?;
+    Ok((since(start)?, moved))
+}
+
+/// A listener on `address`, said on stderr.
+async fn listener(address: SocketAddr) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address}"))?;
     eprintln!("listening on {address}");
+    Ok(listener)
+}
+
+/// Accepts one TLS client on `listener`.
+async fn accept(
+    server: &TlsServer,
+    listener: &TcpListener,
+) -> anyhow::Result<impl AsyncRead + AsyncWrite + Unpin> {
     let (tcp, _) = listener.accept().await?;
     server
         .accept(tcp)
@@ -226,6 +249,10 @@ async fn connect(
         .await?)
 }
 
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
 fn create(path: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))
 }
@@ -238,4 +265,62 @@ fn cpu() -> anyhow::Result<Duration> {
 /// This process's user + system time since [`cpu`] said `start`.
 fn since(start: Duration) -> anyhow::Result<Duration> {
     Ok(cpu()?.saturating_sub(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use pcap_tests::{
+        TempDir,
+        pki::{Ca, Leaf, Validity},
+    };
+
+    use super::*;
+
+    fn tls(leaf: Leaf, ca: &Ca) -> Tls {
+        Tls {
+            certificate: leaf.certificate,
+            private_key: leaf.private_key,
+            ca: ca.certificate.clone(),
+        }
+    }
+
+    /// The floor is only a floor if the bytes really went through: the
+    /// receiver's file is the sender's, byte for byte, and each role counts
+    /// every byte.
+    #[test]
+    fn the_three_roles_move_a_file_byte_for_byte() -> anyhow::Result<()> {
+        let dir = TempDir::new("bare-tls")?;
+        let ca = Ca::new(&dir, "ca")?;
+        let agent = tls(
+            ca.leaf("agent", &["pcap-agent", "127.0.0.1"], Validity::Current)?,
+            &ca,
+        );
+        let api = tls(
+            ca.leaf("api", &["pcap-api", "127.0.0.1"], Validity::Current)?,
+            &ca,
+        );
+        // Not a whole number of chunks, records or file writes.
+        let bytes: Vec<u8> = (0..(3 << 20) + 12_345_u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let out = dir.join("out");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let moved = runtime.block_on(async {
+            let sender = TcpListener::bind("127.0.0.1:0").await?;
+            let relayer = TcpListener::bind("127.0.0.1:0").await?;
+            let (sender_address, relay_address) = (sender.local_addr()?, relayer.local_addr()?);
+            let (sent, relayed, received) = tokio::join!(
+                send(sender, &agent, &bytes),
+                relay(relayer, &api, sender_address, "pcap-agent"),
+                receive(relay_address, "pcap-api", &api, &out),
+            );
+            anyhow::Ok([sent?.1, relayed?.1, received?.1])
+        })?;
+        let size = bytes.len() as u64;
+        assert_eq!(moved, [size, size, size]);
+        assert!(std::fs::read(&out)? == bytes, "the file differs");
+        Ok(())
+    }
 }
