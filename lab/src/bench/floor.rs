@@ -2,8 +2,9 @@
 //! when they move the local capture's file, byte for byte, over the same
 //! veths, between processes in the agent's, the API's and the CLI's
 //! places, pinned to the same CPU (`pcap-lab bare-tls`). Local capture less
-//! its writing of the file, plus the three, is what a path of these three
-//! hops costs with no gRPC, HTTP/2 or pcap work in it.
+//! its start and stop and its writing of the file, plus the three, is what
+//! a path of these three hops costs with no gRPC, HTTP/2 or pcap work past
+//! the agent's ring.
 
 use std::{fmt::Write as _, path::Path, process::Stdio, time::Duration};
 
@@ -16,9 +17,10 @@ use pcap_tests::{
 use super::{Run, capture::START_PACKETS, remove_last};
 use crate::workspace_root;
 
-/// Where the sender listens on the VM's management address (the agent's is
-/// 9494), and the relay in the control namespace.
+/// Where the sender listens on the VM's management address (the agent's
+/// port is 9494).
 const SEND_PORT: u16 = 9600;
+/// Where the relay listens in the control namespace (the API's is 8443).
 const RELAY_ADDRESS: &str = "127.0.0.1:9601";
 
 /// CPU of each bare-TLS process for one copy of the file.
