@@ -1,6 +1,6 @@
 //! `pcap-lab bare-tls`: the bytes of a capture file moved agent → API →
 //! CLI by nothing but TLS over TCP, for the bench's floor of the
-//! distributed path (`bench::distributed`).
+//! distributed path (`bench::floor`).
 //!
 //! Each role is the product's TLS stack without gRPC, HTTP/2 or pcap's own
 //! work: pcap-proto's server configuration ([`TlsServer`]) and client
@@ -8,16 +8,15 @@
 //! [`Buffered`] sockets, one current-thread runtime. The sender holds the
 //! file in memory and writes it in [`CHUNK`] pieces, the relay copies what
 //! it reads to its downstream, the receiver writes what it reads to a file
-//! in [`FILE_WRITE`] pieces (as pcap's writers do). Each prints on stderr
-//! `listening` once it accepts, and at the end the CPU it spent from the
-//! moment its connections were up (`N cpu ns`) and the bytes it moved
-//! (`N bytes moved`).
+//! in [`FILE_WRITE`] pieces (as pcap's writers do). A role that listens
+//! prints `listening on ADDRESS` on stderr once it does; every role prints
+//! at the end the CPU it spent from the moment its connections were up
+//! (`N cpu ns`) and the bytes it moved (`N bytes moved`).
 
 use std::{
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -244,7 +243,7 @@ async fn connect(
         .await
         .with_context(|| format!("connecting to {address}"))?;
     let name = ServerName::try_from(name.to_owned())?;
-    Ok(TlsConnector::from(Arc::clone(&config))
+    Ok(TlsConnector::from(config)
         .connect(name, Buffered::new(tcp))
         .await?)
 }
