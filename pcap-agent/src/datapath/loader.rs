@@ -1,11 +1,19 @@
-//! aya's loaders, kept for the life of the process.
+//! aya's loaders, made without the kernel's BTF and kept for the life of
+//! the process.
 //!
-//! `EbpfLoader::new` reads and parses the kernel's BTF
+//! aya 0.14's `EbpfLoader::new` reads and parses the kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`, 5 to 6 MB) every time, even when
-//! `.btf(None)` then throws it away: tens of milliseconds of CPU per
-//! capture, and `pcap-agent serve` starts captures on many agents at once.
-//! Loaders are made once (one more only while that many captures load at
-//! the same time) and reused. Each load sets every global and size it
+//! `.btf(None)` then throws it away: about half of what a `pcap-agent
+//! capture` spends to start. Our programs need no CO-RE relocations, so
+//! [`fresh`] makes each loader on a short-lived thread that Landlock forbids
+//! to open files: the read fails at once and aya goes on without BTF. The
+//! restriction is the thread's own (`landlock_restrict_self` and
+//! `no_new_privs` apply to the calling thread) and ends with it. A kernel
+//! without Landlock, or a sandbox that refuses its system calls, gets the
+//! parse as before.
+//!
+//! Loaders are also made once (one more only while that many captures load
+//! at the same time) and reused. Each load sets every global and size it
 //! uses, so nothing carries over from one capture to the next.
 
 use std::{
@@ -14,6 +22,7 @@ use std::{
 };
 
 use aya::{Ebpf, EbpfLoader};
+use landlock::RulesetStatus;
 use tracing::debug;
 
 use super::Shape;
@@ -33,11 +42,38 @@ pub(super) fn with_loader<R>(load: impl FnOnce(&mut EbpfLoader<'static>) -> R) -
     result
 }
 
+/// A loader that holds no BTF, made without reading it where Landlock
+/// allows (the module's doc).
 fn fresh() -> EbpfLoader<'static> {
-    let mut loader = EbpfLoader::new();
-    // No CO-RE relocations to resolve: the parsed BTF is not needed.
+    let made = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                match forbid_files() {
+                    Ok(RulesetStatus::NotEnforced) => {
+                        debug!("no Landlock: the loader reads the kernel's BTF");
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "no Landlock: the loader reads the kernel's BTF"),
+                }
+                EbpfLoader::new()
+            })
+            .join()
+    });
+    let mut loader = made.unwrap_or_else(|_| EbpfLoader::new());
+    // No CO-RE relocations to resolve: BTF is not needed.
     loader.btf(None);
     loader
+}
+
+/// Forbids the calling thread, and only it, to open any file from now on
+/// (Landlock, best effort: `NotEnforced` where the kernel has none).
+fn forbid_files() -> Result<RulesetStatus, landlock::RulesetError> {
+    use landlock::{ABI, Access as _, AccessFs, Ruleset, RulesetAttr as _};
+    Ok(Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI::V1))?
+        .create()?
+        .restrict_self()?
+        .ruleset)
 }
 
 /// Room for interfaces in a spare's counters: a served capture has one
@@ -130,6 +166,31 @@ pub(super) static WAKEUPS: Mutex<BTreeMap<u64, &'static u64>> = Mutex::new(BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The restriction [`fresh`] relies on holds on its thread and nowhere
+    /// else: the thread cannot read the kernel's BTF, the process still can.
+    #[test]
+    fn files_are_forbidden_to_the_loaders_thread_only() {
+        const BTF: &str = "/sys/kernel/btf/vmlinux";
+        if std::fs::metadata(BTF).is_err() {
+            eprintln!("skipped: this kernel has no {BTF}");
+            return;
+        }
+        let on_the_thread = std::thread::spawn(|| {
+            let status = forbid_files().expect("a Landlock ruleset");
+            (status, std::fs::File::open(BTF).map(drop))
+        })
+        .join()
+        .expect("the thread ends");
+        match on_the_thread {
+            (RulesetStatus::NotEnforced, _) => eprintln!("skipped: this kernel has no Landlock"),
+            (_, opened) => {
+                let error = opened.expect_err("the restricted thread opened the BTF");
+                assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+            }
+        }
+        std::fs::File::open(BTF).expect("the rest of the process still reads files");
+    }
 
     #[test]
     fn values_are_interned_once() {
