@@ -48,12 +48,9 @@ fn fresh() -> EbpfLoader<'static> {
     let made = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                match forbid_files() {
-                    Ok(RulesetStatus::NotEnforced) => {
-                        debug!("no Landlock: the loader reads the kernel's BTF");
-                    }
-                    Ok(_) => {}
-                    Err(e) => debug!(error = %e, "no Landlock: the loader reads the kernel's BTF"),
+                let forbidden = forbid_files();
+                if matches!(forbidden, Ok(RulesetStatus::NotEnforced) | Err(_)) {
+                    debug!(outcome = ?forbidden, "no Landlock: the loader reads the kernel's BTF");
                 }
                 EbpfLoader::new()
             })
