@@ -22,6 +22,19 @@ pub struct Packet {
     pub direction: Option<Direction>,
 }
 
+impl Packet {
+    /// The ICMP type of an Ethernet-framed IPv4 ICMP packet (0 an echo
+    /// reply, 8 an echo request), or `None` for any other packet.
+    pub fn icmp_type(&self) -> Option<u8> {
+        let ip = self.data.get(14..)?;
+        let is_icmp = self.data[12..14] == [8, 0] && ip.first()? >> 4 == 4 && *ip.get(9)? == 1;
+        if !is_icmp {
+            return None;
+        }
+        ip.get(usize::from(ip[0] & 0x0f) * 4).copied()
+    }
+}
+
 /// pcapng interface statistics: each count is `None` when the Interface
 /// Statistics Block has no such option.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -233,4 +246,41 @@ fn parse_pcapng(b: &[u8]) -> anyhow::Result<Capture> {
         at += len;
     }
     Ok(capture)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Packet;
+
+    fn frame(data: Vec<u8>) -> Packet {
+        Packet {
+            unix_ns: 0,
+            orig_len: data.len() as u32,
+            data,
+            interface: None,
+            direction: None,
+        }
+    }
+
+    #[test]
+    fn icmp_type_reads_ipv4_icmp_only() {
+        let macs = [[0x02, 0x01, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2]].concat();
+        // An echo reply with a 24-byte IP header (one option word).
+        let mut reply = [macs.clone(), vec![0x08, 0x00, 0x46], vec![0; 8], vec![1]].concat();
+        reply.resize(14 + 24, 0);
+        reply.extend([0, 0, 0, 0]);
+        reply[14 + 20] = 8; // the option word holds an 8 where a 20-byte header's ICMP type would be
+        assert_eq!(frame(reply).icmp_type(), Some(0));
+        // An ARP request whose bytes 23 and 34 are 1 and 0, as an echo reply's are.
+        let arp = [
+            macs,
+            vec![0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1],
+            vec![0x02, 0x01, 0, 0, 0, 1, 10, 0, 0, 1],
+            vec![0; 6],
+            vec![10, 0, 0, 2],
+        ]
+        .concat();
+        assert_eq!((arp[23], arp[34]), (1, 0));
+        assert_eq!(frame(arp).icmp_type(), None);
+    }
 }

@@ -380,9 +380,7 @@ fn works_beside_an_ingress_qdisc_with_a_redirect() -> anyhow::Result<()> {
     let ours = agent_capture::start_writing(&pair.a, &file, &["-i", "veth0"])?;
     pair.a.sh("ping -c 3 -i 0.2 10.0.0.2")?;
     let (capture, _) = agent_capture::written(ours.interrupt()?, &file)?;
-    let is_echo_reply = |p: &Packet| {
-        p.data.len() > 34 && p.data[12..14] == [8, 0] && p.data[23] == 1 && p.data[34] == 0
-    };
+    let is_echo_reply = |p: &Packet| p.icmp_type() == Some(0);
     let replies = capture
         .packets
         .iter()
@@ -447,7 +445,7 @@ fn captures_a_vxlan_device() -> anyhow::Result<()> {
     let ipv4 = |p: &Packet, protocol: u8| {
         p.data.len() > 38 && p.data[12..14] == [8, 0] && p.data[23] == protocol
     };
-    let echo = |p: &Packet| ipv4(p, 1) && matches!(p.data[34], 0 | 8);
+    let echo = |p: &Packet| matches!(p.icmp_type(), Some(0 | 8));
     let vxlan = |p: &Packet| ipv4(p, 17) && p.data[36..38] == 4789u16.to_be_bytes();
     let echoes = count("silk-vtep", &echo);
     ensure!(
