@@ -17,13 +17,17 @@ use crate::{
 };
 
 /// Starts tcpdump in `ns` writing nanosecond pcap, and waits until it listens.
+/// Its 32 MiB buffer (`-B`) holds a test's bursts of large pings even while
+/// tcpdump waits for a CPU: libpcap's default 2 MiB holds four blocks.
 pub fn tcpdump(
     ns: &Netns,
     interface: &str,
     direction: &str,
     file: &Path,
 ) -> anyhow::Result<Running> {
-    let args = ["-i", interface, "-Q", direction, "-s", "262144", "-U"];
+    let args = [
+        "-i", interface, "-Q", direction, "-s", "262144", "-B", "32768", "-U",
+    ];
     tcpdump_writing(ns, file, &args)
 }
 

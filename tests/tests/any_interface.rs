@@ -27,13 +27,14 @@ const ETHERNET_HEADER: usize = 14;
 /// and its bytes from the network-layer header on.
 type Seen = (String, bool, Vec<u8>);
 
-/// Two namespaces joined by veth0/veth1, without IPv6 (nothing is sent
-/// that the test does not send), captured in `a`.
+/// Two namespaces joined by veth0/veth1, without IPv6 and with permanent
+/// neighbours (nothing is sent that the test does not send), captured in `a`.
 fn quiet_pair(tag: &str) -> anyhow::Result<Pair> {
     let pair = Pair::without_ipv6(tag)?;
     for ns in [&pair.a, &pair.b] {
         ns.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1")?;
     }
+    pair.pin_neighbours(("veth0", "10.0.0.1"), ("veth1", "10.0.0.2"))?;
     Ok(pair)
 }
 
@@ -44,6 +45,7 @@ fn traffic_and_a_new_interface(pair: &Pair, captures: &mut [&mut Running]) -> an
     pair.a.sh("ping -c 2 -i 0.2 -W 1 127.0.0.1")?;
     pair.a.sh("ping -c 2 -i 0.2 -W 1 10.0.0.2")?;
     pair.add_second_link()?;
+    pair.pin_neighbours(("veth2", "10.0.1.1"), ("veth3", "10.0.1.2"))?;
     for capture in captures.iter_mut() {
         capture.wait_for("listening on veth2", 1)?;
     }

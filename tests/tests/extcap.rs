@@ -495,11 +495,7 @@ fn tshark_captures_a_local_interface_like_tcpdump() -> anyhow::Result<()> {
     drop(tcpdump);
 
     // ICMP echo requests and replies (the marker's port unreachable is not ours).
-    let is_icmp = |p: &&Packet| {
-        p.data.get(12..14) == Some(&[0x08, 0x00][..])
-            && p.data.get(23) == Some(&1)
-            && matches!(p.data.get(34), Some(0 | 8))
-    };
+    let is_icmp = |p: &&Packet| matches!(p.icmp_type(), Some(0 | 8));
     let reference = captures::read_file(&reference_file)?;
     let reference: Vec<&Packet> = reference.packets.iter().filter(is_icmp).collect();
     let ours = captures::read_file(&ours)?;

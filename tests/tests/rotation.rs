@@ -376,7 +376,9 @@ fn count_duration_and_sigterm_end_rotated_captures_validly() -> anyhow::Result<(
     ensure!(packets == 1500, "-c 1500 wrote {packets} packets");
     // --duration: ends by itself; SIGTERM: ends as Ctrl-C does.
     let timed = capture("timed-%H%M%S", &["-G", "1", "--duration", "2.5"])?;
-    pair.a.sh("ping -q -c 20 -i 0.05 -W 1 10.0.0.2")?;
+    // -G starts a file on a packet of a later second, as tcpdump does: the
+    // pings last 1.45 s, so they always span two seconds.
+    pair.a.sh("ping -q -c 30 -i 0.05 -W 1 10.0.0.2")?;
     let (status, lines) = timed.wait()?;
     ensure!(status.success(), "--duration: {lines:?}");
     let termed = capture("termed", &["-C", "1"])?;
