@@ -33,9 +33,10 @@ pub use pcap_common::MAX_SNAPLEN;
 /// in about 5 s, on the capture's own thread.
 pub const MAX_FILTER_BYTES: usize = 4096;
 
-/// The longest `limits.max_duration` an operator may configure (API and
-/// agents): a year, in seconds. Beyond that is a typo, and
-/// `Duration::from_secs_f64` must not panic.
+/// The longest duration anything takes: a user's `--duration` and the
+/// `limits.max_duration` an operator configures (API and agents). A year,
+/// in seconds: beyond that is a typo, and `Duration::from_secs_f64` must
+/// not panic.
 pub const MAX_CONFIGURED_DURATION_SECS: f64 = 366.0 * 86400.0;
 
 /// How long the API and the agents wait for a `Capture` call's first
@@ -63,8 +64,12 @@ pub enum OptionsError {
     ZeroCount,
     #[error("invalid --duration {0}: must be more than 0 seconds")]
     Duration(String),
-    #[error("invalid --duration {0}: {0} seconds is too long")]
-    DurationTooLong(String),
+    /// More than [`MAX_CONFIGURED_DURATION_SECS`]; the value is not echoed
+    /// (`1e300` would print 301 digits).
+    #[error(
+        "invalid --duration: more than a year; give at most {MAX_CONFIGURED_DURATION_SECS} seconds"
+    )]
+    DurationTooLong,
     /// A `direction` that is none of the wire's `CaptureDirection`s.
     #[error("direction {0} is not in (1), out (2) or inout (0)")]
     Direction(i32),
@@ -272,8 +277,10 @@ pub fn duration(seconds: f64) -> Result<Duration, OptionsError> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Err(OptionsError::Duration(seconds.to_string()));
     }
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| OptionsError::DurationTooLong(seconds.to_string()))
+    if seconds > MAX_CONFIGURED_DURATION_SECS {
+        return Err(OptionsError::DurationTooLong);
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// A configured maximum duration (`limits.max_duration` of the API and the
@@ -437,12 +444,13 @@ mod tests {
             "invalid --duration -1: must be more than 0 seconds"
         );
         assert!(duration(f64::NAN).is_err());
-        assert!(
-            duration(1e300)
-                .unwrap_err()
-                .to_string()
-                .contains("too long")
+        assert_eq!(
+            duration(1e300).unwrap_err().to_string(),
+            "invalid --duration: more than a year; give at most 31622400 seconds"
         );
+        assert!(duration(f64::INFINITY).is_err());
+        assert!(duration(MAX_CONFIGURED_DURATION_SECS + 1.0).is_err());
+        assert!(duration(MAX_CONFIGURED_DURATION_SECS).is_ok());
         assert_eq!(duration(1.5), Ok(Duration::from_millis(1500)));
         assert!(check_configured_seconds(f64::NAN, false).is_err());
         assert_eq!(
