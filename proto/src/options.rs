@@ -14,7 +14,7 @@
 //! stated rather than hidden in a zero. A snaplen of 0 still means the
 //! maximum, as in tcpdump; a limit of 0 is refused.
 
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::{IntErrorKind, NonZeroU32, NonZeroU64, ParseIntError};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -255,8 +255,12 @@ pub fn snaplen(value: u64) -> Result<Option<NonZeroU32>, OptionsError> {
 /// flags become [`CaptureOptions`] (`crate::flags`), so that the message
 /// can name the flag.
 pub fn parse_whole(text: &str) -> Result<u64, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a whole number"))
+    text.parse().map_err(|e: ParseIntError| match e.kind() {
+        IntErrorKind::PosOverflow => {
+            format!("{text} is more than {}, the most it can be", u64::MAX)
+        }
+        _ => format!("{text:?} is not a whole number"),
+    })
 }
 
 /// `--max-bytes`: a whole number, at least 1.
@@ -371,6 +375,10 @@ mod tests {
             parse_whole("lots")
                 .unwrap_err()
                 .contains("not a whole number")
+        );
+        assert_eq!(
+            parse_whole("99999999999999999999").unwrap_err(),
+            "99999999999999999999 is more than 18446744073709551615, the most it can be"
         );
     }
 
