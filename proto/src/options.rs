@@ -276,7 +276,8 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
         .map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
-/// A duration asked for in seconds: more than 0, and representable.
+/// A duration asked for in seconds: more than 0, at most
+/// [`MAX_CONFIGURED_DURATION_SECS`].
 pub fn duration(seconds: f64) -> Result<Duration, OptionsError> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Err(OptionsError::Duration(seconds.to_string()));

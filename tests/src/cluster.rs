@@ -20,7 +20,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    netns::Netns,
+    netns::{Netns, pin_neighbours},
     pki::{Ca, Leaf, Validity},
     process::Running,
 };
@@ -339,25 +339,21 @@ fn build_vm(control: &Netns, index: usize) -> anyhow::Result<Vm> {
          ip addr add 10.200.{index}.1/24 dev vm{index} && ip link set vm{index} up",
         ns.name
     ))?;
-    // The VM and its peer are permanent neighbours: no ARP, so no probe
-    // 5 s after a reply lands at the end of one capture and not another's.
-    let (vm_mac, peer_mac) = (
-        format!("02:00:c0:a8:{index:02x}:01"),
-        format!("02:00:c0:a8:{index:02x}:02"),
-    );
     ns.sh(&format!(
         "ip addr add 10.200.{index}.2/24 dev mgmt0 && ip link set mgmt0 up && \
          ip link add eth0 type veth peer name eth0 netns {} && \
-         sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && ip link set eth0 address {vm_mac} && \
-         ip addr add 192.168.{index}.1/24 dev eth0 && ip link set eth0 up && \
-         ip neigh add 192.168.{index}.2 lladdr {peer_mac} dev eth0 nud permanent",
+         sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && \
+         ip addr add 192.168.{index}.1/24 dev eth0 && ip link set eth0 up",
         peer.name
     ))?;
     peer.sh(&format!(
-        "sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && ip link set eth0 address {peer_mac} && \
-         ip addr add 192.168.{index}.2/24 dev eth0 && ip link set eth0 up && \
-         ip neigh add 192.168.{index}.1 lladdr {vm_mac} dev eth0 nud permanent"
+        "sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1 && \
+         ip addr add 192.168.{index}.2/24 dev eth0 && ip link set eth0 up"
     ))?;
+    pin_neighbours(
+        (&ns, "eth0", &format!("192.168.{index}.1")),
+        (&peer, "eth0", &format!("192.168.{index}.2")),
+    )?;
     Ok(Vm {
         index,
         ns,

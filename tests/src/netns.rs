@@ -207,30 +207,6 @@ impl Pair {
         Ok(())
     }
 
-    /// Makes the two ends of a link between `a` and `b`, each given as
-    /// (interface, IPv4 address), permanent neighbours of each other. Then
-    /// neither sends ARP: no request before the first packet, and no probe
-    /// 5 s after a reply to a neighbour that only asked (`delay_first_probe_time`),
-    /// which could land at the end of one tool's capture and not the other's.
-    pub fn pin_neighbours(&self, a_end: (&str, &str), b_end: (&str, &str)) -> anyhow::Result<()> {
-        let mac = |ns: &Netns, dev: &str| -> anyhow::Result<String> {
-            Ok(ns
-                .sh(&format!("cat /sys/class/net/{dev}/address"))?
-                .trim()
-                .to_owned())
-        };
-        let (a_mac, b_mac) = (mac(&self.a, a_end.0)?, mac(&self.b, b_end.0)?);
-        self.a.sh(&format!(
-            "ip neigh replace {} lladdr {b_mac} dev {} nud permanent",
-            b_end.1, a_end.0
-        ))?;
-        self.b.sh(&format!(
-            "ip neigh replace {} lladdr {a_mac} dev {} nud permanent",
-            a_end.1, b_end.0
-        ))?;
-        Ok(())
-    }
-
     /// veth1's MAC address as 12 hex digits.
     pub fn veth1_mac_hex(&self) -> anyhow::Result<String> {
         Ok(self
@@ -252,6 +228,24 @@ impl Pair {
         ))?;
         Ok(())
     }
+}
+
+/// One end of a link: its namespace, interface and IPv4 address.
+pub type LinkEnd<'a> = (&'a Netns, &'a str, &'a str);
+
+/// Makes the two ends of a link permanent neighbours of each other. Then
+/// neither sends ARP: no request before the first packet, and no probe 5 s
+/// after a reply to a neighbour that only asked (`delay_first_probe_time`),
+/// which could land at the end of one tool's capture and not the other's.
+pub fn pin_neighbours(one: LinkEnd<'_>, other: LinkEnd<'_>) -> anyhow::Result<()> {
+    for ((ns, dev, _), (peer, peer_dev, peer_ip)) in [(one, other), (other, one)] {
+        let peer_mac = peer.sh(&format!("cat /sys/class/net/{peer_dev}/address"))?;
+        ns.sh(&format!(
+            "ip neigh replace {peer_ip} lladdr {} dev {dev} nud permanent",
+            peer_mac.trim()
+        ))?;
+    }
+    Ok(())
 }
 
 /// The kernel log from a point on. The ring buffer drops its oldest lines

@@ -12,7 +12,7 @@ use pcap_tests::{
     agent_capture::{self, start_writing, within},
     captures::{self, Direction, Packet},
     checks,
-    netns::{Netns, Pair},
+    netns::{Netns, Pair, pin_neighbours},
     now_ns,
     process::Running,
     reference::{sync_references, tcpdump},
@@ -34,7 +34,10 @@ fn quiet_pair(tag: &str) -> anyhow::Result<Pair> {
     for ns in [&pair.a, &pair.b] {
         ns.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1")?;
     }
-    pair.pin_neighbours(("veth0", "10.0.0.1"), ("veth1", "10.0.0.2"))?;
+    pin_neighbours(
+        (&pair.a, "veth0", "10.0.0.1"),
+        (&pair.b, "veth1", "10.0.0.2"),
+    )?;
     Ok(pair)
 }
 
@@ -45,7 +48,10 @@ fn traffic_and_a_new_interface(pair: &Pair, captures: &mut [&mut Running]) -> an
     pair.a.sh("ping -c 2 -i 0.2 -W 1 127.0.0.1")?;
     pair.a.sh("ping -c 2 -i 0.2 -W 1 10.0.0.2")?;
     pair.add_second_link()?;
-    pair.pin_neighbours(("veth2", "10.0.1.1"), ("veth3", "10.0.1.2"))?;
+    pin_neighbours(
+        (&pair.a, "veth2", "10.0.1.1"),
+        (&pair.b, "veth3", "10.0.1.2"),
+    )?;
     for capture in captures.iter_mut() {
         capture.wait_for("listening on veth2", 1)?;
     }
